@@ -1,0 +1,342 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * What every backend shares: the maps, the knobs set from Go before load,
+ * the filters, and the readers that turn a struct sock (plus the sockaddr
+ * the caller passed) into a struct event.
+ */
+#ifndef PORTTRACE_COMMON_H
+#define PORTTRACE_COMMON_H
+
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_endian.h>
+#include "porttrace.h"
+#include "core_fixes.h"
+
+#define AF_INET 2
+#define AF_INET6 10
+#define IPPROTO_TCP 6
+#define IPPROTO_UDP 17
+#define IPPROTO_MPTCP 262
+#define SOCK_BINDPORT_LOCK 8
+#define CAP_NET_BIND_SERVICE 10
+#define S_IFMT 00170000
+#define S_IFSOCK 0140000
+
+#define EINTR 4
+#define EAGAIN 11
+#define EINPROGRESS 115
+#define ECONNABORTED 103
+#define ERESTARTSYS 512
+#define ERESTART_RESTARTBLOCK 516
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* Keeps struct event in the object's BTF for bpf2go -type event. */
+const struct event *unused_event __attribute__((unused));
+
+/* Knobs: set by the loader before load, folded into the programs by the verifier. */
+const volatile __u32 target_pid = 0;     /* 0: every process */
+const volatile __u32 target_uid = -1;    /* -1: every user */
+const volatile bool filter_ports = false; /* true: only ports set in port_filter */
+/* The listen hook: __inet_listen_sk(struct sock *) where it exists (6.12: yes, 6.1: no), else inet_listen(struct socket *). */
+const volatile bool listen_on_sk = false;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 22); /* resized by the loader */
+} events SEC(".maps");
+
+/* Per-CPU counters, enum counter; userspace sums and reports them. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, CNT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} counters SEC(".maps");
+
+/* One bit a port: set the bits of the ports to keep. */
+struct port_bitmap {
+	__u64 bits[65536 / 64];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct port_bitmap);
+} port_filter SEC(".maps");
+
+static __always_inline void count(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&counters, &idx);
+
+	if (v)
+		*v += 1;
+}
+
+/* The cheap part of the filter, before any socket is read. */
+static __always_inline bool task_wanted(void)
+{
+	if (target_pid && (bpf_get_current_pid_tgid() >> 32) != target_pid)
+		return false;
+	if (target_uid != (__u32)-1 && (__u32)bpf_get_current_uid_gid() != target_uid)
+		return false;
+	return true;
+}
+
+static __always_inline bool port_set(__u16 port)
+{
+	__u32 zero = 0;
+	struct port_bitmap *m = bpf_map_lookup_elem(&port_filter, &zero);
+
+	if (!m)
+		return false;
+	return m->bits[(port >> 6) & 1023] & (1ull << (port & 63));
+}
+
+static __always_inline bool ports_wanted(const struct event *e)
+{
+	if (!filter_ports)
+		return true;
+	if ((e->flags & F_HAS_LOCAL) && port_set(e->lport))
+		return true;
+	if ((e->flags & F_HAS_REMOTE) && port_set(e->rport))
+		return true;
+	return false;
+}
+
+/* Only TCP, UDP and MPTCP sockets carry ports worth reporting. */
+static __always_inline bool proto_wanted(__u16 proto)
+{
+	return proto == IPPROTO_TCP || proto == IPPROTO_UDP || proto == IPPROTO_MPTCP;
+}
+
+static __always_inline void fill_task(struct event *e, __u8 kind, __u8 backend)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	__u64 id = bpf_get_current_pid_tgid();
+	__u64 ug = bpf_get_current_uid_gid();
+	struct file *exe;
+
+	e->ts_ns = bpf_ktime_get_boot_ns();
+	e->kind = kind;
+	e->backend = backend;
+	e->pid = id >> 32;
+	e->tid = (__u32)id;
+	e->uid = (__u32)ug;
+	e->gid = ug >> 32;
+	e->cgroup_id = bpf_get_current_cgroup_id();
+	e->ppid = BPF_CORE_READ(task, real_parent, tgid);
+	bpf_get_current_comm(&e->comm, sizeof(e->comm));
+
+	/* A running binary that was unlinked keeps its inode with no links. */
+	exe = BPF_CORE_READ(task, mm, exe_file);
+	if (exe && BPF_CORE_READ(exe, f_path.dentry, d_inode, i_nlink) == 0)
+		e->flags |= F_EXE_DELETED;
+	if (cred_has_cap(BPF_CORE_READ(task, cred), CAP_NET_BIND_SERVICE))
+		e->flags |= F_CAP_BIND;
+}
+
+/* Protocol, family, network namespace and that namespace's port sysctls. */
+static __always_inline bool fill_sock_meta(struct event *e, struct sock *sk)
+{
+	struct net *net;
+	__u16 proto;
+
+	e->family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if (e->family != AF_INET && e->family != AF_INET6)
+		return false;
+	proto = sk_protocol(sk);
+	/* An MPTCP subflow is a TCP socket underneath; name what the user opened. */
+	if (proto == IPPROTO_TCP &&
+	    BPF_CORE_READ_BITFIELD_PROBED((struct tcp_sock *)sk, is_mptcp))
+		proto = IPPROTO_MPTCP;
+	if (!proto_wanted(proto))
+		return false;
+	e->proto = proto;
+	e->flags |= F_HAS_PROTO;
+
+	net = BPF_CORE_READ(sk, __sk_common.skc_net.net);
+	if (net) {
+		e->netns = BPF_CORE_READ(net, ns.inum);
+		e->prot_sock = BPF_CORE_READ(net, ipv4.sysctl_ip_prot_sock);
+		net_port_range(net, &e->port_lo, &e->port_hi);
+		e->flags |= F_HAS_NET;
+	}
+	return true;
+}
+
+/* The socket's bound address and port. */
+static __always_inline void fill_sock_local(struct event *e, struct sock *sk)
+{
+	e->lport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	if (e->family == AF_INET)
+		bpf_core_read(e->laddr, 4, &sk->__sk_common.skc_rcv_saddr);
+	else
+		bpf_core_read(e->laddr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
+	e->flags |= F_HAS_LOCAL;
+	/* A port the user named sets the lock; one the kernel chose does not. */
+	if (!(sk_userlocks(sk) & SOCK_BINDPORT_LOCK))
+		e->flags |= F_EPHEMERAL;
+}
+
+/* The socket's peer. */
+static __always_inline void fill_sock_remote(struct event *e, struct sock *sk)
+{
+	e->rport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	if (e->family == AF_INET)
+		bpf_core_read(e->raddr, 4, &sk->__sk_common.skc_daddr);
+	else
+		bpf_core_read(e->raddr, 16, &sk->__sk_common.skc_v6_daddr);
+	e->flags |= F_HAS_REMOTE;
+}
+
+/*
+ * The address in a sockaddr the caller passed, from user memory (syscall
+ * tracepoints) or kernel memory (fentry/kprobe, after move_addr_to_kernel).
+ * Returns false for anything but AF_INET/AF_INET6.
+ */
+static __always_inline bool read_sockaddr(const void *sa, bool user, __u8 addr[16], __u16 *port)
+{
+	struct sockaddr_in6 sin6 = {};
+	long err;
+
+	/* sockaddr_in6 is the larger; read what the family needs. */
+	if (user)
+		err = bpf_probe_read_user(&sin6, sizeof(struct sockaddr_in), sa);
+	else
+		err = bpf_probe_read_kernel(&sin6, sizeof(struct sockaddr_in), sa);
+	if (err)
+		return false;
+	if (sin6.sin6_family == AF_INET) {
+		struct sockaddr_in *sin = (void *)&sin6;
+
+		*port = bpf_ntohs(sin->sin_port);
+		__builtin_memcpy(addr, &sin->sin_addr, 4);
+		return true;
+	}
+	if (sin6.sin6_family != AF_INET6)
+		return false;
+	if (user)
+		err = bpf_probe_read_user(&sin6, sizeof(sin6), sa);
+	else
+		err = bpf_probe_read_kernel(&sin6, sizeof(sin6), sa);
+	if (err)
+		return false;
+	*port = bpf_ntohs(sin6.sin6_port);
+	__builtin_memcpy(addr, &sin6.sin6_addr, 16);
+	return true;
+}
+
+static __always_inline void submit(struct event *e)
+{
+	if (!ports_wanted(e))
+		return;
+	if (bpf_ringbuf_output(&events, e, sizeof(*e), 0))
+		count(CNT_LOST);
+}
+
+/* A call that the kernel restarts or that goes on in the background did not fail. */
+static __always_inline bool in_progress(long ret)
+{
+	return ret == -EINPROGRESS || ret == -EINTR ||
+	       (ret <= -ERESTARTSYS && ret >= -ERESTART_RESTARTBLOCK);
+}
+
+/*
+ * emit_bind reports a bind on sk that returned ret; sa is the address the
+ * caller asked for, so a failed bind still says which port it wanted.
+ */
+static __always_inline void emit_bind(struct sock *sk, const void *sa, bool user, long ret, __u8 backend)
+{
+	struct event e = {};
+
+	if (!fill_sock_meta(&e, sk))
+		return;
+	fill_task(&e, EV_BIND, backend);
+	e.err = ret;
+	if (ret == 0) {
+		fill_sock_local(&e, sk);
+	} else if (read_sockaddr(sa, user, e.laddr, &e.lport)) {
+		e.flags |= F_HAS_LOCAL;
+	}
+	submit(&e);
+}
+
+/* listen_sk returns the struct sock the listen hook's first argument leads to. */
+static __always_inline struct sock *listen_sk(void *arg0)
+{
+	if (listen_on_sk)
+		return arg0;
+	return BPF_CORE_READ((struct socket *)arg0, sk);
+}
+
+/* emit_listen reports listen(); on success the port may be one listen chose. */
+static __always_inline void emit_listen(struct sock *sk, long ret, __u8 backend)
+{
+	struct event e = {};
+
+	if (!fill_sock_meta(&e, sk))
+		return;
+	fill_task(&e, EV_LISTEN, backend);
+	e.err = ret;
+	fill_sock_local(&e, sk);
+	if (ret != 0 && e.lport == 0)
+		e.flags &= ~(F_HAS_LOCAL | F_EPHEMERAL);
+	submit(&e);
+}
+
+/*
+ * emit_connect reports an outbound connect. The peer comes from the
+ * caller's sockaddr; the local port is the one the kernel now holds, absent
+ * when a failure released it.
+ */
+static __always_inline void emit_connect(struct sock *sk, const void *sa, bool user, long ret, __u8 backend)
+{
+	struct event e = {};
+
+	if (!fill_sock_meta(&e, sk))
+		return;
+	if (!read_sockaddr(sa, user, e.raddr, &e.rport))
+		return; /* AF_UNSPEC: a disconnect, not a connect */
+	e.flags |= F_HAS_REMOTE;
+	fill_task(&e, EV_CONNECT, backend);
+	e.err = in_progress(ret) ? 0 : ret;
+	fill_sock_local(&e, sk);
+	if (e.lport == 0)
+		e.flags &= ~(F_HAS_LOCAL | F_EPHEMERAL);
+	submit(&e);
+}
+
+/* emit_accept reports the socket accept() returned, in the accepting task. */
+static __always_inline void emit_accept(struct sock *sk, __u8 backend)
+{
+	struct event e = {};
+
+	if (!fill_sock_meta(&e, sk))
+		return;
+	fill_task(&e, EV_ACCEPT, backend);
+	fill_sock_local(&e, sk);
+	e.flags &= ~F_EPHEMERAL; /* the service port, inherited from the listener */
+	fill_sock_remote(&e, sk);
+	submit(&e);
+}
+
+/* emit_accept_failed reports an accept() that failed on listener sk. */
+static __always_inline void emit_accept_failed(struct sock *sk, long ret, __u8 backend)
+{
+	struct event e = {};
+
+	if (!fill_sock_meta(&e, sk))
+		return;
+	fill_task(&e, EV_ACCEPT, backend);
+	e.err = ret;
+	fill_sock_local(&e, sk);
+	e.flags &= ~F_EPHEMERAL;
+	submit(&e);
+}
+
+#endif /* PORTTRACE_COMMON_H */

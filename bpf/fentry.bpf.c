@@ -1,0 +1,88 @@
+//go:build ignore
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * fentry/fexit backend (5.5+; bpf_get_func_ret needs 5.17). Hooks the
+ * kernel functions every path goes through, syscall or not:
+ *  - __inet_bind/__inet6_bind, not inet_bind: from 6.12 an MPTCP socket's
+ *    bind (Go's net.Listen since 1.24) reaches __inet_bind through
+ *    inet_bind_sk without inet_bind, and __inet_bind is where -EACCES is
+ *    decided.
+ *  - tcp_v4_connect/tcp_v6_connect: the source port is allocated inside,
+ *    synchronous failures are their return value.
+ *  - inet_dgram_connect: UDP connect and its autobind.
+ *  - inet_csk_accept: its prototype went from 4 arguments to 2 in 6.10, so
+ *    only the first argument and the return value are read.
+ *  - __inet_listen_sk (on 6.12, not 6.1; also MPTCP's path), else inet_listen;
+ *    one program, attached to whichever the kernel has.
+ */
+#include "common.h"
+
+static __always_inline long func_ret(void *ctx)
+{
+	__u64 ret = 0;
+
+	bpf_get_func_ret(ctx, &ret);
+	return (long)ret;
+}
+
+SEC("fexit/__inet_bind")
+int BPF_PROG(fexit_inet_bind, struct sock *sk, struct sockaddr *uaddr)
+{
+	if (task_wanted())
+		emit_bind(sk, uaddr, false, (int)func_ret(ctx), BACKEND_FENTRY);
+	return 0;
+}
+
+SEC("fexit/__inet6_bind")
+int BPF_PROG(fexit_inet6_bind, struct sock *sk, struct sockaddr *uaddr)
+{
+	if (task_wanted())
+		emit_bind(sk, uaddr, false, (int)func_ret(ctx), BACKEND_FENTRY);
+	return 0;
+}
+
+SEC("fexit/tcp_v4_connect")
+int BPF_PROG(fexit_tcp_v4_connect, struct sock *sk, struct sockaddr *uaddr)
+{
+	/* tcp_v6_connect calls this for v4-mapped peers and reports them itself. */
+	if (BPF_CORE_READ(sk, __sk_common.skc_family) != AF_INET)
+		return 0;
+	if (task_wanted())
+		emit_connect(sk, uaddr, false, (int)func_ret(ctx), BACKEND_FENTRY);
+	return 0;
+}
+
+SEC("fexit/tcp_v6_connect")
+int BPF_PROG(fexit_tcp_v6_connect, struct sock *sk, struct sockaddr *uaddr)
+{
+	if (task_wanted())
+		emit_connect(sk, uaddr, false, (int)func_ret(ctx), BACKEND_FENTRY);
+	return 0;
+}
+
+SEC("fexit/inet_dgram_connect")
+int BPF_PROG(fexit_inet_dgram_connect, struct socket *sock, struct sockaddr *uaddr)
+{
+	if (task_wanted())
+		emit_connect(BPF_CORE_READ(sock, sk), uaddr, false, (int)func_ret(ctx), BACKEND_FENTRY);
+	return 0;
+}
+
+SEC("fexit/inet_csk_accept")
+int BPF_PROG(fexit_inet_csk_accept, struct sock *sk)
+{
+	struct sock *newsk = (struct sock *)func_ret(ctx);
+
+	if (newsk && task_wanted())
+		emit_accept(newsk, BACKEND_FENTRY);
+	return 0;
+}
+
+/* The loader retargets this to __inet_listen_sk where the kernel has it. */
+SEC("fexit/inet_listen")
+int BPF_PROG(fexit_listen, void *arg0)
+{
+	if (task_wanted())
+		emit_listen(listen_sk(arg0), (int)func_ret(ctx), BACKEND_FENTRY);
+	return 0;
+}

@@ -1,0 +1,167 @@
+//go:build ignore
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * kprobe/kretprobe backend, for kernels where fentry is refused (no BPF
+ * trampoline on the architecture, or an older kernel). Same functions as
+ * the fentry backend; the entry side stashes the arguments by thread, the
+ * return side reports. Needs CONFIG_KPROBES and kprobe_events.
+ */
+#include "common.h"
+
+enum kprobe_id {
+	P_BIND4 = 1,
+	P_BIND6,
+	P_TCP4,
+	P_TCP6,
+	P_DGRAM,
+	P_LISTEN,
+};
+
+struct kargs {
+	__u64 obj; /* struct sock * or struct socket * */
+	__u64 sa;  /* kernel sockaddr */
+};
+
+/* Keyed by thread and probe: tcp_v6_connect nests tcp_v4_connect. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct kargs);
+} kinflight SEC(".maps");
+
+static __always_inline __u64 kkey(enum kprobe_id p)
+{
+	return (bpf_get_current_pid_tgid() << 8) | p;
+}
+
+static __always_inline int kstash(enum kprobe_id p, void *obj, void *sa)
+{
+	__u64 key = kkey(p);
+	struct kargs a = {.obj = (__u64)obj, .sa = (__u64)sa};
+
+	if (task_wanted())
+		bpf_map_update_elem(&kinflight, &key, &a, BPF_ANY);
+	return 0;
+}
+
+static __always_inline bool ktake(enum kprobe_id p, struct kargs *out)
+{
+	__u64 key = kkey(p);
+	struct kargs *a = bpf_map_lookup_elem(&kinflight, &key);
+
+	if (!a)
+		return false;
+	*out = *a;
+	bpf_map_delete_elem(&kinflight, &key);
+	return true;
+}
+
+SEC("kprobe/__inet_bind")
+int BPF_KPROBE(kp_inet_bind, struct sock *sk, struct sockaddr *uaddr)
+{
+	return kstash(P_BIND4, sk, uaddr);
+}
+
+SEC("kretprobe/__inet_bind")
+int BPF_KRETPROBE(krp_inet_bind, int ret)
+{
+	struct kargs a;
+
+	if (ktake(P_BIND4, &a))
+		emit_bind((void *)a.obj, (void *)a.sa, false, ret, BACKEND_KPROBE);
+	return 0;
+}
+
+SEC("kprobe/__inet6_bind")
+int BPF_KPROBE(kp_inet6_bind, struct sock *sk, struct sockaddr *uaddr)
+{
+	return kstash(P_BIND6, sk, uaddr);
+}
+
+SEC("kretprobe/__inet6_bind")
+int BPF_KRETPROBE(krp_inet6_bind, int ret)
+{
+	struct kargs a;
+
+	if (ktake(P_BIND6, &a))
+		emit_bind((void *)a.obj, (void *)a.sa, false, ret, BACKEND_KPROBE);
+	return 0;
+}
+
+SEC("kprobe/tcp_v4_connect")
+int BPF_KPROBE(kp_tcp_v4_connect, struct sock *sk, struct sockaddr *uaddr)
+{
+	/* tcp_v6_connect calls this for v4-mapped peers and reports them itself. */
+	if (BPF_CORE_READ(sk, __sk_common.skc_family) != AF_INET)
+		return 0;
+	return kstash(P_TCP4, sk, uaddr);
+}
+
+SEC("kretprobe/tcp_v4_connect")
+int BPF_KRETPROBE(krp_tcp_v4_connect, int ret)
+{
+	struct kargs a;
+
+	if (ktake(P_TCP4, &a))
+		emit_connect((void *)a.obj, (void *)a.sa, false, ret, BACKEND_KPROBE);
+	return 0;
+}
+
+SEC("kprobe/tcp_v6_connect")
+int BPF_KPROBE(kp_tcp_v6_connect, struct sock *sk, struct sockaddr *uaddr)
+{
+	return kstash(P_TCP6, sk, uaddr);
+}
+
+SEC("kretprobe/tcp_v6_connect")
+int BPF_KRETPROBE(krp_tcp_v6_connect, int ret)
+{
+	struct kargs a;
+
+	if (ktake(P_TCP6, &a))
+		emit_connect((void *)a.obj, (void *)a.sa, false, ret, BACKEND_KPROBE);
+	return 0;
+}
+
+SEC("kprobe/inet_dgram_connect")
+int BPF_KPROBE(kp_inet_dgram_connect, struct socket *sock, struct sockaddr *uaddr)
+{
+	return kstash(P_DGRAM, sock, uaddr);
+}
+
+SEC("kretprobe/inet_dgram_connect")
+int BPF_KRETPROBE(krp_inet_dgram_connect, int ret)
+{
+	struct kargs a;
+
+	if (ktake(P_DGRAM, &a))
+		emit_connect(BPF_CORE_READ((struct socket *)a.obj, sk), (void *)a.sa, false, ret,
+			     BACKEND_KPROBE);
+	return 0;
+}
+
+SEC("kretprobe/inet_csk_accept")
+int BPF_KRETPROBE(krp_inet_csk_accept, struct sock *newsk)
+{
+	if (newsk && task_wanted())
+		emit_accept(newsk, BACKEND_KPROBE);
+	return 0;
+}
+
+/* Attached to __inet_listen_sk where the kernel has it, else inet_listen. */
+SEC("kprobe/inet_listen")
+int BPF_KPROBE(kp_listen, void *arg0)
+{
+	return kstash(P_LISTEN, arg0, NULL);
+}
+
+SEC("kretprobe/inet_listen")
+int BPF_KRETPROBE(krp_listen, int ret)
+{
+	struct kargs a;
+
+	if (ktake(P_LISTEN, &a))
+		emit_listen(listen_sk((void *)a.obj), ret, BACKEND_KPROBE);
+	return 0;
+}

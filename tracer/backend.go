@@ -1,0 +1,217 @@
+package tracer
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
+	"github.com/cilium/ebpf/link"
+)
+
+// sharedMaps are the maps every backend writes to.
+type sharedMaps struct {
+	Events     *ebpf.Map `ebpf:"events"`
+	Counters   *ebpf.Map `ebpf:"counters"`
+	PortFilter *ebpf.Map `ebpf:"port_filter"`
+}
+
+// hook is one attachment: the event kind it reports and how to attach it.
+type hook struct {
+	kind   Kind
+	name   string // for messages: "tracepoint syscalls/sys_exit_bind"
+	attach func() (link.Link, error)
+}
+
+// loaded is a backend whose programs the kernel has verified, not yet attached.
+type loaded struct {
+	maps  *sharedMaps
+	hooks []hook
+	close func() error
+}
+
+// tracepointObjects is what the tracepoint backend loads: kernel 5.8+ (ring
+// buffer); syscall tracepoints exist since 4.14.
+type tracepointObjects struct {
+	sharedMaps
+	EnterBind    *ebpf.Program `ebpf:"tp_enter_bind"`
+	ExitBind     *ebpf.Program `ebpf:"tp_exit_bind"`
+	EnterListen  *ebpf.Program `ebpf:"tp_enter_listen"`
+	ExitListen   *ebpf.Program `ebpf:"tp_exit_listen"`
+	EnterConnect *ebpf.Program `ebpf:"tp_enter_connect"`
+	ExitConnect  *ebpf.Program `ebpf:"tp_exit_connect"`
+	EnterAccept  *ebpf.Program `ebpf:"tp_enter_accept"`
+	ExitAccept   *ebpf.Program `ebpf:"tp_exit_accept"`
+}
+
+func tp(kind Kind, name string, prog *ebpf.Program) hook {
+	return hook{kind, "tracepoint syscalls/" + name, func() (link.Link, error) {
+		return link.Tracepoint("syscalls", name, prog, nil)
+	}}
+}
+
+func loadTracepoint(spec *ebpf.CollectionSpec, opts *ebpf.CollectionOptions) (*loaded, error) {
+	var o tracepointObjects
+	if err := spec.LoadAndAssign(&o, opts); err != nil {
+		return nil, err
+	}
+	return &loaded{
+		maps: &o.sharedMaps,
+		hooks: []hook{
+			tp(KindBind, "sys_enter_bind", o.EnterBind),
+			tp(KindBind, "sys_exit_bind", o.ExitBind),
+			tp(KindListen, "sys_enter_listen", o.EnterListen),
+			tp(KindListen, "sys_exit_listen", o.ExitListen),
+			tp(KindConnect, "sys_enter_connect", o.EnterConnect),
+			tp(KindConnect, "sys_exit_connect", o.ExitConnect),
+			tp(KindAccept, "sys_enter_accept", o.EnterAccept),
+			tp(KindAccept, "sys_enter_accept4", o.EnterAccept),
+			tp(KindAccept, "sys_exit_accept", o.ExitAccept),
+			tp(KindAccept, "sys_exit_accept4", o.ExitAccept),
+		},
+		close: func() error { return closeAll(&o.sharedMaps, o.EnterBind, o.ExitBind, o.EnterListen, o.ExitListen, o.EnterConnect, o.ExitConnect, o.EnterAccept, o.ExitAccept) },
+	}, nil
+}
+
+// fentryObjects is what the fentry backend loads: kernel 5.17+ for
+// bpf_get_func_ret, and a BPF trampoline on the architecture.
+type fentryObjects struct {
+	sharedMaps
+	Bind4    *ebpf.Program `ebpf:"fexit_inet_bind"`
+	Bind6    *ebpf.Program `ebpf:"fexit_inet6_bind"`
+	TCP4     *ebpf.Program `ebpf:"fexit_tcp_v4_connect"`
+	TCP6     *ebpf.Program `ebpf:"fexit_tcp_v6_connect"`
+	Dgram    *ebpf.Program `ebpf:"fexit_inet_dgram_connect"`
+	Accept   *ebpf.Program `ebpf:"fexit_inet_csk_accept"`
+	Listen   *ebpf.Program `ebpf:"fexit_listen"`
+}
+
+func tracing(kind Kind, fn string, prog *ebpf.Program) hook {
+	return hook{kind, "fexit " + fn, func() (link.Link, error) {
+		return link.AttachTracing(link.TracingOptions{Program: prog})
+	}}
+}
+
+func loadFentry(spec *ebpf.CollectionSpec, opts *ebpf.CollectionOptions, listenFn string) (*loaded, error) {
+	spec.Programs["fexit_listen"].AttachTo = listenFn
+	var o fentryObjects
+	if err := spec.LoadAndAssign(&o, opts); err != nil {
+		return nil, err
+	}
+	return &loaded{
+		maps: &o.sharedMaps,
+		hooks: []hook{
+			tracing(KindBind, "__inet_bind", o.Bind4),
+			tracing(KindBind, "__inet6_bind", o.Bind6),
+			tracing(KindListen, listenFn, o.Listen),
+			tracing(KindConnect, "tcp_v4_connect", o.TCP4),
+			tracing(KindConnect, "tcp_v6_connect", o.TCP6),
+			tracing(KindConnect, "inet_dgram_connect", o.Dgram),
+			tracing(KindAccept, "inet_csk_accept", o.Accept),
+		},
+		close: func() error {
+			return closeAll(&o.sharedMaps, o.Bind4, o.Bind6, o.TCP4, o.TCP6, o.Dgram, o.Accept, o.Listen)
+		},
+	}, nil
+}
+
+// kprobeObjects is what the kprobe backend loads: CONFIG_KPROBES, kernel 5.8+.
+type kprobeObjects struct {
+	sharedMaps
+	Bind4     *ebpf.Program `ebpf:"kp_inet_bind"`
+	Bind4Ret  *ebpf.Program `ebpf:"krp_inet_bind"`
+	Bind6     *ebpf.Program `ebpf:"kp_inet6_bind"`
+	Bind6Ret  *ebpf.Program `ebpf:"krp_inet6_bind"`
+	TCP4      *ebpf.Program `ebpf:"kp_tcp_v4_connect"`
+	TCP4Ret   *ebpf.Program `ebpf:"krp_tcp_v4_connect"`
+	TCP6      *ebpf.Program `ebpf:"kp_tcp_v6_connect"`
+	TCP6Ret   *ebpf.Program `ebpf:"krp_tcp_v6_connect"`
+	Dgram     *ebpf.Program `ebpf:"kp_inet_dgram_connect"`
+	DgramRet  *ebpf.Program `ebpf:"krp_inet_dgram_connect"`
+	AcceptRet *ebpf.Program `ebpf:"krp_inet_csk_accept"`
+	Listen    *ebpf.Program `ebpf:"kp_listen"`
+	ListenRet *ebpf.Program `ebpf:"krp_listen"`
+}
+
+func kprobe(kind Kind, fn string, prog *ebpf.Program, ret bool) hook {
+	name := "kprobe "
+	if ret {
+		name = "kretprobe "
+	}
+	return hook{kind, name + fn, func() (link.Link, error) {
+		if ret {
+			return link.Kretprobe(fn, prog, nil)
+		}
+		return link.Kprobe(fn, prog, nil)
+	}}
+}
+
+func loadKprobe(spec *ebpf.CollectionSpec, opts *ebpf.CollectionOptions, listenFn string) (*loaded, error) {
+	var o kprobeObjects
+	if err := spec.LoadAndAssign(&o, opts); err != nil {
+		return nil, err
+	}
+	return &loaded{
+		maps: &o.sharedMaps,
+		hooks: []hook{
+			// Return probes first: an entry stash without its return probe would linger.
+			kprobe(KindBind, "__inet_bind", o.Bind4Ret, true),
+			kprobe(KindBind, "__inet_bind", o.Bind4, false),
+			kprobe(KindBind, "__inet6_bind", o.Bind6Ret, true),
+			kprobe(KindBind, "__inet6_bind", o.Bind6, false),
+			kprobe(KindListen, listenFn, o.ListenRet, true),
+			kprobe(KindListen, listenFn, o.Listen, false),
+			kprobe(KindConnect, "tcp_v4_connect", o.TCP4Ret, true),
+			kprobe(KindConnect, "tcp_v4_connect", o.TCP4, false),
+			kprobe(KindConnect, "tcp_v6_connect", o.TCP6Ret, true),
+			kprobe(KindConnect, "tcp_v6_connect", o.TCP6, false),
+			kprobe(KindConnect, "inet_dgram_connect", o.DgramRet, true),
+			kprobe(KindConnect, "inet_dgram_connect", o.Dgram, false),
+			kprobe(KindAccept, "inet_csk_accept", o.AcceptRet, true),
+		},
+		close: func() error {
+			return closeAll(&o.sharedMaps, o.Bind4, o.Bind4Ret, o.Bind6, o.Bind6Ret, o.TCP4, o.TCP4Ret,
+				o.TCP6, o.TCP6Ret, o.Dgram, o.DgramRet, o.AcceptRet, o.Listen, o.ListenRet)
+		},
+	}, nil
+}
+
+func closeAll(m *sharedMaps, progs ...*ebpf.Program) error {
+	var errs []error
+	for _, p := range progs {
+		if p != nil {
+			errs = append(errs, p.Close())
+		}
+	}
+	for _, mp := range []*ebpf.Map{m.Events, m.Counters, m.PortFilter} {
+		if mp != nil {
+			errs = append(errs, mp.Close())
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// listenFunc is the kernel function every listen() passes through:
+// __inet_listen_sk where it exists (MPTCP's listen calls it directly, 6.12
+// has it, 6.1 does not), inet_listen before.
+func listenFunc(kernel *btf.Spec) (fn string, onSock bool) {
+	var f *btf.Func
+	if kernel != nil && kernel.TypeByName("__inet_listen_sk", &f) == nil {
+		return "__inet_listen_sk", true
+	}
+	return "inet_listen", false
+}
+
+// kprobesAvailable tells why kprobes cannot attach, before anything is loaded.
+func kprobesAvailable() error {
+	if _, err := os.Stat("/sys/bus/event_source/devices/kprobe/type"); err == nil {
+		return nil
+	}
+	for _, dir := range []string{"/sys/kernel/tracing", "/sys/kernel/debug/tracing"} {
+		if _, err := os.Stat(dir + "/kprobe_events"); err == nil {
+			return nil
+		}
+	}
+	return fmt.Errorf("kernel has no kprobe PMU and no kprobe_events (CONFIG_KPROBES off?): %w", ebpf.ErrNotSupported)
+}

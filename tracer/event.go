@@ -1,0 +1,286 @@
+package tracer
+
+import (
+	"fmt"
+	"net/netip"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Kind is what the process did to the socket.
+type Kind uint8
+
+// Event kinds, numbered as enum event_kind in bpf/porttrace.h.
+const (
+	KindBind    Kind = 1
+	KindListen  Kind = 2
+	KindConnect Kind = 3
+	KindAccept  Kind = 4
+)
+
+var kindNames = [...]string{KindBind: "bind", KindListen: "listen", KindConnect: "connect", KindAccept: "accept"}
+
+func (k Kind) String() string {
+	if int(k) < len(kindNames) && kindNames[k] != "" {
+		return kindNames[k]
+	}
+	return fmt.Sprintf("kind(%d)", uint8(k))
+}
+
+// ParseKind is the inverse of Kind.String.
+func ParseKind(s string) (Kind, error) {
+	for k, name := range kindNames {
+		if name != "" && name == s {
+			return Kind(k), nil
+		}
+	}
+	return 0, fmt.Errorf("unknown event %q (want bind, listen, connect or accept)", s)
+}
+
+// Result says whether the call worked.
+type Result uint8
+
+const (
+	ResultOK     Result = iota
+	ResultDenied        // EACCES or EPERM: a permission check refused it
+	ResultFailed        // any other errno
+)
+
+func (r Result) String() string {
+	switch r {
+	case ResultOK:
+		return "ok"
+	case ResultDenied:
+		return "denied"
+	default:
+		return "failed"
+	}
+}
+
+// Direction is who opened the connection, from this host's point of view.
+type Direction uint8
+
+const (
+	DirNone     Direction = iota // bind and listen have none
+	DirInbound                   // accepted: the peer connected to us
+	DirOutbound                  // connected: we connected to the peer
+)
+
+func (d Direction) String() string {
+	switch d {
+	case DirInbound:
+		return "inbound"
+	case DirOutbound:
+		return "outbound"
+	}
+	return ""
+}
+
+// Backend names the kernel hooks an event came from.
+type Backend uint8
+
+// Backends, numbered as enum backend_id in bpf/porttrace.h.
+const (
+	BackendAuto       Backend = 0
+	BackendTracepoint Backend = 1
+	BackendFentry     Backend = 2
+	BackendKprobe     Backend = 3
+)
+
+var backendNames = [...]string{BackendAuto: "auto", BackendTracepoint: "tracepoint", BackendFentry: "fentry", BackendKprobe: "kprobe"}
+
+func (b Backend) String() string {
+	if int(b) < len(backendNames) {
+		return backendNames[b]
+	}
+	return fmt.Sprintf("backend(%d)", uint8(b))
+}
+
+// ParseBackend is the inverse of Backend.String.
+func ParseBackend(s string) (Backend, error) {
+	for b, name := range backendNames {
+		if name == s {
+			return Backend(b), nil
+		}
+	}
+	return 0, fmt.Errorf("unknown backend %q (want auto, fentry, kprobe or tracepoint)", s)
+}
+
+// Protocol numbers as the kernel has them in sk_protocol.
+const (
+	ProtoTCP   uint16 = unix.IPPROTO_TCP
+	ProtoUDP   uint16 = unix.IPPROTO_UDP
+	ProtoMPTCP uint16 = 262
+)
+
+// ProtoName names an IP protocol number as the event stream does.
+func ProtoName(p uint16) string {
+	switch p {
+	case ProtoTCP:
+		return "tcp"
+	case ProtoUDP:
+		return "udp"
+	case ProtoMPTCP:
+		return "mptcp"
+	case 0:
+		return ""
+	}
+	return fmt.Sprintf("proto(%d)", p)
+}
+
+// FamilyName names an address family as the event stream does.
+func FamilyName(f uint16) string {
+	switch f {
+	case unix.AF_INET:
+		return "ipv4"
+	case unix.AF_INET6:
+		return "ipv6"
+	}
+	return ""
+}
+
+// Event is one socket operation, decoded and classified.
+//
+// Fields the backend could not know stay at their zero value and are
+// omitted from output: an invalid Local or Remote, Netns 0, an empty Exe.
+type Event struct {
+	Time    time.Time
+	Kind    Kind
+	Result  Result
+	Errno   syscall.Errno // 0 when Result is ResultOK
+	Backend Backend
+
+	PID, TID, PPID uint32
+	UID, GID       uint32
+	Comm           string
+	CgroupID       uint64
+	ExeDeleted     bool // the running executable has been unlinked
+	CapBind        bool // the task held CAP_NET_BIND_SERVICE
+
+	// Filled from /proc and the user database, best-effort.
+	User   string
+	Exe    string
+	Cgroup string
+
+	Proto  uint16 // ProtoTCP, ProtoUDP, ProtoMPTCP; 0 if unknown
+	Family uint16 // unix.AF_INET or unix.AF_INET6
+	Local  netip.AddrPort
+	Remote netip.AddrPort
+
+	// The socket's network namespace and its port sysctls; HasNet is false
+	// when the backend could not read them.
+	HasNet          bool
+	Netns           uint32
+	UnprivPortStart uint32    // net.ipv4.ip_unprivileged_port_start
+	PortRange       [2]uint16 // net.ipv4.ip_local_port_range
+
+	Ephemeral  bool // the kernel chose the local port
+	Direction  Direction
+	PortClass  PortClass // of the service port
+	Privileged bool      // the service port needs CAP_NET_BIND_SERVICE in this netns
+	Reason     string    // why a call was denied or failed, in words
+}
+
+// ServicePort is the port that names the service: the local port of a bind,
+// listen or accept, the remote port of a connect.
+func (e *Event) ServicePort() (uint16, bool) {
+	ap := e.Local
+	if e.Kind == KindConnect {
+		ap = e.Remote
+	}
+	if !ap.IsValid() {
+		return 0, false
+	}
+	return ap.Port(), true
+}
+
+// Errno name, e.g. "EACCES"; empty when the call succeeded.
+func (e *Event) ErrnoName() string {
+	if e.Errno == 0 {
+		return ""
+	}
+	if n := unix.ErrnoName(e.Errno); n != "" {
+		return n
+	}
+	return fmt.Sprintf("errno%d", int(e.Errno))
+}
+
+// Event flags, as enum event_flags in bpf/porttrace.h.
+const (
+	flagHasLocal   = 1 << 0
+	flagHasRemote  = 1 << 1
+	flagHasNet     = 1 << 2
+	flagEphemeral  = 1 << 3
+	flagExeDeleted = 1 << 4
+	flagCapBind    = 1 << 5
+	flagHasProto   = 1 << 6
+)
+
+// decode turns a raw kernel event into an Event: addresses, names, result,
+// and the classification of its ports. bootOffset converts the kernel's
+// CLOCK_BOOTTIME stamp to wall-clock time.
+func decode(raw *porttraceEvent, bootOffset time.Duration, ev *Event) {
+	*ev = Event{
+		Time:       time.Unix(0, int64(raw.TsNs)).Add(bootOffset),
+		Kind:       Kind(raw.Kind),
+		Backend:    Backend(raw.Backend),
+		PID:        raw.Pid,
+		TID:        raw.Tid,
+		PPID:       raw.Ppid,
+		UID:        raw.Uid,
+		GID:        raw.Gid,
+		Comm:       commString(&raw.Comm),
+		CgroupID:   raw.CgroupId,
+		ExeDeleted: raw.Flags&flagExeDeleted != 0,
+		CapBind:    raw.Flags&flagCapBind != 0,
+		Family:     raw.Family,
+		Ephemeral:  raw.Flags&flagEphemeral != 0,
+	}
+	if raw.Flags&flagHasProto != 0 {
+		ev.Proto = raw.Proto
+	}
+	if raw.Err < 0 {
+		ev.Errno = syscall.Errno(-raw.Err)
+		ev.Result = ResultFailed
+		if ev.Errno == unix.EACCES || ev.Errno == unix.EPERM {
+			ev.Result = ResultDenied
+		}
+	}
+	if raw.Flags&flagHasLocal != 0 {
+		ev.Local = netip.AddrPortFrom(addrFrom(raw.Family, &raw.Laddr), raw.Lport)
+	}
+	if raw.Flags&flagHasRemote != 0 {
+		ev.Remote = netip.AddrPortFrom(addrFrom(raw.Family, &raw.Raddr), raw.Rport)
+	}
+	if raw.Flags&flagHasNet != 0 {
+		ev.HasNet = true
+		ev.Netns = raw.Netns
+		ev.UnprivPortStart = raw.ProtSock
+		ev.PortRange = [2]uint16{raw.PortLo, raw.PortHi}
+	}
+	switch ev.Kind {
+	case KindConnect:
+		ev.Direction = DirOutbound
+	case KindAccept:
+		ev.Direction = DirInbound
+	}
+	classify(ev)
+}
+
+func addrFrom(family uint16, b *[16]uint8) netip.Addr {
+	if family == unix.AF_INET {
+		return netip.AddrFrom4([4]byte(b[:4]))
+	}
+	return netip.AddrFrom16(*b)
+}
+
+func commString(c *[16]int8) string {
+	var b [16]byte
+	n := 0
+	for ; n < len(c) && c[n] != 0; n++ {
+		b[n] = byte(c[n])
+	}
+	return string(b[:n])
+}

@@ -1,0 +1,190 @@
+package tracer
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Run traces until ctx is done, --duration passes or --count events have
+// been written, then detaches and prints a one-line summary on stderr.
+func Run(ctx context.Context, cfg Config, stdout io.Writer, stderr io.Writer) error {
+	t, err := New(Options{Backend: cfg.Backend, Events: cfg.Events, PID: cfg.PID, UID: cfg.UID, Ports: &cfg.Ports})
+	if err != nil {
+		return err
+	}
+	defer t.Close()
+	fmt.Fprintf(stderr, "porttrace: tracing with the %s backend", t.Backend())
+	for _, n := range t.Notes() {
+		fmt.Fprintf(stderr, "; %s", n)
+	}
+	fmt.Fprintln(stderr)
+
+	if cfg.Duration > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, cfg.Duration)
+		defer cancel()
+	}
+	stop := context.AfterFunc(ctx, t.Stop)
+	defer stop()
+
+	out := bufio.NewWriterSize(stdout, 64<<10)
+	w, err := newWriter(cfg, out, stdout)
+	if err != nil {
+		return err
+	}
+	s := newSummary()
+	en := newEnricher()
+	var ev Event
+	lastLostCheck := time.Now()
+	var reported uint64
+	for cfg.Count == 0 || s.total < cfg.Count {
+		err := t.Read(&ev)
+		if errors.Is(err, ErrStopped) {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		if !cfg.Wants(&ev) {
+			continue
+		}
+		en.enrich(&ev)
+		if err := w.Write(&ev); err != nil {
+			return fmt.Errorf("writing output: %w", err)
+		}
+		s.add(&ev)
+		if time.Since(lastLostCheck) > time.Second {
+			lastLostCheck = time.Now()
+			reported = reportLost(t, w, stderr, reported)
+		}
+		if !t.Pending() {
+			if err := out.Flush(); err != nil {
+				return fmt.Errorf("writing output: %w", err)
+			}
+		}
+	}
+	t.Stop()
+	reported = reportLost(t, w, stderr, reported)
+	if err := w.Close(); err != nil {
+		return fmt.Errorf("writing output: %w", err)
+	}
+	if err := out.Flush(); err != nil {
+		return fmt.Errorf("writing output: %w", err)
+	}
+	fmt.Fprintf(stderr, "porttrace: %s, %d lost\n", s, reported)
+	return nil
+}
+
+// reportLost tells of events the kernel dropped since the last report.
+func reportLost(t *Tracer, w writer, stderr io.Writer, reported uint64) uint64 {
+	lost, err := t.Lost()
+	if err != nil || lost == reported {
+		return reported
+	}
+	fmt.Fprintf(stderr, "porttrace: %d events lost: the ring buffer was full\n", lost-reported)
+	w.Lost(lost - reported)
+	return lost
+}
+
+// writer is the output format.
+type writer interface {
+	Write(*Event) error
+	Lost(n uint64)
+	Close() error
+}
+
+func newWriter(cfg Config, out *bufio.Writer, stdout io.Writer) (writer, error) {
+	if cfg.Output == "json" {
+		return &jsonWriter{out: out}, nil
+	}
+	width, color := 0, false
+	if f, ok := stdout.(*os.File); ok {
+		if ws, err := unix.IoctlGetWinsize(int(f.Fd()), unix.TIOCGWINSZ); err == nil {
+			width = int(ws.Col)
+			color = os.Getenv("NO_COLOR") == ""
+		}
+	}
+	tw, err := NewTableWriter(out, width, color)
+	if err != nil {
+		return nil, err
+	}
+	return &tableOut{tw: tw, out: out}, nil
+}
+
+type jsonWriter struct {
+	out *bufio.Writer
+	buf []byte
+}
+
+func (j *jsonWriter) Write(ev *Event) error {
+	j.buf = AppendJSON(j.buf[:0], ev)
+	_, err := j.out.Write(j.buf)
+	return err
+}
+
+func (j *jsonWriter) Lost(n uint64) {
+	j.buf = AppendLostJSON(j.buf[:0], n)
+	_, _ = j.out.Write(j.buf)
+}
+
+func (j *jsonWriter) Close() error { return nil }
+
+// tableOut adds, under a row that failed, a line saying why.
+type tableOut struct {
+	tw  *TableWriter
+	out *bufio.Writer
+}
+
+func (t *tableOut) Write(ev *Event) error {
+	if err := t.tw.Write(ev); err != nil {
+		return err
+	}
+	if ev.Reason != "" {
+		_, err := fmt.Fprintf(t.out, "         └ %s\n", ev.Reason)
+		return err
+	}
+	return nil
+}
+
+func (t *tableOut) Lost(n uint64) {}
+
+func (t *tableOut) Close() error { return t.tw.Close() }
+
+// summary counts what was written, for the line printed on exit.
+type summary struct {
+	total  uint64
+	byKind [KindAccept + 1]uint64
+	failed uint64
+	denied uint64
+}
+
+func newSummary() *summary { return &summary{} }
+
+func (s *summary) add(ev *Event) {
+	s.total++
+	if int(ev.Kind) < len(s.byKind) {
+		s.byKind[ev.Kind]++
+	}
+	switch ev.Result {
+	case ResultDenied:
+		s.denied++
+	case ResultFailed:
+		s.failed++
+	}
+}
+
+func (s *summary) String() string {
+	var parts []string
+	for k := KindBind; k <= KindAccept; k++ {
+		parts = append(parts, fmt.Sprintf("%s %d", k, s.byKind[k]))
+	}
+	return fmt.Sprintf("%d events (%s), %d denied, %d failed", s.total, strings.Join(parts, ", "), s.denied, s.failed)
+}

@@ -1,0 +1,259 @@
+package tracer
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"time"
+	"unsafe"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
+	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
+)
+
+// ErrStopped is returned by Read once Stop has been called and every event
+// already in the ring buffer has been read.
+var ErrStopped = errors.New("tracer stopped")
+
+// ringBufferSize holds about 70,000 events: seconds of a connection storm.
+const ringBufferSize = 8 << 20
+
+// Options select what the kernel side reports. Filters here run in the
+// kernel, before an event costs ring-buffer space.
+type Options struct {
+	Backend Backend // BackendAuto tries fentry, kprobe, tracepoint in turn
+	Events  KindSet // only these are attached
+	PID     uint32  // 0: all
+	UID     int64   // -1: all
+	Ports   *PortSet
+}
+
+// Tracer is a loaded and attached backend and the reader of its ring buffer.
+type Tracer struct {
+	backend    Backend
+	notes      []string
+	l          *loaded
+	links      []link.Link
+	rd         *ringbuf.Reader
+	rec        ringbuf.Record
+	bootOffset time.Duration
+	stopOnce   sync.Once
+}
+
+// New loads and attaches the chosen backend, or with BackendAuto the first
+// that works. The reasons others were refused are in Notes.
+func New(o Options) (*Tracer, error) {
+	ensureTracefs()
+	// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK.
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, fmt.Errorf("raising RLIMIT_MEMLOCK: %w", err)
+	}
+	kernel, err := btf.LoadKernelSpec()
+	if err != nil {
+		return nil, fmt.Errorf("reading kernel BTF (/sys/kernel/btf/vmlinux, CONFIG_DEBUG_INFO_BTF): %w", err)
+	}
+	order := []Backend{BackendFentry, BackendKprobe, BackendTracepoint}
+	if o.Backend != BackendAuto {
+		order = []Backend{o.Backend}
+	}
+	t := &Tracer{}
+	var errs []error
+	for _, b := range order {
+		err := t.start(b, o, kernel)
+		if err == nil {
+			t.backend = b
+			break
+		}
+		errs = append(errs, err)
+		t.notes = append(t.notes, fmt.Sprintf("%s refused: %v", b, err))
+	}
+	if t.l == nil {
+		if len(order) == 1 {
+			return nil, explain(errs[0])
+		}
+		return nil, fmt.Errorf("no usable backend: %w", explain(errors.Join(errs...)))
+	}
+	now, boot := time.Now(), monotonicBoot()
+	t.bootOffset = time.Duration(now.UnixNano() - boot)
+	return t, nil
+}
+
+// explain adds what to do to the errors an operator can fix.
+func explain(err error) error {
+	if errors.Is(err, unix.EPERM) && os.Geteuid() != 0 {
+		return fmt.Errorf("permission denied: run porttrace as root (or with CAP_BPF and CAP_PERFMON): %w", err)
+	}
+	return err
+}
+
+func (t *Tracer) start(b Backend, o Options, kernel *btf.Spec) (err error) {
+	if b == BackendKprobe {
+		if err := kprobesAvailable(); err != nil {
+			return err
+		}
+	}
+	spec, err := loadPorttrace()
+	if err != nil {
+		return fmt.Errorf("reading the embedded BPF object: %w", err)
+	}
+	listenFn, onSock := listenFunc(kernel)
+	uid := uint32(0xffffffff)
+	if o.UID >= 0 {
+		uid = uint32(o.UID)
+	}
+	for name, v := range map[string]any{
+		"target_pid":   o.PID,
+		"target_uid":   uid,
+		"filter_ports": o.Ports != nil && !o.Ports.Empty(),
+		"listen_on_sk": onSock,
+	} {
+		if err := spec.Variables[name].Set(v); err != nil {
+			return fmt.Errorf("setting %s: %w", name, err)
+		}
+	}
+	spec.Maps["events"].MaxEntries = ringBufferSize
+	opts := &ebpf.CollectionOptions{Programs: ebpf.ProgramOptions{KernelTypes: kernel}}
+
+	var l *loaded
+	switch b {
+	case BackendTracepoint:
+		l, err = loadTracepoint(spec, opts)
+	case BackendFentry:
+		l, err = loadFentry(spec, opts, listenFn)
+	case BackendKprobe:
+		l, err = loadKprobe(spec, opts, listenFn)
+	default:
+		return fmt.Errorf("unknown backend %d", b)
+	}
+	if errors.Is(err, unix.EPERM) && os.Geteuid() == 0 {
+		return fmt.Errorf("the kernel refused to load its programs (EPERM as root: lockdown, or a kernel that forbids this program type): %w", ebpf.ErrNotSupported)
+	}
+	if err != nil {
+		return fmt.Errorf("loading: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			t.detach()
+			l.close()
+		}
+	}()
+	if o.Ports != nil && !o.Ports.Empty() {
+		if err := l.maps.PortFilter.Put(uint32(0), &o.Ports.bits); err != nil {
+			return fmt.Errorf("setting the port filter: %w", err)
+		}
+	}
+	for _, h := range l.hooks {
+		if !o.Events.Has(h.kind) {
+			continue
+		}
+		lk, err := h.attach()
+		if err != nil {
+			return fmt.Errorf("attaching %s: %w", h.name, err)
+		}
+		t.links = append(t.links, lk)
+	}
+	rd, err := ringbuf.NewReader(l.maps.Events)
+	if err != nil {
+		return fmt.Errorf("opening the ring buffer: %w", err)
+	}
+	t.l, t.rd = l, rd
+	return nil
+}
+
+// Backend is the backend in use.
+func (t *Tracer) Backend() Backend { return t.backend }
+
+// Notes says why backends tried before the chosen one were refused.
+func (t *Tracer) Notes() []string { return t.notes }
+
+// Read blocks for the next event and decodes it into ev. After Stop it
+// returns what is left in the ring buffer, then ErrStopped.
+func (t *Tracer) Read(ev *Event) error {
+	for {
+		if err := t.rd.ReadInto(&t.rec); err != nil {
+			if errors.Is(err, ringbuf.ErrFlushed) || errors.Is(err, ringbuf.ErrClosed) {
+				return ErrStopped
+			}
+			return fmt.Errorf("reading the ring buffer: %w", err)
+		}
+		if len(t.rec.RawSample) < int(unsafe.Sizeof(porttraceEvent{})) {
+			continue
+		}
+		decode((*porttraceEvent)(unsafe.Pointer(&t.rec.RawSample[0])), t.bootOffset, ev)
+		return nil
+	}
+}
+
+// Pending reports whether more events are waiting in the ring buffer, so a
+// writer knows when to flush.
+func (t *Tracer) Pending() bool { return t.rd.AvailableBytes() > 0 }
+
+// Lost is how many events the kernel dropped because the ring buffer was full.
+func (t *Tracer) Lost() (uint64, error) {
+	var perCPU []uint64
+	if err := t.l.maps.Counters.Lookup(uint32(0), &perCPU); err != nil {
+		return 0, fmt.Errorf("reading counters: %w", err)
+	}
+	var n uint64
+	for _, v := range perCPU {
+		n += v
+	}
+	return n, nil
+}
+
+// Stop detaches every hook, so no new event is produced, and makes Read
+// return the events still buffered, then ErrStopped. Safe to call from
+// another goroutine and more than once.
+func (t *Tracer) Stop() {
+	t.stopOnce.Do(func() {
+		t.detach()
+		_ = t.rd.Flush()
+	})
+}
+
+func (t *Tracer) detach() {
+	for _, lk := range t.links {
+		_ = lk.Close()
+	}
+	t.links = nil
+}
+
+// Close stops the tracer and frees everything it loaded.
+func (t *Tracer) Close() error {
+	t.Stop()
+	return errors.Join(t.rd.Close(), t.l.close())
+}
+
+// ensureTracefs mounts tracefs where it is missing: the syscall
+// tracepoints and kprobe_events live there.
+func ensureTracefs() {
+	if _, err := os.Stat("/sys/kernel/tracing/events"); err == nil {
+		return
+	}
+	if _, err := os.Stat("/sys/kernel/debug/tracing/events"); err == nil {
+		return
+	}
+	_ = unix.Mount("nodev", "/sys/kernel/tracing", "tracefs", 0, "")
+}
+
+func monotonicBoot() int64 {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts)
+	return ts.Nano()
+}
+
+// String describes the choice for the startup line on stderr.
+func (t *Tracer) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "backend %s", t.backend)
+	for _, n := range t.notes {
+		fmt.Fprintf(&b, "; %s", n)
+	}
+	return b.String()
+}
