@@ -304,7 +304,16 @@ static __always_inline void emit_connect(struct sock *sk, const void *sa, bool u
 		return; /* AF_UNSPEC: a disconnect, not a connect */
 	e.flags |= F_HAS_REMOTE;
 	fill_task(&e, EV_CONNECT, backend);
-	e.err = in_progress(ret) ? 0 : ret;
+	e.err = ret;
+	if (in_progress(ret)) {
+		/*
+		 * Still connecting, unless a refusal over loopback already
+		 * closed the socket before the call returned.
+		 */
+		e.err = 0;
+		if (BPF_CORE_READ(sk, __sk_common.skc_state) == TCP_CLOSE)
+			e.err = -BPF_CORE_READ(sk, sk_err);
+	}
 	fill_sock_local(&e, sk);
 	if (e.lport == 0)
 		e.flags &= ~(F_HAS_LOCAL | F_EPHEMERAL);

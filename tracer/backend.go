@@ -70,7 +70,9 @@ func loadTracepoint(spec *ebpf.CollectionSpec, opts *ebpf.CollectionOptions) (*l
 			tp(KindAccept, "sys_exit_accept", o.ExitAccept),
 			tp(KindAccept, "sys_exit_accept4", o.ExitAccept),
 		},
-		close: func() error { return closeAll(&o.sharedMaps, o.EnterBind, o.ExitBind, o.EnterListen, o.ExitListen, o.EnterConnect, o.ExitConnect, o.EnterAccept, o.ExitAccept) },
+		close: func() error {
+			return closeAll(&o.sharedMaps, o.EnterBind, o.ExitBind, o.EnterListen, o.ExitListen, o.EnterConnect, o.ExitConnect, o.EnterAccept, o.ExitAccept)
+		},
 	}, nil
 }
 
@@ -78,13 +80,13 @@ func loadTracepoint(spec *ebpf.CollectionSpec, opts *ebpf.CollectionOptions) (*l
 // bpf_get_func_ret, and a BPF trampoline on the architecture.
 type fentryObjects struct {
 	sharedMaps
-	Bind4    *ebpf.Program `ebpf:"fexit_inet_bind"`
-	Bind6    *ebpf.Program `ebpf:"fexit_inet6_bind"`
-	TCP4     *ebpf.Program `ebpf:"fexit_tcp_v4_connect"`
-	TCP6     *ebpf.Program `ebpf:"fexit_tcp_v6_connect"`
-	Dgram    *ebpf.Program `ebpf:"fexit_inet_dgram_connect"`
-	Accept   *ebpf.Program `ebpf:"fexit_inet_csk_accept"`
-	Listen   *ebpf.Program `ebpf:"fexit_listen"`
+	Bind4  *ebpf.Program `ebpf:"fexit_inet_bind"`
+	Bind6  *ebpf.Program `ebpf:"fexit_inet6_bind"`
+	TCP4   *ebpf.Program `ebpf:"fexit_tcp_v4_connect"`
+	TCP6   *ebpf.Program `ebpf:"fexit_tcp_v6_connect"`
+	Dgram  *ebpf.Program `ebpf:"fexit_inet_dgram_connect"`
+	Accept *ebpf.Program `ebpf:"fexit_inet_csk_accept"`
+	Listen *ebpf.Program `ebpf:"fexit_listen"`
 }
 
 func tracing(kind Kind, fn string, prog *ebpf.Program) hook {

@@ -116,7 +116,7 @@ func newWriter(cfg Config, out *bufio.Writer, stdout io.Writer) (writer, error) 
 	if err != nil {
 		return nil, err
 	}
-	return &tableOut{tw: tw, out: out}, nil
+	return &tableOut{tw: tw, out: out, width: width}, nil
 }
 
 type jsonWriter struct {
@@ -139,19 +139,51 @@ func (j *jsonWriter) Close() error { return nil }
 
 // tableOut adds, under a row that failed, a line saying why.
 type tableOut struct {
-	tw  *TableWriter
-	out *bufio.Writer
+	tw    *TableWriter
+	out   io.Writer
+	width int // terminal width, 0 when not a terminal
 }
 
 func (t *tableOut) Write(ev *Event) error {
 	if err := t.tw.Write(ev); err != nil {
 		return err
 	}
-	if ev.Reason != "" {
-		_, err := fmt.Fprintf(t.out, "         └ %s\n", ev.Reason)
-		return err
+	if ev.Reason == "" {
+		return nil
+	}
+	for i, line := range wrapWords(ev.Reason, t.width-len(reasonIndent)) {
+		prefix := reasonIndent
+		if i > 0 {
+			prefix = strings.Repeat(" ", len(reasonIndent))
+		}
+		if _, err := io.WriteString(t.out, prefix+line+"\n"); err != nil {
+			return err
+		}
 	}
 	return nil
+}
+
+const reasonIndent = "         \u2514 "
+
+// wrapWords breaks s into lines of at most width bytes at spaces; width <= 0
+// means no limit.
+func wrapWords(s string, width int) []string {
+	if width <= 0 || len(s) <= width {
+		return []string{s}
+	}
+	var lines []string
+	line := ""
+	for _, w := range strings.Fields(s) {
+		if line != "" && len(line)+1+len(w) > width {
+			lines = append(lines, line)
+			line = ""
+		}
+		if line != "" {
+			line += " "
+		}
+		line += w
+	}
+	return append(lines, line)
 }
 
 func (t *tableOut) Lost(n uint64) {}

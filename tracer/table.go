@@ -12,14 +12,26 @@ import (
 
 var tableHeader = []any{"TIME", "EVENT", "PID", "USER", "COMM", "PROTO", "LOCAL", "REMOTE", "DIR", "CLASS", "RESULT"}
 
-// Column widths, right padding included. The address columns share what is
-// left of the terminal; a cell too long for its column wraps inside it.
-var tableWidths = []int{9, 8, 8, 9, 10, 6, 0, 0, 4, 6, 14}
+// Column widths, right padding included. wideWidths fit an IPv4 row with
+// room to spare (about 125 columns); narrowWidths fit 80 columns, where an
+// address too long for its column puts its port on a second line and any
+// other long cell wraps inside its column.
+var (
+	wideWidths   = []int{9, 8, 8, 9, 10, 6, 24, 24, 4, 6, 14}
+	narrowWidths = []int{9, 8, 7, 6, 7, 6, 10, 10, 4, 6, 7}
+)
 
 const (
-	addrColMin = 8
-	addrColMax = 24
+	colLocal  = 6
+	colRemote = 7
 )
+
+func sum(ns []int) (s int) {
+	for _, n := range ns {
+		s += n
+	}
+	return s
+}
 
 // TableWriter prints events as aligned rows as they happen (tablewriter's
 // streaming mode: the header once, then one row per Append).
@@ -27,24 +39,18 @@ type TableWriter struct {
 	t     *tablewriter.Table
 	color bool
 	row   []any
+	cols  []int
 }
 
 // NewTableWriter starts a table on w sized for a terminal of width columns
 // (0: not a terminal). color marks denials and failures with ANSI colour.
 func NewTableWriter(w io.Writer, width int, color bool) (*TableWriter, error) {
-	widths := tw.NewMapper[int, int]()
-	addr := addrColMax
-	if width > 0 {
-		fixed := 0
-		for _, n := range tableWidths {
-			fixed += n
-		}
-		addr = min(addrColMax, max(addrColMin, (width-fixed)/2))
+	cols := wideWidths
+	if width > 0 && width < sum(wideWidths) {
+		cols = narrowWidths
 	}
-	for i, n := range tableWidths {
-		if n == 0 {
-			n = addr
-		}
+	widths := tw.NewMapper[int, int]()
+	for i, n := range cols {
 		widths.Set(i, n)
 	}
 	cell := tw.CellConfig{
@@ -72,7 +78,7 @@ func NewTableWriter(w io.Writer, width int, color bool) (*TableWriter, error) {
 		return nil, err
 	}
 	t.Header(tableHeader...)
-	return &TableWriter{t: t, color: color, row: make([]any, len(tableHeader))}, nil
+	return &TableWriter{t: t, color: color, row: make([]any, len(tableHeader)), cols: cols}, nil
 }
 
 // Write prints one event.
@@ -84,8 +90,8 @@ func (tw *TableWriter) Write(ev *Event) error {
 	r[3] = ev.User
 	r[4] = ev.Comm
 	r[5] = ProtoName(ev.Proto)
-	r[6] = hostPort(ev.Local)
-	r[7] = hostPort(ev.Remote)
+	r[6] = hostPort(ev.Local, tw.cols[colLocal]-1)
+	r[7] = hostPort(ev.Remote, tw.cols[colRemote]-1)
 	r[8] = shortDir(ev.Direction)
 	r[9] = shortClass(ev)
 	r[10] = tw.result(ev)
@@ -110,16 +116,23 @@ func (tw *TableWriter) result(ev *Event) string {
 }
 
 // hostPort writes an address as ss does: "*" for the wildcard, brackets
-// around IPv6.
-func hostPort(ap netip.AddrPort) string {
+// around IPv6. Longer than max, the port goes on a line of its own.
+func hostPort(ap netip.AddrPort, max int) string {
 	if !ap.IsValid() {
 		return ""
 	}
-	port := strconv.FormatUint(uint64(ap.Port()), 10)
-	if ap.Addr().IsUnspecified() {
-		return "*:" + port
+	host := "*"
+	if !ap.Addr().IsUnspecified() {
+		host = ap.Addr().String()
+		if ap.Addr().Is6() {
+			host = "[" + host + "]"
+		}
 	}
-	return ap.String()
+	s := host + ":" + strconv.FormatUint(uint64(ap.Port()), 10)
+	if len(s) > max {
+		return host + "\n:" + s[len(host)+1:]
+	}
+	return s
 }
 
 func shortDir(d Direction) string {

@@ -49,6 +49,9 @@ type Tracer struct {
 // New loads and attaches the chosen backend, or with BackendAuto the first
 // that works. The reasons others were refused are in Notes.
 func New(o Options) (*Tracer, error) {
+	if err := checkPrivileges(); err != nil {
+		return nil, err
+	}
 	ensureTracefs()
 	// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK.
 	if err := rlimit.RemoveMemlock(); err != nil {
@@ -217,10 +220,15 @@ func (t *Tracer) Stop() {
 	})
 }
 
+// detach closes the links in parallel: each tracepoint detach waits for an
+// RCU grace period (~60 ms), which one after another adds up to most of a
+// second on exit.
 func (t *Tracer) detach() {
+	var wg sync.WaitGroup
 	for _, lk := range t.links {
-		_ = lk.Close()
+		wg.Go(func() { _ = lk.Close() })
 	}
+	wg.Wait()
 	t.links = nil
 }
 
@@ -228,6 +236,29 @@ func (t *Tracer) detach() {
 func (t *Tracer) Close() error {
 	t.Stop()
 	return errors.Join(t.rd.Close(), t.l.close())
+}
+
+// Capability numbers (linux/capability.h); CAP_BPF and CAP_PERFMON split
+// out of CAP_SYS_ADMIN in 5.8.
+const (
+	capSysAdmin = 21
+	capPerfmon  = 38
+	capBPF      = 39
+)
+
+// checkPrivileges fails early, with what to do, when the process cannot
+// load BPF programs at all.
+func checkPrivileges() error {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return fmt.Errorf("reading capabilities: %w", err)
+	}
+	has := func(c uint) bool { return data[c/32].Effective&(1<<(c%32)) != 0 }
+	if has(capSysAdmin) || (has(capBPF) && has(capPerfmon)) {
+		return nil
+	}
+	return errors.New("permission denied: run porttrace as root (or with CAP_BPF and CAP_PERFMON)")
 }
 
 // ensureTracefs mounts tracefs where it is missing: the syscall

@@ -1,0 +1,101 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+// The test binary doubles as porttrace: with PORTTRACE_MAIN set it runs main.
+func TestMain(m *testing.M) {
+	if os.Getenv("PORTTRACE_MAIN") != "" {
+		os.Exit(run(os.Args[1:]))
+	}
+	os.Exit(m.Run())
+}
+
+func porttrace(t *testing.T, exe string, uid int, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	cmd := exec.Command(exe, args...)
+	cmd.Env = append(os.Environ(), "PORTTRACE_MAIN=1")
+	if uid != 0 {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(uid)}}
+	}
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err := cmd.Run()
+	if ee, ok := err.(*exec.ExitError); ok {
+		return ee.ExitCode(), o.String(), e.String()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return 0, o.String(), e.String()
+}
+
+func TestExitCodes(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		args   []string
+		code   int
+		stderr string
+		stdout string
+	}{
+		{[]string{"--version"}, 0, "", "porttrace "},
+		{[]string{"-h"}, 0, "usage: porttrace", ""},
+		{[]string{"-o", "yaml"}, 2, `porttrace: invalid --output "yaml": want table or json`, ""},
+		{[]string{"--port", "80-70"}, 2, "porttrace: invalid argument", ""},
+		{[]string{"--backend", "xdp"}, 2, `porttrace: invalid --backend: unknown backend "xdp"`, ""},
+		{[]string{"--bogus"}, 2, "porttrace: unknown flag: --bogus", ""},
+		{[]string{"extra"}, 2, `porttrace: unexpected argument "extra"`, ""},
+		{[]string{"-d", "x"}, 2, "porttrace: invalid argument", ""},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			code, stdout, stderr := porttrace(t, exe, 0, tc.args...)
+			if code != tc.code || !strings.Contains(stderr, tc.stderr) || !strings.HasPrefix(stdout, tc.stdout) {
+				t.Errorf("exit %d, stdout %q, stderr %q; want exit %d, stderr with %q", code, stdout, stderr, tc.code, tc.stderr)
+			}
+			if tc.code == 2 && strings.Count(strings.TrimSpace(stderr), "\n") != 0 {
+				t.Errorf("usage error is not one line: %q", stderr)
+			}
+		})
+	}
+}
+
+// Without privileges porttrace says what is missing, on one line, and exits 1.
+func TestNotRoot(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to run a copy of itself as another user")
+	}
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, err := os.MkdirTemp("", "porttrace-main-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	exe := filepath.Join(dir, "porttrace")
+	b, err := os.ReadFile(self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(exe, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	code, _, stderr := porttrace(t, exe, 65534, "-d", "1s")
+	if code != 1 || !strings.Contains(stderr, "run porttrace as root") || strings.Count(strings.TrimSpace(stderr), "\n") != 0 {
+		t.Errorf("exit %d, stderr %q; want 1 and one line asking for root", code, stderr)
+	}
+}

@@ -1,0 +1,105 @@
+package tracer
+
+import (
+	"net/netip"
+	"strings"
+	"syscall"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+func TestClassOf(t *testing.T) {
+	for _, tc := range []struct {
+		port uint16
+		want PortClass
+	}{
+		{0, ClassWellKnown}, {22, ClassWellKnown}, {1023, ClassWellKnown},
+		{1024, ClassRegistered}, {3306, ClassRegistered}, {49151, ClassRegistered},
+		{49152, ClassDynamic}, {65535, ClassDynamic},
+	} {
+		if got := ClassOf(tc.port); got != tc.want {
+			t.Errorf("ClassOf(%d) = %s, want %s", tc.port, got, tc.want)
+		}
+	}
+}
+
+func TestPrivileged(t *testing.T) {
+	for _, tc := range []struct {
+		port        uint16
+		unprivStart uint32
+		want        bool
+	}{
+		{80, 1024, true},
+		{1023, 1024, true},
+		{1024, 1024, false},
+		{0, 1024, false}, // port 0: the kernel chooses
+		{80, 80, false},  // threshold lowered in this netns
+		{1500, 2000, true},
+		{22, 0, false}, // 0: nothing is privileged
+	} {
+		if got := Privileged(tc.port, tc.unprivStart); got != tc.want {
+			t.Errorf("Privileged(%d, %d) = %t, want %t", tc.port, tc.unprivStart, got, tc.want)
+		}
+	}
+}
+
+func TestClassifyServicePort(t *testing.T) {
+	lo := netip.MustParseAddr("127.0.0.1")
+	for _, tc := range []struct {
+		name      string
+		ev        Event
+		wantClass PortClass
+		wantPriv  bool
+	}{
+		{"bind classifies the local port",
+			Event{Kind: KindBind, Local: netip.AddrPortFrom(lo, 443), HasNet: true, UnprivPortStart: 1024}, ClassWellKnown, true},
+		{"connect classifies the remote port",
+			Event{Kind: KindConnect, Local: netip.AddrPortFrom(lo, 50000), Remote: netip.AddrPortFrom(lo, 25), HasNet: true, UnprivPortStart: 1024}, ClassWellKnown, true},
+		{"accept classifies the local port",
+			Event{Kind: KindAccept, Local: netip.AddrPortFrom(lo, 8080), Remote: netip.AddrPortFrom(lo, 50000), HasNet: true, UnprivPortStart: 1024}, ClassRegistered, false},
+		{"unknown netns: privileged not claimed",
+			Event{Kind: KindBind, Local: netip.AddrPortFrom(lo, 80)}, ClassWellKnown, false},
+		{"no port known",
+			Event{Kind: KindConnect, HasNet: true, UnprivPortStart: 1024}, ClassNone, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ev := tc.ev
+			classify(&ev)
+			if ev.PortClass != tc.wantClass || ev.Privileged != tc.wantPriv {
+				t.Errorf("class %s privileged %t, want %s %t", ev.PortClass, ev.Privileged, tc.wantClass, tc.wantPriv)
+			}
+		})
+	}
+}
+
+func TestReason(t *testing.T) {
+	lo := netip.MustParseAddr("0.0.0.0")
+	for _, tc := range []struct {
+		name string
+		ev   Event
+		want string // substring
+	}{
+		{"ok has none", Event{Kind: KindBind}, ""},
+		{"EACCES below the threshold",
+			Event{Kind: KindBind, Errno: unix.EACCES, Local: netip.AddrPortFrom(lo, 80), HasNet: true, UnprivPortStart: 1024},
+			"port 80 is below ip_unprivileged_port_start 1024 and the process lacks CAP_NET_BIND_SERVICE"},
+		{"EACCES with the capability is something else",
+			Event{Kind: KindBind, Errno: unix.EACCES, CapBind: true, Local: netip.AddrPortFrom(lo, 80), HasNet: true, UnprivPortStart: 1024},
+			"permission denied"},
+		{"EPERM is policy", Event{Kind: KindBind, Errno: unix.EPERM}, "policy"},
+		{"EADDRINUSE", Event{Kind: KindBind, Errno: unix.EADDRINUSE}, "another socket holds"},
+		{"connect out of ports",
+			Event{Kind: KindConnect, Errno: unix.EADDRNOTAVAIL, HasNet: true, PortRange: [2]uint16{40000, 40001}},
+			"ip_local_port_range 40000-40001"},
+		{"other errno in words", Event{Kind: KindConnect, Errno: syscall.ECONNREFUSED}, "connection refused"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ev := tc.ev
+			classify(&ev)
+			if tc.want == "" && ev.Reason != "" || !strings.Contains(ev.Reason, tc.want) {
+				t.Errorf("reason %q, want it to contain %q", ev.Reason, tc.want)
+			}
+		})
+	}
+}

@@ -1,0 +1,138 @@
+package tracer
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/spf13/pflag"
+)
+
+func TestPortSet(t *testing.T) {
+	for _, tc := range []struct {
+		in      string
+		in2     string // a second --port flag
+		has     []uint16
+		hasNot  []uint16
+		wantErr string
+	}{
+		{in: "25,80,8000-8100", has: []uint16{25, 80, 8000, 8050, 8100}, hasNot: []uint16{0, 24, 81, 7999, 8101}},
+		{in: "0", has: []uint16{0}, hasNot: []uint16{1}},
+		{in: "65535", has: []uint16{65535}, hasNot: []uint16{65534}},
+		{in: " 22 , 443 ", has: []uint16{22, 443}},
+		{in: "22", in2: "53", has: []uint16{22, 53}, hasNot: []uint16{23}},
+		{in: "65536", wantErr: `invalid port "65536"`},
+		{in: "http", wantErr: `invalid port "http"`},
+		{in: "-5", wantErr: `invalid port ""`},
+		{in: "90-80", wantErr: "runs backwards"},
+		{in: "80,", wantErr: `invalid port ""`},
+		{in: "1-2-3", wantErr: `invalid port "2-3"`},
+	} {
+		t.Run(tc.in, func(t *testing.T) {
+			var p PortSet
+			err := p.Set(tc.in)
+			if err == nil && tc.in2 != "" {
+				err = p.Set(tc.in2)
+			}
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("error %v, want %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, port := range tc.has {
+				if !p.Has(port) {
+					t.Errorf("missing %d", port)
+				}
+			}
+			for _, port := range tc.hasNot {
+				if p.Has(port) {
+					t.Errorf("has %d", port)
+				}
+			}
+		})
+	}
+}
+
+func TestFlags(t *testing.T) {
+	for _, tc := range []struct {
+		args    []string
+		check   func(*Config) bool
+		wantErr string
+	}{
+		{args: nil, check: func(c *Config) bool {
+			return c.Output == "table" && c.UID == -1 && c.Backend == BackendAuto && c.Events.String() == "bind,listen,connect,accept"
+		}},
+		{args: []string{"-o", "json", "-p", "80,443", "--pid", "42", "--uid", "0", "-e", "bind,accept", "--backend", "tracepoint"},
+			check: func(c *Config) bool {
+				return c.Output == "json" && c.Ports.Has(443) && c.PID == 42 && c.UID == 0 &&
+					c.Events.String() == "bind,accept" && c.Backend == BackendTracepoint
+			}},
+		{args: []string{"-d", "1m30s", "-n", "10", "-4", "--tcp", "--failed"}, check: func(c *Config) bool {
+			return c.Duration.Seconds() == 90 && c.Count == 10 && c.IPv4 && c.TCP && c.Failed
+		}},
+		{args: []string{"-o", "yaml"}, wantErr: `invalid --output "yaml"`},
+		{args: []string{"--backend", "ebpf"}, wantErr: `unknown backend "ebpf"`},
+		{args: []string{"-e", "close"}, wantErr: `unknown event "close"`},
+		{args: []string{"-p", "99999"}, wantErr: `invalid port "99999"`},
+		{args: []string{"--pid", "-1"}, wantErr: "invalid argument"},
+		{args: []string{"--uid", "-2"}, wantErr: "invalid --uid -2"},
+		{args: []string{"-d", "soon"}, wantErr: "invalid argument"},
+		{args: []string{"--nope"}, wantErr: "unknown flag: --nope"},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			c := DefaultConfig()
+			fs := pflag.NewFlagSet("porttrace", pflag.ContinueOnError)
+			fs.SetOutput(new(strings.Builder))
+			c.AddFlags(fs)
+			err := fs.Parse(tc.args)
+			if err == nil {
+				err = c.Validate()
+			}
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("error %v, want %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !tc.check(&c) {
+				t.Errorf("unexpected config %+v", c)
+			}
+		})
+	}
+}
+
+func TestWants(t *testing.T) {
+	base := Event{Kind: KindConnect, Result: ResultOK, Comm: "curl", Family: 2, Proto: ProtoTCP}
+	for _, tc := range []struct {
+		name string
+		cfg  func(*Config)
+		ev   func(*Event)
+		want bool
+	}{
+		{"default takes all", func(*Config) {}, func(*Event) {}, true},
+		{"--failed drops ok", func(c *Config) { c.Failed = true }, func(*Event) {}, false},
+		{"--failed keeps denied", func(c *Config) { c.Failed = true }, func(e *Event) { e.Result = ResultDenied }, true},
+		{"--comm other", func(c *Config) { c.Comm = "nginx" }, func(*Event) {}, false},
+		{"-6 drops ipv4", func(c *Config) { c.IPv6 = true }, func(*Event) {}, false},
+		{"-4 -6 keeps both", func(c *Config) { c.IPv4, c.IPv6 = true, true }, func(*Event) {}, true},
+		{"--udp drops tcp", func(c *Config) { c.UDP = true }, func(*Event) {}, false},
+		{"--tcp keeps mptcp", func(c *Config) { c.TCP = true }, func(e *Event) { e.Proto = ProtoMPTCP }, true},
+		{"-e bind drops connect", func(c *Config) { _ = c.Events.Set("bind") }, func(*Event) {}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := DefaultConfig()
+			tc.cfg(&c)
+			ev := base
+			tc.ev(&ev)
+			if got := c.Wants(&ev); got != tc.want {
+				t.Errorf("Wants = %t, want %t", got, tc.want)
+			}
+		})
+	}
+}

@@ -1,0 +1,587 @@
+package tracer
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+var (
+	tcp4 = sockSpec{unix.AF_INET, unix.SOCK_STREAM}
+	tcp6 = sockSpec{unix.AF_INET6, unix.SOCK_STREAM}
+	udp4 = sockSpec{unix.AF_INET, unix.SOCK_DGRAM}
+	udp6 = sockSpec{unix.AF_INET6, unix.SOCK_DGRAM}
+)
+
+func TestKernelBind(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		sock sockSpec
+		addr string
+	}{
+		{"tcp4 fixed port", tcp4, "127.0.0.1:10101"},
+		{"tcp4 port 0", tcp4, "127.0.0.1:0"},
+		{"tcp4 wildcard well-known", tcp4, "0.0.0.0:80"},
+		{"udp4 fixed port", udp4, "127.0.0.1:5353"},
+		{"udp4 port 0", udp4, "0.0.0.0:0"},
+		{"tcp6 fixed port", tcp6, "[::1]:50000"},
+		{"tcp6 port 0", tcp6, "[::]:0"},
+		{"udp6 fixed port", udp6, "[::1]:8125"},
+		{"udp6 port 0", udp6, "[::1]:0"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ns := newNetns(t)
+			c := startTracer(t, Options{PID: uint32(os.Getpid())})
+			ap := netip.MustParseAddrPort(tc.addr)
+			var tid thread
+			var port uint16
+			ns.run(t, func() {
+				tid = self()
+				fd := newSocket(t, tc.sock)
+				defer unix.Close(fd)
+				if err := unix.Bind(fd, sockaddr(ap)); err != nil {
+					t.Errorf("bind: %v", err)
+					return
+				}
+				port = localPort(t, fd)
+			})
+			evs := c.stop(t, ns)
+			if len(evs) != 1 {
+				t.Fatalf("got %d events, want 1: %v", len(evs), evs)
+			}
+			ev := &evs[0]
+			eph := ap.Port() == 0
+			want := fmt.Sprintf("bind ok %s %s local=%s remote=- eph=%t class=%s priv=%t",
+				tc.sock.proto(), tc.sock.fam(), netip.AddrPortFrom(ap.Addr(), port), eph, ClassOf(port), port < 1024)
+			if got := brief(ev); got != want {
+				t.Errorf("got  %s\nwant %s", got, want)
+			}
+			checkTask(t, ev, tid)
+			if ev.Netns != ns.inode || ev.UnprivPortStart != 1024 || ev.PortRange != [2]uint16{32768, 60999} {
+				t.Errorf("netns %d (want %d), unpriv start %d, range %v", ev.Netns, ns.inode, ev.UnprivPortStart, ev.PortRange)
+			}
+			if ev.Backend == BackendAuto {
+				t.Error("backend not set")
+			}
+			if ev.ExeDeleted {
+				t.Error("exe_deleted set for a binary that exists")
+			}
+		})
+	}
+}
+
+// A non-root process asking for a privileged port is denied, and the event
+// carries the port it asked for; the threshold is the netns's own sysctl.
+func TestKernelBindDenied(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		unprivStart string
+		addr        string
+		errno       string
+		priv        bool
+	}{
+		{"port 80 default threshold", "", "0.0.0.0:80", "EACCES", true},
+		{"port 1500 under raised threshold", "2000", "127.0.0.1:1500", "EACCES", true},
+		{"port 80 under lowered threshold", "80", "0.0.0.0:80", "", false},
+		{"ipv6 port 443", "", "[::]:443", "EACCES", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ns := newNetns(t)
+			if tc.unprivStart != "" {
+				ns.sysctl(t, "net.ipv4.ip_unprivileged_port_start", tc.unprivStart)
+			}
+			h := startHelper(t, ns, helperExe(t), 65534, "tcp", tc.addr)
+			c := startTracer(t, Options{PID: uint32(h.cmd.Process.Pid)})
+			port, errno := h.bind(t)
+			if errno != tc.errno {
+				t.Fatalf("helper bind: errno %q, want %q", errno, tc.errno)
+			}
+			evs := c.stop(t, ns)
+			if len(evs) != 1 {
+				t.Fatalf("got %d events, want 1: %v", len(evs), evs)
+			}
+			ev := &evs[0]
+			ap := netip.MustParseAddrPort(tc.addr)
+			result := "ok"
+			if tc.errno != "" {
+				result = "denied " + tc.errno
+			} else if port != ap.Port() {
+				t.Fatalf("bound port %d", port)
+			}
+			fam := "ipv4"
+			if ap.Addr().Is6() {
+				fam = "ipv6"
+			}
+			want := fmt.Sprintf("bind %s tcp %s local=%s remote=- eph=false class=%s priv=%t", result, fam, ap, ClassOf(ap.Port()), tc.priv)
+			if got := brief(ev); got != want {
+				t.Errorf("got  %s\nwant %s", got, want)
+			}
+			if ev.UID != 65534 || ev.PID != uint32(h.cmd.Process.Pid) || ev.CapBind {
+				t.Errorf("uid %d pid %d cap %t, want 65534 %d false", ev.UID, ev.PID, ev.CapBind, h.cmd.Process.Pid)
+			}
+			if tc.errno != "" && !strings.Contains(ev.Reason, "ip_unprivileged_port_start") {
+				t.Errorf("reason %q does not explain the denial", ev.Reason)
+			}
+		})
+	}
+}
+
+func TestKernelBindInUse(t *testing.T) {
+	ns := newNetns(t)
+	c := startTracer(t, Options{PID: uint32(os.Getpid())})
+	ns.run(t, func() {
+		a, b := newSocket(t, tcp4), newSocket(t, tcp4)
+		defer unix.Close(a)
+		defer unix.Close(b)
+		ap := netip.MustParseAddrPort("127.0.0.1:10101")
+		if err := unix.Bind(a, sockaddr(ap)); err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Listen(a, 1); err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Bind(b, sockaddr(ap)); err != unix.EADDRINUSE {
+			t.Errorf("second bind: %v, want EADDRINUSE", err)
+		}
+	})
+	evs := only(c.stop(t, ns), KindBind)
+	if len(evs) != 2 {
+		t.Fatalf("got %d bind events, want 2", len(evs))
+	}
+	want := "bind failed EADDRINUSE tcp ipv4 local=127.0.0.1:10101 remote=- eph=false class=registered priv=false"
+	if got := brief(&evs[1]); got != want {
+		t.Errorf("got  %s\nwant %s", got, want)
+	}
+}
+
+// listen() on a socket never bound makes the kernel pick a port from the
+// netns's ephemeral range.
+func TestKernelListenUnbound(t *testing.T) {
+	ns := newNetns(t)
+	ns.sysctl(t, "net.ipv4.ip_local_port_range", "41000 41999")
+	c := startTracer(t, Options{PID: uint32(os.Getpid())})
+	var port uint16
+	var tid thread
+	ns.run(t, func() {
+		tid = self()
+		fd := newSocket(t, tcp6)
+		defer unix.Close(fd)
+		if err := unix.Listen(fd, 1); err != nil {
+			t.Fatal(err)
+		}
+		port = localPort(t, fd)
+	})
+	evs := c.stop(t, ns)
+	if len(evs) != 1 {
+		t.Fatalf("got %d events, want 1: %v", len(evs), evs)
+	}
+	if port < 41000 || port > 41999 {
+		t.Fatalf("kernel chose %d, outside the netns range", port)
+	}
+	want := fmt.Sprintf("listen ok tcp ipv6 local=[::]:%d remote=- eph=true class=registered priv=false", port)
+	if got := brief(&evs[0]); got != want {
+		t.Errorf("got  %s\nwant %s", got, want)
+	}
+	checkTask(t, &evs[0], tid)
+	if evs[0].PortRange != [2]uint16{41000, 41999} {
+		t.Errorf("range %v, want the netns's 41000-41999", evs[0].PortRange)
+	}
+}
+
+// A TCP connection inside the netns: the connect is outbound with an
+// ephemeral port from the netns's range, the accept inbound in the
+// accepting thread, on the service port.
+func TestKernelConnectAccept(t *testing.T) {
+	for _, sock := range []sockSpec{tcp4, tcp6} {
+		t.Run(sock.fam(), func(t *testing.T) {
+			ns := newNetns(t)
+			ns.sysctl(t, "net.ipv4.ip_local_port_range", "40000 40999")
+			c := startTracer(t, Options{PID: uint32(os.Getpid())})
+			addr := netip.MustParseAddr("127.0.0.1")
+			if sock.family == unix.AF_INET6 {
+				addr = netip.IPv6Loopback()
+			}
+			service := netip.AddrPortFrom(addr, 8080)
+			var ctid, atid thread
+			var cport uint16
+			ns.run(t, func() {
+				ln := newSocket(t, sock)
+				defer unix.Close(ln)
+				if err := unix.Bind(ln, sockaddr(service)); err != nil {
+					t.Fatal(err)
+				}
+				if err := unix.Listen(ln, 8); err != nil {
+					t.Fatal(err)
+				}
+				ns.run(t, func() {
+					ctid = self()
+					fd := newSocket(t, sock)
+					defer unix.Close(fd)
+					if err := unix.Connect(fd, sockaddr(service)); err != nil {
+						t.Fatal(err)
+					}
+					cport = localPort(t, fd)
+				})
+				atid = self()
+				nfd, _, err := unix.Accept(ln)
+				if err != nil {
+					t.Fatal(err)
+				}
+				unix.Close(nfd)
+			})
+			evs := c.stop(t, ns)
+			conn, acc := only(evs, KindConnect), only(evs, KindAccept)
+			if len(conn) != 1 || len(acc) != 1 {
+				t.Fatalf("got %d connects and %d accepts, want 1 and 1", len(conn), len(acc))
+			}
+			if cport < 40000 || cport > 40999 {
+				t.Fatalf("client port %d outside the netns range", cport)
+			}
+			client := netip.AddrPortFrom(addr, cport)
+			want := fmt.Sprintf("connect ok tcp %s local=%s remote=%s eph=true class=registered priv=false dir=outbound", sock.fam(), client, service)
+			if got := brief(&conn[0]); got != want {
+				t.Errorf("got  %s\nwant %s", got, want)
+			}
+			checkTask(t, &conn[0], ctid)
+			want = fmt.Sprintf("accept ok tcp %s local=%s remote=%s eph=false class=registered priv=false dir=inbound", sock.fam(), service, client)
+			if got := brief(&acc[0]); got != want {
+				t.Errorf("got  %s\nwant %s", got, want)
+			}
+			checkTask(t, &acc[0], atid)
+		})
+	}
+}
+
+// UDP connect allocates an ephemeral port too.
+func TestKernelConnectUDP(t *testing.T) {
+	for _, sock := range []sockSpec{udp4, udp6} {
+		t.Run(sock.fam(), func(t *testing.T) {
+			ns := newNetns(t)
+			ns.sysctl(t, "net.ipv4.ip_local_port_range", "45000 45099")
+			c := startTracer(t, Options{PID: uint32(os.Getpid())})
+			addr := netip.MustParseAddr("127.0.0.1")
+			if sock.family == unix.AF_INET6 {
+				addr = netip.IPv6Loopback()
+			}
+			dst := netip.AddrPortFrom(addr, 53)
+			var port uint16
+			var tid thread
+			ns.run(t, func() {
+				tid = self()
+				fd := newSocket(t, sock)
+				defer unix.Close(fd)
+				if err := unix.Connect(fd, sockaddr(dst)); err != nil {
+					t.Fatal(err)
+				}
+				port = localPort(t, fd)
+			})
+			evs := c.stop(t, ns)
+			if len(evs) != 1 {
+				t.Fatalf("got %d events, want 1: %v", len(evs), evs)
+			}
+			want := fmt.Sprintf("connect ok udp %s local=%s remote=%s eph=true class=well-known priv=true dir=outbound",
+				sock.fam(), netip.AddrPortFrom(addr, port), dst)
+			if got := brief(&evs[0]); got != want {
+				t.Errorf("got  %s\nwant %s", got, want)
+			}
+			checkTask(t, &evs[0], tid)
+		})
+	}
+}
+
+// An accept() already blocked when the tracer attaches is reported when it returns.
+func TestKernelAcceptBlockedBeforeAttach(t *testing.T) {
+	ns := newNetns(t)
+	service := netip.MustParseAddrPort("127.0.0.1:2222")
+	ready := make(chan int)
+	accepted := make(chan error, 1)
+	ns.goRun(func() {
+		ln, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err == nil {
+			err = unix.Bind(ln, sockaddr(service))
+		}
+		if err == nil {
+			err = unix.Listen(ln, 8)
+		}
+		if err != nil {
+			accepted <- err
+			close(ready)
+			return
+		}
+		defer unix.Close(ln)
+		ready <- unix.Gettid()
+		nfd, _, err := unix.Accept(ln)
+		if err == nil {
+			unix.Close(nfd)
+		}
+		accepted <- err
+	})
+	atid, ok := <-ready
+	if !ok {
+		t.Fatal(<-accepted)
+	}
+	waitBlockedIn(t, atid, unix.SYS_ACCEPT)
+	c := startTracer(t, Options{PID: uint32(os.Getpid())})
+	ns.run(t, func() {
+		fd := newSocket(t, tcp4)
+		defer unix.Close(fd)
+		if err := unix.Connect(fd, sockaddr(service)); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if err := <-accepted; err != nil {
+		t.Fatal(err)
+	}
+	acc := only(c.stop(t, ns), KindAccept)
+	if len(acc) != 1 {
+		t.Fatalf("got %d accept events, want 1", len(acc))
+	}
+	if acc[0].TID != uint32(atid) || acc[0].Local != service || acc[0].Direction != DirInbound {
+		t.Errorf("got %s tid %d, want tid %d on %s", brief(&acc[0]), acc[0].TID, atid, service)
+	}
+}
+
+// waitBlockedIn waits until thread tid sleeps in syscall nr (accept, or
+// accept4 as Go and libc issue it).
+func waitBlockedIn(t *testing.T, tid int, nr int) {
+	t.Helper()
+	path := fmt.Sprintf("/proc/%d/task/%d/syscall", os.Getpid(), tid)
+	for i := 0; i < 500; i++ {
+		b, _ := os.ReadFile(path)
+		f := strings.Fields(string(b))
+		if len(f) > 0 && (f[0] == fmt.Sprint(nr) || f[0] == fmt.Sprint(unix.SYS_ACCEPT4)) {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("thread %d never blocked in accept", tid)
+}
+
+// With the netns's range cut to two ports, the third connect to the same
+// destination fails with EADDRNOTAVAIL and is reported as such.
+func TestKernelConnectExhausted(t *testing.T) {
+	ns := newNetns(t)
+	ns.sysctl(t, "net.ipv4.ip_local_port_range", "40000 40001")
+	c := startTracer(t, Options{PID: uint32(os.Getpid())})
+	service := netip.MustParseAddrPort("127.0.0.1:9000")
+	var errs []error
+	ns.run(t, func() {
+		ln := newSocket(t, tcp4)
+		defer unix.Close(ln)
+		if err := unix.Bind(ln, sockaddr(service)); err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Listen(ln, 8); err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < 3; i++ {
+			fd := newSocket(t, tcp4)
+			defer unix.Close(fd)
+			errs = append(errs, unix.Connect(fd, sockaddr(service)))
+		}
+	})
+	if errs[0] != nil || errs[1] != nil || errs[2] != unix.EADDRNOTAVAIL {
+		t.Fatalf("connect errors %v, want nil nil EADDRNOTAVAIL", errs)
+	}
+	conn := only(c.stop(t, ns), KindConnect)
+	if len(conn) != 3 {
+		t.Fatalf("got %d connect events, want 3", len(conn))
+	}
+	want := "connect failed EADDRNOTAVAIL tcp ipv4 local=- remote=127.0.0.1:9000 eph=false class=registered priv=false dir=outbound"
+	if got := brief(&conn[2]); got != want {
+		t.Errorf("got  %s\nwant %s", got, want)
+	}
+	if !strings.Contains(conn[2].Reason, "ip_local_port_range 40000-40001") {
+		t.Errorf("reason %q does not name the range", conn[2].Reason)
+	}
+	for _, ev := range conn[:2] {
+		if p := ev.Local.Port(); ev.Result != ResultOK || p < 40000 || p > 40001 {
+			t.Errorf("got %s", brief(&ev))
+		}
+	}
+}
+
+// Go's net.Listen makes an MPTCP socket where the kernel has MPTCP (Go
+// 1.24+); a plain socket(2) makes TCP. Both binds and listens are seen.
+func TestKernelMPTCPAndPlainTCP(t *testing.T) {
+	ns := newNetns(t)
+	c := startTracer(t, Options{PID: uint32(os.Getpid())})
+	wantProto := "tcp"
+	var goPort, rawPort uint16
+	ns.run(t, func() {
+		if fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 262); err == nil {
+			unix.Close(fd)
+			wantProto = "mptcp"
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		goPort = uint16(ln.Addr().(*net.TCPAddr).Port)
+		fd := newSocket(t, tcp4)
+		defer unix.Close(fd)
+		if err := unix.Bind(fd, sockaddr(netip.MustParseAddrPort("127.0.0.1:7000"))); err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Listen(fd, 1); err != nil {
+			t.Fatal(err)
+		}
+		rawPort = 7000
+	})
+	var got []string
+	for _, ev := range c.stop(t, ns) {
+		// Go also binds probe sockets of its own to learn what the host supports.
+		if p := ev.Local.Port(); p == goPort || p == rawPort {
+			got = append(got, fmt.Sprintf("%s %s %s", ev.Kind, ProtoName(ev.Proto), apString(ev.Local)))
+		}
+	}
+	want := []string{
+		fmt.Sprintf("bind %s 127.0.0.1:%d", wantProto, goPort),
+		fmt.Sprintf("listen %s 127.0.0.1:%d", wantProto, goPort),
+		fmt.Sprintf("bind tcp 127.0.0.1:%d", rawPort),
+		fmt.Sprintf("listen tcp 127.0.0.1:%d", rawPort),
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// The port filter runs in the kernel and matches local or remote ports.
+func TestKernelPortFilter(t *testing.T) {
+	ns := newNetns(t)
+	var ports PortSet
+	if err := ports.Set("9999,20000-20001"); err != nil {
+		t.Fatal(err)
+	}
+	c := startTracer(t, Options{PID: uint32(os.Getpid()), Ports: &ports})
+	ns.run(t, func() {
+		for _, p := range []string{"127.0.0.1:9998", "127.0.0.1:9999", "127.0.0.1:20001", "127.0.0.1:20002"} {
+			fd := newSocket(t, udp4)
+			defer unix.Close(fd)
+			if err := unix.Bind(fd, sockaddr(netip.MustParseAddrPort(p))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// Matched by its remote port alone.
+		fd := newSocket(t, udp4)
+		defer unix.Close(fd)
+		if err := unix.Connect(fd, sockaddr(netip.MustParseAddrPort("127.0.0.1:9999"))); err != nil {
+			t.Fatal(err)
+		}
+	})
+	var got []string
+	for _, ev := range c.stop(t, ns) {
+		got = append(got, fmt.Sprintf("%s %s", ev.Kind, apString(ev.Local)))
+	}
+	if len(got) != 3 || got[0] != "bind 127.0.0.1:9999" || got[1] != "bind 127.0.0.1:20001" || !strings.HasPrefix(got[2], "connect 127.0.0.1:") {
+		t.Errorf("got %q", got)
+	}
+}
+
+// The pid filter runs in the kernel: another process's binds are not seen.
+func TestKernelPIDFilter(t *testing.T) {
+	ns := newNetns(t)
+	h := startHelper(t, ns, helperExe(t), 0, "udp", "127.0.0.1:6001")
+	c := startTracer(t, Options{PID: uint32(os.Getpid())})
+	if _, errno := h.bind(t); errno != "" {
+		t.Fatal(errno)
+	}
+	ns.run(t, func() {
+		fd := newSocket(t, udp4)
+		defer unix.Close(fd)
+		if err := unix.Bind(fd, sockaddr(netip.MustParseAddrPort("127.0.0.1:6002"))); err != nil {
+			t.Fatal(err)
+		}
+	})
+	evs := c.stop(t, ns)
+	if len(evs) != 1 || evs[0].Local.Port() != 6002 || evs[0].PID != uint32(os.Getpid()) {
+		t.Errorf("got %v, want only this process's bind of 6002", evs)
+	}
+}
+
+// A process whose executable was deleted after it started: the classic
+// backdoor. The event says so, from the kernel, with the path it ran from.
+func TestKernelDeletedBinary(t *testing.T) {
+	ns := newNetns(t)
+	exe := filepath.Join(t.TempDir(), "backdoor")
+	if err := copyFile(helperExe(t), exe); err != nil {
+		t.Fatal(err)
+	}
+	h := startHelper(t, ns, exe, 0, "tcp", "0.0.0.0:31337")
+	if err := os.Remove(exe); err != nil {
+		t.Fatal(err)
+	}
+	c := startTracer(t, Options{PID: uint32(h.cmd.Process.Pid)})
+	if _, errno := h.bind(t); errno != "" {
+		t.Fatal(errno)
+	}
+	evs := c.stop(t, ns)
+	if len(evs) != 1 {
+		t.Fatalf("got %d events, want 1", len(evs))
+	}
+	en := newEnricher()
+	en.enrich(&evs[0])
+	if !evs[0].ExeDeleted || evs[0].Comm != "backdoor" || evs[0].Exe != exe {
+		t.Errorf("exe_deleted %t comm %q exe %q, want true backdoor %q", evs[0].ExeDeleted, evs[0].Comm, evs[0].Exe, exe)
+	}
+}
+
+// Every one of 2,000 short-lived connections is reported, connect and
+// accept, and nothing is lost.
+func TestKernelCatchRate(t *testing.T) {
+	const n = 2000
+	ns := newNetns(t)
+	c := startTracer(t, Options{PID: uint32(os.Getpid()), Events: kinds(KindConnect, KindAccept)})
+	service := netip.MustParseAddrPort("127.0.0.1:8081")
+	clientPorts := map[uint16]bool{}
+	ns.run(t, func() {
+		ln := newSocket(t, tcp4)
+		defer unix.Close(ln)
+		if err := unix.Bind(ln, sockaddr(service)); err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Listen(ln, 128); err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < n; i++ {
+			fd := newSocket(t, tcp4)
+			if err := unix.Connect(fd, sockaddr(service)); err != nil {
+				t.Fatal(err)
+			}
+			clientPorts[localPort(t, fd)] = true
+			nfd, _, err := unix.Accept(ln)
+			if err != nil {
+				t.Fatal(err)
+			}
+			unix.Close(nfd)
+			unix.Close(fd)
+		}
+	})
+	evs := c.stop(t, ns)
+	conn, acc := only(evs, KindConnect), only(evs, KindAccept)
+	if len(conn) != n || len(acc) != n {
+		t.Fatalf("got %d connects and %d accepts, want %d each", len(conn), len(acc), n)
+	}
+	for _, ev := range conn {
+		delete(clientPorts, ev.Local.Port())
+	}
+	if len(clientPorts) != 0 {
+		t.Errorf("%d client ports never reported", len(clientPorts))
+	}
+}
+
+func kinds(ks ...Kind) KindSet {
+	var s KindSet
+	for _, k := range ks {
+		s.set |= 1 << k
+	}
+	return s
+}

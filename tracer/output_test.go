@@ -1,0 +1,214 @@
+package tracer
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
+
+// rawEvents are kernel records as the BPF side writes them, one per case the
+// output must get right.
+func rawEvents() []porttraceEvent {
+	comm := func(s string) (c [16]int8) {
+		for i := 0; i < len(s) && i < 15; i++ {
+			c[i] = int8(s[i])
+		}
+		return c
+	}
+	v4 := func(a, b, c, d byte) (x [16]uint8) { x[0], x[1], x[2], x[3] = a, b, c, d; return }
+	v6 := func(s string) [16]uint8 { return netip.MustParseAddr(s).As16() }
+	net := uint32(flagHasNet | flagHasProto)
+	base := porttraceEvent{TsNs: 1_000_000_000, Pid: 4242, Tid: 4243, Ppid: 1, Uid: 0, Netns: 4026531840,
+		ProtSock: 1024, PortLo: 32768, PortHi: 60999, Proto: unix.IPPROTO_TCP, Family: unix.AF_INET,
+		Backend: uint8(BackendTracepoint), CgroupId: 77, Comm: comm("nginx")}
+	with := func(f func(*porttraceEvent)) porttraceEvent { e := base; f(&e); return e }
+	return []porttraceEvent{
+		with(func(e *porttraceEvent) {
+			e.Kind, e.Flags, e.Lport, e.Laddr = uint8(KindBind), net|flagHasLocal|flagCapBind, 80, v4(0, 0, 0, 0)
+		}),
+		with(func(e *porttraceEvent) {
+			e.Kind, e.Flags, e.Lport, e.Laddr = uint8(KindListen), net|flagHasLocal, 80, v4(0, 0, 0, 0)
+		}),
+		with(func(e *porttraceEvent) { // denied: uid 65534 asking for port 80
+			e.Kind, e.Flags, e.Lport, e.Laddr, e.Err = uint8(KindBind), net|flagHasLocal, 80, v4(0, 0, 0, 0), -int32(unix.EACCES)
+			e.Uid, e.Pid, e.Tid, e.Comm = 65534, 5000, 5000, comm("python3")
+		}),
+		with(func(e *porttraceEvent) { // a backdoor on an odd port, binary deleted
+			e.Kind, e.Flags, e.Lport, e.Laddr = uint8(KindBind), net|flagHasLocal|flagExeDeleted, 31337, v4(0, 0, 0, 0)
+			e.Pid, e.Tid, e.Comm = 6666, 6666, comm("kworker\"x\x01")
+		}),
+		with(func(e *porttraceEvent) { // outbound to smtp
+			e.Kind, e.Flags = uint8(KindConnect), net|flagHasLocal|flagHasRemote|flagEphemeral
+			e.Lport, e.Laddr, e.Rport, e.Raddr = 40312, v4(127, 0, 0, 1), 25, v4(127, 0, 0, 1)
+			e.Comm = comm("sendmail")
+		}),
+		with(func(e *porttraceEvent) { // inbound smtp
+			e.Kind, e.Flags = uint8(KindAccept), net|flagHasLocal|flagHasRemote
+			e.Lport, e.Laddr, e.Rport, e.Raddr = 25, v4(127, 0, 0, 1), 40312, v4(127, 0, 0, 1)
+			e.Comm = comm("sendmail")
+		}),
+		with(func(e *porttraceEvent) { // out of ephemeral ports
+			e.Kind, e.Flags, e.Err = uint8(KindConnect), net|flagHasRemote, -int32(unix.EADDRNOTAVAIL)
+			e.Rport, e.Raddr, e.PortLo, e.PortHi = 9000, v4(127, 0, 0, 1), 40000, 40001
+			e.Comm = comm("loadgen")
+		}),
+		with(func(e *porttraceEvent) { // UDP over IPv6, MPTCP-free
+			e.Kind, e.Flags, e.Proto, e.Family = uint8(KindConnect), net|flagHasLocal|flagHasRemote|flagEphemeral, unix.IPPROTO_UDP, unix.AF_INET6
+			e.Lport, e.Laddr, e.Rport, e.Raddr = 51000, v6("::1"), 53, v6("::1")
+			e.Comm = comm("dig")
+		}),
+		with(func(e *porttraceEvent) { // a Go listener: MPTCP, kernel-chosen port
+			e.Kind, e.Flags, e.Proto = uint8(KindListen), net|flagHasLocal|flagEphemeral, ProtoMPTCP
+			e.Lport, e.Laddr = 49200, v4(127, 0, 0, 1)
+			e.Comm = comm("server")
+		}),
+		with(func(e *porttraceEvent) { // a backend that could not read the netns
+			e.Kind, e.Flags, e.Lport, e.Laddr = uint8(KindBind), flagHasLocal|flagHasProto, 443, v4(10, 0, 0, 1)
+		}),
+	}
+}
+
+func decodedEvents() []Event {
+	var evs []Event
+	for _, raw := range rawEvents() {
+		var ev Event
+		decode(&raw, 0, &ev)
+		ev.Time = ev.Time.UTC()
+		ev.User = map[uint32]string{0: "root", 65534: "nobody"}[ev.UID]
+		if ev.PID == 4242 {
+			ev.Exe, ev.Cgroup = "/usr/sbin/nginx", "/system.slice/nginx.service"
+		}
+		evs = append(evs, ev)
+	}
+	return evs
+}
+
+func golden(t *testing.T, name string, got []byte) {
+	t.Helper()
+	path := filepath.Join("..", "testdata", name)
+	if *update {
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test ./tracer -run %s -update)", err, t.Name())
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("%s differs from the output:\n%s", path, got)
+	}
+}
+
+func TestJSONGolden(t *testing.T) {
+	var buf []byte
+	for _, ev := range decodedEvents() {
+		buf = AppendJSON(buf, &ev)
+	}
+	buf = AppendLostJSON(buf, 3)
+	golden(t, "events.jsonl", buf)
+
+	// Each line is valid JSON and carries the contract's field names.
+	for _, line := range bytes.Split(bytes.TrimSpace(buf), []byte("\n")) {
+		var m map[string]any
+		if err := json.Unmarshal(line, &m); err != nil {
+			t.Fatalf("invalid JSON %s: %v", line, err)
+		}
+		if m["event"] == "lost" {
+			continue
+		}
+		for _, key := range []string{"time", "event", "result", "pid", "tid", "ppid", "uid", "comm", "exe_deleted", "backend"} {
+			if _, ok := m[key]; !ok {
+				t.Errorf("line %s lacks %q", line, key)
+			}
+		}
+		if _, err := time.Parse(time.RFC3339Nano, m["time"].(string)); err != nil {
+			t.Errorf("time: %v", err)
+		}
+	}
+}
+
+func TestTableGolden(t *testing.T) {
+	loc := time.Local
+	time.Local = time.UTC
+	defer func() { time.Local = loc }()
+	for _, tc := range []struct {
+		file  string
+		width int
+	}{
+		{"events.table", 0},
+		{"events-80col.table", 80},
+	} {
+		t.Run(tc.file, func(t *testing.T) {
+			var out bytes.Buffer
+			tw, err := NewTableWriter(&out, tc.width, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			w := &tableOut{tw: tw, out: &out, width: tc.width}
+			for _, ev := range decodedEvents() {
+				if err := w.Write(&ev); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := w.Close(); err != nil {
+				t.Fatal(err)
+			}
+			golden(t, tc.file, out.Bytes())
+		})
+	}
+}
+
+func TestDecode(t *testing.T) {
+	evs := decodedEvents()
+	for _, tc := range []struct {
+		i    int
+		want string
+	}{
+		{0, "bind ok tcp ipv4 local=0.0.0.0:80 remote=- eph=false class=well-known priv=true"},
+		{2, "bind denied EACCES tcp ipv4 local=0.0.0.0:80 remote=- eph=false class=well-known priv=true"},
+		{4, "connect ok tcp ipv4 local=127.0.0.1:40312 remote=127.0.0.1:25 eph=true class=well-known priv=true dir=outbound"},
+		{5, "accept ok tcp ipv4 local=127.0.0.1:25 remote=127.0.0.1:40312 eph=false class=well-known priv=true dir=inbound"},
+		{6, "connect failed EADDRNOTAVAIL tcp ipv4 local=- remote=127.0.0.1:9000 eph=false class=registered priv=false dir=outbound"},
+		{7, "connect ok udp ipv6 local=[::1]:51000 remote=[::1]:53 eph=true class=well-known priv=true dir=outbound"},
+		{8, "listen ok mptcp ipv4 local=127.0.0.1:49200 remote=- eph=true class=dynamic priv=false"},
+		{9, "bind ok tcp ipv4 local=10.0.0.1:443 remote=- eph=false class=well-known priv=false"},
+	} {
+		if got := brief(&evs[tc.i]); got != tc.want {
+			t.Errorf("event %d:\ngot  %s\nwant %s", tc.i, got, tc.want)
+		}
+	}
+	if ev := evs[3]; !ev.ExeDeleted || ev.Comm != "kworker\"x\x01" {
+		t.Errorf("deleted exe / comm: %t %q", ev.ExeDeleted, ev.Comm)
+	}
+	if ev := evs[9]; ev.HasNet || ev.Netns != 0 {
+		t.Error("netns reported though the backend did not know it")
+	}
+	if got := evs[0].Time; !got.Equal(time.Unix(1, 0)) {
+		t.Errorf("time %v", got)
+	}
+}
+
+// The JSON path must not allocate per event (it runs for every event at
+// full rate). Counted, not timed.
+func TestAppendJSONAllocs(t *testing.T) {
+	evs := decodedEvents()
+	buf := make([]byte, 0, 4096)
+	allocs := testing.AllocsPerRun(100, func() {
+		for i := range evs {
+			buf = AppendJSON(buf[:0], &evs[i])
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("AppendJSON allocates %.1f times per run", allocs)
+	}
+}
