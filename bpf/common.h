@@ -57,6 +57,27 @@ struct {
 	__type(value, __u64);
 } counters SEC(".maps");
 
+/*
+ * Threads that were already blocked in accept() when an fexit/kretprobe
+ * backend attached: their return never reaches those hooks, so the
+ * sys_exit_accept tracepoint reports them instead. Userspace fills it at
+ * start; whichever hook sees the return first removes the thread.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, __u8);
+} preblocked SEC(".maps");
+
+/* forget_preblocked removes this thread from preblocked; true if it was there. */
+static __always_inline bool forget_preblocked(void)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+
+	return bpf_map_delete_elem(&preblocked, &tid) == 0;
+}
+
 /* One bit a port: set the bits of the ports to keep. */
 struct port_bitmap {
 	__u64 bits[65536 / 64];

@@ -73,6 +73,7 @@ int BPF_PROG(fexit_inet_csk_accept, struct sock *sk)
 {
 	struct sock *newsk = (struct sock *)func_ret(ctx);
 
+	forget_preblocked();
 	if (newsk && task_wanted())
 		emit_accept(newsk, BACKEND_FENTRY);
 	return 0;

@@ -135,15 +135,20 @@ int BPF_KRETPROBE(krp_inet_dgram_connect, int ret)
 {
 	struct kargs a;
 
-	if (ktake(P_DGRAM, &a))
-		emit_connect(BPF_CORE_READ((struct socket *)a.obj, sk), (void *)a.sa, false, ret,
-			     BACKEND_KPROBE);
+	struct socket *sock;
+
+	if (!ktake(P_DGRAM, &a))
+		return 0;
+	/* Through a variable: a cast inside BPF_CORE_READ would relocate a.obj too. */
+	sock = (void *)a.obj;
+	emit_connect(BPF_CORE_READ(sock, sk), (void *)a.sa, false, ret, BACKEND_KPROBE);
 	return 0;
 }
 
 SEC("kretprobe/inet_csk_accept")
 int BPF_KRETPROBE(krp_inet_csk_accept, struct sock *newsk)
 {
+	forget_preblocked();
 	if (newsk && task_wanted())
 		emit_accept(newsk, BACKEND_KPROBE);
 	return 0;

@@ -164,13 +164,29 @@ int tp_enter_accept(struct trace_event_raw_sys_enter *ctx)
  * from the enter side: the new fd is the return value, so an accept() that
  * was already blocked when porttrace attached is still reported.
  */
+/*
+ * The fentry and kprobe backends attach this too, with accept_backend set
+ * to their own id, for the threads in preblocked only.
+ */
+const volatile __u8 accept_backend = BACKEND_TRACEPOINT;
+
 SEC("tracepoint/syscalls/sys_exit_accept4")
 int tp_exit_accept(struct trace_event_raw_sys_exit *ctx)
 {
 	long ret = ctx->ret;
 	struct args a;
 	struct sock *sk;
-	bool stashed = take(EV_ACCEPT, &a);
+	bool stashed;
+
+	if (accept_backend != BACKEND_TRACEPOINT) {
+		if (!forget_preblocked() || ret < 0 || !task_wanted())
+			return 0;
+		sk = sk_from_fd(ret);
+		if (sk)
+			emit_accept(sk, accept_backend);
+		return 0;
+	}
+	stashed = take(EV_ACCEPT, &a);
 
 	if (ret >= 0) {
 		if (!stashed && !task_wanted())

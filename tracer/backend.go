@@ -4,10 +4,14 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
 )
 
 // sharedMaps are the maps every backend writes to.
@@ -15,6 +19,7 @@ type sharedMaps struct {
 	Events     *ebpf.Map `ebpf:"events"`
 	Counters   *ebpf.Map `ebpf:"counters"`
 	PortFilter *ebpf.Map `ebpf:"port_filter"`
+	Preblocked *ebpf.Map `ebpf:"preblocked"`
 }
 
 // hook is one attachment: the event kind it reports and how to attach it.
@@ -29,6 +34,11 @@ type loaded struct {
 	maps  *sharedMaps
 	hooks []hook
 	close func() error
+
+	// preblocked reports the accepts that were already waiting when an
+	// fexit or kretprobe backend attached (nil for the tracepoint backend,
+	// which sees them anyway).
+	preblocked *ebpf.Program
 }
 
 // tracepointObjects is what the tracepoint backend loads: kernel 5.8+ (ring
@@ -87,6 +97,8 @@ type fentryObjects struct {
 	Dgram  *ebpf.Program `ebpf:"fexit_inet_dgram_connect"`
 	Accept *ebpf.Program `ebpf:"fexit_inet_csk_accept"`
 	Listen *ebpf.Program `ebpf:"fexit_listen"`
+
+	PreblockedAccept *ebpf.Program `ebpf:"tp_exit_accept"`
 }
 
 func tracing(kind Kind, fn string, prog *ebpf.Program) hook {
@@ -113,8 +125,9 @@ func loadFentry(spec *ebpf.CollectionSpec, opts *ebpf.CollectionOptions, listenF
 			tracing(KindAccept, "inet_csk_accept", o.Accept),
 		},
 		close: func() error {
-			return closeAll(&o.sharedMaps, o.Bind4, o.Bind6, o.TCP4, o.TCP6, o.Dgram, o.Accept, o.Listen)
+			return closeAll(&o.sharedMaps, o.Bind4, o.Bind6, o.TCP4, o.TCP6, o.Dgram, o.Accept, o.Listen, o.PreblockedAccept)
 		},
+		preblocked: o.PreblockedAccept,
 	}, nil
 }
 
@@ -134,6 +147,8 @@ type kprobeObjects struct {
 	AcceptRet *ebpf.Program `ebpf:"krp_inet_csk_accept"`
 	Listen    *ebpf.Program `ebpf:"kp_listen"`
 	ListenRet *ebpf.Program `ebpf:"krp_listen"`
+
+	PreblockedAccept *ebpf.Program `ebpf:"tp_exit_accept"`
 }
 
 func kprobe(kind Kind, fn string, prog *ebpf.Program, ret bool) hook {
@@ -174,8 +189,9 @@ func loadKprobe(spec *ebpf.CollectionSpec, opts *ebpf.CollectionOptions, listenF
 		},
 		close: func() error {
 			return closeAll(&o.sharedMaps, o.Bind4, o.Bind4Ret, o.Bind6, o.Bind6Ret, o.TCP4, o.TCP4Ret,
-				o.TCP6, o.TCP6Ret, o.Dgram, o.DgramRet, o.AcceptRet, o.Listen, o.ListenRet)
+				o.TCP6, o.TCP6Ret, o.Dgram, o.DgramRet, o.AcceptRet, o.Listen, o.ListenRet, o.PreblockedAccept)
 		},
+		preblocked: o.PreblockedAccept,
 	}, nil
 }
 
@@ -186,7 +202,7 @@ func closeAll(m *sharedMaps, progs ...*ebpf.Program) error {
 			errs = append(errs, p.Close())
 		}
 	}
-	for _, mp := range []*ebpf.Map{m.Events, m.Counters, m.PortFilter} {
+	for _, mp := range []*ebpf.Map{m.Events, m.Counters, m.PortFilter, m.Preblocked} {
 		if mp != nil {
 			errs = append(errs, mp.Close())
 		}
@@ -217,3 +233,31 @@ func kprobesAvailable() error {
 	}
 	return fmt.Errorf("kernel has no kprobe PMU and no kprobe_events (CONFIG_KPROBES off?): %w", ebpf.ErrNotSupported)
 }
+
+// blockedInAccept lists the threads sleeping in accept(2) or accept4(2)
+// right now, from /proc/PID/task/TID/syscall (first field: the syscall
+// number, while the thread is blocked in one).
+func blockedInAccept() []uint32 {
+	tasks, _ := filepath.Glob("/proc/[0-9]*/task/[0-9]*/syscall")
+	var tids []uint32
+	for _, path := range tasks {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			continue
+		}
+		nr, _, _ := strings.Cut(string(b), " ")
+		if nr != accept && nr != accept4 {
+			continue
+		}
+		tid, err := strconv.ParseUint(filepath.Base(filepath.Dir(path)), 10, 32)
+		if err == nil {
+			tids = append(tids, uint32(tid))
+		}
+	}
+	return tids
+}
+
+var (
+	accept  = strconv.Itoa(unix.SYS_ACCEPT)
+	accept4 = strconv.Itoa(unix.SYS_ACCEPT4)
+)

@@ -1,6 +1,7 @@
 package tracer
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -10,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
 	"golang.org/x/sys/unix"
 )
 
@@ -585,3 +588,154 @@ func kinds(ks ...Kind) KindSet {
 	}
 	return s
 }
+
+// A blocking connect interrupted by a signal is restarted by the kernel; it
+// is still one connect. The listener's accept queue is full, so the SYN is
+// dropped and the connect blocks until the test makes room.
+func TestKernelConnectRestartedAfterSignal(t *testing.T) {
+	ns := newNetns(t)
+	c := startTracer(t, Options{PID: uint32(os.Getpid()), Events: kinds(KindConnect)})
+	service := netip.MustParseAddrPort("127.0.0.1:9100")
+	var ln, first int
+	ns.run(t, func() {
+		ln = newSocket(t, tcp4)
+		if err := unix.Bind(ln, sockaddr(service)); err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Listen(ln, 0); err != nil {
+			t.Fatal(err)
+		}
+		first = newSocket(t, tcp4)
+		if err := unix.Connect(first, sockaddr(service)); err != nil {
+			t.Fatal(err)
+		}
+	})
+	defer unix.Close(ln)
+	defer unix.Close(first)
+
+	tids := make(chan int, 1)
+	done := make(chan error, 1)
+	ns.goRun(func() {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			done <- err
+			return
+		}
+		defer unix.Close(fd)
+		tids <- unix.Gettid()
+		done <- unix.Connect(fd, sockaddr(service))
+	})
+	tid := <-tids
+	waitInSyscall(t, tid, unix.SYS_CONNECT)
+	// Go's handler for SIGURG is SA_RESTART: the kernel restarts connect.
+	if err := unix.Tgkill(os.Getpid(), tid, unix.SIGURG); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	waitInSyscall(t, tid, unix.SYS_CONNECT)
+	nfd, _, err := unix.Accept(ln) // room for the retransmitted SYN
+	if err != nil {
+		t.Fatal(err)
+	}
+	unix.Close(nfd)
+	if err := <-done; err != nil {
+		t.Fatalf("restarted connect: %v", err)
+	}
+	conn := c.stop(t, ns)
+	if len(conn) != 2 {
+		for _, ev := range conn {
+			t.Log(brief(&ev))
+		}
+		t.Fatalf("got %d connect events, want 2 (one per socket)", len(conn))
+	}
+	for _, ev := range conn {
+		if ev.Result != ResultOK || ev.Remote != service || !ev.Local.IsValid() {
+			t.Errorf("got %s", brief(&ev))
+		}
+	}
+}
+
+// waitInSyscall waits until thread tid of this process sleeps in syscall nr.
+func waitInSyscall(t *testing.T, tid, nr int) {
+	t.Helper()
+	path := fmt.Sprintf("/proc/%d/task/%d/syscall", os.Getpid(), tid)
+	for i := 0; i < 500; i++ {
+		b, _ := os.ReadFile(path)
+		if f := strings.Fields(string(b)); len(f) > 0 && f[0] == fmt.Sprint(nr) {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("thread %d never blocked in syscall %d", tid, nr)
+}
+
+// A non-blocking connect (Go's net.Dial) returns EINPROGRESS: that is a
+// connect under way, reported once, as ok, with its source port.
+func TestKernelConnectNonBlocking(t *testing.T) {
+	ns := newNetns(t)
+	c := startTracer(t, Options{PID: uint32(os.Getpid()), Events: kinds(KindConnect)})
+	var local, remote netip.AddrPort
+	ns.run(t, func() {
+		ln, err := net.Listen("tcp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		conn, err := net.Dial("tcp4", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		local = conn.LocalAddr().(*net.TCPAddr).AddrPort()
+		remote = conn.RemoteAddr().(*net.TCPAddr).AddrPort()
+	})
+	evs := c.stop(t, ns)
+	if len(evs) != 1 {
+		t.Fatalf("got %d connect events, want 1", len(evs))
+	}
+	want := fmt.Sprintf("connect ok tcp ipv4 local=%s remote=%s eph=true class=%s priv=false dir=outbound", local, remote, ClassOf(remote.Port()))
+	if got := brief(&evs[0]); got != want {
+		t.Errorf("got  %s\nwant %s", got, want)
+	}
+}
+
+// Each backend's programs pass this kernel's verifier, or the kernel refuses
+// the program type outright and the test says which.
+func TestKernelBackendsLoad(t *testing.T) {
+	needRoot(t)
+	kernel, err := btfKernel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range []Backend{BackendTracepoint, BackendFentry, BackendKprobe} {
+		t.Run(b.String(), func(t *testing.T) {
+			spec, err := loadPorttrace()
+			if err != nil {
+				t.Fatal(err)
+			}
+			fn, onSock := listenFunc(kernel)
+			if err := spec.Variables["listen_on_sk"].Set(onSock); err != nil {
+				t.Fatal(err)
+			}
+			opts := &ebpf.CollectionOptions{Programs: ebpf.ProgramOptions{KernelTypes: kernel}}
+			var l *loaded
+			switch b {
+			case BackendTracepoint:
+				l, err = loadTracepoint(spec, opts)
+			case BackendFentry:
+				l, err = loadFentry(spec, opts, fn)
+			case BackendKprobe:
+				l, err = loadKprobe(spec, opts, fn)
+			}
+			if errors.Is(err, unix.EPERM) && b == BackendFentry {
+				t.Skipf("this kernel refuses to load fexit programs (EPERM): %v", err)
+			}
+			if err != nil {
+				t.Fatalf("%+v", err)
+			}
+			l.close()
+		})
+	}
+}
+
+func btfKernel() (*btf.Spec, error) { return btf.LoadKernelSpec() }

@@ -67,6 +67,7 @@ const (
 	porttraceMapInflight               = "inflight"
 	porttraceMapKinflight              = "kinflight"
 	porttraceMapPortFilter             = "port_filter"
+	porttraceMapPreblocked             = "preblocked"
 	porttraceProgFexitInet6Bind        = "fexit_inet6_bind"
 	porttraceProgFexitInetBind         = "fexit_inet_bind"
 	porttraceProgFexitInetCskAccept    = "fexit_inet_csk_accept"
@@ -95,6 +96,7 @@ const (
 	porttraceProgTpExitBind            = "tp_exit_bind"
 	porttraceProgTpExitConnect         = "tp_exit_connect"
 	porttraceProgTpExitListen          = "tp_exit_listen"
+	porttraceVarAcceptBackend          = "accept_backend"
 	porttraceVarFilterPorts            = "filter_ports"
 	porttraceVarListenOnSk             = "listen_on_sk"
 	porttraceVarTargetPid              = "target_pid"
@@ -183,17 +185,19 @@ type porttraceMapSpecs struct {
 	Inflight   *ebpf.MapSpec `ebpf:"inflight"`
 	Kinflight  *ebpf.MapSpec `ebpf:"kinflight"`
 	PortFilter *ebpf.MapSpec `ebpf:"port_filter"`
+	Preblocked *ebpf.MapSpec `ebpf:"preblocked"`
 }
 
 // porttraceVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type porttraceVariableSpecs struct {
-	FilterPorts *ebpf.VariableSpec `ebpf:"filter_ports"`
-	ListenOnSk  *ebpf.VariableSpec `ebpf:"listen_on_sk"`
-	TargetPid   *ebpf.VariableSpec `ebpf:"target_pid"`
-	TargetUid   *ebpf.VariableSpec `ebpf:"target_uid"`
-	UnusedEvent *ebpf.VariableSpec `ebpf:"unused_event"`
+	AcceptBackend *ebpf.VariableSpec `ebpf:"accept_backend"`
+	FilterPorts   *ebpf.VariableSpec `ebpf:"filter_ports"`
+	ListenOnSk    *ebpf.VariableSpec `ebpf:"listen_on_sk"`
+	TargetPid     *ebpf.VariableSpec `ebpf:"target_pid"`
+	TargetUid     *ebpf.VariableSpec `ebpf:"target_uid"`
+	UnusedEvent   *ebpf.VariableSpec `ebpf:"unused_event"`
 }
 
 // porttraceObjects contains all objects after they have been loaded into the kernel.
@@ -221,6 +225,7 @@ type porttraceMaps struct {
 	Inflight   *ebpf.Map `ebpf:"inflight"`
 	Kinflight  *ebpf.Map `ebpf:"kinflight"`
 	PortFilter *ebpf.Map `ebpf:"port_filter"`
+	Preblocked *ebpf.Map `ebpf:"preblocked"`
 }
 
 func (m *porttraceMaps) Close() error {
@@ -230,6 +235,7 @@ func (m *porttraceMaps) Close() error {
 		m.Inflight,
 		m.Kinflight,
 		m.PortFilter,
+		m.Preblocked,
 	)
 }
 
@@ -237,11 +243,12 @@ func (m *porttraceMaps) Close() error {
 //
 // It can be passed to loadPorttraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type porttraceVariables struct {
-	FilterPorts *ebpf.Variable `ebpf:"filter_ports"`
-	ListenOnSk  *ebpf.Variable `ebpf:"listen_on_sk"`
-	TargetPid   *ebpf.Variable `ebpf:"target_pid"`
-	TargetUid   *ebpf.Variable `ebpf:"target_uid"`
-	UnusedEvent *ebpf.Variable `ebpf:"unused_event"`
+	AcceptBackend *ebpf.Variable `ebpf:"accept_backend"`
+	FilterPorts   *ebpf.Variable `ebpf:"filter_ports"`
+	ListenOnSk    *ebpf.Variable `ebpf:"listen_on_sk"`
+	TargetPid     *ebpf.Variable `ebpf:"target_pid"`
+	TargetUid     *ebpf.Variable `ebpf:"target_uid"`
+	UnusedEvent   *ebpf.Variable `ebpf:"unused_event"`
 }
 
 // porttracePrograms contains all programs after they have been loaded into the kernel.

@@ -115,6 +115,8 @@ func (t *Tracer) start(b Backend, o Options, kernel *btf.Spec) (err error) {
 		"target_uid":   uid,
 		"filter_ports": o.Ports != nil && !o.Ports.Empty(),
 		"listen_on_sk": onSock,
+		// The tracepoint program's accept reports preblocked threads for fexit/kretprobe.
+		"accept_backend": uint8(b),
 	} {
 		if err := spec.Variables[name].Set(v); err != nil {
 			return fmt.Errorf("setting %s: %w", name, err)
@@ -161,11 +163,39 @@ func (t *Tracer) start(b Backend, o Options, kernel *btf.Spec) (err error) {
 		}
 		t.links = append(t.links, lk)
 	}
+	if l.preblocked != nil && o.Events.Has(KindAccept) {
+		if err := t.attachPreblocked(l); err != nil {
+			return err
+		}
+	}
 	rd, err := ringbuf.NewReader(l.maps.Events)
 	if err != nil {
 		return fmt.Errorf("opening the ring buffer: %w", err)
 	}
 	t.l, t.rd = l, rd
+	return nil
+}
+
+// attachPreblocked covers the accept() calls already waiting when the
+// fexit/kretprobe hooks attached: those hooks only see calls that start
+// later. Run after they are attached, so a call is seen by one or the other.
+func (t *Tracer) attachPreblocked(l *loaded) error {
+	tids := blockedInAccept()
+	if len(tids) == 0 {
+		return nil
+	}
+	for _, tid := range tids {
+		if err := l.maps.Preblocked.Put(tid, uint8(1)); err != nil {
+			return fmt.Errorf("recording blocked accept of thread %d: %w", tid, err)
+		}
+	}
+	for _, h := range []hook{tp(KindAccept, "sys_exit_accept", l.preblocked), tp(KindAccept, "sys_exit_accept4", l.preblocked)} {
+		lk, err := h.attach()
+		if err != nil {
+			return fmt.Errorf("attaching %s: %w", h.name, err)
+		}
+		t.links = append(t.links, lk)
+	}
 	return nil
 }
 
