@@ -6,7 +6,7 @@ BPF_CFLAGS ?= -O2 -g -Wall -Werror
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 GO ?= go
 
-.PHONY: all build generate test test-unit test-kernel lint help clean
+.PHONY: all build generate test test-vm lint help clean
 
 all: build
 
@@ -19,6 +19,9 @@ generate: ## recompile bpf/*.c into tracer/porttrace_x86_bpfel.{go,o}
 test: ## run unit and kernel tests (kernel tests need root)
 	$(GO) vet ./...
 	CGO_ENABLED=1 $(GO) test -race -count=1 ./...
+
+test-vm: ## run the kernel tests in QEMU on each kernel of vm/kernels, per backend
+	bash vm/run.sh
 
 lint: ## gofmt and go vet
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }

@@ -355,6 +355,31 @@ static __always_inline void emit_accept(struct sock *sk, __u8 backend)
 	submit(&e);
 }
 
+/* Waiting is not failing: only errors that refuse a connection are reported. */
+static __always_inline bool accept_failure(long ret)
+{
+	return ret < 0 && ret != -EAGAIN && ret != -ECONNABORTED && !in_progress(ret);
+}
+
+/*
+ * struct proto_accept_arg replaced inet_csk_accept's flags/err/kern
+ * arguments in 6.10; the error is in it, or behind the third argument.
+ */
+struct proto_accept_arg___new {
+	int err;
+} __attribute__((preserve_access_index));
+
+static __always_inline long csk_accept_err(void *arg1, void *arg2)
+{
+	int err = 0;
+
+	if (bpf_core_type_exists(struct proto_accept_arg___new))
+		err = BPF_CORE_READ((struct proto_accept_arg___new *)arg1, err);
+	else
+		bpf_probe_read_kernel(&err, sizeof(err), arg2);
+	return err;
+}
+
 /* emit_accept_failed reports an accept() that failed on listener sk. */
 static __always_inline void emit_accept_failed(struct sock *sk, long ret, __u8 backend)
 {

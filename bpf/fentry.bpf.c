@@ -72,10 +72,21 @@ SEC("fexit/inet_csk_accept")
 int BPF_PROG(fexit_inet_csk_accept, struct sock *sk)
 {
 	struct sock *newsk = (struct sock *)func_ret(ctx);
+	__u64 arg1 = 0, arg2 = 0;
+	long err;
 
 	forget_preblocked();
-	if (newsk && task_wanted())
+	if (!task_wanted())
+		return 0;
+	if (newsk) {
 		emit_accept(newsk, BACKEND_FENTRY);
+		return 0;
+	}
+	bpf_get_func_arg(ctx, 1, &arg1);
+	bpf_get_func_arg(ctx, 2, &arg2);
+	err = csk_accept_err((void *)arg1, (void *)arg2);
+	if (accept_failure(err))
+		emit_accept_failed(sk, err, BACKEND_FENTRY);
 	return 0;
 }
 

@@ -145,12 +145,50 @@ int BPF_KRETPROBE(krp_inet_dgram_connect, int ret)
 	return 0;
 }
 
+struct accept_args {
+	__u64 sk;
+	__u64 arg1;
+	__u64 arg2;
+};
+
+/* The listener and where the error will be, for a failed accept. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, struct accept_args);
+} kaccept SEC(".maps");
+
+SEC("kprobe/inet_csk_accept")
+int BPF_KPROBE(kp_inet_csk_accept, struct sock *sk, void *arg1, void *arg2)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct accept_args a = {.sk = (__u64)sk, .arg1 = (__u64)arg1, .arg2 = (__u64)arg2};
+
+	if (task_wanted())
+		bpf_map_update_elem(&kaccept, &tid, &a, BPF_ANY);
+	return 0;
+}
+
 SEC("kretprobe/inet_csk_accept")
 int BPF_KRETPROBE(krp_inet_csk_accept, struct sock *newsk)
 {
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct accept_args *a;
+	long err;
+
 	forget_preblocked();
-	if (newsk && task_wanted())
-		emit_accept(newsk, BACKEND_KPROBE);
+	a = bpf_map_lookup_elem(&kaccept, &tid);
+	if (newsk) {
+		if (task_wanted())
+			emit_accept(newsk, BACKEND_KPROBE);
+	} else if (a) {
+		err = csk_accept_err((void *)a->arg1, (void *)a->arg2);
+		if (accept_failure(err))
+			emit_accept_failed((void *)a->sk, err, BACKEND_KPROBE);
+	}
+	if (a)
+		bpf_map_delete_elem(&kaccept, &tid);
 	return 0;
 }
 

@@ -196,8 +196,7 @@ int tp_exit_accept(struct trace_event_raw_sys_exit *ctx)
 			emit_accept(sk, BACKEND_TRACEPOINT);
 		return 0;
 	}
-	/* Waiting is not failing: report only errors that refuse a connection. */
-	if (!stashed || ret == -EAGAIN || ret == -ECONNABORTED || in_progress(ret))
+	if (!stashed || !accept_failure(ret))
 		return 0;
 	sk = sk_from_fd(a.fd);
 	if (sk)

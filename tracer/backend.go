@@ -144,6 +144,7 @@ type kprobeObjects struct {
 	TCP6Ret   *ebpf.Program `ebpf:"krp_tcp_v6_connect"`
 	Dgram     *ebpf.Program `ebpf:"kp_inet_dgram_connect"`
 	DgramRet  *ebpf.Program `ebpf:"krp_inet_dgram_connect"`
+	Accept    *ebpf.Program `ebpf:"kp_inet_csk_accept"`
 	AcceptRet *ebpf.Program `ebpf:"krp_inet_csk_accept"`
 	Listen    *ebpf.Program `ebpf:"kp_listen"`
 	ListenRet *ebpf.Program `ebpf:"krp_listen"`
@@ -186,10 +187,11 @@ func loadKprobe(spec *ebpf.CollectionSpec, opts *ebpf.CollectionOptions, listenF
 			kprobe(KindConnect, "inet_dgram_connect", o.DgramRet, true),
 			kprobe(KindConnect, "inet_dgram_connect", o.Dgram, false),
 			kprobe(KindAccept, "inet_csk_accept", o.AcceptRet, true),
+			kprobe(KindAccept, "inet_csk_accept", o.Accept, false),
 		},
 		close: func() error {
 			return closeAll(&o.sharedMaps, o.Bind4, o.Bind4Ret, o.Bind6, o.Bind6Ret, o.TCP4, o.TCP4Ret,
-				o.TCP6, o.TCP6Ret, o.Dgram, o.DgramRet, o.AcceptRet, o.Listen, o.ListenRet, o.PreblockedAccept)
+				o.TCP6, o.TCP6Ret, o.Dgram, o.DgramRet, o.Accept, o.AcceptRet, o.Listen, o.ListenRet, o.PreblockedAccept)
 		},
 		preblocked: o.PreblockedAccept,
 	}, nil

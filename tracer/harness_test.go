@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -57,9 +56,10 @@ func testBackend(t *testing.T) Backend {
 	return b
 }
 
-// netns is a network namespace owned by one test, loopback up.
+// netns is a network namespace owned by one test, loopback up. It is made
+// with unshare(2) and kept alive by an open fd, with no help from ip(8), so
+// the tests also run in a bare VM initramfs.
 type netns struct {
-	name  string
 	fd    int
 	inode uint32
 }
@@ -67,26 +67,66 @@ type netns struct {
 func newNetns(t *testing.T) *netns {
 	t.Helper()
 	needRoot(t)
-	name := fmt.Sprintf("porttrace-test-%d-%d", os.Getpid(), rand.Uint32())
-	mustRun(t, "ip", "netns", "add", name)
-	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", name).Run() })
-	mustRun(t, "ip", "-n", name, "link", "set", "lo", "up")
-	fd, err := unix.Open("/run/netns/"+name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		t.Fatalf("opening netns: %v", err)
+	n := &netns{fd: -1}
+	errc := make(chan error, 1)
+	go func() {
+		// The thread enters the new namespace and dies with the goroutine.
+		runtime.LockOSThread()
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			errc <- fmt.Errorf("unshare: %w", err)
+			return
+		}
+		fd, err := unix.Open(fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid()), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			errc <- err
+			return
+		}
+		n.fd = fd
+		errc <- setLinkUp("lo")
+	}()
+	if err := <-errc; err != nil {
+		t.Fatalf("creating netns: %v", err)
 	}
-	t.Cleanup(func() { unix.Close(fd) })
+	t.Cleanup(func() { unix.Close(n.fd) })
 	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
+	if err := unix.Fstat(n.fd, &st); err != nil {
 		t.Fatal(err)
 	}
-	return &netns{name: name, fd: fd, inode: uint32(st.Ino)}
+	n.inode = uint32(st.Ino)
+	return n
 }
 
-// sysctl sets a per-netns sysctl, e.g. "net.ipv4.ip_local_port_range".
+// setLinkUp brings an interface of the calling thread's netns up.
+func setLinkUp(name string) error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq(name)
+	if err != nil {
+		return err
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("SIOCGIFFLAGS %s: %w", name, err)
+	}
+	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("SIOCSIFFLAGS %s: %w", name, err)
+	}
+	return nil
+}
+
+// sysctl sets a per-netns sysctl, e.g. "net.ipv4.ip_local_port_range". The
+// kernel resolves /proc/sys/net in the writing thread's namespace.
 func (n *netns) sysctl(t *testing.T, key, value string) {
 	t.Helper()
-	mustRun(t, "ip", "netns", "exec", n.name, "sysctl", "-q", "-w", key+"="+value)
+	path := "/proc/sys/" + strings.ReplaceAll(key, ".", "/")
+	n.run(t, func() {
+		if err := os.WriteFile(path, []byte(value), 0o644); err != nil {
+			t.Errorf("sysctl %s=%s: %v", key, value, err)
+		}
+	})
 }
 
 // run calls fn on a fresh OS thread inside the namespace and waits for it.
@@ -123,13 +163,6 @@ func (n *netns) goRun(fn func()) {
 		}
 		fn()
 	}()
-}
-
-func mustRun(t *testing.T, name string, args ...string) {
-	t.Helper()
-	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
-		t.Fatalf("%s %s: %v: %s", name, strings.Join(args, " "), err, out)
-	}
 }
 
 // collector is a running tracer gathering events in the background.

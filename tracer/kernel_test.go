@@ -707,7 +707,11 @@ func TestKernelBackendsLoad(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, b := range []Backend{BackendTracepoint, BackendFentry, BackendKprobe} {
+	backends := []Backend{BackendTracepoint, BackendFentry, BackendKprobe}
+	if b := testBackend(t); b != BackendAuto {
+		backends = []Backend{b}
+	}
+	for _, b := range backends {
 		t.Run(b.String(), func(t *testing.T) {
 			spec, err := loadPorttrace()
 			if err != nil {
@@ -739,3 +743,111 @@ func TestKernelBackendsLoad(t *testing.T) {
 }
 
 func btfKernel() (*btf.Spec, error) { return btf.LoadKernelSpec() }
+
+// auto takes the first backend, in the order fentry, kprobe, tracepoint,
+// that starts on its own; PORTTRACE_WANT_AUTO names the one expected.
+func TestKernelAutoBackend(t *testing.T) {
+	needRoot(t)
+	first := BackendAuto
+	for _, b := range []Backend{BackendFentry, BackendKprobe, BackendTracepoint} {
+		tr, err := New(Options{Backend: b, Events: AllKinds(), UID: -1})
+		if err == nil {
+			tr.Close()
+			first = b
+			break
+		}
+	}
+	tr, err := New(Options{Backend: BackendAuto, Events: AllKinds(), UID: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	if tr.Backend() != first {
+		t.Errorf("auto chose %s, but %s starts", tr.Backend(), first)
+	}
+	if want := os.Getenv("PORTTRACE_WANT_AUTO"); want != "" && tr.Backend().String() != want {
+		t.Errorf("auto chose %s, want %s on this kernel (notes: %v)", tr.Backend(), want, tr.Notes())
+	}
+	if first != BackendFentry && len(tr.Notes()) == 0 {
+		t.Error("no note says why the backends before it were refused")
+	}
+}
+
+// A failed accept is reported with the listener's port. EINVAL (not
+// listening) comes from the protocol, where every backend sees it; EMFILE
+// (no free fd) fails in the syscall before the protocol is called, so only
+// the tracepoint backend can report it.
+func TestKernelAcceptFailed(t *testing.T) {
+	ns := newNetns(t)
+	c := startTracer(t, Options{PID: uint32(os.Getpid()), Events: kinds(KindAccept)})
+	notListening := netip.MustParseAddrPort("127.0.0.1:4001")
+	listening := netip.MustParseAddrPort("127.0.0.1:4002")
+	ns.run(t, func() {
+		fd := newSocket(t, tcp4)
+		defer unix.Close(fd)
+		if err := unix.Bind(fd, sockaddr(notListening)); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := unix.Accept(fd); err != unix.EINVAL {
+			t.Errorf("accept on a socket not listening: %v, want EINVAL", err)
+		}
+		ln := newSocket(t, tcp4)
+		defer unix.Close(ln)
+		if err := unix.Bind(ln, sockaddr(listening)); err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Listen(ln, 1); err != nil {
+			t.Fatal(err)
+		}
+		if err := withNoFreeFD(func() error { _, _, err := unix.Accept(ln); return err }); err != unix.EMFILE {
+			t.Errorf("accept with no free fd: %v, want EMFILE", err)
+		}
+	})
+	var got []string
+	for _, ev := range c.stop(t, ns) {
+		got = append(got, fmt.Sprintf("%s %s %s", ev.Kind, ev.ErrnoName(), apString(ev.Local)))
+	}
+	want := []string{"accept EINVAL 127.0.0.1:4001"}
+	if c.tr.Backend() == BackendTracepoint {
+		want = append(want, "accept EMFILE 127.0.0.1:4002")
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("%s backend saw %q, want %q", c.tr.Backend(), got, want)
+	}
+}
+
+// withNoFreeFD calls fn with RLIMIT_NOFILE lowered to the fds already open,
+// so any call that needs a new fd fails with EMFILE.
+func withNoFreeFD(fn func() error) error {
+	var old unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &old); err != nil {
+		return err
+	}
+	// Fill every free slot below a limit just above the highest fd in use.
+	probe, err := unix.Dup(0)
+	if err != nil {
+		return err
+	}
+	limit := uint64(probe) + 8
+	fill := []int{probe}
+	defer func() {
+		for _, fd := range fill {
+			unix.Close(fd)
+		}
+	}()
+	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &unix.Rlimit{Cur: limit, Max: old.Max}); err != nil {
+		return err
+	}
+	defer unix.Setrlimit(unix.RLIMIT_NOFILE, &old)
+	for {
+		fd, err := unix.Dup(0)
+		if err == unix.EMFILE {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		fill = append(fill, fd)
+	}
+	return fn()
+}

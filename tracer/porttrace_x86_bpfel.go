@@ -13,6 +13,13 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type porttraceAcceptArgs struct {
+	_    structs.HostLayout
+	Sk   uint64
+	Arg1 uint64
+	Arg2 uint64
+}
+
 type porttraceArgs struct {
 	_    structs.HostLayout
 	Sa   uint64
@@ -65,6 +72,7 @@ const (
 	porttraceMapCounters               = "counters"
 	porttraceMapEvents                 = "events"
 	porttraceMapInflight               = "inflight"
+	porttraceMapKaccept                = "kaccept"
 	porttraceMapKinflight              = "kinflight"
 	porttraceMapPortFilter             = "port_filter"
 	porttraceMapPreblocked             = "preblocked"
@@ -77,6 +85,7 @@ const (
 	porttraceProgFexitTcpV6Connect     = "fexit_tcp_v6_connect"
 	porttraceProgKpInet6Bind           = "kp_inet6_bind"
 	porttraceProgKpInetBind            = "kp_inet_bind"
+	porttraceProgKpInetCskAccept       = "kp_inet_csk_accept"
 	porttraceProgKpInetDgramConnect    = "kp_inet_dgram_connect"
 	porttraceProgKpListen              = "kp_listen"
 	porttraceProgKpTcpV4Connect        = "kp_tcp_v4_connect"
@@ -155,6 +164,7 @@ type porttraceProgramSpecs struct {
 	FexitTcpV6Connect     *ebpf.ProgramSpec `ebpf:"fexit_tcp_v6_connect"`
 	KpInet6Bind           *ebpf.ProgramSpec `ebpf:"kp_inet6_bind"`
 	KpInetBind            *ebpf.ProgramSpec `ebpf:"kp_inet_bind"`
+	KpInetCskAccept       *ebpf.ProgramSpec `ebpf:"kp_inet_csk_accept"`
 	KpInetDgramConnect    *ebpf.ProgramSpec `ebpf:"kp_inet_dgram_connect"`
 	KpListen              *ebpf.ProgramSpec `ebpf:"kp_listen"`
 	KpTcpV4Connect        *ebpf.ProgramSpec `ebpf:"kp_tcp_v4_connect"`
@@ -183,6 +193,7 @@ type porttraceMapSpecs struct {
 	Counters   *ebpf.MapSpec `ebpf:"counters"`
 	Events     *ebpf.MapSpec `ebpf:"events"`
 	Inflight   *ebpf.MapSpec `ebpf:"inflight"`
+	Kaccept    *ebpf.MapSpec `ebpf:"kaccept"`
 	Kinflight  *ebpf.MapSpec `ebpf:"kinflight"`
 	PortFilter *ebpf.MapSpec `ebpf:"port_filter"`
 	Preblocked *ebpf.MapSpec `ebpf:"preblocked"`
@@ -223,6 +234,7 @@ type porttraceMaps struct {
 	Counters   *ebpf.Map `ebpf:"counters"`
 	Events     *ebpf.Map `ebpf:"events"`
 	Inflight   *ebpf.Map `ebpf:"inflight"`
+	Kaccept    *ebpf.Map `ebpf:"kaccept"`
 	Kinflight  *ebpf.Map `ebpf:"kinflight"`
 	PortFilter *ebpf.Map `ebpf:"port_filter"`
 	Preblocked *ebpf.Map `ebpf:"preblocked"`
@@ -233,6 +245,7 @@ func (m *porttraceMaps) Close() error {
 		m.Counters,
 		m.Events,
 		m.Inflight,
+		m.Kaccept,
 		m.Kinflight,
 		m.PortFilter,
 		m.Preblocked,
@@ -264,6 +277,7 @@ type porttracePrograms struct {
 	FexitTcpV6Connect     *ebpf.Program `ebpf:"fexit_tcp_v6_connect"`
 	KpInet6Bind           *ebpf.Program `ebpf:"kp_inet6_bind"`
 	KpInetBind            *ebpf.Program `ebpf:"kp_inet_bind"`
+	KpInetCskAccept       *ebpf.Program `ebpf:"kp_inet_csk_accept"`
 	KpInetDgramConnect    *ebpf.Program `ebpf:"kp_inet_dgram_connect"`
 	KpListen              *ebpf.Program `ebpf:"kp_listen"`
 	KpTcpV4Connect        *ebpf.Program `ebpf:"kp_tcp_v4_connect"`
@@ -296,6 +310,7 @@ func (p *porttracePrograms) Close() error {
 		p.FexitTcpV6Connect,
 		p.KpInet6Bind,
 		p.KpInetBind,
+		p.KpInetCskAccept,
 		p.KpInetDgramConnect,
 		p.KpListen,
 		p.KpTcpV4Connect,

@@ -1,0 +1,147 @@
+// Command init is PID 1 of the kernel-matrix guests: it mounts what the
+// kernel tests need, runs the tracer's kernel tests once per backend named
+// on the kernel command line, prints one result line per backend for the
+// host to collect, and powers the guest off.
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+const resultPrefix = "porttrace-matrix:"
+
+func main() {
+	if err := setup(); err != nil {
+		fmt.Printf("%s setup-error %v\n", resultPrefix, err)
+		poweroff()
+	}
+	args := cmdline()
+	for _, backend := range strings.Split(args["porttrace.backends"], ",") {
+		if backend != "" {
+			runTests(backend, args)
+		}
+	}
+	fmt.Printf("%s done\n", resultPrefix)
+	poweroff()
+}
+
+func setup() error {
+	for _, m := range []struct{ src, dst, fstype string }{
+		{"proc", "/proc", "proc"},
+		{"sysfs", "/sys", "sysfs"},
+		{"devtmpfs", "/dev", "devtmpfs"},
+		{"tmpfs", "/tmp", "tmpfs"},
+		{"bpffs", "/sys/fs/bpf", "bpf"},
+		{"tracefs", "/sys/kernel/tracing", "tracefs"},
+		{"debugfs", "/sys/kernel/debug", "debugfs"},
+		{"cgroup2", "/sys/fs/cgroup", "cgroup2"},
+	} {
+		_ = os.MkdirAll(m.dst, 0o755)
+		if err := unix.Mount(m.src, m.dst, m.fstype, 0, ""); err != nil && err != unix.EBUSY {
+			return fmt.Errorf("mounting %s: %w", m.dst, err)
+		}
+	}
+	return linkUp("lo")
+}
+
+func linkUp(name string) error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq(name)
+	if err != nil {
+		return err
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+		return err
+	}
+	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+	return unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr)
+}
+
+// cmdline returns the porttrace.* words of /proc/cmdline.
+func cmdline() map[string]string {
+	b, _ := os.ReadFile("/proc/cmdline")
+	args := map[string]string{}
+	for _, w := range strings.Fields(string(b)) {
+		if k, v, ok := strings.Cut(w, "="); ok && strings.HasPrefix(k, "porttrace.") {
+			args[k] = v
+		}
+	}
+	return args
+}
+
+// runTests runs the kernel tests with one backend, echoing their output,
+// and prints "porttrace-matrix: BACKEND pass=N fail=N skip=N" plus one
+// line per skipped test with its reason.
+func runTests(backend string, args map[string]string) {
+	run := args["porttrace.run"]
+	if run == "" {
+		run = "^TestKernel"
+	}
+	cmd := exec.Command("/tracer.test", "-test.v", "-test.count=1", "-test.run", run, "-test.timeout", "10m")
+	cmd.Env = append(os.Environ(), "PORTTRACE_BACKEND="+backend, "PORTTRACE_WANT_AUTO="+args["porttrace.auto"], "HOME=/tmp")
+	cmd.Dir = "/tmp"
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		fmt.Printf("%s %s error %v\n", resultPrefix, backend, err)
+		return
+	}
+	cmd.Stderr = cmd.Stdout
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		fmt.Printf("%s %s error %v\n", resultPrefix, backend, err)
+		return
+	}
+	var pass, fail, skip int
+	var skips []string
+	sc := bufio.NewScanner(out)
+	last := ""
+	for sc.Scan() {
+		line := sc.Text()
+		fmt.Println(line)
+		trimmed := strings.TrimSpace(line)
+		switch {
+		case strings.HasPrefix(trimmed, "--- PASS: "):
+			pass++
+		case strings.HasPrefix(trimmed, "--- FAIL: "):
+			fail++
+		case strings.HasPrefix(trimmed, "--- SKIP: "):
+			skip++
+			name := strings.Fields(trimmed)[2]
+			skips = append(skips, name+": "+last)
+		}
+		if !strings.HasPrefix(trimmed, "---") && !strings.HasPrefix(trimmed, "===") {
+			last = trimmed
+		}
+	}
+	err = cmd.Wait()
+	if err != nil && fail == 0 {
+		fail++ // a crash or timeout counts even if no test said FAIL
+	}
+	fmt.Printf("%s %s pass=%d fail=%d skip=%d seconds=%.0f\n", resultPrefix, backend, pass, fail, skip, time.Since(start).Seconds())
+	for _, s := range skips {
+		fmt.Printf("%s %s skipped %s\n", resultPrefix, backend, s)
+	}
+}
+
+// poweroff flushes the serial console, which otherwise loses its last
+// lines, and turns the machine off.
+func poweroff() {
+	if f, err := os.OpenFile("/dev/console", os.O_WRONLY, 0); err == nil {
+		_ = unix.IoctlSetInt(int(f.Fd()), unix.TCSBRK, 1)
+		f.Close()
+	}
+	unix.Sync()
+	_ = unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)
+	select {}
+}
