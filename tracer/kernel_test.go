@@ -851,3 +851,96 @@ func withNoFreeFD(fn func() error) error {
 	}
 	return fn()
 }
+
+// Nothing is lost silently: with a ring buffer too small for a burst and a
+// reader that is not reading, every event is either delivered or counted
+// as lost, and the two add up.
+func TestKernelLostEventsCounted(t *testing.T) {
+	const n = 500
+	ns := newNetns(t)
+	needRoot(t)
+	tr, err := New(Options{Backend: testBackend(t), Events: kinds(KindBind), PID: uint32(os.Getpid()), UID: -1, RingBufferSize: 4096})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	ns.run(t, func() {
+		for i := 0; i < n; i++ {
+			fd := newSocket(t, udp4)
+			if err := unix.Bind(fd, sockaddr(netip.MustParseAddrPort("127.0.0.1:0"))); err != nil {
+				t.Fatal(err)
+			}
+			unix.Close(fd)
+		}
+	})
+	tr.Stop()
+	delivered := 0
+	var ev Event
+	for tr.Read(&ev) == nil {
+		if ev.Netns == ns.inode {
+			delivered++
+		}
+	}
+	lost, err := tr.Lost()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lost == 0 || delivered+int(lost) != n {
+		t.Errorf("delivered %d + lost %d, want a loss and a sum of %d", delivered, lost, n)
+	}
+}
+
+// The command's loop end to end: JSON lines out, --count stops it, the
+// summary goes to stderr.
+func TestKernelRunJSON(t *testing.T) {
+	ns := newNetns(t)
+	cfg := DefaultConfig()
+	cfg.Output = "json"
+	cfg.PID = uint32(os.Getpid())
+	cfg.Count = 3
+	cfg.Events = kinds(KindBind)
+	cfg.backend = os.Getenv("PORTTRACE_BACKEND")
+	if cfg.backend == "" {
+		cfg.backend = "auto"
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr strings.Builder
+	done := make(chan error, 1)
+	go func() { done <- Run(t.Context(), cfg, &stdout, &stderr) }()
+	// Bind until Run has seen three (it attaches in the background).
+	deadline := time.Now().Add(10 * time.Second)
+	for port := 20000; ; port++ {
+		ns.run(t, func() {
+			fd := newSocket(t, udp4)
+			defer unix.Close(fd)
+			if err := unix.Bind(fd, sockaddr(netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port)))); err != nil {
+				t.Fatal(err)
+			}
+		})
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+			lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
+			if len(lines) != 3 {
+				t.Fatalf("got %d lines, want 3:\n%s", len(lines), stdout.String())
+			}
+			for _, l := range lines {
+				if !strings.HasPrefix(l, `{"time":"`) || !strings.Contains(l, `"event":"bind"`) || !strings.Contains(l, `"proto":"udp"`) {
+					t.Errorf("line %s", l)
+				}
+			}
+			if !strings.Contains(stderr.String(), "porttrace: 3 events (bind 3, listen 0, connect 0, accept 0), 0 denied, 0 failed, 0 lost") {
+				t.Errorf("summary missing from stderr:\n%s", stderr.String())
+			}
+			return
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Run did not stop after 3 events; stdout:\n%s", stdout.String())
+		}
+	}
+}

@@ -32,6 +32,10 @@ type Options struct {
 	PID     uint32  // 0: all
 	UID     int64   // -1: all
 	Ports   *PortSet
+
+	// RingBufferSize in bytes, a power of two and a multiple of the page
+	// size; 0 means 8 MiB.
+	RingBufferSize uint32
 }
 
 // Tracer is a loaded and attached backend and the reader of its ring buffer.
@@ -123,6 +127,9 @@ func (t *Tracer) start(b Backend, o Options, kernel *btf.Spec) (err error) {
 		}
 	}
 	spec.Maps["events"].MaxEntries = ringBufferSize
+	if o.RingBufferSize != 0 {
+		spec.Maps["events"].MaxEntries = o.RingBufferSize
+	}
 	opts := &ebpf.CollectionOptions{Programs: ebpf.ProgramOptions{KernelTypes: kernel}}
 
 	var l *loaded
