@@ -252,10 +252,16 @@ static __always_inline bool read_sockaddr(const void *sa, bool user, __u8 addr[1
 	return true;
 }
 
+#include "churn.h"
+
 static __always_inline void submit(struct event *e)
 {
 	if (!ports_wanted(e))
 		return;
+	if (churn_mode) {
+		churn_count(e);
+		return;
+	}
 	if (bpf_ringbuf_output(&events, e, sizeof(*e), 0))
 		count(CNT_LOST);
 }
@@ -279,11 +285,13 @@ static __always_inline void emit_bind(struct sock *sk, const void *sa, bool user
 		return;
 	fill_task(&e, EV_BIND, backend);
 	e.err = ret;
-	if (ret == 0) {
-		fill_sock_local(&e, sk);
-	} else if (read_sockaddr(sa, user, e.laddr, &e.lport)) {
+	if (read_sockaddr(sa, user, e.laddr, &e.lport)) {
 		e.flags |= F_HAS_LOCAL;
+		if (e.lport == 0)
+			e.flags |= F_AUTOBIND;
 	}
+	if (ret == 0)
+		fill_sock_local(&e, sk);
 	submit(&e);
 }
 
@@ -313,9 +321,11 @@ static __always_inline void emit_listen(struct sock *sk, long ret, __u8 backend)
 /*
  * emit_connect reports an outbound connect. The peer comes from the
  * caller's sockaddr; the local port is the one the kernel now holds, absent
- * when a failure released it.
+ * when a failure released it. port_before is the socket's local port when
+ * the call began: 0 means this connect asked the kernel for one.
  */
-static __always_inline void emit_connect(struct sock *sk, const void *sa, bool user, long ret, __u8 backend)
+static __always_inline void emit_connect(struct sock *sk, const void *sa, bool user, long ret, __u8 backend,
+					 __u16 port_before)
 {
 	struct event e = {};
 
@@ -325,6 +335,8 @@ static __always_inline void emit_connect(struct sock *sk, const void *sa, bool u
 		return; /* AF_UNSPEC: a disconnect, not a connect */
 	e.flags |= F_HAS_REMOTE;
 	fill_task(&e, EV_CONNECT, backend);
+	if (port_before == 0)
+		e.flags |= F_AUTOBIND;
 	e.err = ret;
 	if (in_progress(ret)) {
 		/*

@@ -41,30 +41,84 @@ int BPF_PROG(fexit_inet6_bind, struct sock *sk, struct sockaddr *uaddr)
 	return 0;
 }
 
+/*
+ * The socket's local port when a connect begins, by thread and hook: 0
+ * means the connect itself asks the kernel for a port (churn counts it).
+ * tcp_v6_connect nests tcp_v4_connect for v4-mapped peers, hence the hook
+ * in the key.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, __u16);
+} port_before SEC(".maps");
+
+enum { H_TCP4 = 1, H_TCP6, H_DGRAM };
+
+static __always_inline int remember_port(struct sock *sk, __u64 hook)
+{
+	__u64 key = bpf_get_current_pid_tgid() << 8 | hook;
+	__u16 port = BPF_CORE_READ(sk, __sk_common.skc_num);
+
+	if (task_wanted())
+		bpf_map_update_elem(&port_before, &key, &port, BPF_ANY);
+	return 0;
+}
+
+static __always_inline void connect_done(void *ctx, struct sock *sk, struct sockaddr *uaddr, __u64 hook)
+{
+	__u64 key = bpf_get_current_pid_tgid() << 8 | hook;
+	__u16 *before = bpf_map_lookup_elem(&port_before, &key);
+	__u16 port;
+
+	if (!before)
+		return; /* began before porttrace attached, or filtered out */
+	port = *before;
+	bpf_map_delete_elem(&port_before, &key);
+	emit_connect(sk, uaddr, false, (int)func_ret(ctx), BACKEND_FENTRY, port);
+}
+
+SEC("fentry/tcp_v4_connect")
+int BPF_PROG(fentry_tcp_v4_connect, struct sock *sk)
+{
+	if (BPF_CORE_READ(sk, __sk_common.skc_family) != AF_INET)
+		return 0;
+	return remember_port(sk, H_TCP4);
+}
+
 SEC("fexit/tcp_v4_connect")
 int BPF_PROG(fexit_tcp_v4_connect, struct sock *sk, struct sockaddr *uaddr)
 {
 	/* tcp_v6_connect calls this for v4-mapped peers and reports them itself. */
-	if (BPF_CORE_READ(sk, __sk_common.skc_family) != AF_INET)
-		return 0;
-	if (task_wanted())
-		emit_connect(sk, uaddr, false, (int)func_ret(ctx), BACKEND_FENTRY);
+	if (BPF_CORE_READ(sk, __sk_common.skc_family) == AF_INET)
+		connect_done(ctx, sk, uaddr, H_TCP4);
 	return 0;
+}
+
+SEC("fentry/tcp_v6_connect")
+int BPF_PROG(fentry_tcp_v6_connect, struct sock *sk)
+{
+	return remember_port(sk, H_TCP6);
 }
 
 SEC("fexit/tcp_v6_connect")
 int BPF_PROG(fexit_tcp_v6_connect, struct sock *sk, struct sockaddr *uaddr)
 {
-	if (task_wanted())
-		emit_connect(sk, uaddr, false, (int)func_ret(ctx), BACKEND_FENTRY);
+	connect_done(ctx, sk, uaddr, H_TCP6);
 	return 0;
+}
+
+SEC("fentry/inet_dgram_connect")
+int BPF_PROG(fentry_inet_dgram_connect, struct socket *sock)
+{
+	return remember_port(BPF_CORE_READ(sock, sk), H_DGRAM);
 }
 
 SEC("fexit/inet_dgram_connect")
 int BPF_PROG(fexit_inet_dgram_connect, struct socket *sock, struct sockaddr *uaddr)
 {
-	if (task_wanted())
-		emit_connect(BPF_CORE_READ(sock, sk), uaddr, false, (int)func_ret(ctx), BACKEND_FENTRY);
+	connect_done(ctx, BPF_CORE_READ(sock, sk), uaddr, H_DGRAM);
 	return 0;
 }
 

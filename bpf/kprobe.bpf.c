@@ -20,6 +20,8 @@ enum kprobe_id {
 struct kargs {
 	__u64 obj; /* struct sock * or struct socket * */
 	__u64 sa;  /* kernel sockaddr */
+	__u16 port_before; /* connect: the socket's local port at entry */
+	__u16 pad[3];
 };
 
 /* Keyed by thread and probe: tcp_v6_connect nests tcp_v4_connect. */
@@ -35,10 +37,10 @@ static __always_inline __u64 kkey(enum kprobe_id p)
 	return (bpf_get_current_pid_tgid() << 8) | p;
 }
 
-static __always_inline int kstash(enum kprobe_id p, void *obj, void *sa)
+static __always_inline int kstash(enum kprobe_id p, void *obj, void *sa, __u16 port_before)
 {
 	__u64 key = kkey(p);
-	struct kargs a = {.obj = (__u64)obj, .sa = (__u64)sa};
+	struct kargs a = {.obj = (__u64)obj, .sa = (__u64)sa, .port_before = port_before};
 
 	if (task_wanted())
 		bpf_map_update_elem(&kinflight, &key, &a, BPF_ANY);
@@ -60,7 +62,7 @@ static __always_inline bool ktake(enum kprobe_id p, struct kargs *out)
 SEC("kprobe/__inet_bind")
 int BPF_KPROBE(kp_inet_bind, struct sock *sk, struct sockaddr *uaddr)
 {
-	return kstash(P_BIND4, sk, uaddr);
+	return kstash(P_BIND4, sk, uaddr, 0);
 }
 
 SEC("kretprobe/__inet_bind")
@@ -76,7 +78,7 @@ int BPF_KRETPROBE(krp_inet_bind, int ret)
 SEC("kprobe/__inet6_bind")
 int BPF_KPROBE(kp_inet6_bind, struct sock *sk, struct sockaddr *uaddr)
 {
-	return kstash(P_BIND6, sk, uaddr);
+	return kstash(P_BIND6, sk, uaddr, 0);
 }
 
 SEC("kretprobe/__inet6_bind")
@@ -95,7 +97,7 @@ int BPF_KPROBE(kp_tcp_v4_connect, struct sock *sk, struct sockaddr *uaddr)
 	/* tcp_v6_connect calls this for v4-mapped peers and reports them itself. */
 	if (BPF_CORE_READ(sk, __sk_common.skc_family) != AF_INET)
 		return 0;
-	return kstash(P_TCP4, sk, uaddr);
+	return kstash(P_TCP4, sk, uaddr, BPF_CORE_READ(sk, __sk_common.skc_num));
 }
 
 SEC("kretprobe/tcp_v4_connect")
@@ -104,14 +106,14 @@ int BPF_KRETPROBE(krp_tcp_v4_connect, int ret)
 	struct kargs a;
 
 	if (ktake(P_TCP4, &a))
-		emit_connect((void *)a.obj, (void *)a.sa, false, ret, BACKEND_KPROBE);
+		emit_connect((void *)a.obj, (void *)a.sa, false, ret, BACKEND_KPROBE, a.port_before);
 	return 0;
 }
 
 SEC("kprobe/tcp_v6_connect")
 int BPF_KPROBE(kp_tcp_v6_connect, struct sock *sk, struct sockaddr *uaddr)
 {
-	return kstash(P_TCP6, sk, uaddr);
+	return kstash(P_TCP6, sk, uaddr, BPF_CORE_READ(sk, __sk_common.skc_num));
 }
 
 SEC("kretprobe/tcp_v6_connect")
@@ -120,14 +122,14 @@ int BPF_KRETPROBE(krp_tcp_v6_connect, int ret)
 	struct kargs a;
 
 	if (ktake(P_TCP6, &a))
-		emit_connect((void *)a.obj, (void *)a.sa, false, ret, BACKEND_KPROBE);
+		emit_connect((void *)a.obj, (void *)a.sa, false, ret, BACKEND_KPROBE, a.port_before);
 	return 0;
 }
 
 SEC("kprobe/inet_dgram_connect")
 int BPF_KPROBE(kp_inet_dgram_connect, struct socket *sock, struct sockaddr *uaddr)
 {
-	return kstash(P_DGRAM, sock, uaddr);
+	return kstash(P_DGRAM, sock, uaddr, BPF_CORE_READ(sock, sk, __sk_common.skc_num));
 }
 
 SEC("kretprobe/inet_dgram_connect")
@@ -141,7 +143,7 @@ int BPF_KRETPROBE(krp_inet_dgram_connect, int ret)
 		return 0;
 	/* Through a variable: a cast inside BPF_CORE_READ would relocate a.obj too. */
 	sock = (void *)a.obj;
-	emit_connect(BPF_CORE_READ(sock, sk), (void *)a.sa, false, ret, BACKEND_KPROBE);
+	emit_connect(BPF_CORE_READ(sock, sk), (void *)a.sa, false, ret, BACKEND_KPROBE, a.port_before);
 	return 0;
 }
 
@@ -196,7 +198,7 @@ int BPF_KRETPROBE(krp_inet_csk_accept, struct sock *newsk)
 SEC("kprobe/inet_listen")
 int BPF_KPROBE(kp_listen, void *arg0)
 {
-	return kstash(P_LISTEN, arg0, NULL);
+	return kstash(P_LISTEN, arg0, NULL, 0);
 }
 
 SEC("kretprobe/inet_listen")

@@ -36,6 +36,7 @@ enum event_flags {
 	F_EXE_DELETED = 1 << 4,     /* the task's executable has no links left */
 	F_CAP_BIND = 1 << 5,        /* the task holds CAP_NET_BIND_SERVICE */
 	F_HAS_PROTO = 1 << 6,       /* proto is known */
+	F_AUTOBIND = 1 << 7,        /* the call asked the kernel for a local port */
 };
 
 /*
@@ -70,8 +71,46 @@ struct event {
 
 /* Index of the per-CPU counters in the "counters" map. */
 enum counter {
-	CNT_LOST = 0,  /* bpf_ringbuf_reserve failed: the event was dropped */
+	CNT_LOST = 0,          /* the ring buffer was full: the event was dropped */
+	CNT_CHURN_OVERFLOW = 1, /* a churn map was full: a key went uncounted */
 	CNT_MAX = 4,
+};
+
+/*
+ * Churn mode counts ephemeral port allocations in per-CPU hash maps
+ * instead of sending events. err is 0 for an allocation, else the errno
+ * of a failed one (EADDRNOTAVAIL, EAGAIN, EADDRINUSE).
+ */
+struct churn_ns_key {
+	__u32 netns;
+	__u16 proto;
+	__u16 err;
+	__u16 kind; /* EV_BIND (bind to port 0) or EV_CONNECT (autobind) */
+	__u16 pad;
+};
+
+/*
+ * One destination. The kernel reuses a local port towards different
+ * destinations, so the range runs out per destination.
+ */
+struct churn_dst_key {
+	__u32 netns;
+	__u16 family;
+	__u16 dport;
+	__u16 proto;
+	__u16 pad;
+	__u8 daddr[16];
+};
+
+struct churn_proc_key {
+	__u32 pid;
+	__u32 netns;
+	char comm[TASK_COMM_LEN];
+};
+
+struct churn_counts {
+	__u64 allocs;
+	__u64 fails;
 };
 
 #endif /* PORTTRACE_H */

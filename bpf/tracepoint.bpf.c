@@ -13,7 +13,8 @@
 struct args {
 	__u64 sa;   /* user sockaddr pointer */
 	__s32 fd;
-	__u32 kind; /* enum event_kind */
+	__u16 kind; /* enum event_kind */
+	__u16 port_before; /* connect: the socket's local port when the call began */
 };
 
 /* In-flight calls by thread id; LRU so a thread killed mid-call cannot fill it. */
@@ -51,7 +52,7 @@ static __always_inline struct sock *sk_from_fd(int fd)
 	return sock ? BPF_CORE_READ(sock, sk) : NULL;
 }
 
-static __always_inline int enter(struct trace_event_raw_sys_enter *ctx, __u32 kind)
+static __always_inline int enter(struct trace_event_raw_sys_enter *ctx, __u16 kind, __u16 port_before)
 {
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	struct args a = {};
@@ -61,12 +62,13 @@ static __always_inline int enter(struct trace_event_raw_sys_enter *ctx, __u32 ki
 	a.fd = ctx->args[0];
 	a.sa = ctx->args[1];
 	a.kind = kind;
+	a.port_before = port_before;
 	bpf_map_update_elem(&inflight, &tid, &a, BPF_ANY);
 	return 0;
 }
 
 /* take pops the stashed arguments of this thread's call. */
-static __always_inline bool take(__u32 kind, struct args *out)
+static __always_inline bool take(__u16 kind, struct args *out)
 {
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	struct args *a = bpf_map_lookup_elem(&inflight, &tid);
@@ -81,7 +83,7 @@ static __always_inline bool take(__u32 kind, struct args *out)
 SEC("tracepoint/syscalls/sys_enter_bind")
 int tp_enter_bind(struct trace_event_raw_sys_enter *ctx)
 {
-	return enter(ctx, EV_BIND);
+	return enter(ctx, EV_BIND, 0);
 }
 
 SEC("tracepoint/syscalls/sys_exit_bind")
@@ -101,7 +103,7 @@ int tp_exit_bind(struct trace_event_raw_sys_exit *ctx)
 SEC("tracepoint/syscalls/sys_enter_listen")
 int tp_enter_listen(struct trace_event_raw_sys_enter *ctx)
 {
-	return enter(ctx, EV_LISTEN);
+	return enter(ctx, EV_LISTEN, 0);
 }
 
 SEC("tracepoint/syscalls/sys_exit_listen")
@@ -135,7 +137,7 @@ int tp_enter_connect(struct trace_event_raw_sys_enter *ctx)
 		return 0;
 	if (BPF_CORE_READ(sock, state) != SS_UNCONNECTED)
 		return 0;
-	return enter(ctx, EV_CONNECT);
+	return enter(ctx, EV_CONNECT, BPF_CORE_READ(sock, sk, __sk_common.skc_num));
 }
 
 SEC("tracepoint/syscalls/sys_exit_connect")
@@ -148,7 +150,7 @@ int tp_exit_connect(struct trace_event_raw_sys_exit *ctx)
 		return 0;
 	sk = sk_from_fd(a.fd);
 	if (sk)
-		emit_connect(sk, (void *)a.sa, true, ctx->ret, BACKEND_TRACEPOINT);
+		emit_connect(sk, (void *)a.sa, true, ctx->ret, BACKEND_TRACEPOINT, a.port_before);
 	return 0;
 }
 
@@ -156,7 +158,7 @@ int tp_exit_connect(struct trace_event_raw_sys_exit *ctx)
 SEC("tracepoint/syscalls/sys_enter_accept4")
 int tp_enter_accept(struct trace_event_raw_sys_enter *ctx)
 {
-	return enter(ctx, EV_ACCEPT);
+	return enter(ctx, EV_ACCEPT, 0);
 }
 
 /*

@@ -20,6 +20,9 @@ type sharedMaps struct {
 	Counters   *ebpf.Map `ebpf:"counters"`
 	PortFilter *ebpf.Map `ebpf:"port_filter"`
 	Preblocked *ebpf.Map `ebpf:"preblocked"`
+	ChurnNs    *ebpf.Map `ebpf:"churn_ns"`
+	ChurnDst   *ebpf.Map `ebpf:"churn_dst"`
+	ChurnProc  *ebpf.Map `ebpf:"churn_proc"`
 }
 
 // hook is one attachment: the event kind it reports and how to attach it.
@@ -90,15 +93,24 @@ func loadTracepoint(spec *ebpf.CollectionSpec, opts *ebpf.CollectionOptions) (*l
 // bpf_get_func_ret, and a BPF trampoline on the architecture.
 type fentryObjects struct {
 	sharedMaps
-	Bind4  *ebpf.Program `ebpf:"fexit_inet_bind"`
-	Bind6  *ebpf.Program `ebpf:"fexit_inet6_bind"`
-	TCP4   *ebpf.Program `ebpf:"fexit_tcp_v4_connect"`
-	TCP6   *ebpf.Program `ebpf:"fexit_tcp_v6_connect"`
-	Dgram  *ebpf.Program `ebpf:"fexit_inet_dgram_connect"`
-	Accept *ebpf.Program `ebpf:"fexit_inet_csk_accept"`
-	Listen *ebpf.Program `ebpf:"fexit_listen"`
+	Bind4      *ebpf.Program `ebpf:"fexit_inet_bind"`
+	Bind6      *ebpf.Program `ebpf:"fexit_inet6_bind"`
+	TCP4Entry  *ebpf.Program `ebpf:"fentry_tcp_v4_connect"`
+	TCP6Entry  *ebpf.Program `ebpf:"fentry_tcp_v6_connect"`
+	DgramEntry *ebpf.Program `ebpf:"fentry_inet_dgram_connect"`
+	TCP4       *ebpf.Program `ebpf:"fexit_tcp_v4_connect"`
+	TCP6       *ebpf.Program `ebpf:"fexit_tcp_v6_connect"`
+	Dgram      *ebpf.Program `ebpf:"fexit_inet_dgram_connect"`
+	Accept     *ebpf.Program `ebpf:"fexit_inet_csk_accept"`
+	Listen     *ebpf.Program `ebpf:"fexit_listen"`
 
 	PreblockedAccept *ebpf.Program `ebpf:"tp_exit_accept"`
+}
+
+func tracingEntry(kind Kind, fn string, prog *ebpf.Program) hook {
+	h := tracing(kind, fn, prog)
+	h.name = "fentry " + fn
+	return h
 }
 
 func tracing(kind Kind, fn string, prog *ebpf.Program) hook {
@@ -122,10 +134,15 @@ func loadFentry(spec *ebpf.CollectionSpec, opts *ebpf.CollectionOptions, listenF
 			tracing(KindConnect, "tcp_v4_connect", o.TCP4),
 			tracing(KindConnect, "tcp_v6_connect", o.TCP6),
 			tracing(KindConnect, "inet_dgram_connect", o.Dgram),
+			// Entries after exits: an exit without its entry is skipped, never misreported.
+			tracingEntry(KindConnect, "tcp_v4_connect", o.TCP4Entry),
+			tracingEntry(KindConnect, "tcp_v6_connect", o.TCP6Entry),
+			tracingEntry(KindConnect, "inet_dgram_connect", o.DgramEntry),
 			tracing(KindAccept, "inet_csk_accept", o.Accept),
 		},
 		close: func() error {
-			return closeAll(&o.sharedMaps, o.Bind4, o.Bind6, o.TCP4, o.TCP6, o.Dgram, o.Accept, o.Listen, o.PreblockedAccept)
+			return closeAll(&o.sharedMaps, o.Bind4, o.Bind6, o.TCP4, o.TCP6, o.Dgram, o.TCP4Entry, o.TCP6Entry, o.DgramEntry,
+				o.Accept, o.Listen, o.PreblockedAccept)
 		},
 		preblocked: o.PreblockedAccept,
 	}, nil
@@ -204,7 +221,7 @@ func closeAll(m *sharedMaps, progs ...*ebpf.Program) error {
 			errs = append(errs, p.Close())
 		}
 	}
-	for _, mp := range []*ebpf.Map{m.Events, m.Counters, m.PortFilter, m.Preblocked} {
+	for _, mp := range []*ebpf.Map{m.Events, m.Counters, m.PortFilter, m.Preblocked, m.ChurnNs, m.ChurnDst, m.ChurnProc} {
 		if mp != nil {
 			errs = append(errs, mp.Close())
 		}

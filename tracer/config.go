@@ -27,6 +27,7 @@ type Config struct {
 	Count    uint64
 	Backend  Backend
 	Version  bool
+	Metrics  string
 
 	backend string
 }
@@ -52,6 +53,7 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.DurationVarP(&c.Duration, "duration", "d", c.Duration, "stop after this long (e.g. 30s)")
 	fs.Uint64VarP(&c.Count, "count", "n", c.Count, "stop after this many events")
 	fs.StringVar(&c.backend, "backend", c.backend, "kernel hooks: auto, fentry, kprobe or tracepoint")
+	fs.StringVar(&c.Metrics, "metrics", c.Metrics, "serve Prometheus metrics (events by type and result, lost) on this address")
 	fs.BoolVar(&c.Version, "version", c.Version, "print the version and exit")
 }
 

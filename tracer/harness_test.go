@@ -185,13 +185,7 @@ func startTracer(t *testing.T, o Options) *collector {
 	if o.UID == 0 {
 		o.UID = -1
 	}
-	tr, err := New(o)
-	if errors.Is(err, ebpf.ErrNotSupported) {
-		t.Skipf("backend %s not supported by this kernel: %v", o.Backend, err)
-	}
-	if err != nil {
-		t.Fatalf("starting tracer: %v", err)
-	}
+	tr := newTracer(t, o)
 	c := &collector{tr: tr, done: make(chan struct{})}
 	go func() {
 		defer close(c.done)
@@ -207,6 +201,25 @@ func startTracer(t *testing.T, o Options) *collector {
 	}()
 	t.Cleanup(func() { tr.Close() })
 	return c
+}
+
+// newTracer starts a tracer, or skips the test, naming the backend, where
+// this kernel does not support it.
+func newTracer(t *testing.T, o Options) *Tracer {
+	t.Helper()
+	tr, err := New(o)
+	skipUnsupported(t, o.Backend, err)
+	if err != nil {
+		t.Fatalf("starting tracer: %v", err)
+	}
+	return tr
+}
+
+func skipUnsupported(t *testing.T, b Backend, err error) {
+	t.Helper()
+	if errors.Is(err, ebpf.ErrNotSupported) {
+		t.Skipf("backend %s not supported by this kernel: %v", b, err)
+	}
 }
 
 // stop detaches the tracer and returns every event it produced in netns n

@@ -21,10 +21,43 @@ type porttraceAcceptArgs struct {
 }
 
 type porttraceArgs struct {
-	_    structs.HostLayout
-	Sa   uint64
-	Fd   int32
-	Kind uint32
+	_          structs.HostLayout
+	Sa         uint64
+	Fd         int32
+	Kind       uint16
+	PortBefore uint16
+}
+
+type porttraceChurnCounts struct {
+	_      structs.HostLayout
+	Allocs uint64
+	Fails  uint64
+}
+
+type porttraceChurnDstKey struct {
+	_      structs.HostLayout
+	Netns  uint32
+	Family uint16
+	Dport  uint16
+	Proto  uint16
+	Pad    uint16
+	Daddr  [16]uint8
+}
+
+type porttraceChurnNsKey struct {
+	_     structs.HostLayout
+	Netns uint32
+	Proto uint16
+	Err   uint16
+	Kind  uint16
+	Pad   uint16
+}
+
+type porttraceChurnProcKey struct {
+	_     structs.HostLayout
+	Pid   uint32
+	Netns uint32
+	Comm  [16]int8
 }
 
 type porttraceEvent struct {
@@ -55,9 +88,11 @@ type porttraceEvent struct {
 }
 
 type porttraceKargs struct {
-	_   structs.HostLayout
-	Obj uint64
-	Sa  uint64
+	_          structs.HostLayout
+	Obj        uint64
+	Sa         uint64
+	PortBefore uint16
+	Pad        [3]uint16
 }
 
 type porttracePortBitmap struct {
@@ -69,48 +104,56 @@ type porttracePortBitmap struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	porttraceMapCounters               = "counters"
-	porttraceMapEvents                 = "events"
-	porttraceMapInflight               = "inflight"
-	porttraceMapKaccept                = "kaccept"
-	porttraceMapKinflight              = "kinflight"
-	porttraceMapPortFilter             = "port_filter"
-	porttraceMapPreblocked             = "preblocked"
-	porttraceProgFexitInet6Bind        = "fexit_inet6_bind"
-	porttraceProgFexitInetBind         = "fexit_inet_bind"
-	porttraceProgFexitInetCskAccept    = "fexit_inet_csk_accept"
-	porttraceProgFexitInetDgramConnect = "fexit_inet_dgram_connect"
-	porttraceProgFexitListen           = "fexit_listen"
-	porttraceProgFexitTcpV4Connect     = "fexit_tcp_v4_connect"
-	porttraceProgFexitTcpV6Connect     = "fexit_tcp_v6_connect"
-	porttraceProgKpInet6Bind           = "kp_inet6_bind"
-	porttraceProgKpInetBind            = "kp_inet_bind"
-	porttraceProgKpInetCskAccept       = "kp_inet_csk_accept"
-	porttraceProgKpInetDgramConnect    = "kp_inet_dgram_connect"
-	porttraceProgKpListen              = "kp_listen"
-	porttraceProgKpTcpV4Connect        = "kp_tcp_v4_connect"
-	porttraceProgKpTcpV6Connect        = "kp_tcp_v6_connect"
-	porttraceProgKrpInet6Bind          = "krp_inet6_bind"
-	porttraceProgKrpInetBind           = "krp_inet_bind"
-	porttraceProgKrpInetCskAccept      = "krp_inet_csk_accept"
-	porttraceProgKrpInetDgramConnect   = "krp_inet_dgram_connect"
-	porttraceProgKrpListen             = "krp_listen"
-	porttraceProgKrpTcpV4Connect       = "krp_tcp_v4_connect"
-	porttraceProgKrpTcpV6Connect       = "krp_tcp_v6_connect"
-	porttraceProgTpEnterAccept         = "tp_enter_accept"
-	porttraceProgTpEnterBind           = "tp_enter_bind"
-	porttraceProgTpEnterConnect        = "tp_enter_connect"
-	porttraceProgTpEnterListen         = "tp_enter_listen"
-	porttraceProgTpExitAccept          = "tp_exit_accept"
-	porttraceProgTpExitBind            = "tp_exit_bind"
-	porttraceProgTpExitConnect         = "tp_exit_connect"
-	porttraceProgTpExitListen          = "tp_exit_listen"
-	porttraceVarAcceptBackend          = "accept_backend"
-	porttraceVarFilterPorts            = "filter_ports"
-	porttraceVarListenOnSk             = "listen_on_sk"
-	porttraceVarTargetPid              = "target_pid"
-	porttraceVarTargetUid              = "target_uid"
-	porttraceVarUnusedEvent            = "unused_event"
+	porttraceMapChurnDst                = "churn_dst"
+	porttraceMapChurnNs                 = "churn_ns"
+	porttraceMapChurnProc               = "churn_proc"
+	porttraceMapCounters                = "counters"
+	porttraceMapEvents                  = "events"
+	porttraceMapInflight                = "inflight"
+	porttraceMapKaccept                 = "kaccept"
+	porttraceMapKinflight               = "kinflight"
+	porttraceMapPortBefore              = "port_before"
+	porttraceMapPortFilter              = "port_filter"
+	porttraceMapPreblocked              = "preblocked"
+	porttraceProgFentryInetDgramConnect = "fentry_inet_dgram_connect"
+	porttraceProgFentryTcpV4Connect     = "fentry_tcp_v4_connect"
+	porttraceProgFentryTcpV6Connect     = "fentry_tcp_v6_connect"
+	porttraceProgFexitInet6Bind         = "fexit_inet6_bind"
+	porttraceProgFexitInetBind          = "fexit_inet_bind"
+	porttraceProgFexitInetCskAccept     = "fexit_inet_csk_accept"
+	porttraceProgFexitInetDgramConnect  = "fexit_inet_dgram_connect"
+	porttraceProgFexitListen            = "fexit_listen"
+	porttraceProgFexitTcpV4Connect      = "fexit_tcp_v4_connect"
+	porttraceProgFexitTcpV6Connect      = "fexit_tcp_v6_connect"
+	porttraceProgKpInet6Bind            = "kp_inet6_bind"
+	porttraceProgKpInetBind             = "kp_inet_bind"
+	porttraceProgKpInetCskAccept        = "kp_inet_csk_accept"
+	porttraceProgKpInetDgramConnect     = "kp_inet_dgram_connect"
+	porttraceProgKpListen               = "kp_listen"
+	porttraceProgKpTcpV4Connect         = "kp_tcp_v4_connect"
+	porttraceProgKpTcpV6Connect         = "kp_tcp_v6_connect"
+	porttraceProgKrpInet6Bind           = "krp_inet6_bind"
+	porttraceProgKrpInetBind            = "krp_inet_bind"
+	porttraceProgKrpInetCskAccept       = "krp_inet_csk_accept"
+	porttraceProgKrpInetDgramConnect    = "krp_inet_dgram_connect"
+	porttraceProgKrpListen              = "krp_listen"
+	porttraceProgKrpTcpV4Connect        = "krp_tcp_v4_connect"
+	porttraceProgKrpTcpV6Connect        = "krp_tcp_v6_connect"
+	porttraceProgTpEnterAccept          = "tp_enter_accept"
+	porttraceProgTpEnterBind            = "tp_enter_bind"
+	porttraceProgTpEnterConnect         = "tp_enter_connect"
+	porttraceProgTpEnterListen          = "tp_enter_listen"
+	porttraceProgTpExitAccept           = "tp_exit_accept"
+	porttraceProgTpExitBind             = "tp_exit_bind"
+	porttraceProgTpExitConnect          = "tp_exit_connect"
+	porttraceProgTpExitListen           = "tp_exit_listen"
+	porttraceVarAcceptBackend           = "accept_backend"
+	porttraceVarChurnMode               = "churn_mode"
+	porttraceVarFilterPorts             = "filter_ports"
+	porttraceVarListenOnSk              = "listen_on_sk"
+	porttraceVarTargetPid               = "target_pid"
+	porttraceVarTargetUid               = "target_uid"
+	porttraceVarUnusedEvent             = "unused_event"
 )
 
 // loadPorttrace returns the embedded CollectionSpec for porttrace.
@@ -155,46 +198,53 @@ type porttraceSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type porttraceProgramSpecs struct {
-	FexitInet6Bind        *ebpf.ProgramSpec `ebpf:"fexit_inet6_bind"`
-	FexitInetBind         *ebpf.ProgramSpec `ebpf:"fexit_inet_bind"`
-	FexitInetCskAccept    *ebpf.ProgramSpec `ebpf:"fexit_inet_csk_accept"`
-	FexitInetDgramConnect *ebpf.ProgramSpec `ebpf:"fexit_inet_dgram_connect"`
-	FexitListen           *ebpf.ProgramSpec `ebpf:"fexit_listen"`
-	FexitTcpV4Connect     *ebpf.ProgramSpec `ebpf:"fexit_tcp_v4_connect"`
-	FexitTcpV6Connect     *ebpf.ProgramSpec `ebpf:"fexit_tcp_v6_connect"`
-	KpInet6Bind           *ebpf.ProgramSpec `ebpf:"kp_inet6_bind"`
-	KpInetBind            *ebpf.ProgramSpec `ebpf:"kp_inet_bind"`
-	KpInetCskAccept       *ebpf.ProgramSpec `ebpf:"kp_inet_csk_accept"`
-	KpInetDgramConnect    *ebpf.ProgramSpec `ebpf:"kp_inet_dgram_connect"`
-	KpListen              *ebpf.ProgramSpec `ebpf:"kp_listen"`
-	KpTcpV4Connect        *ebpf.ProgramSpec `ebpf:"kp_tcp_v4_connect"`
-	KpTcpV6Connect        *ebpf.ProgramSpec `ebpf:"kp_tcp_v6_connect"`
-	KrpInet6Bind          *ebpf.ProgramSpec `ebpf:"krp_inet6_bind"`
-	KrpInetBind           *ebpf.ProgramSpec `ebpf:"krp_inet_bind"`
-	KrpInetCskAccept      *ebpf.ProgramSpec `ebpf:"krp_inet_csk_accept"`
-	KrpInetDgramConnect   *ebpf.ProgramSpec `ebpf:"krp_inet_dgram_connect"`
-	KrpListen             *ebpf.ProgramSpec `ebpf:"krp_listen"`
-	KrpTcpV4Connect       *ebpf.ProgramSpec `ebpf:"krp_tcp_v4_connect"`
-	KrpTcpV6Connect       *ebpf.ProgramSpec `ebpf:"krp_tcp_v6_connect"`
-	TpEnterAccept         *ebpf.ProgramSpec `ebpf:"tp_enter_accept"`
-	TpEnterBind           *ebpf.ProgramSpec `ebpf:"tp_enter_bind"`
-	TpEnterConnect        *ebpf.ProgramSpec `ebpf:"tp_enter_connect"`
-	TpEnterListen         *ebpf.ProgramSpec `ebpf:"tp_enter_listen"`
-	TpExitAccept          *ebpf.ProgramSpec `ebpf:"tp_exit_accept"`
-	TpExitBind            *ebpf.ProgramSpec `ebpf:"tp_exit_bind"`
-	TpExitConnect         *ebpf.ProgramSpec `ebpf:"tp_exit_connect"`
-	TpExitListen          *ebpf.ProgramSpec `ebpf:"tp_exit_listen"`
+	FentryInetDgramConnect *ebpf.ProgramSpec `ebpf:"fentry_inet_dgram_connect"`
+	FentryTcpV4Connect     *ebpf.ProgramSpec `ebpf:"fentry_tcp_v4_connect"`
+	FentryTcpV6Connect     *ebpf.ProgramSpec `ebpf:"fentry_tcp_v6_connect"`
+	FexitInet6Bind         *ebpf.ProgramSpec `ebpf:"fexit_inet6_bind"`
+	FexitInetBind          *ebpf.ProgramSpec `ebpf:"fexit_inet_bind"`
+	FexitInetCskAccept     *ebpf.ProgramSpec `ebpf:"fexit_inet_csk_accept"`
+	FexitInetDgramConnect  *ebpf.ProgramSpec `ebpf:"fexit_inet_dgram_connect"`
+	FexitListen            *ebpf.ProgramSpec `ebpf:"fexit_listen"`
+	FexitTcpV4Connect      *ebpf.ProgramSpec `ebpf:"fexit_tcp_v4_connect"`
+	FexitTcpV6Connect      *ebpf.ProgramSpec `ebpf:"fexit_tcp_v6_connect"`
+	KpInet6Bind            *ebpf.ProgramSpec `ebpf:"kp_inet6_bind"`
+	KpInetBind             *ebpf.ProgramSpec `ebpf:"kp_inet_bind"`
+	KpInetCskAccept        *ebpf.ProgramSpec `ebpf:"kp_inet_csk_accept"`
+	KpInetDgramConnect     *ebpf.ProgramSpec `ebpf:"kp_inet_dgram_connect"`
+	KpListen               *ebpf.ProgramSpec `ebpf:"kp_listen"`
+	KpTcpV4Connect         *ebpf.ProgramSpec `ebpf:"kp_tcp_v4_connect"`
+	KpTcpV6Connect         *ebpf.ProgramSpec `ebpf:"kp_tcp_v6_connect"`
+	KrpInet6Bind           *ebpf.ProgramSpec `ebpf:"krp_inet6_bind"`
+	KrpInetBind            *ebpf.ProgramSpec `ebpf:"krp_inet_bind"`
+	KrpInetCskAccept       *ebpf.ProgramSpec `ebpf:"krp_inet_csk_accept"`
+	KrpInetDgramConnect    *ebpf.ProgramSpec `ebpf:"krp_inet_dgram_connect"`
+	KrpListen              *ebpf.ProgramSpec `ebpf:"krp_listen"`
+	KrpTcpV4Connect        *ebpf.ProgramSpec `ebpf:"krp_tcp_v4_connect"`
+	KrpTcpV6Connect        *ebpf.ProgramSpec `ebpf:"krp_tcp_v6_connect"`
+	TpEnterAccept          *ebpf.ProgramSpec `ebpf:"tp_enter_accept"`
+	TpEnterBind            *ebpf.ProgramSpec `ebpf:"tp_enter_bind"`
+	TpEnterConnect         *ebpf.ProgramSpec `ebpf:"tp_enter_connect"`
+	TpEnterListen          *ebpf.ProgramSpec `ebpf:"tp_enter_listen"`
+	TpExitAccept           *ebpf.ProgramSpec `ebpf:"tp_exit_accept"`
+	TpExitBind             *ebpf.ProgramSpec `ebpf:"tp_exit_bind"`
+	TpExitConnect          *ebpf.ProgramSpec `ebpf:"tp_exit_connect"`
+	TpExitListen           *ebpf.ProgramSpec `ebpf:"tp_exit_listen"`
 }
 
 // porttraceMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type porttraceMapSpecs struct {
+	ChurnDst   *ebpf.MapSpec `ebpf:"churn_dst"`
+	ChurnNs    *ebpf.MapSpec `ebpf:"churn_ns"`
+	ChurnProc  *ebpf.MapSpec `ebpf:"churn_proc"`
 	Counters   *ebpf.MapSpec `ebpf:"counters"`
 	Events     *ebpf.MapSpec `ebpf:"events"`
 	Inflight   *ebpf.MapSpec `ebpf:"inflight"`
 	Kaccept    *ebpf.MapSpec `ebpf:"kaccept"`
 	Kinflight  *ebpf.MapSpec `ebpf:"kinflight"`
+	PortBefore *ebpf.MapSpec `ebpf:"port_before"`
 	PortFilter *ebpf.MapSpec `ebpf:"port_filter"`
 	Preblocked *ebpf.MapSpec `ebpf:"preblocked"`
 }
@@ -204,6 +254,7 @@ type porttraceMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type porttraceVariableSpecs struct {
 	AcceptBackend *ebpf.VariableSpec `ebpf:"accept_backend"`
+	ChurnMode     *ebpf.VariableSpec `ebpf:"churn_mode"`
 	FilterPorts   *ebpf.VariableSpec `ebpf:"filter_ports"`
 	ListenOnSk    *ebpf.VariableSpec `ebpf:"listen_on_sk"`
 	TargetPid     *ebpf.VariableSpec `ebpf:"target_pid"`
@@ -231,22 +282,30 @@ func (o *porttraceObjects) Close() error {
 //
 // It can be passed to loadPorttraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type porttraceMaps struct {
+	ChurnDst   *ebpf.Map `ebpf:"churn_dst"`
+	ChurnNs    *ebpf.Map `ebpf:"churn_ns"`
+	ChurnProc  *ebpf.Map `ebpf:"churn_proc"`
 	Counters   *ebpf.Map `ebpf:"counters"`
 	Events     *ebpf.Map `ebpf:"events"`
 	Inflight   *ebpf.Map `ebpf:"inflight"`
 	Kaccept    *ebpf.Map `ebpf:"kaccept"`
 	Kinflight  *ebpf.Map `ebpf:"kinflight"`
+	PortBefore *ebpf.Map `ebpf:"port_before"`
 	PortFilter *ebpf.Map `ebpf:"port_filter"`
 	Preblocked *ebpf.Map `ebpf:"preblocked"`
 }
 
 func (m *porttraceMaps) Close() error {
 	return _PorttraceClose(
+		m.ChurnDst,
+		m.ChurnNs,
+		m.ChurnProc,
 		m.Counters,
 		m.Events,
 		m.Inflight,
 		m.Kaccept,
 		m.Kinflight,
+		m.PortBefore,
 		m.PortFilter,
 		m.Preblocked,
 	)
@@ -257,6 +316,7 @@ func (m *porttraceMaps) Close() error {
 // It can be passed to loadPorttraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type porttraceVariables struct {
 	AcceptBackend *ebpf.Variable `ebpf:"accept_backend"`
+	ChurnMode     *ebpf.Variable `ebpf:"churn_mode"`
 	FilterPorts   *ebpf.Variable `ebpf:"filter_ports"`
 	ListenOnSk    *ebpf.Variable `ebpf:"listen_on_sk"`
 	TargetPid     *ebpf.Variable `ebpf:"target_pid"`
@@ -268,39 +328,45 @@ type porttraceVariables struct {
 //
 // It can be passed to loadPorttraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type porttracePrograms struct {
-	FexitInet6Bind        *ebpf.Program `ebpf:"fexit_inet6_bind"`
-	FexitInetBind         *ebpf.Program `ebpf:"fexit_inet_bind"`
-	FexitInetCskAccept    *ebpf.Program `ebpf:"fexit_inet_csk_accept"`
-	FexitInetDgramConnect *ebpf.Program `ebpf:"fexit_inet_dgram_connect"`
-	FexitListen           *ebpf.Program `ebpf:"fexit_listen"`
-	FexitTcpV4Connect     *ebpf.Program `ebpf:"fexit_tcp_v4_connect"`
-	FexitTcpV6Connect     *ebpf.Program `ebpf:"fexit_tcp_v6_connect"`
-	KpInet6Bind           *ebpf.Program `ebpf:"kp_inet6_bind"`
-	KpInetBind            *ebpf.Program `ebpf:"kp_inet_bind"`
-	KpInetCskAccept       *ebpf.Program `ebpf:"kp_inet_csk_accept"`
-	KpInetDgramConnect    *ebpf.Program `ebpf:"kp_inet_dgram_connect"`
-	KpListen              *ebpf.Program `ebpf:"kp_listen"`
-	KpTcpV4Connect        *ebpf.Program `ebpf:"kp_tcp_v4_connect"`
-	KpTcpV6Connect        *ebpf.Program `ebpf:"kp_tcp_v6_connect"`
-	KrpInet6Bind          *ebpf.Program `ebpf:"krp_inet6_bind"`
-	KrpInetBind           *ebpf.Program `ebpf:"krp_inet_bind"`
-	KrpInetCskAccept      *ebpf.Program `ebpf:"krp_inet_csk_accept"`
-	KrpInetDgramConnect   *ebpf.Program `ebpf:"krp_inet_dgram_connect"`
-	KrpListen             *ebpf.Program `ebpf:"krp_listen"`
-	KrpTcpV4Connect       *ebpf.Program `ebpf:"krp_tcp_v4_connect"`
-	KrpTcpV6Connect       *ebpf.Program `ebpf:"krp_tcp_v6_connect"`
-	TpEnterAccept         *ebpf.Program `ebpf:"tp_enter_accept"`
-	TpEnterBind           *ebpf.Program `ebpf:"tp_enter_bind"`
-	TpEnterConnect        *ebpf.Program `ebpf:"tp_enter_connect"`
-	TpEnterListen         *ebpf.Program `ebpf:"tp_enter_listen"`
-	TpExitAccept          *ebpf.Program `ebpf:"tp_exit_accept"`
-	TpExitBind            *ebpf.Program `ebpf:"tp_exit_bind"`
-	TpExitConnect         *ebpf.Program `ebpf:"tp_exit_connect"`
-	TpExitListen          *ebpf.Program `ebpf:"tp_exit_listen"`
+	FentryInetDgramConnect *ebpf.Program `ebpf:"fentry_inet_dgram_connect"`
+	FentryTcpV4Connect     *ebpf.Program `ebpf:"fentry_tcp_v4_connect"`
+	FentryTcpV6Connect     *ebpf.Program `ebpf:"fentry_tcp_v6_connect"`
+	FexitInet6Bind         *ebpf.Program `ebpf:"fexit_inet6_bind"`
+	FexitInetBind          *ebpf.Program `ebpf:"fexit_inet_bind"`
+	FexitInetCskAccept     *ebpf.Program `ebpf:"fexit_inet_csk_accept"`
+	FexitInetDgramConnect  *ebpf.Program `ebpf:"fexit_inet_dgram_connect"`
+	FexitListen            *ebpf.Program `ebpf:"fexit_listen"`
+	FexitTcpV4Connect      *ebpf.Program `ebpf:"fexit_tcp_v4_connect"`
+	FexitTcpV6Connect      *ebpf.Program `ebpf:"fexit_tcp_v6_connect"`
+	KpInet6Bind            *ebpf.Program `ebpf:"kp_inet6_bind"`
+	KpInetBind             *ebpf.Program `ebpf:"kp_inet_bind"`
+	KpInetCskAccept        *ebpf.Program `ebpf:"kp_inet_csk_accept"`
+	KpInetDgramConnect     *ebpf.Program `ebpf:"kp_inet_dgram_connect"`
+	KpListen               *ebpf.Program `ebpf:"kp_listen"`
+	KpTcpV4Connect         *ebpf.Program `ebpf:"kp_tcp_v4_connect"`
+	KpTcpV6Connect         *ebpf.Program `ebpf:"kp_tcp_v6_connect"`
+	KrpInet6Bind           *ebpf.Program `ebpf:"krp_inet6_bind"`
+	KrpInetBind            *ebpf.Program `ebpf:"krp_inet_bind"`
+	KrpInetCskAccept       *ebpf.Program `ebpf:"krp_inet_csk_accept"`
+	KrpInetDgramConnect    *ebpf.Program `ebpf:"krp_inet_dgram_connect"`
+	KrpListen              *ebpf.Program `ebpf:"krp_listen"`
+	KrpTcpV4Connect        *ebpf.Program `ebpf:"krp_tcp_v4_connect"`
+	KrpTcpV6Connect        *ebpf.Program `ebpf:"krp_tcp_v6_connect"`
+	TpEnterAccept          *ebpf.Program `ebpf:"tp_enter_accept"`
+	TpEnterBind            *ebpf.Program `ebpf:"tp_enter_bind"`
+	TpEnterConnect         *ebpf.Program `ebpf:"tp_enter_connect"`
+	TpEnterListen          *ebpf.Program `ebpf:"tp_enter_listen"`
+	TpExitAccept           *ebpf.Program `ebpf:"tp_exit_accept"`
+	TpExitBind             *ebpf.Program `ebpf:"tp_exit_bind"`
+	TpExitConnect          *ebpf.Program `ebpf:"tp_exit_connect"`
+	TpExitListen           *ebpf.Program `ebpf:"tp_exit_listen"`
 }
 
 func (p *porttracePrograms) Close() error {
 	return _PorttraceClose(
+		p.FentryInetDgramConnect,
+		p.FentryTcpV4Connect,
+		p.FentryTcpV6Connect,
 		p.FexitInet6Bind,
 		p.FexitInetBind,
 		p.FexitInetCskAccept,

@@ -16,6 +16,15 @@ import (
 // Run traces until ctx is done, --duration passes or --count events have
 // been written, then detaches and prints a one-line summary on stderr.
 func Run(ctx context.Context, cfg Config, stdout io.Writer, stderr io.Writer) error {
+	var metrics *Metrics
+	if cfg.Metrics != "" {
+		metrics = NewMetrics()
+		stop, err := metrics.Serve(cfg.Metrics)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	t, err := New(Options{Backend: cfg.Backend, Events: cfg.Events, PID: cfg.PID, UID: cfg.UID, Ports: &cfg.Ports})
 	if err != nil {
 		return err
@@ -61,9 +70,12 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer, stderr io.Writer) er
 			return fmt.Errorf("writing output: %w", err)
 		}
 		s.add(&ev)
+		if metrics != nil {
+			metrics.Event(&ev)
+		}
 		if time.Since(lastLostCheck) > time.Second {
 			lastLostCheck = time.Now()
-			reported = reportLost(t, w, stderr, reported)
+			reported = reportLost(t, w, stderr, reported, metrics)
 		}
 		if !t.Pending() {
 			if err := out.Flush(); err != nil {
@@ -72,7 +84,7 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer, stderr io.Writer) er
 		}
 	}
 	t.Stop()
-	reported = reportLost(t, w, stderr, reported)
+	reported = reportLost(t, w, stderr, reported, metrics)
 	if err := w.Close(); err != nil {
 		return fmt.Errorf("writing output: %w", err)
 	}
@@ -84,13 +96,16 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer, stderr io.Writer) er
 }
 
 // reportLost tells of events the kernel dropped since the last report.
-func reportLost(t *Tracer, w writer, stderr io.Writer, reported uint64) uint64 {
+func reportLost(t *Tracer, w writer, stderr io.Writer, reported uint64, metrics *Metrics) uint64 {
 	lost, err := t.Lost()
 	if err != nil || lost == reported {
 		return reported
 	}
 	fmt.Fprintf(stderr, "porttrace: %d events lost: the ring buffer was full\n", lost-reported)
 	w.Lost(lost - reported)
+	if metrics != nil {
+		metrics.Lost(lost - reported)
+	}
 	return lost
 }
 

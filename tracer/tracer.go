@@ -33,6 +33,10 @@ type Options struct {
 	UID     int64   // -1: all
 	Ports   *PortSet
 
+	// Churn counts ephemeral port allocations in kernel maps (see
+	// ChurnSampler) instead of sending events.
+	Churn bool
+
 	// RingBufferSize in bytes, a power of two and a multiple of the page
 	// size; 0 means 8 MiB.
 	RingBufferSize uint32
@@ -121,6 +125,7 @@ func (t *Tracer) start(b Backend, o Options, kernel *btf.Spec) (err error) {
 		"listen_on_sk": onSock,
 		// The tracepoint program's accept reports preblocked threads for fexit/kretprobe.
 		"accept_backend": uint8(b),
+		"churn_mode":     o.Churn,
 	} {
 		if err := spec.Variables[name].Set(v); err != nil {
 			return fmt.Errorf("setting %s: %w", name, err)

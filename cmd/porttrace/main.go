@@ -24,23 +24,15 @@ func main() {
 }
 
 func run(args []string) int {
+	if len(args) > 0 && args[0] == "churn" {
+		return runChurn(args[1:])
+	}
 	cfg := tracer.DefaultConfig()
-	fs := pflag.NewFlagSet("porttrace", pflag.ContinueOnError)
-	fs.SortFlags = false
+	fs := newFlagSet("porttrace [flags]\n       porttrace churn [flags]",
+		"Trace bind, listen, connect and accept with the process behind each.")
 	cfg.AddFlags(fs)
-	fs.Usage = func() {
-		fmt.Fprintf(os.Stderr, "usage: porttrace [flags]\n\nTrace bind, listen, connect and accept with the process behind each.\n\n%s", fs.FlagUsages())
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			return 0
-		}
-		fmt.Fprintf(os.Stderr, "porttrace: %v\n", err)
-		return 2
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(os.Stderr, "porttrace: unexpected argument %q\n", fs.Arg(0))
-		return 2
+	if code, done := parse(fs, args); done {
+		return code
 	}
 	if cfg.Version {
 		fmt.Println("porttrace", version)
@@ -50,9 +42,54 @@ func run(args []string) int {
 		fmt.Fprintf(os.Stderr, "porttrace: %v\n", err)
 		return 2
 	}
+	return exit(func(ctx context.Context) error { return tracer.Run(ctx, cfg, os.Stdout, os.Stderr) })
+}
+
+func runChurn(args []string) int {
+	cfg := tracer.DefaultChurnConfig()
+	fs := newFlagSet("porttrace churn [flags]",
+		"Count ephemeral port allocations in the kernel: rate, failures, range usage and time to exhaustion.")
+	cfg.AddFlags(fs)
+	if code, done := parse(fs, args); done {
+		return code
+	}
+	if err := cfg.Validate(); err != nil {
+		fmt.Fprintf(os.Stderr, "porttrace churn: %v\n", err)
+		return 2
+	}
+	return exit(func(ctx context.Context) error { return tracer.RunChurn(ctx, cfg, os.Stdout, os.Stderr) })
+}
+
+func newFlagSet(usage, about string) *pflag.FlagSet {
+	fs := pflag.NewFlagSet("porttrace", pflag.ContinueOnError)
+	fs.SortFlags = false
+	fs.Usage = func() {
+		fmt.Fprintf(os.Stderr, "usage: %s\n\n%s\n\n%s", usage, about, fs.FlagUsages())
+	}
+	return fs
+}
+
+// parse parses args; done is true when the command should exit with code.
+func parse(fs *pflag.FlagSet, args []string) (code int, done bool) {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return 0, true
+		}
+		fmt.Fprintf(os.Stderr, "porttrace: %v\n", err)
+		return 2, true
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "porttrace: unexpected argument %q\n", fs.Arg(0))
+		return 2, true
+	}
+	return 0, false
+}
+
+// exit runs fn until SIGINT or SIGTERM and turns its error into an exit code.
+func exit(fn func(context.Context) error) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := tracer.Run(ctx, cfg, os.Stdout, os.Stderr); err != nil {
+	if err := fn(ctx); err != nil {
 		fmt.Fprintf(os.Stderr, "porttrace: %v\n", err)
 		return 1
 	}

@@ -1,0 +1,133 @@
+package tracer
+
+import (
+	"fmt"
+	"net/netip"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// ChurnCounts are allocations and failed allocations of ephemeral ports.
+type ChurnCounts struct {
+	Allocs uint64
+	Fails  uint64
+}
+
+// NetnsChurn is what the kernel counted for one network namespace since the
+// tracer started: allocations by call and protocol, failures by errno.
+type NetnsChurn struct {
+	Netns  uint32
+	Allocs map[string]uint64 // "connect tcp", "connect udp", "bind tcp", ...
+	Fails  map[string]uint64 // "EADDRNOTAVAIL", "EAGAIN", "EADDRINUSE"
+}
+
+// TotalAllocs sums Allocs.
+func (n *NetnsChurn) TotalAllocs() (s uint64) {
+	for _, v := range n.Allocs {
+		s += v
+	}
+	return s
+}
+
+// TotalFails sums Fails.
+func (n *NetnsChurn) TotalFails() (s uint64) {
+	for _, v := range n.Fails {
+		s += v
+	}
+	return s
+}
+
+// ProcKey names a process that allocated ports.
+type ProcKey struct {
+	PID   uint32
+	Netns uint32
+	Comm  string
+}
+
+// DestKey is a destination within a network namespace.
+type DestKey struct {
+	Netns uint32
+	Dest  Dest
+}
+
+// ChurnTotals are the kernel's cumulative churn counters at one moment.
+type ChurnTotals struct {
+	Time     time.Time
+	Netns    map[uint32]*NetnsChurn
+	Dests    map[DestKey]ChurnCounts
+	Procs    map[ProcKey]ChurnCounts
+	Overflow uint64 // keys a full churn map could not take
+}
+
+// ReadChurn reads the churn maps of a tracer started with Options.Churn.
+func (t *Tracer) ReadChurn() (*ChurnTotals, error) {
+	m := t.l.maps
+	ct := &ChurnTotals{
+		Time:  time.Now(),
+		Netns: map[uint32]*NetnsChurn{},
+		Dests: map[DestKey]ChurnCounts{},
+		Procs: map[ProcKey]ChurnCounts{},
+	}
+	var nk porttraceChurnNsKey
+	var nv []uint64
+	it := m.ChurnNs.Iterate()
+	for it.Next(&nk, &nv) {
+		n := ct.Netns[nk.Netns]
+		if n == nil {
+			n = &NetnsChurn{Netns: nk.Netns, Allocs: map[string]uint64{}, Fails: map[string]uint64{}}
+			ct.Netns[nk.Netns] = n
+		}
+		var sum uint64
+		for _, v := range nv {
+			sum += v
+		}
+		if nk.Err == 0 {
+			n.Allocs[Kind(nk.Kind).String()+" "+ProtoName(nk.Proto)] += sum
+		} else {
+			n.Fails[unix.ErrnoName(syscall.Errno(nk.Err))] += sum
+		}
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("reading churn_ns: %w", err)
+	}
+
+	var dk porttraceChurnDstKey
+	var cv []porttraceChurnCounts
+	it = m.ChurnDst.Iterate()
+	for it.Next(&dk, &cv) {
+		addr := addrFrom(dk.Family, &dk.Daddr).Unmap()
+		key := DestKey{dk.Netns, Dest{dk.Proto, netip.AddrPortFrom(addr, dk.Dport)}}
+		ct.Dests[key] = sumCounts(cv)
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("reading churn_dst: %w", err)
+	}
+
+	var pk porttraceChurnProcKey
+	it = m.ChurnProc.Iterate()
+	for it.Next(&pk, &cv) {
+		ct.Procs[ProcKey{pk.Pid, pk.Netns, commString(&pk.Comm)}] = sumCounts(cv)
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("reading churn_proc: %w", err)
+	}
+
+	var over []uint64
+	if err := m.Counters.Lookup(uint32(1), &over); err != nil {
+		return nil, fmt.Errorf("reading counters: %w", err)
+	}
+	for _, v := range over {
+		ct.Overflow += v
+	}
+	return ct, nil
+}
+
+func sumCounts(per []porttraceChurnCounts) (c ChurnCounts) {
+	for _, v := range per {
+		c.Allocs += v.Allocs
+		c.Fails += v.Fails
+	}
+	return c
+}

@@ -1,0 +1,375 @@
+package tracer
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	"golang.org/x/sys/unix"
+)
+
+// startChurn attaches a churn-mode tracer for this process.
+func startChurn(t *testing.T) *collector {
+	return startTracer(t, Options{PID: uint32(os.Getpid()), Churn: true, Events: kindSet(KindBind, KindConnect)})
+}
+
+func listenTCP(t *testing.T, ap netip.AddrPort) int {
+	t.Helper()
+	fd := newSocket(t, tcp4)
+	if err := unix.Bind(fd, sockaddr(ap)); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Listen(fd, 4096); err != nil {
+		t.Fatal(err)
+	}
+	return fd
+}
+
+// Known numbers of TCP connects, UDP connects and binds to port 0 give
+// exactly those allocation counts; a bind(0) followed by connect is one
+// allocation, not two. Nothing is sent through the ring buffer.
+func TestKernelChurnCounts(t *testing.T) {
+	ns := newNetns(t)
+	ns.sysctl(t, "net.ipv4.ip_local_port_range", "40000 40199")
+	c := startChurn(t)
+	svc := netip.MustParseAddrPort("127.0.0.1:9000")
+	var fds []int
+	ns.run(t, func() {
+		fds = append(fds, listenTCP(t, svc))
+		for i := 0; i < 30; i++ {
+			fd := newSocket(t, tcp4)
+			fds = append(fds, fd)
+			if err := unix.Connect(fd, sockaddr(svc)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for i := 0; i < 20; i++ {
+			fd := newSocket(t, udp4)
+			fds = append(fds, fd)
+			if err := unix.Connect(fd, sockaddr(netip.MustParseAddrPort("127.0.0.1:53"))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for i := 0; i < 10; i++ {
+			fd := newSocket(t, udp4)
+			fds = append(fds, fd)
+			if err := unix.Bind(fd, sockaddr(netip.MustParseAddrPort("127.0.0.1:0"))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for i := 0; i < 5; i++ { // bind(0) first: the connect allocates nothing
+			fd := newSocket(t, tcp4)
+			fds = append(fds, fd)
+			if err := unix.Bind(fd, sockaddr(netip.MustParseAddrPort("127.0.0.1:0"))); err != nil {
+				t.Fatal(err)
+			}
+			if err := unix.Connect(fd, sockaddr(svc)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+	defer func() {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+	}()
+	tot, err := c.tr.ReadChurn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := tot.Netns[ns.inode]
+	if n == nil {
+		t.Fatal("no churn counted in the test's netns")
+	}
+	want := map[string]uint64{"connect tcp": 30, "connect udp": 20, "bind udp": 10, "bind tcp": 5}
+	if fmt.Sprint(n.Allocs) != fmt.Sprint(want) || n.TotalFails() != 0 {
+		t.Errorf("allocations %v, failures %v; want %v and none", n.Allocs, n.Fails, want)
+	}
+	if got := tot.Dests[DestKey{ns.inode, Dest{ProtoTCP, svc}}]; got.Allocs != 30 {
+		t.Errorf("destination %s: %+v, want 30 allocations", svc, got)
+	}
+	if evs := c.stop(t, ns); len(evs) != 0 {
+		t.Errorf("churn mode sent %d events", len(evs))
+	}
+}
+
+// Usage and TIME_WAIT read through sock_diag agree with ss(8) run in the
+// same namespace.
+func TestKernelChurnUsageMatchesSS(t *testing.T) {
+	if _, err := exec.LookPath("ss"); err != nil {
+		t.Skip("ss(8) is not installed here: nothing to cross-check against")
+	}
+	ns := newNetns(t)
+	ns.sysctl(t, "net.ipv4.ip_local_port_range", "40000 40199")
+	svc := netip.MustParseAddrPort("127.0.0.1:9000")
+	var ssOut []byte
+	ns.run(t, func() {
+		ln := listenTCP(t, svc)
+		defer unix.Close(ln)
+		var open []int
+		for i := 0; i < 40; i++ {
+			fd := newSocket(t, tcp4)
+			if err := unix.Connect(fd, sockaddr(svc)); err != nil {
+				t.Fatal(err)
+			}
+			a, _, err := unix.Accept(ln)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if i < 15 { // the client closes first: its port goes to TIME_WAIT
+				unix.Close(fd)
+				unix.Close(a)
+			} else {
+				open = append(open, fd, a)
+			}
+		}
+		u := newSocket(t, udp4)
+		open = append(open, u)
+		if err := unix.Connect(u, sockaddr(netip.MustParseAddrPort("127.0.0.1:53"))); err != nil {
+			t.Fatal(err)
+		}
+		defer func() {
+			for _, fd := range open {
+				unix.Close(fd)
+			}
+		}()
+		time.Sleep(50 * time.Millisecond) // let the FIN exchanges settle
+		var err error
+		// Forked from this thread, ss runs in the test's namespace.
+		ssOut, err = exec.Command("ss", "-Htuan").Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		u2, err := readUsageHere()
+		if err != nil {
+			t.Fatal(err)
+		}
+		inUse, timeWait := countSS(t, ssOut, 40000, 40199)
+		if u2.InUse != inUse || u2.TimeWait != timeWait {
+			t.Errorf("sock_diag: in use %d, TIME_WAIT %d; ss: %d, %d\n%s", u2.InUse, u2.TimeWait, inUse, timeWait, ssOut)
+		}
+		if u2.TimeWait != 15 || u2.InUse != 41 {
+			t.Errorf("in use %d (want 25 open + 15 TIME_WAIT + 1 udp), TIME_WAIT %d (want 15)", u2.InUse, u2.TimeWait)
+		}
+	})
+}
+
+// countSS counts the sockets ss lists with a local port in [lo, hi].
+func countSS(t *testing.T, out []byte, lo, hi int) (inUse, timeWait int) {
+	sc := bufio.NewScanner(strings.NewReader(string(out)))
+	for sc.Scan() {
+		f := strings.Fields(sc.Text()) // netid state recv-q send-q local peer
+		if len(f) < 6 {
+			continue
+		}
+		i := strings.LastIndex(f[4], ":")
+		port, err := strconv.Atoi(f[4][i+1:])
+		if err != nil {
+			t.Fatalf("ss line %q", sc.Text())
+		}
+		if port < lo || port > hi {
+			continue
+		}
+		inUse++
+		if f[1] == "TIME-WAIT" {
+			timeWait++
+		}
+	}
+	return inUse, timeWait
+}
+
+// Driven to exhaustion, failures are counted and the estimate reaches zero;
+// a second destination keeps its own headroom.
+func TestKernelChurnExhaustion(t *testing.T) {
+	ns := newNetns(t)
+	ns.sysctl(t, "net.ipv4.ip_local_port_range", "40000 40199")
+	c := startChurn(t)
+	first, err := c.tr.ReadChurn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	state := NewChurnState(first)
+	defer state.Close()
+	full := netip.MustParseAddrPort("127.0.0.1:9000")
+	other := netip.MustParseAddrPort("127.0.0.1:9001")
+	var fds []int
+	var fails int
+	ns.run(t, func() {
+		fds = append(fds, listenTCP(t, full), listenTCP(t, other))
+		for i := 0; i < 210; i++ {
+			fd := newSocket(t, tcp4)
+			err := unix.Connect(fd, sockaddr(full))
+			if err == unix.EADDRNOTAVAIL {
+				fails++
+				unix.Close(fd)
+				continue
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			fds = append(fds, fd)
+		}
+		for i := 0; i < 3; i++ {
+			fd := newSocket(t, tcp4)
+			if err := unix.Connect(fd, sockaddr(other)); err != nil {
+				t.Fatalf("other destination: %v", err)
+			}
+			fds = append(fds, fd)
+		}
+	})
+	defer func() {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+	}()
+	if fails != 10 {
+		t.Fatalf("%d connects failed, want 10 (200 ports, 210 tries)", fails)
+	}
+	cur, err := c.tr.ReadChurn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := state.Next(cur)
+	var n *NetnsReport
+	for i := range r.Netns {
+		if r.Netns[i].Netns == ns.inode {
+			n = &r.Netns[i]
+		}
+	}
+	if n == nil {
+		t.Fatal("no report for the test's netns")
+	}
+	if n.UsageErr != "" {
+		t.Fatal(n.UsageErr)
+	}
+	if n.FailsTotal["EADDRNOTAVAIL"] != 10 || n.AllocsTotal["connect tcp"] != 203 {
+		t.Errorf("allocations %v, failures %v; want 203 and 10 EADDRNOTAVAIL", n.AllocsTotal, n.FailsTotal)
+	}
+	if n.RangeSize != 200 || n.Exhaustion != 0 {
+		t.Errorf("range size %d, exhaustion %v; want 200 and 0", n.RangeSize, n.Exhaustion)
+	}
+	dests := map[netip.AddrPort]DestReport{}
+	for _, d := range n.Dests {
+		dests[d.Dest.Remote] = d
+	}
+	if d := dests[full]; d.InUse != 200 || d.Headroom != 0 || d.Exhaustion != 0 {
+		t.Errorf("%s: in use %d, headroom %d, exhaustion %v; want 200, 0, 0", full, d.InUse, d.Headroom, d.Exhaustion)
+	}
+	if d := dests[other]; d.InUse != 3 || d.Headroom != 197 {
+		t.Errorf("%s: in use %d, headroom %d; want 3 and 197", other, d.InUse, d.Headroom)
+	}
+	var buf strings.Builder
+	if err := WriteChurnTable(&buf, r); err != nil || !strings.Contains(buf.String(), "EXHAUSTED") {
+		t.Errorf("table does not say EXHAUSTED:\n%s", buf.String())
+	}
+}
+
+// /metrics parses as Prometheus text and carries the names, labels and
+// values of the report.
+func TestKernelChurnMetrics(t *testing.T) {
+	ns := newNetns(t)
+	ns.sysctl(t, "net.ipv4.ip_local_port_range", "40000 40199")
+	c := startChurn(t)
+	first, err := c.tr.ReadChurn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	state := NewChurnState(first)
+	defer state.Close()
+	svc := netip.MustParseAddrPort("127.0.0.1:9000")
+	var fds []int
+	ns.run(t, func() {
+		fds = append(fds, listenTCP(t, svc))
+		for i := 0; i < 7; i++ {
+			fd := newSocket(t, tcp4)
+			if err := unix.Connect(fd, sockaddr(svc)); err != nil {
+				t.Fatal(err)
+			}
+			fds = append(fds, fd)
+		}
+	})
+	defer func() {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+	}()
+	cur, err := c.tr.ReadChurn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := NewMetrics()
+	m.MaxDests = 2
+	m.Churn(state.Next(cur))
+	m.Event(&Event{Kind: KindBind, Result: ResultDenied})
+	stop, addr := serveMetrics(t, m)
+	defer stop()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	parser := expfmt.NewTextParser(model.LegacyValidation)
+	fams, err := parser.TextToMetricFamilies(strings.NewReader(string(body)))
+	if err != nil {
+		t.Fatalf("parsing /metrics: %v\n%s", err, body)
+	}
+	nsLabel := strconv.FormatUint(uint64(ns.inode), 10)
+	value := func(name string, labels map[string]string) (float64, bool) {
+		f := fams[name]
+		if f == nil {
+			return 0, false
+		}
+	next:
+		for _, mt := range f.Metric {
+			for _, lp := range mt.Label {
+				if v, ok := labels[lp.GetName()]; ok && v != lp.GetValue() {
+					continue next
+				}
+			}
+			if mt.Counter != nil {
+				return mt.Counter.GetValue(), true
+			}
+			return mt.Gauge.GetValue(), true
+		}
+		return 0, false
+	}
+	for _, tc := range []struct {
+		name   string
+		labels map[string]string
+		want   float64
+	}{
+		{"porttrace_ephemeral_allocations_total", map[string]string{"netns": nsLabel, "call": "connect tcp"}, 7},
+		{"porttrace_ephemeral_ports_in_use", map[string]string{"netns": nsLabel}, 7},
+		{"porttrace_ephemeral_range_size", map[string]string{"netns": nsLabel}, 200},
+		{"porttrace_ephemeral_destination_ports_in_use", map[string]string{"netns": nsLabel, "proto": "tcp", "destination": svc.String()}, 7},
+		{"porttrace_events_total", map[string]string{"event": "bind", "result": "denied"}, 1},
+		{"porttrace_lost_events_total", nil, 0},
+	} {
+		if got, ok := value(tc.name, tc.labels); !ok || got != tc.want {
+			t.Errorf("%s%v = %v (found %t), want %v", tc.name, tc.labels, got, ok, tc.want)
+		}
+	}
+}
+
+func serveMetrics(t *testing.T, m *Metrics) (func(), string) {
+	t.Helper()
+	for port := 19477; port < 19577; port++ {
+		addr := fmt.Sprintf("127.0.0.1:%d", port)
+		if stop, err := m.Serve(addr); err == nil {
+			return stop, addr
+		}
+	}
+	t.Fatal("no free port for the metrics server")
+	return nil, ""
+}

@@ -1,0 +1,201 @@
+package tracer
+
+import (
+	"fmt"
+	"io"
+	"maps"
+	"math"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// WriteChurnTable prints one report as a block of text: per network
+// namespace a status line, the busiest destinations and processes.
+func WriteChurnTable(w io.Writer, r *ChurnReport) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "porttrace churn  %s  every %s", r.Time.Local().Format("15:04:05"), r.Interval.Round(time.Millisecond))
+	if r.Overflow > 0 {
+		fmt.Fprintf(&b, "  (%d keys uncounted: churn maps full)", r.Overflow)
+	}
+	b.WriteString("\n")
+	for i := range r.Netns {
+		n := &r.Netns[i]
+		fmt.Fprintf(&b, "\nnetns %d", n.Netns)
+		if n.UsageErr != "" {
+			fmt.Fprintf(&b, "  usage unknown: %s\n", n.UsageErr)
+		} else {
+			fmt.Fprintf(&b, "  range %d-%d (%d ports", n.Range[0], n.Range[1], n.RangeSize)
+			if n.Reserved > 0 {
+				fmt.Fprintf(&b, ", %d reserved", n.Reserved)
+			}
+			fmt.Fprintf(&b, ")  in use %d/%d (%.1f%%)  TIME_WAIT %d\n", n.InUse, n.RangeSize, n.UsagePct, n.TimeWait)
+		}
+		fmt.Fprintf(&b, "allocations %s/s  failures %s/s  exhaustion %s  %s\n",
+			rate(n.AllocsPerSec), rate(n.FailsPerSec), etaString(n.Exhaustion), Sparkline(n.History))
+		if fails := failString(n.FailsTotal); fails != "" {
+			fmt.Fprintf(&b, "failed so far: %s\n", fails)
+		}
+		if len(n.Dests) > 0 {
+			fmt.Fprintf(&b, "  %-28s %7s %7s %7s %9s %s\n", "DESTINATION", "ALLOC/S", "FAIL/S", "IN USE", "HEADROOM", "EXHAUSTION")
+			for _, d := range n.Dests[:min(topN, len(n.Dests))] {
+				fmt.Fprintf(&b, "  %-28s %7s %7s %7d %9d %s\n", d.Dest, rate(d.AllocsPerSec), rate(d.FailsPerSec), d.InUse, d.Headroom, etaString(d.Exhaustion))
+			}
+		}
+		if len(n.Procs) > 0 {
+			fmt.Fprintf(&b, "  %-8s %-16s %7s %7s %9s %7s\n", "PID", "COMM", "ALLOC/S", "FAIL/S", "ALLOCS", "FAILS")
+			for _, p := range n.Procs[:min(topN, len(n.Procs))] {
+				fmt.Fprintf(&b, "  %-8d %-16s %7s %7s %9d %7d\n", p.PID, p.Comm, rate(p.AllocsPerSec), rate(p.FailsPerSec), p.Allocs, p.Fails)
+			}
+		}
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func rate(v float64) string {
+	if v >= 100 {
+		return strconv.FormatFloat(v, 'f', 0, 64)
+	}
+	return strconv.FormatFloat(v, 'f', 1, 64)
+}
+
+func etaString(d time.Duration) string {
+	switch {
+	case d < 0:
+		return "never"
+	case d == 0:
+		return "EXHAUSTED"
+	case d > 99*time.Hour:
+		return ">99h"
+	}
+	return d.Round(time.Second).String()
+}
+
+func failString(m map[string]uint64) string {
+	var parts []string
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		if m[k] > 0 {
+			parts = append(parts, fmt.Sprintf("%s %d", k, m[k]))
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
+// Sparkline draws values as a row of block characters scaled to their maximum.
+func Sparkline(values []float64) string {
+	const bars = "▁▂▃▄▅▆▇█"
+	runes := []rune(bars)
+	top := 0.0
+	for _, v := range values {
+		top = math.Max(top, v)
+	}
+	var b strings.Builder
+	for _, v := range values {
+		i := 0
+		if top > 0 {
+			i = int(math.Round(v / top * float64(len(runes)-1)))
+		}
+		b.WriteRune(runes[i])
+	}
+	return b.String()
+}
+
+// AppendChurnJSON appends one report as a JSON object and a newline.
+func AppendChurnJSON(buf []byte, r *ChurnReport) []byte {
+	buf = append(buf, `{"time":"`...)
+	buf = r.Time.UTC().AppendFormat(buf, time.RFC3339Nano)
+	buf = append(buf, `","interval_s":`...)
+	buf = strconv.AppendFloat(buf, r.Interval.Seconds(), 'f', 3, 64)
+	buf = appendUint(buf, "overflow", r.Overflow)
+	buf = append(buf, `,"netns":[`...)
+	for i := range r.Netns {
+		n := &r.Netns[i]
+		if i > 0 {
+			buf = append(buf, ',')
+		}
+		buf = append(buf, `{"netns":`...)
+		buf = strconv.AppendUint(buf, uint64(n.Netns), 10)
+		if n.UsageErr != "" {
+			buf = appendStr(buf, "usage_error", n.UsageErr)
+		} else {
+			buf = append(buf, `,"range":[`...)
+			buf = strconv.AppendUint(buf, uint64(n.Range[0]), 10)
+			buf = append(buf, ',')
+			buf = strconv.AppendUint(buf, uint64(n.Range[1]), 10)
+			buf = append(buf, ']')
+			buf = appendUint(buf, "range_size", uint64(n.RangeSize))
+			buf = appendUint(buf, "reserved", uint64(n.Reserved))
+			buf = appendUint(buf, "in_use", uint64(n.InUse))
+			buf = appendUint(buf, "time_wait", uint64(n.TimeWait))
+			buf = appendFloat(buf, "usage_pct", n.UsagePct)
+		}
+		buf = appendFloat(buf, "allocs_per_s", n.AllocsPerSec)
+		buf = appendFloat(buf, "fails_per_s", n.FailsPerSec)
+		buf = appendCounts(buf, "allocs_total", n.AllocsTotal)
+		buf = appendCounts(buf, "fails_total", n.FailsTotal)
+		buf = appendETA(buf, n.Exhaustion)
+		buf = append(buf, `,"destinations":[`...)
+		for j, d := range n.Dests {
+			if j > 0 {
+				buf = append(buf, ',')
+			}
+			buf = append(buf, `{"proto":`...)
+			buf = appendJSONString(buf, ProtoName(d.Dest.Proto))
+			buf = appendStr(buf, "remote_addr", d.Dest.Remote.Addr().String())
+			buf = appendUint(buf, "remote_port", uint64(d.Dest.Remote.Port()))
+			buf = appendFloat(buf, "allocs_per_s", d.AllocsPerSec)
+			buf = appendFloat(buf, "fails_per_s", d.FailsPerSec)
+			buf = appendUint(buf, "in_use", uint64(d.InUse))
+			if n.UsageErr == "" {
+				buf = appendUint(buf, "headroom", uint64(d.Headroom))
+			}
+			buf = appendETA(buf, d.Exhaustion)
+			buf = append(buf, '}')
+		}
+		buf = append(buf, `],"processes":[`...)
+		for j, p := range n.Procs {
+			if j > 0 {
+				buf = append(buf, ',')
+			}
+			buf = append(buf, `{"pid":`...)
+			buf = strconv.AppendUint(buf, uint64(p.PID), 10)
+			buf = appendStr(buf, "comm", p.Comm)
+			buf = appendFloat(buf, "allocs_per_s", p.AllocsPerSec)
+			buf = appendFloat(buf, "fails_per_s", p.FailsPerSec)
+			buf = appendUint(buf, "allocs_total", p.Allocs)
+			buf = appendUint(buf, "fails_total", p.Fails)
+			buf = append(buf, '}')
+		}
+		buf = append(buf, "]}"...)
+	}
+	return append(buf, "]}\n"...)
+}
+
+func appendFloat(buf []byte, key string, v float64) []byte {
+	return strconv.AppendFloat(appendKey(buf, key), v, 'f', 2, 64)
+}
+
+// appendETA writes exhaustion_s: seconds, 0 when exhausted, null when usage is not growing.
+func appendETA(buf []byte, d time.Duration) []byte {
+	buf = appendKey(buf, "exhaustion_s")
+	if d < 0 {
+		return append(buf, "null"...)
+	}
+	return strconv.AppendFloat(buf, d.Seconds(), 'f', 1, 64)
+}
+
+func appendCounts(buf []byte, key string, m map[string]uint64) []byte {
+	buf = appendKey(buf, key)
+	buf = append(buf, '{')
+	for i, k := range slices.Sorted(maps.Keys(m)) {
+		if i > 0 {
+			buf = append(buf, ',')
+		}
+		buf = appendJSONString(buf, k)
+		buf = append(buf, ':')
+		buf = strconv.AppendUint(buf, m[k], 10)
+	}
+	return append(buf, '}')
+}

@@ -1,0 +1,203 @@
+package tracer
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// TCP states as sock_diag reports them (include/net/tcp_states.h).
+const (
+	tcpEstablished = 1
+	tcpTimeWait    = 6
+	tcpListen      = 10
+)
+
+// Dest is a destination of outbound connections: the kernel can reuse a
+// local port towards different destinations, so the ephemeral range runs
+// out per destination.
+type Dest struct {
+	Proto  uint16
+	Remote netip.AddrPort
+}
+
+func (d Dest) String() string { return ProtoName(d.Proto) + " " + d.Remote.String() }
+
+// PortUsage is what holds the ephemeral range of one network namespace now.
+type PortUsage struct {
+	Range     [2]uint16 // net.ipv4.ip_local_port_range
+	Reserved  int       // ports of the range in net.ipv4.ip_local_reserved_ports
+	InUse     int       // sockets holding a local port in the range, TIME_WAIT included
+	TimeWait  int
+	Exclusive int          // of those, listeners and bound-only sockets: no destination can share their port
+	ByDest    map[Dest]int // connected sockets in the range, by destination
+}
+
+// Size is the number of ports the kernel may hand out.
+func (u *PortUsage) Size() int { return int(u.Range[1]) - int(u.Range[0]) + 1 - u.Reserved }
+
+// Headroom is how many more connections to d can get a local port.
+func (u *PortUsage) Headroom(d Dest) int { return max(0, u.Size()-u.Exclusive-u.ByDest[d]) }
+
+// ReadUsage reads the ephemeral range and the sockets holding it in the
+// network namespace open at nsFd, through sock_diag netlink.
+func ReadUsage(nsFd int) (*PortUsage, error) {
+	var u *PortUsage
+	err := inNetns(nsFd, func() (err error) {
+		u, err = readUsageHere()
+		return err
+	})
+	return u, err
+}
+
+// inNetns runs fn on a thread of its own inside the namespace at nsFd; the
+// thread is thrown away afterwards rather than returned to the runtime.
+func inNetns(nsFd int, fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		if err := unix.Setns(nsFd, unix.CLONE_NEWNET); err != nil {
+			errc <- fmt.Errorf("entering netns: %w", err)
+			return
+		}
+		errc <- fn()
+	}()
+	return <-errc
+}
+
+func readUsageHere() (*PortUsage, error) {
+	u := &PortUsage{ByDest: map[Dest]int{}}
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return nil, err
+	}
+	f := strings.Fields(string(b))
+	if len(f) != 2 {
+		return nil, fmt.Errorf("ip_local_port_range: %q", b)
+	}
+	lo, err1 := strconv.ParseUint(f[0], 10, 16)
+	hi, err2 := strconv.ParseUint(f[1], 10, 16)
+	if err1 != nil || err2 != nil {
+		return nil, fmt.Errorf("ip_local_port_range: %q", b)
+	}
+	u.Range = [2]uint16{uint16(lo), uint16(hi)}
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_reserved_ports"); err == nil {
+		var reserved PortSet
+		if s := strings.TrimSpace(string(b)); s != "" {
+			if err := reserved.Set(s); err != nil {
+				return nil, fmt.Errorf("ip_local_reserved_ports: %w", err)
+			}
+		}
+		for p := int(lo); p <= int(hi); p++ {
+			if reserved.Has(uint16(p)) {
+				u.Reserved++
+			}
+		}
+	}
+	for _, family := range []uint8{unix.AF_INET, unix.AF_INET6} {
+		tcp, err := netlink.SocketDiagTCP(family)
+		if err != nil {
+			return nil, fmt.Errorf("sock_diag tcp: %w", err)
+		}
+		for _, s := range tcp {
+			u.add(s, ProtoTCP)
+		}
+		udp, err := netlink.SocketDiagUDP(family)
+		if err != nil {
+			return nil, fmt.Errorf("sock_diag udp: %w", err)
+		}
+		for _, s := range udp {
+			u.add(s, ProtoUDP)
+		}
+	}
+	return u, nil
+}
+
+func (u *PortUsage) add(s *netlink.Socket, proto uint16) {
+	if s.ID.SourcePort < u.Range[0] || s.ID.SourcePort > u.Range[1] {
+		return
+	}
+	u.InUse++
+	connected := s.ID.DestinationPort != 0
+	switch {
+	case proto == ProtoTCP && s.State == tcpTimeWait:
+		u.TimeWait++
+	case proto == ProtoTCP && s.State == tcpListen, !connected:
+		u.Exclusive++
+		return
+	}
+	if a, ok := netip.AddrFromSlice(s.ID.Destination); ok {
+		u.ByDest[Dest{proto, netip.AddrPortFrom(a.Unmap(), s.ID.DestinationPort)}]++
+	}
+}
+
+// netnsFinder finds an fd for a network namespace known by inode number,
+// where the kernel events name only the inode: the host's, a named one
+// (/run/netns), or one a process or thread lives in or holds open.
+type netnsFinder struct {
+	fds map[uint32]int
+}
+
+func newNetnsFinder() *netnsFinder { return &netnsFinder{fds: map[uint32]int{}} }
+
+func (f *netnsFinder) find(inode uint32) (int, error) {
+	if fd, ok := f.fds[inode]; ok {
+		return fd, nil
+	}
+	var candidates []string
+	candidates = append(candidates, "/proc/self/ns/net")
+	for _, pattern := range []string{"/run/netns/*", "/proc/[0-9]*/ns/net", "/proc/[0-9]*/task/[0-9]*/ns/net"} {
+		m, _ := filepath.Glob(pattern)
+		candidates = append(candidates, m...)
+	}
+	for _, path := range candidates {
+		if fd, ok := openIfInode(path, inode); ok {
+			f.fds[inode] = fd
+			return fd, nil
+		}
+	}
+	// Held open by an fd only (a namespace with no process in it yet).
+	links, _ := filepath.Glob("/proc/[0-9]*/fd/*")
+	want := fmt.Sprintf("net:[%d]", inode)
+	for _, l := range links {
+		if target, err := os.Readlink(l); err == nil && target == want {
+			if fd, ok := openIfInode(l, inode); ok {
+				f.fds[inode] = fd
+				return fd, nil
+			}
+		}
+	}
+	return -1, fmt.Errorf("network namespace %d: no process or mount holds it", inode)
+}
+
+func openIfInode(path string, inode uint32) (int, bool) {
+	var st unix.Stat_t
+	if unix.Stat(path, &st) != nil || uint32(st.Ino) != inode {
+		return -1, false
+	}
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	return fd, err == nil
+}
+
+func (f *netnsFinder) close() {
+	for _, fd := range f.fds {
+		unix.Close(fd)
+	}
+	clear(f.fds)
+}
+
+// hostNetns is the inode of porttrace's own network namespace.
+func hostNetns() uint32 {
+	var st unix.Stat_t
+	if unix.Stat("/proc/self/ns/net", &st) != nil {
+		return 0
+	}
+	return uint32(st.Ino)
+}
