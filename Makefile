@@ -6,7 +6,7 @@ BPF_CFLAGS ?= -O2 -g -Wall -Werror
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 GO ?= go
 
-.PHONY: all build generate test test-vm lint help clean
+.PHONY: all build generate test test-vm bench lint help clean
 
 all: build
 
@@ -22,6 +22,9 @@ test: ## run unit and kernel tests (kernel tests need root)
 
 test-vm: ## run the kernel tests in QEMU on each kernel of vm/kernels, per backend
 	bash vm/run.sh
+
+bench: build ## measure overhead and startup against no tracer (root)
+	go run ./bench
 
 lint: ## gofmt and go vet
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }

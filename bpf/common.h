@@ -135,23 +135,30 @@ static __always_inline bool proto_wanted(__u16 proto)
 	return proto == IPPROTO_TCP || proto == IPPROTO_UDP || proto == IPPROTO_MPTCP;
 }
 
+/* fill_task sets what every event needs, filters and churn included. */
 static __always_inline void fill_task(struct event *e, __u8 kind, __u8 backend)
 {
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	__u64 id = bpf_get_current_pid_tgid();
-	__u64 ug = bpf_get_current_uid_gid();
-	struct file *exe;
 
-	e->ts_ns = bpf_ktime_get_boot_ns();
 	e->kind = kind;
 	e->backend = backend;
 	e->pid = id >> 32;
 	e->tid = (__u32)id;
+	bpf_get_current_comm(&e->comm, sizeof(e->comm));
+}
+
+/* fill_task_rest sets the rest, only for an event that will be sent. */
+static __always_inline void fill_task_rest(struct event *e)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	__u64 ug = bpf_get_current_uid_gid();
+	struct file *exe;
+
+	e->ts_ns = bpf_ktime_get_boot_ns();
 	e->uid = (__u32)ug;
 	e->gid = ug >> 32;
 	e->cgroup_id = bpf_get_current_cgroup_id();
 	e->ppid = BPF_CORE_READ(task, real_parent, tgid);
-	bpf_get_current_comm(&e->comm, sizeof(e->comm));
 
 	/* A running binary that was unlinked keeps its inode with no links. */
 	exe = BPF_CORE_READ(task, mm, exe_file);
@@ -254,6 +261,20 @@ static __always_inline bool read_sockaddr(const void *sa, bool user, __u8 addr[1
 
 #include "churn.h"
 
+/*
+ * Waking the reader for every event costs more than the event. Wake it
+ * once a batch has gathered; userspace also reads on a short timer, so a
+ * lone event waits at most that long.
+ */
+#define WAKEUP_BYTES (64 * sizeof(struct event))
+
+static __always_inline __u64 wakeup_flags(void)
+{
+	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= WAKEUP_BYTES)
+		return BPF_RB_FORCE_WAKEUP;
+	return BPF_RB_NO_WAKEUP;
+}
+
 static __always_inline void submit(struct event *e)
 {
 	if (!ports_wanted(e))
@@ -262,7 +283,8 @@ static __always_inline void submit(struct event *e)
 		churn_count(e);
 		return;
 	}
-	if (bpf_ringbuf_output(&events, e, sizeof(*e), 0))
+	fill_task_rest(e);
+	if (bpf_ringbuf_output(&events, e, sizeof(*e), wakeup_flags()))
 		count(CNT_LOST);
 }
 

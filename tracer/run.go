@@ -52,7 +52,7 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer, stderr io.Writer) er
 	s := newSummary()
 	en := newEnricher()
 	var ev Event
-	lastLostCheck := time.Now()
+	lastLostCheck, lastFlush := time.Now(), time.Now()
 	var reported uint64
 	for cfg.Count == 0 || s.total < cfg.Count {
 		err := t.Read(&ev)
@@ -77,7 +77,10 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer, stderr io.Writer) er
 			lastLostCheck = time.Now()
 			reported = reportLost(t, w, stderr, reported, metrics)
 		}
-		if !t.Pending() {
+		// Flush when the buffer is drained, or at least every readEvery
+		// under a steady stream, and before stopping on --count.
+		if !t.Pending() || time.Since(lastFlush) > readEvery || s.total == cfg.Count {
+			lastFlush = time.Now()
 			if err := out.Flush(); err != nil {
 				return fmt.Errorf("writing output: %w", err)
 			}

@@ -24,6 +24,10 @@ var ErrStopped = errors.New("tracer stopped")
 // ringBufferSize holds about 70,000 events: seconds of a connection storm.
 const ringBufferSize = 8 << 20
 
+// readEvery bounds how long an event can wait in the ring buffer when too
+// few have gathered to wake the reader.
+const readEvery = 25 * time.Millisecond
+
 // Options select what the kernel side reports. Filters here run in the
 // kernel, before an event costs ring-buffer space.
 type Options struct {
@@ -221,7 +225,13 @@ func (t *Tracer) Notes() []string { return t.notes }
 // returns what is left in the ring buffer, then ErrStopped.
 func (t *Tracer) Read(ev *Event) error {
 	for {
+		// The kernel wakes the reader only once a batch has gathered
+		// (wakeup_flags in bpf/common.h); the deadline picks up the rest.
+		t.rd.SetDeadline(time.Now().Add(readEvery))
 		if err := t.rd.ReadInto(&t.rec); err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				continue
+			}
 			if errors.Is(err, ringbuf.ErrFlushed) || errors.Is(err, ringbuf.ErrClosed) {
 				return ErrStopped
 			}

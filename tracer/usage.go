@@ -1,6 +1,7 @@
 package tracer
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -103,6 +104,9 @@ func readUsageHere() (*PortUsage, error) {
 	}
 	for _, family := range []uint8{unix.AF_INET, unix.AF_INET6} {
 		tcp, err := netlink.SocketDiagTCP(family)
+		if errors.Is(err, unix.ENOENT) {
+			return nil, fmt.Errorf("sock_diag has no TCP handler (tcp_diag module not loaded?): %w", err)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("sock_diag tcp: %w", err)
 		}
@@ -110,6 +114,9 @@ func readUsageHere() (*PortUsage, error) {
 			u.add(s, ProtoTCP)
 		}
 		udp, err := netlink.SocketDiagUDP(family)
+		if errors.Is(err, unix.ENOENT) {
+			return nil, fmt.Errorf("sock_diag has no UDP handler (udp_diag module not loaded?): %w", err)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("sock_diag udp: %w", err)
 		}

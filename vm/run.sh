@@ -42,6 +42,24 @@ CGO_ENABLED=0 go test -c -o "$cache/root/tracer.test" ./tracer
 CGO_ENABLED=0 go build -o "$cache/root/init" ./vm/init
 (cd "$cache/root" && mkdir -p tmp dev proc sys && printf '%s\n' init tracer.test tmp dev proc sys | cpio -o -H newc --quiet) > "$cache/initramfs.cpio"
 
+# Modules the tests need that Debian builds as modules, in load order.
+modules="net/ipv4/inet_diag net/ipv4/tcp_diag net/ipv4/udp_diag"
+
+# initrd NAME DIR: the shared initramfs with NAME's modules appended (the
+# kernel unpacks concatenated cpio archives in turn).
+initrd() {
+	local name=$1 dir=$2 stage=$cache/modules/$1 i=0 m f
+	rm -rf "$stage" && mkdir -p "$stage/modules"
+	for m in $modules; do
+		f=$(ls "$dir"/lib/modules/*/kernel/"$m".ko* 2>/dev/null | head -n 1)
+		[ -n "$f" ] || continue # built in
+		i=$((i + 1))
+		cp "$f" "$stage/modules/$i-$(basename "$f")"
+	done
+	cat "$cache/initramfs.cpio" > "$cache/initrd-$name.cpio"
+	(cd "$stage" && find modules | cpio -o -H newc --quiet) >> "$cache/initrd-$name.cpio"
+}
+
 # One vCPU a guest, the guests side by side: with two vCPUs under TCG, 6.1
 # was seen spinning in syscall_trace_enter while syscall tracepoints were
 # attached and detached (code patching across emulated CPUs), and one vCPU
@@ -50,7 +68,7 @@ boot() {
 	local name=$1 vmlinuz=$2 log=$cache/$1.log start=$SECONDS
 	timeout "$timeout_s" qemu-system-x86_64 -M q35 -accel tcg -cpu max -smp 1 -m 1G \
 		-nographic -no-reboot -nic none \
-		-kernel "$vmlinuz" -initrd "$cache/initramfs.cpio" \
+		-kernel "$vmlinuz" -initrd "$cache/initrd-$name.cpio" \
 		-append "console=ttyS0 panic=-1 quiet porttrace.backends=$backends porttrace.auto=fentry porttrace.run=$run" \
 		-serial "file:$log" -monitor none -display none </dev/null >/dev/null 2>&1 || true
 	echo "test-vm: $name took $((SECONDS - start))s, log in $log"
@@ -69,6 +87,7 @@ while read -r pattern; do
 	vmlinuz=$(kernel "$pkg")
 	name=${pkg#linux-image-}
 	kernels+=("$name")
+	initrd "$name" "$cache/kernels/$pkg"
 	echo "test-vm: booting $name ($backends)"
 	boot "$name" "$vmlinuz" &
 done < vm/kernels

@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"sort"
 	"strings"
 	"time"
 
@@ -48,7 +50,34 @@ func setup() error {
 			return fmt.Errorf("mounting %s: %w", m.dst, err)
 		}
 	}
+	if err := loadModules(); err != nil {
+		return err
+	}
 	return linkUp("lo")
+}
+
+// loadModules loads /modules/*.ko[.xz] in name order: the modules the tests
+// need that Debian builds as modules (sock_diag's inet_diag, tcp_diag,
+// udp_diag for porttrace churn), which nothing would autoload here.
+func loadModules() error {
+	paths, _ := filepath.Glob("/modules/*.ko*")
+	sort.Strings(paths)
+	for _, p := range paths {
+		f, err := os.Open(p)
+		if err != nil {
+			return err
+		}
+		flags := 0
+		if strings.HasSuffix(p, ".xz") {
+			flags = unix.MODULE_INIT_COMPRESSED_FILE
+		}
+		err = unix.FinitModule(int(f.Fd()), "", flags)
+		f.Close()
+		if err != nil && err != unix.EEXIST {
+			return fmt.Errorf("loading %s: %w", p, err)
+		}
+	}
+	return nil
 }
 
 func linkUp(name string) error {
