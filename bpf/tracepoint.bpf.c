@@ -1,23 +1,25 @@
 //go:build ignore
 /* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
 /*
- * Tracepoint backend: syscalls:sys_enter/exit_{bind,listen,connect,accept,
- * accept4}. Works where kprobes and fentry do not (kernel 5.8+ for the ring
- * buffer). The enter side stashes the fd and the user's sockaddr pointer by
- * thread; the exit side finds the socket behind the fd and reads what the
- * kernel did to it. Blind spot: calls that do not pass through these
- * syscalls (io_uring, in-kernel sockets).
+ * Tracepoint backend: syscalls:sys_exit_{bind,listen,connect,accept,
+ * accept4}, and sys_enter_connect. Works where kprobes and fentry do not
+ * (5.15+ for bpf_task_pt_regs). At exit the arguments are still in the
+ * task's saved registers, so one program finds the socket behind the fd and
+ * reads what the kernel did to it; connect also looks at the socket before
+ * the call. Blind spot: calls that do not pass through these syscalls
+ * (io_uring, in-kernel sockets).
  */
 #include "common.h"
 
+/* A connect in flight: what its exit needs from before the call. */
 struct args {
 	__u64 sa;   /* user sockaddr pointer */
 	__s32 fd;
-	__u16 kind; /* enum event_kind */
-	__u16 port_before; /* connect: the socket's local port when the call began */
+	__u16 port_before; /* the socket's local port when the call began */
+	__u16 pad;
 };
 
-/* In-flight calls by thread id; LRU so a thread killed mid-call cannot fill it. */
+/* Connects in flight by thread id; LRU so a thread killed mid-call cannot fill it. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
@@ -52,23 +54,16 @@ static __always_inline struct sock *sk_from_fd(int fd)
 	return sock ? BPF_CORE_READ(sock, sk) : NULL;
 }
 
-static __always_inline int enter(struct trace_event_raw_sys_enter *ctx, __u16 kind, __u16 port_before)
+/* syscall_arg returns argument n (0 or 1) of the current syscall. */
+static __always_inline __u64 syscall_arg(int n)
 {
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	struct args a = {};
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
 
-	if (!task_wanted())
-		return 0;
-	a.fd = ctx->args[0];
-	a.sa = ctx->args[1];
-	a.kind = kind;
-	a.port_before = port_before;
-	bpf_map_update_elem(&inflight, &tid, &a, BPF_ANY);
-	return 0;
+	return n == 0 ? BPF_CORE_READ(regs, di) : BPF_CORE_READ(regs, si);
 }
 
-/* take pops the stashed arguments of this thread's call. */
-static __always_inline bool take(__u16 kind, struct args *out)
+/* take pops the stashed arguments of this thread's connect. */
+static __always_inline bool take(struct args *out)
 {
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	struct args *a = bpf_map_lookup_elem(&inflight, &tid);
@@ -77,44 +72,30 @@ static __always_inline bool take(__u16 kind, struct args *out)
 		return false;
 	*out = *a;
 	bpf_map_delete_elem(&inflight, &tid);
-	return out->kind == kind;
-}
-
-SEC("tracepoint/syscalls/sys_enter_bind")
-int tp_enter_bind(struct trace_event_raw_sys_enter *ctx)
-{
-	return enter(ctx, EV_BIND, 0);
+	return true;
 }
 
 SEC("tracepoint/syscalls/sys_exit_bind")
 int tp_exit_bind(struct trace_event_raw_sys_exit *ctx)
 {
-	struct args a;
 	struct sock *sk;
 
-	if (!take(EV_BIND, &a))
+	if (!task_wanted())
 		return 0;
-	sk = sk_from_fd(a.fd);
+	sk = sk_from_fd(syscall_arg(0));
 	if (sk)
-		emit_bind(sk, (void *)a.sa, true, ctx->ret, BACKEND_TRACEPOINT);
+		emit_bind(sk, (void *)syscall_arg(1), true, ctx->ret, BACKEND_TRACEPOINT);
 	return 0;
-}
-
-SEC("tracepoint/syscalls/sys_enter_listen")
-int tp_enter_listen(struct trace_event_raw_sys_enter *ctx)
-{
-	return enter(ctx, EV_LISTEN, 0);
 }
 
 SEC("tracepoint/syscalls/sys_exit_listen")
 int tp_exit_listen(struct trace_event_raw_sys_exit *ctx)
 {
-	struct args a;
 	struct sock *sk;
 
-	if (!take(EV_LISTEN, &a))
+	if (!task_wanted())
 		return 0;
-	sk = sk_from_fd(a.fd);
+	sk = sk_from_fd(syscall_arg(0));
 	if (sk)
 		emit_listen(sk, ctx->ret, BACKEND_TRACEPOINT);
 	return 0;
@@ -128,6 +109,8 @@ int tp_exit_listen(struct trace_event_raw_sys_exit *ctx)
 SEC("tracepoint/syscalls/sys_enter_connect")
 int tp_enter_connect(struct trace_event_raw_sys_enter *ctx)
 {
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct args a = {};
 	struct socket *sock;
 
 	if (!task_wanted())
@@ -137,7 +120,11 @@ int tp_enter_connect(struct trace_event_raw_sys_enter *ctx)
 		return 0;
 	if (BPF_CORE_READ(sock, state) != SS_UNCONNECTED)
 		return 0;
-	return enter(ctx, EV_CONNECT, BPF_CORE_READ(sock, sk, __sk_common.skc_num));
+	a.fd = ctx->args[0];
+	a.sa = ctx->args[1];
+	a.port_before = BPF_CORE_READ(sock, sk, __sk_common.skc_num);
+	bpf_map_update_elem(&inflight, &tid, &a, BPF_ANY);
+	return 0;
 }
 
 SEC("tracepoint/syscalls/sys_exit_connect")
@@ -146,7 +133,7 @@ int tp_exit_connect(struct trace_event_raw_sys_exit *ctx)
 	struct args a;
 	struct sock *sk;
 
-	if (!take(EV_CONNECT, &a))
+	if (!take(&a))
 		return 0;
 	sk = sk_from_fd(a.fd);
 	if (sk)
@@ -154,21 +141,12 @@ int tp_exit_connect(struct trace_event_raw_sys_exit *ctx)
 	return 0;
 }
 
-/* Attached to sys_enter_accept and sys_enter_accept4. */
-SEC("tracepoint/syscalls/sys_enter_accept4")
-int tp_enter_accept(struct trace_event_raw_sys_enter *ctx)
-{
-	return enter(ctx, EV_ACCEPT, 0);
-}
-
 /*
  * Attached to sys_exit_accept and sys_exit_accept4. Success needs nothing
- * from the enter side: the new fd is the return value, so an accept() that
- * was already blocked when porttrace attached is still reported.
- */
-/*
- * The fentry and kprobe backends attach this too, with accept_backend set
- * to their own id, for the threads in preblocked only.
+ * from before the call: the new fd is the return value, so an accept()
+ * already blocked when porttrace attached is still reported. The fentry
+ * and kprobe backends attach it too, with accept_backend set to their own
+ * id, for the threads in preblocked only.
  */
 const volatile __u8 accept_backend = BACKEND_TRACEPOINT;
 
@@ -176,9 +154,7 @@ SEC("tracepoint/syscalls/sys_exit_accept4")
 int tp_exit_accept(struct trace_event_raw_sys_exit *ctx)
 {
 	long ret = ctx->ret;
-	struct args a;
 	struct sock *sk;
-	bool stashed;
 
 	if (accept_backend != BACKEND_TRACEPOINT) {
 		if (!forget_preblocked() || ret < 0 || !task_wanted())
@@ -188,19 +164,17 @@ int tp_exit_accept(struct trace_event_raw_sys_exit *ctx)
 			emit_accept(sk, accept_backend);
 		return 0;
 	}
-	stashed = take(EV_ACCEPT, &a);
-
+	if (!task_wanted())
+		return 0;
 	if (ret >= 0) {
-		if (!stashed && !task_wanted())
-			return 0;
 		sk = sk_from_fd(ret);
 		if (sk)
 			emit_accept(sk, BACKEND_TRACEPOINT);
 		return 0;
 	}
-	if (!stashed || !accept_failure(ret))
+	if (!accept_failure(ret))
 		return 0;
-	sk = sk_from_fd(a.fd);
+	sk = sk_from_fd(syscall_arg(0)); /* the listener */
 	if (sk)
 		emit_accept_failed(sk, ret, BACKEND_TRACEPOINT);
 	return 0;

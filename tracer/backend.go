@@ -44,17 +44,14 @@ type loaded struct {
 	preblocked *ebpf.Program
 }
 
-// tracepointObjects is what the tracepoint backend loads: kernel 5.8+ (ring
-// buffer); syscall tracepoints exist since 4.14.
+// tracepointObjects is what the tracepoint backend loads: kernel 5.15+
+// (bpf_task_pt_regs; the ring buffer needs 5.8, syscall tracepoints 4.14).
 type tracepointObjects struct {
 	sharedMaps
-	EnterBind    *ebpf.Program `ebpf:"tp_enter_bind"`
 	ExitBind     *ebpf.Program `ebpf:"tp_exit_bind"`
-	EnterListen  *ebpf.Program `ebpf:"tp_enter_listen"`
 	ExitListen   *ebpf.Program `ebpf:"tp_exit_listen"`
 	EnterConnect *ebpf.Program `ebpf:"tp_enter_connect"`
 	ExitConnect  *ebpf.Program `ebpf:"tp_exit_connect"`
-	EnterAccept  *ebpf.Program `ebpf:"tp_enter_accept"`
 	ExitAccept   *ebpf.Program `ebpf:"tp_exit_accept"`
 }
 
@@ -72,19 +69,15 @@ func loadTracepoint(spec *ebpf.CollectionSpec, opts *ebpf.CollectionOptions) (*l
 	return &loaded{
 		maps: &o.sharedMaps,
 		hooks: []hook{
-			tp(KindBind, "sys_enter_bind", o.EnterBind),
 			tp(KindBind, "sys_exit_bind", o.ExitBind),
-			tp(KindListen, "sys_enter_listen", o.EnterListen),
 			tp(KindListen, "sys_exit_listen", o.ExitListen),
-			tp(KindConnect, "sys_enter_connect", o.EnterConnect),
 			tp(KindConnect, "sys_exit_connect", o.ExitConnect),
-			tp(KindAccept, "sys_enter_accept", o.EnterAccept),
-			tp(KindAccept, "sys_enter_accept4", o.EnterAccept),
+			tp(KindConnect, "sys_enter_connect", o.EnterConnect),
 			tp(KindAccept, "sys_exit_accept", o.ExitAccept),
 			tp(KindAccept, "sys_exit_accept4", o.ExitAccept),
 		},
 		close: func() error {
-			return closeAll(&o.sharedMaps, o.EnterBind, o.ExitBind, o.EnterListen, o.ExitListen, o.EnterConnect, o.ExitConnect, o.EnterAccept, o.ExitAccept)
+			return closeAll(&o.sharedMaps, o.ExitBind, o.ExitListen, o.EnterConnect, o.ExitConnect, o.ExitAccept)
 		},
 	}, nil
 }

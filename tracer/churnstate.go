@@ -121,7 +121,11 @@ func (s *ChurnState) Next(cur *ChurnTotals) *ChurnReport {
 		netns[ns] = true
 	}
 	for ns := range netns {
-		r.Netns = append(r.Netns, s.netnsReport(ns, cur, dt))
+		nr := s.netnsReport(ns, cur, dt)
+		if nr.UsageErr != "" && nr.AllocsPerSec == 0 && nr.FailsPerSec == 0 {
+			continue // a namespace that is gone and quiet: nothing to watch
+		}
+		r.Netns = append(r.Netns, nr)
 	}
 	// Busiest first, then the fullest.
 	slices.SortFunc(r.Netns, func(a, b NetnsReport) int {

@@ -40,7 +40,11 @@ func WriteChurnTable(w io.Writer, r *ChurnReport) error {
 		if len(n.Dests) > 0 {
 			fmt.Fprintf(&b, "  %-28s %7s %7s %7s %9s %s\n", "DESTINATION", "ALLOC/S", "FAIL/S", "IN USE", "HEADROOM", "EXHAUSTION")
 			for _, d := range n.Dests[:min(topN, len(n.Dests))] {
-				fmt.Fprintf(&b, "  %-28s %7s %7s %7d %9d %s\n", d.Dest, rate(d.AllocsPerSec), rate(d.FailsPerSec), d.InUse, d.Headroom, etaString(d.Exhaustion))
+				inUse, headroom := strconv.Itoa(d.InUse), strconv.Itoa(d.Headroom)
+				if n.UsageErr != "" {
+					inUse, headroom = "-", "-"
+				}
+				fmt.Fprintf(&b, "  %-28s %7s %7s %7s %9s %s\n", d.Dest, rate(d.AllocsPerSec), rate(d.FailsPerSec), inUse, headroom, etaString(d.Exhaustion))
 			}
 		}
 		if len(n.Procs) > 0 {
@@ -147,8 +151,8 @@ func AppendChurnJSON(buf []byte, r *ChurnReport) []byte {
 			buf = appendUint(buf, "remote_port", uint64(d.Dest.Remote.Port()))
 			buf = appendFloat(buf, "allocs_per_s", d.AllocsPerSec)
 			buf = appendFloat(buf, "fails_per_s", d.FailsPerSec)
-			buf = appendUint(buf, "in_use", uint64(d.InUse))
 			if n.UsageErr == "" {
+				buf = appendUint(buf, "in_use", uint64(d.InUse))
 				buf = appendUint(buf, "headroom", uint64(d.Headroom))
 			}
 			buf = appendETA(buf, d.Exhaustion)

@@ -24,8 +24,8 @@ type porttraceArgs struct {
 	_          structs.HostLayout
 	Sa         uint64
 	Fd         int32
-	Kind       uint16
 	PortBefore uint16
+	Pad        uint16
 }
 
 type porttraceChurnCounts struct {
@@ -139,10 +139,7 @@ const (
 	porttraceProgKrpListen              = "krp_listen"
 	porttraceProgKrpTcpV4Connect        = "krp_tcp_v4_connect"
 	porttraceProgKrpTcpV6Connect        = "krp_tcp_v6_connect"
-	porttraceProgTpEnterAccept          = "tp_enter_accept"
-	porttraceProgTpEnterBind            = "tp_enter_bind"
 	porttraceProgTpEnterConnect         = "tp_enter_connect"
-	porttraceProgTpEnterListen          = "tp_enter_listen"
 	porttraceProgTpExitAccept           = "tp_exit_accept"
 	porttraceProgTpExitBind             = "tp_exit_bind"
 	porttraceProgTpExitConnect          = "tp_exit_connect"
@@ -222,10 +219,7 @@ type porttraceProgramSpecs struct {
 	KrpListen              *ebpf.ProgramSpec `ebpf:"krp_listen"`
 	KrpTcpV4Connect        *ebpf.ProgramSpec `ebpf:"krp_tcp_v4_connect"`
 	KrpTcpV6Connect        *ebpf.ProgramSpec `ebpf:"krp_tcp_v6_connect"`
-	TpEnterAccept          *ebpf.ProgramSpec `ebpf:"tp_enter_accept"`
-	TpEnterBind            *ebpf.ProgramSpec `ebpf:"tp_enter_bind"`
 	TpEnterConnect         *ebpf.ProgramSpec `ebpf:"tp_enter_connect"`
-	TpEnterListen          *ebpf.ProgramSpec `ebpf:"tp_enter_listen"`
 	TpExitAccept           *ebpf.ProgramSpec `ebpf:"tp_exit_accept"`
 	TpExitBind             *ebpf.ProgramSpec `ebpf:"tp_exit_bind"`
 	TpExitConnect          *ebpf.ProgramSpec `ebpf:"tp_exit_connect"`
@@ -352,10 +346,7 @@ type porttracePrograms struct {
 	KrpListen              *ebpf.Program `ebpf:"krp_listen"`
 	KrpTcpV4Connect        *ebpf.Program `ebpf:"krp_tcp_v4_connect"`
 	KrpTcpV6Connect        *ebpf.Program `ebpf:"krp_tcp_v6_connect"`
-	TpEnterAccept          *ebpf.Program `ebpf:"tp_enter_accept"`
-	TpEnterBind            *ebpf.Program `ebpf:"tp_enter_bind"`
 	TpEnterConnect         *ebpf.Program `ebpf:"tp_enter_connect"`
-	TpEnterListen          *ebpf.Program `ebpf:"tp_enter_listen"`
 	TpExitAccept           *ebpf.Program `ebpf:"tp_exit_accept"`
 	TpExitBind             *ebpf.Program `ebpf:"tp_exit_bind"`
 	TpExitConnect          *ebpf.Program `ebpf:"tp_exit_connect"`
@@ -388,10 +379,7 @@ func (p *porttracePrograms) Close() error {
 		p.KrpListen,
 		p.KrpTcpV4Connect,
 		p.KrpTcpV6Connect,
-		p.TpEnterAccept,
-		p.TpEnterBind,
 		p.TpEnterConnect,
-		p.TpEnterListen,
 		p.TpExitAccept,
 		p.TpExitBind,
 		p.TpExitConnect,

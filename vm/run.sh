@@ -40,7 +40,14 @@ kernel() {
 echo "test-vm: building the guest"
 CGO_ENABLED=0 go test -c -o "$cache/root/tracer.test" ./tracer
 CGO_ENABLED=0 go build -o "$cache/root/init" ./vm/init
-(cd "$cache/root" && mkdir -p tmp dev proc sys && printf '%s\n' init tracer.test tmp dev proc sys | cpio -o -H newc --quiet) > "$cache/initramfs.cpio"
+# ss(8) and its libraries, for the churn test that cross-checks against it.
+if command -v ss >/dev/null; then
+	for f in "$(command -v ss)" $(ldd "$(command -v ss)" | grep -o '/[^ ]*'); do
+		mkdir -p "$cache/root$(dirname "$f")"
+		cp -L "$f" "$cache/root$f"
+	done
+fi
+(cd "$cache/root" && mkdir -p tmp dev proc sys && find . -mindepth 1 | cpio -o -H newc --quiet) > "$cache/initramfs.cpio"
 
 # Modules the tests need that Debian builds as modules, in load order.
 modules="net/ipv4/inet_diag net/ipv4/tcp_diag net/ipv4/udp_diag"

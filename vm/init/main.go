@@ -118,7 +118,7 @@ func runTests(backend string, args map[string]string) {
 		run = "^TestKernel"
 	}
 	cmd := exec.Command("/tracer.test", "-test.v", "-test.count=1", "-test.run", run, "-test.timeout", "10m")
-	cmd.Env = append(os.Environ(), "PORTTRACE_BACKEND="+backend, "PORTTRACE_WANT_AUTO="+args["porttrace.auto"], "HOME=/tmp")
+	cmd.Env = append(os.Environ(), "PORTTRACE_BACKEND="+backend, "PORTTRACE_WANT_AUTO="+args["porttrace.auto"], "HOME=/tmp", "PATH=/usr/bin:/bin")
 	cmd.Dir = "/tmp"
 	out, err := cmd.StdoutPipe()
 	if err != nil {

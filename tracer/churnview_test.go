@@ -1,0 +1,110 @@
+package tracer
+
+import (
+	"encoding/json"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+)
+
+func sampleChurnReport() *ChurnReport {
+	svc := Dest{ProtoTCP, netip.MustParseAddrPort("127.0.0.1:8080")}
+	dns := Dest{ProtoUDP, netip.MustParseAddrPort("[::1]:53")}
+	return &ChurnReport{
+		Time:     time.Date(2026, 11, 28, 7, 15, 26, 0, time.UTC),
+		Interval: time.Second,
+		Netns: []NetnsReport{
+			{
+				Netns: 4026531833, Range: [2]uint16{32768, 60999}, RangeSize: 28200, Reserved: 32,
+				AllocsPerSec: 14115, FailsPerSec: 2, InUse: 28190, TimeWait: 28000, UsagePct: 99.96,
+				AllocsTotal: map[string]uint64{"connect tcp": 28313, "connect udp": 4},
+				FailsTotal:  map[string]uint64{"EADDRNOTAVAIL": 2},
+				Exhaustion:  0, History: []float64{0, 7000, 14115},
+				Dests: []DestReport{
+					{Dest: svc, AllocsPerSec: 14115, FailsPerSec: 2, InUse: 28186, Headroom: 0, Exhaustion: 0},
+					{Dest: dns, AllocsPerSec: 4, InUse: 4, Headroom: 28182, Exhaustion: 117*time.Minute + 25*time.Second},
+				},
+				Procs: []ProcReport{{PID: 4242, Comm: "loadgen", AllocsPerSec: 14119, FailsPerSec: 2, Allocs: 28317, Fails: 2}},
+			},
+			{
+				Netns: 4026532315, UsageErr: "network namespace 4026532315: no process or mount holds it",
+				AllocsPerSec: 3, AllocsTotal: map[string]uint64{"bind udp": 3}, FailsTotal: map[string]uint64{},
+				Exhaustion: -1, History: []float64{3},
+				Dests: []DestReport{{Dest: svc, AllocsPerSec: 3, Exhaustion: -1}},
+			},
+		},
+	}
+}
+
+func TestChurnTableGolden(t *testing.T) {
+	loc := time.Local
+	time.Local = time.UTC
+	defer func() { time.Local = loc }()
+	var b strings.Builder
+	if err := WriteChurnTable(&b, sampleChurnReport()); err != nil {
+		t.Fatal(err)
+	}
+	golden(t, "churn.table", []byte(b.String()))
+}
+
+func TestChurnJSONGolden(t *testing.T) {
+	buf := AppendChurnJSON(nil, sampleChurnReport())
+	golden(t, "churn.jsonl", buf)
+	var v struct {
+		Netns []struct {
+			Netns        uint32            `json:"netns"`
+			InUse        *int              `json:"in_use"`
+			ExhaustionS  *float64          `json:"exhaustion_s"`
+			FailsTotal   map[string]uint64 `json:"fails_total"`
+			Destinations []map[string]any  `json:"destinations"`
+			Processes    []map[string]any  `json:"processes"`
+			AllocsTotal  map[string]uint64 `json:"allocs_total"`
+		} `json:"netns"`
+	}
+	if err := json.Unmarshal(buf, &v); err != nil {
+		t.Fatalf("invalid JSON: %v\n%s", err, buf)
+	}
+	n0, n1 := v.Netns[0], v.Netns[1]
+	if n0.InUse == nil || *n0.InUse != 28190 || n0.ExhaustionS == nil || *n0.ExhaustionS != 0 || n0.FailsTotal["EADDRNOTAVAIL"] != 2 {
+		t.Errorf("first netns decoded as %+v", n0)
+	}
+	if n1.InUse != nil || n1.ExhaustionS != nil || n1.Destinations[0]["in_use"] != nil {
+		t.Errorf("unknown usage must be absent, not zero: %+v", n1)
+	}
+}
+
+func TestSparkline(t *testing.T) {
+	for _, tc := range []struct {
+		in   []float64
+		want string
+	}{
+		{nil, ""},
+		{[]float64{0, 0}, "▁▁"},
+		{[]float64{0, 7, 14}, "▁▅█"},
+		{[]float64{5}, "█"},
+	} {
+		if got := Sparkline(tc.in); got != tc.want {
+			t.Errorf("Sparkline(%v) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+func TestETAAndGrowth(t *testing.T) {
+	if eta(0, 5) != 0 || eta(100, 0) != -1 || eta(100, -3) != -1 || eta(100, 10) != 10*time.Second {
+		t.Error("eta: want 0 when exhausted, -1 when not growing, headroom/rate otherwise")
+	}
+	m := map[string][]usageSample{}
+	t0 := time.Unix(1000, 0)
+	if g := grow(m, "d", t0, 100); g != 0 {
+		t.Errorf("one sample: growth %v, want 0", g)
+	}
+	grow(m, "d", t0.Add(5*time.Second), 150)
+	if g := grow(m, "d", t0.Add(10*time.Second), 200); g != 10 {
+		t.Errorf("growth %v/s, want 10", g)
+	}
+	// Samples older than the window drop out: 200 -> 260 over the last 10s.
+	if g := grow(m, "d", t0.Add(20*time.Second), 300); g != 10 {
+		t.Errorf("windowed growth %v/s, want 10", g)
+	}
+}
