@@ -119,6 +119,9 @@ func setLinkUp(name string) error {
 
 // sysctl sets a per-netns sysctl, e.g. "net.ipv4.ip_local_port_range". The
 // kernel resolves /proc/sys/net in the writing thread's namespace.
+// path names the namespace for --netns.
+func (n *netns) path() string { return fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), n.fd) }
+
 func (n *netns) sysctl(t *testing.T, key, value string) {
 	t.Helper()
 	path := "/proc/sys/" + strings.ReplaceAll(key, ".", "/")
@@ -375,8 +378,8 @@ func localPort(t *testing.T, fd int) uint16 {
 
 // helperMain is the test binary re-executed as a separate process (for a
 // different uid, or a binary deleted after start). It waits for a line on
-// stdin, binds PT_ADDR over PT_PROTO, prints "ok PORT" or "err ERRNO", and
-// exits when stdin closes.
+// stdin, binds PT_ADDR over PT_PROTO (and listens if PT_LISTEN is set),
+// prints "ok PORT" or "err ERRNO", and exits when stdin closes.
 func helperMain() int {
 	in := bufio.NewReader(os.Stdin)
 	if _, err := in.ReadString('\n'); err != nil {
@@ -393,6 +396,9 @@ func helperMain() int {
 	fd, err := unix.Socket(family, typ, 0)
 	if err == nil {
 		err = unix.Bind(fd, sockaddr(ap))
+	}
+	if err == nil && os.Getenv("PT_LISTEN") != "" {
+		err = unix.Listen(fd, 8)
 	}
 	if err != nil {
 		fmt.Printf("err %s\n", unix.ErrnoName(err.(unix.Errno)))
@@ -458,10 +464,11 @@ type helper struct {
 
 // startHelper starts exe (the test binary or a copy) inside n as uid,
 // ready to bind addr when told.
-func startHelper(t *testing.T, n *netns, exe string, uid int, proto, addr string) *helper {
+func startHelper(t *testing.T, n *netns, exe string, uid int, proto, addr string, env ...string) *helper {
 	t.Helper()
 	cmd := exec.Command(exe)
 	cmd.Env = append(os.Environ(), "PORTTRACE_HELPER=bind", "PT_ADDR="+addr, "PT_PROTO="+proto)
+	cmd.Env = append(cmd.Env, env...)
 	if uid != 0 {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(uid)}}
 	}

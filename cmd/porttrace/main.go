@@ -24,11 +24,18 @@ func main() {
 }
 
 func run(args []string) int {
-	if len(args) > 0 && args[0] == "churn" {
-		return runChurn(args[1:])
+	if len(args) > 0 {
+		switch args[0] {
+		case "churn":
+			return runChurn(args[1:])
+		case "ports":
+			return runPorts(args[1:])
+		case "who":
+			return runWho(args[1:])
+		}
 	}
 	cfg := tracer.DefaultConfig()
-	fs := newFlagSet("porttrace [flags]\n       porttrace churn [flags]",
+	fs := newFlagSet("porttrace [flags]\n       porttrace churn [flags]\n       porttrace ports [flags]\n       porttrace who PORT[/tcp|/udp] [flags]",
 		"Trace bind, listen, connect and accept with the process behind each.")
 	cfg.AddFlags(fs)
 	if code, done := parse(fs, args); done {
@@ -60,6 +67,57 @@ func runChurn(args []string) int {
 	return exit(func(ctx context.Context) error { return tracer.RunChurn(ctx, cfg, os.Stdout, os.Stderr) })
 }
 
+func runPorts(args []string) int {
+	cfg := tracer.DefaultPortsConfig()
+	fs := newFlagSet("porttrace ports [flags]",
+		"List what holds every port now (listeners; -a for all sockets), with the processes, and flag the suspicious.")
+	cfg.AddFlags(fs)
+	if code, done := parse(fs, args); done {
+		return code
+	}
+	if err := cfg.Validate(); err != nil {
+		fmt.Fprintf(os.Stderr, "porttrace ports: %v\n", err)
+		return 2
+	}
+	return exit(func(ctx context.Context) error { return tracer.RunPorts(ctx, cfg, os.Stdout, os.Stderr) })
+}
+
+func runWho(args []string) int {
+	cfg := tracer.DefaultWhoConfig()
+	fs := newFlagSet("porttrace who PORT[/tcp|/udp] [flags]",
+		"Tell who holds a port now; with --wait, who binds it next. Exits 1 when nobody holds it or --timeout passes.")
+	cfg.AddFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return 0
+		}
+		fmt.Fprintf(os.Stderr, "porttrace who: %v\n", err)
+		return 2
+	}
+	if fs.NArg() != 1 {
+		fmt.Fprintln(os.Stderr, "porttrace who: want one PORT[/tcp|/udp]")
+		return 2
+	}
+	if err := cfg.ParseTarget(fs.Arg(0)); err != nil {
+		fmt.Fprintf(os.Stderr, "porttrace who: %v\n", err)
+		return 2
+	}
+	if err := cfg.Validate(); err != nil {
+		fmt.Fprintf(os.Stderr, "porttrace who: %v\n", err)
+		return 2
+	}
+	return exit(func(ctx context.Context) error {
+		err := tracer.RunWho(ctx, cfg, os.Stdout, os.Stderr)
+		if errors.Is(err, tracer.ErrNobody) {
+			return errQuiet // already said
+		}
+		return err
+	})
+}
+
+// errQuiet exits 1 without a message: the command already said why.
+var errQuiet = errors.New("")
+
 func newFlagSet(usage, about string) *pflag.FlagSet {
 	fs := pflag.NewFlagSet("porttrace", pflag.ContinueOnError)
 	fs.SortFlags = false
@@ -90,7 +148,9 @@ func exit(fn func(context.Context) error) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := fn(ctx); err != nil {
-		fmt.Fprintf(os.Stderr, "porttrace: %v\n", err)
+		if err != errQuiet {
+			fmt.Fprintf(os.Stderr, "porttrace: %v\n", err)
+		}
 		return 1
 	}
 	return 0

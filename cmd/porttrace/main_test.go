@@ -56,13 +56,21 @@ func TestExitCodes(t *testing.T) {
 		{[]string{"--bogus"}, 2, "porttrace: unknown flag: --bogus", ""},
 		{[]string{"extra"}, 2, `porttrace: unexpected argument "extra"`, ""},
 		{[]string{"-d", "x"}, 2, "porttrace: invalid argument", ""},
+		{[]string{"churn", "-i", "1ms"}, 2, "porttrace churn: invalid --interval 1ms", ""},
+		{[]string{"churn", "--metrics-destinations", "5"}, 2, "porttrace churn: --metrics-destinations needs --metrics", ""},
+		{[]string{"churn", "-h"}, 0, "usage: porttrace churn", ""},
+		{[]string{"ports", "-o", "xml"}, 2, `porttrace ports: invalid --output "xml"`, ""},
+		{[]string{"ports", "--netns", "/nonexistent"}, 1, "porttrace: --netns /nonexistent: no such file or directory", ""},
+		{[]string{"who"}, 2, "porttrace who: want one PORT[/tcp|/udp]", ""},
+		{[]string{"who", "80/sctp"}, 2, `porttrace who: invalid protocol "sctp"`, ""},
+		{[]string{"who", "80", "--timeout", "1s"}, 2, "porttrace who: --timeout needs --wait", ""},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			code, stdout, stderr := porttrace(t, exe, 0, tc.args...)
 			if code != tc.code || !strings.Contains(stderr, tc.stderr) || !strings.HasPrefix(stdout, tc.stdout) {
 				t.Errorf("exit %d, stdout %q, stderr %q; want exit %d, stderr with %q", code, stdout, stderr, tc.code, tc.stderr)
 			}
-			if tc.code == 2 && strings.Count(strings.TrimSpace(stderr), "\n") != 0 {
+			if tc.code != 0 && strings.Count(strings.TrimSpace(stderr), "\n") != 0 {
 				t.Errorf("usage error is not one line: %q", stderr)
 			}
 		})
