@@ -8,6 +8,7 @@ package main
 
 import (
 	"bufio"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -26,16 +27,22 @@ import (
 )
 
 type tracerCase struct {
-	name  string
-	args  []string // porttrace arguments; nil: no tracer
-	floor bool     // an empty BPF program on the same tracepoints instead
+	name     string
+	args     []string // porttrace arguments; nil: no tracer
+	floor    bool     // an empty BPF program on the same tracepoints instead
+	bpftrace bool     // bpftrace running bpftraceScript instead
 }
+
+// bpftraceScript prints what porttrace's cheapest equivalent would: the
+// process and the result of each call, from the same syscall tracepoints.
+const bpftraceScript = `tracepoint:syscalls:sys_exit_bind,tracepoint:syscalls:sys_exit_listen,tracepoint:syscalls:sys_exit_connect,tracepoint:syscalls:sys_exit_accept,tracepoint:syscalls:sys_exit_accept4 { printf("%s %d %s %d\n", probe, pid, comm, args->ret); }`
 
 func main() {
 	bin := flag.String("porttrace", "./porttrace", "porttrace binary to measure")
 	reps := flag.Int("reps", 5, "repetitions of each case")
 	tcpN := flag.Int("tcp", 20000, "connect+accept+close iterations per TCP run")
 	udpN := flag.Int("udp", 50000, "socket+bind(0)+close iterations per UDP run")
+	millions := flag.Float64("events", 1, "millions of events for the memory measurement")
 	flag.Parse()
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "bench: needs root (it runs porttrace)")
@@ -48,12 +55,17 @@ func main() {
 	cases := []tracerCase{
 		{name: "no tracer"},
 		{name: "floor: empty program, same tracepoints", floor: true},
-		{"porttrace -o json > /dev/null", []string{"-o", "json"}, false},
-		{"porttrace -p 1 (matches nothing)", []string{"-o", "json", "-p", "1"}, false},
-		{"porttrace churn", []string{"churn", "-o", "json", "-i", "1s"}, false},
+		{name: "porttrace -o json > /dev/null", args: []string{"-o", "json"}},
+		{name: "porttrace -p 1 (matches nothing)", args: []string{"-o", "json", "-p", "1"}},
+		{name: "porttrace churn", args: []string{"churn", "-o", "json", "-i", "1s"}},
+	}
+	bpftrace, _ := exec.LookPath("bpftrace")
+	if bpftrace != "" {
+		cases = append(cases, tracerCase{name: "bpftrace, same tracepoints > /dev/null", bpftrace: true})
 	}
 	fmt.Printf("porttrace bench: %s, %d CPUs, kernel %s\n", time.Now().Format(time.RFC3339), nprocs(), kernel())
 	fmt.Printf("interleaved, %d repetitions a case, medians\n\n", *reps)
+	began := time.Now()
 	for _, wl := range []struct {
 		name string
 		n    int
@@ -73,7 +85,8 @@ func main() {
 				times[i] = append(times[i], d)
 			}
 		}
-		fmt.Printf("%s\n", wl.name)
+		fmt.Printf("%s (measured in %s)\n", wl.name, time.Since(began).Round(time.Second))
+		began = time.Now()
 		base := median(times[0])
 		for i, c := range cases {
 			m := median(times[i])
@@ -81,16 +94,49 @@ func main() {
 		}
 		fmt.Println()
 	}
-	var starts []time.Duration
-	for r := 0; r < *reps; r++ {
-		d, err := startup(*bin)
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "bench: startup: %v\n", err)
-			os.Exit(1)
-		}
-		starts = append(starts, d)
+	startupCases := []struct {
+		name string
+		cmd  func() *exec.Cmd
+	}{
+		{"porttrace", func() *exec.Cmd {
+			return exec.Command(*bin, "-o", "json", "-n", "1", "-e", "bind", "--pid", fmt.Sprint(os.Getpid()))
+		}},
 	}
-	fmt.Printf("startup, launch to first captured event: median %s (of %d: %v)\n", median(starts).Round(time.Millisecond), len(starts), roundAll(starts))
+	if bpftrace != "" {
+		startupCases = append(startupCases, struct {
+			name string
+			cmd  func() *exec.Cmd
+		}{"bpftrace", func() *exec.Cmd {
+			return exec.Command("bpftrace", "-e", fmt.Sprintf(`tracepoint:syscalls:sys_exit_bind /pid == %d/ { printf("bind %%d\n", pid); exit(); }`, os.Getpid()))
+		}})
+	} else {
+		fmt.Println("(bpftrace not installed: its cases are skipped; apt-get install bpftrace to compare)")
+	}
+	for _, sc := range startupCases {
+		var starts []time.Duration
+		for r := 0; r < *reps; r++ {
+			d, err := startup(sc.cmd())
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "bench: startup of %s: %v\n", sc.name, err)
+				os.Exit(1)
+			}
+			starts = append(starts, d)
+		}
+		fmt.Printf("startup of %s, launch to first captured event: median %s (of %d: %v)\n", sc.name, median(starts).Round(time.Millisecond), len(starts), roundAll(starts))
+	}
+	fmt.Println()
+	if err := throughput(*bin); err != nil {
+		fmt.Fprintf(os.Stderr, "bench: throughput: %v\n", err)
+		os.Exit(1)
+	}
+	if err := catchRate(*bin); err != nil {
+		fmt.Fprintf(os.Stderr, "bench: catch rate: %v\n", err)
+		os.Exit(1)
+	}
+	if err := memory(*bin, *millions); err != nil {
+		fmt.Fprintf(os.Stderr, "bench: memory: %v\n", err)
+		os.Exit(1)
+	}
 }
 
 // measure runs the workload once under the tracer case and returns its time.
@@ -100,8 +146,10 @@ func measure(bin string, c tracerCase, work func() error) (time.Duration, error)
 	switch {
 	case c.floor:
 		stop, err = attachEmpty()
+	case c.bpftrace:
+		stop, err = startCmd(exec.Command("bpftrace", "-e", bpftraceScript), "Attaching", true)
 	case c.args != nil:
-		stop, err = startTracer(bin, c.args)
+		stop, err = startCmd(exec.Command(bin, c.args...), " with the ", false)
 	}
 	if err != nil {
 		return 0, err
@@ -117,34 +165,40 @@ func measure(bin string, c tracerCase, work func() error) (time.Duration, error)
 	return d, err
 }
 
-// startTracer starts porttrace with its output to /dev/null and returns once
-// it says it is attached.
-func startTracer(bin string, args []string) (func() error, error) {
-	cmd := exec.Command(bin, args...)
+// startCmd starts a tracer with its output to /dev/null and returns once
+// it has printed ready (on stdout if readyOnStdout, else on stderr).
+func startCmd(cmd *exec.Cmd, ready string, readyOnStdout bool) (func() error, error) {
 	devnull, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
 	if err != nil {
 		return nil, err
 	}
-	cmd.Stdout = devnull
-	stderr, err := cmd.StderrPipe()
+	var pipe io.ReadCloser
+	if readyOnStdout {
+		cmd.Stderr = devnull
+		pipe, err = cmd.StdoutPipe()
+	} else {
+		cmd.Stdout = devnull
+		pipe, err = cmd.StderrPipe()
+	}
 	if err != nil {
 		return nil, err
 	}
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	sc := bufio.NewScanner(stderr)
-	if !sc.Scan() || !strings.Contains(sc.Text(), " with the ") {
+	sc := bufio.NewScanner(pipe)
+	if !sc.Scan() || !strings.Contains(sc.Text(), ready) {
 		cmd.Process.Kill()
 		cmd.Wait()
-		return nil, fmt.Errorf("porttrace did not start: %s", sc.Text())
+		return nil, fmt.Errorf("%s did not start: %s", cmd.Path, sc.Text())
 	}
-	go io.Copy(io.Discard, stderr)
+	// Keep draining: a tracer blocked on a full pipe would stall the workload.
+	go io.Copy(io.Discard, pipe)
 	return func() error {
 		cmd.Process.Signal(syscall.SIGINT)
-		err := cmd.Wait()
+		cmd.Wait()
 		devnull.Close()
-		return err
+		return nil
 	}, nil
 }
 
@@ -177,10 +231,9 @@ func attachEmpty() (func() error, error) {
 	return stop, nil
 }
 
-// startup is the time from launching porttrace to its first event on stdout,
-// while this process binds a UDP socket every millisecond.
-func startup(bin string) (time.Duration, error) {
-	cmd := exec.Command(bin, "-o", "json", "-n", "1", "-e", "bind", "--pid", fmt.Sprint(os.Getpid()))
+// startup is the time from launching cmd to its first line on stdout that
+// reports an event, while this process binds a UDP socket every millisecond.
+func startup(cmd *exec.Cmd) (time.Duration, error) {
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return 0, err
@@ -201,13 +254,218 @@ func startup(bin string) (time.Duration, error) {
 	if err := cmd.Start(); err != nil {
 		return 0, err
 	}
-	line, err := bufio.NewReader(out).ReadString('\n')
-	d := time.Since(start)
-	cmd.Wait()
-	if err != nil || !strings.Contains(line, `"event":"bind"`) {
-		return 0, fmt.Errorf("no event: %q %v", line, err)
+	defer cmd.Wait()
+	rd := bufio.NewReader(out)
+	for {
+		line, err := rd.ReadString('\n')
+		if err != nil {
+			return 0, fmt.Errorf("no event: %v", err)
+		}
+		if strings.Contains(line, "bind") && !strings.HasPrefix(line, "Attaching") {
+			return time.Since(start), nil
+		}
 	}
-	return d, nil
+}
+
+// summary runs porttrace with args while load runs, stops it and returns
+// what its exit summary says: events written and events lost.
+func summary(bin string, args []string, load func() error) (events, lost uint64, elapsed time.Duration, err error) {
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, _ = os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	if err := cmd.Start(); err != nil {
+		return 0, 0, 0, err
+	}
+	sc := bufio.NewScanner(stderr)
+	if !sc.Scan() || !strings.Contains(sc.Text(), " with the ") {
+		cmd.Process.Kill()
+		cmd.Wait()
+		return 0, 0, 0, fmt.Errorf("porttrace did not start: %s", sc.Text())
+	}
+	start := time.Now()
+	lerr := load()
+	elapsed = time.Since(start)
+	cmd.Process.Signal(syscall.SIGINT)
+	var last string
+	for sc.Scan() {
+		last = sc.Text()
+	}
+	cmd.Wait()
+	if lerr != nil {
+		return 0, 0, 0, lerr
+	}
+	// "porttrace: N events (...), D denied, F failed, L lost"
+	if _, err := fmt.Sscanf(last, "porttrace: %d events", &events); err != nil {
+		return 0, 0, 0, fmt.Errorf("summary %q: %v", last, err)
+	}
+	f := strings.Fields(last)
+	if _, err := fmt.Sscanf(f[len(f)-2], "%d", &lost); err != nil {
+		return 0, 0, 0, fmt.Errorf("summary %q: %v", last, err)
+	}
+	return events, lost, elapsed, nil
+}
+
+// throughput drives binds from two threads as fast as they go and reports
+// the rate porttrace delivered and what it lost, with the default 8 MiB
+// ring buffer.
+func throughput(bin string) error {
+	const perThread = 150000
+	events, lost, elapsed, err := summary(bin, []string{"-o", "json", "-e", "bind"}, func() error {
+		errc := make(chan error, 2)
+		for i := 0; i < 2; i++ {
+			go func() { errc <- udpLoop(perThread) }()
+		}
+		return errors.Join(<-errc, <-errc)
+	})
+	if err != nil {
+		return err
+	}
+	generated := uint64(2 * perThread)
+	fmt.Printf("throughput: %d binds from 2 threads in %s (%.0f/s); porttrace -o json wrote %d (%.0f/s), lost %d (counted and reported)\n",
+		generated, elapsed.Round(time.Millisecond), float64(generated)/elapsed.Seconds(), events, float64(events)/elapsed.Seconds(), lost)
+	return nil
+}
+
+// catchRate makes 1,000 connections that live about 10 ms each, while ss
+// -tanp is polled every second and porttrace runs, and counts how many each
+// saw.
+func catchRate(bin string) error {
+	if _, err := exec.LookPath("ss"); err != nil {
+		fmt.Println("catch rate: ss not installed, skipped")
+		return nil
+	}
+	const n = 1000
+	ln, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(ln)
+	if err := unix.Bind(ln, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		return err
+	}
+	if err := unix.Listen(ln, 1024); err != nil {
+		return err
+	}
+	sa, _ := unix.Getsockname(ln)
+	port := sa.(*unix.SockaddrInet4).Port
+	go func() {
+		for {
+			fd, _, err := unix.Accept(ln)
+			if err != nil {
+				return
+			}
+			go func() { time.Sleep(15 * time.Millisecond); unix.Close(fd) }()
+		}
+	}()
+	cmd := exec.Command(bin, "-o", "json", "-e", "connect", "-p", fmt.Sprint(port))
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	stderr, _ := cmd.StderrPipe()
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	if sc := bufio.NewScanner(stderr); !sc.Scan() {
+		return errors.New("porttrace did not start")
+	}
+	traced := map[string]bool{}
+	readDone := make(chan struct{})
+	go func() {
+		defer close(readDone)
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			if i := strings.Index(sc.Text(), `"local_port":`); i >= 0 {
+				traced[strings.SplitN(sc.Text()[i+13:], ",", 2)[0]] = true
+			}
+		}
+	}()
+	polled := map[string]bool{}
+	stopPoll := make(chan struct{})
+	pollDone := make(chan struct{})
+	go func() {
+		defer close(pollDone)
+		for {
+			o, _ := exec.Command("ss", "-Htanp", fmt.Sprintf("dport = :%d", port)).Output()
+			for _, line := range strings.Split(string(o), "\n") {
+				if f := strings.Fields(line); len(f) >= 4 {
+					polled[f[3][strings.LastIndex(f[3], ":")+1:]] = true
+				}
+			}
+			select {
+			case <-stopPoll:
+				return
+			case <-time.After(time.Second):
+			}
+		}
+	}()
+	for i := 0; i < n; i++ {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		if err := unix.Connect(fd, sa); err != nil {
+			return err
+		}
+		time.Sleep(10 * time.Millisecond)
+		unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
+		unix.Close(fd)
+	}
+	close(stopPoll)
+	<-pollDone
+	cmd.Process.Signal(syscall.SIGINT)
+	<-readDone
+	cmd.Wait()
+	fmt.Printf("catch rate, %d connections of ~10 ms: porttrace %d (%.1f%%), ss -tanp polled every second %d (%.1f%%)\n",
+		n, len(traced), 100*float64(len(traced))/n, len(polled), 100*float64(len(polled))/n)
+	return nil
+}
+
+// memory streams a million events through porttrace -o json and reads its
+// peak and final resident memory.
+func memory(bin string, millions float64) error {
+	n := int(millions * 1e6)
+	cmd := exec.Command(bin, "-o", "json", "-e", "bind", "--pid", fmt.Sprint(os.Getpid()))
+	cmd.Stdout, _ = os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		return err
+	}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	sc := bufio.NewScanner(stderr)
+	if !sc.Scan() {
+		return errors.New("porttrace did not start")
+	}
+	if err := udpLoop(n); err != nil {
+		return err
+	}
+	time.Sleep(200 * time.Millisecond)
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", cmd.Process.Pid))
+	cmd.Process.Signal(syscall.SIGINT)
+	var last string
+	for sc.Scan() {
+		last = sc.Text()
+	}
+	cmd.Wait()
+	if err != nil {
+		return err
+	}
+	var hwm, rss string
+	for _, line := range strings.Split(string(status), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			hwm = strings.TrimSpace(v)
+		}
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			rss = strings.TrimSpace(v)
+		}
+	}
+	fmt.Printf("memory after %d events (%s): peak RSS %s, RSS %s\n", n, strings.TrimPrefix(last, "porttrace: "), hwm, rss)
+	return nil
 }
 
 func tcpLoop(n int) error {

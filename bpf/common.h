@@ -263,15 +263,23 @@ static __always_inline bool read_sockaddr(const void *sa, bool user, __u8 addr[1
 
 /*
  * Waking the reader for every event costs more than the event. Wake it
- * once a batch has gathered; userspace also reads on a short timer, so a
- * lone event waits at most that long.
+ * once a batch has gathered, or when it has not been woken for
+ * WAKEUP_NS, so a lone event is delivered at once and a storm in
+ * batches; userspace also reads on a short timer for what is left.
  */
 #define WAKEUP_BYTES (64 * sizeof(struct event))
+#define WAKEUP_NS (5 * 1000 * 1000)
+
+__u64 last_wakeup = 0; /* shared by all CPUs; a lost race costs one wakeup */
 
 static __always_inline __u64 wakeup_flags(void)
 {
-	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= WAKEUP_BYTES)
+	__u64 now = bpf_ktime_get_ns();
+
+	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= WAKEUP_BYTES || now - last_wakeup > WAKEUP_NS) {
+		last_wakeup = now;
 		return BPF_RB_FORCE_WAKEUP;
+	}
 	return BPF_RB_NO_WAKEUP;
 }
 

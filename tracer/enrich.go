@@ -6,15 +6,23 @@ import (
 	"os/user"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // maxCached bounds the per-process cache; past it, the cache starts over.
 const maxCached = 8192
 
+// procTTL is how long what /proc said about a process is trusted: long
+// enough that a busy process costs one read a while, short enough that an
+// exec shows soon.
+const procTTL = 2 * time.Second
+
 // enricher adds what the kernel event does not carry: executable path,
-// cgroup path and user name. Each process is read from /proc once and
-// cached; an exec (seen as a new comm) reads it again. A process that has
-// already exited keeps its kernel fields and simply lacks these.
+// cgroup path and user name. Each process is read from /proc once per
+// procTTL, or again when its main thread's name changes (an exec); the
+// name of any other thread says nothing, since threads name themselves.
+// A process that has already exited keeps its kernel fields and simply
+// lacks these.
 type enricher struct {
 	procRoot string
 	procs    map[uint32]*procInfo
@@ -22,9 +30,10 @@ type enricher struct {
 }
 
 type procInfo struct {
-	comm   string
+	comm   string // of the main thread, when known
 	exe    string
 	cgroup string
+	read   time.Time
 }
 
 func newEnricher() *enricher {
@@ -34,19 +43,24 @@ func newEnricher() *enricher {
 func (en *enricher) enrich(ev *Event) {
 	ev.User = en.user(ev.UID)
 	p := en.procs[ev.PID]
-	if p == nil || p.comm != ev.Comm {
+	stale := p == nil || ev.Time.Sub(p.read) > procTTL || (ev.TID == ev.PID && p.comm != ev.Comm)
+	if stale {
 		if len(en.procs) >= maxCached {
 			clear(en.procs)
 		}
-		p = en.readProc(ev.PID, ev.Comm)
+		p = en.readProc(ev.PID)
+		p.read = ev.Time
+		if ev.TID == ev.PID {
+			p.comm = ev.Comm
+		}
 		en.procs[ev.PID] = p
 	}
 	ev.Exe, ev.Cgroup = p.exe, p.cgroup
 }
 
-func (en *enricher) readProc(pid uint32, comm string) *procInfo {
+func (en *enricher) readProc(pid uint32) *procInfo {
 	dir := en.procRoot + "/" + strconv.FormatUint(uint64(pid), 10)
-	p := &procInfo{comm: comm}
+	p := &procInfo{}
 	if exe, err := os.Readlink(dir + "/exe"); err == nil {
 		p.exe = strings.TrimSuffix(exe, " (deleted)")
 	}

@@ -220,8 +220,9 @@ const (
 
 // decode turns a raw kernel event into an Event: addresses, names, result,
 // and the classification of its ports. bootOffset converts the kernel's
-// CLOCK_BOOTTIME stamp to wall-clock time.
-func decode(raw *porttraceEvent, bootOffset time.Duration, ev *Event) {
+// CLOCK_BOOTTIME stamp to wall-clock time; comms, if not nil, interns
+// command names so a steady stream allocates none.
+func decode(raw *porttraceEvent, bootOffset time.Duration, ev *Event, comms *interner) {
 	*ev = Event{
 		Time:       time.Unix(0, int64(raw.TsNs)).Add(bootOffset),
 		Kind:       Kind(raw.Kind),
@@ -231,7 +232,7 @@ func decode(raw *porttraceEvent, bootOffset time.Duration, ev *Event) {
 		PPID:       raw.Ppid,
 		UID:        raw.Uid,
 		GID:        raw.Gid,
-		Comm:       commString(&raw.Comm),
+		Comm:       comms.comm(&raw.Comm),
 		CgroupID:   raw.CgroupId,
 		ExeDeleted: raw.Flags&flagExeDeleted != 0,
 		CapBind:    raw.Flags&flagCapBind != 0,
@@ -283,4 +284,26 @@ func commString(c *[16]int8) string {
 		b[n] = byte(c[n])
 	}
 	return string(b[:n])
+}
+
+// interner hands out one string per distinct command name, up to a bound.
+type interner struct {
+	m map[[16]int8]string
+}
+
+func newInterner() *interner { return &interner{m: map[[16]int8]string{}} }
+
+func (in *interner) comm(c *[16]int8) string {
+	if in == nil {
+		return commString(c)
+	}
+	if s, ok := in.m[*c]; ok {
+		return s
+	}
+	s := commString(c)
+	if len(in.m) >= 4096 {
+		clear(in.m)
+	}
+	in.m[*c] = s
+	return s
 }

@@ -81,7 +81,7 @@ func decodedEvents() []Event {
 	var evs []Event
 	for _, raw := range rawEvents() {
 		var ev Event
-		decode(&raw, 0, &ev)
+		decode(&raw, 0, &ev, nil)
 		ev.Time = ev.Time.UTC()
 		ev.User = map[uint32]string{0: "root", 65534: "nobody"}[ev.UID]
 		if ev.PID == 4242 {

@@ -147,6 +147,7 @@ const (
 	porttraceVarAcceptBackend           = "accept_backend"
 	porttraceVarChurnMode               = "churn_mode"
 	porttraceVarFilterPorts             = "filter_ports"
+	porttraceVarLastWakeup              = "last_wakeup"
 	porttraceVarListenOnSk              = "listen_on_sk"
 	porttraceVarTargetPid               = "target_pid"
 	porttraceVarTargetUid               = "target_uid"
@@ -250,6 +251,7 @@ type porttraceVariableSpecs struct {
 	AcceptBackend *ebpf.VariableSpec `ebpf:"accept_backend"`
 	ChurnMode     *ebpf.VariableSpec `ebpf:"churn_mode"`
 	FilterPorts   *ebpf.VariableSpec `ebpf:"filter_ports"`
+	LastWakeup    *ebpf.VariableSpec `ebpf:"last_wakeup"`
 	ListenOnSk    *ebpf.VariableSpec `ebpf:"listen_on_sk"`
 	TargetPid     *ebpf.VariableSpec `ebpf:"target_pid"`
 	TargetUid     *ebpf.VariableSpec `ebpf:"target_uid"`
@@ -312,6 +314,7 @@ type porttraceVariables struct {
 	AcceptBackend *ebpf.Variable `ebpf:"accept_backend"`
 	ChurnMode     *ebpf.Variable `ebpf:"churn_mode"`
 	FilterPorts   *ebpf.Variable `ebpf:"filter_ports"`
+	LastWakeup    *ebpf.Variable `ebpf:"last_wakeup"`
 	ListenOnSk    *ebpf.Variable `ebpf:"listen_on_sk"`
 	TargetPid     *ebpf.Variable `ebpf:"target_pid"`
 	TargetUid     *ebpf.Variable `ebpf:"target_uid"`

@@ -56,6 +56,7 @@ type Tracer struct {
 	rec        ringbuf.Record
 	bootOffset time.Duration
 	stopOnce   sync.Once
+	comms      *interner
 }
 
 // New loads and attaches the chosen backend, or with BackendAuto the first
@@ -77,7 +78,7 @@ func New(o Options) (*Tracer, error) {
 	if o.Backend != BackendAuto {
 		order = []Backend{o.Backend}
 	}
-	t := &Tracer{}
+	t := &Tracer{comms: newInterner()}
 	var errs []error
 	for _, b := range order {
 		err := t.start(b, o, kernel)
@@ -240,7 +241,7 @@ func (t *Tracer) Read(ev *Event) error {
 		if len(t.rec.RawSample) < int(unsafe.Sizeof(porttraceEvent{})) {
 			continue
 		}
-		decode((*porttraceEvent)(unsafe.Pointer(&t.rec.RawSample[0])), t.bootOffset, ev)
+		decode((*porttraceEvent)(unsafe.Pointer(&t.rec.RawSample[0])), t.bootOffset, ev, t.comms)
 		return nil
 	}
 }

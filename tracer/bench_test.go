@@ -1,0 +1,47 @@
+package tracer
+
+import (
+	"testing"
+)
+
+// BenchmarkDecodeJSON is the per-event userspace path of the stream: decode
+// the kernel record, enrich from the per-process cache, format one JSON line.
+func BenchmarkDecodeJSON(b *testing.B) {
+	raws := rawEvents()
+	en := newEnricher()
+	en.procRoot = b.TempDir() // no /proc reads: the cache path
+	comms := newInterner()
+	var ev Event
+	buf := make([]byte, 0, 4096)
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		decode(&raws[i%len(raws)], 0, &ev, comms)
+		en.enrich(&ev)
+		buf = AppendJSON(buf[:0], &ev)
+	}
+}
+
+// BenchmarkDecodeTable is the same with the table writer.
+func BenchmarkDecodeTable(b *testing.B) {
+	raws := rawEvents()
+	en := newEnricher()
+	en.procRoot = b.TempDir()
+	tw, err := NewTableWriter(discard{}, 0, false)
+	if err != nil {
+		b.Fatal(err)
+	}
+	comms := newInterner()
+	var ev Event
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		decode(&raws[i%len(raws)], 0, &ev, comms)
+		en.enrich(&ev)
+		if err := tw.Write(&ev); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+type discard struct{}
+
+func (discard) Write(p []byte) (int, error) { return len(p), nil }

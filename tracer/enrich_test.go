@@ -1,0 +1,64 @@
+package tracer
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// The enricher reads /proc once per process: again only after procTTL or
+// when the main thread's name changes (an exec), not when another thread
+// has a name of its own.
+func TestEnricherCache(t *testing.T) {
+	root := t.TempDir()
+	dir := filepath.Join(root, "42")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	setExe := func(exe string) {
+		os.Remove(filepath.Join(dir, "exe"))
+		if err := os.Symlink(exe, filepath.Join(dir, "exe")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setExe("/usr/bin/server (deleted)")
+	if err := os.WriteFile(filepath.Join(dir, "cgroup"), []byte("0::/system.slice/server.service\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	en := newEnricher()
+	en.procRoot = root
+	t0 := time.Unix(1000, 0)
+	ev := Event{PID: 42, TID: 42, Comm: "server", Time: t0}
+	en.enrich(&ev)
+	if ev.Exe != "/usr/bin/server" || ev.Cgroup != "/system.slice/server.service" {
+		t.Fatalf("exe %q cgroup %q", ev.Exe, ev.Cgroup)
+	}
+	setExe("/usr/bin/other")
+	for _, tc := range []struct {
+		name string
+		ev   Event
+		want string
+	}{
+		{"another thread with its own name: cached", Event{PID: 42, TID: 43, Comm: "worker-1", Time: t0.Add(time.Second)}, "/usr/bin/server"},
+		{"within the TTL: cached", Event{PID: 42, TID: 42, Comm: "server", Time: t0.Add(time.Second)}, "/usr/bin/server"},
+		{"main thread renamed (exec): read again", Event{PID: 42, TID: 42, Comm: "other", Time: t0.Add(time.Second)}, "/usr/bin/other"},
+	} {
+		ev := tc.ev
+		en.enrich(&ev)
+		if ev.Exe != tc.want {
+			t.Errorf("%s: exe %q, want %q", tc.name, ev.Exe, tc.want)
+		}
+	}
+	setExe("/usr/bin/third")
+	ev = Event{PID: 42, TID: 43, Comm: "worker-1", Time: t0.Add(time.Second + procTTL + time.Millisecond)}
+	en.enrich(&ev)
+	if ev.Exe != "/usr/bin/third" {
+		t.Errorf("after the TTL: exe %q, want it read again", ev.Exe)
+	}
+	gone := Event{PID: 99, TID: 99, Comm: "gone", Time: t0}
+	en.enrich(&gone)
+	if gone.Exe != "" || gone.Comm != "gone" {
+		t.Errorf("an exited process: exe %q comm %q", gone.Exe, gone.Comm)
+	}
+}
