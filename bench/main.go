@@ -195,8 +195,17 @@ func startCmd(cmd *exec.Cmd, ready string, readyOnStdout bool) (func() error, er
 	// Keep draining: a tracer blocked on a full pipe would stall the workload.
 	go io.Copy(io.Discard, pipe)
 	return func() error {
+		// SIGINT, as at a terminal; a tracer that ignores it (bpftrace 0.17
+		// was seen to, under load) is killed after a while.
 		cmd.Process.Signal(syscall.SIGINT)
-		cmd.Wait()
+		exited := make(chan struct{})
+		go func() { cmd.Wait(); close(exited) }()
+		select {
+		case <-exited:
+		case <-time.After(5 * time.Second):
+			cmd.Process.Kill()
+			<-exited
+		}
 		devnull.Close()
 		return nil
 	}, nil

@@ -207,6 +207,19 @@ func loadKprobe(spec *ebpf.CollectionSpec, opts *ebpf.CollectionOptions, listenF
 	}, nil
 }
 
+// loadBackend loads the programs of backend b, not yet attached.
+func loadBackend(b Backend, spec *ebpf.CollectionSpec, opts *ebpf.CollectionOptions, listenFn string) (*loaded, error) {
+	switch b {
+	case BackendTracepoint:
+		return loadTracepoint(spec, opts)
+	case BackendFentry:
+		return loadFentry(spec, opts, listenFn)
+	case BackendKprobe:
+		return loadKprobe(spec, opts, listenFn)
+	}
+	return nil, fmt.Errorf("unknown backend %d", b)
+}
+
 func closeAll(m *sharedMaps, progs ...*ebpf.Program) error {
 	var errs []error
 	for _, p := range progs {

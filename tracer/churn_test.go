@@ -23,6 +23,22 @@ func startChurn(t *testing.T) *collector {
 	return startTracer(t, Options{PID: uint32(os.Getpid()), Churn: true, Events: kindSet(KindBind, KindConnect)})
 }
 
+// churnIn200Ports makes a namespace whose range is 200 ports, attaches a
+// churn tracer and starts a ChurnState from its first reading.
+func churnIn200Ports(t *testing.T) (*netns, *collector, *ChurnState) {
+	t.Helper()
+	ns := newNetns(t)
+	ns.sysctl(t, "net.ipv4.ip_local_port_range", "40000 40199")
+	c := startChurn(t)
+	first, err := c.tr.ReadChurn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	state := NewChurnState(first)
+	t.Cleanup(state.Close)
+	return ns, c, state
+}
+
 func listenTCP(t *testing.T, ap netip.AddrPort) int {
 	t.Helper()
 	fd := newSocket(t, tcp4)
@@ -191,15 +207,7 @@ func countSS(t *testing.T, out []byte, lo, hi int) (inUse, timeWait int) {
 // Driven to exhaustion, failures are counted and the estimate reaches zero;
 // a second destination keeps its own headroom.
 func TestKernelChurnExhaustion(t *testing.T) {
-	ns := newNetns(t)
-	ns.sysctl(t, "net.ipv4.ip_local_port_range", "40000 40199")
-	c := startChurn(t)
-	first, err := c.tr.ReadChurn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	state := NewChurnState(first)
-	defer state.Close()
+	ns, c, state := churnIn200Ports(t)
 	full := netip.MustParseAddrPort("127.0.0.1:9000")
 	other := netip.MustParseAddrPort("127.0.0.1:9001")
 	var fds []int
@@ -277,15 +285,7 @@ func TestKernelChurnExhaustion(t *testing.T) {
 // /metrics parses as Prometheus text and carries the names, labels and
 // values of the report.
 func TestKernelChurnMetrics(t *testing.T) {
-	ns := newNetns(t)
-	ns.sysctl(t, "net.ipv4.ip_local_port_range", "40000 40199")
-	c := startChurn(t)
-	first, err := c.tr.ReadChurn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	state := NewChurnState(first)
-	defer state.Close()
+	ns, c, state := churnIn200Ports(t)
 	svc := netip.MustParseAddrPort("127.0.0.1:9000")
 	var fds []int
 	ns.run(t, func() {

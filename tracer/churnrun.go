@@ -80,11 +80,7 @@ func RunChurn(ctx context.Context, cfg ChurnConfig, stdout, stderr io.Writer) er
 		return err
 	}
 	defer t.Close()
-	fmt.Fprintf(stderr, "porttrace churn: counting with the %s backend", t.Backend())
-	for _, n := range t.Notes() {
-		fmt.Fprintf(stderr, "; %s", n)
-	}
-	fmt.Fprintln(stderr)
+	fmt.Fprintf(stderr, "porttrace churn: counting with %s\n", t)
 
 	first, err := t.ReadChurn()
 	if err != nil {

@@ -714,15 +714,7 @@ func TestKernelBackendsLoad(t *testing.T) {
 				t.Fatal(err)
 			}
 			opts := &ebpf.CollectionOptions{Programs: ebpf.ProgramOptions{KernelTypes: kernel}}
-			var l *loaded
-			switch b {
-			case BackendTracepoint:
-				l, err = loadTracepoint(spec, opts)
-			case BackendFentry:
-				l, err = loadFentry(spec, opts, fn)
-			case BackendKprobe:
-				l, err = loadKprobe(spec, opts, fn)
-			}
+			l, err := loadBackend(b, spec, opts, fn)
 			if errors.Is(err, unix.EPERM) && b == BackendFentry {
 				t.Skipf("this kernel refuses to load fexit programs (EPERM): %v", err)
 			}

@@ -88,7 +88,7 @@ func RunPorts(ctx context.Context, cfg PortsConfig, stdout, stderr io.Writer) er
 	if !cfg.Watch {
 		return nil
 	}
-	fmt.Fprintf(stderr, "porttrace ports: watching with the %s backend\n", t.Backend())
+	fmt.Fprintf(stderr, "porttrace ports: watching with %s\n", t)
 	return watchPorts(ctx, cfg, t, snap, out)
 }
 
@@ -322,7 +322,7 @@ func RunWho(ctx context.Context, cfg WhoConfig, stdout, stderr io.Writer) error 
 	}
 	stop := context.AfterFunc(ctx, t.Stop)
 	defer stop()
-	fmt.Fprintf(stderr, "porttrace who: waiting for a bind of port %d/%s (%s backend)\n", cfg.Port, protoName, t.Backend())
+	fmt.Fprintf(stderr, "porttrace who: waiting for a bind of port %d/%s with %s\n", cfg.Port, protoName, t)
 	en := newEnricher()
 	var ev Event
 	for {

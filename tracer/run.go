@@ -30,11 +30,7 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer, stderr io.Writer) er
 		return err
 	}
 	defer t.Close()
-	fmt.Fprintf(stderr, "porttrace: tracing with the %s backend", t.Backend())
-	for _, n := range t.Notes() {
-		fmt.Fprintf(stderr, "; %s", n)
-	}
-	fmt.Fprintln(stderr)
+	fmt.Fprintf(stderr, "porttrace: tracing with %s\n", t)
 
 	if cfg.Duration > 0 {
 		var cancel context.CancelFunc

@@ -142,17 +142,7 @@ func (t *Tracer) start(b Backend, o Options, kernel *btf.Spec) (err error) {
 	}
 	opts := &ebpf.CollectionOptions{Programs: ebpf.ProgramOptions{KernelTypes: kernel}}
 
-	var l *loaded
-	switch b {
-	case BackendTracepoint:
-		l, err = loadTracepoint(spec, opts)
-	case BackendFentry:
-		l, err = loadFentry(spec, opts, listenFn)
-	case BackendKprobe:
-		l, err = loadKprobe(spec, opts, listenFn)
-	default:
-		return fmt.Errorf("unknown backend %d", b)
-	}
+	l, err := loadBackend(b, spec, opts, listenFn)
 	if errors.Is(err, unix.EPERM) && os.Geteuid() == 0 {
 		return fmt.Errorf("the kernel refused to load its programs (EPERM as root: lockdown, or a kernel that forbids this program type): %w", ebpf.ErrNotSupported)
 	}
@@ -332,10 +322,11 @@ func monotonicBoot() int64 {
 	return ts.Nano()
 }
 
-// String describes the choice for the startup line on stderr.
+// String describes the choice for the startup line on stderr: the backend
+// and why the ones tried before it were refused.
 func (t *Tracer) String() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "backend %s", t.backend)
+	fmt.Fprintf(&b, "the %s backend", t.backend)
 	for _, n := range t.notes {
 		fmt.Fprintf(&b, "; %s", n)
 	}
