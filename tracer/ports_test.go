@@ -258,22 +258,10 @@ func TestKernelWhoWait(t *testing.T) {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	var out, errOut strings.Builder
+	out, errOut := &syncBuilder{}, &syncBuilder{}
 	done := make(chan error, 1)
-	go func() { done <- RunWho(context.Background(), cfg, &out, &errOut) }()
-	// Bind once who is waiting.
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(errOut.String(), "waiting for a bind") {
-		select {
-		case err := <-done:
-			skipUnsupported(t, cfg.Backend, err)
-			t.Fatalf("who returned early: %v", err)
-		case <-time.After(10 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("who never started waiting")
-		}
-	}
+	go func() { done <- RunWho(context.Background(), cfg, out, errOut) }()
+	waitText(t, errOut, "waiting for a bind", done, cfg.Backend) // bind once who is waiting
 	if _, errno := h.bind(t); errno != "" {
 		t.Fatal(errno)
 	}
