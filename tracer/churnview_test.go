@@ -38,9 +38,6 @@ func sampleChurnReport() *ChurnReport {
 }
 
 func TestChurnTableGolden(t *testing.T) {
-	loc := time.Local
-	time.Local = time.UTC
-	defer func() { time.Local = loc }()
 	var b strings.Builder
 	if err := WriteChurnTable(&b, sampleChurnReport()); err != nil {
 		t.Fatal(err)

@@ -29,6 +29,7 @@ func TestMain(m *testing.M) {
 	if os.Getenv("PORTTRACE_HELPER") != "" {
 		os.Exit(helperMain())
 	}
+	displayZone = time.UTC // golden files hold UTC clock times
 	code := m.Run()
 	if helperPath != "" {
 		os.RemoveAll(filepath.Dir(helperPath))

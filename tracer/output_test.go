@@ -138,9 +138,6 @@ func TestJSONGolden(t *testing.T) {
 }
 
 func TestTableGolden(t *testing.T) {
-	loc := time.Local
-	time.Local = time.UTC
-	defer func() { time.Local = loc }()
 	for _, tc := range []struct {
 		file  string
 		width int

@@ -145,7 +145,7 @@ func watchPorts(ctx context.Context, cfg PortsConfig, t *Tracer, snap []Socket, 
 				buf = AppendJSON(buf[:0], &ev)
 				_, _ = out.Write(buf)
 			} else {
-				fmt.Fprintf(out, "%s + %s %s %s pid %d %s (%s)%s\n", ev.Time.Local().Format("15:04:05"), ev.Kind,
+				fmt.Fprintf(out, "%s + %s %s %s pid %d %s (%s)%s\n", ev.Time.In(displayZone).Format("15:04:05"), ev.Kind,
 					ProtoName(ev.Proto), hostPort(ev.Local, 99), ev.PID, ev.Comm, ev.User, resultNote(&ev))
 			}
 		case <-tick.C:
@@ -342,7 +342,7 @@ func RunWho(ctx context.Context, cfg WhoConfig, stdout, stderr io.Writer) error 
 		if cfg.Output == "json" {
 			_, err = stdout.Write(AppendJSON(nil, &ev))
 		} else {
-			_, err = fmt.Fprintf(stdout, "%s %s %s %s by pid %d (%s), user %s, exe %s%s\n", ev.Time.Local().Format("15:04:05.000"),
+			_, err = fmt.Fprintf(stdout, "%s %s %s %s by pid %d (%s), user %s, exe %s%s\n", ev.Time.In(displayZone).Format("15:04:05.000"),
 				ev.Kind, ProtoName(ev.Proto), hostPort(ev.Local, 99), ev.PID, ev.Comm, ev.User, exeNote(&ev), resultNote(&ev))
 		}
 		return err

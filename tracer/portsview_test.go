@@ -45,9 +45,6 @@ func TestPortsJSONGolden(t *testing.T) {
 }
 
 func TestWhoGolden(t *testing.T) {
-	loc := time.Local
-	time.Local = time.UTC
-	defer func() { time.Local = loc }()
 	var b strings.Builder
 	now := time.Date(2026, 11, 28, 7, 30, 0, 0, time.UTC)
 	if err := WriteWho(&b, 80, "tcp", sampleSockets()[:1], now); err != nil {

@@ -4,11 +4,17 @@ import (
 	"io"
 	"net/netip"
 	"strconv"
+	"time"
 
 	"github.com/olekukonko/tablewriter"
 	"github.com/olekukonko/tablewriter/renderer"
 	"github.com/olekukonko/tablewriter/tw"
 )
+
+// displayZone is the time zone of the clock times humans read (table,
+// churn, ports, who); JSON is always UTC. Tests set it to UTC before any
+// test runs.
+var displayZone = time.Local
 
 var tableHeader = []any{"TIME", "EVENT", "PID", "USER", "COMM", "PROTO", "LOCAL", "REMOTE", "DIR", "CLASS", "RESULT"}
 
@@ -84,7 +90,7 @@ func NewTableWriter(w io.Writer, width int, color bool) (*TableWriter, error) {
 // Write prints one event.
 func (tw *TableWriter) Write(ev *Event) error {
 	r := tw.row
-	r[0] = ev.Time.Local().Format("15:04:05")
+	r[0] = ev.Time.In(displayZone).Format("15:04:05")
 	r[1] = ev.Kind.String()
 	r[2] = strconv.FormatUint(uint64(ev.PID), 10)
 	r[3] = ev.User
