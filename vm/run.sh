@@ -137,6 +137,15 @@ for b in ${backends//,/ }; do
 	fi
 done
 
+total_p=0 total_f=0 total_s=0
+for cell in "${result[@]}"; do
+	if [[ $cell =~ ([0-9]+)\ passed,\ ([0-9]+)\ failed,\ ([0-9]+)\ skipped ]]; then
+		total_p=$((total_p + BASH_REMATCH[1])) total_f=$((total_f + BASH_REMATCH[2])) total_s=$((total_s + BASH_REMATCH[3]))
+	else
+		total_f=$((total_f + 1)) # a guest that gave no result
+	fi
+done
+
 echo
 printf '| kernel |'; for b in ${backends//,/ }; do printf ' %s |' "$b"; done; echo
 printf '|---|'; for b in ${backends//,/ }; do printf -- '---|'; done; echo
@@ -145,4 +154,6 @@ for k in "${kernels[@]}"; do
 	for b in ${backends//,/ }; do printf ' %s |' "${result[$k,$b]}"; done
 	echo
 done
+echo
+echo "matrix: $total_p passed, $total_f failed, $total_s skipped"
 exit $status
