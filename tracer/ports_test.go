@@ -201,13 +201,7 @@ func TestKernelWho(t *testing.T) {
 	ns := newNetns(t)
 	var fd int
 	ns.run(t, func() {
-		fd = newSocket(t, tcp4)
-		if err := unix.Bind(fd, sockaddr(netip.MustParseAddrPort("127.0.0.1:10101"))); err != nil {
-			t.Fatal(err)
-		}
-		if err := unix.Listen(fd, 8); err != nil {
-			t.Fatal(err)
-		}
+		fd = listenTCP(t, netip.MustParseAddrPort("127.0.0.1:10101"))
 	})
 	defer unix.Close(fd)
 	for _, tc := range []struct {
@@ -304,13 +298,7 @@ func TestKernelPortsWatch(t *testing.T) {
 	waitText(t, errOut, "watching with", done, cfg.Backend)
 	var fd int
 	ns.run(t, func() {
-		fd = newSocket(t, tcp4)
-		if err := unix.Bind(fd, sockaddr(netip.MustParseAddrPort("0.0.0.0:6666"))); err != nil {
-			t.Fatal(err)
-		}
-		if err := unix.Listen(fd, 8); err != nil {
-			t.Fatal(err)
-		}
+		fd = listenTCP(t, netip.MustParseAddrPort("0.0.0.0:6666"))
 	})
 	waitText(t, out, fmt.Sprintf("+ listen tcp *:6666 pid %d", os.Getpid()), done, cfg.Backend)
 	time.Sleep(3 * cfg.Interval) // the listener is in a snapshot before it goes
