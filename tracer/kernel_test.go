@@ -926,3 +926,20 @@ func TestKernelRunJSON(t *testing.T) {
 		}
 	}
 }
+
+// The uid filter runs in the kernel: only the named user's binds are seen.
+func TestKernelUIDFilter(t *testing.T) {
+	ns := newNetns(t)
+	nobody := startHelper(t, ns, helperExe(t), 65534, "udp", "127.0.0.1:6101")
+	root := startHelper(t, ns, helperExe(t), 0, "udp", "127.0.0.1:6102")
+	c := startTracer(t, Options{UID: 65534})
+	for _, h := range []*helper{nobody, root} {
+		if _, errno := h.bind(t); errno != "" {
+			t.Fatal(errno)
+		}
+	}
+	evs := c.stop(t, ns)
+	if len(evs) != 1 || evs[0].UID != 65534 || evs[0].Local.Port() != 6101 || evs[0].PID != uint32(nobody.cmd.Process.Pid) {
+		t.Errorf("got %v, want only uid 65534's bind of 6101", evs)
+	}
+}
