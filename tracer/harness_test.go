@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/porttrace/porttrace/internal/ifup"
 	"golang.org/x/sys/unix"
 )
 
@@ -42,6 +43,14 @@ func needRoot(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("kernel test: needs root to load BPF programs and create network namespaces")
 	}
+}
+
+// testBackendName is PORTTRACE_BACKEND, or auto.
+func testBackendName() string {
+	if name := os.Getenv("PORTTRACE_BACKEND"); name != "" {
+		return name
+	}
+	return "auto"
 }
 
 func testBackend(t *testing.T) Backend {
@@ -83,7 +92,7 @@ func newNetns(t *testing.T) *netns {
 			return
 		}
 		n.fd = fd
-		errc <- setLinkUp("lo")
+		errc <- ifup.Up("lo")
 	}()
 	if err := <-errc; err != nil {
 		t.Fatalf("creating netns: %v", err)
@@ -97,29 +106,6 @@ func newNetns(t *testing.T) *netns {
 	return n
 }
 
-// setLinkUp brings an interface of the calling thread's netns up.
-func setLinkUp(name string) error {
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(fd)
-	ifr, err := unix.NewIfreq(name)
-	if err != nil {
-		return err
-	}
-	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
-		return fmt.Errorf("SIOCGIFFLAGS %s: %w", name, err)
-	}
-	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
-	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
-		return fmt.Errorf("SIOCSIFFLAGS %s: %w", name, err)
-	}
-	return nil
-}
-
-// sysctl sets a per-netns sysctl, e.g. "net.ipv4.ip_local_port_range". The
-// kernel resolves /proc/sys/net in the writing thread's namespace.
 // path names the namespace for --netns.
 func (n *netns) path() string { return fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), n.fd) }
 

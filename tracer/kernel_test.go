@@ -880,10 +880,7 @@ func TestKernelRunJSON(t *testing.T) {
 	cfg.PID = uint32(os.Getpid())
 	cfg.Count = 3
 	cfg.Events = kindSet(KindBind)
-	cfg.backend = os.Getenv("PORTTRACE_BACKEND")
-	if cfg.backend == "" {
-		cfg.backend = "auto"
-	}
+	cfg.backend = testBackendName()
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}

@@ -242,10 +242,7 @@ func TestKernelWhoWait(t *testing.T) {
 	cfg.Netns = []string{ns.path()}
 	cfg.Wait = true
 	cfg.Timeout = 20 * time.Second
-	cfg.backend = os.Getenv("PORTTRACE_BACKEND")
-	if cfg.backend == "" {
-		cfg.backend = "auto"
-	}
+	cfg.backend = testBackendName()
 	if err := cfg.ParseTarget("10103/tcp"); err != nil {
 		t.Fatal(err)
 	}
@@ -283,10 +280,7 @@ func TestKernelPortsWatch(t *testing.T) {
 	cfg.Netns = []string{ns.path()}
 	cfg.Watch = true
 	cfg.Interval = 100 * time.Millisecond
-	cfg.backend = os.Getenv("PORTTRACE_BACKEND")
-	if cfg.backend == "" {
-		cfg.backend = "auto"
-	}
+	cfg.backend = testBackendName()
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/porttrace/porttrace/internal/ifup"
 	"golang.org/x/sys/unix"
 )
 
@@ -53,7 +54,7 @@ func setup() error {
 	if err := loadModules(); err != nil {
 		return err
 	}
-	return linkUp("lo")
+	return ifup.Up("lo")
 }
 
 // loadModules loads /modules/*.ko[.xz] in name order: the modules the tests
@@ -78,23 +79,6 @@ func loadModules() error {
 		}
 	}
 	return nil
-}
-
-func linkUp(name string) error {
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM, 0)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(fd)
-	ifr, err := unix.NewIfreq(name)
-	if err != nil {
-		return err
-	}
-	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
-		return err
-	}
-	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
-	return unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr)
 }
 
 // cmdline returns the porttrace.* words of /proc/cmdline.
