@@ -35,7 +35,6 @@ func churnIn200Ports(t *testing.T) (*netns, *collector, *ChurnState) {
 		t.Fatal(err)
 	}
 	state := NewChurnState(first)
-	t.Cleanup(state.Close)
 	return ns, c, state
 }
 

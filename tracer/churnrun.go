@@ -87,7 +87,6 @@ func RunChurn(ctx context.Context, cfg ChurnConfig, stdout, stderr io.Writer) er
 		return err
 	}
 	state := NewChurnState(first)
-	defer state.Close()
 	if cfg.Duration > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, cfg.Duration)

@@ -5,6 +5,8 @@ import (
 	"math"
 	"slices"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // How far back the growth of usage is measured for the exhaustion
@@ -106,9 +108,6 @@ func NewChurnState(first *ChurnTotals) *ChurnState {
 	}
 }
 
-// Close releases the namespace fds the state opened.
-func (s *ChurnState) Close() { s.finder.close() }
-
 // Next computes the report for the interval that ends with cur.
 func (s *ChurnState) Next(cur *ChurnTotals) *ChurnReport {
 	dt := cur.Time.Sub(s.prev.Time).Seconds()
@@ -155,9 +154,10 @@ func (s *ChurnState) netnsReport(ns uint32, cur *ChurnTotals, dt float64) NetnsR
 	nr.History = h
 
 	var u *PortUsage
-	fd, err := s.finder.find(ns)
+	fd, err := s.finder.open(ns)
 	if err == nil {
 		u, err = ReadUsage(fd)
+		unix.Close(fd)
 	}
 	if err != nil {
 		nr.UsageErr = err.Error()

@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -145,29 +146,52 @@ func (u *PortUsage) add(s *netlink.Socket, proto uint16) {
 	}
 }
 
-// netnsFinder finds an fd for a network namespace known by inode number,
-// where the kernel events name only the inode: the host's, a named one
-// (/run/netns), or one a process or thread lives in or holds open.
+// netnsFinder finds a network namespace known by inode number, where the
+// kernel events name only the inode: the host's, a named one (/run/netns),
+// or one a process or thread lives in or holds open. It remembers the path
+// that led there, not an open fd, so a namespace that is gone can go.
 type netnsFinder struct {
-	fds map[uint32]int
+	paths  map[uint32]string
+	misses map[uint32]time.Time // a namespace not found is looked for again after missRetry
 }
 
-func newNetnsFinder() *netnsFinder { return &netnsFinder{fds: map[uint32]int{}} }
+// missRetry spaces out the /proc walks for a namespace that is gone.
+const missRetry = 10 * time.Second
 
-func (f *netnsFinder) find(inode uint32) (int, error) {
-	if fd, ok := f.fds[inode]; ok {
-		return fd, nil
+func newNetnsFinder() *netnsFinder {
+	return &netnsFinder{paths: map[uint32]string{}, misses: map[uint32]time.Time{}}
+}
+
+// open returns an fd of the namespace; the caller closes it.
+func (f *netnsFinder) open(inode uint32) (int, error) {
+	if path, ok := f.paths[inode]; ok {
+		if fd, ok := openIfInode(path, inode); ok {
+			return fd, nil
+		}
+		delete(f.paths, inode) // the process moved on or exited
 	}
-	var candidates []string
-	candidates = append(candidates, "/proc/self/ns/net")
+	if at, ok := f.misses[inode]; ok && time.Since(at) < missRetry {
+		return -1, fmt.Errorf("network namespace %d: no process or mount holds it", inode)
+	}
+	path, fd, ok := search(inode)
+	if !ok {
+		f.misses[inode] = time.Now()
+		return -1, fmt.Errorf("network namespace %d: no process or mount holds it", inode)
+	}
+	delete(f.misses, inode)
+	f.paths[inode] = path
+	return fd, nil
+}
+
+func search(inode uint32) (path string, fd int, ok bool) {
+	candidates := []string{"/proc/self/ns/net"}
 	for _, pattern := range []string{"/run/netns/*", "/proc/[0-9]*/ns/net", "/proc/[0-9]*/task/[0-9]*/ns/net"} {
 		m, _ := filepath.Glob(pattern)
 		candidates = append(candidates, m...)
 	}
-	for _, path := range candidates {
-		if fd, ok := openIfInode(path, inode); ok {
-			f.fds[inode] = fd
-			return fd, nil
+	for _, p := range candidates {
+		if fd, ok := openIfInode(p, inode); ok {
+			return p, fd, true
 		}
 	}
 	// Held open by an fd only (a namespace with no process in it yet).
@@ -176,28 +200,26 @@ func (f *netnsFinder) find(inode uint32) (int, error) {
 	for _, l := range links {
 		if target, err := os.Readlink(l); err == nil && target == want {
 			if fd, ok := openIfInode(l, inode); ok {
-				f.fds[inode] = fd
-				return fd, nil
+				return l, fd, true
 			}
 		}
 	}
-	return -1, fmt.Errorf("network namespace %d: no process or mount holds it", inode)
+	return "", -1, false
 }
 
+// openIfInode opens path if it is the namespace inode; fstat after open, so
+// the answer is about the fd returned.
 func openIfInode(path string, inode uint32) (int, bool) {
-	var st unix.Stat_t
-	if unix.Stat(path, &st) != nil || uint32(st.Ino) != inode {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
 		return -1, false
 	}
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	return fd, err == nil
-}
-
-func (f *netnsFinder) close() {
-	for _, fd := range f.fds {
+	var st unix.Stat_t
+	if unix.Fstat(fd, &st) != nil || uint32(st.Ino) != inode {
 		unix.Close(fd)
+		return -1, false
 	}
-	clear(f.fds)
+	return fd, true
 }
 
 // hostNetns is the inode of porttrace's own network namespace.
