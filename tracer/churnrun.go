@@ -6,11 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"time"
 
 	"github.com/spf13/pflag"
-	"golang.org/x/sys/unix"
 )
 
 // ChurnConfig is what `porttrace churn` takes on the command line.
@@ -93,7 +91,8 @@ func RunChurn(ctx context.Context, cfg ChurnConfig, stdout, stderr io.Writer) er
 		defer cancel()
 	}
 	out := bufio.NewWriter(stdout)
-	clearScreen := cfg.Output == "table" && isTerminal(stdout)
+	_, tty := terminalWidth(stdout)
+	clearScreen := cfg.Output == "table" && tty
 	tick := time.NewTicker(cfg.Interval)
 	defer tick.Stop()
 	var last *ChurnTotals = first
@@ -158,13 +157,4 @@ func kindSet(kinds ...Kind) KindSet {
 		s.set |= 1 << k
 	}
 	return s
-}
-
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	_, err := unix.IoctlGetWinsize(int(f.Fd()), unix.TIOCGWINSZ)
-	return err == nil
 }

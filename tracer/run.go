@@ -119,18 +119,26 @@ func newWriter(cfg Config, out *bufio.Writer, stdout io.Writer) (writer, error) 
 	if cfg.Output == "json" {
 		return &jsonWriter{out: out}, nil
 	}
-	width, color := 0, false
-	if f, ok := stdout.(*os.File); ok {
-		if ws, err := unix.IoctlGetWinsize(int(f.Fd()), unix.TIOCGWINSZ); err == nil {
-			width = int(ws.Col)
-			color = os.Getenv("NO_COLOR") == ""
-		}
-	}
+	width, tty := terminalWidth(stdout)
+	color := tty && os.Getenv("NO_COLOR") == ""
 	tw, err := NewTableWriter(out, width, color)
 	if err != nil {
 		return nil, err
 	}
 	return &tableOut{tw: tw, out: out, width: width}, nil
+}
+
+// terminalWidth reports whether w is a terminal, and its width in columns.
+func terminalWidth(w io.Writer) (int, bool) {
+	f, ok := w.(*os.File)
+	if !ok {
+		return 0, false
+	}
+	ws, err := unix.IoctlGetWinsize(int(f.Fd()), unix.TIOCGWINSZ)
+	if err != nil {
+		return 0, false
+	}
+	return int(ws.Col), true
 }
 
 type jsonWriter struct {
