@@ -30,6 +30,7 @@ type tracerCase struct {
 	name     string
 	args     []string // porttrace arguments; nil: no tracer
 	floor    bool     // an empty BPF program on the same tracepoints instead
+	cgroup   bool     // empty programs on the cgroup socket hooks instead
 	bpftrace bool     // bpftrace running bpftraceScript instead
 }
 
@@ -55,6 +56,7 @@ func main() {
 	cases := []tracerCase{
 		{name: "no tracer"},
 		{name: "floor: empty program, same tracepoints", floor: true},
+		{name: "floor: empty cgroup socket hooks", cgroup: true},
 		{name: "porttrace -o json > /dev/null", args: []string{"-o", "json"}},
 		{name: "porttrace -p 1 (matches nothing)", args: []string{"-o", "json", "-p", "1"}},
 		{name: "porttrace churn", args: []string{"churn", "-o", "json", "-i", "1s"}},
@@ -146,6 +148,8 @@ func measure(bin string, c tracerCase, work func() error) (time.Duration, error)
 	switch {
 	case c.floor:
 		stop, err = attachEmpty()
+	case c.cgroup:
+		stop, err = attachEmptyCgroup()
 	case c.bpftrace:
 		stop, err = startCmd(exec.Command("bpftrace", "-e", bpftraceScript), "Attaching", true)
 	case c.args != nil:
@@ -238,6 +242,64 @@ func attachEmpty() (func() error, error) {
 		links = append(links, l)
 	}
 	return stop, nil
+}
+
+// attachEmptyCgroup attaches programs that do nothing to the cgroup v2
+// root's connect, bind and post-bind hooks, the hooks that see socket calls
+// without the syscall slow path: what a tracer built on them would pay
+// before doing any work.
+func attachEmptyCgroup() (func() error, error) {
+	root, err := cgroup2Root()
+	if err != nil {
+		return nil, err
+	}
+	var links []link.Link
+	var progs []*ebpf.Program
+	stop := func() error {
+		for _, l := range links {
+			l.Close()
+		}
+		for _, p := range progs {
+			p.Close()
+		}
+		return nil
+	}
+	for _, h := range []struct {
+		typ    ebpf.ProgramType
+		attach ebpf.AttachType
+	}{
+		{ebpf.CGroupSockAddr, ebpf.AttachCGroupInet4Connect},
+		{ebpf.CGroupSockAddr, ebpf.AttachCGroupInet4Bind},
+		{ebpf.CGroupSock, ebpf.AttachCGroupInet4PostBind},
+	} {
+		prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+			Type: h.typ, AttachType: h.attach, License: "GPL",
+			Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 1), asm.Return()},
+		})
+		if err != nil {
+			stop()
+			return nil, err
+		}
+		progs = append(progs, prog)
+		l, err := link.AttachCgroup(link.CgroupOptions{Path: root, Attach: h.attach, Program: prog})
+		if err != nil {
+			stop()
+			return nil, err
+		}
+		links = append(links, l)
+	}
+	return stop, nil
+}
+
+// cgroup2Root finds where the cgroup v2 hierarchy is mounted.
+func cgroup2Root() (string, error) {
+	for _, dir := range []string{"/sys/fs/cgroup", "/sys/fs/cgroup/unified"} {
+		var st unix.Statfs_t
+		if unix.Statfs(dir, &st) == nil && st.Type == unix.CGROUP2_SUPER_MAGIC {
+			return dir, nil
+		}
+	}
+	return "", errors.New("no cgroup v2 hierarchy mounted")
 }
 
 // startup is the time from launching cmd to its first line on stdout that

@@ -8,9 +8,6 @@
 #ifndef PORTTRACE_CHURN_H
 #define PORTTRACE_CHURN_H
 
-/* true: count allocations in the churn maps instead of sending events. */
-const volatile bool churn_mode = false;
-
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
 	__uint(max_entries, 1024);
@@ -67,8 +64,8 @@ static __always_inline void churn_count(const struct event *e)
 	fail = e->err != 0;
 	if (fail && !alloc_failure(e->err))
 		return; /* failed for another reason (refused, unreachable) */
-	if (!fail && !(e->flags & F_HAS_LOCAL))
-		return;
+	if (!fail && (!(e->flags & F_HAS_LOCAL) || e->lport == 0))
+		return; /* bind(0) with IP_BIND_ADDRESS_NO_PORT: the connect allocates */
 
 	nk.netns = e->netns;
 	nk.proto = e->proto;

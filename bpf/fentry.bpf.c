@@ -28,16 +28,20 @@ static __always_inline long func_ret(void *ctx)
 SEC("fexit/__inet_bind")
 int BPF_PROG(fexit_inet_bind, struct sock *sk, struct sockaddr *uaddr)
 {
-	if (task_wanted())
-		emit_bind(sk, uaddr, false, (int)func_ret(ctx), BACKEND_FENTRY);
+	struct event e = {};
+
+	if (task_wanted() && bind_request(&e, uaddr, false))
+		emit_bind(&e, sk, (int)func_ret(ctx), BACKEND_FENTRY);
 	return 0;
 }
 
 SEC("fexit/__inet6_bind")
 int BPF_PROG(fexit_inet6_bind, struct sock *sk, struct sockaddr *uaddr)
 {
-	if (task_wanted())
-		emit_bind(sk, uaddr, false, (int)func_ret(ctx), BACKEND_FENTRY);
+	struct event e = {};
+
+	if (task_wanted() && bind_request(&e, uaddr, false))
+		emit_bind(&e, sk, (int)func_ret(ctx), BACKEND_FENTRY);
 	return 0;
 }
 

@@ -70,8 +70,10 @@ int BPF_KRETPROBE(krp_inet_bind, int ret)
 {
 	struct kargs a;
 
-	if (ktake(P_BIND4, &a))
-		emit_bind((void *)a.obj, (void *)a.sa, false, ret, BACKEND_KPROBE);
+	struct event e = {};
+
+	if (ktake(P_BIND4, &a) && bind_request(&e, (void *)a.sa, false))
+		emit_bind(&e, (void *)a.obj, ret, BACKEND_KPROBE);
 	return 0;
 }
 
@@ -86,8 +88,10 @@ int BPF_KRETPROBE(krp_inet6_bind, int ret)
 {
 	struct kargs a;
 
-	if (ktake(P_BIND6, &a))
-		emit_bind((void *)a.obj, (void *)a.sa, false, ret, BACKEND_KPROBE);
+	struct event e = {};
+
+	if (ktake(P_BIND6, &a) && bind_request(&e, (void *)a.sa, false))
+		emit_bind(&e, (void *)a.obj, ret, BACKEND_KPROBE);
 	return 0;
 }
 

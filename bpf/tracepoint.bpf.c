@@ -11,12 +11,17 @@
  */
 #include "common.h"
 
-/* A connect in flight: what its exit needs from before the call. */
+/*
+ * A connect in flight: what its exit needs from before the call. The
+ * socket is kept rather than looked up again at exit: the call holds a
+ * reference to it, while the fd could meanwhile be closed and reused by
+ * another thread.
+ */
 struct args {
 	__u64 sa;   /* user sockaddr pointer */
-	__s32 fd;
+	__u64 sk;   /* struct sock */
 	__u16 port_before; /* the socket's local port when the call began */
-	__u16 pad;
+	__u16 pad[3];
 };
 
 /* Connects in flight by thread id; LRU so a thread killed mid-call cannot fill it. */
@@ -27,20 +32,24 @@ struct {
 	__type(value, struct args);
 } inflight SEC(".maps");
 
-/* sock_from_fd returns the struct socket behind fd in the current task, or NULL. */
+/*
+ * sock_from_fd returns the struct socket behind fd in the current task, or
+ * NULL. The task and its fd table are walked with direct loads through BTF
+ * pointers; only the fd slot and the file need helper reads.
+ */
 static __always_inline struct socket *sock_from_fd(int fd)
 {
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	struct file **fds, *f = NULL;
-	unsigned int max;
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct files_struct *files = task->files;
+	struct fdtable *fdt;
+	struct file *f = NULL;
 
-	if (fd < 0)
+	if (fd < 0 || !files)
 		return NULL;
-	max = BPF_CORE_READ(task, files, fdt, max_fds);
-	if ((unsigned int)fd >= max)
+	fdt = files->fdt;
+	if (!fdt || (unsigned int)fd >= fdt->max_fds)
 		return NULL;
-	fds = BPF_CORE_READ(task, files, fdt, fd);
-	if (bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]) || !f)
+	if (bpf_probe_read_kernel(&f, sizeof(f), &fdt->fd[fd]) || !f)
 		return NULL;
 	if ((BPF_CORE_READ(f, f_inode, i_mode) & S_IFMT) != S_IFSOCK)
 		return NULL;
@@ -54,12 +63,13 @@ static __always_inline struct sock *sk_from_fd(int fd)
 	return sock ? BPF_CORE_READ(sock, sk) : NULL;
 }
 
-/* syscall_arg returns argument n (0 or 1) of the current syscall. */
-static __always_inline __u64 syscall_arg(int n)
+/*
+ * user_regs returns the registers the task entered the kernel with: at
+ * syscall exit di and si still hold the first two arguments (x86-64).
+ */
+static __always_inline struct pt_regs *user_regs(void)
 {
-	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
-
-	return n == 0 ? BPF_CORE_READ(regs, di) : BPF_CORE_READ(regs, si);
+	return (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
 }
 
 /* take pops the stashed arguments of this thread's connect. */
@@ -78,13 +88,18 @@ static __always_inline bool take(struct args *out)
 SEC("tracepoint/syscalls/sys_exit_bind")
 int tp_exit_bind(struct trace_event_raw_sys_exit *ctx)
 {
+	struct event e = {};
+	struct pt_regs *regs;
 	struct sock *sk;
 
 	if (!task_wanted())
 		return 0;
-	sk = sk_from_fd(syscall_arg(0));
+	regs = user_regs();
+	if (!bind_request(&e, (void *)regs->si, true))
+		return 0;
+	sk = sk_from_fd(regs->di);
 	if (sk)
-		emit_bind(sk, (void *)syscall_arg(1), true, ctx->ret, BACKEND_TRACEPOINT);
+		emit_bind(&e, sk, ctx->ret, BACKEND_TRACEPOINT);
 	return 0;
 }
 
@@ -95,7 +110,7 @@ int tp_exit_listen(struct trace_event_raw_sys_exit *ctx)
 
 	if (!task_wanted())
 		return 0;
-	sk = sk_from_fd(syscall_arg(0));
+	sk = sk_from_fd(user_regs()->di);
 	if (sk)
 		emit_listen(sk, ctx->ret, BACKEND_TRACEPOINT);
 	return 0;
@@ -104,7 +119,8 @@ int tp_exit_listen(struct trace_event_raw_sys_exit *ctx)
 /*
  * connect() on a stream socket that is already connecting or connected is
  * a retry (after a signal, or a non-blocking poll), not a new connection:
- * the stash is skipped so it is reported once.
+ * the stash is skipped so it is reported once. Churn skips sockets that
+ * already hold a port: their connect allocates none.
  */
 SEC("tracepoint/syscalls/sys_enter_connect")
 int tp_enter_connect(struct trace_event_raw_sys_enter *ctx)
@@ -112,6 +128,7 @@ int tp_enter_connect(struct trace_event_raw_sys_enter *ctx)
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	struct args a = {};
 	struct socket *sock;
+	struct sock *sk;
 
 	if (!task_wanted())
 		return 0;
@@ -120,9 +137,14 @@ int tp_enter_connect(struct trace_event_raw_sys_enter *ctx)
 		return 0;
 	if (BPF_CORE_READ(sock, state) != SS_UNCONNECTED)
 		return 0;
-	a.fd = ctx->args[0];
+	sk = BPF_CORE_READ(sock, sk);
+	if (!sk)
+		return 0;
+	a.port_before = BPF_CORE_READ(sk, __sk_common.skc_num);
+	if (churn_mode && a.port_before != 0)
+		return 0;
 	a.sa = ctx->args[1];
-	a.port_before = BPF_CORE_READ(sock, sk, __sk_common.skc_num);
+	a.sk = (__u64)sk;
 	bpf_map_update_elem(&inflight, &tid, &a, BPF_ANY);
 	return 0;
 }
@@ -131,13 +153,9 @@ SEC("tracepoint/syscalls/sys_exit_connect")
 int tp_exit_connect(struct trace_event_raw_sys_exit *ctx)
 {
 	struct args a;
-	struct sock *sk;
 
-	if (!take(&a))
-		return 0;
-	sk = sk_from_fd(a.fd);
-	if (sk)
-		emit_connect(sk, (void *)a.sa, true, ctx->ret, BACKEND_TRACEPOINT, a.port_before);
+	if (take(&a))
+		emit_connect((void *)a.sk, (void *)a.sa, true, ctx->ret, BACKEND_TRACEPOINT, a.port_before);
 	return 0;
 }
 
@@ -174,7 +192,7 @@ int tp_exit_accept(struct trace_event_raw_sys_exit *ctx)
 	}
 	if (!accept_failure(ret))
 		return 0;
-	sk = sk_from_fd(syscall_arg(0)); /* the listener */
+	sk = sk_from_fd(user_regs()->di); /* the listener */
 	if (sk)
 		emit_accept_failed(sk, ret, BACKEND_TRACEPOINT);
 	return 0;

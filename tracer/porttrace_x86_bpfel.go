@@ -23,9 +23,9 @@ type porttraceAcceptArgs struct {
 type porttraceArgs struct {
 	_          structs.HostLayout
 	Sa         uint64
-	Fd         int32
+	Sk         uint64
 	PortBefore uint16
-	Pad        uint16
+	Pad        [3]uint16
 }
 
 type porttraceChurnCounts struct {

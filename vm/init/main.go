@@ -95,7 +95,8 @@ func cmdline() map[string]string {
 
 // runTests runs the kernel tests with one backend, echoing their output,
 // and prints "porttrace-matrix: BACKEND pass=N fail=N skip=N" plus one
-// line per skipped test with its reason.
+// line per skipped test with its reason and, for each failed test, its last
+// lines of output, so a failure can be read from the matrix alone.
 func runTests(backend string, args map[string]string) {
 	run := args["porttrace.run"]
 	if run == "" {
@@ -116,7 +117,9 @@ func runTests(backend string, args map[string]string) {
 		return
 	}
 	var pass, fail, skip int
-	var skips []string
+	var skips, failures []string
+	var recent []string // the current test's output, last few lines
+	const keep = 12
 	sc := bufio.NewScanner(out)
 	last := ""
 	for sc.Scan() {
@@ -124,10 +127,17 @@ func runTests(backend string, args map[string]string) {
 		fmt.Println(line)
 		trimmed := strings.TrimSpace(line)
 		switch {
+		case strings.HasPrefix(trimmed, "=== RUN "):
+			recent = recent[:0]
 		case strings.HasPrefix(trimmed, "--- PASS: "):
 			pass++
 		case strings.HasPrefix(trimmed, "--- FAIL: "):
 			fail++
+			name := strings.Fields(trimmed)[2]
+			failures = append(failures, name)
+			for _, l := range recent {
+				failures = append(failures, name+": "+l)
+			}
 		case strings.HasPrefix(trimmed, "--- SKIP: "):
 			skip++
 			name := strings.Fields(trimmed)[2]
@@ -135,6 +145,10 @@ func runTests(backend string, args map[string]string) {
 		}
 		if !strings.HasPrefix(trimmed, "---") && !strings.HasPrefix(trimmed, "===") {
 			last = trimmed
+			if len(recent) == keep {
+				recent = append(recent[:0], recent[1:]...)
+			}
+			recent = append(recent, trimmed)
 		}
 	}
 	err = cmd.Wait()
@@ -144,6 +158,9 @@ func runTests(backend string, args map[string]string) {
 	fmt.Printf("%s %s pass=%d fail=%d skip=%d seconds=%.0f\n", resultPrefix, backend, pass, fail, skip, time.Since(start).Seconds())
 	for _, s := range skips {
 		fmt.Printf("%s %s skipped %s\n", resultPrefix, backend, s)
+	}
+	for _, s := range failures {
+		fmt.Printf("%s %s failed %s\n", resultPrefix, backend, s)
 	}
 }
 
