@@ -40,9 +40,9 @@ const bpftraceScript = `tracepoint:syscalls:sys_exit_bind,tracepoint:syscalls:sy
 
 func main() {
 	bin := flag.String("porttrace", "./porttrace", "porttrace binary to measure")
-	reps := flag.Int("reps", 5, "repetitions of each case")
+	reps := flag.Int("reps", 7, "repetitions of each case")
 	tcpN := flag.Int("tcp", 20000, "connect+accept+close iterations per TCP run")
-	udpN := flag.Int("udp", 50000, "socket+bind(0)+close iterations per UDP run")
+	udpN := flag.Int("udp", 100000, "socket+bind(0)+close iterations per UDP run")
 	millions := flag.Float64("events", 1, "millions of events for the memory measurement")
 	flag.Parse()
 	if os.Geteuid() != 0 {

@@ -151,16 +151,19 @@ static __always_inline void fill_task(struct event *e, __u8 kind, __u8 backend)
 
 /*
  * fill_task_rest sets the rest, only for an event that will be sent. The
- * task is walked with direct loads through BTF pointers (5.11+), not one
- * helper call a field.
+ * task is walked with direct loads through BTF pointers (5.11+) rather than
+ * a helper call a field, in a global function that the verifier checks
+ * once rather than at every call site.
  */
-static __always_inline void fill_task_rest(struct event *e)
+__noinline int fill_task_rest(struct event *e)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
 	__u64 ug = bpf_get_current_uid_gid();
 	struct mm_struct *mm = task->mm;
 	struct file *exe;
 
+	if (!e)
+		return 0;
 	e->ts_ns = bpf_ktime_get_boot_ns();
 	e->uid = (__u32)ug;
 	e->gid = ug >> 32;
@@ -173,6 +176,7 @@ static __always_inline void fill_task_rest(struct event *e)
 		e->flags |= F_EXE_DELETED;
 	if (cred_has_cap(task->cred, CAP_NET_BIND_SERVICE))
 		e->flags |= F_CAP_BIND;
+	return 0;
 }
 
 /*
@@ -309,7 +313,7 @@ static __always_inline bool read_sockaddr(const void *sa, bool user, __u8 addr[1
  * WAKEUP_NS, so a lone event is delivered at once and a storm in
  * batches; userspace also reads on a short timer for what is left.
  */
-#define WAKEUP_BYTES (64 * sizeof(struct event))
+#define WAKEUP_BYTES (1024 * sizeof(struct event))
 #define WAKEUP_NS (5 * 1000 * 1000)
 
 __u64 last_wakeup = 0; /* shared by all CPUs; a lost race costs one wakeup */

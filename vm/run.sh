@@ -116,6 +116,8 @@ for name in "${kernels[@]}"; do
 		f=$(sed -E 's/.*fail=([0-9]+).*/\1/' <<<"$line")
 		s=$(sed -E 's/.*skip=([0-9]+).*/\1/' <<<"$line")
 		result[$name,$b]="$p passed, $f failed, $s skipped"
+		fl=$(sed -nE 's/.*flaky=([0-9]+).*/\1/p' <<<"$line")
+		[ "${fl:-0}" = 0 ] || result[$name,$b]+=" ($fl passed only when run again)"
 		[ "$f" = 0 ] || status=1
 	done
 done

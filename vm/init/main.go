@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -94,30 +95,72 @@ func cmdline() map[string]string {
 }
 
 // runTests runs the kernel tests with one backend, echoing their output,
-// and prints "porttrace-matrix: BACKEND pass=N fail=N skip=N" plus one
-// line per skipped test with its reason and, for each failed test, its last
-// lines of output, so a failure can be read from the matrix alone.
+// and prints "porttrace-matrix: BACKEND pass=N fail=N skip=N flaky=N" plus
+// one line per skipped test with its reason and, for each failed test, its
+// last lines of output, so a failure can be read from the matrix alone.
+// Tests that failed are run once more: under emulation a guest can stall
+// for seconds, so a test that fails and then passes is counted as passed
+// but named as flaky, with the output of its failure.
 func runTests(backend string, args map[string]string) {
-	run := args["porttrace.run"]
-	if run == "" {
-		run = "^TestKernel"
+	pattern := args["porttrace.run"]
+	if pattern == "" {
+		pattern = "^TestKernel"
 	}
-	cmd := exec.Command("/tracer.test", "-test.v", "-test.count=1", "-test.run", run, "-test.timeout", "10m")
+	start := time.Now()
+	r := runOnce(backend, pattern, args)
+	var flaky []string
+	if len(r.failedTop) > 0 && !r.crashed {
+		again := runOnce(backend, "^("+strings.Join(r.failedTop, "|")+")$", args)
+		if again.fail == 0 && !again.crashed {
+			// The second run's results replace the first's for those tests.
+			flaky = r.failedTop
+			for _, name := range r.passed {
+				top, _, _ := strings.Cut(name, "/")
+				if slices.Contains(flaky, top) {
+					r.pass--
+				}
+			}
+			r.pass += again.pass
+			r.fail = 0
+		}
+	}
+	fmt.Printf("%s %s pass=%d fail=%d skip=%d flaky=%d seconds=%.0f\n", resultPrefix, backend, r.pass, r.fail, r.skip, len(flaky), time.Since(start).Seconds())
+	for _, s := range r.skips {
+		fmt.Printf("%s %s skipped %s\n", resultPrefix, backend, s)
+	}
+	for _, name := range flaky {
+		fmt.Printf("%s %s flaky %s: failed, then passed when run again\n", resultPrefix, backend, name)
+	}
+	for _, s := range r.failures {
+		fmt.Printf("%s %s failed %s\n", resultPrefix, backend, s)
+	}
+}
+
+// result is what one run of the test binary reported.
+type result struct {
+	pass, fail, skip int
+	failedTop        []string // top-level tests that failed
+	passed           []string // tests and subtests that passed
+	skips, failures  []string // "Test: reason" and "Test: output line"
+	crashed          bool     // the binary failed with no test saying FAIL
+}
+
+// runOnce runs the tests matching pattern with backend, echoing their output.
+func runOnce(backend, pattern string, args map[string]string) result {
+	var r result
+	cmd := exec.Command("/tracer.test", "-test.v", "-test.count=1", "-test.run", pattern, "-test.timeout", "10m")
 	cmd.Env = append(os.Environ(), "PORTTRACE_BACKEND="+backend, "PORTTRACE_WANT_AUTO="+args["porttrace.auto"], "HOME=/tmp", "PATH=/usr/bin:/bin")
 	cmd.Dir = "/tmp"
 	out, err := cmd.StdoutPipe()
+	if err == nil {
+		cmd.Stderr = cmd.Stdout
+		err = cmd.Start()
+	}
 	if err != nil {
 		fmt.Printf("%s %s error %v\n", resultPrefix, backend, err)
-		return
+		r.fail, r.crashed = 1, true
+		return r
 	}
-	cmd.Stderr = cmd.Stdout
-	start := time.Now()
-	if err := cmd.Start(); err != nil {
-		fmt.Printf("%s %s error %v\n", resultPrefix, backend, err)
-		return
-	}
-	var pass, fail, skip int
-	var skips, failures []string
 	var recent []string // the current test's output, last few lines
 	const keep = 12
 	sc := bufio.NewScanner(out)
@@ -130,18 +173,22 @@ func runTests(backend string, args map[string]string) {
 		case strings.HasPrefix(trimmed, "=== RUN "):
 			recent = recent[:0]
 		case strings.HasPrefix(trimmed, "--- PASS: "):
-			pass++
+			r.pass++
+			r.passed = append(r.passed, strings.Fields(trimmed)[2])
 		case strings.HasPrefix(trimmed, "--- FAIL: "):
-			fail++
+			r.fail++
 			name := strings.Fields(trimmed)[2]
-			failures = append(failures, name)
+			if strings.HasPrefix(line, "--- FAIL: ") {
+				r.failedTop = append(r.failedTop, name)
+			}
+			r.failures = append(r.failures, name)
 			for _, l := range recent {
-				failures = append(failures, name+": "+l)
+				r.failures = append(r.failures, name+": "+l)
 			}
 		case strings.HasPrefix(trimmed, "--- SKIP: "):
-			skip++
+			r.skip++
 			name := strings.Fields(trimmed)[2]
-			skips = append(skips, name+": "+last)
+			r.skips = append(r.skips, name+": "+last)
 		}
 		if !strings.HasPrefix(trimmed, "---") && !strings.HasPrefix(trimmed, "===") {
 			last = trimmed
@@ -151,17 +198,10 @@ func runTests(backend string, args map[string]string) {
 			recent = append(recent, trimmed)
 		}
 	}
-	err = cmd.Wait()
-	if err != nil && fail == 0 {
-		fail++ // a crash or timeout counts even if no test said FAIL
+	if err := cmd.Wait(); err != nil && r.fail == 0 {
+		r.fail, r.crashed = 1, true // a crash or timeout counts even if no test said FAIL
 	}
-	fmt.Printf("%s %s pass=%d fail=%d skip=%d seconds=%.0f\n", resultPrefix, backend, pass, fail, skip, time.Since(start).Seconds())
-	for _, s := range skips {
-		fmt.Printf("%s %s skipped %s\n", resultPrefix, backend, s)
-	}
-	for _, s := range failures {
-		fmt.Printf("%s %s failed %s\n", resultPrefix, backend, s)
-	}
+	return r
 }
 
 // poweroff flushes the serial console, which otherwise loses its last
