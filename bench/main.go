@@ -15,6 +15,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"runtime"
 	"slices"
 	"strings"
 	"syscall"
@@ -40,9 +41,9 @@ const bpftraceScript = `tracepoint:syscalls:sys_exit_bind,tracepoint:syscalls:sy
 
 func main() {
 	bin := flag.String("porttrace", "./porttrace", "porttrace binary to measure")
-	reps := flag.Int("reps", 7, "repetitions of each case")
-	tcpN := flag.Int("tcp", 20000, "connect+accept+close iterations per TCP run")
-	udpN := flag.Int("udp", 100000, "socket+bind(0)+close iterations per UDP run")
+	reps := flag.Int("reps", 15, "repetitions of each case")
+	tcpN := flag.Int("tcp", 8000, "connect+accept+close iterations per TCP run")
+	udpN := flag.Int("udp", 40000, "socket+bind(0)+close iterations per UDP run")
 	millions := flag.Float64("events", 1, "millions of events for the memory measurement")
 	flag.Parse()
 	if os.Geteuid() != 0 {
@@ -66,7 +67,7 @@ func main() {
 		cases = append(cases, tracerCase{name: "bpftrace, same tracepoints > /dev/null", bpftrace: true})
 	}
 	fmt.Printf("porttrace bench: %s, %d CPUs, kernel %s\n", time.Now().Format(time.RFC3339), nprocs(), kernel())
-	fmt.Printf("interleaved, %d repetitions a case, medians\n\n", *reps)
+	fmt.Printf("interleaved, %d repetitions a case: median time, and the median (range) of each repetition's ratio to the no-tracer run beside it\n\n", *reps)
 	began := time.Now()
 	for _, wl := range []struct {
 		name string
@@ -89,10 +90,10 @@ func main() {
 		}
 		fmt.Printf("%s (measured in %s)\n", wl.name, time.Since(began).Round(time.Second))
 		began = time.Now()
-		base := median(times[0])
 		for i, c := range cases {
 			m := median(times[i])
-			fmt.Printf("  %-40s %10s  %7.0f ns/op  %.3fx\n", c.name, m.Round(time.Millisecond), float64(m.Nanoseconds())/float64(wl.n), float64(m)/float64(base))
+			ratio, lo, hi := pairedRatio(times[i], times[0])
+			fmt.Printf("  %-40s %10s  %7.0f ns/op  %.3fx  (%.3f-%.3f)\n", c.name, m.Round(time.Millisecond), float64(m.Nanoseconds())/float64(wl.n), ratio, lo, hi)
 		}
 		fmt.Println()
 	}
@@ -127,6 +128,10 @@ func main() {
 		fmt.Printf("startup of %s, launch to first captured event: median %s (of %d: %v)\n", sc.name, median(starts).Round(time.Millisecond), len(starts), roundAll(starts))
 	}
 	fmt.Println()
+	if err := kernelTime(*bin, cases); err != nil {
+		fmt.Fprintf(os.Stderr, "bench: kernel time: %v\n", err)
+		os.Exit(1)
+	}
 	if err := throughput(*bin); err != nil {
 		fmt.Fprintf(os.Stderr, "bench: throughput: %v\n", err)
 		os.Exit(1)
@@ -158,15 +163,102 @@ func measure(bin string, c tracerCase, work func() error) (time.Duration, error)
 	if err != nil {
 		return 0, err
 	}
-	start := time.Now()
-	err = work()
-	d := time.Since(start)
+	d, err := pinned(work)
 	if stop != nil {
 		if serr := stop(); err == nil {
 			err = serr
 		}
 	}
 	return d, err
+}
+
+// kernelTime runs each porttrace case once over both workloads with the
+// kernel's BPF run-time statistics on and prints what each program cost a
+// call. Unlike the ratios above it does not move with the machine's noise,
+// but it leaves out what the hook itself costs (the floor) and adds the
+// statistics' own few tens of nanoseconds a call.
+func kernelTime(bin string, cases []tracerCase) error {
+	stats, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
+	if err != nil {
+		return fmt.Errorf("enabling BPF statistics: %w", err)
+	}
+	defer stats.Close()
+	fmt.Println("kernel time a call, from the kernel's BPF statistics (TCP x5000, then UDP x20000):")
+	for _, c := range cases {
+		if c.args == nil {
+			continue
+		}
+		stop, err := startCmd(exec.Command(bin, c.args...), " with the ", false)
+		if err != nil {
+			return err
+		}
+		if _, err = pinned(func() error { return tcpLoop(5000) }); err == nil {
+			_, err = pinned(func() error { return udpLoop(20000) })
+		}
+		var line []string
+		if err == nil {
+			line, err = programCosts()
+		}
+		stop()
+		if err != nil {
+			return err
+		}
+		fmt.Printf("  %-40s %s\n", c.name, strings.Join(line, ", "))
+	}
+	fmt.Println()
+	return nil
+}
+
+// programCosts lists the programs porttrace attached that ran, with their
+// mean run time.
+func programCosts() ([]string, error) {
+	var out []string
+	for id := ebpf.ProgramID(0); ; {
+		next, err := ebpf.ProgramGetNextID(id)
+		if errors.Is(err, os.ErrNotExist) {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+		id = next
+		prog, err := ebpf.NewProgramFromID(id)
+		if err != nil {
+			continue // gone meanwhile
+		}
+		info, ierr := prog.Info()
+		st, serr := prog.Stats()
+		prog.Close()
+		if ierr != nil || serr != nil || st.RunCount == 0 {
+			continue
+		}
+		if !strings.HasPrefix(info.Name, "tp_") && !strings.HasPrefix(info.Name, "fexit_") &&
+			!strings.HasPrefix(info.Name, "fentry_") && !strings.HasPrefix(info.Name, "kp_") && !strings.HasPrefix(info.Name, "krp_") {
+			continue
+		}
+		out = append(out, fmt.Sprintf("%s %d ns (%d)", info.Name, st.Runtime.Nanoseconds()/int64(st.RunCount), st.RunCount))
+	}
+	return out, nil
+}
+
+// pinned runs work on one thread bound to the first CPU, so repetitions
+// differ by what the tracer costs and not by where the scheduler put the
+// loop; the tracer's reader runs wherever it likes, as it would in use.
+func pinned(work func() error) (time.Duration, error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	var set, old unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &old); err != nil {
+		return 0, err
+	}
+	set.Set(0)
+	if err := unix.SchedSetaffinity(0, &set); err != nil {
+		return 0, err
+	}
+	defer unix.SchedSetaffinity(0, &old)
+	start := time.Now()
+	err := work()
+	return time.Since(start), err
 }
 
 // startCmd starts a tracer with its output to /dev/null and returns once
@@ -594,6 +686,18 @@ func udpLoop(n int) error {
 		}
 	}
 	return nil
+}
+
+// pairedRatio compares a case with the baseline repetition by repetition
+// (each pair ran back to back, so a machine that slows down for a while
+// slows both): the median of the per-repetition ratios, and their range.
+func pairedRatio(c, base []time.Duration) (med, lo, hi float64) {
+	rs := make([]float64, len(c))
+	for i := range c {
+		rs[i] = float64(c[i]) / float64(base[i])
+	}
+	slices.Sort(rs)
+	return rs[len(rs)/2], rs[0], rs[len(rs)-1]
 }
 
 func median(ds []time.Duration) time.Duration {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
+	"github.com/cilium/ebpf/features"
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 )
@@ -244,6 +245,18 @@ func listenFunc(kernel *btf.Spec) (fn string, onSock bool) {
 		return "__inet_listen_sk", true
 	}
 	return "inet_listen", false
+}
+
+// fentryAvailable tells whether the kernel loads tracing (fentry/fexit)
+// programs at all, with a two-instruction probe: a kernel that refuses them
+// (EPERM under lockdown or by policy, or no BPF trampoline) is found out
+// before porttrace's maps are created and its programs verified for nothing.
+func fentryAvailable() error {
+	err := features.HaveProgramType(ebpf.Tracing)
+	if errors.Is(err, unix.EPERM) && os.Geteuid() == 0 {
+		return errRefused
+	}
+	return err
 }
 
 // kprobesAvailable tells why kprobes cannot attach, before anything is loaded.

@@ -126,6 +126,10 @@ func TestKernelChurnUsageMatchesSS(t *testing.T) {
 	}
 	ns := newNetns(t)
 	ns.sysctl(t, "net.ipv4.ip_local_port_range", "40000 40199")
+	// Loopback connects may take over a TIME_WAIT port to the same peer once
+	// a second has passed (tcp_tw_reuse=2, the default); a slow machine gets
+	// there mid-test and the count is one short.
+	ns.sysctl(t, "net.ipv4.tcp_tw_reuse", "0")
 	svc := netip.MustParseAddrPort("127.0.0.1:9000")
 	var ssOut []byte
 	ns.run(t, func() {

@@ -74,6 +74,10 @@ func New(o Options) (*Tracer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading kernel BTF (/sys/kernel/btf/vmlinux, CONFIG_DEBUG_INFO_BTF): %w", err)
 	}
+	spec, err := loadPorttrace()
+	if err != nil {
+		return nil, fmt.Errorf("reading the embedded BPF object: %w", err)
+	}
 	order := []Backend{BackendFentry, BackendKprobe, BackendTracepoint}
 	if o.Backend != BackendAuto {
 		order = []Backend{o.Backend}
@@ -81,7 +85,7 @@ func New(o Options) (*Tracer, error) {
 	t := &Tracer{comms: newInterner()}
 	var errs []error
 	for _, b := range order {
-		err := t.start(b, o, kernel)
+		err := t.start(b, o, spec.Copy(), kernel)
 		if err == nil {
 			t.backend = b
 			break
@@ -100,6 +104,8 @@ func New(o Options) (*Tracer, error) {
 	return t, nil
 }
 
+var errRefused = fmt.Errorf("the kernel refused to load its programs (EPERM as root: lockdown, or a kernel that forbids this program type): %w", ebpf.ErrNotSupported)
+
 // explain adds what to do to the errors an operator can fix.
 func explain(err error) error {
 	if errors.Is(err, unix.EPERM) && os.Geteuid() != 0 {
@@ -108,15 +114,16 @@ func explain(err error) error {
 	return err
 }
 
-func (t *Tracer) start(b Backend, o Options, kernel *btf.Spec) (err error) {
-	if b == BackendKprobe {
+func (t *Tracer) start(b Backend, o Options, spec *ebpf.CollectionSpec, kernel *btf.Spec) (err error) {
+	switch b {
+	case BackendKprobe:
 		if err := kprobesAvailable(); err != nil {
 			return err
 		}
-	}
-	spec, err := loadPorttrace()
-	if err != nil {
-		return fmt.Errorf("reading the embedded BPF object: %w", err)
+	case BackendFentry:
+		if err := fentryAvailable(); err != nil {
+			return err
+		}
 	}
 	listenFn, onSock := listenFunc(kernel)
 	uid := uint32(0xffffffff)
@@ -144,7 +151,7 @@ func (t *Tracer) start(b Backend, o Options, kernel *btf.Spec) (err error) {
 
 	l, err := loadBackend(b, spec, opts, listenFn)
 	if errors.Is(err, unix.EPERM) && os.Geteuid() == 0 {
-		return fmt.Errorf("the kernel refused to load its programs (EPERM as root: lockdown, or a kernel that forbids this program type): %w", ebpf.ErrNotSupported)
+		return errRefused
 	}
 	if err != nil {
 		return fmt.Errorf("loading: %w", err)
