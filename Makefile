@@ -6,7 +6,7 @@ BPF_CFLAGS ?= -O2 -g -Wall -Werror
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 GO ?= go
 
-.PHONY: all build generate test test-vm bench lint help clean
+.PHONY: all build generate test test-vm bench bench-vm lint help clean
 
 all: build
 
@@ -25,6 +25,9 @@ test-vm: ## run the kernel tests in QEMU on each kernel of vm/kernels, per backe
 
 bench: build ## measure overhead and startup against no tracer (root)
 	go run ./bench
+
+bench-vm: ## per-call kernel time of the fentry and tracepoint backends, in QEMU
+	VM_BENCH='-reps+3+-tcp+300+-udp+1000+-events+0.005+-backends+fentry,tracepoint' bash vm/run.sh
 
 lint: ## gofmt and go vet
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }

@@ -23,6 +23,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/features"
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 )
@@ -32,6 +33,7 @@ type tracerCase struct {
 	args     []string // porttrace arguments; nil: no tracer
 	floor    bool     // an empty BPF program on the same tracepoints instead
 	cgroup   bool     // empty programs on the cgroup socket hooks instead
+	fexit    bool     // empty fentry/fexit programs on the fentry backend's functions instead
 	bpftrace bool     // bpftrace running bpftraceScript instead
 }
 
@@ -45,6 +47,7 @@ func main() {
 	tcpN := flag.Int("tcp", 8000, "connect+accept+close iterations per TCP run")
 	udpN := flag.Int("udp", 40000, "socket+bind(0)+close iterations per UDP run")
 	millions := flag.Float64("events", 1, "millions of events for the memory measurement")
+	backends := flag.String("backends", "", "measure porttrace with each of these backends (comma-separated) instead of its automatic choice")
 	flag.Parse()
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "bench: needs root (it runs porttrace)")
@@ -58,16 +61,27 @@ func main() {
 		{name: "no tracer"},
 		{name: "floor: empty program, same tracepoints", floor: true},
 		{name: "floor: empty cgroup socket hooks", cgroup: true},
-		{name: "porttrace -o json > /dev/null", args: []string{"-o", "json"}},
-		{name: "porttrace -p 1 (matches nothing)", args: []string{"-o", "json", "-p", "1"}},
-		{name: "porttrace churn", args: []string{"churn", "-o", "json", "-i", "1s"}},
+	}
+	if features.HaveProgramType(ebpf.Tracing) == nil {
+		cases = append(cases, tracerCase{name: "floor: empty fentry/fexit, same functions", fexit: true})
+	}
+	for _, b := range strings.Split(*backends, ",") {
+		name, args := "porttrace", []string(nil)
+		if b != "" {
+			name, args = "porttrace --backend "+b, []string{"--backend", b}
+		}
+		cases = append(cases,
+			tracerCase{name: name + " -o json > /dev/null", args: append([]string{"-o", "json"}, args...)},
+			tracerCase{name: name + " -p 1 (matches nothing)", args: append([]string{"-o", "json", "-p", "1"}, args...)},
+			tracerCase{name: name + " churn", args: append([]string{"churn", "-o", "json", "-i", "1s"}, args...)},
+		)
 	}
 	bpftrace, _ := exec.LookPath("bpftrace")
 	if bpftrace != "" {
 		cases = append(cases, tracerCase{name: "bpftrace, same tracepoints > /dev/null", bpftrace: true})
 	}
 	fmt.Printf("porttrace bench: %s, %d CPUs, kernel %s\n", time.Now().Format(time.RFC3339), nprocs(), kernel())
-	fmt.Printf("interleaved, %d repetitions a case: median time, and the median (range) of each repetition's ratio to the no-tracer run beside it\n\n", *reps)
+	fmt.Printf("interleaved, %d repetitions a case: median time; the median (range) of each repetition's ratio\nto the no-tracer run beside it; the ratio of the best runs, the least disturbed by the machine\n\n", *reps)
 	began := time.Now()
 	for _, wl := range []struct {
 		name string
@@ -89,11 +103,16 @@ func main() {
 			}
 		}
 		fmt.Printf("%s (measured in %s)\n", wl.name, time.Since(began).Round(time.Second))
+		width := 0
+		for _, c := range cases {
+			width = max(width, len(c.name))
+		}
 		began = time.Now()
 		for i, c := range cases {
 			m := median(times[i])
 			ratio, lo, hi := pairedRatio(times[i], times[0])
-			fmt.Printf("  %-40s %10s  %7.0f ns/op  %.3fx  (%.3f-%.3f)\n", c.name, m.Round(time.Millisecond), float64(m.Nanoseconds())/float64(wl.n), ratio, lo, hi)
+			best := float64(slices.Min(times[i])) / float64(slices.Min(times[0]))
+			fmt.Printf("  %-*s %10s  %7.0f ns/op  %.3fx  (%.3f-%.3f)  best %.3fx\n", width, c.name, m.Round(time.Millisecond), float64(m.Nanoseconds())/float64(wl.n), ratio, lo, hi, best)
 		}
 		fmt.Println()
 	}
@@ -155,6 +174,8 @@ func measure(bin string, c tracerCase, work func() error) (time.Duration, error)
 		stop, err = attachEmpty()
 	case c.cgroup:
 		stop, err = attachEmptyCgroup()
+	case c.fexit:
+		stop, err = attachEmptyFexit()
 	case c.bpftrace:
 		stop, err = startCmd(exec.Command("bpftrace", "-e", bpftraceScript), "Attaching", true)
 	case c.args != nil:
@@ -203,7 +224,7 @@ func kernelTime(bin string, cases []tracerCase) error {
 		if err != nil {
 			return err
 		}
-		fmt.Printf("  %-40s %s\n", c.name, strings.Join(line, ", "))
+		fmt.Printf("  %s: %s\n", c.name, strings.Join(line, ", "))
 	}
 	fmt.Println()
 	return nil
@@ -377,6 +398,48 @@ func attachEmptyCgroup() (func() error, error) {
 		if err != nil {
 			stop()
 			return nil, err
+		}
+		links = append(links, l)
+	}
+	return stop, nil
+}
+
+// attachEmptyFexit attaches programs that do nothing where the fentry
+// backend hooks the binds, connects and accepts: the floor of that backend.
+func attachEmptyFexit() (func() error, error) {
+	var links []link.Link
+	var progs []*ebpf.Program
+	stop := func() error {
+		for _, l := range links {
+			l.Close()
+		}
+		for _, p := range progs {
+			p.Close()
+		}
+		return nil
+	}
+	for _, h := range []struct {
+		fn     string
+		attach ebpf.AttachType
+	}{
+		{"__inet_bind", ebpf.AttachTraceFExit},
+		{"tcp_v4_connect", ebpf.AttachTraceFEntry},
+		{"tcp_v4_connect", ebpf.AttachTraceFExit},
+		{"inet_csk_accept", ebpf.AttachTraceFExit},
+	} {
+		prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+			Type: ebpf.Tracing, AttachType: h.attach, AttachTo: h.fn, License: "GPL",
+			Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
+		})
+		if err != nil {
+			stop()
+			return nil, fmt.Errorf("%s: %w", h.fn, err)
+		}
+		progs = append(progs, prog)
+		l, err := link.AttachTracing(link.TracingOptions{Program: prog})
+		if err != nil {
+			stop()
+			return nil, fmt.Errorf("%s: %w", h.fn, err)
 		}
 		links = append(links, l)
 	}

@@ -308,8 +308,9 @@ static __always_inline bool read_sockaddr(const void *sa, bool user, __u8 addr[1
 #include "churn.h"
 
 /*
- * Waking the reader for every event costs more than the event. Wake it
- * once a batch has gathered, or when it has not been woken for
+ * Waking the reader for every event costs more than the event, and a
+ * reader that drains the ring as events arrive fights the writers for its
+ * cache lines. Wake it once a batch of 1,024 has gathered, or when it has not been woken for
  * WAKEUP_NS, so a lone event is delivered at once and a storm in
  * batches; userspace also reads on a short timer for what is left.
  */

@@ -6,7 +6,9 @@
 #
 # Kernels and built artefacts are cached in .cache/vm (override: VM_CACHE).
 # VM_BACKENDS (default fentry,kprobe,tracepoint) and VM_RUN (a go test -run
-# pattern) narrow a run.
+# pattern) narrow a run. VM_BENCH=ARGS runs the benchmark instead, on the
+# last kernel of vm/kernels, with ARGS (bench flags separated by "+", e.g.
+# -reps+5+-backends+fentry,tracepoint) and prints its output.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cache=${VM_CACHE:-.cache/vm}
@@ -40,6 +42,11 @@ kernel() {
 echo "test-vm: building the guest"
 CGO_ENABLED=0 go test -c -o "$cache/root/tracer.test" ./tracer
 CGO_ENABLED=0 go build -o "$cache/root/init" ./vm/init
+rm -f "$cache/root/porttrace" "$cache/root/bench"
+if [ -n "${VM_BENCH:-}" ]; then
+	CGO_ENABLED=0 go build -o "$cache/root/porttrace" ./cmd/porttrace
+	CGO_ENABLED=0 go build -o "$cache/root/bench" ./bench
+fi
 # ss(8) and its libraries, for the churn test that cross-checks against it.
 if command -v ss >/dev/null; then
 	for f in "$(command -v ss)" $(ldd "$(command -v ss)" | grep -o '/[^ ]*'); do
@@ -76,10 +83,26 @@ boot() {
 	timeout "$timeout_s" qemu-system-x86_64 -M q35 -accel tcg -cpu max -smp 1 -m 1G \
 		-nographic -no-reboot -nic none \
 		-kernel "$vmlinuz" -initrd "$cache/initrd-$name.cpio" \
-		-append "console=ttyS0 panic=-1 quiet porttrace.backends=$backends porttrace.auto=fentry porttrace.run=$run" \
+		-append "console=ttyS0 panic=-1 quiet porttrace.backends=$backends porttrace.auto=fentry porttrace.run=$run${VM_BENCH:+ porttrace.bench=$VM_BENCH}" \
 		-serial "file:$log" -monitor none -display none </dev/null >/dev/null 2>&1 || true
 	echo "test-vm: $name took $((SECONDS - start))s, log in $log"
 }
+
+if [ -n "${VM_BENCH:-}" ]; then
+	pattern=$(grep -v '^#' vm/kernels | grep . | tail -n 1)
+	pkg=$(resolve "$pattern")
+	[ -n "$pkg" ] || { echo "test-vm: no package matches $pattern (apt-get update?)" >&2; exit 1; }
+	vmlinuz=$(kernel "$pkg")
+	name=${pkg#linux-image-}
+	initrd "$name" "$cache/kernels/$pkg"
+	timeout_s=${VM_TIMEOUT:-1800}
+	echo "test-vm: benchmarking on $name (one emulated CPU)"
+	boot "$name" "$vmlinuz"
+	log=$cache/$name.log
+	sed -n '/porttrace bench:/,$p' "$log" | grep -av 'porttrace-matrix: done' | tr -d '\r'
+	grep -aq 'porttrace-matrix: done' "$log" && ! grep -aq 'bench-error' "$log" || { echo "test-vm: the benchmark failed, see $log" >&2; exit 1; }
+	exit 0
+fi
 
 declare -A result
 kernels=()

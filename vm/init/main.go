@@ -27,6 +27,11 @@ func main() {
 		poweroff()
 	}
 	args := cmdline()
+	if flags, ok := args["porttrace.bench"]; ok {
+		runBench(strings.Split(flags, "+"))
+		fmt.Printf("%s done\n", resultPrefix)
+		poweroff()
+	}
 	for _, backend := range strings.Split(args["porttrace.backends"], ",") {
 		if backend != "" {
 			runTests(backend, args)
@@ -133,6 +138,18 @@ func runTests(backend string, args map[string]string) {
 	}
 	for _, s := range r.failures {
 		fmt.Printf("%s %s failed %s\n", resultPrefix, backend, s)
+	}
+}
+
+// runBench runs the benchmark (vm/run.sh with VM_BENCH), its arguments
+// given on the kernel command line separated by "+".
+func runBench(args []string) {
+	cmd := exec.Command("/bench", append([]string{"-porttrace", "/porttrace"}, args...)...)
+	cmd.Env = append(os.Environ(), "HOME=/tmp", "PATH=/usr/bin:/bin")
+	cmd.Dir = "/tmp"
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stdout
+	if err := cmd.Run(); err != nil {
+		fmt.Printf("%s bench-error %v\n", resultPrefix, err)
 	}
 }
 
