@@ -328,33 +328,56 @@ func startCmd(cmd *exec.Cmd, ready string, readyOnStdout bool) (func() error, er
 	}, nil
 }
 
-// attachEmpty attaches a program that does nothing to the tracepoints the
+// floor holds programs that do nothing, attached where a tracer would hook:
+// what it pays before its programs do any work.
+type floor struct {
+	links []link.Link
+	progs []*ebpf.Program
+}
+
+// add loads a program that returns ret at once and attaches it with attach.
+func (f *floor) add(typ ebpf.ProgramType, at ebpf.AttachType, to string, ret int32, attach func(*ebpf.Program) (link.Link, error)) error {
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Type: typ, AttachType: at, AttachTo: to, License: "GPL",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, ret), asm.Return()},
+	})
+	if err != nil {
+		return err
+	}
+	f.progs = append(f.progs, prog)
+	l, err := attach(prog)
+	if err != nil {
+		return err
+	}
+	f.links = append(f.links, l)
+	return nil
+}
+
+func (f *floor) close() error {
+	for _, l := range f.links {
+		l.Close()
+	}
+	for _, p := range f.progs {
+		p.Close()
+	}
+	return nil
+}
+
+// attachEmpty attaches programs that do nothing to the tracepoints the
 // tracepoint backend uses: what any syscall-tracepoint tool pays on this
 // kernel before its program does any work.
 func attachEmpty() (func() error, error) {
-	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-		Type: ebpf.TracePoint, License: "GPL",
-		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
-	})
-	if err != nil {
-		return nil, err
-	}
-	var links []link.Link
-	stop := func() error {
-		for _, l := range links {
-			l.Close()
-		}
-		return prog.Close()
-	}
+	f := &floor{}
 	for _, tp := range []string{"sys_exit_bind", "sys_exit_listen", "sys_enter_connect", "sys_exit_connect", "sys_exit_accept", "sys_exit_accept4"} {
-		l, err := link.Tracepoint("syscalls", tp, prog, nil)
+		err := f.add(ebpf.TracePoint, ebpf.AttachNone, "", 0, func(p *ebpf.Program) (link.Link, error) {
+			return link.Tracepoint("syscalls", tp, p, nil)
+		})
 		if err != nil {
-			stop()
-			return nil, err
+			f.close()
+			return nil, fmt.Errorf("%s: %w", tp, err)
 		}
-		links = append(links, l)
 	}
-	return stop, nil
+	return f.close, nil
 }
 
 // attachEmptyCgroup attaches programs that do nothing to the cgroup v2
@@ -366,17 +389,7 @@ func attachEmptyCgroup() (func() error, error) {
 	if err != nil {
 		return nil, err
 	}
-	var links []link.Link
-	var progs []*ebpf.Program
-	stop := func() error {
-		for _, l := range links {
-			l.Close()
-		}
-		for _, p := range progs {
-			p.Close()
-		}
-		return nil
-	}
+	f := &floor{}
 	for _, h := range []struct {
 		typ    ebpf.ProgramType
 		attach ebpf.AttachType
@@ -385,39 +398,21 @@ func attachEmptyCgroup() (func() error, error) {
 		{ebpf.CGroupSockAddr, ebpf.AttachCGroupInet4Bind},
 		{ebpf.CGroupSock, ebpf.AttachCGroupInet4PostBind},
 	} {
-		prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-			Type: h.typ, AttachType: h.attach, License: "GPL",
-			Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 1), asm.Return()},
+		err := f.add(h.typ, h.attach, "", 1, func(p *ebpf.Program) (link.Link, error) {
+			return link.AttachCgroup(link.CgroupOptions{Path: root, Attach: h.attach, Program: p})
 		})
 		if err != nil {
-			stop()
+			f.close()
 			return nil, err
 		}
-		progs = append(progs, prog)
-		l, err := link.AttachCgroup(link.CgroupOptions{Path: root, Attach: h.attach, Program: prog})
-		if err != nil {
-			stop()
-			return nil, err
-		}
-		links = append(links, l)
 	}
-	return stop, nil
+	return f.close, nil
 }
 
 // attachEmptyFexit attaches programs that do nothing where the fentry
 // backend hooks the binds, connects and accepts: the floor of that backend.
 func attachEmptyFexit() (func() error, error) {
-	var links []link.Link
-	var progs []*ebpf.Program
-	stop := func() error {
-		for _, l := range links {
-			l.Close()
-		}
-		for _, p := range progs {
-			p.Close()
-		}
-		return nil
-	}
+	f := &floor{}
 	for _, h := range []struct {
 		fn     string
 		attach ebpf.AttachType
@@ -427,23 +422,15 @@ func attachEmptyFexit() (func() error, error) {
 		{"tcp_v4_connect", ebpf.AttachTraceFExit},
 		{"inet_csk_accept", ebpf.AttachTraceFExit},
 	} {
-		prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-			Type: ebpf.Tracing, AttachType: h.attach, AttachTo: h.fn, License: "GPL",
-			Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
+		err := f.add(ebpf.Tracing, h.attach, h.fn, 0, func(p *ebpf.Program) (link.Link, error) {
+			return link.AttachTracing(link.TracingOptions{Program: p})
 		})
 		if err != nil {
-			stop()
+			f.close()
 			return nil, fmt.Errorf("%s: %w", h.fn, err)
 		}
-		progs = append(progs, prog)
-		l, err := link.AttachTracing(link.TracingOptions{Program: prog})
-		if err != nil {
-			stop()
-			return nil, fmt.Errorf("%s: %w", h.fn, err)
-		}
-		links = append(links, l)
 	}
-	return stop, nil
+	return f.close, nil
 }
 
 // cgroup2Root finds where the cgroup v2 hierarchy is mounted.
