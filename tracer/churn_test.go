@@ -52,7 +52,8 @@ func listenTCP(t *testing.T, ap netip.AddrPort) int {
 
 // Known numbers of TCP connects, UDP connects and binds to port 0 give
 // exactly those allocation counts; a bind(0) followed by connect is one
-// allocation, not two. Nothing is sent through the ring buffer.
+// allocation, not two, and so is a bind(0) with IP_BIND_ADDRESS_NO_PORT
+// (the connect's). Nothing is sent through the ring buffer.
 func TestKernelChurnCounts(t *testing.T) {
 	ns := newNetns(t)
 	ns.sysctl(t, "net.ipv4.ip_local_port_range", "40000 40199")
@@ -92,6 +93,21 @@ func TestKernelChurnCounts(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
+		// IP_BIND_ADDRESS_NO_PORT: bind(0) takes the address only, the
+		// connect takes the port.
+		for i := 0; i < 3; i++ {
+			fd := newSocket(t, tcp4)
+			fds = append(fds, fd)
+			if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1); err != nil {
+				t.Fatal(err)
+			}
+			if err := unix.Bind(fd, sockaddr(netip.MustParseAddrPort("127.0.0.1:0"))); err != nil {
+				t.Fatal(err)
+			}
+			if err := unix.Connect(fd, sockaddr(svc)); err != nil {
+				t.Fatal(err)
+			}
+		}
 	})
 	defer func() {
 		for _, fd := range fds {
@@ -106,12 +122,12 @@ func TestKernelChurnCounts(t *testing.T) {
 	if n == nil {
 		t.Fatal("no churn counted in the test's netns")
 	}
-	want := map[string]uint64{"connect tcp": 30, "connect udp": 20, "bind udp": 10, "bind tcp": 5}
+	want := map[string]uint64{"connect tcp": 33, "connect udp": 20, "bind udp": 10, "bind tcp": 5}
 	if fmt.Sprint(n.Allocs) != fmt.Sprint(want) || n.TotalFails() != 0 {
 		t.Errorf("allocations %v, failures %v; want %v and none", n.Allocs, n.Fails, want)
 	}
-	if got := tot.Dests[DestKey{ns.inode, Dest{ProtoTCP, svc}}]; got.Allocs != 30 {
-		t.Errorf("destination %s: %+v, want 30 allocations", svc, got)
+	if got := tot.Dests[DestKey{ns.inode, Dest{ProtoTCP, svc}}]; got.Allocs != 33 {
+		t.Errorf("destination %s: %+v, want 33 allocations", svc, got)
 	}
 	if evs := c.stop(t, ns); len(evs) != 0 {
 		t.Errorf("churn mode sent %d events", len(evs))

@@ -457,13 +457,16 @@ func TestKernelMPTCPAndPlainTCP(t *testing.T) {
 	}
 }
 
-// The port filter runs in the kernel and matches local or remote ports.
+// The port filter runs in the kernel and matches local or remote ports,
+// a local port the kernel picked included.
 func TestKernelPortFilter(t *testing.T) {
 	ns := newNetns(t)
 	var ports PortSet
 	if err := ports.Set("9999,20000-20001"); err != nil {
 		t.Fatal(err)
 	}
+	// Ports the kernel picks come from the filtered ones.
+	ns.sysctl(t, "net.ipv4.ip_local_port_range", "20000 20001")
 	c := startTracer(t, Options{PID: uint32(os.Getpid()), Ports: &ports})
 	ns.run(t, func() {
 		for _, p := range []string{"127.0.0.1:9998", "127.0.0.1:9999", "127.0.0.1:20001", "127.0.0.1:20002"} {
@@ -472,6 +475,12 @@ func TestKernelPortFilter(t *testing.T) {
 			if err := unix.Bind(fd, sockaddr(netip.MustParseAddrPort(p))); err != nil {
 				t.Fatal(err)
 			}
+		}
+		// Asked for port 0, matched by the port the kernel chose.
+		fd0 := newSocket(t, tcp4)
+		defer unix.Close(fd0)
+		if err := unix.Bind(fd0, sockaddr(netip.MustParseAddrPort("127.0.0.1:0"))); err != nil {
+			t.Fatal(err)
 		}
 		// Matched by its remote port alone.
 		fd := newSocket(t, udp4)
@@ -484,7 +493,8 @@ func TestKernelPortFilter(t *testing.T) {
 	for _, ev := range c.stop(t, ns) {
 		got = append(got, fmt.Sprintf("%s %s", ev.Kind, apString(ev.Local)))
 	}
-	if len(got) != 3 || got[0] != "bind 127.0.0.1:9999" || got[1] != "bind 127.0.0.1:20001" || !strings.HasPrefix(got[2], "connect 127.0.0.1:") {
+	if len(got) != 4 || got[0] != "bind 127.0.0.1:9999" || got[1] != "bind 127.0.0.1:20001" ||
+		!strings.HasPrefix(got[2], "bind 127.0.0.1:2000") || !strings.HasPrefix(got[3], "connect 127.0.0.1:") {
 		t.Errorf("got %q", got)
 	}
 }
