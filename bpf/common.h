@@ -310,11 +310,13 @@ static __always_inline bool read_sockaddr(const void *sa, bool user, __u8 addr[1
 /*
  * Waking the reader for every event costs more than the event, and a
  * reader that drains the ring as events arrive fights the writers for its
- * cache lines. Wake it once a batch of 1,024 has gathered, or when it has not been woken for
- * WAKEUP_NS, so a lone event is delivered at once and a storm in
- * batches; userspace also reads on a short timer for what is left.
+ * cache lines. Wake it once wakeup_bytes have gathered (1,024 events, less
+ * for a small ring: the loader sets it to at most a quarter of the ring),
+ * or when it has not been woken for WAKEUP_NS, so a lone event is
+ * delivered at once and a storm in batches; userspace also reads on a
+ * short timer for what is left.
  */
-#define WAKEUP_BYTES (1024 * sizeof(struct event))
+const volatile __u64 wakeup_bytes = 1024 * sizeof(struct event);
 #define WAKEUP_NS (5 * 1000 * 1000)
 
 __u64 last_wakeup = 0; /* shared by all CPUs; a lost race costs one wakeup */
@@ -323,7 +325,7 @@ static __always_inline __u64 wakeup_flags(void)
 {
 	__u64 now = bpf_ktime_get_ns();
 
-	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= WAKEUP_BYTES || now - last_wakeup > WAKEUP_NS) {
+	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes || now - last_wakeup > WAKEUP_NS) {
 		last_wakeup = now;
 		return BPF_RB_FORCE_WAKEUP;
 	}

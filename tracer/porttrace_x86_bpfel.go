@@ -152,6 +152,7 @@ const (
 	porttraceVarTargetPid               = "target_pid"
 	porttraceVarTargetUid               = "target_uid"
 	porttraceVarUnusedEvent             = "unused_event"
+	porttraceVarWakeupBytes             = "wakeup_bytes"
 )
 
 // loadPorttrace returns the embedded CollectionSpec for porttrace.
@@ -256,6 +257,7 @@ type porttraceVariableSpecs struct {
 	TargetPid     *ebpf.VariableSpec `ebpf:"target_pid"`
 	TargetUid     *ebpf.VariableSpec `ebpf:"target_uid"`
 	UnusedEvent   *ebpf.VariableSpec `ebpf:"unused_event"`
+	WakeupBytes   *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 }
 
 // porttraceObjects contains all objects after they have been loaded into the kernel.
@@ -319,6 +321,7 @@ type porttraceVariables struct {
 	TargetPid     *ebpf.Variable `ebpf:"target_pid"`
 	TargetUid     *ebpf.Variable `ebpf:"target_uid"`
 	UnusedEvent   *ebpf.Variable `ebpf:"unused_event"`
+	WakeupBytes   *ebpf.Variable `ebpf:"wakeup_bytes"`
 }
 
 // porttracePrograms contains all programs after they have been loaded into the kernel.

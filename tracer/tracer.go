@@ -143,9 +143,15 @@ func (t *Tracer) start(b Backend, o Options, spec *ebpf.CollectionSpec, kernel *
 			return fmt.Errorf("setting %s: %w", name, err)
 		}
 	}
-	spec.Maps["events"].MaxEntries = ringBufferSize
+	size := uint32(ringBufferSize)
 	if o.RingBufferSize != 0 {
-		spec.Maps["events"].MaxEntries = o.RingBufferSize
+		size = o.RingBufferSize
+	}
+	spec.Maps["events"].MaxEntries = size
+	// Wake the reader per batch of 1,024 events, or per quarter of a small ring.
+	batch := min(uint64(1024*unsafe.Sizeof(porttraceEvent{})), uint64(size/4))
+	if err := spec.Variables["wakeup_bytes"].Set(batch); err != nil {
+		return fmt.Errorf("setting wakeup_bytes: %w", err)
 	}
 	opts := &ebpf.CollectionOptions{Programs: ebpf.ProgramOptions{KernelTypes: kernel}}
 
