@@ -39,11 +39,11 @@ func (c *ChurnConfig) AddFlags(fs *pflag.FlagSet) {
 
 // Validate checks the flags.
 func (c *ChurnConfig) Validate() error {
-	if c.Output != "table" && c.Output != "json" {
-		return fmt.Errorf("invalid --output %q: want table or json", c.Output)
+	if err := checkOutput(c.Output, "table", "json"); err != nil {
+		return err
 	}
-	if c.Interval < 10*time.Millisecond {
-		return fmt.Errorf("invalid --interval %s: want 10ms or more", c.Interval)
+	if err := checkInterval(c.Interval); err != nil {
+		return err
 	}
 	if c.MetricsDests < 0 || c.MetricsDests > 1000 {
 		return fmt.Errorf("invalid --metrics-destinations %d: want 0 to 1000", c.MetricsDests)
@@ -51,9 +51,9 @@ func (c *ChurnConfig) Validate() error {
 	if c.MetricsDests > 0 && c.Metrics == "" {
 		return errors.New("--metrics-destinations needs --metrics")
 	}
-	b, err := ParseBackend(c.backend)
+	b, err := backendFlag(c.backend)
 	if err != nil {
-		return fmt.Errorf("invalid --backend: %w", err)
+		return err
 	}
 	c.Backend = b
 	return nil

@@ -3,6 +3,7 @@ package tracer
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -59,23 +60,45 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 
 // Validate checks what flags alone cannot and resolves named values.
 func (c *Config) Validate() error {
-	switch c.Output {
-	case "table", "json":
-	default:
-		return fmt.Errorf("invalid --output %q: want table or json", c.Output)
+	if err := checkOutput(c.Output, "table", "json"); err != nil {
+		return err
 	}
 	if c.UID < -1 || c.UID > 0xfffffffe {
 		return fmt.Errorf("invalid --uid %d", c.UID)
 	}
-	b, err := ParseBackend(c.backend)
+	b, err := backendFlag(c.backend)
 	if err != nil {
-		return fmt.Errorf("invalid --backend: %w", err)
+		return err
 	}
 	c.Backend = b
 	if c.Events.Empty() {
 		return errors.New("invalid --events: no event selected")
 	}
 	return nil
+}
+
+// checkOutput, checkInterval and backendFlag are the checks every
+// subcommand's flags share, worded once.
+func checkOutput(output string, formats ...string) error {
+	if slices.Contains(formats, output) {
+		return nil
+	}
+	return fmt.Errorf("invalid --output %q: want %s", output, strings.Join(formats, " or "))
+}
+
+func checkInterval(d time.Duration) error {
+	if d < 10*time.Millisecond {
+		return fmt.Errorf("invalid --interval %s: want 10ms or more", d)
+	}
+	return nil
+}
+
+func backendFlag(s string) (Backend, error) {
+	b, err := ParseBackend(s)
+	if err != nil {
+		return 0, fmt.Errorf("invalid --backend: %w", err)
+	}
+	return b, nil
 }
 
 // Wants reports whether ev passes the filters that run in userspace.

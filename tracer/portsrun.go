@@ -42,15 +42,15 @@ func (c *PortsConfig) AddFlags(fs *pflag.FlagSet) {
 
 // Validate checks the flags.
 func (c *PortsConfig) Validate() error {
-	if c.Output != "table" && c.Output != "json" {
-		return fmt.Errorf("invalid --output %q: want table or json", c.Output)
+	if err := checkOutput(c.Output, "table", "json"); err != nil {
+		return err
 	}
-	if c.Interval < 10*time.Millisecond {
-		return fmt.Errorf("invalid --interval %s: want 10ms or more", c.Interval)
+	if err := checkInterval(c.Interval); err != nil {
+		return err
 	}
-	b, err := ParseBackend(c.backend)
+	b, err := backendFlag(c.backend)
 	if err != nil {
-		return fmt.Errorf("invalid --backend: %w", err)
+		return err
 	}
 	c.Backend = b
 	return nil
@@ -245,15 +245,15 @@ func (c *WhoConfig) ParseTarget(arg string) error {
 
 // Validate checks the flags.
 func (c *WhoConfig) Validate() error {
-	if c.Output != "text" && c.Output != "json" {
-		return fmt.Errorf("invalid --output %q: want text or json", c.Output)
+	if err := checkOutput(c.Output, "text", "json"); err != nil {
+		return err
 	}
 	if c.Timeout != 0 && !c.Wait {
 		return errors.New("--timeout needs --wait")
 	}
-	b, err := ParseBackend(c.backend)
+	b, err := backendFlag(c.backend)
 	if err != nil {
-		return fmt.Errorf("invalid --backend: %w", err)
+		return err
 	}
 	c.Backend = b
 	return nil
