@@ -375,13 +375,15 @@ static __always_inline bool bind_request(struct event *e, const void *sa, bool u
  */
 static __always_inline void emit_bind(struct event *e, struct sock *sk, long ret, __u8 backend)
 {
+	/* A named port passed the filter in bind_request, and the socket keeps it. */
+	bool filtered = (e->flags & F_HAS_LOCAL) && !(e->flags & F_AUTOBIND);
 	struct sk_head h;
 
 	if (!read_head(e, sk, &h))
 		return;
 	if (ret == 0)
 		head_local(e, sk, &h);
-	if (!ports_wanted(e) || !fill_sock_meta(e, sk))
+	if ((!filtered && !ports_wanted(e)) || !fill_sock_meta(e, sk))
 		return;
 	fill_task(e, EV_BIND, backend);
 	e->err = ret;
