@@ -230,10 +230,23 @@ static __always_inline void head_remote(struct event *e, struct sock *sk, const 
 	e->flags |= F_HAS_REMOTE;
 }
 
-/* A port the user named sets the lock; one the kernel chose does not. */
+/*
+ * A port the user named sets the lock; one the kernel chose does not. An
+ * MPTCP socket (the one behind the fd) binds through its first subflow and
+ * copies only the addresses back, so the lock is read from that subflow.
+ */
 static __always_inline void local_ephemeral(struct event *e, struct sock *sk)
 {
-	if ((e->flags & F_HAS_LOCAL) && !(sk_userlocks(sk) & SOCK_BINDPORT_LOCK))
+	if (!(e->flags & F_HAS_LOCAL))
+		return;
+	if (e->proto == IPPROTO_MPTCP && bpf_core_field_exists(struct mptcp_sock, first) &&
+	    sk_protocol(sk) == IPPROTO_MPTCP) {
+		struct sock *first = BPF_CORE_READ((struct mptcp_sock *)sk, first);
+
+		if (first)
+			sk = first;
+	}
+	if (!(sk_userlocks(sk) & SOCK_BINDPORT_LOCK))
 		e->flags |= F_EPHEMERAL;
 }
 

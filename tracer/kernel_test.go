@@ -417,18 +417,25 @@ func TestKernelMPTCPAndPlainTCP(t *testing.T) {
 	ns := newNetns(t)
 	c := startTracer(t, Options{PID: uint32(os.Getpid())})
 	wantProto := "tcp"
-	var goPort, rawPort uint16
+	var goPort uint16
 	ns.run(t, func() {
-		if fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 262); err == nil {
+		if fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, unix.IPPROTO_MPTCP); err == nil {
 			unix.Close(fd)
 			wantProto = "mptcp"
 		}
+		// An MPTCP socket keeps the "port named by the user" mark on its
+		// first subflow, not on itself: a named port is not ephemeral.
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer ln.Close()
 		goPort = uint16(ln.Addr().(*net.TCPAddr).Port)
+		ln7001, err := net.Listen("tcp", "127.0.0.1:7001")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln7001.Close()
 		fd := newSocket(t, tcp4)
 		defer unix.Close(fd)
 		if err := unix.Bind(fd, sockaddr(netip.MustParseAddrPort("127.0.0.1:7000"))); err != nil {
@@ -437,23 +444,52 @@ func TestKernelMPTCPAndPlainTCP(t *testing.T) {
 		if err := unix.Listen(fd, 1); err != nil {
 			t.Fatal(err)
 		}
-		rawPort = 7000
+		// Outbound MPTCP from a named port, and from one the kernel picks.
+		named := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 7002}}
+		var picked net.Dialer
+		named.SetMultipathTCP(true)
+		picked.SetMultipathTCP(true)
+		for _, dial := range []func() (net.Conn, error){
+			func() (net.Conn, error) { return named.Dial("tcp", "127.0.0.1:7001") },
+			func() (net.Conn, error) { return picked.Dial("tcp", "127.0.0.1:7000") },
+		} {
+			conn, err := dial()
+			if err != nil {
+				t.Fatal(err)
+			}
+			conn.Close()
+		}
 	})
 	var got []string
 	for _, ev := range c.stop(t, ns) {
+		if ev.Kind == KindAccept {
+			continue
+		}
 		// Go also binds probe sockets of its own to learn what the host supports.
-		if p := ev.Local.Port(); p == goPort || p == rawPort {
-			got = append(got, fmt.Sprintf("%s %s %s", ev.Kind, ProtoName(ev.Proto), apString(ev.Local)))
+		if p := ev.Local.Port(); p == goPort || (p >= 7000 && p <= 7002) || ev.Kind == KindConnect {
+			got = append(got, fmt.Sprintf("%s %s %s ephemeral=%v", ev.Kind, ProtoName(ev.Proto), apString(ev.Local), ev.Ephemeral))
 		}
 	}
 	want := []string{
-		fmt.Sprintf("bind %s 127.0.0.1:%d", wantProto, goPort),
-		fmt.Sprintf("listen %s 127.0.0.1:%d", wantProto, goPort),
-		fmt.Sprintf("bind tcp 127.0.0.1:%d", rawPort),
-		fmt.Sprintf("listen tcp 127.0.0.1:%d", rawPort),
+		fmt.Sprintf("bind %s 127.0.0.1:%d ephemeral=true", wantProto, goPort),
+		fmt.Sprintf("listen %s 127.0.0.1:%d ephemeral=true", wantProto, goPort),
+		fmt.Sprintf("bind %s 127.0.0.1:7001 ephemeral=false", wantProto),
+		fmt.Sprintf("listen %s 127.0.0.1:7001 ephemeral=false", wantProto),
+		"bind tcp 127.0.0.1:7000 ephemeral=false",
+		"listen tcp 127.0.0.1:7000 ephemeral=false",
+		fmt.Sprintf("bind %s 127.0.0.1:7002 ephemeral=false", wantProto),
+		fmt.Sprintf("connect %s 127.0.0.1:7002 ephemeral=false", wantProto),
+	}
+	if len(got) == len(want)+1 {
+		// The last connect's port comes from the range: check its shape only.
+		last := got[len(got)-1]
+		if !strings.HasPrefix(last, "connect "+wantProto+" 127.0.0.1:") || !strings.HasSuffix(last, " ephemeral=true") {
+			t.Errorf("connect from a kernel-picked port: got %q", last)
+		}
+		got = got[:len(got)-1]
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
-		t.Errorf("got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+		t.Errorf("got\n%s\nwant\n%s\n(and a connect from an ephemeral port)", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }
 
