@@ -7,8 +7,11 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"golang.org/x/sys/unix"
 )
@@ -141,13 +144,16 @@ func TestTableGolden(t *testing.T) {
 	for _, tc := range []struct {
 		file  string
 		width int
+		color bool
 	}{
-		{"events.table", 0},
-		{"events-80col.table", 80},
+		{"events.table", 0, false},
+		{"events-80col.table", 80, false},
+		{"events-80col-color.table", 80, true},
+		{"events-color.table", 200, true},
 	} {
 		t.Run(tc.file, func(t *testing.T) {
 			var out bytes.Buffer
-			tw, err := NewTableWriter(&out, tc.width, false)
+			tw, err := NewTableWriter(&out, tc.width, tc.color)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -159,6 +165,19 @@ func TestTableGolden(t *testing.T) {
 			}
 			if err := w.Close(); err != nil {
 				t.Fatal(err)
+			}
+			// Nothing but our own colour codes reaches the terminal: a
+			// process name cannot carry escapes or control bytes into it.
+			plain := regexp.MustCompile("\x1b\\[1;3[13]m|\x1b\\[0m").ReplaceAll(out.Bytes(), nil)
+			if i := bytes.IndexFunc(plain, func(r rune) bool { return r < 0x20 && r != '\n' || r == 0x7f }); i >= 0 {
+				t.Errorf("control byte %q in the table at offset %d", plain[i], i)
+			}
+			if tc.width > 0 {
+				for _, line := range strings.Split(string(plain), "\n") {
+					if n := utf8.RuneCountInString(line); n > tc.width {
+						t.Errorf("%d columns, wider than %d: %q", n, tc.width, line)
+					}
+				}
 			}
 			golden(t, tc.file, out.Bytes())
 		})

@@ -159,7 +159,7 @@ func (j *jsonWriter) Lost(n uint64) {
 
 func (j *jsonWriter) Close() error { return nil }
 
-// tableOut adds, under a row that failed, a line saying why.
+// tableOut adds, under a row that was denied or failed, a line saying why.
 type tableOut struct {
 	tw    *TableWriter
 	out   io.Writer
@@ -170,13 +170,18 @@ func (t *tableOut) Write(ev *Event) error {
 	if err := t.tw.Write(ev); err != nil {
 		return err
 	}
-	if ev.Reason == "" {
+	note := t.tw.note(ev)
+	if note == "" {
 		return nil
 	}
-	for i, line := range wrapWords(ev.Reason, t.width-len(reasonIndent)) {
+	for i, line := range wrapWords(note, t.width-len(reasonIndent)) {
 		prefix := reasonIndent
 		if i > 0 {
 			prefix = strings.Repeat(" ", len(reasonIndent))
+		} else if t.tw.narrow {
+			// The errno leads the note when no RESULT column shows it.
+			errno := ev.ErrnoName()
+			line = t.tw.paint(ev, errno) + line[len(errno):]
 		}
 		if _, err := io.WriteString(t.out, prefix+line+"\n"); err != nil {
 			return err

@@ -16,20 +16,22 @@ import (
 // test runs.
 var displayZone = time.Local
 
-var tableHeader = []any{"TIME", "EVENT", "PID", "USER", "COMM", "PROTO", "LOCAL", "REMOTE", "DIR", "CLASS", "RESULT"}
-
-// Column widths, right padding included. wideWidths fit an IPv4 row with
-// room to spare (about 125 columns); narrowWidths fit 80 columns, where an
-// address too long for its column puts its port on a second line and any
-// other long cell wraps inside its column.
+// The wide layout has a column for everything; the narrow one fits 80
+// columns by leaving out what another column already says (DIR follows
+// from EVENT in the stream) or what a line of its own says better: USER
+// and RESULT move to the line under a denied or failed call.
 var (
-	wideWidths   = []int{9, 8, 8, 9, 10, 6, 24, 24, 4, 6, 14}
-	narrowWidths = []int{9, 8, 7, 6, 7, 6, 10, 10, 4, 6, 7}
+	wideHeader   = []any{"TIME", "EVENT", "PID", "USER", "COMM", "PROTO", "LOCAL", "REMOTE", "DIR", "CLASS", "RESULT"}
+	narrowHeader = []any{"TIME", "EVENT", "PID", "COMM", "PROTO", "LOCAL", "REMOTE", "CLASS"}
 )
 
-const (
-	colLocal  = 6
-	colRemote = 7
+// Column widths, right padding included. wideWidths fit any IPv4 address,
+// the longest comm and errno name; narrowWidths fit 79 columns,
+// where an address too long for its column puts its port on a second line
+// and any other long cell wraps inside its column.
+var (
+	wideWidths   = []int{9, 8, 8, 9, 16, 6, 22, 22, 4, 6, 16}
+	narrowWidths = []int{9, 8, 8, 9, 6, 17, 16, 6}
 )
 
 func sum(ns []int) (s int) {
@@ -42,18 +44,20 @@ func sum(ns []int) (s int) {
 // TableWriter prints events as aligned rows as they happen (tablewriter's
 // streaming mode: the header once, then one row per Append).
 type TableWriter struct {
-	t     *tablewriter.Table
-	color bool
-	row   []any
-	cols  []int
+	t      *tablewriter.Table
+	color  bool
+	narrow bool
+	row    []any
+	cols   []int
 }
 
 // NewTableWriter starts a table on w sized for a terminal of width columns
 // (0: not a terminal). color marks denials and failures with ANSI colour.
 func NewTableWriter(w io.Writer, width int, color bool) (*TableWriter, error) {
-	cols := wideWidths
-	if width > 0 && width < sum(wideWidths) {
-		cols = narrowWidths
+	cols, header := wideWidths, wideHeader
+	narrow := width > 0 && width < sum(wideWidths)
+	if narrow {
+		cols, header = narrowWidths, narrowHeader
 	}
 	widths := tw.NewMapper[int, int]()
 	for i, n := range cols {
@@ -83,42 +87,94 @@ func NewTableWriter(w io.Writer, width int, color bool) (*TableWriter, error) {
 	if err := t.Start(); err != nil {
 		return nil, err
 	}
-	t.Header(tableHeader...)
-	return &TableWriter{t: t, color: color, row: make([]any, len(tableHeader)), cols: cols}, nil
+	t.Header(header...)
+	return &TableWriter{t: t, color: color, narrow: narrow, row: make([]any, 0, len(header)), cols: cols}, nil
 }
 
 // Write prints one event.
 func (tw *TableWriter) Write(ev *Event) error {
-	r := tw.row
-	r[0] = ev.Time.In(displayZone).Format("15:04:05")
-	r[1] = ev.Kind.String()
-	r[2] = strconv.FormatUint(uint64(ev.PID), 10)
-	r[3] = ev.User
-	r[4] = ev.Comm
-	r[5] = ProtoName(ev.Proto)
-	r[6] = hostPort(ev.Local, tw.cols[colLocal]-1)
-	r[7] = hostPort(ev.Remote, tw.cols[colRemote]-1)
-	r[8] = shortDir(ev.Direction)
-	r[9] = shortClass(ev)
-	r[10] = tw.result(ev)
+	r := append(tw.row[:0],
+		ev.Time.In(displayZone).Format("15:04:05"),
+		ev.Kind.String(),
+		strconv.FormatUint(uint64(ev.PID), 10))
+	if !tw.narrow {
+		r = append(r, printable(ev.User))
+	}
+	r = append(r, printable(ev.Comm), ProtoName(ev.Proto))
+	r = append(r, hostPort(ev.Local, tw.cols[len(r)]-1))
+	r = append(r, hostPort(ev.Remote, tw.cols[len(r)]-1))
+	if !tw.narrow {
+		r = append(r, shortDir(ev.Direction))
+	}
+	r = append(r, shortClass(ev))
+	if !tw.narrow {
+		r = append(r, tw.paint(ev, resultWord(ev)))
+	}
+	tw.row = r
 	return tw.t.Append(r...)
 }
 
 // Close ends the table.
 func (tw *TableWriter) Close() error { return tw.t.Close() }
 
-func (tw *TableWriter) result(ev *Event) string {
+// resultWord is the RESULT cell: "ok" or the errno's name.
+func resultWord(ev *Event) string {
 	if ev.Result == ResultOK {
 		return "ok"
 	}
+	return ev.ErrnoName()
+}
+
+// paint colours s as ev's result: red for a denial, yellow for a failure.
+func (tw *TableWriter) paint(ev *Event, s string) string {
+	if !tw.color || ev.Result == ResultOK {
+		return s
+	}
+	if ev.Result == ResultDenied {
+		return "\x1b[1;31m" + s + "\x1b[0m"
+	}
+	return "\x1b[1;33m" + s + "\x1b[0m"
+}
+
+// note is the line under a denied or failed call: why, and in the narrow
+// layout first the errno and the user that RESULT and USER would show.
+func (tw *TableWriter) note(ev *Event) string {
+	if ev.Result == ResultOK || !tw.narrow {
+		return ev.Reason
+	}
 	s := ev.ErrnoName()
-	if tw.color {
-		if ev.Result == ResultDenied {
-			return "\x1b[1;31m" + s + "\x1b[0m"
-		}
-		return "\x1b[1;33m" + s + "\x1b[0m"
+	if ev.User != "" {
+		s += " (user " + printable(ev.User) + ")"
+	}
+	if ev.Reason != "" {
+		s += ": " + ev.Reason
 	}
 	return s
+}
+
+// printable escapes the control bytes a process can put in its name, so
+// that a name cannot move the cursor, hide text or recolour the terminal.
+func printable(s string) string {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == 0x7f {
+			return escapeControls(s)
+		}
+	}
+	return s
+}
+
+func escapeControls(s string) string {
+	const hex = "0123456789abcdef"
+	b := make([]byte, 0, len(s)+8)
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < 0x20 || c == 0x7f {
+			b = append(b, '\\', 'x', hex[c>>4], hex[c&0xf])
+			continue
+		}
+		b = append(b, c)
+	}
+	return string(b)
 }
 
 // hostPort writes an address as ss does: "*" for the wildcard, brackets
