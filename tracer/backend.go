@@ -233,7 +233,7 @@ func closeAll(m *sharedMaps, progs ...*ebpf.Program) error {
 			errs = append(errs, mp.Close())
 		}
 	}
-	return errors.Join(errs...)
+	return joinErrors(errs...)
 }
 
 // listenFunc is the kernel function every listen() passes through:

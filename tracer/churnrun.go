@@ -45,6 +45,9 @@ func (c *ChurnConfig) Validate() error {
 	if err := checkInterval(c.Interval); err != nil {
 		return err
 	}
+	if err := checkDuration(c.Duration); err != nil {
+		return err
+	}
 	if c.MetricsDests < 0 || c.MetricsDests > 1000 {
 		return fmt.Errorf("invalid --metrics-destinations %d: want 0 to 1000", c.MetricsDests)
 	}

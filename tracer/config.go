@@ -66,6 +66,9 @@ func (c *Config) Validate() error {
 	if c.UID < -1 || c.UID > 0xfffffffe {
 		return fmt.Errorf("invalid --uid %d", c.UID)
 	}
+	if err := checkDuration(c.Duration); err != nil {
+		return err
+	}
 	b, err := backendFlag(c.backend)
 	if err != nil {
 		return err
@@ -77,7 +80,7 @@ func (c *Config) Validate() error {
 	return nil
 }
 
-// checkOutput, checkInterval and backendFlag are the checks every
+// checkOutput, checkInterval, checkDuration and backendFlag are the checks every
 // subcommand's flags share, worded once.
 func checkOutput(output string, formats ...string) error {
 	if slices.Contains(formats, output) {
@@ -89,6 +92,14 @@ func checkOutput(output string, formats ...string) error {
 func checkInterval(d time.Duration) error {
 	if d < 10*time.Millisecond {
 		return fmt.Errorf("invalid --interval %s: want 10ms or more", d)
+	}
+	return nil
+}
+
+// checkDuration refuses a negative --duration; 0 means until stopped.
+func checkDuration(d time.Duration) error {
+	if d < 0 {
+		return fmt.Errorf("invalid --duration %s: want 0 (until stopped) or more", d)
 	}
 	return nil
 }

@@ -1,10 +1,13 @@
 package tracer
 
 import (
+	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
 	"github.com/spf13/pflag"
+	"golang.org/x/sys/unix"
 )
 
 func TestPortSet(t *testing.T) {
@@ -80,6 +83,7 @@ func TestFlags(t *testing.T) {
 		{args: []string{"--pid", "-1"}, wantErr: "invalid argument"},
 		{args: []string{"--uid", "-2"}, wantErr: "invalid --uid -2"},
 		{args: []string{"-d", "soon"}, wantErr: "invalid argument"},
+		{args: []string{"-d", "-1s"}, wantErr: "invalid --duration -1s"},
 		{args: []string{"--nope"}, wantErr: "unknown flag: --nope"},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
@@ -134,5 +138,30 @@ func TestWants(t *testing.T) {
 				t.Errorf("Wants = %t, want %t", got, tc.want)
 			}
 		})
+	}
+}
+
+// Every reason a backend was refused goes on the one line an error gets,
+// and errors.Is still finds each.
+func TestJoinErrorsOneLine(t *testing.T) {
+	for _, tc := range []struct {
+		errs []error
+		want string
+	}{
+		{nil, ""},
+		{[]error{nil, nil}, ""},
+		{[]error{fmt.Errorf("fentry: %w", unix.EPERM)}, "fentry: operation not permitted"},
+		{[]error{fmt.Errorf("fentry: %w", unix.EPERM), nil, fmt.Errorf("tracepoint: opening tracefs: %w", unix.EACCES)},
+			"fentry: operation not permitted; tracepoint: opening tracefs: permission denied"},
+	} {
+		err := joinErrors(tc.errs...)
+		if got := fmt.Sprint(err); (err == nil) != (tc.want == "") || (err != nil && got != tc.want) {
+			t.Errorf("joinErrors(%v) = %q, want %q", tc.errs, got, tc.want)
+		}
+		for _, e := range tc.errs {
+			if e != nil && !errors.Is(err, errors.Unwrap(e)) {
+				t.Errorf("errors.Is(%v, %v) = false", err, errors.Unwrap(e))
+			}
+		}
 	}
 }

@@ -90,14 +90,14 @@ func New(o Options) (*Tracer, error) {
 			t.backend = b
 			break
 		}
-		errs = append(errs, err)
+		errs = append(errs, fmt.Errorf("%s: %w", b, err))
 		t.notes = append(t.notes, fmt.Sprintf("%s refused: %v", b, err))
 	}
 	if t.l == nil {
 		if len(order) == 1 {
 			return nil, explain(errs[0])
 		}
-		return nil, fmt.Errorf("no usable backend: %w", explain(errors.Join(errs...)))
+		return nil, fmt.Errorf("no usable backend: %w", explain(joinErrors(errs...)))
 	}
 	now, boot := time.Now(), monotonicBoot()
 	t.bootOffset = time.Duration(now.UnixNano() - boot)
@@ -106,12 +106,43 @@ func New(o Options) (*Tracer, error) {
 
 var errRefused = fmt.Errorf("the kernel refused to load its programs (EPERM as root: lockdown, or a kernel that forbids this program type): %w", ebpf.ErrNotSupported)
 
-// explain adds what to do to the errors an operator can fix.
+// explain adds what to do to the errors an operator can fix. A process
+// that passed checkPrivileges without being root has CAP_BPF and
+// CAP_PERFMON; what still stops it is a file only root may read, such as
+// the tracepoint ids under tracefs.
 func explain(err error) error {
-	if errors.Is(err, unix.EPERM) && os.Geteuid() != 0 {
-		return fmt.Errorf("permission denied: run porttrace as root (or with CAP_BPF and CAP_PERFMON): %w", err)
+	if (errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES)) && os.Geteuid() != 0 {
+		return fmt.Errorf("permission denied: run porttrace as root (CAP_BPF and CAP_PERFMON are not enough where tracefs is root's alone): %w", err)
 	}
 	return err
+}
+
+// joinedErrors is errors.Join on one line: every error porttrace prints
+// is a single line.
+type joinedErrors []error
+
+func (j joinedErrors) Error() string {
+	s := make([]string, len(j))
+	for i, err := range j {
+		s[i] = err.Error()
+	}
+	return strings.Join(s, "; ")
+}
+
+func (j joinedErrors) Unwrap() []error { return j }
+
+// joinErrors joins the non-nil errors, or returns nil when there are none.
+func joinErrors(errs ...error) error {
+	var j joinedErrors
+	for _, err := range errs {
+		if err != nil {
+			j = append(j, err)
+		}
+	}
+	if len(j) == 0 {
+		return nil
+	}
+	return j
 }
 
 func (t *Tracer) start(b Backend, o Options, spec *ebpf.CollectionSpec, kernel *btf.Spec) (err error) {
@@ -291,7 +322,7 @@ func (t *Tracer) detach() {
 // Close stops the tracer and frees everything it loaded.
 func (t *Tracer) Close() error {
 	t.Stop()
-	return errors.Join(t.rd.Close(), t.l.close())
+	return joinErrors(t.rd.Close(), t.l.close())
 }
 
 // Capability numbers (linux/capability.h); CAP_BPF and CAP_PERFMON split
