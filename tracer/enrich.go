@@ -2,11 +2,16 @@ package tracer
 
 import (
 	"bytes"
+	"io/fs"
 	"os"
 	"os/user"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // maxCached bounds the per-process cache; past it, the cache starts over.
@@ -18,7 +23,7 @@ const maxCached = 8192
 const procTTL = 2 * time.Second
 
 // enricher adds what the kernel event does not carry: executable path,
-// cgroup path and user name. Each process is read from /proc once per
+// cgroup path (from the event's cgroup id where it can) and user name. Each process is read from /proc once per
 // procTTL, or again when its main thread's name changes (an exec); the
 // name of any other thread says nothing, since threads name themselves.
 // A process that has already exited keeps its kernel fields and simply
@@ -27,6 +32,7 @@ type enricher struct {
 	procRoot string
 	procs    map[uint32]*procInfo
 	users    map[uint32]string
+	cgroups  cgroupIndex
 }
 
 type procInfo struct {
@@ -37,7 +43,8 @@ type procInfo struct {
 }
 
 func newEnricher() *enricher {
-	return &enricher{procRoot: "/proc", procs: map[uint32]*procInfo{}, users: map[uint32]string{}}
+	return &enricher{procRoot: "/proc", procs: map[uint32]*procInfo{}, users: map[uint32]string{},
+		cgroups: cgroupIndex{roots: cgroup2Roots}}
 }
 
 func (en *enricher) enrich(ev *Event) {
@@ -56,6 +63,9 @@ func (en *enricher) enrich(ev *Event) {
 		en.procs[ev.PID] = p
 	}
 	ev.Exe, ev.Cgroup = p.exe, p.cgroup
+	if path, ok := en.cgroups.path(ev.CgroupID, ev.Time); ok {
+		ev.Cgroup = path
+	}
 }
 
 func (en *enricher) readProc(pid uint32) *procInfo {
@@ -92,4 +102,67 @@ func (en *enricher) user(uid uint32) string {
 	}
 	en.users[uid] = name
 	return name
+}
+
+// cgroup2Roots are where cgroup v2 is mounted: alone, or beside v1
+// ("hybrid", systemd before 247 and some distributions since).
+var cgroup2Roots = []string{"/sys/fs/cgroup", "/sys/fs/cgroup/unified"}
+
+// cgroupIndex maps cgroup v2 ids to paths. The id in an event is the
+// cgroup the task was in when it made the call (bpf_get_current_cgroup_id,
+// 4.18+), and it is the inode number of that cgroup's directory. So the
+// path does not depend on /proc: a command that binds and exits at once,
+// or moves to another cgroup, is reported in the cgroup it called from.
+// A cgroup created since the last scan is found by scanning again, at
+// most once a second; one already removed is not found, and the /proc
+// path (or none) stands.
+type cgroupIndex struct {
+	roots   []string
+	paths   map[uint64]string
+	scanned time.Time
+}
+
+func (c *cgroupIndex) path(id uint64, now time.Time) (string, bool) {
+	if id == 0 || len(c.roots) == 0 {
+		return "", false
+	}
+	if p, ok := c.paths[id]; ok {
+		return p, true
+	}
+	if c.paths != nil && now.Sub(c.scanned) < time.Second {
+		return "", false
+	}
+	c.scan()
+	c.scanned = now
+	p, ok := c.paths[id]
+	return p, ok
+}
+
+// scan indexes every directory of the first cgroup v2 mount in roots.
+func (c *cgroupIndex) scan() {
+	c.paths = map[uint64]string{}
+	for _, root := range c.roots {
+		var st unix.Statfs_t
+		if unix.Statfs(root, &st) != nil || st.Type != unix.CGROUP2_SUPER_MAGIC {
+			continue
+		}
+		_ = filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+			if err != nil || !d.IsDir() {
+				return nil // a cgroup removed while walking
+			}
+			info, err := d.Info()
+			if err != nil {
+				return nil
+			}
+			if st, ok := info.Sys().(*syscall.Stat_t); ok {
+				rel := strings.TrimPrefix(path, root)
+				if rel == "" {
+					rel = "/"
+				}
+				c.paths[st.Ino] = rel
+			}
+			return nil
+		})
+		return
+	}
 }

@@ -453,12 +453,24 @@ type helper struct {
 // ready to bind addr when told.
 func startHelper(t *testing.T, n *netns, exe string, uid int, proto, addr string, env ...string) *helper {
 	t.Helper()
+	return runHelper(t, n, helperCmd(exe, uid, proto, addr, env...))
+}
+
+// helperCmd is the command startHelper runs, for a test to adjust.
+func helperCmd(exe string, uid int, proto, addr string, env ...string) *exec.Cmd {
 	cmd := exec.Command(exe)
 	cmd.Env = append(os.Environ(), "PORTTRACE_HELPER=bind", "PT_ADDR="+addr, "PT_PROTO="+proto)
 	cmd.Env = append(cmd.Env, env...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{}
 	if uid != 0 {
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(uid)}}
+		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: uint32(uid), Gid: uint32(uid)}
 	}
+	return cmd
+}
+
+// runHelper starts a helper command inside n.
+func runHelper(t *testing.T, n *netns, cmd *exec.Cmd) *helper {
+	t.Helper()
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)

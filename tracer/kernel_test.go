@@ -583,6 +583,71 @@ func TestKernelDeletedBinary(t *testing.T) {
 	}
 }
 
+// The cgroup comes from the id in the event, not from /proc: a process
+// that has exited (here: no /proc at all) is still placed in the cgroup
+// it bound from.
+func TestKernelCgroupFromEvent(t *testing.T) {
+	ns := newNetns(t)
+	root := cgroup2Mount(t)
+	name := fmt.Sprintf("porttrace-test-%d", os.Getpid())
+	dir := filepath.Join(root, name)
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove(dir) })
+	cg, err := os.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cg.Close()
+	cmd := helperCmd(helperExe(t), 0, "tcp", "127.0.0.1:31338")
+	cmd.SysProcAttr.UseCgroupFD = true
+	cmd.SysProcAttr.CgroupFD = int(cg.Fd())
+	h := runHelper(t, ns, cmd)
+	c := startTracer(t, Options{PID: uint32(h.cmd.Process.Pid)})
+	if _, errno := h.bind(t); errno != "" {
+		t.Fatal(errno)
+	}
+	h.stdin.Close()
+	_ = h.cmd.Wait()
+	evs := c.stop(t, ns)
+	if len(evs) != 1 {
+		t.Fatalf("got %d events, want 1", len(evs))
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	if evs[0].CgroupID != st.Ino {
+		t.Errorf("cgroup_id %d, want %d (the inode of %s)", evs[0].CgroupID, st.Ino, dir)
+	}
+	en := newEnricher()
+	en.procRoot = t.TempDir()
+	en.cgroups.roots = []string{root}
+	en.enrich(&evs[0])
+	if evs[0].Cgroup != "/"+name {
+		t.Errorf("cgroup %q, want %q", evs[0].Cgroup, "/"+name)
+	}
+}
+
+// cgroup2Mount returns where cgroup v2 is mounted, mounting it for the
+// test where nothing has.
+func cgroup2Mount(t *testing.T) string {
+	t.Helper()
+	for _, root := range cgroup2Roots {
+		var st unix.Statfs_t
+		if unix.Statfs(root, &st) == nil && st.Type == unix.CGROUP2_SUPER_MAGIC {
+			return root
+		}
+	}
+	dir := t.TempDir()
+	if err := unix.Mount("none", dir, "cgroup2", 0, ""); err != nil {
+		t.Fatalf("mounting cgroup2: %v", err)
+	}
+	t.Cleanup(func() { _ = unix.Unmount(dir, unix.MNT_DETACH) })
+	return dir
+}
+
 // Every one of 2,000 short-lived connections is reported, connect and
 // accept, and nothing is lost.
 func TestKernelCatchRate(t *testing.T) {
