@@ -7,8 +7,12 @@
  *    bind (Go's net.Listen since 1.24) reaches __inet_bind through
  *    inet_bind_sk without inet_bind, and __inet_bind is where -EACCES is
  *    decided.
- *  - tcp_v4_connect/tcp_v6_connect: the source port is allocated inside,
- *    synchronous failures are their return value.
+ *  - inet_stream_connect: every TCP and MPTCP connect(2) and io_uring
+ *    connect. It returns after release_sock(), which handles what arrived
+ *    meanwhile, so its result is the connect's, a refusal over loopback or
+ *    a blocking connect's timeout included, and the source port has been
+ *    allocated (or released by the failure). __inet_stream_connect for
+ *    TCP Fast Open, whose sendmsg connects without inet_stream_connect.
  *  - inet_dgram_connect: UDP connect and its autobind.
  *  - inet_csk_accept: its prototype went from 4 arguments to 2 in 6.10, so
  *    only the first argument and the return value are read.
@@ -48,8 +52,6 @@ int BPF_PROG(fexit_inet6_bind, struct sock *sk, struct sockaddr *uaddr)
 /*
  * The socket's local port when a connect begins, by thread and hook: 0
  * means the connect itself asks the kernel for a port (churn counts it).
- * tcp_v6_connect nests tcp_v4_connect for v4-mapped peers, hence the hook
- * in the key.
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -58,7 +60,7 @@ struct {
 	__type(value, __u16);
 } port_before SEC(".maps");
 
-enum { H_TCP4 = 1, H_TCP6, H_DGRAM };
+enum { H_STREAM = 1, H_FASTOPEN, H_DGRAM };
 
 static __always_inline int remember_port(struct sock *sk, __u64 hook)
 {
@@ -77,39 +79,45 @@ static __always_inline void connect_done(void *ctx, struct sock *sk, struct sock
 	__u16 port;
 
 	if (!before)
-		return; /* began before porttrace attached, or filtered out */
+		return; /* began before porttrace attached, a retry, or filtered out */
 	port = *before;
 	bpf_map_delete_elem(&port_before, &key);
 	emit_connect(sk, uaddr, false, (int)func_ret(ctx), BACKEND_FENTRY, port);
 }
 
-SEC("fentry/tcp_v4_connect")
-int BPF_PROG(fentry_tcp_v4_connect, struct sock *sk)
+/*
+ * A connect on a socket already connecting or connected is a retry (after
+ * a signal, or a non-blocking poll), not a new connection: only a socket
+ * still unconnected is remembered, so each connection is reported once.
+ */
+SEC("fentry/inet_stream_connect")
+int BPF_PROG(fentry_inet_stream_connect, struct socket *sock)
 {
-	if (BPF_CORE_READ(sk, __sk_common.skc_family) != AF_INET)
+	if (BPF_CORE_READ(sock, state) != SS_UNCONNECTED)
 		return 0;
-	return remember_port(sk, H_TCP4);
+	return remember_port(BPF_CORE_READ(sock, sk), H_STREAM);
 }
 
-SEC("fexit/tcp_v4_connect")
-int BPF_PROG(fexit_tcp_v4_connect, struct sock *sk, struct sockaddr *uaddr)
+SEC("fexit/inet_stream_connect")
+int BPF_PROG(fexit_inet_stream_connect, struct socket *sock, struct sockaddr *uaddr)
 {
-	/* tcp_v6_connect calls this for v4-mapped peers and reports them itself. */
-	if (BPF_CORE_READ(sk, __sk_common.skc_family) == AF_INET)
-		connect_done(ctx, sk, uaddr, H_TCP4);
+	connect_done(ctx, BPF_CORE_READ(sock, sk), uaddr, H_STREAM);
 	return 0;
 }
 
-SEC("fentry/tcp_v6_connect")
-int BPF_PROG(fentry_tcp_v6_connect, struct sock *sk)
+SEC("fentry/__inet_stream_connect")
+int BPF_PROG(fentry_fastopen_connect, struct socket *sock, struct sockaddr *uaddr, int addr_len, int flags,
+	     int is_sendmsg)
 {
-	return remember_port(sk, H_TCP6);
+	if (!is_sendmsg || BPF_CORE_READ(sock, state) != SS_UNCONNECTED)
+		return 0;
+	return remember_port(BPF_CORE_READ(sock, sk), H_FASTOPEN);
 }
 
-SEC("fexit/tcp_v6_connect")
-int BPF_PROG(fexit_tcp_v6_connect, struct sock *sk, struct sockaddr *uaddr)
+SEC("fexit/__inet_stream_connect")
+int BPF_PROG(fexit_fastopen_connect, struct socket *sock, struct sockaddr *uaddr)
 {
-	connect_done(ctx, sk, uaddr, H_TCP6);
+	connect_done(ctx, BPF_CORE_READ(sock, sk), uaddr, H_FASTOPEN);
 	return 0;
 }
 

@@ -11,8 +11,8 @@
 enum kprobe_id {
 	P_BIND4 = 1,
 	P_BIND6,
-	P_TCP4,
-	P_TCP6,
+	P_STREAM,
+	P_FASTOPEN,
 	P_DGRAM,
 	P_LISTEN,
 };
@@ -24,7 +24,7 @@ struct kargs {
 	__u16 pad[3];
 };
 
-/* Keyed by thread and probe: tcp_v6_connect nests tcp_v4_connect. */
+/* Keyed by thread and probe. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
@@ -95,37 +95,52 @@ int BPF_KRETPROBE(krp_inet6_bind, int ret)
 	return 0;
 }
 
-SEC("kprobe/tcp_v4_connect")
-int BPF_KPROBE(kp_tcp_v4_connect, struct sock *sk, struct sockaddr *uaddr)
+/*
+ * inet_stream_connect: every TCP and MPTCP connect(2) and io_uring
+ * connect, returning after release_sock() with the connect's result (a
+ * refusal over loopback included); __inet_stream_connect for TCP Fast
+ * Open's sendmsg. A socket already connecting or connected is a retry,
+ * not a new connection.
+ */
+SEC("kprobe/inet_stream_connect")
+int BPF_KPROBE(kp_inet_stream_connect, struct socket *sock, struct sockaddr *uaddr)
 {
-	/* tcp_v6_connect calls this for v4-mapped peers and reports them itself. */
-	if (BPF_CORE_READ(sk, __sk_common.skc_family) != AF_INET)
+	struct sock *sk;
+
+	if (BPF_CORE_READ(sock, state) != SS_UNCONNECTED)
 		return 0;
-	return kstash(P_TCP4, sk, uaddr, BPF_CORE_READ(sk, __sk_common.skc_num));
+	sk = BPF_CORE_READ(sock, sk);
+	return kstash(P_STREAM, sk, uaddr, BPF_CORE_READ(sk, __sk_common.skc_num));
 }
 
-SEC("kretprobe/tcp_v4_connect")
-int BPF_KRETPROBE(krp_tcp_v4_connect, int ret)
+SEC("kretprobe/inet_stream_connect")
+int BPF_KRETPROBE(krp_inet_stream_connect, int ret)
 {
 	struct kargs a;
 
-	if (ktake(P_TCP4, &a))
+	if (ktake(P_STREAM, &a))
 		emit_connect((void *)a.obj, (void *)a.sa, false, ret, BACKEND_KPROBE, a.port_before);
 	return 0;
 }
 
-SEC("kprobe/tcp_v6_connect")
-int BPF_KPROBE(kp_tcp_v6_connect, struct sock *sk, struct sockaddr *uaddr)
+SEC("kprobe/__inet_stream_connect")
+int BPF_KPROBE(kp_fastopen_connect, struct socket *sock, struct sockaddr *uaddr, int addr_len, int flags,
+	       int is_sendmsg)
 {
-	return kstash(P_TCP6, sk, uaddr, BPF_CORE_READ(sk, __sk_common.skc_num));
+	struct sock *sk;
+
+	if (!is_sendmsg || BPF_CORE_READ(sock, state) != SS_UNCONNECTED)
+		return 0;
+	sk = BPF_CORE_READ(sock, sk);
+	return kstash(P_FASTOPEN, sk, uaddr, BPF_CORE_READ(sk, __sk_common.skc_num));
 }
 
-SEC("kretprobe/tcp_v6_connect")
-int BPF_KRETPROBE(krp_tcp_v6_connect, int ret)
+SEC("kretprobe/__inet_stream_connect")
+int BPF_KRETPROBE(krp_fastopen_connect, int ret)
 {
 	struct kargs a;
 
-	if (ktake(P_TCP6, &a))
+	if (ktake(P_FASTOPEN, &a))
 		emit_connect((void *)a.obj, (void *)a.sa, false, ret, BACKEND_KPROBE, a.port_before);
 	return 0;
 }

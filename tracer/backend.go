@@ -89,11 +89,11 @@ type fentryObjects struct {
 	sharedMaps
 	Bind4      *ebpf.Program `ebpf:"fexit_inet_bind"`
 	Bind6      *ebpf.Program `ebpf:"fexit_inet6_bind"`
-	TCP4Entry  *ebpf.Program `ebpf:"fentry_tcp_v4_connect"`
-	TCP6Entry  *ebpf.Program `ebpf:"fentry_tcp_v6_connect"`
+	TCPEntry   *ebpf.Program `ebpf:"fentry_inet_stream_connect"`
+	TFOEntry   *ebpf.Program `ebpf:"fentry_fastopen_connect"`
 	DgramEntry *ebpf.Program `ebpf:"fentry_inet_dgram_connect"`
-	TCP4       *ebpf.Program `ebpf:"fexit_tcp_v4_connect"`
-	TCP6       *ebpf.Program `ebpf:"fexit_tcp_v6_connect"`
+	TCP        *ebpf.Program `ebpf:"fexit_inet_stream_connect"`
+	TFO        *ebpf.Program `ebpf:"fexit_fastopen_connect"`
 	Dgram      *ebpf.Program `ebpf:"fexit_inet_dgram_connect"`
 	Accept     *ebpf.Program `ebpf:"fexit_inet_csk_accept"`
 	Listen     *ebpf.Program `ebpf:"fexit_listen"`
@@ -125,17 +125,17 @@ func loadFentry(spec *ebpf.CollectionSpec, opts *ebpf.CollectionOptions, listenF
 			tracing(KindBind, "__inet_bind", o.Bind4),
 			tracing(KindBind, "__inet6_bind", o.Bind6),
 			tracing(KindListen, listenFn, o.Listen),
-			tracing(KindConnect, "tcp_v4_connect", o.TCP4),
-			tracing(KindConnect, "tcp_v6_connect", o.TCP6),
+			tracing(KindConnect, "inet_stream_connect", o.TCP),
+			tracing(KindConnect, "__inet_stream_connect", o.TFO),
 			tracing(KindConnect, "inet_dgram_connect", o.Dgram),
 			// Entries after exits: an exit without its entry is skipped, never misreported.
-			tracingEntry(KindConnect, "tcp_v4_connect", o.TCP4Entry),
-			tracingEntry(KindConnect, "tcp_v6_connect", o.TCP6Entry),
+			tracingEntry(KindConnect, "inet_stream_connect", o.TCPEntry),
+			tracingEntry(KindConnect, "__inet_stream_connect", o.TFOEntry),
 			tracingEntry(KindConnect, "inet_dgram_connect", o.DgramEntry),
 			tracing(KindAccept, "inet_csk_accept", o.Accept),
 		},
 		close: func() error {
-			return closeAll(&o.sharedMaps, o.Bind4, o.Bind6, o.TCP4, o.TCP6, o.Dgram, o.TCP4Entry, o.TCP6Entry, o.DgramEntry,
+			return closeAll(&o.sharedMaps, o.Bind4, o.Bind6, o.TCP, o.TFO, o.Dgram, o.TCPEntry, o.TFOEntry, o.DgramEntry,
 				o.Accept, o.Listen, o.PreblockedAccept)
 		},
 		preblocked: o.PreblockedAccept,
@@ -149,10 +149,10 @@ type kprobeObjects struct {
 	Bind4Ret  *ebpf.Program `ebpf:"krp_inet_bind"`
 	Bind6     *ebpf.Program `ebpf:"kp_inet6_bind"`
 	Bind6Ret  *ebpf.Program `ebpf:"krp_inet6_bind"`
-	TCP4      *ebpf.Program `ebpf:"kp_tcp_v4_connect"`
-	TCP4Ret   *ebpf.Program `ebpf:"krp_tcp_v4_connect"`
-	TCP6      *ebpf.Program `ebpf:"kp_tcp_v6_connect"`
-	TCP6Ret   *ebpf.Program `ebpf:"krp_tcp_v6_connect"`
+	TCP       *ebpf.Program `ebpf:"kp_inet_stream_connect"`
+	TCPRet    *ebpf.Program `ebpf:"krp_inet_stream_connect"`
+	TFO       *ebpf.Program `ebpf:"kp_fastopen_connect"`
+	TFORet    *ebpf.Program `ebpf:"krp_fastopen_connect"`
 	Dgram     *ebpf.Program `ebpf:"kp_inet_dgram_connect"`
 	DgramRet  *ebpf.Program `ebpf:"krp_inet_dgram_connect"`
 	Accept    *ebpf.Program `ebpf:"kp_inet_csk_accept"`
@@ -191,18 +191,18 @@ func loadKprobe(spec *ebpf.CollectionSpec, opts *ebpf.CollectionOptions, listenF
 			kprobe(KindBind, "__inet6_bind", o.Bind6, false),
 			kprobe(KindListen, listenFn, o.ListenRet, true),
 			kprobe(KindListen, listenFn, o.Listen, false),
-			kprobe(KindConnect, "tcp_v4_connect", o.TCP4Ret, true),
-			kprobe(KindConnect, "tcp_v4_connect", o.TCP4, false),
-			kprobe(KindConnect, "tcp_v6_connect", o.TCP6Ret, true),
-			kprobe(KindConnect, "tcp_v6_connect", o.TCP6, false),
+			kprobe(KindConnect, "inet_stream_connect", o.TCPRet, true),
+			kprobe(KindConnect, "inet_stream_connect", o.TCP, false),
+			kprobe(KindConnect, "__inet_stream_connect", o.TFORet, true),
+			kprobe(KindConnect, "__inet_stream_connect", o.TFO, false),
 			kprobe(KindConnect, "inet_dgram_connect", o.DgramRet, true),
 			kprobe(KindConnect, "inet_dgram_connect", o.Dgram, false),
 			kprobe(KindAccept, "inet_csk_accept", o.AcceptRet, true),
 			kprobe(KindAccept, "inet_csk_accept", o.Accept, false),
 		},
 		close: func() error {
-			return closeAll(&o.sharedMaps, o.Bind4, o.Bind4Ret, o.Bind6, o.Bind6Ret, o.TCP4, o.TCP4Ret,
-				o.TCP6, o.TCP6Ret, o.Dgram, o.DgramRet, o.Accept, o.AcceptRet, o.Listen, o.ListenRet, o.PreblockedAccept)
+			return closeAll(&o.sharedMaps, o.Bind4, o.Bind4Ret, o.Bind6, o.Bind6Ret, o.TCP, o.TCPRet,
+				o.TFO, o.TFORet, o.Dgram, o.DgramRet, o.Accept, o.AcceptRet, o.Listen, o.ListenRet, o.PreblockedAccept)
 		},
 		preblocked: o.PreblockedAccept,
 	}, nil

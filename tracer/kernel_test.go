@@ -802,6 +802,92 @@ func TestKernelConnectNonBlocking(t *testing.T) {
 	}
 }
 
+// A connect refused over loopback is a failed connect on every backend,
+// blocking or not: the refusal arrives before connect() returns, and the
+// port it had taken is released, so no local port is reported.
+func TestKernelConnectRefused(t *testing.T) {
+	for _, tc := range []struct {
+		spec     sockSpec
+		addr     string
+		nonblock bool
+	}{
+		{tcp4, "127.0.0.1:9", false},
+		{tcp4, "127.0.0.1:9", true},
+		{tcp6, "[::1]:9", false},
+		{tcp6, "[::1]:9", true},
+	} {
+		t.Run(fmt.Sprintf("%s/nonblock=%t", tc.spec.fam(), tc.nonblock), func(t *testing.T) {
+			ns := newNetns(t)
+			c := startTracer(t, Options{PID: uint32(os.Getpid()), Events: kindSet(KindConnect)})
+			remote := netip.MustParseAddrPort(tc.addr)
+			var errno error
+			var th thread
+			ns.run(t, func() {
+				th = self()
+				fd := newSocket(t, tc.spec)
+				defer unix.Close(fd)
+				if tc.nonblock {
+					if err := unix.SetNonblock(fd, true); err != nil {
+						t.Fatal(err)
+					}
+				}
+				errno = unix.Connect(fd, sockaddr(remote))
+			})
+			if !tc.nonblock && errno != unix.ECONNREFUSED {
+				t.Fatalf("connect: %v, want ECONNREFUSED", errno)
+			}
+			evs := c.stop(t, ns)
+			if len(evs) != 1 {
+				t.Fatalf("got %d connect events, want 1", len(evs))
+			}
+			want := fmt.Sprintf("connect failed ECONNREFUSED tcp %s local=- remote=%s eph=false class=well-known priv=true dir=outbound", tc.spec.fam(), apString(remote))
+			if got := brief(&evs[0]); got != want {
+				t.Errorf("got  %s\nwant %s", got, want)
+			}
+			checkTask(t, &evs[0], th)
+		})
+	}
+}
+
+// TCP Fast Open connects inside sendto(MSG_FASTOPEN): fentry and kprobe
+// see it in __inet_stream_connect; no connect(2) is made, so the syscall
+// tracepoints do not.
+func TestKernelConnectFastOpen(t *testing.T) {
+	ns := newNetns(t)
+	ns.sysctl(t, "net.ipv4.tcp_fastopen", "1") // client side on
+	c := startTracer(t, Options{PID: uint32(os.Getpid()), Events: kindSet(KindConnect)})
+	service := netip.MustParseAddrPort("127.0.0.1:9200")
+	var local uint16
+	ns.run(t, func() {
+		ln := newSocket(t, tcp4)
+		defer unix.Close(ln)
+		if err := unix.Bind(ln, sockaddr(service)); err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Listen(ln, 1); err != nil {
+			t.Fatal(err)
+		}
+		fd := newSocket(t, tcp4)
+		defer unix.Close(fd)
+		if err := unix.Sendto(fd, []byte("x"), unix.MSG_FASTOPEN, sockaddr(service)); err != nil {
+			t.Fatalf("sendto(MSG_FASTOPEN): %v", err)
+		}
+		local = localPort(t, fd)
+	})
+	evs := c.stop(t, ns)
+	var want []string
+	if c.tr.Backend() != BackendTracepoint {
+		want = []string{fmt.Sprintf("connect ok tcp ipv4 local=127.0.0.1:%d remote=%s eph=true class=registered priv=false dir=outbound", local, service)}
+	}
+	var got []string
+	for _, ev := range evs {
+		got = append(got, brief(&ev))
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("%s backend: got\n%s\nwant\n%s", c.tr.Backend(), strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
 // Each backend's programs pass this kernel's verifier, or the kernel refuses
 // the program type outright and the test says which.
 func TestKernelBackendsLoad(t *testing.T) {

@@ -104,55 +104,55 @@ type porttracePortBitmap struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	porttraceMapChurnDst                = "churn_dst"
-	porttraceMapChurnNs                 = "churn_ns"
-	porttraceMapChurnProc               = "churn_proc"
-	porttraceMapCounters                = "counters"
-	porttraceMapEvents                  = "events"
-	porttraceMapInflight                = "inflight"
-	porttraceMapKaccept                 = "kaccept"
-	porttraceMapKinflight               = "kinflight"
-	porttraceMapPortBefore              = "port_before"
-	porttraceMapPortFilter              = "port_filter"
-	porttraceMapPreblocked              = "preblocked"
-	porttraceProgFentryInetDgramConnect = "fentry_inet_dgram_connect"
-	porttraceProgFentryTcpV4Connect     = "fentry_tcp_v4_connect"
-	porttraceProgFentryTcpV6Connect     = "fentry_tcp_v6_connect"
-	porttraceProgFexitInet6Bind         = "fexit_inet6_bind"
-	porttraceProgFexitInetBind          = "fexit_inet_bind"
-	porttraceProgFexitInetCskAccept     = "fexit_inet_csk_accept"
-	porttraceProgFexitInetDgramConnect  = "fexit_inet_dgram_connect"
-	porttraceProgFexitListen            = "fexit_listen"
-	porttraceProgFexitTcpV4Connect      = "fexit_tcp_v4_connect"
-	porttraceProgFexitTcpV6Connect      = "fexit_tcp_v6_connect"
-	porttraceProgKpInet6Bind            = "kp_inet6_bind"
-	porttraceProgKpInetBind             = "kp_inet_bind"
-	porttraceProgKpInetCskAccept        = "kp_inet_csk_accept"
-	porttraceProgKpInetDgramConnect     = "kp_inet_dgram_connect"
-	porttraceProgKpListen               = "kp_listen"
-	porttraceProgKpTcpV4Connect         = "kp_tcp_v4_connect"
-	porttraceProgKpTcpV6Connect         = "kp_tcp_v6_connect"
-	porttraceProgKrpInet6Bind           = "krp_inet6_bind"
-	porttraceProgKrpInetBind            = "krp_inet_bind"
-	porttraceProgKrpInetCskAccept       = "krp_inet_csk_accept"
-	porttraceProgKrpInetDgramConnect    = "krp_inet_dgram_connect"
-	porttraceProgKrpListen              = "krp_listen"
-	porttraceProgKrpTcpV4Connect        = "krp_tcp_v4_connect"
-	porttraceProgKrpTcpV6Connect        = "krp_tcp_v6_connect"
-	porttraceProgTpEnterConnect         = "tp_enter_connect"
-	porttraceProgTpExitAccept           = "tp_exit_accept"
-	porttraceProgTpExitBind             = "tp_exit_bind"
-	porttraceProgTpExitConnect          = "tp_exit_connect"
-	porttraceProgTpExitListen           = "tp_exit_listen"
-	porttraceVarAcceptBackend           = "accept_backend"
-	porttraceVarChurnMode               = "churn_mode"
-	porttraceVarFilterPorts             = "filter_ports"
-	porttraceVarLastWakeup              = "last_wakeup"
-	porttraceVarListenOnSk              = "listen_on_sk"
-	porttraceVarTargetPid               = "target_pid"
-	porttraceVarTargetUid               = "target_uid"
-	porttraceVarUnusedEvent             = "unused_event"
-	porttraceVarWakeupBytes             = "wakeup_bytes"
+	porttraceMapChurnDst                 = "churn_dst"
+	porttraceMapChurnNs                  = "churn_ns"
+	porttraceMapChurnProc                = "churn_proc"
+	porttraceMapCounters                 = "counters"
+	porttraceMapEvents                   = "events"
+	porttraceMapInflight                 = "inflight"
+	porttraceMapKaccept                  = "kaccept"
+	porttraceMapKinflight                = "kinflight"
+	porttraceMapPortBefore               = "port_before"
+	porttraceMapPortFilter               = "port_filter"
+	porttraceMapPreblocked               = "preblocked"
+	porttraceProgFentryFastopenConnect   = "fentry_fastopen_connect"
+	porttraceProgFentryInetDgramConnect  = "fentry_inet_dgram_connect"
+	porttraceProgFentryInetStreamConnect = "fentry_inet_stream_connect"
+	porttraceProgFexitFastopenConnect    = "fexit_fastopen_connect"
+	porttraceProgFexitInet6Bind          = "fexit_inet6_bind"
+	porttraceProgFexitInetBind           = "fexit_inet_bind"
+	porttraceProgFexitInetCskAccept      = "fexit_inet_csk_accept"
+	porttraceProgFexitInetDgramConnect   = "fexit_inet_dgram_connect"
+	porttraceProgFexitInetStreamConnect  = "fexit_inet_stream_connect"
+	porttraceProgFexitListen             = "fexit_listen"
+	porttraceProgKpFastopenConnect       = "kp_fastopen_connect"
+	porttraceProgKpInet6Bind             = "kp_inet6_bind"
+	porttraceProgKpInetBind              = "kp_inet_bind"
+	porttraceProgKpInetCskAccept         = "kp_inet_csk_accept"
+	porttraceProgKpInetDgramConnect      = "kp_inet_dgram_connect"
+	porttraceProgKpInetStreamConnect     = "kp_inet_stream_connect"
+	porttraceProgKpListen                = "kp_listen"
+	porttraceProgKrpFastopenConnect      = "krp_fastopen_connect"
+	porttraceProgKrpInet6Bind            = "krp_inet6_bind"
+	porttraceProgKrpInetBind             = "krp_inet_bind"
+	porttraceProgKrpInetCskAccept        = "krp_inet_csk_accept"
+	porttraceProgKrpInetDgramConnect     = "krp_inet_dgram_connect"
+	porttraceProgKrpInetStreamConnect    = "krp_inet_stream_connect"
+	porttraceProgKrpListen               = "krp_listen"
+	porttraceProgTpEnterConnect          = "tp_enter_connect"
+	porttraceProgTpExitAccept            = "tp_exit_accept"
+	porttraceProgTpExitBind              = "tp_exit_bind"
+	porttraceProgTpExitConnect           = "tp_exit_connect"
+	porttraceProgTpExitListen            = "tp_exit_listen"
+	porttraceVarAcceptBackend            = "accept_backend"
+	porttraceVarChurnMode                = "churn_mode"
+	porttraceVarFilterPorts              = "filter_ports"
+	porttraceVarLastWakeup               = "last_wakeup"
+	porttraceVarListenOnSk               = "listen_on_sk"
+	porttraceVarTargetPid                = "target_pid"
+	porttraceVarTargetUid                = "target_uid"
+	porttraceVarUnusedEvent              = "unused_event"
+	porttraceVarWakeupBytes              = "wakeup_bytes"
 )
 
 // loadPorttrace returns the embedded CollectionSpec for porttrace.
@@ -197,35 +197,35 @@ type porttraceSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type porttraceProgramSpecs struct {
-	FentryInetDgramConnect *ebpf.ProgramSpec `ebpf:"fentry_inet_dgram_connect"`
-	FentryTcpV4Connect     *ebpf.ProgramSpec `ebpf:"fentry_tcp_v4_connect"`
-	FentryTcpV6Connect     *ebpf.ProgramSpec `ebpf:"fentry_tcp_v6_connect"`
-	FexitInet6Bind         *ebpf.ProgramSpec `ebpf:"fexit_inet6_bind"`
-	FexitInetBind          *ebpf.ProgramSpec `ebpf:"fexit_inet_bind"`
-	FexitInetCskAccept     *ebpf.ProgramSpec `ebpf:"fexit_inet_csk_accept"`
-	FexitInetDgramConnect  *ebpf.ProgramSpec `ebpf:"fexit_inet_dgram_connect"`
-	FexitListen            *ebpf.ProgramSpec `ebpf:"fexit_listen"`
-	FexitTcpV4Connect      *ebpf.ProgramSpec `ebpf:"fexit_tcp_v4_connect"`
-	FexitTcpV6Connect      *ebpf.ProgramSpec `ebpf:"fexit_tcp_v6_connect"`
-	KpInet6Bind            *ebpf.ProgramSpec `ebpf:"kp_inet6_bind"`
-	KpInetBind             *ebpf.ProgramSpec `ebpf:"kp_inet_bind"`
-	KpInetCskAccept        *ebpf.ProgramSpec `ebpf:"kp_inet_csk_accept"`
-	KpInetDgramConnect     *ebpf.ProgramSpec `ebpf:"kp_inet_dgram_connect"`
-	KpListen               *ebpf.ProgramSpec `ebpf:"kp_listen"`
-	KpTcpV4Connect         *ebpf.ProgramSpec `ebpf:"kp_tcp_v4_connect"`
-	KpTcpV6Connect         *ebpf.ProgramSpec `ebpf:"kp_tcp_v6_connect"`
-	KrpInet6Bind           *ebpf.ProgramSpec `ebpf:"krp_inet6_bind"`
-	KrpInetBind            *ebpf.ProgramSpec `ebpf:"krp_inet_bind"`
-	KrpInetCskAccept       *ebpf.ProgramSpec `ebpf:"krp_inet_csk_accept"`
-	KrpInetDgramConnect    *ebpf.ProgramSpec `ebpf:"krp_inet_dgram_connect"`
-	KrpListen              *ebpf.ProgramSpec `ebpf:"krp_listen"`
-	KrpTcpV4Connect        *ebpf.ProgramSpec `ebpf:"krp_tcp_v4_connect"`
-	KrpTcpV6Connect        *ebpf.ProgramSpec `ebpf:"krp_tcp_v6_connect"`
-	TpEnterConnect         *ebpf.ProgramSpec `ebpf:"tp_enter_connect"`
-	TpExitAccept           *ebpf.ProgramSpec `ebpf:"tp_exit_accept"`
-	TpExitBind             *ebpf.ProgramSpec `ebpf:"tp_exit_bind"`
-	TpExitConnect          *ebpf.ProgramSpec `ebpf:"tp_exit_connect"`
-	TpExitListen           *ebpf.ProgramSpec `ebpf:"tp_exit_listen"`
+	FentryFastopenConnect   *ebpf.ProgramSpec `ebpf:"fentry_fastopen_connect"`
+	FentryInetDgramConnect  *ebpf.ProgramSpec `ebpf:"fentry_inet_dgram_connect"`
+	FentryInetStreamConnect *ebpf.ProgramSpec `ebpf:"fentry_inet_stream_connect"`
+	FexitFastopenConnect    *ebpf.ProgramSpec `ebpf:"fexit_fastopen_connect"`
+	FexitInet6Bind          *ebpf.ProgramSpec `ebpf:"fexit_inet6_bind"`
+	FexitInetBind           *ebpf.ProgramSpec `ebpf:"fexit_inet_bind"`
+	FexitInetCskAccept      *ebpf.ProgramSpec `ebpf:"fexit_inet_csk_accept"`
+	FexitInetDgramConnect   *ebpf.ProgramSpec `ebpf:"fexit_inet_dgram_connect"`
+	FexitInetStreamConnect  *ebpf.ProgramSpec `ebpf:"fexit_inet_stream_connect"`
+	FexitListen             *ebpf.ProgramSpec `ebpf:"fexit_listen"`
+	KpFastopenConnect       *ebpf.ProgramSpec `ebpf:"kp_fastopen_connect"`
+	KpInet6Bind             *ebpf.ProgramSpec `ebpf:"kp_inet6_bind"`
+	KpInetBind              *ebpf.ProgramSpec `ebpf:"kp_inet_bind"`
+	KpInetCskAccept         *ebpf.ProgramSpec `ebpf:"kp_inet_csk_accept"`
+	KpInetDgramConnect      *ebpf.ProgramSpec `ebpf:"kp_inet_dgram_connect"`
+	KpInetStreamConnect     *ebpf.ProgramSpec `ebpf:"kp_inet_stream_connect"`
+	KpListen                *ebpf.ProgramSpec `ebpf:"kp_listen"`
+	KrpFastopenConnect      *ebpf.ProgramSpec `ebpf:"krp_fastopen_connect"`
+	KrpInet6Bind            *ebpf.ProgramSpec `ebpf:"krp_inet6_bind"`
+	KrpInetBind             *ebpf.ProgramSpec `ebpf:"krp_inet_bind"`
+	KrpInetCskAccept        *ebpf.ProgramSpec `ebpf:"krp_inet_csk_accept"`
+	KrpInetDgramConnect     *ebpf.ProgramSpec `ebpf:"krp_inet_dgram_connect"`
+	KrpInetStreamConnect    *ebpf.ProgramSpec `ebpf:"krp_inet_stream_connect"`
+	KrpListen               *ebpf.ProgramSpec `ebpf:"krp_listen"`
+	TpEnterConnect          *ebpf.ProgramSpec `ebpf:"tp_enter_connect"`
+	TpExitAccept            *ebpf.ProgramSpec `ebpf:"tp_exit_accept"`
+	TpExitBind              *ebpf.ProgramSpec `ebpf:"tp_exit_bind"`
+	TpExitConnect           *ebpf.ProgramSpec `ebpf:"tp_exit_connect"`
+	TpExitListen            *ebpf.ProgramSpec `ebpf:"tp_exit_listen"`
 }
 
 // porttraceMapSpecs contains maps before they are loaded into the kernel.
@@ -328,63 +328,63 @@ type porttraceVariables struct {
 //
 // It can be passed to loadPorttraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type porttracePrograms struct {
-	FentryInetDgramConnect *ebpf.Program `ebpf:"fentry_inet_dgram_connect"`
-	FentryTcpV4Connect     *ebpf.Program `ebpf:"fentry_tcp_v4_connect"`
-	FentryTcpV6Connect     *ebpf.Program `ebpf:"fentry_tcp_v6_connect"`
-	FexitInet6Bind         *ebpf.Program `ebpf:"fexit_inet6_bind"`
-	FexitInetBind          *ebpf.Program `ebpf:"fexit_inet_bind"`
-	FexitInetCskAccept     *ebpf.Program `ebpf:"fexit_inet_csk_accept"`
-	FexitInetDgramConnect  *ebpf.Program `ebpf:"fexit_inet_dgram_connect"`
-	FexitListen            *ebpf.Program `ebpf:"fexit_listen"`
-	FexitTcpV4Connect      *ebpf.Program `ebpf:"fexit_tcp_v4_connect"`
-	FexitTcpV6Connect      *ebpf.Program `ebpf:"fexit_tcp_v6_connect"`
-	KpInet6Bind            *ebpf.Program `ebpf:"kp_inet6_bind"`
-	KpInetBind             *ebpf.Program `ebpf:"kp_inet_bind"`
-	KpInetCskAccept        *ebpf.Program `ebpf:"kp_inet_csk_accept"`
-	KpInetDgramConnect     *ebpf.Program `ebpf:"kp_inet_dgram_connect"`
-	KpListen               *ebpf.Program `ebpf:"kp_listen"`
-	KpTcpV4Connect         *ebpf.Program `ebpf:"kp_tcp_v4_connect"`
-	KpTcpV6Connect         *ebpf.Program `ebpf:"kp_tcp_v6_connect"`
-	KrpInet6Bind           *ebpf.Program `ebpf:"krp_inet6_bind"`
-	KrpInetBind            *ebpf.Program `ebpf:"krp_inet_bind"`
-	KrpInetCskAccept       *ebpf.Program `ebpf:"krp_inet_csk_accept"`
-	KrpInetDgramConnect    *ebpf.Program `ebpf:"krp_inet_dgram_connect"`
-	KrpListen              *ebpf.Program `ebpf:"krp_listen"`
-	KrpTcpV4Connect        *ebpf.Program `ebpf:"krp_tcp_v4_connect"`
-	KrpTcpV6Connect        *ebpf.Program `ebpf:"krp_tcp_v6_connect"`
-	TpEnterConnect         *ebpf.Program `ebpf:"tp_enter_connect"`
-	TpExitAccept           *ebpf.Program `ebpf:"tp_exit_accept"`
-	TpExitBind             *ebpf.Program `ebpf:"tp_exit_bind"`
-	TpExitConnect          *ebpf.Program `ebpf:"tp_exit_connect"`
-	TpExitListen           *ebpf.Program `ebpf:"tp_exit_listen"`
+	FentryFastopenConnect   *ebpf.Program `ebpf:"fentry_fastopen_connect"`
+	FentryInetDgramConnect  *ebpf.Program `ebpf:"fentry_inet_dgram_connect"`
+	FentryInetStreamConnect *ebpf.Program `ebpf:"fentry_inet_stream_connect"`
+	FexitFastopenConnect    *ebpf.Program `ebpf:"fexit_fastopen_connect"`
+	FexitInet6Bind          *ebpf.Program `ebpf:"fexit_inet6_bind"`
+	FexitInetBind           *ebpf.Program `ebpf:"fexit_inet_bind"`
+	FexitInetCskAccept      *ebpf.Program `ebpf:"fexit_inet_csk_accept"`
+	FexitInetDgramConnect   *ebpf.Program `ebpf:"fexit_inet_dgram_connect"`
+	FexitInetStreamConnect  *ebpf.Program `ebpf:"fexit_inet_stream_connect"`
+	FexitListen             *ebpf.Program `ebpf:"fexit_listen"`
+	KpFastopenConnect       *ebpf.Program `ebpf:"kp_fastopen_connect"`
+	KpInet6Bind             *ebpf.Program `ebpf:"kp_inet6_bind"`
+	KpInetBind              *ebpf.Program `ebpf:"kp_inet_bind"`
+	KpInetCskAccept         *ebpf.Program `ebpf:"kp_inet_csk_accept"`
+	KpInetDgramConnect      *ebpf.Program `ebpf:"kp_inet_dgram_connect"`
+	KpInetStreamConnect     *ebpf.Program `ebpf:"kp_inet_stream_connect"`
+	KpListen                *ebpf.Program `ebpf:"kp_listen"`
+	KrpFastopenConnect      *ebpf.Program `ebpf:"krp_fastopen_connect"`
+	KrpInet6Bind            *ebpf.Program `ebpf:"krp_inet6_bind"`
+	KrpInetBind             *ebpf.Program `ebpf:"krp_inet_bind"`
+	KrpInetCskAccept        *ebpf.Program `ebpf:"krp_inet_csk_accept"`
+	KrpInetDgramConnect     *ebpf.Program `ebpf:"krp_inet_dgram_connect"`
+	KrpInetStreamConnect    *ebpf.Program `ebpf:"krp_inet_stream_connect"`
+	KrpListen               *ebpf.Program `ebpf:"krp_listen"`
+	TpEnterConnect          *ebpf.Program `ebpf:"tp_enter_connect"`
+	TpExitAccept            *ebpf.Program `ebpf:"tp_exit_accept"`
+	TpExitBind              *ebpf.Program `ebpf:"tp_exit_bind"`
+	TpExitConnect           *ebpf.Program `ebpf:"tp_exit_connect"`
+	TpExitListen            *ebpf.Program `ebpf:"tp_exit_listen"`
 }
 
 func (p *porttracePrograms) Close() error {
 	return _PorttraceClose(
+		p.FentryFastopenConnect,
 		p.FentryInetDgramConnect,
-		p.FentryTcpV4Connect,
-		p.FentryTcpV6Connect,
+		p.FentryInetStreamConnect,
+		p.FexitFastopenConnect,
 		p.FexitInet6Bind,
 		p.FexitInetBind,
 		p.FexitInetCskAccept,
 		p.FexitInetDgramConnect,
+		p.FexitInetStreamConnect,
 		p.FexitListen,
-		p.FexitTcpV4Connect,
-		p.FexitTcpV6Connect,
+		p.KpFastopenConnect,
 		p.KpInet6Bind,
 		p.KpInetBind,
 		p.KpInetCskAccept,
 		p.KpInetDgramConnect,
+		p.KpInetStreamConnect,
 		p.KpListen,
-		p.KpTcpV4Connect,
-		p.KpTcpV6Connect,
+		p.KrpFastopenConnect,
 		p.KrpInet6Bind,
 		p.KrpInetBind,
 		p.KrpInetCskAccept,
 		p.KrpInetDgramConnect,
+		p.KrpInetStreamConnect,
 		p.KrpListen,
-		p.KrpTcpV4Connect,
-		p.KrpTcpV6Connect,
 		p.TpEnterConnect,
 		p.TpExitAccept,
 		p.TpExitBind,
