@@ -198,8 +198,12 @@ func (e *Event) ServicePort() (uint16, bool) {
 
 // Errno name, e.g. "EACCES"; empty when the call succeeded.
 func (e *Event) ErrnoName() string {
-	if e.Errno == 0 {
+	switch e.Errno {
+	case 0:
 		return ""
+	case unix.EOPNOTSUPP:
+		// ENOTSUP is the same number; the socket code says EOPNOTSUPP.
+		return "EOPNOTSUPP"
 	}
 	if n := unix.ErrnoName(e.Errno); n != "" {
 		return n

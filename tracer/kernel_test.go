@@ -10,9 +10,12 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/btf"
+	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 )
 
@@ -588,18 +591,9 @@ func TestKernelDeletedBinary(t *testing.T) {
 // it bound from.
 func TestKernelCgroupFromEvent(t *testing.T) {
 	ns := newNetns(t)
-	root := cgroup2Mount(t)
-	name := fmt.Sprintf("porttrace-test-%d", os.Getpid())
-	dir := filepath.Join(root, name)
-	if err := os.Mkdir(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.Remove(dir) })
-	cg, err := os.Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cg.Close()
+	cg := newCgroup(t)
+	dir := cg.Name()
+	root, name := filepath.Dir(dir), filepath.Base(dir)
 	cmd := helperCmd(helperExe(t), 0, "tcp", "127.0.0.1:31338")
 	cmd.SysProcAttr.UseCgroupFD = true
 	cmd.SysProcAttr.CgroupFD = int(cg.Fd())
@@ -886,6 +880,116 @@ func TestKernelConnectFastOpen(t *testing.T) {
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("%s backend: got\n%s\nwant\n%s", c.tr.Backend(), strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
+}
+
+// Calls that fail before they reach the protocol code never pass the
+// fentry and kprobe hooks: listen or accept on a UDP socket, a bind whose
+// address is too short, a bind refused by a cgroup BPF program (systemd's
+// SocketBindDeny=) or an LSM. The syscall tracepoints see them all.
+func TestKernelFailuresBeforeProtocol(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		want string // kind, result and errno of the one event
+		call func(t *testing.T, ns *netns) (pid int, err error)
+	}{
+		{"udp-listen", "listen failed EOPNOTSUPP", func(t *testing.T, ns *netns) (int, error) {
+			var err error
+			ns.run(t, func() {
+				fd := newSocket(t, udp4)
+				defer unix.Close(fd)
+				if err := unix.Bind(fd, sockaddr(netip.MustParseAddrPort("127.0.0.1:9301"))); err != nil {
+					t.Fatal(err)
+				}
+				err = unix.Listen(fd, 1)
+			})
+			return os.Getpid(), err
+		}},
+		{"udp-accept", "accept failed EOPNOTSUPP", func(t *testing.T, ns *netns) (int, error) {
+			var err error
+			ns.run(t, func() {
+				fd := newSocket(t, udp4)
+				defer unix.Close(fd)
+				_, _, err = unix.Accept(fd)
+			})
+			return os.Getpid(), err
+		}},
+		{"short-address", "bind failed EINVAL", func(t *testing.T, ns *netns) (int, error) {
+			var err error
+			ns.run(t, func() {
+				fd := newSocket(t, tcp4)
+				defer unix.Close(fd)
+				sa := unix.RawSockaddrInet4{Family: unix.AF_INET, Port: 0x5e24} // 9310, network order
+				_, _, errno := unix.Syscall(unix.SYS_BIND, uintptr(fd), uintptr(unsafe.Pointer(&sa)), 8)
+				err = errno
+			})
+			return os.Getpid(), err
+		}},
+		{"cgroup-bpf-deny", "bind denied EPERM", func(t *testing.T, ns *netns) (int, error) {
+			cg := newCgroup(t)
+			deny, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+				Type:         ebpf.CGroupSockAddr,
+				AttachType:   ebpf.AttachCGroupInet4Bind,
+				Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
+				License:      "GPL",
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer deny.Close()
+			l, err := link.AttachCgroup(link.CgroupOptions{Path: cg.Name(), Attach: ebpf.AttachCGroupInet4Bind, Program: deny})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close()
+			cmd := helperCmd(helperExe(t), 0, "tcp", "127.0.0.1:9303")
+			cmd.SysProcAttr.UseCgroupFD = true
+			cmd.SysProcAttr.CgroupFD = int(cg.Fd())
+			h := runHelper(t, ns, cmd)
+			if _, errno := h.bind(t); errno != "EPERM" {
+				return h.cmd.Process.Pid, fmt.Errorf("bind in the cgroup: %q", errno)
+			}
+			return h.cmd.Process.Pid, unix.EPERM
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ns := newNetns(t)
+			c := startTracer(t, Options{})
+			pid, err := tc.call(t, ns)
+			if err == nil {
+				t.Fatal("the call did not fail")
+			}
+			var got []string
+			kind, _, _ := strings.Cut(tc.want, " ")
+			for _, ev := range c.stop(t, ns) {
+				if ev.PID == uint32(pid) && ev.Kind.String() == kind {
+					got = append(got, fmt.Sprintf("%s %s %s", ev.Kind, ev.Result, ev.ErrnoName()))
+				}
+			}
+			var want []string
+			if c.tr.Backend() == BackendTracepoint {
+				want = []string{tc.want}
+			}
+			if strings.Join(got, "\n") != strings.Join(want, "\n") {
+				t.Errorf("%s backend (call failed with %v): got %q, want %q", c.tr.Backend(), err, got, want)
+			}
+		})
+	}
+}
+
+// newCgroup makes a cgroup v2 child for one test, removed at its end.
+func newCgroup(t *testing.T) *os.File {
+	t.Helper()
+	dir := filepath.Join(cgroup2Mount(t), fmt.Sprintf("porttrace-test-%d-%d", os.Getpid(), time.Now().UnixNano()))
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove(dir) })
+	f, err := os.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f
 }
 
 // Each backend's programs pass this kernel's verifier, or the kernel refuses
