@@ -109,7 +109,7 @@ func Sparkline(values []float64) string {
 // AppendChurnJSON appends one report as a JSON object and a newline.
 func AppendChurnJSON(buf []byte, r *ChurnReport) []byte {
 	buf = append(buf, `{"time":"`...)
-	buf = r.Time.UTC().AppendFormat(buf, time.RFC3339Nano)
+	buf = r.Time.UTC().AppendFormat(buf, timeLayout)
 	buf = append(buf, `","interval_s":`...)
 	buf = strconv.AppendFloat(buf, r.Interval.Seconds(), 'f', 3, 64)
 	buf = appendUint(buf, "overflow", r.Overflow)

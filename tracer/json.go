@@ -3,16 +3,19 @@ package tracer
 import (
 	"net/netip"
 	"strconv"
-	"time"
 	"unicode/utf8"
 )
+
+// timeLayout is RFC 3339 with all nine digits of nanoseconds, so that
+// times sort as text and line up.
+const timeLayout = "2006-01-02T15:04:05.000000000Z07:00"
 
 // AppendJSON appends ev as one JSON object and a newline. Field names are
 // the stable event contract (see README); fields the backend could not know
 // are left out. It allocates nothing once buf has grown.
 func AppendJSON(buf []byte, ev *Event) []byte {
 	buf = append(buf, `{"time":"`...)
-	buf = ev.Time.UTC().AppendFormat(buf, time.RFC3339Nano)
+	buf = ev.Time.UTC().AppendFormat(buf, timeLayout)
 	buf = append(buf, `","event":"`...)
 	buf = append(buf, ev.Kind.String()...)
 	buf = append(buf, `","result":"`...)

@@ -1,12 +1,15 @@
 package tracer
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
+	"os/user"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -642,6 +645,62 @@ func cgroup2Mount(t *testing.T) string {
 	return dir
 }
 
+// checkJSONBind checks every field of a JSON bind event made by this
+// process on 127.0.0.1 over UDP, enrichment included, against what the
+// process knows of itself.
+func checkJSONBind(t *testing.T, line string, ns *netns, threads map[int]thread, b Backend) {
+	t.Helper()
+	var got map[string]any
+	if err := json.Unmarshal([]byte(line), &got); err != nil {
+		t.Fatalf("%v: %s", err, line)
+	}
+	ts, err := time.Parse(time.RFC3339Nano, fmt.Sprint(got["time"]))
+	if err != nil || time.Since(ts) < 0 || time.Since(ts) > time.Minute {
+		t.Errorf("time %v: %v", got["time"], err)
+	}
+	port := int(got["local_port"].(float64))
+	th, ok := threads[port]
+	if !ok {
+		t.Fatalf("a bind of port %d, which the test did not make: %s", port, line)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	exe, _ = filepath.EvalSymlinks(exe)
+	u, err := user.LookupId(fmt.Sprint(os.Getuid()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cgroup, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	backend := b.String()
+	if b == BackendAuto {
+		backend = fmt.Sprint(got["backend"]) // checked against the others below
+	}
+	want := map[string]any{
+		"time": got["time"], "event": "bind", "result": "ok",
+		"pid": os.Getpid(), "tid": th.tid, "ppid": os.Getppid(), "uid": os.Getuid(), "user": u.Username,
+		"comm": th.comm, "exe": exe, "exe_deleted": false, "cgroup": cgroupPath(cgroup), "cgroup_id": got["cgroup_id"],
+		"netns": ns.inode, "proto": "udp", "family": "ipv4", "local_addr": "127.0.0.1", "local_port": port,
+		"ephemeral": false, "port_class": "registered", "privileged": false, "backend": backend,
+	}
+	if id, _ := got["cgroup_id"].(float64); id == 0 {
+		t.Errorf("cgroup_id %v", got["cgroup_id"])
+	}
+	if backend != "fentry" && backend != "kprobe" && backend != "tracepoint" {
+		t.Errorf("backend %q", backend)
+	}
+	wantJSON, _ := json.Marshal(want)
+	var norm map[string]any
+	_ = json.Unmarshal(wantJSON, &norm)
+	if !reflect.DeepEqual(got, norm) {
+		t.Errorf("got  %s\nwant %s", line, wantJSON)
+	}
+}
+
 // Every one of 2,000 short-lived connections is reported, connect and
 // accept, and nothing is lost.
 func TestKernelCatchRate(t *testing.T) {
@@ -1190,8 +1249,10 @@ func TestKernelRunJSON(t *testing.T) {
 	go func() { done <- Run(t.Context(), cfg, &stdout, &stderr) }()
 	// Bind until Run has seen three (it attaches in the background).
 	deadline := time.Now().Add(10 * time.Second)
+	threads := map[int]thread{} // by port
 	for port := 20000; ; port++ {
 		ns.run(t, func() {
+			threads[port] = self()
 			fd := newSocket(t, udp4)
 			defer unix.Close(fd)
 			if err := unix.Bind(fd, sockaddr(netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port)))); err != nil {
@@ -1209,9 +1270,7 @@ func TestKernelRunJSON(t *testing.T) {
 				t.Fatalf("got %d lines, want 3:\n%s", len(lines), stdout.String())
 			}
 			for _, l := range lines {
-				if !strings.HasPrefix(l, `{"time":"`) || !strings.Contains(l, `"event":"bind"`) || !strings.Contains(l, `"proto":"udp"`) {
-					t.Errorf("line %s", l)
-				}
+				checkJSONBind(t, l, ns, threads, cfg.Backend)
 			}
 			if !strings.Contains(stderr.String(), "porttrace: 3 events (bind 3, listen 0, connect 0, accept 0), 0 denied, 0 failed, 0 lost") {
 				t.Errorf("summary missing from stderr:\n%s", stderr.String())
