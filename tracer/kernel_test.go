@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 	"unsafe"
@@ -145,7 +146,9 @@ func TestKernelBindDenied(t *testing.T) {
 func TestKernelBindInUse(t *testing.T) {
 	ns := newNetns(t)
 	c := startTracer(t, Options{PID: uint32(os.Getpid())})
+	var th thread
 	ns.run(t, func() {
+		th = self()
 		a, b := newSocket(t, tcp4), newSocket(t, tcp4)
 		defer unix.Close(a)
 		defer unix.Close(b)
@@ -167,6 +170,10 @@ func TestKernelBindInUse(t *testing.T) {
 	want := "bind failed EADDRINUSE tcp ipv4 local=127.0.0.1:10101 remote=- eph=false class=registered priv=false"
 	if got := brief(&evs[1]); got != want {
 		t.Errorf("got  %s\nwant %s", got, want)
+	}
+	checkTask(t, &evs[1], th)
+	if evs[1].Netns != ns.inode {
+		t.Errorf("netns %d, want %d", evs[1].Netns, ns.inode)
 	}
 }
 
@@ -381,7 +388,9 @@ func TestKernelConnectExhausted(t *testing.T) {
 	c := startTracer(t, Options{PID: uint32(os.Getpid())})
 	service := netip.MustParseAddrPort("127.0.0.1:9000")
 	var errs []error
+	var th thread
 	ns.run(t, func() {
+		th = self()
 		ln := newSocket(t, tcp4)
 		defer unix.Close(ln)
 		if err := unix.Bind(ln, sockaddr(service)); err != nil {
@@ -410,6 +419,7 @@ func TestKernelConnectExhausted(t *testing.T) {
 	if !strings.Contains(conn[2].Reason, "ip_local_port_range 40000-40001") {
 		t.Errorf("reason %q does not name the range", conn[2].Reason)
 	}
+	checkTask(t, &conn[2], th)
 	for _, ev := range conn[:2] {
 		if p := ev.Local.Port(); ev.Result != ResultOK || p < 40000 || p > 40001 {
 			t.Errorf("got %s", brief(&ev))
@@ -701,37 +711,79 @@ func checkJSONBind(t *testing.T, line string, ns *netns, threads map[int]thread,
 	}
 }
 
-// Every one of 2,000 short-lived connections is reported, connect and
-// accept, and nothing is lost.
+// Every one of 2,000 short-lived connections, made by four threads at once,
+// is reported, connect and accept, each from the thread that made it, and
+// nothing is lost.
 func TestKernelCatchRate(t *testing.T) {
-	const n = 2000
+	const clients, each = 4, 500
+	const n = clients * each
 	ns := newNetns(t)
 	c := startTracer(t, Options{PID: uint32(os.Getpid()), Events: kindSet(KindConnect, KindAccept)})
 	service := netip.MustParseAddrPort("127.0.0.1:8081")
+	var mu sync.Mutex
 	clientPorts := map[uint16]bool{}
+	clientTIDs := map[uint32]bool{}
+	var acceptTID uint32
+	ln := -1
 	ns.run(t, func() {
-		ln := newSocket(t, tcp4)
-		defer unix.Close(ln)
+		ln = newSocket(t, tcp4)
 		if err := unix.Bind(ln, sockaddr(service)); err != nil {
 			t.Fatal(err)
 		}
-		if err := unix.Listen(ln, 128); err != nil {
+		if err := unix.Listen(ln, 512); err != nil {
 			t.Fatal(err)
 		}
+	})
+	defer unix.Close(ln)
+	// One thread accepts while several connect at once.
+	accepted := make(chan error, 1)
+	ns.goRun(func() {
+		acceptTID = uint32(unix.Gettid())
 		for i := 0; i < n; i++ {
-			fd := newSocket(t, tcp4)
-			if err := unix.Connect(fd, sockaddr(service)); err != nil {
-				t.Fatal(err)
-			}
-			clientPorts[localPort(t, fd)] = true
 			nfd, _, err := unix.Accept(ln)
 			if err != nil {
-				t.Fatal(err)
+				accepted <- err
+				return
 			}
 			unix.Close(nfd)
-			unix.Close(fd)
 		}
+		accepted <- nil
 	})
+	errc := make(chan error, clients)
+	for range clients {
+		ns.goRun(func() {
+			tid := uint32(unix.Gettid())
+			for range each {
+				fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+				if err == nil {
+					err = unix.Connect(fd, sockaddr(service))
+				}
+				if err != nil {
+					errc <- err
+					return
+				}
+				sa, err := unix.Getsockname(fd)
+				unix.Close(fd)
+				if err != nil {
+					errc <- err
+					return
+				}
+				mu.Lock()
+				clientPorts[uint16(sa.(*unix.SockaddrInet4).Port)] = true
+				clientTIDs[tid] = true
+				mu.Unlock()
+			}
+			errc <- nil
+		})
+	}
+	for range clients {
+		if err := <-errc; err != nil {
+			t.Fatalf("client: %v", err)
+		}
+	}
+	if err := <-accepted; err != nil {
+		t.Fatalf("accept: %v", err)
+	}
 	evs := c.stop(t, ns)
 	conn, acc := only(evs, KindConnect), only(evs, KindAccept)
 	if len(conn) != n || len(acc) != n {
@@ -739,9 +791,17 @@ func TestKernelCatchRate(t *testing.T) {
 	}
 	for _, ev := range conn {
 		delete(clientPorts, ev.Local.Port())
+		if !clientTIDs[ev.TID] {
+			t.Fatalf("connect reported from thread %d, not a client thread", ev.TID)
+		}
 	}
 	if len(clientPorts) != 0 {
 		t.Errorf("%d client ports never reported", len(clientPorts))
+	}
+	for _, ev := range acc {
+		if ev.TID != acceptTID || ev.Local != service {
+			t.Fatalf("accept reported from thread %d on %s, want thread %d on %s", ev.TID, ev.Local, acceptTID, service)
+		}
 	}
 }
 
