@@ -4,9 +4,12 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -44,8 +47,10 @@ type Socket struct {
 	Privileged bool      // the local port needs CAP_NET_BIND_SERVICE in its netns
 	Ephemeral  bool      // the local port lies in its netns's ip_local_port_range
 	Scope      string    // who can reach a listener: all interfaces, loopback only, one address
-	Direction  Direction // of a connected TCP socket, as an operator infers it
+	Direction  Direction // of a connected socket, as an operator infers it
 	Suspicious []string  // why a listener deserves a look
+
+	orphan string // why no holder is listed, for an owned socket with none
 }
 
 // Listening reports whether s waits for peers: a TCP listener or an
@@ -54,10 +59,22 @@ func (s *Socket) Listening() bool {
 	return s.State == "LISTEN" || (s.Proto == ProtoUDP && !s.Remote.IsValid())
 }
 
+// Owned reports whether a process still has s open (or has it in flight
+// over a unix socket): false for what the kernel keeps of a connection
+// after close, TIME-WAIT and orphaned FIN-WAIT sockets, which sock_diag
+// reports with inode 0.
+func (s *Socket) Owned() bool { return s.Inode != 0 }
+
 // SnapshotOptions choose what Snapshot lists.
 type SnapshotOptions struct {
 	All   bool     // every socket, not only listeners
 	Netns []string // namespace files (/proc/PID/ns/net, /run/netns/NAME), or "all"; none: porttrace's own
+}
+
+// Unopened is a namespace --netns all found but could not look into.
+type Unopened struct {
+	Path string
+	Err  error
 }
 
 var tcpStates = [...]string{1: "ESTAB", 2: "SYN-SENT", 3: "SYN-RECV", 4: "FIN-WAIT-1", 5: "FIN-WAIT-2",
@@ -65,26 +82,53 @@ var tcpStates = [...]string{1: "ESTAB", 2: "SYN-SENT", 3: "SYN-RECV", 4: "FIN-WA
 
 // Snapshot lists the TCP and UDP sockets of the chosen namespaces, through
 // sock_diag, joined to their processes by socket inode.
-func Snapshot(o SnapshotOptions) ([]Socket, error) {
+//
+// With --netns all the namespaces come from a glob of /proc that is stale
+// the moment it is taken, and some processes may not be inspected even by
+// root (a locked-down init, another user's process without
+// CAP_SYS_PTRACE): a namespace whose process has exited is skipped, one
+// porttrace may not open or enter is skipped and returned in unopened, so
+// one of them does not hide all the others. A namespace named on the
+// command line must open, or Snapshot fails.
+func Snapshot(o SnapshotOptions) (socks []Socket, unopened []Unopened, err error) {
 	nsFiles, err := namespaceFiles(o.Netns)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	return snapshotFiles(nsFiles, len(o.Netns) == 1 && o.Netns[0] == "all", o.All)
+}
+
+// snapshotFiles lists the sockets of the namespaces nsFiles, each once;
+// all means the files came from --netns all and may vanish or be closed
+// to porttrace.
+func snapshotFiles(nsFiles []string, all, allSockets bool) (socks []Socket, unopened []Unopened, err error) {
 	holders, err := socketHolders()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	var all []Socket
 	seen := map[uint32]bool{}
 	for _, path := range nsFiles {
+		if all {
+			// Cheaper than an open: most processes share a few namespaces.
+			var st unix.Stat_t
+			if err := unix.Stat(path, &st); err == nil && seen[uint32(st.Ino)] {
+				continue
+			}
+		}
 		fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 		if err != nil {
-			return nil, fmt.Errorf("opening netns %s: %w", path, err)
+			if !all {
+				return nil, nil, fmt.Errorf("opening netns %s: %w", path, err)
+			}
+			if !vanished(err) {
+				unopened = append(unopened, Unopened{path, err})
+			}
+			continue
 		}
 		var st unix.Stat_t
 		if err := unix.Fstat(fd, &st); err != nil {
 			unix.Close(fd)
-			return nil, err
+			return nil, nil, fmt.Errorf("netns %s: %w", path, err)
 		}
 		inode := uint32(st.Ino)
 		if seen[inode] {
@@ -92,18 +136,51 @@ func Snapshot(o SnapshotOptions) ([]Socket, error) {
 			continue
 		}
 		seen[inode] = true
-		var socks []Socket
-		err = inNetns(fd, func() (err error) {
-			socks, err = snapshotHere(inode, o.All, holders)
+		var here []Socket
+		err = inNamespace(fd, inode, func() (err error) {
+			here, err = snapshotHere(inode, allSockets, holders)
 			return err
 		})
 		unix.Close(fd)
-		if err != nil {
-			return nil, fmt.Errorf("netns %s: %w", path, err)
+		if errors.Is(err, errEntering) && all {
+			unopened = append(unopened, Unopened{path, err})
+			continue
 		}
-		all = append(all, socks...)
+		if err != nil {
+			return nil, nil, fmt.Errorf("netns %s: %w", path, err)
+		}
+		socks = append(socks, here...)
 	}
-	return all, nil
+	return socks, unopened, nil
+}
+
+// vanished reports whether opening a namespace failed because its process
+// exited after the glob found it.
+func vanished(err error) bool {
+	return errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ESRCH)
+}
+
+var errEntering = errors.New("entering netns")
+
+// inNamespace calls fn on a thread inside the namespace fd (of inode
+// inode). The thread that is already there needs no setns, which takes
+// CAP_SYS_ADMIN: so porttrace without it can still list its own
+// namespace, as ss can. A thread that did enter another namespace is never
+// unlocked and dies with its goroutine rather than rejoin the pool there.
+func inNamespace(fd int, inode uint32, fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		var st unix.Stat_t
+		if unix.Stat("/proc/thread-self/ns/net", &st) == nil && uint32(st.Ino) == inode {
+			defer runtime.UnlockOSThread()
+		} else if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
+			errc <- fmt.Errorf("%w: %w", errEntering, err)
+			return
+		}
+		errc <- fn()
+	}()
+	return <-errc
 }
 
 // namespaceFiles resolves --netns: none means porttrace's own namespace;
@@ -150,23 +227,79 @@ func netnsFilter(spec []string) (map[uint32]bool, error) {
 	return set, nil
 }
 
-// socketHolders maps socket inodes to the processes holding them, from
-// /proc/PID/fd.
-func socketHolders() (map[uint32][]Holder, error) {
+// unopenedNotice says on stderr, once per namespace, which ones --netns
+// all had to skip: one line a snapshot at most, none when nothing new.
+type unopenedNotice struct {
+	cmd  string
+	said map[string]bool
+}
+
+func (n *unopenedNotice) say(w io.Writer, unopened []Unopened) {
+	if n.said == nil {
+		n.said = map[string]bool{}
+	}
+	var fresh []string
+	for _, u := range unopened {
+		if n.said[u.Path] {
+			continue
+		}
+		n.said[u.Path] = true
+		fresh = append(fresh, fmt.Sprintf("%s (%v)", u.Path, u.Err))
+	}
+	if len(fresh) == 0 {
+		return
+	}
+	const shown = 3
+	list := strings.Join(fresh[:min(len(fresh), shown)], ", ")
+	if len(fresh) > shown {
+		list += fmt.Sprintf(" and %d more", len(fresh)-shown)
+	}
+	fmt.Fprintf(w, "porttrace %s: --netns all: skipped %d %s it may not look into: %s\n",
+		n.cmd, len(fresh), plural(len(fresh), "namespace", "namespaces"), list)
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
+}
+
+// holderIndex maps socket inodes to the processes holding them, and says
+// how much of the process table porttrace could read: a socket nobody
+// holds is only an orphan if no holder could have been hidden.
+type holderIndex struct {
+	bySocket   map[uint32][]Holder
+	unreadable int  // processes whose fds porttrace may not read
+	pidnsChild bool // porttrace sees only the processes of its own pid namespace
+}
+
+// socketHolders reads /proc/PID/fd of every process.
+func socketHolders() (*holderIndex, error) {
 	procs, err := procfs.AllProcs()
 	if err != nil {
 		return nil, fmt.Errorf("listing processes: %w", err)
 	}
+	hi := &holderIndex{bySocket: map[uint32][]Holder{}, pidnsChild: inChildPidns()}
 	en := newEnricher()
-	out := map[uint32][]Holder{}
 	for _, p := range procs {
 		fds, err := p.FileDescriptors()
+		if errors.Is(err, fs.ErrPermission) {
+			hi.unreadable++
+			continue
+		}
 		if err != nil {
 			continue // gone, or a kernel thread
 		}
 		var h *Holder
 		for _, fd := range fds {
 			target, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%d", p.PID, fd))
+			if errors.Is(err, fs.ErrPermission) {
+				// The fd list may be readable where its links are not
+				// (a process porttrace may not ptrace).
+				hi.unreadable++
+				break
+			}
 			if err != nil || !strings.HasPrefix(target, "socket:[") {
 				continue
 			}
@@ -179,10 +312,58 @@ func socketHolders() (map[uint32][]Holder, error) {
 			}
 			hh := *h
 			hh.FD = int(fd)
-			out[uint32(inode)] = append(out[uint32(inode)], hh)
+			hi.bySocket[uint32(inode)] = append(hi.bySocket[uint32(inode)], hh)
 		}
 	}
-	return out, nil
+	return hi, nil
+}
+
+// inChildPidns reports whether the /proc porttrace reads is that of a pid
+// namespace below the initial one (porttrace in a container): processes
+// outside it, which may hold sockets of a network namespace it shares,
+// are not in it.
+func inChildPidns() bool {
+	var st unix.Stat_t
+	if err := unix.Stat("/proc/self/ns/pid", &st); err != nil {
+		return false
+	}
+	self, err := procfs.Self()
+	if err != nil {
+		return false
+	}
+	status, err := self.NewStatus()
+	if err != nil {
+		return false
+	}
+	return procPidnsChild(st.Ino, len(status.NSpids))
+}
+
+// procPidInitIno is the inode of the initial pid namespace
+// (PROC_PID_INIT_INO, include/linux/proc_ns.h; fixed since Linux 3.8).
+const procPidInitIno = 0xEFFFFFFC
+
+// procPidnsChild decides inChildPidns from the inode of porttrace's pid
+// namespace and the number of pids NSpid in /proc/self/status gives it.
+// NSpid counts the levels from the namespace of that /proc down to
+// porttrace's own, so it is one entry both on the host and in a container
+// with its own /proc: only the first is the whole process table. More
+// entries mean a /proc from above, as a container given the host's has.
+func procPidnsChild(pidnsIno uint64, nspids int) bool {
+	return pidnsIno != procPidInitIno && nspids == 1
+}
+
+// orphanNote is why a socket no process holds deserves a look, worded by
+// what porttrace could see: only with the whole process table in view is
+// it sure no live process holds it.
+func (hi *holderIndex) orphanNote() string {
+	switch {
+	case hi.pidnsChild:
+		return "no process visible in this pid namespace holds it"
+	case hi.unreadable > 0:
+		return fmt.Sprintf("no process porttrace may read holds it (%d %s unreadable)",
+			hi.unreadable, plural(hi.unreadable, "process", "processes"))
+	}
+	return "no live process holds it"
 }
 
 func describe(p procfs.Proc, en *enricher) *Holder {
@@ -212,7 +393,7 @@ func describe(p procfs.Proc, en *enricher) *Holder {
 }
 
 // snapshotHere lists the sockets of the calling thread's namespace.
-func snapshotHere(netns uint32, all bool, holders map[uint32][]Holder) ([]Socket, error) {
+func snapshotHere(netns uint32, all bool, holders *holderIndex) ([]Socket, error) {
 	rng, unpriv, err := portSysctls()
 	if err != nil {
 		return nil, err
@@ -237,13 +418,7 @@ func snapshotHere(netns uint32, all bool, holders map[uint32][]Holder) ([]Socket
 			}
 		}
 	}
-	// A connected socket on a port this host listens on is the server side.
-	listening := map[[2]uint16]bool{}
-	for _, s := range socks {
-		if s.State == "LISTEN" {
-			listening[[2]uint16{s.Proto, s.Local.Port()}] = true
-		}
-	}
+	view := newNetView(socks, rng)
 	out := socks[:0]
 	for _, s := range socks {
 		s.Ephemeral = InRange(s.Local.Port(), rng)
@@ -251,15 +426,8 @@ func snapshotHere(netns uint32, all bool, holders map[uint32][]Holder) ([]Socket
 		if s.Listening() {
 			s.Scope = scope(s.Local.Addr())
 			s.Suspicious = suspicious(&s)
-		} else if s.Proto == ProtoTCP && s.Remote.IsValid() {
-			switch {
-			case listening[[2]uint16{s.Proto, s.Local.Port()}]:
-				s.Direction = DirInbound
-			case s.Ephemeral && !InRange(s.Remote.Port(), rng):
-				s.Direction = DirOutbound
-			case !s.Ephemeral && InRange(s.Remote.Port(), rng):
-				s.Direction = DirInbound
-			}
+		} else if s.Remote.IsValid() {
+			s.Direction = view.direction(&s)
 		}
 		if all || s.Listening() {
 			out = append(out, s)
@@ -272,7 +440,78 @@ func snapshotHere(netns uint32, all bool, holders map[uint32][]Holder) ([]Socket
 	return out, nil
 }
 
-func socketFrom(netns uint32, family, proto uint16, ns *netlink.Socket, holders map[uint32][]Holder) Socket {
+type protoPort struct {
+	proto, port uint16
+}
+
+// netView is what one namespace's connections are judged by: the ports it
+// serves, the addresses that are its own, its ephemeral range.
+type netView struct {
+	listening map[protoPort]bool
+	own       map[netip.Addr]bool
+	rng       [2]uint16
+}
+
+// newNetView gathers the listeners (for UDP, unconnected bound sockets)
+// among socks and the namespace's addresses: those of its interfaces and
+// those its sockets are bound to, which stand in when the interface list
+// cannot be read.
+func newNetView(socks []Socket, rng [2]uint16) *netView {
+	v := &netView{listening: map[protoPort]bool{}, own: map[netip.Addr]bool{}, rng: rng}
+	for i := range socks {
+		s := &socks[i]
+		if s.Listening() && s.Local.Port() != 0 {
+			v.listening[protoPort{s.Proto, s.Local.Port()}] = true
+		}
+		if a := s.Local.Addr().Unmap(); !a.IsUnspecified() {
+			v.own[a] = true
+		}
+	}
+	if addrs, err := netlink.AddrList(nil, netlink.FAMILY_ALL); err == nil {
+		for _, a := range addrs {
+			if ip, ok := netip.AddrFromSlice(a.IP); ok {
+				v.own[ip.Unmap()] = true
+			}
+		}
+	}
+	return v
+}
+
+// direction infers who opened a connection as an operator would: the side
+// on a listening (service) port is the server. Local port is a listener:
+// inbound. The peer is this host and its port is a listener: outbound,
+// whatever port the client was bound to. Otherwise the peer is remote and
+// its listeners unknown: an ephemeral local port talking to a service
+// port is outbound, a service port talking to an ephemeral one inbound.
+func (v *netView) direction(s *Socket) Direction {
+	switch s.State {
+	case "SYN-SENT":
+		return DirOutbound
+	case "SYN-RECV", "NEW-SYN-RECV":
+		return DirInbound
+	}
+	switch {
+	case v.listening[protoPort{s.Proto, s.Local.Port()}]:
+		return DirInbound
+	case v.isOwn(s.Remote.Addr()) && v.listening[protoPort{s.Proto, s.Remote.Port()}]:
+		return DirOutbound
+	}
+	localEph, remoteEph := InRange(s.Local.Port(), v.rng), InRange(s.Remote.Port(), v.rng)
+	switch {
+	case localEph && !remoteEph:
+		return DirOutbound
+	case !localEph && remoteEph:
+		return DirInbound
+	}
+	return DirNone
+}
+
+func (v *netView) isOwn(a netip.Addr) bool {
+	a = a.Unmap()
+	return a.IsLoopback() || v.own[a]
+}
+
+func socketFrom(netns uint32, family, proto uint16, ns *netlink.Socket, holders *holderIndex) Socket {
 	addr := func(ip []byte, port uint16) netip.AddrPort {
 		a, _ := netip.AddrFromSlice(ip)
 		if family == unix.AF_INET {
@@ -283,7 +522,10 @@ func socketFrom(netns uint32, family, proto uint16, ns *netlink.Socket, holders 
 	s := Socket{
 		Netns: netns, Proto: proto, Family: family, Inode: ns.INode,
 		Local:   addr(ns.ID.Source, ns.ID.SourcePort),
-		Holders: holders[ns.INode],
+		Holders: holders.bySocket[ns.INode],
+	}
+	if len(s.Holders) == 0 && s.Owned() {
+		s.orphan = holders.orphanNote()
 	}
 	if ns.ID.DestinationPort != 0 {
 		s.Remote = addr(ns.ID.Destination, ns.ID.DestinationPort)
@@ -345,8 +587,8 @@ var unusualListeners = map[string]bool{
 
 func suspicious(s *Socket) []string {
 	var why []string
-	if len(s.Holders) == 0 {
-		why = append(why, "no live process holds it")
+	if len(s.Holders) == 0 && s.orphan != "" {
+		why = append(why, s.orphan)
 	}
 	for _, h := range s.Holders {
 		if h.ExeDeleted {

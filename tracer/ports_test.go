@@ -3,28 +3,35 @@ package tracer
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
 
-// Listeners of several kinds, one of them held by a process whose binary
-// was deleted: each is listed with its holder, scope, class and flags, and
-// the list agrees with ss -tulnp run in the same namespace.
+// Listeners of several kinds, one held by a process whose binary was
+// deleted and one by an interpreter running as another user: each is
+// listed with its holder (exe, user, start time, cgroup), scope, class and
+// flags, and the list agrees with ss -tulnp run in the same namespace.
 func TestKernelPortsListeners(t *testing.T) {
 	ns := newNetns(t)
 	ns.sysctl(t, "net.ipv4.ip_unprivileged_port_start", "8000")
+	ns.run(t, func() { addAddr(t, "lo", "10.99.0.1/24") })
 	exe := filepath.Join(t.TempDir(), "implant")
 	if err := copyFile(helperExe(t), exe); err != nil {
 		t.Fatal(err)
@@ -36,6 +43,17 @@ func TestKernelPortsListeners(t *testing.T) {
 	if _, errno := h.bind(t); errno != "" {
 		t.Fatal(errno)
 	}
+	// An interpreter, as nobody: its name is what gives it away.
+	python := filepath.Join(worldDir(t), "python3")
+	if err := copyFile(helperExe(t), python); err != nil {
+		t.Fatal(err)
+	}
+	before := time.Now()
+	py := startHelper(t, ns, python, 65534, "tcp", "0.0.0.0:8022", "PT_LISTEN=1")
+	after := time.Now()
+	if _, errno := py.bind(t); errno != "" {
+		t.Fatal(errno)
+	}
 	type listener struct {
 		sock sockSpec
 		addr string
@@ -43,6 +61,7 @@ func TestKernelPortsListeners(t *testing.T) {
 	ours := []listener{
 		{tcp4, "0.0.0.0:8080"},
 		{tcp4, "127.0.0.1:7999"},
+		{tcp4, "10.99.0.1:8081"},
 		{tcp6, "[::]:8443"},
 		{udp4, "0.0.0.0:5353"},
 		{udp6, "[::1]:5354"},
@@ -70,45 +89,118 @@ func TestKernelPortsListeners(t *testing.T) {
 			unix.Close(fd)
 		}
 	}()
-	socks, err := Snapshot(SnapshotOptions{Netns: []string{ns.path()}})
+	socks, _, err := Snapshot(SnapshotOptions{Netns: []string{ns.path()}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	var got []string
 	for _, s := range socks {
-		pid, deleted := uint32(0), false
+		who := "nobody"
 		if len(s.Holders) > 0 {
-			pid, deleted = s.Holders[0].PID, s.Holders[0].ExeDeleted
+			switch s.Holders[0].PID {
+			case uint32(os.Getpid()):
+				who = "self"
+			case uint32(h.cmd.Process.Pid):
+				who = fmt.Sprintf("implant deleted=%t", s.Holders[0].ExeDeleted)
+			case uint32(py.cmd.Process.Pid):
+				who = "python3"
+			}
 		}
-		who := "self"
-		if pid != uint32(os.Getpid()) {
-			who = fmt.Sprintf("pid=%t deleted=%t", pid == uint32(h.cmd.Process.Pid), deleted)
-		}
-		got = append(got, fmt.Sprintf("%s %s %s %s %s priv=%t %s suspicious=%d",
-			ProtoName(s.Proto), s.Local, s.State, s.Scope, s.PortClass, s.Privileged, who, len(s.Suspicious)))
+		got = append(got, fmt.Sprintf("%s %s %s %s %s priv=%t %s %q",
+			ProtoName(s.Proto), s.Local, s.State, s.Scope, s.PortClass, s.Privileged, who, s.Suspicious))
 	}
+	implant := fmt.Sprintf("executable deleted: %s (pid %d)", exe, h.cmd.Process.Pid)
+	interp := fmt.Sprintf("python3 (pid %d) is a shell or interpreter listening", py.cmd.Process.Pid)
 	want := []string{
-		"tcp 127.0.0.1:7999 LISTEN loopback only registered priv=true self suspicious=0",
-		"tcp 0.0.0.0:8080 LISTEN all interfaces registered priv=false self suspicious=0",
-		"tcp [::]:8443 LISTEN all interfaces registered priv=false self suspicious=0",
-		"tcp 0.0.0.0:31337 LISTEN all interfaces registered priv=false pid=true deleted=true suspicious=1",
-		"udp 0.0.0.0:5353 UNCONN all interfaces registered priv=true self suspicious=0",
-		"udp [::1]:5354 UNCONN loopback only registered priv=true self suspicious=0",
+		`tcp 127.0.0.1:7999 LISTEN loopback only registered priv=true self []`,
+		`tcp 0.0.0.0:8022 LISTEN all interfaces registered priv=false python3 ["` + interp + `"]`,
+		`tcp 0.0.0.0:8080 LISTEN all interfaces registered priv=false self []`,
+		`tcp 10.99.0.1:8081 LISTEN only 10.99.0.1 registered priv=false self []`,
+		`tcp [::]:8443 LISTEN all interfaces registered priv=false self []`,
+		`tcp 0.0.0.0:31337 LISTEN all interfaces registered priv=false implant deleted=true ["` + implant + `"]`,
+		`udp 0.0.0.0:5353 UNCONN all interfaces registered priv=true self []`,
+		`udp [::1]:5354 UNCONN loopback only registered priv=true self []`,
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 	for _, s := range socks {
-		if s.Local.Port() == 31337 && !strings.Contains(strings.Join(s.Suspicious, ";"), "executable deleted") {
-			t.Errorf("backdoor not flagged: %q", s.Suspicious)
+		if s.Local.Port() == 8022 && len(s.Holders) > 0 {
+			checkHolder(t, &s.Holders[0], py.cmd.Process.Pid, python, 65534, before, after)
 		}
 	}
+	crossCheckSS(t, ns, socks)
+}
 
+// worldDir is a temporary directory any user may enter, for a binary run
+// as another user.
+func worldDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "porttrace-ports-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// addAddr adds an address to a link of the calling thread's namespace.
+func addAddr(t *testing.T, link, cidr string) {
+	t.Helper()
+	l, err := netlink.LinkByName(link)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := netlink.ParseAddr(cidr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := netlink.AddrAdd(l, a); err != nil {
+		t.Fatalf("adding %s to %s: %v", cidr, link, err)
+	}
+}
+
+// userName is uid's name, or the number where no user database has it
+// (the kernel matrix's initramfs).
+func userName(uid int) string {
+	if u, err := user.LookupId(strconv.Itoa(uid)); err == nil {
+		return u.Username
+	}
+	return strconv.Itoa(uid)
+}
+
+// checkHolder asserts what ports and who say about a process against what
+// the test knows of it and what /proc says.
+func checkHolder(t *testing.T, h *Holder, pid int, exe string, uid int, before, after time.Time) {
+	t.Helper()
+	wantUser := userName(uid)
+	cg, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.PID != uint32(pid) || h.PPID != uint32(os.Getpid()) || h.Exe != exe || h.ExeDeleted ||
+		h.UID != uint32(uid) || h.User != wantUser || h.Cgroup != cgroupPath(cg) || h.Cgroup == "" {
+		t.Errorf("holder %+v, want pid %d, parent %d, exe %s, uid %d (%s), cgroup %q",
+			*h, pid, os.Getpid(), exe, uid, wantUser, cgroupPath(cg))
+	}
+	// The start time is boot time, whole seconds in /proc/stat, plus clock ticks.
+	if h.Start.Before(before.Add(-2*time.Second)) || h.Start.After(after.Add(2*time.Second)) {
+		t.Errorf("holder started %s, want between %s and %s", h.Start, before, after)
+	}
+}
+
+// crossCheckSS compares the listeners with ss -tulnp run in the same
+// namespace: addresses, protocols and holding pids.
+func crossCheckSS(t *testing.T, ns *netns, socks []Socket) {
+	t.Helper()
 	if _, err := exec.LookPath("ss"); err != nil {
-		t.Log("ss(8) is not installed: no cross-check")
-		return
+		t.Fatal("ss(8) is not installed (package iproute2): the listener list is cross-checked against it")
 	}
 	var out []byte
+	var err error
 	ns.run(t, func() { out, err = exec.Command("ss", "-Htulnp").Output() })
 	if err != nil {
 		t.Fatal(err)
@@ -142,66 +234,355 @@ func TestKernelPortsListeners(t *testing.T) {
 	}
 }
 
+// --netns all looks into every namespace a process lives in, each once
+// however many processes share it; one whose process has exited since the
+// glob is skipped without a word, one porttrace may not open is skipped
+// and returned.
+func TestKernelPortsNetnsAll(t *testing.T) {
+	a, b := newNetns(t), newNetns(t)
+	// Namespaces held by a process, as --netns all finds them; two in a.
+	ha1 := startHelper(t, a, helperExe(t), 0, "tcp", "127.0.0.1:7101", "PT_LISTEN=1")
+	ha2 := startHelper(t, a, helperExe(t), 0, "udp", "0.0.0.0:7102")
+	hb := startHelper(t, b, helperExe(t), 0, "tcp", "[::]:7103", "PT_LISTEN=1")
+	for _, h := range []*helper{ha1, ha2, hb} {
+		if _, errno := h.bind(t); errno != "" {
+			t.Fatal(errno)
+		}
+	}
+	socks, unopened, err := Snapshot(SnapshotOptions{Netns: []string{"all"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := map[uint32]string{a.inode: "a", b.inode: "b"}
+	pids := map[uint32]string{uint32(ha1.cmd.Process.Pid): "ha1", uint32(ha2.cmd.Process.Pid): "ha2", uint32(hb.cmd.Process.Pid): "hb"}
+	var got []string
+	seen := map[[2]uint32]bool{}
+	for _, s := range socks {
+		if seen[[2]uint32{s.Netns, s.Inode}] {
+			t.Errorf("listed twice: netns %d %s %s", s.Netns, ProtoName(s.Proto), s.Local)
+		}
+		seen[[2]uint32{s.Netns, s.Inode}] = true
+		if n, ok := name[s.Netns]; ok && len(s.Holders) > 0 {
+			got = append(got, fmt.Sprintf("%s %s %s %s", n, ProtoName(s.Proto), s.Local, pids[s.Holders[0].PID]))
+		}
+	}
+	want := []string{"a tcp 127.0.0.1:7101 ha1", "a udp 0.0.0.0:7102 ha2", "b tcp [::]:7103 hb"}
+	if !slices.Equal(got, want) {
+		t.Errorf("got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	for _, u := range unopened {
+		if vanished(u.Err) || !strings.HasPrefix(u.Path, "/proc/") {
+			t.Errorf("unopened %s: %v", u.Path, u.Err)
+		}
+	}
+
+	// A process that has exited: its namespace file is gone.
+	gone := exec.Command(helperExe(t))
+	gone.Env = append(os.Environ(), "PORTTRACE_HELPER=bind") // stdin at EOF: exits at once
+	_ = gone.Run()
+	files := []string{a.path(), fmt.Sprintf("/proc/%d/ns/net", gone.Process.Pid)}
+	socks, unopened, err = snapshotFiles(files, true, false)
+	if err != nil || len(unopened) != 0 || len(socks) != 2 {
+		t.Errorf("with a vanished namespace: %d sockets, unopened %v, error %v; want a's 2, nothing unopened", len(socks), unopened, err)
+	}
+	if _, _, err := snapshotFiles(files, false, false); !errors.Is(err, unix.ENOENT) {
+		t.Errorf("a named namespace that does not exist: %v, want ENOENT", err)
+	}
+
+	t.Run("watch", func(t *testing.T) {
+		// Each look takes a new snapshot of every namespace: none may fail
+		// the command, and a skipped one is reported once.
+		interval := 50 * time.Millisecond
+		w := startWatch(t, "all", interval, "table")
+		select {
+		case err := <-w.done:
+			t.Fatalf("ended: %v\n%s", err, w.errOut.String())
+		case <-time.After(10 * interval):
+		}
+		w.stop(t)
+		if n := strings.Count(w.errOut.String(), "skipped"); n > 1 {
+			t.Errorf("skipped namespaces reported %d times:\n%s", n, w.errOut.String())
+		}
+	})
+}
+
+// Run by someone who may not open or enter every namespace, ports and who
+// --netns all list what they can, and say in one line what they skipped.
+func TestKernelPortsNetnsAllUnprivileged(t *testing.T) {
+	if pid := os.Getenv("PORTTRACE_PORTS_UNPRIVILEGED"); pid != "" {
+		netnsAllUnprivileged(t, pid)
+		return
+	}
+	// A process of the same user in a namespace of root's: its namespace
+	// file opens, but entering it takes CAP_SYS_ADMIN.
+	h := startHelper(t, newNetns(t), helperExe(t), 65534, "udp", "127.0.0.1:0")
+	cmd := exec.Command(helperExe(t), "-test.run=^TestKernelPortsNetnsAllUnprivileged$", "-test.count=1", "-test.v")
+	cmd.Env = append(os.Environ(), fmt.Sprintf("PORTTRACE_PORTS_UNPRIVILEGED=%d", h.cmd.Process.Pid))
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "--- PASS") {
+		t.Fatalf("as nobody: %v\n%s", err, out)
+	}
+}
+
+func netnsAllUnprivileged(t *testing.T, helperPid string) {
+	entered := "/proc/" + helperPid + "/ns/net"
+	_, unopened, err := Snapshot(SnapshotOptions{Netns: []string{"all"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(unopened, func(u Unopened) bool { return u.Path == entered && errors.Is(u.Err, unix.EPERM) }) {
+		t.Errorf("unopened %v, want %s (EPERM) among them", unopened, entered)
+	}
+	// Root's init, which nobody may open: the glob hides it, but a
+	// process can turn that way between glob and open.
+	self, init := "/proc/self/ns/net", "/proc/1/ns/net"
+	_, unopened, err = snapshotFiles([]string{self, init}, true, false)
+	if err != nil || len(unopened) != 1 || unopened[0].Path != init || !errors.Is(unopened[0].Err, unix.EACCES) {
+		t.Errorf("%s: unopened %v, error %v; want it unopened with EACCES", init, unopened, err)
+	}
+	if _, _, err := snapshotFiles([]string{self, init}, false, false); !errors.Is(err, unix.EACCES) {
+		t.Errorf("--netns %s: %v, want EACCES", init, err)
+	}
+
+	cfg := DefaultPortsConfig()
+	cfg.Netns = []string{"all"}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut strings.Builder
+	if err := RunPorts(context.Background(), cfg, &out, &errOut); err != nil {
+		t.Fatalf("ports --netns all: %v", err)
+	}
+	checkSkipLine(t, "ports", errOut.String())
+	if !strings.HasPrefix(out.String(), "NETNS") {
+		t.Errorf("ports --netns all printed\n%s", out.String())
+	}
+	w := DefaultWhoConfig()
+	w.Netns = []string{"all"}
+	if err := w.ParseTarget("1/udp"); err != nil {
+		t.Fatal(err)
+	}
+	errOut.Reset()
+	if err := RunWho(context.Background(), w, &strings.Builder{}, &errOut); !errors.Is(err, ErrNobody) {
+		t.Fatalf("who --netns all: %v, want ErrNobody", err)
+	}
+	checkSkipLine(t, "who", errOut.String())
+}
+
+// checkSkipLine asserts that cmd said, in one line, which namespaces it skipped.
+func checkSkipLine(t *testing.T, cmd, stderr string) {
+	t.Helper()
+	re := regexp.MustCompile(`^porttrace ` + cmd + `: --netns all: skipped \d+ namespaces? it may not look into: /\S+ \(.+\)\n$`)
+	if !re.MatchString(stderr) {
+		t.Errorf("%s said on stderr:\n%s\nwant one line matching %s", cmd, stderr, re)
+	}
+}
+
 // Direction as an operator infers it: the side on the listening port is
-// the server. A client of a local well-known port (mail to port 25) is
-// outbound on its side and inbound on the server's.
+// the server, whatever the ports' numbers. A client of a local well-known
+// port (mail to port 25) is outbound on its side and inbound on the
+// server's; so is one of a service in the ephemeral range, one bound to a
+// fixed source port, and a connected UDP socket.
 func TestKernelPortsDirection(t *testing.T) {
-	ns := newNetns(t)
-	smtp := netip.MustParseAddrPort("127.0.0.1:25")
-	var fds []int
-	var client uint16
-	ns.run(t, func() {
-		ln := newSocket(t, tcp4)
-		fds = append(fds, ln)
-		if err := unix.Bind(ln, sockaddr(smtp)); err != nil {
+	lo := netip.MustParseAddr("127.0.0.1")
+	at := func(port uint16) netip.AddrPort { return netip.AddrPortFrom(lo, port) }
+	// connect makes a client of server, from from if it is valid, and returns it.
+	connect := func(t *testing.T, sock sockSpec, from, server netip.AddrPort) (int, netip.AddrPort) {
+		c := newSocket(t, sock)
+		if from.IsValid() {
+			if err := unix.Bind(c, sockaddr(from)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := unix.Connect(c, sockaddr(server)); err != nil {
 			t.Fatal(err)
 		}
-		if err := unix.Listen(ln, 8); err != nil {
-			t.Fatal(err)
-		}
-		c := newSocket(t, tcp4)
-		fds = append(fds, c)
-		if err := unix.Connect(c, sockaddr(smtp)); err != nil {
-			t.Fatal(err)
-		}
-		client = localPort(t, c)
+		return c, at(localPort(t, c))
+	}
+	// tcpPair is a listener on server and one accepted connection from from.
+	tcpPair := func(t *testing.T, from, server netip.AddrPort) ([]int, []string) {
+		ln := listenTCP(t, server)
+		c, cl := connect(t, tcp4, from, server)
 		a, _, err := unix.Accept(ln)
 		if err != nil {
 			t.Fatal(err)
 		}
-		fds = append(fds, a)
-	})
-	defer func() {
-		for _, fd := range fds {
-			unix.Close(fd)
+		return []int{ln, c, a}, []string{
+			fmt.Sprintf("tcp %s - LISTEN dir=", server),
+			fmt.Sprintf("tcp %s %s ESTAB dir=inbound", server, cl),
+			fmt.Sprintf("tcp %s %s ESTAB dir=outbound", cl, server),
 		}
-	}()
-	socks, err := Snapshot(SnapshotOptions{All: true, Netns: []string{ns.path()}})
+	}
+	for _, tc := range []struct {
+		name  string
+		setup func(t *testing.T) (fds []int, want []string)
+	}{
+		{"client of local port 25", func(t *testing.T) ([]int, []string) {
+			return tcpPair(t, netip.AddrPort{}, at(25))
+		}},
+		{"service port in the ephemeral range", func(t *testing.T) ([]int, []string) {
+			return tcpPair(t, netip.AddrPort{}, at(40000))
+		}},
+		{"client bound to a fixed port", func(t *testing.T) ([]int, []string) {
+			return tcpPair(t, at(5000), at(40001))
+		}},
+		{"connected UDP", func(t *testing.T) ([]int, []string) {
+			// A UDP service, a client connected to it, and the service's own
+			// socket connected back to that client (as QUIC servers do).
+			server := at(5353)
+			reuse := func(fd int) int {
+				if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1); err != nil {
+					t.Fatal(err)
+				}
+				return fd
+			}
+			srv := reuse(newSocket(t, udp4))
+			if err := unix.Bind(srv, sockaddr(server)); err != nil {
+				t.Fatal(err)
+			}
+			c, cl := connect(t, udp4, netip.AddrPort{}, server)
+			back := reuse(newSocket(t, udp4))
+			if err := unix.Bind(back, sockaddr(server)); err != nil {
+				t.Fatal(err)
+			}
+			if err := unix.Connect(back, sockaddr(cl)); err != nil {
+				t.Fatal(err)
+			}
+			return []int{srv, c, back}, []string{
+				fmt.Sprintf("udp %s - UNCONN dir=", server),
+				fmt.Sprintf("udp %s %s ESTAB dir=inbound", server, cl),
+				fmt.Sprintf("udp %s %s ESTAB dir=outbound", cl, server),
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ns := newNetns(t)
+			ns.sysctl(t, "net.ipv4.ip_local_port_range", "32768 60999")
+			var fds []int
+			var want []string
+			ns.run(t, func() { fds, want = tc.setup(t) })
+			defer func() {
+				for _, fd := range fds {
+					unix.Close(fd)
+				}
+			}()
+			socks, _, err := Snapshot(SnapshotOptions{All: true, Netns: []string{ns.path()}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, s := range socks {
+				got = append(got, fmt.Sprintf("%s %s %s %s dir=%s", ProtoName(s.Proto), s.Local, apString(s.Remote), s.State, s.Direction))
+			}
+			slices.Sort(got)
+			slices.Sort(want)
+			if strings.Join(got, "\n") != strings.Join(want, "\n") {
+				t.Errorf("got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+			}
+		})
+	}
+}
+
+// A listener no process holds: its only file is in flight over a unix
+// socket, the sender's copy closed. ports flags it and who says so.
+func TestKernelPortsOrphan(t *testing.T) {
+	ns := newNetns(t)
+	var ln int
+	ns.run(t, func() { ln = listenTCP(t, netip.MustParseAddrPort("127.0.0.1:7200")) })
+	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var got []string
-	for _, s := range socks {
-		got = append(got, fmt.Sprintf("%s %s %s eph=%t dir=%s", s.Local, apString(s.Remote), s.State, s.Ephemeral, s.Direction))
+	defer unix.Close(pair[0])
+	defer unix.Close(pair[1])
+	if err := unix.Sendmsg(pair[0], []byte{0}, unix.UnixRights(ln), nil, 0); err != nil {
+		t.Fatal(err)
 	}
-	cl := netip.AddrPortFrom(smtp.Addr(), client)
-	want := []string{
-		fmt.Sprintf("%s - LISTEN eph=false dir=", smtp),
-		fmt.Sprintf("%s %s ESTAB eph=false dir=inbound", smtp, cl),
-		fmt.Sprintf("%s %s ESTAB eph=true dir=outbound", cl, smtp),
+	unix.Close(ln)
+	socks, _, err := Snapshot(SnapshotOptions{Netns: []string{ns.path()}})
+	if err != nil {
+		t.Fatal(err)
 	}
-	if strings.Join(got, "\n") != strings.Join(want, "\n") {
-		t.Errorf("got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	if len(socks) != 1 || len(socks[0].Holders) != 0 || len(socks[0].Suspicious) != 1 {
+		t.Fatalf("got %+v, want the one listener, held by nobody and flagged", socks)
+	}
+	why := socks[0].Suspicious[0]
+	if !strings.HasPrefix(why, "no ") || !strings.Contains(why, " holds it") {
+		t.Errorf("flagged %q, want it to say no process holds it", why)
+	}
+	cfg := DefaultWhoConfig()
+	cfg.Netns = []string{ns.path()}
+	if err := cfg.ParseTarget("7200"); err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	if err := RunWho(context.Background(), cfg, &out, &strings.Builder{}); err != nil {
+		t.Errorf("who on a port a socket in flight holds: %v, want it held", err)
+	}
+	if !strings.Contains(out.String(), "  ! "+why) {
+		t.Errorf("who said\n%s\nwant %q", out.String(), why)
+	}
+}
+
+// Run in a pid namespace of its own with its own /proc, as in a container,
+// porttrace cannot see the process holding a listener of a namespace it
+// shares with the host, and must not claim that no live process does.
+func TestKernelPortsPidns(t *testing.T) {
+	if os.Getenv("PORTTRACE_PORTS_PIDNS") != "" {
+		portsInPidns(t)
+		return
+	}
+	ns := newNetns(t)
+	var fd int
+	ns.run(t, func() { fd = listenTCP(t, netip.MustParseAddrPort("127.0.0.1:7300")) })
+	defer unix.Close(fd)
+	dup, err := unix.Dup(ns.fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nsFile := os.NewFile(uintptr(dup), "netns") // ns keeps its own fd
+	defer nsFile.Close()
+	cmd := exec.Command(helperExe(t), "-test.run=^TestKernelPortsPidns$", "-test.count=1", "-test.v")
+	cmd.Env = append(os.Environ(), "PORTTRACE_PORTS_PIDNS=1")
+	cmd.ExtraFiles = []*os.File{nsFile} // fd 3
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: unix.CLONE_NEWPID | unix.CLONE_NEWNS}
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "--- PASS") {
+		t.Fatalf("in a pid namespace: %v\n%s", err, out)
+	}
+}
+
+func portsInPidns(t *testing.T) {
+	// The mounts stay in this mount namespace.
+	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("proc", "/proc", "proc", 0, ""); err != nil {
+		t.Fatal(err)
+	}
+	if !inChildPidns() {
+		t.Fatal("pid 1 of a new pid namespace with its own /proc does not know it")
+	}
+	socks, _, err := Snapshot(SnapshotOptions{Netns: []string{"/proc/self/fd/3"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"no process visible in this pid namespace holds it"}
+	if len(socks) != 1 || socks[0].Local.Port() != 7300 || !slices.Equal(socks[0].Suspicious, want) {
+		t.Fatalf("got %+v, want the listener on 7300 flagged %q", socks, want)
 	}
 }
 
 // who on a held port names the holder; on a free port it says so and
-// returns ErrNobody.
+// returns ErrNobody, and so it does on a port where only a TIME-WAIT
+// socket is left, which it lists.
 func TestKernelWho(t *testing.T) {
 	ns := newNetns(t)
 	var fd int
 	ns.run(t, func() {
 		fd = listenTCP(t, netip.MustParseAddrPort("127.0.0.1:10101"))
+		closedConnection(t, netip.MustParseAddrPort("127.0.0.1:10105"))
 	})
 	defer unix.Close(fd)
 	for _, tc := range []struct {
@@ -213,6 +594,8 @@ func TestKernelWho(t *testing.T) {
 		{"10101/tcp", nil, "127.0.0.1:10101  LISTEN (loopback only)"},
 		{"10101/udp", ErrNobody, "port 10101/udp: nobody holds it"},
 		{"10102", ErrNobody, "port 10102/tcp,udp: nobody holds it"},
+		{"10105/tcp", ErrNobody, "  no process: the kernel keeps this closed connection in TIME-WAIT\n" +
+			"port 10105/tcp: nobody holds it, only closed connections linger\n"},
 	} {
 		cfg := DefaultWhoConfig()
 		cfg.Netns = []string{ns.path()}
@@ -233,8 +616,52 @@ func TestKernelWho(t *testing.T) {
 	}
 }
 
+// closedConnection leaves a TIME-WAIT socket on server, and nothing else:
+// the server side closes first, then the client, then the listener.
+func closedConnection(t *testing.T, server netip.AddrPort) {
+	t.Helper()
+	ln := listenTCP(t, server)
+	c := newSocket(t, tcp4)
+	if err := unix.Connect(c, sockaddr(server)); err != nil {
+		t.Fatal(err)
+	}
+	a, _, err := unix.Accept(ln)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unix.Close(ln)
+	unix.Close(a)
+	// Wait for the client to have the server's FIN, so that the server
+	// side goes on to TIME-WAIT rather than stay in FIN-WAIT-2.
+	if n, err := unix.Read(c, make([]byte, 1)); n != 0 || err != nil {
+		t.Fatalf("reading the server's close: %d, %v", n, err)
+	}
+	unix.Close(c)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		socks, err := netlink.SocketDiagTCP(unix.AF_INET)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var states []string
+		for _, s := range socks {
+			if s.ID.SourcePort == server.Port() {
+				states = append(states, tcpStates[s.State])
+			}
+		}
+		if slices.Equal(states, []string{"TIME-WAIT"}) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("sockets on %s are %q, want one in TIME-WAIT", server, states)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // who --wait reports the next process that binds the port, the moment it
-// does, and exits; with nothing bound it times out.
+// does, with its exe, start time and cgroup, and exits; with nothing bound
+// it times out, or when stopped says that nothing was bound.
 func TestKernelWhoWait(t *testing.T) {
 	ns := newNetns(t)
 	h := startHelper(t, ns, helperExe(t), 0, "tcp", "127.0.0.1:10103")
@@ -259,8 +686,15 @@ func TestKernelWhoWait(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	if want := fmt.Sprintf("bind tcp 127.0.0.1:10103 by pid %d (", h.cmd.Process.Pid); !strings.Contains(out.String(), want) {
-		t.Errorf("who --wait said:\n%s\nwant %q", out.String(), want)
+	cg, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", h.cmd.Process.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := regexp.MustCompile(fmt.Sprintf(`bind tcp 127\.0\.0\.1:10103 by pid %d \(.+\), user \S+, exe %s, parent %d, `+
+		`started \d{4}-\d\d-\d\d \d\d:\d\d:\d\d \(\d+s ago\), cgroup %s\n`,
+		h.cmd.Process.Pid, regexp.QuoteMeta(helperExe(t)), os.Getpid(), regexp.QuoteMeta(cgroupPath(cg))))
+	if !want.MatchString(out.String()) {
+		t.Errorf("who --wait said:\n%s\nwant it to match %s", out.String(), want)
 	}
 
 	cfg.Timeout = 300 * time.Millisecond
@@ -270,37 +704,143 @@ func TestKernelWhoWait(t *testing.T) {
 	if err := RunWho(context.Background(), cfg, &strings.Builder{}, &strings.Builder{}); !errors.Is(err, ErrTimeout) {
 		t.Errorf("who --wait on a port nobody binds: %v, want a timeout", err)
 	}
+
+	// Ctrl-C: nothing was bound, and the exit status must say so.
+	cfg.Timeout = 0
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	errOut = &syncBuilder{}
+	go func() { done <- RunWho(ctx, cfg, &strings.Builder{}, errOut) }()
+	waitText(t, errOut, "waiting for a bind", done, cfg.Backend)
+	cancel()
+	if err := <-done; !errors.Is(err, ErrInterrupted) {
+		t.Errorf("who --wait stopped before any bind: %v, want ErrInterrupted", err)
+	}
 }
 
 // ports --watch prints the snapshot, then each new bind and listen as the
-// tracer sees it, and each listener that goes away.
+// tracer sees it, with the scope and flags a snapshot row has, and each
+// listener that goes away: also one that lived only between two looks,
+// known from its listen alone. In JSON each object says what it reports.
 func TestKernelPortsWatch(t *testing.T) {
-	ns := newNetns(t)
+	for _, output := range []string{"table", "json"} {
+		t.Run(output, func(t *testing.T) {
+			ns := newNetns(t)
+			var fd int
+			ns.run(t, func() { fd = listenTCP(t, netip.MustParseAddrPort("0.0.0.0:6665")) })
+			defer unix.Close(fd)
+			exe := filepath.Join(t.TempDir(), "implant")
+			if err := copyFile(helperExe(t), exe); err != nil {
+				t.Fatal(err)
+			}
+			h := startHelper(t, ns, exe, 0, "tcp", "0.0.0.0:6666", "PT_LISTEN=1")
+			if err := os.Remove(exe); err != nil {
+				t.Fatal(err)
+			}
+			w := startWatch(t, ns.path(), time.Second, output)
+			// The looks fall about a second apart from now: the listener
+			// lives from 0.35 s to 0.65 s, in none of them.
+			t0 := time.Now()
+			time.Sleep(time.Until(t0.Add(350 * time.Millisecond)))
+			if _, errno := h.bind(t); errno != "" {
+				t.Fatal(errno)
+			}
+			time.Sleep(time.Until(t0.Add(650 * time.Millisecond)))
+			h.stdin.Close()
+			_ = h.cmd.Wait()
+			pid := h.cmd.Process.Pid
+			if output == "table" {
+				w.wait(t, fmt.Sprintf("+ listen tcp *:6666 pid %d implant (%s)  all interfaces; ! executable deleted: %s (pid %d)\n", pid, userName(0), exe, pid))
+				w.wait(t, fmt.Sprintf("- closed tcp *:6666 (was pid %d implant)\n", pid))
+			} else {
+				w.wait(t, `"event":"closed"`)
+			}
+			w.stop(t)
+			if output == "json" {
+				checkWatchJSON(t, w.out.String(), pid, exe)
+			}
+		})
+	}
+}
+
+// watching is a ports --watch running in the background.
+type watching struct {
+	out, errOut *syncBuilder
+	done        chan error
+	cancel      context.CancelFunc
+	backend     Backend
+}
+
+// startWatch runs ports --watch --netns netns and returns once it watches.
+func startWatch(t *testing.T, netns string, interval time.Duration, output string) *watching {
+	t.Helper()
 	cfg := DefaultPortsConfig()
-	cfg.Netns = []string{ns.path()}
+	cfg.Netns = []string{netns}
 	cfg.Watch = true
-	cfg.Interval = 100 * time.Millisecond
+	cfg.Interval = interval
+	cfg.Output = output
 	cfg.backend = testBackendName()
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	out, errOut := &syncBuilder{}, &syncBuilder{}
-	done := make(chan error, 1)
-	go func() { done <- RunPorts(ctx, cfg, out, errOut) }()
-	waitText(t, errOut, "watching with", done, cfg.Backend)
-	var fd int
-	ns.run(t, func() {
-		fd = listenTCP(t, netip.MustParseAddrPort("0.0.0.0:6666"))
-	})
-	waitText(t, out, fmt.Sprintf("+ listen tcp *:6666 pid %d", os.Getpid()), done, cfg.Backend)
-	time.Sleep(3 * cfg.Interval) // the listener is in a snapshot before it goes
-	unix.Close(fd)
-	waitText(t, out, "- closed tcp *:6666", done, cfg.Backend)
-	cancel()
-	if err := <-done; err != nil {
+	w := &watching{out: &syncBuilder{}, errOut: &syncBuilder{}, done: make(chan error, 1), cancel: cancel, backend: cfg.Backend}
+	t.Cleanup(cancel)
+	go func() { w.done <- RunPorts(ctx, cfg, w.out, w.errOut) }()
+	waitText(t, w.errOut, "watching with", w.done, w.backend)
+	return w
+}
+
+// wait waits until the watch has printed want.
+func (w *watching) wait(t *testing.T, want string) {
+	t.Helper()
+	waitText(t, w.out, want, w.done, w.backend)
+}
+
+// stop ends the watch as Ctrl-C does; it must end without an error.
+func (w *watching) stop(t *testing.T) {
+	t.Helper()
+	w.cancel()
+	if err := <-w.done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// checkWatchJSON asserts the JSON of a --watch run: the snapshot row of
+// port 6665, the bind and listen of 6666 (the listen with its scope and
+// flags), and its close.
+func checkWatchJSON(t *testing.T, out string, pid int, exe string) {
+	t.Helper()
+	var got []string
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		var o struct {
+			Event      string
+			LocalPort  int `json:"local_port"`
+			PID        int
+			Scope      *string
+			Suspicious []string
+		}
+		if err := json.Unmarshal([]byte(line), &o); err != nil {
+			t.Fatalf("%v: %s", err, line)
+		}
+		if o.Event == "" {
+			t.Errorf("no event key: %s", line)
+		}
+		scope := "-"
+		if o.Scope != nil {
+			scope = *o.Scope
+		}
+		got = append(got, fmt.Sprintf("%s %d %d %s %q", o.Event, o.LocalPort, o.PID, scope, o.Suspicious))
+	}
+	flag := fmt.Sprintf("executable deleted: %s (pid %d)", exe, pid)
+	want := []string{
+		fmt.Sprintf("snapshot 6665 %d all interfaces []", os.Getpid()),
+		fmt.Sprintf("bind 6666 %d - []", pid),
+		fmt.Sprintf("listen 6666 %d all interfaces [%q]", pid, flag),
+		fmt.Sprintf("closed 6666 %d all interfaces [%q]", pid, flag),
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("got\n%s\nwant\n%s\nfrom\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"), out)
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/procfs"
 	"github.com/spf13/pflag"
 )
 
@@ -33,7 +34,7 @@ func DefaultPortsConfig() PortsConfig {
 // AddFlags registers the ports flags on fs.
 func (c *PortsConfig) AddFlags(fs *pflag.FlagSet) {
 	fs.BoolVarP(&c.All, "all", "a", c.All, "every socket, not only listeners")
-	fs.StringVarP(&c.Output, "output", "o", c.Output, "output format: table or json (one object per socket)")
+	fs.StringVarP(&c.Output, "output", "o", c.Output, "output format: table or json (one object per socket or event, its kind in \"event\")")
 	fs.StringSliceVar(&c.Netns, "netns", c.Netns, "network namespace files to look into (/run/netns/NAME, /proc/PID/ns/net), or all")
 	fs.BoolVarP(&c.Watch, "watch", "w", c.Watch, "after the snapshot, report new binds and listens as they happen and closed listeners")
 	fs.DurationVarP(&c.Interval, "interval", "i", c.Interval, "with --watch, how often to look for closed listeners")
@@ -68,15 +69,17 @@ func RunPorts(ctx context.Context, cfg PortsConfig, stdout, stderr io.Writer) er
 		}
 		defer t.Close()
 	}
-	snap, err := Snapshot(SnapshotOptions{All: cfg.All, Netns: cfg.Netns})
+	notice := &unopenedNotice{cmd: "ports"}
+	snap, unopened, err := Snapshot(SnapshotOptions{All: cfg.All, Netns: cfg.Netns})
 	if err != nil {
 		return err
 	}
+	notice.say(stderr, unopened)
 	out := bufio.NewWriter(stdout)
 	if cfg.Output == "json" {
 		var buf []byte
 		for i := range snap {
-			buf = AppendSocketJSON(buf[:0], &snap[i])
+			buf = AppendSocketJSON(buf[:0], EventSnapshot, &snap[i])
 			_, _ = out.Write(buf)
 		}
 	} else if err := WritePortsTable(out, snap, len(cfg.Netns) > 0); err != nil {
@@ -89,9 +92,26 @@ func RunPorts(ctx context.Context, cfg PortsConfig, stdout, stderr io.Writer) er
 		return nil
 	}
 	fmt.Fprintf(stderr, "porttrace ports: watching with %s\n", t)
-	return watchPorts(ctx, cfg, t, snap, out)
+	w := &portsWatch{cfg: cfg, out: out, stderr: stderr, notice: notice, known: map[listenerKey]Socket{}}
+	for _, s := range snap {
+		if s.Listening() {
+			w.known[keyOf(&s)] = s
+		}
+	}
+	return w.run(ctx, t)
 }
 
+// The "event" of a socket object in ports and who JSON, next to the
+// tracer's bind and listen: a socket found by looking, and a listener found
+// gone.
+const (
+	EventSnapshot = "snapshot"
+	EventClosed   = "closed"
+)
+
+// listenerKey names a listener across snapshots. One the tracer reported
+// has inode 0 (events carry none) and stands for whichever socket of its
+// namespace listens on its address.
 type listenerKey struct {
 	netns uint32
 	proto uint16
@@ -101,18 +121,23 @@ type listenerKey struct {
 
 func keyOf(s *Socket) listenerKey { return listenerKey{s.Netns, s.Proto, s.Local, s.Inode} }
 
-// watchPorts reports binds and listens as the tracer sees them, and every
-// interval the listeners that went away.
-func watchPorts(ctx context.Context, cfg PortsConfig, t *Tracer, snap []Socket, out *bufio.Writer) error {
-	inScope, err := netnsFilter(cfg.Netns)
+func (k listenerKey) addr() listenerKey { k.inode = 0; return k }
+
+// portsWatch keeps the listeners of the snapshot current: each bind and
+// listen as the tracer reports it, each listener gone at the next look.
+type portsWatch struct {
+	cfg    PortsConfig
+	out    *bufio.Writer
+	stderr io.Writer
+	notice *unopenedNotice
+	known  map[listenerKey]Socket
+	buf    []byte
+}
+
+func (w *portsWatch) run(ctx context.Context, t *Tracer) error {
+	inScope, err := netnsFilter(w.cfg.Netns)
 	if err != nil {
 		return err
-	}
-	known := map[listenerKey]Socket{}
-	for _, s := range snap {
-		if s.Listening() {
-			known[keyOf(&s)] = s
-		}
 	}
 	events := make(chan Event, 256)
 	go func() {
@@ -132,51 +157,144 @@ func watchPorts(ctx context.Context, cfg PortsConfig, t *Tracer, snap []Socket, 
 	}()
 	stop := context.AfterFunc(ctx, t.Stop)
 	defer stop()
-	tick := time.NewTicker(cfg.Interval)
+	tick := time.NewTicker(w.cfg.Interval)
 	defer tick.Stop()
-	var buf []byte
 	for {
 		select {
 		case ev, ok := <-events:
 			if !ok {
-				return out.Flush()
+				return w.out.Flush()
 			}
-			if cfg.Output == "json" {
-				buf = AppendJSON(buf[:0], &ev)
-				_, _ = out.Write(buf)
-			} else {
-				fmt.Fprintf(out, "%s + %s %s %s pid %d %s (%s)%s\n", ev.Time.In(displayZone).Format("15:04:05"), ev.Kind,
-					ProtoName(ev.Proto), hostPort(ev.Local, 99), ev.PID, ev.Comm, ev.User, resultNote(&ev))
-			}
+			w.event(&ev)
 		case <-tick.C:
-			snap, err := Snapshot(SnapshotOptions{Netns: cfg.Netns})
-			if err != nil {
+			if err := w.look(); err != nil {
 				return err
 			}
-			now := map[listenerKey]Socket{}
-			for _, s := range snap {
-				if s.Listening() {
-					now[keyOf(&s)] = s
-				}
-			}
-			for k, s := range known {
-				if _, ok := now[k]; ok {
-					continue
-				}
-				if cfg.Output == "json" {
-					buf = append(buf[:0], `{"event":"closed",`...)
-					buf = append(buf, AppendSocketJSON(nil, &s)[1:]...)
-					_, _ = out.Write(buf)
-				} else {
-					fmt.Fprintf(out, "%s - closed %s %s %s\n", time.Now().Format("15:04:05"), ProtoName(s.Proto), hostPort(s.Local, 99), holderNote(&s))
-				}
-			}
-			known = now
 		}
-		if err := out.Flush(); err != nil {
+		if err := w.out.Flush(); err != nil {
 			return fmt.Errorf("writing output: %w", err)
 		}
 	}
+}
+
+// event prints a bind or listen. One that made a listener gets the scope
+// and flags a snapshot row would, and is remembered so that its close is
+// reported even if it never lives through a snapshot.
+func (w *portsWatch) event(ev *Event) {
+	l, isListener := listenerFromEvent(ev)
+	if w.cfg.Output == "json" {
+		w.buf = AppendJSON(w.buf[:0], ev)
+		if isListener {
+			w.buf = appendToObject(w.buf, func(b []byte) []byte {
+				b = appendStr(b, "scope", l.Scope)
+				return appendStrings(b, "suspicious", l.Suspicious)
+			})
+		}
+		_, _ = w.out.Write(w.buf)
+	} else {
+		var note string
+		if isListener {
+			note = "  " + socketNote(&l)
+		}
+		fmt.Fprintf(w.out, "%s + %s %s %s pid %d %s (%s)%s%s\n", ev.Time.In(displayZone).Format("15:04:05"), ev.Kind,
+			ProtoName(ev.Proto), sockAddr(ev.Local), ev.PID, printable(ev.Comm), printable(ev.User), resultNote(ev), printable(note))
+	}
+	// A UDP socket bound to a port the kernel chose is most often a
+	// client about to connect, which would then look closed.
+	if !isListener || (l.Proto == ProtoUDP && ev.Ephemeral) {
+		return
+	}
+	k := keyOf(&l)
+	for known := range w.known {
+		if known.addr() == k {
+			return // a listen() again on a known listener, or its SO_REUSEPORT sibling
+		}
+	}
+	w.known[k] = l
+}
+
+// look takes a snapshot of the listeners and reports those known before
+// and gone now.
+func (w *portsWatch) look() error {
+	snap, unopened, err := Snapshot(SnapshotOptions{Netns: w.cfg.Netns})
+	if err != nil {
+		return err
+	}
+	w.notice.say(w.stderr, unopened)
+	now := map[listenerKey]Socket{}
+	byAddr := map[listenerKey]bool{}
+	for _, s := range snap {
+		if s.Listening() {
+			now[keyOf(&s)] = s
+			byAddr[keyOf(&s).addr()] = true
+		}
+	}
+	for k, s := range w.known {
+		if _, ok := now[k]; ok || (k.inode == 0 && byAddr[k]) {
+			continue
+		}
+		if w.cfg.Output == "json" {
+			w.buf = AppendSocketJSON(w.buf[:0], EventClosed, &s)
+			_, _ = w.out.Write(w.buf)
+		} else {
+			fmt.Fprintf(w.out, "%s - closed %s %s %s\n", time.Now().In(displayZone).Format("15:04:05"), ProtoName(s.Proto), sockAddr(s.Local), holderNote(&s))
+		}
+	}
+	w.known = now
+	return nil
+}
+
+// listenerFromEvent is the listener a successful listen, or bind of a UDP
+// socket, made: as a snapshot would show it, with its scope and flags.
+func listenerFromEvent(ev *Event) (Socket, bool) {
+	if ev.Result != ResultOK || !ev.Local.IsValid() || !ev.HasNet {
+		return Socket{}, false
+	}
+	var state string
+	switch {
+	case ev.Kind == KindListen:
+		state = "LISTEN"
+	case ev.Kind == KindBind && ev.Proto == ProtoUDP:
+		state = "UNCONN"
+	default:
+		return Socket{}, false
+	}
+	proto := ev.Proto
+	if proto == ProtoMPTCP {
+		proto = ProtoTCP // sock_diag shows an MPTCP listener by its TCP subflow
+	}
+	port := ev.Local.Port()
+	s := Socket{
+		Netns: ev.Netns, Proto: proto, Family: ev.Family, State: state, Local: ev.Local,
+		Holders:    []Holder{holderFromEvent(ev)},
+		PortClass:  ClassOf(port),
+		Privileged: Privileged(port, ev.UnprivPortStart),
+		Ephemeral:  InRange(port, ev.PortRange),
+		Scope:      scope(ev.Local.Addr()),
+	}
+	s.Suspicious = suspicious(&s)
+	return s, true
+}
+
+// holderFromEvent is the process behind an event as ports and who describe
+// a holder; the start time is read now, while the process likely lives.
+func holderFromEvent(ev *Event) Holder {
+	h := Holder{PID: ev.PID, PPID: ev.PPID, UID: ev.UID, User: ev.User, Comm: ev.Comm,
+		Exe: ev.Exe, ExeDeleted: ev.ExeDeleted, Cgroup: ev.Cgroup, FD: -1}
+	if p, err := procfs.NewProc(int(ev.PID)); err == nil {
+		if st, err := p.Stat(); err == nil {
+			if start, err := st.StartTime(); err == nil {
+				h.Start = time.Unix(0, int64(start*1e9))
+			}
+		}
+	}
+	return h
+}
+
+// appendToObject adds fields to the JSON object that ends buf ("}\n").
+func appendToObject(buf []byte, fields func([]byte) []byte) []byte {
+	buf = fields(buf[:len(buf)-2])
+	return append(buf, "}\n"...)
 }
 
 func resultNote(ev *Event) string {
@@ -190,7 +308,7 @@ func holderNote(s *Socket) string {
 	if len(s.Holders) == 0 {
 		return ""
 	}
-	return fmt.Sprintf("(was pid %d %s)", s.Holders[0].PID, s.Holders[0].Comm)
+	return fmt.Sprintf("(was pid %d %s)", s.Holders[0].PID, printable(s.Holders[0].Comm))
 }
 
 // WhoConfig is what `porttrace who PORT[/tcp|/udp]` takes.
@@ -205,18 +323,23 @@ type WhoConfig struct {
 	backend string
 }
 
-// ErrNobody means no socket holds the port (who without --wait).
+// ErrNobody means no process holds the port (who without --wait): no
+// socket is on it, or only what the kernel keeps of closed connections.
 var ErrNobody = errors.New("nobody holds the port")
 
 // ErrTimeout means --wait ended with no bind of the port.
 var ErrTimeout = errors.New("timed out")
+
+// ErrInterrupted means --wait was stopped (Ctrl-C, SIGTERM) before any bind
+// of the port: like a timeout, nothing was bound, and the exit status says so.
+var ErrInterrupted = errors.New("interrupted")
 
 // DefaultWhoConfig looks once.
 func DefaultWhoConfig() WhoConfig { return WhoConfig{Output: "text", backend: "auto"} }
 
 // AddFlags registers the who flags on fs.
 func (c *WhoConfig) AddFlags(fs *pflag.FlagSet) {
-	fs.BoolVar(&c.Wait, "wait", c.Wait, "then wait for the next process to bind the port (or be denied it), report it and exit")
+	fs.BoolVar(&c.Wait, "wait", c.Wait, "then wait for the next process to bind the port (or be denied it), report it and exit 0; exit 1 if stopped first")
 	fs.DurationVar(&c.Timeout, "timeout", c.Timeout, "with --wait, give up after this long (exit 1)")
 	fs.StringVarP(&c.Output, "output", "o", c.Output, "output format: text or json")
 	fs.StringSliceVar(&c.Netns, "netns", c.Netns, "network namespace files to look into, or all")
@@ -229,6 +352,10 @@ func (c *WhoConfig) ParseTarget(arg string) error {
 	port, err := parsePort(portStr)
 	if err != nil {
 		return err
+	}
+	if port == 0 {
+		// bind(0) asks for any port: no socket is ever on port 0.
+		return fmt.Errorf("invalid port 0 in %q: want a port from 1 to 65535", arg)
 	}
 	c.Port = port
 	switch {
@@ -247,6 +374,9 @@ func (c *WhoConfig) ParseTarget(arg string) error {
 func (c *WhoConfig) Validate() error {
 	if err := checkOutput(c.Output, "text", "json"); err != nil {
 		return err
+	}
+	if c.Timeout < 0 {
+		return fmt.Errorf("invalid --timeout %s: want more than 0", c.Timeout)
 	}
 	if c.Timeout != 0 && !c.Wait {
 		return errors.New("--timeout needs --wait")
@@ -280,18 +410,21 @@ func RunWho(ctx context.Context, cfg WhoConfig, stdout, stderr io.Writer) error 
 		}
 		defer t.Close()
 	}
-	snap, err := Snapshot(SnapshotOptions{All: true, Netns: cfg.Netns})
+	snap, unopened, err := Snapshot(SnapshotOptions{All: true, Netns: cfg.Netns})
 	if err != nil {
 		return err
 	}
+	(&unopenedNotice{cmd: "who"}).say(stderr, unopened)
 	inScope, err := netnsFilter(cfg.Netns)
 	if err != nil {
 		return err
 	}
-	var held []Socket
+	var matched []Socket
+	held := false
 	for _, s := range snap {
 		if s.Local.Port() == cfg.Port && cfg.protoMatches(s.Proto) {
-			held = append(held, s)
+			matched = append(matched, s)
+			held = held || s.Owned()
 		}
 	}
 	protoName := "tcp,udp"
@@ -300,17 +433,17 @@ func RunWho(ctx context.Context, cfg WhoConfig, stdout, stderr io.Writer) error 
 	}
 	if cfg.Output == "json" {
 		var buf []byte
-		for i := range held {
-			buf = AppendSocketJSON(buf, &held[i])
+		for i := range matched {
+			buf = AppendSocketJSON(buf, EventSnapshot, &matched[i])
 		}
 		if _, err := stdout.Write(buf); err != nil {
 			return err
 		}
-	} else if err := WriteWho(stdout, cfg.Port, protoName, held, time.Now()); err != nil {
+	} else if err := WriteWho(stdout, cfg.Port, protoName, matched, time.Now()); err != nil {
 		return err
 	}
 	if !cfg.Wait {
-		if len(held) == 0 {
+		if !held {
 			return ErrNobody
 		}
 		return nil
@@ -331,7 +464,7 @@ func RunWho(ctx context.Context, cfg WhoConfig, stdout, stderr io.Writer) error 
 				if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 					return fmt.Errorf("%w after %s: no bind of port %d/%s", ErrTimeout, cfg.Timeout, cfg.Port, protoName)
 				}
-				return nil // interrupted
+				return fmt.Errorf("%w: no bind of port %d/%s", ErrInterrupted, cfg.Port, protoName)
 			}
 			return err
 		}
@@ -339,19 +472,19 @@ func RunWho(ctx context.Context, cfg WhoConfig, stdout, stderr io.Writer) error 
 			continue
 		}
 		en.enrich(&ev)
+		h := holderFromEvent(&ev)
 		if cfg.Output == "json" {
-			_, err = stdout.Write(AppendJSON(nil, &ev))
+			buf := AppendJSON(nil, &ev)
+			if !h.Start.IsZero() {
+				buf = appendToObject(buf, func(b []byte) []byte {
+					return appendStr(b, "start", h.Start.UTC().Format(time.RFC3339))
+				})
+			}
+			_, err = stdout.Write(buf)
 		} else {
-			_, err = fmt.Fprintf(stdout, "%s %s %s %s by pid %d (%s), user %s, exe %s%s\n", ev.Time.In(displayZone).Format("15:04:05.000"),
-				ev.Kind, ProtoName(ev.Proto), hostPort(ev.Local, 99), ev.PID, ev.Comm, ev.User, exeNote(&ev), resultNote(&ev))
+			_, err = fmt.Fprintf(stdout, "%s %s %s %s by %s%s\n", ev.Time.In(displayZone).Format("15:04:05.000"),
+				ev.Kind, ProtoName(ev.Proto), sockAddr(ev.Local), holderLine(&h, time.Now()), resultNote(&ev))
 		}
 		return err
 	}
-}
-
-func exeNote(ev *Event) string {
-	if ev.ExeDeleted {
-		return ev.Exe + " (DELETED)"
-	}
-	return ev.Exe
 }

@@ -1,8 +1,11 @@
 package tracer
 
 import (
+	"cmp"
 	"fmt"
 	"io"
+	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -36,20 +39,13 @@ func WritePortsTable(w io.Writer, socks []Socket, showNetns bool) error {
 		pid, user, comm := "-", "-", "-"
 		if len(s.Holders) > 0 {
 			h := s.Holders[0]
-			pid, user, comm = strconv.Itoa(int(h.PID)), h.User, h.Comm
+			pid, user, comm = strconv.Itoa(int(h.PID)), printable(h.User), printable(h.Comm)
 			if n := distinctPIDs(s.Holders); n > 1 {
 				pid += fmt.Sprintf("+%d", n-1)
 			}
 		}
 		class := shortClass(&Event{PortClass: s.PortClass, Privileged: s.Privileged})
-		var note []string
-		if s.Scope != "" {
-			note = append(note, s.Scope)
-		}
-		for _, why := range s.Suspicious {
-			note = append(note, "! "+why)
-		}
-		row := []any{ProtoName(s.Proto), hostPort(s.Local, 99), hostPort(s.Remote, 99), s.State, pid, user, comm, class, shortDir(s.Direction), strings.Join(note, "; ")}
+		row := []any{ProtoName(s.Proto), sockAddr(s.Local), sockAddr(s.Remote), s.State, pid, user, comm, class, shortDir(s.Direction), printable(socketNote(s))}
 		if showNetns {
 			row = append([]any{strconv.FormatUint(uint64(s.Netns), 10)}, row...)
 		}
@@ -58,6 +54,29 @@ func WritePortsTable(w io.Writer, socks []Socket, showNetns bool) error {
 		}
 	}
 	return t.Render()
+}
+
+// socketNote is a listener's scope and why it deserves a look, as the
+// table's NOTE column says it.
+func socketNote(s *Socket) string {
+	var note []string
+	if s.Scope != "" {
+		note = append(note, s.Scope)
+	}
+	for _, why := range s.Suspicious {
+		note = append(note, "! "+why)
+	}
+	return strings.Join(note, "; ")
+}
+
+// sockAddr writes an address as ss does, so that the IPv4 and IPv6
+// wildcards, two different sockets, read differently: "*" for 0.0.0.0,
+// "[::]" for ::.
+func sockAddr(ap netip.AddrPort) string {
+	if ap.IsValid() && ap.Addr().Is6() && ap.Addr().IsUnspecified() {
+		return "[::]:" + strconv.FormatUint(uint64(ap.Port()), 10)
+	}
+	return hostPort(ap, 99)
 }
 
 func distinctPIDs(hs []Holder) int {
@@ -69,10 +88,13 @@ func distinctPIDs(hs []Holder) int {
 }
 
 // AppendSocketJSON appends s as one JSON object and a newline, with the
-// event stream's field names where they mean the same.
-func AppendSocketJSON(buf []byte, s *Socket) []byte {
-	buf = append(buf, `{"netns":`...)
-	buf = strconv.AppendUint(buf, uint64(s.Netns), 10)
+// event stream's field names where they mean the same. event says what the
+// object reports (EventSnapshot, EventClosed), so a --watch stream can be
+// told apart by one key, as the tracer's bind and listen are.
+func AppendSocketJSON(buf []byte, event string, s *Socket) []byte {
+	buf = append(buf, `{"event":`...)
+	buf = appendJSONString(buf, event)
+	buf = appendUint(buf, "netns", uint64(s.Netns))
 	buf = appendStr(buf, "proto", ProtoName(s.Proto))
 	buf = appendStr(buf, "family", FamilyName(s.Family))
 	buf = appendStr(buf, "state", s.State)
@@ -117,30 +139,39 @@ func AppendSocketJSON(buf []byte, s *Socket) []byte {
 		if !h.Start.IsZero() {
 			buf = appendStr(buf, "start", h.Start.UTC().Format(time.RFC3339))
 		}
-		buf = appendUint(buf, "fd", uint64(h.FD))
+		if h.FD >= 0 {
+			buf = appendUint(buf, "fd", uint64(h.FD))
+		}
 		buf = append(buf, '}')
 	}
-	buf = append(buf, `],"suspicious":[`...)
-	for i, why := range s.Suspicious {
+	buf = append(buf, ']')
+	buf = appendStrings(buf, "suspicious", s.Suspicious)
+	return append(buf, "}\n"...)
+}
+
+func appendStrings(buf []byte, key string, vs []string) []byte {
+	buf = append(appendKey(buf, key), '[')
+	for i, v := range vs {
 		if i > 0 {
 			buf = append(buf, ',')
 		}
-		buf = appendJSONString(buf, why)
+		buf = appendJSONString(buf, v)
 	}
-	return append(buf, "]}\n"...)
+	return append(buf, ']')
 }
 
-// WriteWho tells who holds the sockets of one port, a paragraph a holder.
+// WriteWho tells who holds the sockets of one port, a paragraph a socket.
+// What the kernel keeps of closed connections (TIME-WAIT) is listed too,
+// but alone it does not hold the port, and the last line says so.
 func WriteWho(w io.Writer, port uint16, proto string, socks []Socket, now time.Time) error {
 	var b strings.Builder
-	if len(socks) == 0 {
-		fmt.Fprintf(&b, "port %d/%s: nobody holds it\n", port, proto)
-	}
+	held := false
 	for i := range socks {
 		s := &socks[i]
-		fmt.Fprintf(&b, "%s %s", ProtoName(s.Proto), hostPort(s.Local, 99))
+		held = held || s.Owned()
+		fmt.Fprintf(&b, "%s %s", ProtoName(s.Proto), sockAddr(s.Local))
 		if s.Remote.IsValid() {
-			fmt.Fprintf(&b, " <-> %s", hostPort(s.Remote, 99))
+			fmt.Fprintf(&b, " <-> %s", sockAddr(s.Remote))
 		}
 		fmt.Fprintf(&b, "  %s", s.State)
 		if s.Scope != "" {
@@ -150,27 +181,48 @@ func WriteWho(w io.Writer, port uint16, proto string, socks []Socket, now time.T
 			fmt.Fprintf(&b, " %s", s.Direction)
 		}
 		fmt.Fprintf(&b, "  netns %d\n", s.Netns)
-		if len(s.Holders) == 0 {
-			b.WriteString("  held by no live process\n")
+		switch {
+		case len(s.Holders) > 0:
+		case !s.Owned():
+			fmt.Fprintf(&b, "  no process: the kernel keeps this closed connection in %s\n", s.State)
+		case !slices.Contains(s.Suspicious, s.orphan):
+			fmt.Fprintf(&b, "  %s\n", cmp.Or(s.orphan, "no process porttrace can see holds it"))
 		}
 		for _, h := range s.Holders {
-			exe := h.Exe
-			if h.ExeDeleted {
-				exe += " (DELETED)"
-			}
-			fmt.Fprintf(&b, "  pid %d (%s), user %s, exe %s, parent %d", h.PID, h.Comm, h.User, exe, h.PPID)
-			if !h.Start.IsZero() {
-				fmt.Fprintf(&b, ", started %s (%s ago)", h.Start.In(displayZone).Format("2006-01-02 15:04:05"), now.Sub(h.Start).Round(time.Second))
-			}
-			if h.Cgroup != "" {
-				fmt.Fprintf(&b, ", cgroup %s", h.Cgroup)
-			}
-			fmt.Fprintf(&b, ", fd %d\n", h.FD)
+			fmt.Fprintf(&b, "  %s\n", holderLine(&h, now))
 		}
 		for _, why := range s.Suspicious {
-			fmt.Fprintf(&b, "  ! %s\n", why)
+			fmt.Fprintf(&b, "  ! %s\n", printable(why))
 		}
+	}
+	switch {
+	case len(socks) == 0:
+		fmt.Fprintf(&b, "port %d/%s: nobody holds it\n", port, proto)
+	case !held:
+		fmt.Fprintf(&b, "port %d/%s: nobody holds it, only closed connections linger\n", port, proto)
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// holderLine is one process holding a socket, with what tells it apart
+// from a namesake: exe (deleted?), parent, start time, cgroup. Names and
+// paths come with their control bytes escaped.
+func holderLine(h *Holder, now time.Time) string {
+	var b strings.Builder
+	exe := h.Exe
+	if h.ExeDeleted {
+		exe += " (DELETED)"
+	}
+	fmt.Fprintf(&b, "pid %d (%s), user %s, exe %s, parent %d", h.PID, h.Comm, h.User, exe, h.PPID)
+	if !h.Start.IsZero() {
+		fmt.Fprintf(&b, ", started %s (%s ago)", h.Start.In(displayZone).Format("2006-01-02 15:04:05"), now.Sub(h.Start).Round(time.Second))
+	}
+	if h.Cgroup != "" {
+		fmt.Fprintf(&b, ", cgroup %s", h.Cgroup)
+	}
+	if h.FD >= 0 {
+		fmt.Fprintf(&b, ", fd %d", h.FD)
+	}
+	return printable(b.String())
 }

@@ -1,10 +1,14 @@
 package tracer
 
 import (
+	"bytes"
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func sampleSockets() []Socket {
@@ -13,8 +17,11 @@ func sampleSockets() []Socket {
 	worker := nginx
 	worker.PID, worker.PPID, worker.User, worker.UID = 813, 812, "www-data", 33
 	implant := Holder{PID: 6666, PPID: 1, User: "nobody", UID: 65534, Comm: "kworkerd", Exe: "/tmp/.x/kworkerd", ExeDeleted: true, Start: start.Add(time.Hour), FD: 3}
+	sshd := Holder{PID: 700, PPID: 1, User: "root", Comm: "sshd", Exe: "/usr/sbin/sshd", Cgroup: "/system.slice/ssh.service", Start: start, FD: 3}
 	ap := netip.MustParseAddrPort
 	s := []Socket{
+		{Netns: 4026531840, Proto: ProtoTCP, Family: 10, State: "LISTEN", Local: ap("[::]:22"), Inode: 1005, Holders: []Holder{sshd},
+			PortClass: ClassWellKnown, Privileged: true, Scope: "all interfaces"},
 		{Netns: 4026531840, Proto: ProtoTCP, Family: 2, State: "LISTEN", Local: ap("0.0.0.0:80"), Inode: 1001, Holders: []Holder{nginx, worker},
 			PortClass: ClassWellKnown, Privileged: true, Scope: "all interfaces"},
 		{Netns: 4026531840, Proto: ProtoTCP, Family: 2, State: "LISTEN", Local: ap("0.0.0.0:31337"), Inode: 1002, Holders: []Holder{implant},
@@ -39,7 +46,7 @@ func TestPortsJSONGolden(t *testing.T) {
 	var buf []byte
 	socks := sampleSockets()
 	for i := range socks {
-		buf = AppendSocketJSON(buf, &socks[i])
+		buf = AppendSocketJSON(buf, EventSnapshot, &socks[i])
 	}
 	golden(t, "ports.jsonl", buf)
 }
@@ -47,13 +54,18 @@ func TestPortsJSONGolden(t *testing.T) {
 func TestWhoGolden(t *testing.T) {
 	var b strings.Builder
 	now := time.Date(2026, 11, 28, 7, 30, 0, 0, time.UTC)
-	if err := WriteWho(&b, 80, "tcp", sampleSockets()[:1], now); err != nil {
+	if err := WriteWho(&b, 80, "tcp", sampleSockets()[1:2], now); err != nil {
 		t.Fatal(err)
 	}
-	if err := WriteWho(&b, 31337, "tcp", sampleSockets()[1:2], now); err != nil {
+	if err := WriteWho(&b, 31337, "tcp", sampleSockets()[2:3], now); err != nil {
 		t.Fatal(err)
 	}
 	if err := WriteWho(&b, 8080, "tcp,udp", nil, now); err != nil {
+		t.Fatal(err)
+	}
+	timeWait := Socket{Netns: 4026531840, Proto: ProtoTCP, Family: 2, State: "TIME-WAIT", Local: netip.MustParseAddrPort("127.0.0.1:25"),
+		Remote: netip.MustParseAddrPort("127.0.0.1:40312"), PortClass: ClassWellKnown, Privileged: true, Direction: DirInbound}
+	if err := WriteWho(&b, 25, "tcp", []Socket{timeWait}, now); err != nil {
 		t.Fatal(err)
 	}
 	golden(t, "who.txt", []byte(b.String()))
@@ -72,6 +84,8 @@ func TestWhoTarget(t *testing.T) {
 		{"53/sctp", 0, 0, `invalid protocol "sctp"`},
 		{"http", 0, 0, `invalid port "http"`},
 		{"70000/tcp", 0, 0, `invalid port "70000"`},
+		{"0", 0, 0, `invalid port 0 in "0"`},
+		{"0/udp", 0, 0, `invalid port 0 in "0/udp"`},
 	} {
 		var c WhoConfig
 		err := c.ParseTarget(tc.in)
@@ -88,19 +102,180 @@ func TestWhoTarget(t *testing.T) {
 }
 
 func TestSuspicious(t *testing.T) {
+	const orphan = "no live process holds it"
 	for _, tc := range []struct {
 		holders []Holder
 		want    string
 	}{
 		{[]Holder{{PID: 1, Comm: "nginx"}}, ""},
-		{nil, "no live process holds it"},
+		{nil, orphan},
 		{[]Holder{{PID: 7, Comm: "bash"}}, "bash (pid 7) is a shell or interpreter listening"},
 		{[]Holder{{PID: 8, Comm: "python3.11"}}, "python3.11 (pid 8) is a shell or interpreter listening"},
 		{[]Holder{{PID: 9, Comm: "sshd", Exe: "/usr/sbin/sshd", ExeDeleted: true}}, "executable deleted: /usr/sbin/sshd (pid 9)"},
 	} {
-		got := strings.Join(suspicious(&Socket{Holders: tc.holders}), "; ")
+		s := Socket{Holders: tc.holders}
+		if len(tc.holders) == 0 {
+			s.orphan = orphan
+		}
+		got := strings.Join(suspicious(&s), "; ")
 		if got != tc.want {
 			t.Errorf("%+v: %q, want %q", tc.holders, got, tc.want)
+		}
+	}
+}
+
+// A socket no process is seen holding is only surely an orphan when
+// porttrace sees every process; in a container's pid namespace, or
+// without leave to read some processes, the flag says what was seen.
+func TestOrphanNote(t *testing.T) {
+	for _, tc := range []struct {
+		hi   holderIndex
+		want string
+	}{
+		{holderIndex{}, "no live process holds it"},
+		{holderIndex{pidnsChild: true}, "no process visible in this pid namespace holds it"},
+		{holderIndex{pidnsChild: true, unreadable: 3}, "no process visible in this pid namespace holds it"},
+		{holderIndex{unreadable: 1}, "no process porttrace may read holds it (1 process unreadable)"},
+		{holderIndex{unreadable: 2}, "no process porttrace may read holds it (2 processes unreadable)"},
+	} {
+		if got := tc.hi.orphanNote(); got != tc.want {
+			t.Errorf("%+v: %q, want %q", tc.hi, got, tc.want)
+		}
+	}
+}
+
+// Only a /proc of a pid namespace below the initial one hides processes:
+// on the host NSpid has one entry too, and a container given the host's
+// /proc sees its pid at two levels.
+func TestProcPidnsChild(t *testing.T) {
+	for _, tc := range []struct {
+		ino    uint64
+		nspids int
+		want   bool
+	}{
+		{procPidInitIno, 1, false}, // the host
+		{4026532247, 1, true},      // a container with its own /proc
+		{4026532246, 2, false},     // a container with the host's /proc
+		{procPidInitIno, 0, false}, // no NSpid (before Linux 4.1)
+	} {
+		if got := procPidnsChild(tc.ino, tc.nspids); got != tc.want {
+			t.Errorf("pid namespace %d, %d pids in NSpid: %t, want %t", tc.ino, tc.nspids, got, tc.want)
+		}
+	}
+}
+
+// The side on a listening port is the server, whichever port numbers the
+// two sides have; only for a peer elsewhere, whose listeners are unknown,
+// do the ephemeral range and service ports decide.
+func TestDirection(t *testing.T) {
+	ap := netip.MustParseAddrPort
+	v := &netView{
+		listening: map[protoPort]bool{{ProtoTCP, 25}: true, {ProtoTCP, 40000}: true, {ProtoUDP, 53}: true},
+		own:       map[netip.Addr]bool{netip.MustParseAddr("10.0.0.5"): true},
+		rng:       [2]uint16{32768, 60999},
+	}
+	for _, tc := range []struct {
+		proto         uint16
+		state         string
+		local, remote string
+		want          Direction
+	}{
+		{ProtoTCP, "ESTAB", "127.0.0.1:25", "127.0.0.1:40312", DirInbound},
+		{ProtoTCP, "ESTAB", "127.0.0.1:40312", "127.0.0.1:25", DirOutbound},
+		{ProtoTCP, "ESTAB", "127.0.0.1:40000", "127.0.0.1:41000", DirInbound},
+		{ProtoTCP, "ESTAB", "127.0.0.1:41000", "127.0.0.1:40000", DirOutbound},
+		{ProtoTCP, "ESTAB", "127.0.0.1:5000", "127.0.0.1:40000", DirOutbound},
+		{ProtoTCP, "ESTAB", "[::ffff:10.0.0.5]:5000", "[::ffff:10.0.0.5]:40000", DirOutbound},
+		{ProtoTCP, "TIME-WAIT", "10.0.0.5:25", "192.0.2.1:33000", DirInbound},
+		{ProtoTCP, "ESTAB", "10.0.0.5:41000", "192.0.2.1:443", DirOutbound},
+		{ProtoTCP, "ESTAB", "10.0.0.5:8080", "192.0.2.1:50000", DirInbound},
+		{ProtoTCP, "ESTAB", "10.0.0.5:41000", "192.0.2.1:40000", DirNone}, // 40000 listens here, not there
+		{ProtoTCP, "SYN-SENT", "10.0.0.5:8080", "192.0.2.1:50000", DirOutbound},
+		{ProtoTCP, "SYN-RECV", "10.0.0.5:41000", "192.0.2.1:443", DirInbound},
+		{ProtoUDP, "ESTAB", "127.0.0.1:53", "127.0.0.1:41000", DirInbound},
+		{ProtoUDP, "ESTAB", "127.0.0.1:41000", "127.0.0.1:53", DirOutbound},
+		{ProtoUDP, "ESTAB", "127.0.0.1:41000", "127.0.0.1:40000", DirNone}, // 40000 listens for TCP only
+	} {
+		s := Socket{Proto: tc.proto, State: tc.state, Local: ap(tc.local), Remote: ap(tc.remote)}
+		if got := v.direction(&s); got != tc.want {
+			t.Errorf("%s %s %s -> %s: %q, want %q", ProtoName(tc.proto), tc.state, tc.local, tc.remote, got, tc.want)
+		}
+	}
+}
+
+// --netns all says in one line which namespaces it skipped, and under
+// --watch only those it has not named before.
+func TestUnopenedNotice(t *testing.T) {
+	n := &unopenedNotice{cmd: "ports"}
+	var b strings.Builder
+	denied := func(pids ...int) (u []Unopened) {
+		for _, pid := range pids {
+			u = append(u, Unopened{fmt.Sprintf("/proc/%d/ns/net", pid), unix.EACCES})
+		}
+		return u
+	}
+	n.say(&b, nil)
+	n.say(&b, denied(1))
+	n.say(&b, denied(1))
+	n.say(&b, denied(1, 2, 3, 4, 5))
+	want := "porttrace ports: --netns all: skipped 1 namespace it may not look into: /proc/1/ns/net (permission denied)\n" +
+		"porttrace ports: --netns all: skipped 4 namespaces it may not look into: /proc/2/ns/net (permission denied), " +
+		"/proc/3/ns/net (permission denied), /proc/4/ns/net (permission denied) and 1 more\n"
+	if b.String() != want {
+		t.Errorf("said\n%s\nwant\n%s", b.String(), want)
+	}
+}
+
+// A listen seen by --watch becomes the row a snapshot would show, with the
+// same scope and flags; a failed call or a TCP bind makes no listener.
+func TestListenerFromEvent(t *testing.T) {
+	ev := Event{Kind: KindListen, PID: 66, Comm: "bash", User: "root", Exe: "/tmp/x", ExeDeleted: true,
+		Proto: ProtoTCP, Family: 2, Local: netip.MustParseAddrPort("10.0.0.5:4444"),
+		HasNet: true, Netns: 7, UnprivPortStart: 1024, PortRange: [2]uint16{32768, 60999}}
+	s, ok := listenerFromEvent(&ev)
+	want := `7 tcp 10.0.0.5:4444 LISTEN "only 10.0.0.5" registered priv=false pid=66 ` +
+		`["executable deleted: /tmp/x (pid 66)" "bash (pid 66) is a shell or interpreter listening"]`
+	got := fmt.Sprintf("%d %s %s %s %q %s priv=%t pid=%d %q", s.Netns, ProtoName(s.Proto), s.Local, s.State, s.Scope,
+		s.PortClass, s.Privileged, s.Holders[0].PID, s.Suspicious)
+	if !ok || got != want {
+		t.Errorf("listen: %t %s\nwant %s", ok, got, want)
+	}
+	udp := ev
+	udp.Kind, udp.Proto, udp.Local = KindBind, ProtoUDP, netip.MustParseAddrPort("[::1]:53")
+	if s, ok := listenerFromEvent(&udp); !ok || s.State != "UNCONN" || s.Scope != "loopback only" || !s.Privileged {
+		t.Errorf("UDP bind: %t %+v", ok, s)
+	}
+	tcpBind := ev
+	tcpBind.Kind = KindBind
+	failed := ev
+	failed.Result, failed.Errno = ResultFailed, unix.EADDRINUSE
+	for _, e := range []Event{tcpBind, failed} {
+		if _, ok := listenerFromEvent(&e); ok {
+			t.Errorf("%s %s made a listener", e.Kind, e.Result)
+		}
+	}
+}
+
+// A process names itself and its file as it likes; neither view lets a
+// name carry escapes or control bytes to the terminal.
+func TestPortsViewsEscapeNames(t *testing.T) {
+	evil := Holder{PID: 6666, PPID: 1, User: "nobody", Comm: "x\x1b[8m", Exe: "/tmp/\x1b[2J\x07", ExeDeleted: true, FD: 3}
+	s := []Socket{{Netns: 1, Proto: ProtoTCP, Family: 2, State: "LISTEN", Local: netip.MustParseAddrPort("0.0.0.0:31337"),
+		Holders: []Holder{evil}, PortClass: ClassRegistered, Scope: "all interfaces"}}
+	s[0].Suspicious = suspicious(&s[0])
+	var table, who bytes.Buffer
+	if err := WritePortsTable(&table, s, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteWho(&who, 31337, "tcp", s, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	for name, out := range map[string][]byte{"ports": table.Bytes(), "who": who.Bytes()} {
+		if i := bytes.IndexFunc(out, func(r rune) bool { return r < 0x20 && r != '\n' }); i >= 0 {
+			t.Errorf("%s: control byte %q at %d:\n%s", name, out[i], i, out)
+		}
+		if !bytes.Contains(out, []byte(`\x1b[2J\x07`)) {
+			t.Errorf("%s: the escaped exe is missing:\n%s", name, out)
 		}
 	}
 }

@@ -85,7 +85,9 @@ func runPorts(args []string) int {
 func runWho(args []string) int {
 	cfg := tracer.DefaultWhoConfig()
 	fs := newFlagSet("porttrace who PORT[/tcp|/udp] [flags]",
-		"Tell who holds a port now; with --wait, who binds it next. Exits 1 when nobody holds it or --timeout passes.")
+		"Tell who holds a port now; with --wait, who binds it next.\n"+
+			"Exits 1 when no process holds the port (sockets a closed connection left in TIME-WAIT are\n"+
+			"listed but do not count), or when --wait ends with no bind (--timeout, Ctrl-C).")
 	cfg.AddFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {

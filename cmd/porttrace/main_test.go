@@ -56,6 +56,9 @@ func TestExitCodes(t *testing.T) {
 		{[]string{"--bogus"}, 2, "porttrace: unknown flag: --bogus", ""},
 		{[]string{"extra"}, 2, `porttrace: unexpected argument "extra"`, ""},
 		{[]string{"-d", "x"}, 2, "porttrace: invalid argument", ""},
+		{[]string{"-d", "-1s"}, 2, "porttrace: invalid --duration -1s", ""},
+		{[]string{"churn", "-d", "-5s"}, 2, "porttrace churn: invalid --duration -5s", ""},
+		{[]string{"who", "80", "--wait", "--timeout", "-1s"}, 2, "porttrace who: invalid --timeout -1s", ""},
 		{[]string{"churn", "-i", "1ms"}, 2, "porttrace churn: invalid --interval 1ms", ""},
 		{[]string{"churn", "--metrics-destinations", "5"}, 2, "porttrace churn: --metrics-destinations needs --metrics", ""},
 		{[]string{"churn", "-h"}, 0, "usage: porttrace churn", ""},
@@ -63,6 +66,7 @@ func TestExitCodes(t *testing.T) {
 		{[]string{"ports", "--netns", "/nonexistent"}, 1, "porttrace: --netns /nonexistent: no such file or directory", ""},
 		{[]string{"who"}, 2, "porttrace who: want one PORT[/tcp|/udp]", ""},
 		{[]string{"who", "80/sctp"}, 2, `porttrace who: invalid protocol "sctp"`, ""},
+		{[]string{"who", "0"}, 2, `porttrace who: invalid port 0 in "0"`, ""},
 		{[]string{"who", "80", "--timeout", "1s"}, 2, "porttrace who: --timeout needs --wait", ""},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
