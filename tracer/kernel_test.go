@@ -31,49 +31,53 @@ var (
 )
 
 func TestKernelBind(t *testing.T) {
-	for _, tc := range []struct {
+	type bindCase struct {
 		name string
 		sock sockSpec
 		addr string
-	}{
-		{"tcp4 fixed port", tcp4, "127.0.0.1:10101"},
-		{"tcp4 port 0", tcp4, "127.0.0.1:0"},
-		{"tcp4 wildcard well-known", tcp4, "0.0.0.0:80"},
-		{"udp4 fixed port", udp4, "127.0.0.1:5353"},
-		{"udp4 port 0", udp4, "0.0.0.0:0"},
-		{"tcp6 fixed port", tcp6, "[::1]:50000"},
-		{"tcp6 port 0", tcp6, "[::]:0"},
-		{"udp6 fixed port", udp6, "[::1]:8125"},
-		{"udp6 port 0", udp6, "[::1]:0"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			ns := newNetns(t)
-			c := startTracer(t, Options{PID: uint32(os.Getpid())})
-			ap := netip.MustParseAddrPort(tc.addr)
-			var tid thread
-			var port uint16
-			ns.run(t, func() {
-				tid = self()
-				fd := newSocket(t, tc.sock)
-				defer unix.Close(fd)
-				if err := unix.Bind(fd, sockaddr(ap)); err != nil {
-					t.Errorf("bind: %v", err)
-					return
-				}
-				port = localPort(t, fd)
-			})
-			evs := c.stop(t, ns)
-			if len(evs) != 1 {
-				t.Fatalf("got %d events, want 1: %v", len(evs), evs)
+		th   thread
+		port uint16
+	}
+	cases := []*bindCase{
+		{name: "tcp4 fixed port", sock: tcp4, addr: "127.0.0.1:10101"},
+		{name: "tcp4 port 0", sock: tcp4, addr: "127.0.0.1:0"},
+		{name: "tcp4 wildcard well-known", sock: tcp4, addr: "0.0.0.0:80"},
+		{name: "udp4 fixed port", sock: udp4, addr: "127.0.0.1:5353"},
+		{name: "udp4 port 0", sock: udp4, addr: "0.0.0.0:0"},
+		{name: "tcp6 fixed port", sock: tcp6, addr: "[::1]:50000"},
+		{name: "tcp6 port 0", sock: tcp6, addr: "[::]:0"},
+		{name: "udp6 fixed port", sock: udp6, addr: "[::1]:8125"},
+		{name: "udp6 port 0", sock: udp6, addr: "[::1]:0"},
+	}
+	// One tracer sees every bind, one after another, in order.
+	ns := newNetns(t)
+	c := startTracer(t, Options{PID: uint32(os.Getpid())})
+	for _, tc := range cases {
+		ns.run(t, func() {
+			tc.th = self()
+			fd := newSocket(t, tc.sock)
+			defer unix.Close(fd)
+			if err := unix.Bind(fd, sockaddr(netip.MustParseAddrPort(tc.addr))); err != nil {
+				t.Fatalf("%s: bind: %v", tc.name, err)
 			}
-			ev := &evs[0]
+			tc.port = localPort(t, fd)
+		})
+	}
+	evs := c.stop(t, ns)
+	if len(evs) != len(cases) {
+		t.Fatalf("got %d events, want %d: %v", len(evs), len(cases), evs)
+	}
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ev := &evs[i]
+			ap := netip.MustParseAddrPort(tc.addr)
 			eph := ap.Port() == 0
 			want := fmt.Sprintf("bind ok %s %s local=%s remote=- eph=%t class=%s priv=%t",
-				tc.sock.proto(), tc.sock.fam(), netip.AddrPortFrom(ap.Addr(), port), eph, ClassOf(port), port < 1024)
+				tc.sock.proto(), tc.sock.fam(), netip.AddrPortFrom(ap.Addr(), tc.port), eph, ClassOf(tc.port), tc.port < 1024)
 			if got := brief(ev); got != want {
 				t.Errorf("got  %s\nwant %s", got, want)
 			}
-			checkTask(t, ev, tid)
+			checkTask(t, ev, tc.th)
 			if ev.Netns != ns.inode || ev.UnprivPortStart != 1024 || ev.PortRange != [2]uint16{32768, 60999} {
 				t.Errorf("netns %d (want %d), unpriv start %d, range %v", ev.Netns, ns.inode, ev.UnprivPortStart, ev.PortRange)
 			}
