@@ -1,27 +1,35 @@
-// Command init is PID 1 of the kernel-matrix guests: it mounts what the
-// kernel tests need, runs the tracer's kernel tests once per backend named
-// on the kernel command line, prints one result line per backend for the
-// host to collect, and powers the guest off.
+// Command init is PID 1 of the kernel-matrix guests (vm/run.sh): it mounts
+// what the kernel tests need, runs the tracer's kernel tests once per
+// backend named on the kernel command line, checks the kernel's log and
+// taint after each, prints the results for the host to collect, and powers
+// the guest off. Run as any other process, it runs the same tests on the
+// machine's own kernel and judges them the same way, less the rule that no
+// test may skip: vm/run.sh's host row.
 package main
 
 import (
-	"bufio"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
+	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/porttrace/porttrace/internal/ifup"
+	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
 )
 
+// resultPrefix starts each line vm/run.sh reads from the output.
 const resultPrefix = "porttrace-matrix:"
 
 func main() {
+	if os.Getpid() != 1 {
+		os.Exit(host(os.Args[1:]))
+	}
 	if err := setup(); err != nil {
 		fmt.Printf("%s setup-error %v\n", resultPrefix, err)
 		poweroff()
@@ -32,13 +40,154 @@ func main() {
 		fmt.Printf("%s done\n", resultPrefix)
 		poweroff()
 	}
+	guest(args)
+	fmt.Printf("%s done\n", resultPrefix)
+	poweroff()
+}
+
+// guest runs the kernel tests with each backend of porttrace.backends, the
+// tests porttrace.run selects, expecting auto to pick porttrace.auto. Each
+// skip fails the run unless /skips (from vm/kernels) allows it. The kernel
+// is checked before the first backend, to tell what it reported while it
+// booted, and after each.
+func guest(args map[string]string) {
+	c := &runner{
+		testBin:   "/tracer.test",
+		test2json: "/test2json",
+		dir:       "/tmp",
+		env:       append(os.Environ(), "PORTTRACE_WANT_AUTO="+args["porttrace.auto"], "HOME=/tmp", "PATH=/usr/bin:/bin"),
+		deadline:  deadline(args["porttrace.timeout"]),
+		echo:      os.Stdout,
+	}
+	allowed, err := readAllowed("/skips")
+	if err != nil {
+		fmt.Printf("%s setup-error %v\n", resultPrefix, err)
+		return
+	}
+	kernel, boot := newKernelCheck()
+	for _, f := range boot {
+		show(os.Stdout, resultPrefix+" boot ", "fail", f)
+	}
 	for _, backend := range strings.Split(args["porttrace.backends"], ",") {
-		if backend != "" {
-			runTests(backend, args)
+		if backend == "" {
+			continue
+		}
+		start := time.Now()
+		v := c.backend(backend, args["porttrace.run"], policy{strict: true, allowed: allowed.of(backend)})
+		if kernel != nil {
+			v.failures = append(v.failures, kernel.check()...)
+		}
+		v.print(os.Stdout, resultPrefix, backend, time.Since(start).Seconds())
+	}
+}
+
+// host runs the kernel tests on this machine's kernel with each backend
+// and prints the results as a guest does; it exits 1 if any failed.
+func host(argv []string) int {
+	fs := pflag.NewFlagSet("init", pflag.ContinueOnError)
+	backends := fs.StringSlice("backends", []string{"fentry", "kprobe", "tracepoint"}, "the backends to test, one after another")
+	pattern := fs.String("run", "^TestKernel", "the go test -run pattern of the tests")
+	testBin := fs.String("test", "./tracer.test", "the kernel-test binary (go test -c ./tracer)")
+	conv := fs.String("test2json", "./test2json", "Go's test2json (go build cmd/test2json)")
+	timeout := fs.Duration("timeout", 10*time.Minute, "the time all backends' tests may take")
+	if err := fs.Parse(argv); err != nil {
+		return 2
+	}
+	c := &runner{testBin: *testBin, test2json: *conv, env: os.Environ(), deadline: time.Now().Add(*timeout), echo: os.Stdout}
+	status := 0
+	for _, backend := range *backends {
+		start := time.Now()
+		v := c.backend(backend, *pattern, policy{})
+		v.print(os.Stdout, resultPrefix, backend, time.Since(start).Seconds())
+		if len(v.failures) > 0 {
+			status = 1
 		}
 	}
 	fmt.Printf("%s done\n", resultPrefix)
-	poweroff()
+	return status
+}
+
+// backend runs the tests that pattern selects with backend, then the
+// top-level ones that failed once more (under emulation a guest can stall
+// for seconds), and judges both runs. Past the deadline it runs nothing,
+// and nothing again, and says so.
+func (c *runner) backend(backend, pattern string, p policy) verdict {
+	if pattern == "" {
+		pattern = "^TestKernel"
+	}
+	if time.Until(c.deadline) < minRun {
+		return verdict{failures: []finding{{why: "not run: the time limit was reached"}}}
+	}
+	listed, listErr := c.list(backend, pattern)
+	first := c.run(backend, pattern)
+	var again *run
+	if tops := first.failedTops(); len(tops) > 0 && time.Until(c.deadline) >= minRun {
+		for i, t := range tops {
+			tops[i] = regexp.QuoteMeta(t)
+		}
+		again = c.run(backend, "^("+strings.Join(tops, "|")+")$")
+	}
+	v := judge(backend, listed, first, again, p)
+	if listErr != nil {
+		v.failures = append([]finding{{why: listErr.Error()}}, v.failures...)
+	}
+	return v
+}
+
+// deadline is when the guest's last test run must end: the host stops the
+// guest timeout seconds after it started it, and the results need a few
+// seconds to reach the console before then.
+func deadline(timeout string) time.Time {
+	const margin = 20 * time.Second
+	secs, err := strconv.ParseFloat(timeout, 64)
+	if err != nil {
+		return time.Now().Add(10 * time.Minute)
+	}
+	var up float64
+	if b, err := os.ReadFile("/proc/uptime"); err == nil {
+		fmt.Sscanf(string(b), "%f", &up)
+	}
+	return time.Now().Add(time.Duration((secs-up)*float64(time.Second)) - margin)
+}
+
+// allowList holds the skips vm/kernels allows on this kernel, as lines of
+// "BACKEND TEST REASON", BACKEND "*" for all.
+type allowList map[string]map[string]string
+
+func readAllowed(path string) (allowList, error) {
+	a := allowList{}
+	b, err := os.ReadFile(path)
+	if os.IsNotExist(err) {
+		return a, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 {
+			continue
+		}
+		if len(f) < 3 {
+			return nil, fmt.Errorf("%s: %q: want BACKEND TEST REASON", path, line)
+		}
+		if a[f[0]] == nil {
+			a[f[0]] = map[string]string{}
+		}
+		a[f[0]][f[1]] = strings.Join(f[2:], " ")
+	}
+	return a, nil
+}
+
+// of returns the skips allowed with backend.
+func (a allowList) of(backend string) map[string]string {
+	m := map[string]string{}
+	for _, b := range []string{"*", backend} {
+		for test, why := range a[b] {
+			m[test] = why
+		}
+	}
+	return m
 }
 
 func setup() error {
@@ -99,48 +248,6 @@ func cmdline() map[string]string {
 	return args
 }
 
-// runTests runs the kernel tests with one backend, echoing their output,
-// and prints "porttrace-matrix: BACKEND pass=N fail=N skip=N flaky=N" plus
-// one line per skipped test with its reason and, for each failed test, its
-// last lines of output, so a failure can be read from the matrix alone.
-// Tests that failed are run once more: under emulation a guest can stall
-// for seconds, so a test that fails and then passes is counted as passed
-// but named as flaky, with the output of its failure.
-func runTests(backend string, args map[string]string) {
-	pattern := args["porttrace.run"]
-	if pattern == "" {
-		pattern = "^TestKernel"
-	}
-	start := time.Now()
-	r := runOnce(backend, pattern, args)
-	var flaky []string
-	if len(r.failedTop) > 0 && !r.crashed {
-		again := runOnce(backend, "^("+strings.Join(r.failedTop, "|")+")$", args)
-		if again.fail == 0 && !again.crashed {
-			// The second run's results replace the first's for those tests.
-			flaky = r.failedTop
-			for _, name := range r.passed {
-				top, _, _ := strings.Cut(name, "/")
-				if slices.Contains(flaky, top) {
-					r.pass--
-				}
-			}
-			r.pass += again.pass
-			r.fail = 0
-		}
-	}
-	fmt.Printf("%s %s pass=%d fail=%d skip=%d flaky=%d seconds=%.0f\n", resultPrefix, backend, r.pass, r.fail, r.skip, len(flaky), time.Since(start).Seconds())
-	for _, s := range r.skips {
-		fmt.Printf("%s %s skipped %s\n", resultPrefix, backend, s)
-	}
-	for _, name := range flaky {
-		fmt.Printf("%s %s flaky %s: failed, then passed when run again\n", resultPrefix, backend, name)
-	}
-	for _, s := range r.failures {
-		fmt.Printf("%s %s failed %s\n", resultPrefix, backend, s)
-	}
-}
-
 // runBench runs the benchmark (vm/run.sh with VM_BENCH), its arguments
 // given on the kernel command line separated by "+".
 func runBench(args []string) {
@@ -151,74 +258,6 @@ func runBench(args []string) {
 	if err := cmd.Run(); err != nil {
 		fmt.Printf("%s bench-error %v\n", resultPrefix, err)
 	}
-}
-
-// result is what one run of the test binary reported.
-type result struct {
-	pass, fail, skip int
-	failedTop        []string // top-level tests that failed
-	passed           []string // tests and subtests that passed
-	skips, failures  []string // "Test: reason" and "Test: output line"
-	crashed          bool     // the binary failed with no test saying FAIL
-}
-
-// runOnce runs the tests matching pattern with backend, echoing their output.
-func runOnce(backend, pattern string, args map[string]string) result {
-	var r result
-	cmd := exec.Command("/tracer.test", "-test.v", "-test.count=1", "-test.run", pattern, "-test.timeout", "10m")
-	cmd.Env = append(os.Environ(), "PORTTRACE_BACKEND="+backend, "PORTTRACE_WANT_AUTO="+args["porttrace.auto"], "HOME=/tmp", "PATH=/usr/bin:/bin")
-	cmd.Dir = "/tmp"
-	out, err := cmd.StdoutPipe()
-	if err == nil {
-		cmd.Stderr = cmd.Stdout
-		err = cmd.Start()
-	}
-	if err != nil {
-		fmt.Printf("%s %s error %v\n", resultPrefix, backend, err)
-		r.fail, r.crashed = 1, true
-		return r
-	}
-	var recent []string // the current test's output, last few lines
-	const keep = 12
-	sc := bufio.NewScanner(out)
-	last := ""
-	for sc.Scan() {
-		line := sc.Text()
-		fmt.Println(line)
-		trimmed := strings.TrimSpace(line)
-		switch {
-		case strings.HasPrefix(trimmed, "=== RUN "):
-			recent = recent[:0]
-		case strings.HasPrefix(trimmed, "--- PASS: "):
-			r.pass++
-			r.passed = append(r.passed, strings.Fields(trimmed)[2])
-		case strings.HasPrefix(trimmed, "--- FAIL: "):
-			r.fail++
-			name := strings.Fields(trimmed)[2]
-			if strings.HasPrefix(line, "--- FAIL: ") {
-				r.failedTop = append(r.failedTop, name)
-			}
-			r.failures = append(r.failures, name)
-			for _, l := range recent {
-				r.failures = append(r.failures, name+": "+l)
-			}
-		case strings.HasPrefix(trimmed, "--- SKIP: "):
-			r.skip++
-			name := strings.Fields(trimmed)[2]
-			r.skips = append(r.skips, name+": "+last)
-		}
-		if !strings.HasPrefix(trimmed, "---") && !strings.HasPrefix(trimmed, "===") {
-			last = trimmed
-			if len(recent) == keep {
-				recent = append(recent[:0], recent[1:]...)
-			}
-			recent = append(recent, trimmed)
-		}
-	}
-	if err := cmd.Wait(); err != nil && r.fail == 0 {
-		r.fail, r.crashed = 1, true // a crash or timeout counts even if no test said FAIL
-	}
-	return r
 }
 
 // poweroff flushes the serial console, which otherwise loses its last
