@@ -30,7 +30,8 @@ type Config struct {
 	Version  bool
 	Metrics  string
 
-	backend string
+	backend  string
+	ringSize uint32 // bytes; 0: the default (tests shrink it to force a loss)
 }
 
 // DefaultConfig is a Config with every event and no filter.

@@ -1,6 +1,8 @@
 package tracer
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -538,19 +540,23 @@ func TestKernelPortFilter(t *testing.T) {
 		if err := unix.Bind(fd0, sockaddr(netip.MustParseAddrPort("127.0.0.1:0"))); err != nil {
 			t.Fatal(err)
 		}
-		// Matched by its remote port alone.
+		// Matched by its remote port alone: bound first to a port outside
+		// the set (that bind is not reported), then connected to 9999.
 		fd := newSocket(t, udp4)
 		defer unix.Close(fd)
+		if err := unix.Bind(fd, sockaddr(netip.MustParseAddrPort("127.0.0.1:30000"))); err != nil {
+			t.Fatal(err)
+		}
 		if err := unix.Connect(fd, sockaddr(netip.MustParseAddrPort("127.0.0.1:9999"))); err != nil {
 			t.Fatal(err)
 		}
 	})
 	var got []string
 	for _, ev := range c.stop(t, ns) {
-		got = append(got, fmt.Sprintf("%s %s", ev.Kind, apString(ev.Local)))
+		got = append(got, fmt.Sprintf("%s %s %s", ev.Kind, apString(ev.Local), apString(ev.Remote)))
 	}
-	if len(got) != 4 || got[0] != "bind 127.0.0.1:9999" || got[1] != "bind 127.0.0.1:20001" ||
-		!strings.HasPrefix(got[2], "bind 127.0.0.1:2000") || !strings.HasPrefix(got[3], "connect 127.0.0.1:") {
+	if len(got) != 4 || got[0] != "bind 127.0.0.1:9999 -" || got[1] != "bind 127.0.0.1:20001 -" ||
+		!strings.HasPrefix(got[2], "bind 127.0.0.1:2000") || got[3] != "connect 127.0.0.1:30000 127.0.0.1:9999" {
 		t.Errorf("got %q", got)
 	}
 }
@@ -657,6 +663,118 @@ func cgroup2Mount(t *testing.T) string {
 	}
 	t.Cleanup(func() { _ = unix.Unmount(dir, unix.MNT_DETACH) })
 	return dir
+}
+
+// A loss is reported where the user looks: a {"event":"lost"} line in the
+// JSON stream, a line on stderr and the count in the summary; and what was
+// delivered and what was lost add up. The output is held up while the
+// binds are made, so the small ring buffer overflows.
+func TestKernelRunLost(t *testing.T) {
+	const n = 500
+	ns := newNetns(t)
+	cfg := DefaultConfig()
+	cfg.Output = "json"
+	cfg.PID = uint32(os.Getpid())
+	cfg.Events = kindSet(KindBind)
+	cfg.backend = testBackendName()
+	cfg.ringSize = 4096
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	out := &heldWriter{first: make(chan struct{}), release: make(chan struct{})}
+	var stderr strings.Builder
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, cfg, out, &stderr) }()
+	bind := func(port int) {
+		ns.run(t, func() {
+			fd := newSocket(t, udp4)
+			defer unix.Close(fd)
+			if err := unix.Bind(fd, sockaddr(netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port)))); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	// Bind until the first event reaches the output (Run attaches in the
+	// background); the output then stays blocked.
+	for port := 20000; ; port++ {
+		bind(port)
+		select {
+		case <-out.first:
+		case err := <-done:
+			skipUnsupported(t, cfg.Backend, err)
+			t.Fatalf("Run returned early: %v", err)
+		case <-time.After(20 * time.Millisecond):
+			continue
+		}
+		break
+	}
+	for i := range n {
+		bind(21000 + i)
+	}
+	close(out.release)
+	time.Sleep(100 * time.Millisecond)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	delivered, lost := 0, -1
+	for _, line := range strings.Split(strings.TrimSpace(out.String()), "\n") {
+		var ev struct {
+			Event string `json:"event"`
+			Port  int    `json:"local_port"`
+			Count int    `json:"count"`
+		}
+		if err := json.Unmarshal([]byte(line), &ev); err != nil {
+			t.Fatalf("%v: %s", err, line)
+		}
+		switch {
+		case ev.Event == "lost":
+			if lost != -1 {
+				t.Errorf("a second lost line: %s", line)
+			}
+			lost = ev.Count
+		case ev.Port >= 21000 && ev.Port < 21000+n:
+			delivered++
+		}
+	}
+	if lost <= 0 || delivered+lost != n {
+		t.Fatalf("delivered %d + lost %d, want a loss and a sum of %d", delivered, lost, n)
+	}
+	for _, want := range []string{
+		fmt.Sprintf("porttrace: %d events lost: the ring buffer was full", lost),
+		fmt.Sprintf(", %d lost\n", lost),
+	} {
+		if !strings.Contains(stderr.String(), want) {
+			t.Errorf("stderr lacks %q:\n%s", want, stderr.String())
+		}
+	}
+}
+
+// heldWriter blocks its first Write until release is closed, and says on
+// first when that Write began.
+type heldWriter struct {
+	first, release chan struct{}
+	once           sync.Once
+	mu             sync.Mutex
+	buf            bytes.Buffer
+}
+
+func (w *heldWriter) Write(p []byte) (int, error) {
+	w.once.Do(func() {
+		close(w.first)
+		<-w.release
+	})
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.Write(p)
+}
+
+func (w *heldWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.String()
 }
 
 // checkJSONBind checks every field of a JSON bind event made by this

@@ -25,7 +25,8 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer, stderr io.Writer) er
 		}
 		defer stop()
 	}
-	t, err := New(Options{Backend: cfg.Backend, Events: cfg.Events, PID: cfg.PID, UID: cfg.UID, Ports: &cfg.Ports})
+	t, err := New(Options{Backend: cfg.Backend, Events: cfg.Events, PID: cfg.PID, UID: cfg.UID, Ports: &cfg.Ports,
+		RingBufferSize: cfg.ringSize})
 	if err != nil {
 		return err
 	}

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -109,5 +111,49 @@ func TestNotRoot(t *testing.T) {
 	code, _, stderr := porttrace(t, exe, 65534, "-d", "1s")
 	if code != 1 || !strings.Contains(stderr, "run porttrace as root") || strings.Count(strings.TrimSpace(stderr), "\n") != 0 {
 		t.Errorf("exit %d, stderr %q; want 1 and one line asking for root", code, stderr)
+	}
+}
+
+// Ctrl-C and SIGTERM are a normal stop: the tracer detaches, the summary
+// goes to stderr, and the exit status is 0.
+func TestSignalsStopCleanly(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("tracing needs root")
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM} {
+		t.Run(sig.String(), func(t *testing.T) {
+			cmd := exec.Command(exe, "-o", "json", "-p", "1")
+			cmd.Env = append(os.Environ(), "PORTTRACE_MAIN=1")
+			stderr, err := cmd.StderrPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			r := bufio.NewReader(stderr)
+			first, err := r.ReadString('\n')
+			if err != nil || !strings.HasPrefix(first, "porttrace: tracing with ") {
+				cmd.Process.Kill()
+				cmd.Wait()
+				t.Fatalf("first stderr line %q: %v", first, err)
+			}
+			if err := cmd.Process.Signal(sig); err != nil {
+				t.Fatal(err)
+			}
+			rest, _ := io.ReadAll(r)
+			err = cmd.Wait()
+			if err != nil {
+				t.Errorf("exit: %v; stderr %q", err, rest)
+			}
+			want := "porttrace: 0 events (bind 0, listen 0, connect 0, accept 0), 0 denied, 0 failed, 0 lost\n"
+			if string(rest) != want {
+				t.Errorf("stderr after the signal %q, want %q", rest, want)
+			}
+		})
 	}
 }
