@@ -77,6 +77,17 @@ func rawEvents() []porttraceEvent {
 		with(func(e *porttraceEvent) { // a backend that could not read the netns
 			e.Kind, e.Flags, e.Lport, e.Laddr = uint8(KindBind), flagHasLocal|flagHasProto, 443, v4(10, 0, 0, 1)
 		}),
+		with(func(e *porttraceEvent) { // the IPv6 wildcard
+			e.Kind, e.Flags, e.Family, e.Lport, e.Laddr = uint8(KindBind), net|flagHasLocal, unix.AF_INET6, 8080, v6("::")
+		}),
+		with(func(e *porttraceEvent) { // a long IPv6 address
+			e.Kind, e.Flags, e.Family = uint8(KindConnect), net|flagHasLocal|flagHasRemote|flagEphemeral, unix.AF_INET6
+			e.Lport, e.Laddr, e.Rport, e.Raddr = 51001, v6("2001:db8:1:2::7"), 443, v6("2001:db8:ffff:1234::abcd")
+		}),
+		with(func(e *porttraceEvent) { // an IPv4 client of a dual-stack listener
+			e.Kind, e.Flags, e.Family = uint8(KindAccept), net|flagHasLocal|flagHasRemote, unix.AF_INET6
+			e.Lport, e.Laddr, e.Rport, e.Raddr = 10202, v6("::ffff:127.0.0.1"), 40000, v6("::ffff:127.0.0.1")
+		}),
 	}
 }
 
@@ -171,6 +182,15 @@ func TestTableGolden(t *testing.T) {
 			plain := regexp.MustCompile("\x1b\\[1;3[13]m|\x1b\\[0m").ReplaceAll(out.Bytes(), nil)
 			if i := bytes.IndexFunc(plain, func(r rune) bool { return r < 0x20 && r != '\n' || r == 0x7f }); i >= 0 {
 				t.Errorf("control byte %q in the table at offset %d", plain[i], i)
+			}
+			if tc.width == 0 {
+				// Into a pipe every event is one whole line; only the
+				// reason of a failure gets one of its own.
+				for _, line := range strings.Split(strings.TrimSuffix(string(plain), "\n"), "\n") {
+					if !strings.HasPrefix(line, "TIME ") && !strings.HasPrefix(line, "00:00:01 ") && !strings.HasPrefix(line, reasonIndent) {
+						t.Errorf("a continued line: %q", line)
+					}
+				}
 			}
 			if tc.width > 0 {
 				for _, line := range strings.Split(string(plain), "\n") {

@@ -32,6 +32,9 @@ var (
 var (
 	wideWidths   = []int{9, 8, 8, 9, 16, 6, 22, 22, 4, 6, 16}
 	narrowWidths = []int{9, 8, 8, 9, 6, 17, 16, 6}
+	// pipeWidths, into a pipe or a file, fit any address, so that each
+	// event stays one whole line for grep and friends.
+	pipeWidths = []int{9, 8, 8, 9, 16, 6, 48, 48, 4, 6, 16}
 )
 
 func sum(ns []int) (s int) {
@@ -47,6 +50,7 @@ type TableWriter struct {
 	t      *tablewriter.Table
 	color  bool
 	narrow bool
+	wrap   bool // cells wrap inside their columns (on a terminal)
 	row    []any
 	cols   []int
 }
@@ -56,8 +60,11 @@ type TableWriter struct {
 func NewTableWriter(w io.Writer, width int, color bool) (*TableWriter, error) {
 	cols, header := wideWidths, wideHeader
 	narrow := width > 0 && width < sum(wideWidths)
-	if narrow {
+	switch {
+	case narrow:
 		cols, header = narrowWidths, narrowHeader
+	case width == 0:
+		cols = pipeWidths
 	}
 	widths := tw.NewMapper[int, int]()
 	for i, n := range cols {
@@ -88,7 +95,7 @@ func NewTableWriter(w io.Writer, width int, color bool) (*TableWriter, error) {
 		return nil, err
 	}
 	t.Header(header...)
-	return &TableWriter{t: t, color: color, narrow: narrow, row: make([]any, 0, len(header)), cols: cols}, nil
+	return &TableWriter{t: t, color: color, narrow: narrow, wrap: width > 0, row: make([]any, 0, len(header)), cols: cols}, nil
 }
 
 // Write prints one event.
@@ -101,8 +108,8 @@ func (tw *TableWriter) Write(ev *Event) error {
 		r = append(r, printable(ev.User))
 	}
 	r = append(r, printable(ev.Comm), ProtoName(ev.Proto))
-	r = append(r, hostPort(ev.Local, tw.cols[len(r)]-1))
-	r = append(r, hostPort(ev.Remote, tw.cols[len(r)]-1))
+	r = append(r, hostPort(ev.Local, tw.addrMax(len(r))))
+	r = append(r, hostPort(ev.Remote, tw.addrMax(len(r))))
 	if !tw.narrow {
 		r = append(r, shortDir(ev.Direction))
 	}
@@ -112,6 +119,15 @@ func (tw *TableWriter) Write(ev *Event) error {
 	}
 	tw.row = r
 	return tw.t.Append(r...)
+}
+
+// addrMax is how long an address may be in column i before its port goes
+// on a line of its own: no limit where nothing wraps.
+func (tw *TableWriter) addrMax(i int) int {
+	if !tw.wrap {
+		return 0
+	}
+	return tw.cols[i] - 1
 }
 
 // Close ends the table.
@@ -177,21 +193,24 @@ func escapeControls(s string) string {
 	return string(b)
 }
 
-// hostPort writes an address as ss does: "*" for the wildcard, brackets
-// around IPv6. Longer than max, the port goes on a line of its own.
+// hostPort writes an address as ss does: "*" for the IPv4 wildcard,
+// brackets around IPv6 ("[::]" its wildcard). Longer than max (0: no
+// limit), the port goes on a line of its own.
 func hostPort(ap netip.AddrPort, max int) string {
 	if !ap.IsValid() {
 		return ""
 	}
+	// An IPv4 peer of a dual-stack socket is shown as the IPv4 address it is.
+	addr := ap.Addr().Unmap()
 	host := "*"
-	if !ap.Addr().IsUnspecified() {
-		host = ap.Addr().String()
-		if ap.Addr().Is6() {
-			host = "[" + host + "]"
-		}
+	switch {
+	case addr.Is6():
+		host = "[" + addr.String() + "]"
+	case !addr.IsUnspecified():
+		host = addr.String()
 	}
 	s := host + ":" + strconv.FormatUint(uint64(ap.Port()), 10)
-	if len(s) > max {
+	if max > 0 && len(s) > max {
 		return host + "\n:" + s[len(host)+1:]
 	}
 	return s
