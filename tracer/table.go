@@ -1,10 +1,12 @@
 package tracer
 
 import (
+	"fmt"
 	"io"
 	"net/netip"
 	"strconv"
 	"time"
+	"unicode/utf8"
 
 	"github.com/olekukonko/tablewriter"
 	"github.com/olekukonko/tablewriter/renderer"
@@ -168,11 +170,13 @@ func (tw *TableWriter) note(ev *Event) string {
 	return s
 }
 
-// printable escapes the control bytes a process can put in its name, so
-// that a name cannot move the cursor, hide text or recolour the terminal.
+// printable escapes what in a process's name (or path) could act on the
+// terminal rather than be shown: C0 and C1 control characters, bytes that
+// are not UTF-8 (a lone 0x9b is an escape to some terminals), and the
+// bidirectional controls that reorder the text around them.
 func printable(s string) string {
 	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c == 0x7f {
+		if c := s[i]; c < 0x20 || c >= 0x7f {
 			return escapeControls(s)
 		}
 	}
@@ -182,15 +186,27 @@ func printable(s string) string {
 func escapeControls(s string) string {
 	const hex = "0123456789abcdef"
 	b := make([]byte, 0, len(s)+8)
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c < 0x20 || c == 0x7f {
-			b = append(b, '\\', 'x', hex[c>>4], hex[c&0xf])
-			continue
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && n == 1, r < 0x20, r >= 0x7f && r < 0xa0:
+			for _, c := range []byte(s[i : i+n]) {
+				b = append(b, '\\', 'x', hex[c>>4], hex[c&0xf])
+			}
+		case isBidiControl(r):
+			b = fmt.Appendf(b, "\\u%04x", r)
+		default:
+			b = append(b, s[i:i+n]...)
 		}
-		b = append(b, c)
+		i += n
 	}
 	return string(b)
+}
+
+// isBidiControl reports the Unicode characters that change the direction
+// of the text after them (the "Trojan Source" characters) or mark it.
+func isBidiControl(r rune) bool {
+	return r == 0x061c || r == 0x200e || r == 0x200f || (r >= 0x202a && r <= 0x202e) || (r >= 0x2066 && r <= 0x2069)
 }
 
 // hostPort writes an address as ss does: "*" for the IPv4 wildcard,
