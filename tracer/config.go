@@ -1,6 +1,7 @@
 package tracer
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"slices"
@@ -45,7 +46,7 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.VarP(&c.Ports, "port", "p", "only these ports, local or remote (e.g. 25,80,8000-8100); in-kernel")
 	fs.Uint32Var(&c.PID, "pid", c.PID, "only this process (tgid); in-kernel")
 	fs.Int64Var(&c.UID, "uid", c.UID, "only this user id; in-kernel")
-	fs.StringVar(&c.Comm, "comm", c.Comm, "only processes with this command name")
+	fs.StringVar(&c.Comm, "comm", c.Comm, "only processes with this command name (the calling thread's or the process's; first 15 bytes)")
 	fs.VarP(&c.Events, "events", "e", "events to trace: bind,listen,connect,accept")
 	fs.BoolVar(&c.Failed, "failed", c.Failed, "only denied or failed calls")
 	fs.BoolVarP(&c.IPv4, "ipv4", "4", c.IPv4, "only IPv4")
@@ -113,24 +114,47 @@ func backendFlag(s string) (Backend, error) {
 	return b, nil
 }
 
+// taskCommLen is the kernel's TASK_COMM_LEN less its NUL: longer names are
+// cut to this many bytes in every event.
+const taskCommLen = 15
+
+// mainComms gives the name of a process's main thread, for --comm: the
+// event names the thread that made the call, and a worker thread often
+// has a name of its own ("tokio-runtime-w", "C2 CompilerThre").
+type mainComms interface {
+	mainComm(ev *Event) string
+}
+
 // Wants reports whether ev passes the filters that run in userspace.
-func (c *Config) Wants(ev *Event) bool {
+func (c *Config) Wants(ev *Event, procs mainComms) bool {
 	if !c.Events.Has(ev.Kind) {
 		return false
 	}
 	if c.Failed && ev.Result == ResultOK {
 		return false
 	}
-	if c.Comm != "" && ev.Comm != c.Comm {
-		return false
+	if c.Comm != "" {
+		want := c.Comm[:min(len(c.Comm), taskCommLen)]
+		if ev.Comm != want && (ev.TID == ev.PID || procs == nil || procs.mainComm(ev) != want) {
+			return false
+		}
 	}
-	if c.IPv4 != c.IPv6 && (FamilyName(ev.Family) == "ipv4") != c.IPv4 {
+	if c.IPv4 != c.IPv6 && (eventFamily(ev) == "ipv4") != c.IPv4 {
 		return false
 	}
 	if c.TCP != c.UDP && (ev.Proto == ProtoUDP) != c.UDP {
 		return false
 	}
 	return true
+}
+
+// eventFamily is the family of ev's addresses: an IPv6 socket talking to
+// an IPv4 peer (a dual-stack listener's IPv4 client) counts as IPv4.
+func eventFamily(ev *Event) string {
+	if ap := cmp.Or(ev.Remote, ev.Local); ap.IsValid() && ap.Addr().Is4In6() {
+		return "ipv4"
+	}
+	return FamilyName(ev.Family)
 }
 
 // PortSet is a set of ports, set from a list such as "25,80,8000-8100".

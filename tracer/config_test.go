@@ -3,6 +3,7 @@ package tracer
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"strings"
 	"testing"
 
@@ -123,6 +124,18 @@ func TestWants(t *testing.T) {
 		{"--failed drops ok", func(c *Config) { c.Failed = true }, func(*Event) {}, false},
 		{"--failed keeps denied", func(c *Config) { c.Failed = true }, func(e *Event) { e.Result = ResultDenied }, true},
 		{"--comm other", func(c *Config) { c.Comm = "nginx" }, func(*Event) {}, false},
+		{"--comm longer than the kernel keeps", func(c *Config) { c.Comm = "my-long-service-name" },
+			func(e *Event) { e.Comm = "my-long-service" }, true},
+		{"--comm names the process, a worker thread calls", func(c *Config) { c.Comm = "python3" },
+			func(e *Event) { e.PID, e.TID, e.Comm = 10, 11, "tokio-runtime-w" }, true},
+		{"--comm names neither", func(c *Config) { c.Comm = "nginx" },
+			func(e *Event) { e.PID, e.TID, e.Comm = 10, 11, "tokio-runtime-w" }, false},
+		{"-4 keeps an IPv4 peer of a dual-stack socket", func(c *Config) { c.IPv4 = true }, func(e *Event) {
+			e.Family, e.Local, e.Remote = 10, netip.MustParseAddrPort("[::ffff:127.0.0.1]:25"), netip.MustParseAddrPort("[::ffff:127.0.0.1]:40000")
+		}, true},
+		{"-6 drops it", func(c *Config) { c.IPv6 = true }, func(e *Event) {
+			e.Family, e.Local, e.Remote = 10, netip.MustParseAddrPort("[::ffff:127.0.0.1]:25"), netip.MustParseAddrPort("[::ffff:127.0.0.1]:40000")
+		}, false},
 		{"-6 drops ipv4", func(c *Config) { c.IPv6 = true }, func(*Event) {}, false},
 		{"-4 -6 keeps both", func(c *Config) { c.IPv4, c.IPv6 = true, true }, func(*Event) {}, true},
 		{"--udp drops tcp", func(c *Config) { c.UDP = true }, func(*Event) {}, false},
@@ -134,12 +147,17 @@ func TestWants(t *testing.T) {
 			tc.cfg(&c)
 			ev := base
 			tc.ev(&ev)
-			if got := c.Wants(&ev); got != tc.want {
+			if got := c.Wants(&ev, fakeComms{10: "python3"}); got != tc.want {
 				t.Errorf("Wants = %t, want %t", got, tc.want)
 			}
 		})
 	}
 }
+
+// fakeComms names the main threads of processes by pid.
+type fakeComms map[uint32]string
+
+func (f fakeComms) mainComm(ev *Event) string { return f[ev.PID] }
 
 // Every reason a backend was refused goes on the one line an error gets,
 // and errors.Is still finds each.

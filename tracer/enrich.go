@@ -49,6 +49,19 @@ func newEnricher() *enricher {
 
 func (en *enricher) enrich(ev *Event) {
 	ev.User = en.user(ev.UID)
+	p := en.proc(ev)
+	ev.Exe, ev.Cgroup = p.exe, p.cgroup
+	if path, ok := en.cgroups.path(ev.CgroupID, ev.Time); ok {
+		ev.Cgroup = path
+	}
+}
+
+// mainComm is the name of ev's process's main thread, from /proc (empty
+// when the process is gone).
+func (en *enricher) mainComm(ev *Event) string { return en.proc(ev).comm }
+
+// proc is what /proc says of ev's process, read again when stale.
+func (en *enricher) proc(ev *Event) *procInfo {
 	p := en.procs[ev.PID]
 	stale := p == nil || ev.Time.Sub(p.read) > procTTL || (ev.TID == ev.PID && p.comm != ev.Comm)
 	if stale {
@@ -62,10 +75,7 @@ func (en *enricher) enrich(ev *Event) {
 		}
 		en.procs[ev.PID] = p
 	}
-	ev.Exe, ev.Cgroup = p.exe, p.cgroup
-	if path, ok := en.cgroups.path(ev.CgroupID, ev.Time); ok {
-		ev.Cgroup = path
-	}
+	return p
 }
 
 func (en *enricher) readProc(pid uint32) *procInfo {
@@ -76,6 +86,9 @@ func (en *enricher) readProc(pid uint32) *procInfo {
 	}
 	if b, err := os.ReadFile(dir + "/cgroup"); err == nil {
 		p.cgroup = cgroupPath(b)
+	}
+	if b, err := os.ReadFile(dir + "/comm"); err == nil {
+		p.comm = strings.TrimSuffix(string(b), "\n")
 	}
 	return p
 }

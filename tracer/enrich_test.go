@@ -62,3 +62,26 @@ func TestEnricherCache(t *testing.T) {
 		t.Errorf("an exited process: exe %q comm %q", gone.Exe, gone.Comm)
 	}
 }
+
+// --comm asks the enricher for the process's name when a worker thread,
+// named otherwise, made the call.
+func TestEnricherMainComm(t *testing.T) {
+	root := t.TempDir()
+	dir := filepath.Join(root, "42")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "comm"), []byte("python3\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	en := newEnricher()
+	en.procRoot = root
+	worker := Event{PID: 42, TID: 43, Comm: "tokio-runtime-w", Time: time.Unix(1000, 0)}
+	if got := en.mainComm(&worker); got != "python3" {
+		t.Errorf("mainComm = %q, want python3", got)
+	}
+	gone := Event{PID: 99, TID: 100, Comm: "worker", Time: time.Unix(1000, 0)}
+	if got := en.mainComm(&gone); got != "" {
+		t.Errorf("mainComm of an exited process = %q, want empty", got)
+	}
+}

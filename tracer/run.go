@@ -59,7 +59,7 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer, stderr io.Writer) er
 		if err != nil {
 			return err
 		}
-		if !cfg.Wants(&ev) {
+		if !cfg.Wants(&ev, en) {
 			continue
 		}
 		en.enrich(&ev)
