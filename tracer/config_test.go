@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"strings"
 	"testing"
 
@@ -180,6 +181,32 @@ func TestJoinErrorsOneLine(t *testing.T) {
 			if e != nil && !errors.Is(err, errors.Unwrap(e)) {
 				t.Errorf("errors.Is(%v, %v) = false", err, errors.Unwrap(e))
 			}
+		}
+	}
+}
+
+// porttrace accepting a scrape of its own /metrics is not an event of the
+// stream it serves; another process, or another port, is.
+func TestMetricsOwnAccept(t *testing.T) {
+	m := NewMetrics()
+	stop, err := m.Serve("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	self := uint32(os.Getpid())
+	ap := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), m.port)
+	for _, tc := range []struct {
+		ev   Event
+		want bool
+	}{
+		{Event{Kind: KindAccept, PID: self, Local: ap}, true},
+		{Event{Kind: KindAccept, PID: self + 1, Local: ap}, false},
+		{Event{Kind: KindAccept, PID: self, Local: netip.AddrPortFrom(ap.Addr(), m.port+1)}, false},
+		{Event{Kind: KindBind, PID: self, Local: ap}, false},
+	} {
+		if got := m.ownAccept(&tc.ev); got != tc.want {
+			t.Errorf("ownAccept(%s pid %d %s) = %t, want %t", tc.ev.Kind, tc.ev.PID, tc.ev.Local, got, tc.want)
 		}
 	}
 }

@@ -23,6 +23,7 @@ type Metrics struct {
 	lost     float64
 	churn    *ChurnReport
 	MaxDests int
+	port     uint16 // where Serve listens
 
 	eventsDesc, lostDesc, allocsDesc, failsDesc, inUseDesc, timeWaitDesc,
 	rangeDesc, etaDesc, overflowDesc, destInUseDesc, destAllocsDesc *prometheus.Desc
@@ -127,6 +128,7 @@ func (m *Metrics) Serve(addr string) (stop func(), err error) {
 	if err != nil {
 		return nil, fmt.Errorf("--metrics: %w", err)
 	}
+	m.port = uint16(ln.Addr().(*net.TCPAddr).Port)
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	srv := &http.Server{Handler: mux}
@@ -136,4 +138,10 @@ func (m *Metrics) Serve(addr string) (stop func(), err error) {
 		}
 	}()
 	return func() { srv.Close() }, nil
+}
+
+// ownAccept reports whether ev is porttrace accepting a scrape of its own
+// metrics: noise in the stream it is watching.
+func (m *Metrics) ownAccept(ev *Event) bool {
+	return m.port != 0 && ev.Kind == KindAccept && ev.PID == uint32(os.Getpid()) && ev.Local.Port() == m.port
 }

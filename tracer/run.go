@@ -59,7 +59,7 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer, stderr io.Writer) er
 		if err != nil {
 			return err
 		}
-		if !cfg.Wants(&ev, en) {
+		if !cfg.Wants(&ev, en) || (metrics != nil && metrics.ownAccept(&ev)) {
 			continue
 		}
 		en.enrich(&ev)

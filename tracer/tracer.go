@@ -345,7 +345,7 @@ func checkPrivileges() error {
 	if has(capSysAdmin) || (has(capBPF) && has(capPerfmon)) {
 		return nil
 	}
-	return errors.New("permission denied: run porttrace as root (or with CAP_BPF and CAP_PERFMON)")
+	return errors.New("permission denied: run porttrace as root (without root it needs CAP_BPF, CAP_PERFMON and read access to tracefs)")
 }
 
 // ensureTracefs mounts tracefs where it is missing: the syscall
