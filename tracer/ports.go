@@ -2,6 +2,7 @@ package tracer
 
 import (
 	"cmp"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/prometheus/procfs"
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 )
 
@@ -41,10 +43,12 @@ type Socket struct {
 	State      string // LISTEN, ESTAB, TIME-WAIT, ... for TCP; UNCONN or ESTAB for UDP
 	Local      netip.AddrPort
 	Remote     netip.AddrPort // invalid when not connected
+	V6Only     bool           // an IPv6 socket that takes no IPv4 (IPV6_V6ONLY): on :: it reaches IPv6 only
+	HasV6Only  bool           // the kernel told V6Only: it does for IPv6 listeners, not for connections
 	Inode      uint32
 	Holders    []Holder
-	PortClass  PortClass // of the local port
-	Privileged bool      // the local port needs CAP_NET_BIND_SERVICE in its netns
+	PortClass  PortClass // of the service port (ServicePort)
+	Privileged bool      // the service port needs CAP_NET_BIND_SERVICE in its netns
 	Ephemeral  bool      // the local port lies in its netns's ip_local_port_range
 	Scope      string    // who can reach a listener: all interfaces, loopback only, one address
 	Direction  Direction // of a connected socket, as an operator infers it
@@ -57,6 +61,23 @@ type Socket struct {
 // unconnected UDP socket.
 func (s *Socket) Listening() bool {
 	return s.State == "LISTEN" || (s.Proto == ProtoUDP && !s.Remote.IsValid())
+}
+
+// ServicePort is the port that names the service, as in the event
+// stream: the remote port of an outbound connection (a client of port 25
+// is about mail, not about its ephemeral port), the local port otherwise.
+func (s *Socket) ServicePort() uint16 {
+	if s.Direction == DirOutbound {
+		return s.Remote.Port()
+	}
+	return s.Local.Port()
+}
+
+// bothFamilies reports whether s is an IPv6 wildcard socket that takes
+// IPv4 too (IPV6_V6ONLY off): one socket on every IPv4 and IPv6 address.
+func (s *Socket) bothFamilies() bool {
+	a := s.Local.Addr()
+	return a.Is6() && a.IsUnspecified() && s.HasV6Only && !s.V6Only
 }
 
 // Owned reports whether a process still has s open (or has it in flight
@@ -125,6 +146,14 @@ func snapshotFiles(nsFiles []string, all, allSockets bool) (socks []Socket, unop
 			}
 			continue
 		}
+		if err := checkNetns(fd); err != nil {
+			unix.Close(fd)
+			if all {
+				unopened = append(unopened, Unopened{path, err})
+				continue
+			}
+			return nil, nil, fmt.Errorf("netns %s: %w", path, err)
+		}
 		var st unix.Stat_t
 		if err := unix.Fstat(fd, &st); err != nil {
 			unix.Close(fd)
@@ -146,6 +175,10 @@ func snapshotFiles(nsFiles []string, all, allSockets bool) (socks []Socket, unop
 			unopened = append(unopened, Unopened{path, err})
 			continue
 		}
+		if errors.Is(err, errEntering) && errors.Is(err, unix.EPERM) {
+			// setns(2) says only EPERM; say what it takes.
+			return nil, nil, fmt.Errorf("netns %s: %w (entering another network namespace needs root or CAP_SYS_ADMIN)", path, err)
+		}
 		if err != nil {
 			return nil, nil, fmt.Errorf("netns %s: %w", path, err)
 		}
@@ -161,6 +194,50 @@ func vanished(err error) bool {
 }
 
 var errEntering = errors.New("entering netns")
+
+// errNotNetns is a --netns file that is no network namespace: setns(2)
+// would say only "invalid argument".
+var errNotNetns = errors.New("not a network namespace file")
+
+// checkNetns tells a network namespace file from anything else before
+// setns(2) does, to say what is wrong: a file of nsfs (Linux 3.19+) is a
+// namespace, and NS_GET_NSTYPE (4.11+) tells which kind. A kernel without
+// the ioctl leaves the kind to setns.
+func checkNetns(fd int) error {
+	var fs unix.Statfs_t
+	if err := unix.Fstatfs(fd, &fs); err != nil {
+		return err
+	}
+	if fs.Type != unix.NSFS_MAGIC {
+		return fmt.Errorf("%w (want /run/netns/NAME or /proc/PID/ns/net)", errNotNetns)
+	}
+	kind, err := unix.IoctlRetInt(fd, unix.NS_GET_NSTYPE)
+	if err != nil || kind == unix.CLONE_NEWNET {
+		return nil
+	}
+	return fmt.Errorf("%w (a %s namespace)", errNotNetns, nsKind(kind))
+}
+
+// nsKind names a CLONE_NEW* namespace type as /proc/PID/ns does.
+func nsKind(kind int) string {
+	switch kind {
+	case unix.CLONE_NEWCGROUP:
+		return "cgroup"
+	case unix.CLONE_NEWIPC:
+		return "ipc"
+	case unix.CLONE_NEWNS:
+		return "mnt"
+	case unix.CLONE_NEWPID:
+		return "pid"
+	case unix.CLONE_NEWTIME:
+		return "time"
+	case unix.CLONE_NEWUSER:
+		return "user"
+	case unix.CLONE_NEWUTS:
+		return "uts"
+	}
+	return fmt.Sprintf("type %#x", kind)
+}
 
 // inNamespace calls fn on a thread inside the namespace fd (of inode
 // inode). The thread that is already there needs no setns, which takes
@@ -401,34 +478,22 @@ func snapshotHere(netns uint32, all bool, holders *holderIndex) ([]Socket, error
 	var socks []Socket
 	for _, family := range []uint8{unix.AF_INET, unix.AF_INET6} {
 		for _, proto := range []uint16{ProtoTCP, ProtoUDP} {
-			var list []*netlink.Socket
-			if proto == ProtoTCP {
-				list, err = netlink.SocketDiagTCP(family)
-			} else {
-				list, err = netlink.SocketDiagUDP(family)
-			}
+			list, err := sockDiag(family, proto, allStates)
 			if errors.Is(err, unix.ENOENT) {
 				return nil, fmt.Errorf("sock_diag has no %s handler (module not loaded?): %w", ProtoName(proto), err)
 			}
 			if err != nil {
 				return nil, fmt.Errorf("sock_diag %s: %w", ProtoName(proto), err)
 			}
-			for _, ns := range list {
-				socks = append(socks, socketFrom(netns, uint16(family), proto, ns, holders))
+			for _, ds := range list {
+				socks = append(socks, socketFrom(netns, proto, ds, holders))
 			}
 		}
 	}
 	view := newNetView(socks, rng)
 	out := socks[:0]
 	for _, s := range socks {
-		s.Ephemeral = InRange(s.Local.Port(), rng)
-		s.Privileged = Privileged(s.Local.Port(), unpriv)
-		if s.Listening() {
-			s.Scope = scope(s.Local.Addr())
-			s.Suspicious = suspicious(&s)
-		} else if s.Remote.IsValid() {
-			s.Direction = view.direction(&s)
-		}
+		view.judge(&s, unpriv)
 		if all || s.Listening() {
 			out = append(out, s)
 		}
@@ -477,6 +542,23 @@ func newNetView(socks []Socket, rng [2]uint16) *netView {
 	return v
 }
 
+// judge fills in what s means in its namespace, whose
+// ip_unprivileged_port_start is unpriv: a listener's reach and flags, a
+// connection's direction, and the class of its service port, which the
+// direction decides.
+func (v *netView) judge(s *Socket, unpriv uint32) {
+	s.Ephemeral = InRange(s.Local.Port(), v.rng)
+	if s.Listening() {
+		s.Scope = s.scope()
+		s.Suspicious = suspicious(s)
+	} else if s.Remote.IsValid() {
+		s.Direction = v.direction(s)
+	}
+	port := s.ServicePort()
+	s.PortClass = ClassOf(port)
+	s.Privileged = Privileged(port, unpriv)
+}
+
 // direction infers who opened a connection as an operator would: the side
 // on a listening (service) port is the server. Local port is a listener:
 // inbound. The peer is this host and its port is a listener: outbound,
@@ -511,35 +593,107 @@ func (v *netView) isOwn(a netip.Addr) bool {
 	return a.IsLoopback() || v.own[a]
 }
 
-func socketFrom(netns uint32, family, proto uint16, ns *netlink.Socket, holders *holderIndex) Socket {
-	addr := func(ip []byte, port uint16) netip.AddrPort {
-		a, _ := netip.AddrFromSlice(ip)
-		if family == unix.AF_INET {
-			a = a.Unmap()
-		}
-		return netip.AddrPortFrom(a, port)
-	}
+func socketFrom(netns uint32, proto uint16, ds diagSocket, holders *holderIndex) Socket {
 	s := Socket{
-		Netns: netns, Proto: proto, Family: family, Inode: ns.INode,
-		Local:   addr(ns.ID.Source, ns.ID.SourcePort),
-		Holders: holders.bySocket[ns.INode],
+		Netns: netns, Proto: proto, Family: uint16(ds.family), Inode: ds.inode,
+		Local: ds.local, Remote: ds.remote, V6Only: ds.v6only, HasV6Only: ds.hasV6Only,
+		Holders: holders.bySocket[ds.inode],
 	}
 	if len(s.Holders) == 0 && s.Owned() {
 		s.orphan = holders.orphanNote()
 	}
-	if ns.ID.DestinationPort != 0 {
-		s.Remote = addr(ns.ID.Destination, ns.ID.DestinationPort)
-	}
-	s.PortClass = ClassOf(s.Local.Port())
 	switch {
 	case proto == ProtoUDP && s.Remote.IsValid():
 		s.State = "ESTAB"
 	case proto == ProtoUDP:
 		s.State = "UNCONN"
-	case int(ns.State) < len(tcpStates):
-		s.State = tcpStates[ns.State]
+	case int(ds.state) < len(tcpStates):
+		s.State = tcpStates[ds.state]
 	}
 	return s
+}
+
+// diagSocket is one socket as sock_diag reports it: struct inet_diag_msg
+// (include/uapi/linux/inet_diag.h) and the INET_DIAG_SKV6ONLY attribute,
+// which netlink.SocketDiagTCP and SocketDiagUDP read past. Without it a
+// dual-stack listener and an IPv6-only one look the same.
+type diagSocket struct {
+	family, state     uint8
+	local, remote     netip.AddrPort // remote invalid when not connected
+	inode             uint32
+	v6only, hasV6Only bool
+}
+
+const (
+	sizeofInetDiagReqV2 = 56 // struct inet_diag_req_v2
+	sizeofInetDiagMsg   = 72 // struct inet_diag_msg
+	allStates           = 0xfff
+	listenStates        = 1<<10 | 1<<7 // TCP_LISTEN, and TCP_CLOSE: an unconnected UDP socket
+)
+
+// sockDiag dumps the sockets of one family and protocol in the calling
+// thread's network namespace whose states (bits 1<<TCP_*) are in states.
+// No extension is asked for: the kernel sends INET_DIAG_SKV6ONLY unasked
+// for every IPv6 socket in LISTEN or CLOSE, which is every IPv6 listener,
+// TCP or UDP; a kernel older than the attribute leaves V6Only unknown, and
+// ports says so.
+func sockDiag(family uint8, proto uint16, states uint32) ([]diagSocket, error) {
+	req := make([]byte, sizeofInetDiagReqV2)
+	req[0], req[1] = family, uint8(proto)
+	binary.NativeEndian.PutUint32(req[4:], states)
+	for tries := 1; ; tries++ {
+		nlReq := nl.NewNetlinkRequest(nl.SOCK_DIAG_BY_FAMILY, unix.NLM_F_DUMP)
+		nlReq.AddRawData(req)
+		var socks []diagSocket
+		var parseErr error
+		err := nlReq.ExecuteIter(unix.NETLINK_INET_DIAG, nl.SOCK_DIAG_BY_FAMILY, func(msg []byte) bool {
+			ds, err := parseDiagMsg(msg)
+			if err != nil {
+				parseErr = err
+				return false
+			}
+			socks = append(socks, ds)
+			return true
+		})
+		switch {
+		case errors.Is(err, nl.ErrDumpInterrupted) && tries < 3:
+			continue // the tables changed under the dump: take it again
+		case err != nil:
+			return nil, err
+		case parseErr != nil:
+			return nil, parseErr
+		}
+		return socks, nil
+	}
+}
+
+// parseDiagMsg decodes one struct inet_diag_msg and its attributes.
+func parseDiagMsg(b []byte) (diagSocket, error) {
+	if len(b) < sizeofInetDiagMsg {
+		return diagSocket{}, fmt.Errorf("sock_diag message of %d bytes, want %d", len(b), sizeofInetDiagMsg)
+	}
+	ds := diagSocket{family: b[0], state: b[1], inode: binary.NativeEndian.Uint32(b[68:72])}
+	addr := func(ip []byte, port []byte) netip.AddrPort {
+		a := netip.AddrFrom16([16]byte(ip))
+		if ds.family == unix.AF_INET {
+			a = netip.AddrFrom4([4]byte(ip[:4]))
+		}
+		return netip.AddrPortFrom(a, binary.BigEndian.Uint16(port))
+	}
+	ds.local = addr(b[8:24], b[4:6])
+	if binary.BigEndian.Uint16(b[6:8]) != 0 {
+		ds.remote = addr(b[24:40], b[6:8])
+	}
+	attrs, err := nl.ParseRouteAttr(b[sizeofInetDiagMsg:])
+	if err != nil {
+		return diagSocket{}, fmt.Errorf("sock_diag attributes: %w", err)
+	}
+	for _, a := range attrs {
+		if a.Attr.Type == netlink.INET_DIAG_SKV6ONLY && len(a.Value) > 0 {
+			ds.v6only, ds.hasV6Only = a.Value[0] != 0, true
+		}
+	}
+	return ds, nil
 }
 
 // portSysctls reads the calling thread's namespace's ephemeral range and
@@ -566,9 +720,18 @@ func portSysctls() (rng [2]uint16, unpriv uint32, err error) {
 	return [2]uint16{uint16(lo), uint16(hi)}, uint32(u), nil
 }
 
-// scope says who can reach a socket bound to a.
-func scope(a netip.Addr) string {
+// scope says who can reach listener s. On :: that depends on
+// IPV6_V6ONLY, which the kernel reports for a socket that exists but no
+// event carries: a listener known from its event alone says both.
+func (s *Socket) scope() string {
+	a := s.Local.Addr()
 	switch {
+	case s.bothFamilies():
+		return "all interfaces, IPv4 and IPv6"
+	case a.Is6() && a.IsUnspecified() && s.V6Only:
+		return "all IPv6 interfaces"
+	case a.Is6() && a.IsUnspecified():
+		return "all IPv6 interfaces, IPv4 too unless v6only"
 	case a.IsUnspecified():
 		return "all interfaces"
 	case a.IsLoopback():
@@ -585,6 +748,19 @@ var unusualListeners = map[string]bool{
 	"python": true, "python2": true, "python3": true, "perl": true, "ruby": true, "php": true, "lua": true,
 }
 
+// unusualListener reports whether a program named name (a comm, or the
+// base name of an executable) is one of unusualListeners, with or without
+// a version: python3.11, perl5.36.
+func unusualListener(name string) bool {
+	base := strings.TrimRightFunc(name, func(r rune) bool { return r == '.' || (r >= '0' && r <= '9') })
+	return unusualListeners[name] || unusualListeners[base]
+}
+
+// suspicious says why listener s deserves a look. A script takes its name
+// for comm (a "#!/usr/bin/python3" file called sshd is comm sshd) while
+// its executable is the interpreter's: both are looked at. busybox is
+// left to comm, which names the applet: as an executable it is every
+// applet, httpd and ntpd as much as nc.
 func suspicious(s *Socket) []string {
 	var why []string
 	if len(s.Holders) == 0 && s.orphan != "" {
@@ -594,9 +770,12 @@ func suspicious(s *Socket) []string {
 		if h.ExeDeleted {
 			why = append(why, fmt.Sprintf("executable deleted: %s (pid %d)", h.Exe, h.PID))
 		}
-		base := strings.TrimRightFunc(h.Comm, func(r rune) bool { return r == '.' || (r >= '0' && r <= '9') })
-		if unusualListeners[h.Comm] || unusualListeners[base] {
+		exe := filepath.Base(h.Exe)
+		switch {
+		case unusualListener(h.Comm):
 			why = append(why, fmt.Sprintf("%s (pid %d) is a shell or interpreter listening", h.Comm, h.PID))
+		case h.Exe != "" && exe != "busybox" && unusualListener(exe):
+			why = append(why, fmt.Sprintf("%s (pid %d) runs %s, a shell or interpreter, listening", h.Comm, h.PID, h.Exe))
 		}
 	}
 	return slices.Compact(why)

@@ -24,10 +24,12 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Listeners of several kinds, one held by a process whose binary was
-// deleted and one by an interpreter running as another user: each is
-// listed with its holder (exe, user, start time, cgroup), scope, class and
-// flags, and the list agrees with ss -tulnp run in the same namespace.
+// Listeners of several kinds (IPv6 wildcards dual-stack and IPv6-only
+// among them), one held by a process whose binary was deleted, one by an
+// interpreter running as another user and one by an interpreter under
+// another name: each is listed with its holder (exe, user, start time,
+// cgroup), scope, class and flags, and the list agrees with ss -tulnp run
+// in the same namespace.
 func TestKernelPortsListeners(t *testing.T) {
 	ns := newNetns(t)
 	ns.sysctl(t, "net.ipv4.ip_unprivileged_port_start", "8000")
@@ -54,41 +56,41 @@ func TestKernelPortsListeners(t *testing.T) {
 	if _, errno := py.bind(t); errno != "" {
 		t.Fatal(errno)
 	}
+	// A "#!/usr/bin/python3" script named sshd: comm is the script's name,
+	// exe the interpreter's. A symlink does the same to comm.
+	dir := t.TempDir()
+	interp := filepath.Join(dir, "python3.11")
+	if err := copyFile(helperExe(t), interp); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(interp, filepath.Join(dir, "sshd")); err != nil {
+		t.Fatal(err)
+	}
+	script := startHelper(t, ns, filepath.Join(dir, "sshd"), 0, "tcp", "0.0.0.0:22", "PT_LISTEN=1")
+	if _, errno := script.bind(t); errno != "" {
+		t.Fatal(errno)
+	}
 	type listener struct {
-		sock sockSpec
-		addr string
+		sock   sockSpec
+		addr   string
+		v6only int
 	}
 	ours := []listener{
-		{tcp4, "0.0.0.0:8080"},
-		{tcp4, "127.0.0.1:7999"},
-		{tcp4, "10.99.0.1:8081"},
-		{tcp6, "[::]:8443"},
-		{udp4, "0.0.0.0:5353"},
-		{udp6, "[::1]:5354"},
+		{tcp4, "0.0.0.0:8080", 0},
+		{tcp4, "127.0.0.1:7999", 0},
+		{tcp4, "10.99.0.1:8081", 0},
+		{tcp6, "[::]:8443", 1},
+		{tcp6, "[::]:8444", 0},
+		{udp4, "0.0.0.0:5353", 0},
+		{udp6, "[::1]:5354", 1},
+		{udp6, "[::]:5355", 0},
+		{udp6, "[::]:5356", 1},
 	}
-	var fds []int
 	ns.run(t, func() {
 		for _, l := range ours {
-			fd := newSocket(t, l.sock)
-			fds = append(fds, fd)
-			if l.sock.family == unix.AF_INET6 {
-				unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 1)
-			}
-			if err := unix.Bind(fd, sockaddr(netip.MustParseAddrPort(l.addr))); err != nil {
-				t.Fatal(err)
-			}
-			if l.sock.typ == unix.SOCK_STREAM {
-				if err := unix.Listen(fd, 8); err != nil {
-					t.Fatal(err)
-				}
-			}
+			openListener(t, l.sock, netip.MustParseAddrPort(l.addr), l.v6only)
 		}
 	})
-	defer func() {
-		for _, fd := range fds {
-			unix.Close(fd)
-		}
-	}()
 	socks, _, err := Snapshot(SnapshotOptions{Netns: []string{ns.path()}})
 	if err != nil {
 		t.Fatal(err)
@@ -104,22 +106,29 @@ func TestKernelPortsListeners(t *testing.T) {
 				who = fmt.Sprintf("implant deleted=%t", s.Holders[0].ExeDeleted)
 			case uint32(py.cmd.Process.Pid):
 				who = "python3"
+			case uint32(script.cmd.Process.Pid):
+				who = s.Holders[0].Comm
 			}
 		}
 		got = append(got, fmt.Sprintf("%s %s %s %s %s priv=%t %s %q",
-			ProtoName(s.Proto), s.Local, s.State, s.Scope, s.PortClass, s.Privileged, who, s.Suspicious))
+			ProtoName(s.Proto), localAddr(&s), s.State, s.Scope, s.PortClass, s.Privileged, who, s.Suspicious))
 	}
 	implant := fmt.Sprintf("executable deleted: %s (pid %d)", exe, h.cmd.Process.Pid)
-	interp := fmt.Sprintf("python3 (pid %d) is a shell or interpreter listening", py.cmd.Process.Pid)
+	pyFlag := fmt.Sprintf("python3 (pid %d) is a shell or interpreter listening", py.cmd.Process.Pid)
+	scriptFlag := fmt.Sprintf("sshd (pid %d) runs %s, a shell or interpreter, listening", script.cmd.Process.Pid, interp)
 	want := []string{
+		`tcp 0.0.0.0:22 LISTEN all interfaces well-known priv=true sshd ["` + scriptFlag + `"]`,
 		`tcp 127.0.0.1:7999 LISTEN loopback only registered priv=true self []`,
-		`tcp 0.0.0.0:8022 LISTEN all interfaces registered priv=false python3 ["` + interp + `"]`,
+		`tcp 0.0.0.0:8022 LISTEN all interfaces registered priv=false python3 ["` + pyFlag + `"]`,
 		`tcp 0.0.0.0:8080 LISTEN all interfaces registered priv=false self []`,
 		`tcp 10.99.0.1:8081 LISTEN only 10.99.0.1 registered priv=false self []`,
-		`tcp [::]:8443 LISTEN all interfaces registered priv=false self []`,
+		`tcp [::]:8443 LISTEN all IPv6 interfaces registered priv=false self []`,
+		`tcp *:8444 LISTEN all interfaces, IPv4 and IPv6 registered priv=false self []`,
 		`tcp 0.0.0.0:31337 LISTEN all interfaces registered priv=false implant deleted=true ["` + implant + `"]`,
 		`udp 0.0.0.0:5353 UNCONN all interfaces registered priv=true self []`,
 		`udp [::1]:5354 UNCONN loopback only registered priv=true self []`,
+		`udp *:5355 UNCONN all interfaces, IPv4 and IPv6 registered priv=true self []`,
+		`udp [::]:5356 UNCONN all IPv6 interfaces registered priv=true self []`,
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
@@ -130,6 +139,27 @@ func TestKernelPortsListeners(t *testing.T) {
 		}
 	}
 	crossCheckSS(t, ns, socks)
+}
+
+// openListener makes a listener on addr, TCP listening or UDP bound, with
+// IPV6_V6ONLY set to v6only for IPv6, open until the test ends.
+func openListener(t *testing.T, sock sockSpec, addr netip.AddrPort, v6only int) {
+	t.Helper()
+	fd := newSocket(t, sock)
+	t.Cleanup(func() { unix.Close(fd) })
+	if sock.family == unix.AF_INET6 {
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, v6only); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := unix.Bind(fd, sockaddr(addr)); err != nil {
+		t.Fatal(err)
+	}
+	if sock.typ == unix.SOCK_STREAM {
+		if err := unix.Listen(fd, 8); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 // worldDir is a temporary directory any user may enter, for a binary run
@@ -193,7 +223,8 @@ func checkHolder(t *testing.T, h *Holder, pid int, exe string, uid int, before, 
 }
 
 // crossCheckSS compares the listeners with ss -tulnp run in the same
-// namespace: addresses, protocols and holding pids.
+// namespace: addresses as ss writes them (which tells a dual-stack IPv6
+// wildcard from an IPv6-only one), protocols and holding pids.
 func crossCheckSS(t *testing.T, ns *netns, socks []Socket) {
 	t.Helper()
 	if _, err := exec.LookPath("ss"); err != nil {
@@ -213,7 +244,7 @@ func crossCheckSS(t *testing.T, ns *netns, socks []Socket) {
 		if len(f) < 5 {
 			continue
 		}
-		local := strings.Replace(f[4], "*:", "0.0.0.0:", 1)
+		local := f[4]
 		pid := ""
 		if m := pidRe.FindStringSubmatch(sc.Text()); m != nil {
 			pid = m[1]
@@ -225,7 +256,7 @@ func crossCheckSS(t *testing.T, ns *netns, socks []Socket) {
 		if len(s.Holders) > 0 {
 			pid = fmt.Sprint(s.Holders[0].PID)
 		}
-		fromUs = append(fromUs, ProtoName(s.Proto)+" "+s.Local.String()+" "+pid)
+		fromUs = append(fromUs, ProtoName(s.Proto)+" "+localAddr(&s)+" "+pid)
 	}
 	slices.Sort(fromSS)
 	slices.Sort(fromUs)
@@ -293,7 +324,7 @@ func TestKernelPortsNetnsAll(t *testing.T) {
 		// Each look takes a new snapshot of every namespace: none may fail
 		// the command, and a skipped one is reported once.
 		interval := 50 * time.Millisecond
-		w := startWatch(t, "all", interval, "table")
+		w := startWatch(t, []string{"all"}, interval, "table")
 		select {
 		case err := <-w.done:
 			t.Fatalf("ended: %v\n%s", err, w.errOut.String())
@@ -344,6 +375,12 @@ func netnsAllUnprivileged(t *testing.T, helperPid string) {
 	if _, _, err := snapshotFiles([]string{self, init}, false, false); !errors.Is(err, unix.EACCES) {
 		t.Errorf("--netns %s: %v, want EACCES", init, err)
 	}
+	// Named on the command line, a namespace it may open but not enter
+	// fails, saying what entering takes rather than only EPERM.
+	want := "netns " + entered + ": entering netns: operation not permitted (entering another network namespace needs root or CAP_SYS_ADMIN)"
+	if _, _, err := Snapshot(SnapshotOptions{Netns: []string{entered}}); !errors.Is(err, unix.EPERM) || err.Error() != want {
+		t.Errorf("--netns %s: %v, want %q", entered, err, want)
+	}
 
 	cfg := DefaultPortsConfig()
 	cfg.Netns = []string{"all"}
@@ -383,7 +420,10 @@ func checkSkipLine(t *testing.T, cmd, stderr string) {
 // the server, whatever the ports' numbers. A client of a local well-known
 // port (mail to port 25) is outbound on its side and inbound on the
 // server's; so is one of a service in the ephemeral range, one bound to a
-// fixed source port, and a connected UDP socket.
+// fixed source port, and a connected UDP socket. Both sides are classed by
+// the service port, privileged by the namespace's own
+// ip_unprivileged_port_start (30000 here): a client of port 25 is wk*,
+// of 5353 reg*.
 func TestKernelPortsDirection(t *testing.T) {
 	lo := netip.MustParseAddr("127.0.0.1")
 	at := func(port uint16) netip.AddrPort { return netip.AddrPortFrom(lo, port) }
@@ -400,8 +440,9 @@ func TestKernelPortsDirection(t *testing.T) {
 		}
 		return c, at(localPort(t, c))
 	}
-	// tcpPair is a listener on server and one accepted connection from from.
-	tcpPair := func(t *testing.T, from, server netip.AddrPort) ([]int, []string) {
+	// tcpPair is a listener on server and one accepted connection from
+	// from; class is that of the server's port, for all three.
+	tcpPair := func(t *testing.T, from, server netip.AddrPort, class string) ([]int, []string) {
 		ln := listenTCP(t, server)
 		c, cl := connect(t, tcp4, from, server)
 		a, _, err := unix.Accept(ln)
@@ -409,9 +450,9 @@ func TestKernelPortsDirection(t *testing.T) {
 			t.Fatal(err)
 		}
 		return []int{ln, c, a}, []string{
-			fmt.Sprintf("tcp %s - LISTEN dir=", server),
-			fmt.Sprintf("tcp %s %s ESTAB dir=inbound", server, cl),
-			fmt.Sprintf("tcp %s %s ESTAB dir=outbound", cl, server),
+			fmt.Sprintf("tcp %s - LISTEN dir= %s", server, class),
+			fmt.Sprintf("tcp %s %s ESTAB dir=inbound %s", server, cl, class),
+			fmt.Sprintf("tcp %s %s ESTAB dir=outbound %s", cl, server, class),
 		}
 	}
 	for _, tc := range []struct {
@@ -419,13 +460,25 @@ func TestKernelPortsDirection(t *testing.T) {
 		setup func(t *testing.T) (fds []int, want []string)
 	}{
 		{"client of local port 25", func(t *testing.T) ([]int, []string) {
-			return tcpPair(t, netip.AddrPort{}, at(25))
+			return tcpPair(t, netip.AddrPort{}, at(25), "wk*")
 		}},
 		{"service port in the ephemeral range", func(t *testing.T) ([]int, []string) {
-			return tcpPair(t, netip.AddrPort{}, at(40000))
+			return tcpPair(t, netip.AddrPort{}, at(40000), "reg")
 		}},
 		{"client bound to a fixed port", func(t *testing.T) ([]int, []string) {
-			return tcpPair(t, at(5000), at(40001))
+			return tcpPair(t, at(5000), at(40001), "reg")
+		}},
+		{"client of local DNS", func(t *testing.T) ([]int, []string) {
+			server := at(53)
+			srv := newSocket(t, udp4)
+			if err := unix.Bind(srv, sockaddr(server)); err != nil {
+				t.Fatal(err)
+			}
+			c, cl := connect(t, udp4, netip.AddrPort{}, server)
+			return []int{srv, c}, []string{
+				fmt.Sprintf("udp %s - UNCONN dir= wk*", server),
+				fmt.Sprintf("udp %s %s ESTAB dir=outbound wk*", cl, server),
+			}
 		}},
 		{"connected UDP", func(t *testing.T) ([]int, []string) {
 			// A UDP service, a client connected to it, and the service's own
@@ -450,15 +503,16 @@ func TestKernelPortsDirection(t *testing.T) {
 				t.Fatal(err)
 			}
 			return []int{srv, c, back}, []string{
-				fmt.Sprintf("udp %s - UNCONN dir=", server),
-				fmt.Sprintf("udp %s %s ESTAB dir=inbound", server, cl),
-				fmt.Sprintf("udp %s %s ESTAB dir=outbound", cl, server),
+				fmt.Sprintf("udp %s - UNCONN dir= reg*", server),
+				fmt.Sprintf("udp %s %s ESTAB dir=inbound reg*", server, cl),
+				fmt.Sprintf("udp %s %s ESTAB dir=outbound reg*", cl, server),
 			}
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ns := newNetns(t)
 			ns.sysctl(t, "net.ipv4.ip_local_port_range", "32768 60999")
+			ns.sysctl(t, "net.ipv4.ip_unprivileged_port_start", "30000")
 			var fds []int
 			var want []string
 			ns.run(t, func() { fds, want = tc.setup(t) })
@@ -473,7 +527,8 @@ func TestKernelPortsDirection(t *testing.T) {
 			}
 			var got []string
 			for _, s := range socks {
-				got = append(got, fmt.Sprintf("%s %s %s %s dir=%s", ProtoName(s.Proto), s.Local, apString(s.Remote), s.State, s.Direction))
+				got = append(got, fmt.Sprintf("%s %s %s %s dir=%s %s", ProtoName(s.Proto), s.Local, apString(s.Remote), s.State, s.Direction,
+					shortClass(&Event{PortClass: s.PortClass, Privileged: s.Privileged})))
 			}
 			slices.Sort(got)
 			slices.Sort(want)
@@ -665,21 +720,7 @@ func closedConnection(t *testing.T, server netip.AddrPort) {
 func TestKernelWhoWait(t *testing.T) {
 	ns := newNetns(t)
 	h := startHelper(t, ns, helperExe(t), 0, "tcp", "127.0.0.1:10103")
-	cfg := DefaultWhoConfig()
-	cfg.Netns = []string{ns.path()}
-	cfg.Wait = true
-	cfg.Timeout = 20 * time.Second
-	cfg.backend = testBackendName()
-	if err := cfg.ParseTarget("10103/tcp"); err != nil {
-		t.Fatal(err)
-	}
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	out, errOut := &syncBuilder{}, &syncBuilder{}
-	done := make(chan error, 1)
-	go func() { done <- RunWho(context.Background(), cfg, out, errOut) }()
-	waitText(t, errOut, "waiting for a bind", done, cfg.Backend) // bind once who is waiting
+	cfg, out, done := startWhoWait(t, ns, "10103/tcp")
 	if _, errno := h.bind(t); errno != "" {
 		t.Fatal(errno)
 	}
@@ -709,7 +750,7 @@ func TestKernelWhoWait(t *testing.T) {
 	cfg.Timeout = 0
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	errOut = &syncBuilder{}
+	errOut := &syncBuilder{}
 	go func() { done <- RunWho(ctx, cfg, &strings.Builder{}, errOut) }()
 	waitText(t, errOut, "waiting for a bind", done, cfg.Backend)
 	cancel()
@@ -721,11 +762,17 @@ func TestKernelWhoWait(t *testing.T) {
 // ports --watch prints the snapshot, then each new bind and listen as the
 // tracer sees it, with the scope and flags a snapshot row has, and each
 // listener that goes away: also one that lived only between two looks,
-// known from its listen alone. In JSON each object says what it reports.
+// known from its listen alone. In JSON each object says what it reports,
+// when and in which namespace; a table line says which namespace when the
+// watch spans several.
 func TestKernelPortsWatch(t *testing.T) {
 	for _, output := range []string{"table", "json"} {
 		t.Run(output, func(t *testing.T) {
 			ns := newNetns(t)
+			netns := []string{ns.path()}
+			if output == "table" {
+				netns = append(netns, newNetns(t).path())
+			}
 			var fd int
 			ns.run(t, func() { fd = listenTCP(t, netip.MustParseAddrPort("0.0.0.0:6665")) })
 			defer unix.Close(fd)
@@ -737,7 +784,7 @@ func TestKernelPortsWatch(t *testing.T) {
 			if err := os.Remove(exe); err != nil {
 				t.Fatal(err)
 			}
-			w := startWatch(t, ns.path(), time.Second, output)
+			w := startWatch(t, netns, time.Second, output)
 			// The looks fall about a second apart from now: the listener
 			// lives from 0.35 s to 0.65 s, in none of them.
 			t0 := time.Now()
@@ -750,17 +797,40 @@ func TestKernelPortsWatch(t *testing.T) {
 			_ = h.cmd.Wait()
 			pid := h.cmd.Process.Pid
 			if output == "table" {
-				w.wait(t, fmt.Sprintf("+ listen tcp *:6666 pid %d implant (%s)  all interfaces; ! executable deleted: %s (pid %d)\n", pid, userName(0), exe, pid))
-				w.wait(t, fmt.Sprintf("- closed tcp *:6666 (was pid %d implant)\n", pid))
+				w.wait(t, fmt.Sprintf("+ listen tcp 0.0.0.0:6666 netns %d pid %d implant (%s)  all interfaces; ! executable deleted: %s (pid %d)\n",
+					ns.inode, pid, userName(0), exe, pid))
+				w.wait(t, fmt.Sprintf("- closed tcp 0.0.0.0:6666 netns %d (was pid %d implant)\n", ns.inode, pid))
 			} else {
 				w.wait(t, `"event":"closed"`)
 			}
 			w.stop(t)
 			if output == "json" {
-				checkWatchJSON(t, w.out.String(), pid, exe)
+				checkWatchJSON(t, w.out.String(), ns.inode, pid, exe)
 			}
 		})
 	}
+}
+
+// startWhoWait runs who --wait TARGET in ns in the background (for at
+// most 20 s) and returns once it waits, so that a bind from then on counts.
+func startWhoWait(t *testing.T, ns *netns, target string) (WhoConfig, *syncBuilder, chan error) {
+	t.Helper()
+	cfg := DefaultWhoConfig()
+	cfg.Netns = []string{ns.path()}
+	cfg.Wait = true
+	cfg.Timeout = 20 * time.Second
+	cfg.backend = testBackendName()
+	if err := cfg.ParseTarget(target); err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut := &syncBuilder{}, &syncBuilder{}
+	done := make(chan error, 1)
+	go func() { done <- RunWho(context.Background(), cfg, out, errOut) }()
+	waitText(t, errOut, "waiting for a bind", done, cfg.Backend)
+	return cfg, out, done
 }
 
 // watching is a ports --watch running in the background.
@@ -772,10 +842,10 @@ type watching struct {
 }
 
 // startWatch runs ports --watch --netns netns and returns once it watches.
-func startWatch(t *testing.T, netns string, interval time.Duration, output string) *watching {
+func startWatch(t *testing.T, netns []string, interval time.Duration, output string) *watching {
 	t.Helper()
 	cfg := DefaultPortsConfig()
-	cfg.Netns = []string{netns}
+	cfg.Netns = netns
 	cfg.Watch = true
 	cfg.Interval = interval
 	cfg.Output = output
@@ -806,15 +876,17 @@ func (w *watching) stop(t *testing.T) {
 	}
 }
 
-// checkWatchJSON asserts the JSON of a --watch run: the snapshot row of
-// port 6665, the bind and listen of 6666 (the listen with its scope and
-// flags), and its close.
-func checkWatchJSON(t *testing.T, out string, pid int, exe string) {
+// checkWatchJSON asserts the JSON of a --watch run in namespace netns: the
+// snapshot row of port 6665, the bind and listen of 6666 (the listen with
+// its scope and flags), and its close, each with its time and namespace.
+func checkWatchJSON(t *testing.T, out string, netns uint32, pid int, exe string) {
 	t.Helper()
 	var got []string
 	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
 		var o struct {
+			Time       string
 			Event      string
+			Netns      uint32
 			LocalPort  int `json:"local_port"`
 			PID        int
 			Scope      *string
@@ -825,6 +897,13 @@ func checkWatchJSON(t *testing.T, out string, pid int, exe string) {
 		}
 		if o.Event == "" {
 			t.Errorf("no event key: %s", line)
+		}
+		if at, err := time.Parse(timeLayout, o.Time); err != nil || len(o.Time) != len("2006-01-02T15:04:05.000000000Z") ||
+			time.Since(at) > time.Minute || time.Since(at) < 0 {
+			t.Errorf("time %q (%v), want now in RFC 3339 UTC with nanoseconds: %s", o.Time, err, line)
+		}
+		if o.Netns != netns {
+			t.Errorf("netns %d, want %d: %s", o.Netns, netns, line)
 		}
 		scope := "-"
 		if o.Scope != nil {
@@ -876,5 +955,95 @@ func waitText(t *testing.T, w *syncBuilder, want string, done chan error, b Back
 		if time.Now().After(deadline) {
 			t.Fatalf("never said %q:\n%s", want, w.String())
 		}
+	}
+}
+
+// An IPv6 wildcard listener that --watch knows from its event alone (no
+// event carries IPV6_V6ONLY) is looked up at once: a dual-stack one reads
+// *:PORT and reaches IPv4 too, an IPv6-only one [::]:PORT, as in the
+// snapshot; in JSON v6only says which.
+func TestKernelPortsWatchV6Only(t *testing.T) {
+	for _, output := range []string{"table", "json"} {
+		t.Run(output, func(t *testing.T) {
+			ns := newNetns(t)
+			w := startWatch(t, []string{ns.path()}, time.Second, output)
+			var th thread
+			ns.run(t, func() {
+				th = self()
+				openListener(t, tcp6, netip.MustParseAddrPort("[::]:6667"), 0)
+				openListener(t, tcp6, netip.MustParseAddrPort("[::]:6668"), 1)
+				openListener(t, udp6, netip.MustParseAddrPort("[::]:6669"), 0)
+			})
+			if output == "table" {
+				by := fmt.Sprintf(" pid %d %s (%s)  ", os.Getpid(), th.comm, userName(0))
+				w.wait(t, "+ listen tcp *:6667"+by+"all interfaces, IPv4 and IPv6\n")
+				w.wait(t, "+ listen tcp [::]:6668"+by+"all IPv6 interfaces\n")
+				w.wait(t, "+ bind udp *:6669"+by+"all interfaces, IPv4 and IPv6\n")
+				w.stop(t)
+				return
+			}
+			w.wait(t, `"local_port":6669`)
+			w.stop(t)
+			var got []string
+			for _, line := range strings.Split(strings.TrimSpace(w.out.String()), "\n") {
+				var o struct {
+					Event     string
+					LocalAddr string `json:"local_addr"`
+					LocalPort int    `json:"local_port"`
+					V6Only    *bool
+					Scope     string
+				}
+				if err := json.Unmarshal([]byte(line), &o); err != nil {
+					t.Fatalf("%v: %s", err, line)
+				}
+				if o.Event == "bind" && o.LocalPort != 6669 {
+					continue // a TCP bind makes no listener
+				}
+				v6only := "-"
+				if o.V6Only != nil {
+					v6only = strconv.FormatBool(*o.V6Only)
+				}
+				got = append(got, fmt.Sprintf("%s %s %d v6only=%s %s", o.Event, o.LocalAddr, o.LocalPort, v6only, o.Scope))
+			}
+			want := []string{
+				"listen :: 6667 v6only=false all interfaces, IPv4 and IPv6",
+				"listen :: 6668 v6only=true all IPv6 interfaces",
+				"bind :: 6669 v6only=false all interfaces, IPv4 and IPv6",
+			}
+			if !slices.Equal(got, want) {
+				t.Errorf("got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+			}
+		})
+	}
+}
+
+// who --wait waits for a bind that holds the port or is refused it: one
+// that fails otherwise (the address in use) is told as it happens, and the
+// wait goes on.
+func TestKernelWhoWaitFailedBind(t *testing.T) {
+	ns := newNetns(t)
+	var fd int
+	ns.run(t, func() { fd = listenTCP(t, netip.MustParseAddrPort("127.0.0.1:10107")) })
+	defer unix.Close(fd)
+	inUse := startHelper(t, ns, helperExe(t), 0, "tcp", "127.0.0.1:10107")
+	later := startHelper(t, ns, helperExe(t), 0, "tcp", "127.0.0.1:10107")
+	cfg, out, done := startWhoWait(t, ns, "10107/tcp")
+	if _, errno := inUse.bind(t); errno != "EADDRINUSE" {
+		t.Fatalf("bind of a held port: %q, want EADDRINUSE", errno)
+	}
+	failed := fmt.Sprintf("bind tcp 127.0.0.1:10107 by pid %d ", inUse.cmd.Process.Pid)
+	waitText(t, out, "  EADDRINUSE: another socket holds this address and port\n", done, cfg.Backend)
+	unix.Close(fd)
+	if _, errno := later.bind(t); errno != "" {
+		t.Fatal(errno)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("who --wait: %v\n%s", err, out.String())
+	}
+	lines := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")
+	bound := fmt.Sprintf("bind tcp 127.0.0.1:10107 by pid %d ", later.cmd.Process.Pid)
+	if n := len(lines); n < 3 || !strings.Contains(lines[n-2], failed) || !strings.Contains(lines[n-1], bound) ||
+		strings.Contains(lines[n-1], "EADDRINUSE") {
+		t.Errorf("who --wait said:\n%s\nwant the failed bind (%s...) and then the one that held the port (%s...)", out.String(), failed, bound)
 	}
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/prometheus/procfs"
 	"github.com/spf13/pflag"
+	"golang.org/x/sys/unix"
 )
 
 // PortsConfig is what `porttrace ports` takes on the command line.
@@ -74,12 +75,13 @@ func RunPorts(ctx context.Context, cfg PortsConfig, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
+	now := time.Now()
 	notice.say(stderr, unopened)
 	out := bufio.NewWriter(stdout)
 	if cfg.Output == "json" {
 		var buf []byte
 		for i := range snap {
-			buf = AppendSocketJSON(buf[:0], EventSnapshot, &snap[i])
+			buf = AppendSocketJSON(buf[:0], EventSnapshot, now, &snap[i])
 			_, _ = out.Write(buf)
 		}
 	} else if err := WritePortsTable(out, snap, len(cfg.Netns) > 0); err != nil {
@@ -92,7 +94,8 @@ func RunPorts(ctx context.Context, cfg PortsConfig, stdout, stderr io.Writer) er
 		return nil
 	}
 	fmt.Fprintf(stderr, "porttrace ports: watching with %s\n", t)
-	w := &portsWatch{cfg: cfg, out: out, stderr: stderr, notice: notice, known: map[listenerKey]Socket{}}
+	w := &portsWatch{cfg: cfg, out: out, stderr: stderr, notice: notice, known: map[listenerKey]Socket{},
+		manyNetns: len(cfg.Netns) > 1 || (len(cfg.Netns) == 1 && cfg.Netns[0] == "all")}
 	for _, s := range snap {
 		if s.Listening() {
 			w.known[keyOf(&s)] = s
@@ -126,12 +129,21 @@ func (k listenerKey) addr() listenerKey { k.inode = 0; return k }
 // portsWatch keeps the listeners of the snapshot current: each bind and
 // listen as the tracer reports it, each listener gone at the next look.
 type portsWatch struct {
-	cfg    PortsConfig
-	out    *bufio.Writer
-	stderr io.Writer
-	notice *unopenedNotice
-	known  map[listenerKey]Socket
-	buf    []byte
+	cfg       PortsConfig
+	out       *bufio.Writer
+	stderr    io.Writer
+	notice    *unopenedNotice
+	known     map[listenerKey]Socket
+	manyNetns bool // a line names its namespace: --netns all, or more than one
+	buf       []byte
+}
+
+// netnsNote names the namespace of a line when the watch spans several.
+func (w *portsWatch) netnsNote(netns uint32) string {
+	if !w.manyNetns {
+		return ""
+	}
+	return " netns " + strconv.FormatUint(uint64(netns), 10)
 }
 
 func (w *portsWatch) run(ctx context.Context, t *Tracer) error {
@@ -182,22 +194,35 @@ func (w *portsWatch) run(ctx context.Context, t *Tracer) error {
 // reported even if it never lives through a snapshot.
 func (w *portsWatch) event(ev *Event) {
 	l, isListener := listenerFromEvent(ev)
+	if isListener && l.Family == unix.AF_INET6 {
+		// The namespace of the thread that made it, else of its process,
+		// else whichever watched namespace it is.
+		paths := []string{fmt.Sprintf("/proc/%d/task/%d/ns/net", ev.PID, ev.TID), fmt.Sprintf("/proc/%d/ns/net", ev.PID)}
+		if files, err := namespaceFiles(w.cfg.Netns); err == nil {
+			paths = append(paths, files...)
+		}
+		lookUpV6Only(&l, paths)
+		l.Scope = l.scope()
+	}
 	if w.cfg.Output == "json" {
 		w.buf = AppendJSON(w.buf[:0], ev)
 		if isListener {
 			w.buf = appendToObject(w.buf, func(b []byte) []byte {
+				if l.HasV6Only {
+					b = appendBool(b, "v6only", l.V6Only)
+				}
 				b = appendStr(b, "scope", l.Scope)
 				return appendStrings(b, "suspicious", l.Suspicious)
 			})
 		}
 		_, _ = w.out.Write(w.buf)
 	} else {
-		var note string
+		addr, note := sockAddr(ev.Local), ""
 		if isListener {
-			note = "  " + socketNote(&l)
+			addr, note = localAddr(&l), "  "+socketNote(&l)
 		}
-		fmt.Fprintf(w.out, "%s + %s %s %s pid %d %s (%s)%s%s\n", ev.Time.In(displayZone).Format("15:04:05"), ev.Kind,
-			ProtoName(ev.Proto), sockAddr(ev.Local), ev.PID, printable(ev.Comm), printable(ev.User), resultNote(ev), printable(note))
+		fmt.Fprintf(w.out, "%s + %s %s %s%s pid %d %s (%s)%s%s\n", ev.Time.In(displayZone).Format("15:04:05"), ev.Kind,
+			ProtoName(ev.Proto), addr, w.netnsNote(ev.Netns), ev.PID, printable(ev.Comm), printable(ev.User), resultNote(ev), printable(note))
 	}
 	// A UDP socket bound to a port the kernel chose is most often a
 	// client about to connect, which would then look closed.
@@ -220,6 +245,7 @@ func (w *portsWatch) look() error {
 	if err != nil {
 		return err
 	}
+	at := time.Now()
 	w.notice.say(w.stderr, unopened)
 	now := map[listenerKey]Socket{}
 	byAddr := map[listenerKey]bool{}
@@ -234,10 +260,11 @@ func (w *portsWatch) look() error {
 			continue
 		}
 		if w.cfg.Output == "json" {
-			w.buf = AppendSocketJSON(w.buf[:0], EventClosed, &s)
+			w.buf = AppendSocketJSON(w.buf[:0], EventClosed, at, &s)
 			_, _ = w.out.Write(w.buf)
 		} else {
-			fmt.Fprintf(w.out, "%s - closed %s %s %s\n", time.Now().In(displayZone).Format("15:04:05"), ProtoName(s.Proto), sockAddr(s.Local), holderNote(&s))
+			fmt.Fprintf(w.out, "%s - closed %s %s%s %s\n", at.In(displayZone).Format("15:04:05"), ProtoName(s.Proto),
+				localAddr(&s), w.netnsNote(s.Netns), holderNote(&s))
 		}
 	}
 	w.known = now
@@ -270,10 +297,44 @@ func listenerFromEvent(ev *Event) (Socket, bool) {
 		PortClass:  ClassOf(port),
 		Privileged: Privileged(port, ev.UnprivPortStart),
 		Ephemeral:  InRange(port, ev.PortRange),
-		Scope:      scope(ev.Local.Addr()),
 	}
+	s.Scope = s.scope()
 	s.Suspicious = suspicious(&s)
 	return s, true
+}
+
+// lookUpV6Only asks sock_diag whether IPv6 listener l, known from its
+// event, takes IPv4 too: no event carries IPV6_V6ONLY. It looks in the
+// first of paths that is l's namespace; the thread or process that made l
+// may have moved on or exited since, which the inode tells. A listener
+// closed again, or a namespace no path leads to, leaves V6Only unknown.
+func lookUpV6Only(l *Socket, paths []string) {
+	for _, path := range paths {
+		var st unix.Stat_t
+		if unix.Stat(path, &st) != nil || uint32(st.Ino) != l.Netns {
+			continue
+		}
+		fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			continue
+		}
+		if unix.Fstat(fd, &st) != nil || uint32(st.Ino) != l.Netns {
+			unix.Close(fd)
+			continue
+		}
+		_ = inNamespace(fd, l.Netns, func() error {
+			list, err := sockDiag(unix.AF_INET6, l.Proto, listenStates)
+			for _, ds := range list {
+				if ds.local == l.Local && ds.hasV6Only {
+					l.V6Only, l.HasV6Only = ds.v6only, true
+					break
+				}
+			}
+			return err
+		})
+		unix.Close(fd)
+		return
+	}
 }
 
 // holderFromEvent is the process behind an event as ports and who describe
@@ -339,7 +400,7 @@ func DefaultWhoConfig() WhoConfig { return WhoConfig{Output: "text", backend: "a
 
 // AddFlags registers the who flags on fs.
 func (c *WhoConfig) AddFlags(fs *pflag.FlagSet) {
-	fs.BoolVar(&c.Wait, "wait", c.Wait, "then wait for the next process to bind the port (or be denied it), report it and exit 0; exit 1 if stopped first")
+	fs.BoolVar(&c.Wait, "wait", c.Wait, "then wait for the next process to bind the port (or be denied it), report it and exit 0; exit 1 if stopped first. Binds that fail otherwise (address in use) are reported and the wait goes on")
 	fs.DurationVar(&c.Timeout, "timeout", c.Timeout, "with --wait, give up after this long (exit 1)")
 	fs.StringVarP(&c.Output, "output", "o", c.Output, "output format: text or json")
 	fs.StringSliceVar(&c.Netns, "netns", c.Netns, "network namespace files to look into, or all")
@@ -414,6 +475,7 @@ func RunWho(ctx context.Context, cfg WhoConfig, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
+	now := time.Now()
 	(&unopenedNotice{cmd: "who"}).say(stderr, unopened)
 	inScope, err := netnsFilter(cfg.Netns)
 	if err != nil {
@@ -434,12 +496,12 @@ func RunWho(ctx context.Context, cfg WhoConfig, stdout, stderr io.Writer) error 
 	if cfg.Output == "json" {
 		var buf []byte
 		for i := range matched {
-			buf = AppendSocketJSON(buf, EventSnapshot, &matched[i])
+			buf = AppendSocketJSON(buf, EventSnapshot, now, &matched[i])
 		}
 		if _, err := stdout.Write(buf); err != nil {
 			return err
 		}
-	} else if err := WriteWho(stdout, cfg.Port, protoName, matched, time.Now()); err != nil {
+	} else if err := WriteWho(stdout, cfg.Port, protoName, matched, now); err != nil {
 		return err
 	}
 	if !cfg.Wait {
@@ -472,19 +534,35 @@ func RunWho(ctx context.Context, cfg WhoConfig, stdout, stderr io.Writer) error 
 			continue
 		}
 		en.enrich(&ev)
-		h := holderFromEvent(&ev)
-		if cfg.Output == "json" {
-			buf := AppendJSON(nil, &ev)
-			if !h.Start.IsZero() {
-				buf = appendToObject(buf, func(b []byte) []byte {
-					return appendStr(b, "start", h.Start.UTC().Format(time.RFC3339))
-				})
-			}
-			_, err = stdout.Write(buf)
-		} else {
-			_, err = fmt.Fprintf(stdout, "%s %s %s %s by %s%s\n", ev.Time.In(displayZone).Format("15:04:05.000"),
-				ev.Kind, ProtoName(ev.Proto), sockAddr(ev.Local), holderLine(&h, time.Now()), resultNote(&ev))
+		if err := writeWhoEvent(stdout, cfg.Output, &ev); err != nil {
+			return err
 		}
-		return err
+		// A bind that worked, or that a permission check refused, is the
+		// one waited for: someone holds the port, or tried and may not.
+		// Any other failure (the address in use, a bad address) changes
+		// nothing: it is told, and the wait goes on.
+		if ev.Result == ResultOK || ev.Result == ResultDenied {
+			return nil
+		}
 	}
+}
+
+// writeWhoEvent prints a bind of the port who --wait waits for, with its
+// process as who describes a holder.
+func writeWhoEvent(w io.Writer, output string, ev *Event) error {
+	h := holderFromEvent(ev)
+	var err error
+	if output == "json" {
+		buf := AppendJSON(nil, ev)
+		if !h.Start.IsZero() {
+			buf = appendToObject(buf, func(b []byte) []byte {
+				return appendStr(b, "start", h.Start.UTC().Format(time.RFC3339))
+			})
+		}
+		_, err = w.Write(buf)
+	} else {
+		_, err = fmt.Fprintf(w, "%s %s %s %s by %s%s\n", ev.Time.In(displayZone).Format("15:04:05.000"),
+			ev.Kind, ProtoName(ev.Proto), sockAddr(ev.Local), holderLine(&h, time.Now()), printable(resultNote(ev)))
+	}
+	return err
 }

@@ -45,7 +45,7 @@ func WritePortsTable(w io.Writer, socks []Socket, showNetns bool) error {
 			}
 		}
 		class := shortClass(&Event{PortClass: s.PortClass, Privileged: s.Privileged})
-		row := []any{ProtoName(s.Proto), sockAddr(s.Local), sockAddr(s.Remote), s.State, pid, user, comm, class, shortDir(s.Direction), printable(socketNote(s))}
+		row := []any{ProtoName(s.Proto), localAddr(s), sockAddr(s.Remote), s.State, pid, user, comm, class, shortDir(s.Direction), printable(socketNote(s))}
 		if showNetns {
 			row = append([]any{strconv.FormatUint(uint64(s.Netns), 10)}, row...)
 		}
@@ -69,14 +69,24 @@ func socketNote(s *Socket) string {
 	return strings.Join(note, "; ")
 }
 
-// sockAddr writes an address as ss does, so that the IPv4 and IPv6
-// wildcards, two different sockets, read differently: "*" for 0.0.0.0,
-// "[::]" for ::.
+// sockAddr writes an address as ss -n does: 0.0.0.0:PORT, [::]:PORT,
+// [::1]:PORT; nothing for none.
 func sockAddr(ap netip.AddrPort) string {
-	if ap.IsValid() && ap.Addr().Is6() && ap.Addr().IsUnspecified() {
-		return "[::]:" + strconv.FormatUint(uint64(ap.Port()), 10)
+	if !ap.IsValid() {
+		return ""
 	}
-	return hostPort(ap, 99)
+	return ap.String()
+}
+
+// localAddr writes a socket's local address as ss -n does, so that the
+// three wildcards, three different reaches, read differently: 0.0.0.0:PORT
+// is IPv4 only, [::]:PORT IPv6 only (or not known to take IPv4), and
+// *:PORT a dual-stack socket on both.
+func localAddr(s *Socket) string {
+	if s.bothFamilies() {
+		return "*:" + strconv.FormatUint(uint64(s.Local.Port()), 10)
+	}
+	return sockAddr(s.Local)
 }
 
 func distinctPIDs(hs []Holder) int {
@@ -90,9 +100,12 @@ func distinctPIDs(hs []Holder) int {
 // AppendSocketJSON appends s as one JSON object and a newline, with the
 // event stream's field names where they mean the same. event says what the
 // object reports (EventSnapshot, EventClosed), so a --watch stream can be
-// told apart by one key, as the tracer's bind and listen are.
-func AppendSocketJSON(buf []byte, event string, s *Socket) []byte {
-	buf = append(buf, `{"event":`...)
+// told apart by one key, as the tracer's bind and listen are; at is when it
+// was seen, so that it sorts among them.
+func AppendSocketJSON(buf []byte, event string, at time.Time, s *Socket) []byte {
+	buf = append(buf, `{"time":"`...)
+	buf = at.UTC().AppendFormat(buf, timeLayout)
+	buf = append(buf, `","event":`...)
 	buf = appendJSONString(buf, event)
 	buf = appendUint(buf, "netns", uint64(s.Netns))
 	buf = appendStr(buf, "proto", ProtoName(s.Proto))
@@ -100,6 +113,9 @@ func AppendSocketJSON(buf []byte, event string, s *Socket) []byte {
 	buf = appendStr(buf, "state", s.State)
 	buf = appendAddrPort(buf, "local_addr", "local_port", s.Local)
 	buf = appendAddrPort(buf, "remote_addr", "remote_port", s.Remote)
+	if s.HasV6Only {
+		buf = appendBool(buf, "v6only", s.V6Only)
+	}
 	buf = appendStr(buf, "port_class", s.PortClass.String())
 	buf = appendBool(buf, "privileged", s.Privileged)
 	buf = appendBool(buf, "ephemeral", s.Ephemeral)
@@ -169,7 +185,7 @@ func WriteWho(w io.Writer, port uint16, proto string, socks []Socket, now time.T
 	for i := range socks {
 		s := &socks[i]
 		held = held || s.Owned()
-		fmt.Fprintf(&b, "%s %s", ProtoName(s.Proto), sockAddr(s.Local))
+		fmt.Fprintf(&b, "%s %s", ProtoName(s.Proto), localAddr(s))
 		if s.Remote.IsValid() {
 			fmt.Fprintf(&b, " <-> %s", sockAddr(s.Remote))
 		}

@@ -2,12 +2,15 @@ package tracer
 
 import (
 	"bytes"
+	"encoding/binary"
+	"errors"
 	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -18,21 +21,30 @@ func sampleSockets() []Socket {
 	worker.PID, worker.PPID, worker.User, worker.UID = 813, 812, "www-data", 33
 	implant := Holder{PID: 6666, PPID: 1, User: "nobody", UID: 65534, Comm: "kworkerd", Exe: "/tmp/.x/kworkerd", ExeDeleted: true, Start: start.Add(time.Hour), FD: 3}
 	sshd := Holder{PID: 700, PPID: 1, User: "root", Comm: "sshd", Exe: "/usr/sbin/sshd", Cgroup: "/system.slice/ssh.service", Start: start, FD: 3}
+	grafana := Holder{PID: 900, PPID: 1, User: "grafana", UID: 472, Comm: "grafana", Exe: "/usr/share/grafana/bin/grafana", Cgroup: "/system.slice/grafana-server.service", Start: start, FD: 11}
+	sendmail := Holder{PID: 1200, PPID: 1100, User: "smmsp", UID: 115, Comm: "sendmail", Exe: "/usr/lib/sm.bin/sendmail", Start: start.Add(90 * time.Minute), FD: 5}
 	ap := netip.MustParseAddrPort
 	s := []Socket{
-		{Netns: 4026531840, Proto: ProtoTCP, Family: 10, State: "LISTEN", Local: ap("[::]:22"), Inode: 1005, Holders: []Holder{sshd},
-			PortClass: ClassWellKnown, Privileged: true, Scope: "all interfaces"},
+		{Netns: 4026531840, Proto: ProtoTCP, Family: 10, State: "LISTEN", Local: ap("[::]:22"), V6Only: true, HasV6Only: true, Inode: 1005, Holders: []Holder{sshd},
+			PortClass: ClassWellKnown, Privileged: true, Scope: "all IPv6 interfaces"},
 		{Netns: 4026531840, Proto: ProtoTCP, Family: 2, State: "LISTEN", Local: ap("0.0.0.0:80"), Inode: 1001, Holders: []Holder{nginx, worker},
 			PortClass: ClassWellKnown, Privileged: true, Scope: "all interfaces"},
 		{Netns: 4026531840, Proto: ProtoTCP, Family: 2, State: "LISTEN", Local: ap("0.0.0.0:31337"), Inode: 1002, Holders: []Holder{implant},
 			PortClass: ClassRegistered, Scope: "all interfaces", Suspicious: []string{"executable deleted: /tmp/.x/kworkerd (pid 6666)"}},
 		{Netns: 4026531840, Proto: ProtoTCP, Family: 2, State: "ESTAB", Local: ap("127.0.0.1:25"), Remote: ap("127.0.0.1:40312"), Inode: 1003,
 			PortClass: ClassWellKnown, Privileged: true, Direction: DirInbound},
-		{Netns: 4026531840, Proto: ProtoUDP, Family: 10, State: "UNCONN", Local: ap("[::1]:5353"), Inode: 1004,
+		{Netns: 4026531840, Proto: ProtoUDP, Family: 10, State: "UNCONN", Local: ap("[::1]:5353"), HasV6Only: true, Inode: 1004,
 			PortClass: ClassRegistered, Scope: "loopback only", Suspicious: []string{"no live process holds it"}},
+		{Netns: 4026531840, Proto: ProtoTCP, Family: 10, State: "LISTEN", Local: ap("[::]:3000"), HasV6Only: true, Inode: 1006, Holders: []Holder{grafana},
+			PortClass: ClassRegistered, Scope: "all interfaces, IPv4 and IPv6"},
+		{Netns: 4026531840, Proto: ProtoTCP, Family: 2, State: "ESTAB", Local: ap("127.0.0.1:40312"), Remote: ap("127.0.0.1:25"), Inode: 1007, Holders: []Holder{sendmail},
+			PortClass: ClassWellKnown, Privileged: true, Ephemeral: true, Direction: DirOutbound},
 	}
 	return s
 }
+
+// sampleTime is when the sample sockets were seen.
+var sampleTime = time.Date(2026, 11, 28, 7, 30, 0, 120000000, time.UTC)
 
 func TestPortsTableGolden(t *testing.T) {
 	var b strings.Builder
@@ -46,7 +58,7 @@ func TestPortsJSONGolden(t *testing.T) {
 	var buf []byte
 	socks := sampleSockets()
 	for i := range socks {
-		buf = AppendSocketJSON(buf, EventSnapshot, &socks[i])
+		buf = AppendSocketJSON(buf, EventSnapshot, sampleTime, &socks[i])
 	}
 	golden(t, "ports.jsonl", buf)
 }
@@ -58,6 +70,9 @@ func TestWhoGolden(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := WriteWho(&b, 31337, "tcp", sampleSockets()[2:3], now); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteWho(&b, 3000, "tcp", sampleSockets()[5:6], now); err != nil {
 		t.Fatal(err)
 	}
 	if err := WriteWho(&b, 8080, "tcp,udp", nil, now); err != nil {
@@ -112,6 +127,14 @@ func TestSuspicious(t *testing.T) {
 		{[]Holder{{PID: 7, Comm: "bash"}}, "bash (pid 7) is a shell or interpreter listening"},
 		{[]Holder{{PID: 8, Comm: "python3.11"}}, "python3.11 (pid 8) is a shell or interpreter listening"},
 		{[]Holder{{PID: 9, Comm: "sshd", Exe: "/usr/sbin/sshd", ExeDeleted: true}}, "executable deleted: /usr/sbin/sshd (pid 9)"},
+		// A "#!/usr/bin/python3" script named sshd: comm from the script, exe the interpreter.
+		{[]Holder{{PID: 10, Comm: "sshd", Exe: "/usr/bin/python3.11"}}, "sshd (pid 10) runs /usr/bin/python3.11, a shell or interpreter, listening"},
+		{[]Holder{{PID: 11, Comm: "cupsd", Exe: "/usr/bin/perl5.36.0"}}, "cupsd (pid 11) runs /usr/bin/perl5.36.0, a shell or interpreter, listening"},
+		{[]Holder{{PID: 12, Comm: "bash", Exe: "/usr/bin/bash"}}, "bash (pid 12) is a shell or interpreter listening"},
+		// busybox is every applet: its httpd is no shell.
+		{[]Holder{{PID: 13, Comm: "httpd", Exe: "/bin/busybox"}}, ""},
+		{[]Holder{{PID: 14, Comm: "nc", Exe: "/bin/busybox"}}, "nc (pid 14) is a shell or interpreter listening"},
+		{[]Holder{{PID: 15, Comm: "pythonista", Exe: "/opt/pythonista"}}, ""},
 	} {
 		s := Socket{Holders: tc.holders}
 		if len(tc.holders) == 0 {
@@ -277,5 +300,131 @@ func TestPortsViewsEscapeNames(t *testing.T) {
 		if !bytes.Contains(out, []byte(`\x1b[2J\x07`)) {
 			t.Errorf("%s: the escaped exe is missing:\n%s", name, out)
 		}
+	}
+}
+
+// The service port decides the class: a socket's local port, but the
+// remote one of an outbound connection (a client of port 25 or 53 is
+// about mail or DNS, whatever its own port), privileged by its own
+// namespace's ip_unprivileged_port_start.
+func TestSocketServicePort(t *testing.T) {
+	ap := netip.MustParseAddrPort
+	v := &netView{
+		listening: map[protoPort]bool{{ProtoTCP, 25}: true, {ProtoUDP, 53}: true, {ProtoTCP, 8080}: true},
+		own:       map[netip.Addr]bool{},
+		rng:       [2]uint16{32768, 60999},
+	}
+	for _, tc := range []struct {
+		proto         uint16
+		state         string
+		local, remote string
+		unpriv        uint32
+		want          string
+	}{
+		{ProtoUDP, "ESTAB", "127.0.0.1:53814", "127.0.0.1:53", 1024, "out wk*"},
+		{ProtoUDP, "ESTAB", "127.0.0.1:53814", "127.0.0.1:53", 0, "out wk"},
+		{ProtoTCP, "ESTAB", "127.0.0.1:40312", "127.0.0.1:25", 1024, "out wk*"},
+		{ProtoTCP, "ESTAB", "127.0.0.1:25", "127.0.0.1:40312", 1024, "in wk*"},
+		{ProtoTCP, "ESTAB", "10.0.0.5:50000", "192.0.2.1:443", 1024, "out wk*"},
+		{ProtoTCP, "ESTAB", "10.0.0.5:50000", "192.0.2.1:8443", 9000, "out reg*"},
+		{ProtoTCP, "ESTAB", "10.0.0.5:8080", "192.0.2.1:50000", 1024, "in reg"},
+		{ProtoTCP, "ESTAB", "10.0.0.5:5000", "192.0.2.1:6000", 5500, " reg*"}, // no direction: the local port
+		{ProtoTCP, "LISTEN", "0.0.0.0:25", "", 1024, " wk*"},
+		{ProtoUDP, "UNCONN", "0.0.0.0:53", "", 1024, " wk*"},
+	} {
+		s := Socket{Proto: tc.proto, State: tc.state, Local: ap(tc.local)}
+		if tc.remote != "" {
+			s.Remote = ap(tc.remote)
+		}
+		v.judge(&s, tc.unpriv)
+		if got := shortDir(s.Direction) + " " + shortClass(&Event{PortClass: s.PortClass, Privileged: s.Privileged}); got != tc.want {
+			t.Errorf("%s %s -> %s (unprivileged from %d): %q, want %q", ProtoName(tc.proto), tc.local, tc.remote, tc.unpriv, got, tc.want)
+		}
+	}
+}
+
+// The three wildcards reach three different sets of addresses, and read as
+// ss -n writes them; a listener known only from its event, whose
+// IPV6_V6ONLY nobody told, says so.
+func TestWildcardScope(t *testing.T) {
+	ap := netip.MustParseAddrPort
+	for _, tc := range []struct {
+		local          string
+		has, v6only    bool
+		addr, wantNote string
+	}{
+		{"0.0.0.0:80", false, false, "0.0.0.0:80", "all interfaces"},
+		{"[::]:80", true, false, "*:80", "all interfaces, IPv4 and IPv6"},
+		{"[::]:80", true, true, "[::]:80", "all IPv6 interfaces"},
+		{"[::]:80", false, false, "[::]:80", "all IPv6 interfaces, IPv4 too unless v6only"},
+		{"[::1]:53", true, false, "[::1]:53", "loopback only"},
+		{"127.0.0.1:53", false, false, "127.0.0.1:53", "loopback only"},
+		{"[fe80::1%eth0]:547", true, true, "[fe80::1%eth0]:547", "only fe80::1%eth0"},
+	} {
+		s := Socket{Proto: ProtoTCP, State: "LISTEN", Local: ap(tc.local), HasV6Only: tc.has, V6Only: tc.v6only}
+		if addr, note := localAddr(&s), s.scope(); addr != tc.addr || note != tc.wantNote {
+			t.Errorf("%s v6only=%t (known %t): %s %q, want %s %q", tc.local, tc.v6only, tc.has, addr, note, tc.addr, tc.wantNote)
+		}
+	}
+}
+
+// sock_diag's struct inet_diag_msg decodes into addresses, state, inode
+// and the IPV6_V6ONLY attribute, which only IPv6 listeners carry.
+func TestParseDiagMsg(t *testing.T) {
+	msg := func(family, state uint8, sport, dport uint16, src, dst netip.Addr, inode uint32, attrs ...[]byte) []byte {
+		b := make([]byte, sizeofInetDiagMsg)
+		b[0], b[1] = family, state
+		binary.BigEndian.PutUint16(b[4:], sport)
+		binary.BigEndian.PutUint16(b[6:], dport)
+		copy(b[8:24], src.AsSlice())
+		copy(b[24:40], dst.AsSlice())
+		binary.NativeEndian.PutUint32(b[68:], inode)
+		for _, a := range attrs {
+			b = append(b, a...)
+		}
+		return b
+	}
+	v6only := func(v byte) []byte { // struct nlattr, one byte, padded to 4
+		a := []byte{5, 0, 0, 0, v, 0, 0, 0}
+		binary.NativeEndian.PutUint16(a[2:], netlink.INET_DIAG_SKV6ONLY)
+		return a
+	}
+	any6, lo4 := netip.IPv6Unspecified(), netip.MustParseAddr("127.0.0.1")
+	for _, tc := range []struct {
+		b    []byte
+		want string
+	}{
+		{msg(unix.AF_INET6, 10, 22, 0, any6, any6, 7, v6only(1)), "10 [::]:22 - ino=7 v6only=true/true"},
+		{msg(unix.AF_INET6, 10, 3000, 0, any6, any6, 8, v6only(0)), "10 [::]:3000 - ino=8 v6only=false/true"},
+		{msg(unix.AF_INET6, 1, 443, 50000, netip.MustParseAddr("::1"), netip.MustParseAddr("::1"), 9), "1 [::1]:443 [::1]:50000 ino=9 v6only=false/false"},
+		{msg(unix.AF_INET, 1, 40312, 25, lo4, lo4, 10), "1 127.0.0.1:40312 127.0.0.1:25 ino=10 v6only=false/false"},
+	} {
+		ds, err := parseDiagMsg(tc.b)
+		got := fmt.Sprintf("%d %s %s ino=%d v6only=%t/%t", ds.state, ds.local, apString(ds.remote), ds.inode, ds.v6only, ds.hasV6Only)
+		if err != nil || got != tc.want {
+			t.Errorf("%s (%v), want %s", got, err, tc.want)
+		}
+	}
+	if _, err := parseDiagMsg(make([]byte, 40)); err == nil {
+		t.Error("a short message decoded")
+	}
+}
+
+// A file that is no network namespace is named as such, not left to
+// setns(2)'s "invalid argument"; so is another kind of namespace.
+func TestPortsNetnsNotANamespace(t *testing.T) {
+	for path, want := range map[string]string{
+		"/etc/passwd":       "netns /etc/passwd: not a network namespace file (want /run/netns/NAME or /proc/PID/ns/net)",
+		"/proc/self/ns/uts": "netns /proc/self/ns/uts: not a network namespace file (a uts namespace)",
+	} {
+		_, _, err := Snapshot(SnapshotOptions{Netns: []string{path}})
+		if !errors.Is(err, errNotNetns) || err.Error() != want {
+			t.Errorf("--netns %s: %v, want %q", path, err, want)
+		}
+	}
+	// Under --netns all such a file (in /run/netns, say) is skipped, not fatal.
+	_, unopened, err := snapshotFiles([]string{"/proc/self/ns/net", "/etc/passwd"}, true, false)
+	if err != nil || len(unopened) != 1 || !errors.Is(unopened[0].Err, errNotNetns) {
+		t.Errorf("--netns all with /etc/passwd: unopened %v, error %v", unopened, err)
 	}
 }

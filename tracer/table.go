@@ -209,21 +209,19 @@ func isBidiControl(r rune) bool {
 	return r == 0x061c || r == 0x200e || r == 0x200f || (r >= 0x202a && r <= 0x202e) || (r >= 0x2066 && r <= 0x2069)
 }
 
-// hostPort writes an address as ss does: "*" for the IPv4 wildcard,
-// brackets around IPv6 ("[::]" its wildcard). Longer than max (0: no
-// limit), the port goes on a line of its own.
+// hostPort writes an address as ss -n does (0.0.0.0 and [::] are the
+// wildcards; an event does not say whether an IPv6 socket is dual-stack,
+// so never "*"). Longer than max (0: no limit), the port goes on a line
+// of its own.
 func hostPort(ap netip.AddrPort, max int) string {
 	if !ap.IsValid() {
 		return ""
 	}
 	// An IPv4 peer of a dual-stack socket is shown as the IPv4 address it is.
 	addr := ap.Addr().Unmap()
-	host := "*"
-	switch {
-	case addr.Is6():
-		host = "[" + addr.String() + "]"
-	case !addr.IsUnspecified():
-		host = addr.String()
+	host := addr.String()
+	if addr.Is6() {
+		host = "[" + host + "]"
 	}
 	s := host + ":" + strconv.FormatUint(uint64(ap.Port()), 10)
 	if max > 0 && len(s) > max {

@@ -66,6 +66,7 @@ func TestExitCodes(t *testing.T) {
 		{[]string{"churn", "-h"}, 0, "usage: porttrace churn", ""},
 		{[]string{"ports", "-o", "xml"}, 2, `porttrace ports: invalid --output "xml"`, ""},
 		{[]string{"ports", "--netns", "/nonexistent"}, 1, "porttrace: --netns /nonexistent: no such file or directory", ""},
+		{[]string{"ports", "--netns", "/etc/passwd"}, 1, "porttrace: netns /etc/passwd: not a network namespace file", ""},
 		{[]string{"who"}, 2, "porttrace who: want one PORT[/tcp|/udp]", ""},
 		{[]string{"who", "80/sctp"}, 2, `porttrace who: invalid protocol "sctp"`, ""},
 		{[]string{"who", "0"}, 2, `porttrace who: invalid port 0 in "0"`, ""},
