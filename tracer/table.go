@@ -52,7 +52,7 @@ type TableWriter struct {
 	t      *tablewriter.Table
 	color  bool
 	narrow bool
-	wrap   bool // cells wrap inside their columns (on a terminal)
+	tty    bool // on a terminal: a long address puts its port on a line of its own
 	row    []any
 	cols   []int
 }
@@ -97,7 +97,7 @@ func NewTableWriter(w io.Writer, width int, color bool) (*TableWriter, error) {
 		return nil, err
 	}
 	t.Header(header...)
-	return &TableWriter{t: t, color: color, narrow: narrow, wrap: width > 0, row: make([]any, 0, len(header)), cols: cols}, nil
+	return &TableWriter{t: t, color: color, narrow: narrow, tty: width > 0, row: make([]any, 0, len(header)), cols: cols}, nil
 }
 
 // Write prints one event.
@@ -124,9 +124,9 @@ func (tw *TableWriter) Write(ev *Event) error {
 }
 
 // addrMax is how long an address may be in column i before its port goes
-// on a line of its own: no limit where nothing wraps.
+// on a line of its own: no limit into a pipe, where columns fit any.
 func (tw *TableWriter) addrMax(i int) int {
-	if !tw.wrap {
+	if !tw.tty {
 		return 0
 	}
 	return tw.cols[i] - 1
