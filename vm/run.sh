@@ -17,6 +17,7 @@
 # kernel of vm/kernels, with ARGS (bench flags separated by "+", e.g.
 # -reps+5+-backends+fentry,tracepoint) and prints its output.
 set -euo pipefail
+shopt -s inherit_errexit # set -e inside $(...) too: a failed download stops the run
 cd "$(dirname "$0")/.."
 cache=${VM_CACHE:-.cache/vm}
 backends=${VM_BACKENDS:-fentry,kprobe,tracepoint}
@@ -31,6 +32,20 @@ prefix=porttrace-matrix:
 mkdir -p "$cache"
 
 die() { echo "test-vm: $*" >&2; exit 1; }
+[[ $jobs =~ ^[1-9][0-9]*$ ]] || die "VM_JOBS=$jobs: want 1 or more"
+
+# No guest outlives the run: stopped or failed, it takes its guests along
+# (timeout passes the signal on to its qemu).
+stop_guests() {
+	local p
+	for p in $(jobs -p); do
+		pkill -TERM -P "$p" 2>/dev/null || true
+		kill "$p" 2>/dev/null || true
+	done
+}
+trap stop_guests EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 for tool in qemu-system-x86_64 cpio dpkg-deb apt-cache apt-get timeout; do
 	command -v "$tool" >/dev/null || die "$tool not found (apt-get install qemu-system-x86 cpio)"
@@ -64,26 +79,38 @@ for s in "${skips[@]}"; do
 	printf '%s\n' "${patterns[@]}" | grep -qxF -- "$pat" || die "vm/kernels: skip $s: no kernel line names $pat"
 done
 
-# resolve PATTERN: the newest package apt-cache lists that matches it.
+# resolve PATTERN: the newest package apt-cache lists that matches it. "*"
+# stands for a version number (digits and dots), so write the rest of the
+# name as Debian does: linux-image-6.12.*+deb12-amd64.
 resolve() {
-	local re
+	local re pkg
 	re=$(printf '%s' "$1" | sed -e 's/[.+]/\\&/g' -e 's/\*/[0-9.]*/g')
-	apt-cache search --names-only "^${re}\$" | awk '{print $1}' | sort -V | tail -n 1
+	pkg=$(apt-cache search --names-only "^${re}\$" | awk '{print $1}' | sort -V | tail -n 1)
+	if [ -z "$pkg" ]; then
+		echo "test-vm: no package matches $1 (apt-get update? \"*\" stands for digits and dots); near it:" >&2
+		apt-cache search --names-only "^${1%%\**}" | awk '{print "  " $1}' | sort -V | tail -n 5 >&2 || true
+		return 1
+	fi
+	echo "$pkg"
 }
 
 # kernel PACKAGE: prints the path of its vmlinuz, downloading and unpacking
 # once. apt fetches as user _apt, so it downloads into a directory that user
 # may write to.
+# The unpacked tree is moved into place only once whole, with a mark, so an
+# interrupted or failed fetch is fetched again rather than half used.
 kernel() {
 	local pkg=$1 dir=$cache/kernels/$1 dl
-	if ! ls "$dir"/boot/vmlinuz-* >/dev/null 2>&1; then
+	if [ ! -e "$dir/.complete" ]; then
 		dl=$(mktemp -d)
 		if [ "$(id -u)" = 0 ] && id -u _apt >/dev/null 2>&1; then
 			chown _apt "$dl"
 		fi
-		(cd "$dl" && apt-get download -q "$pkg" >&2)
+		(cd "$dl" && apt-get download -q "$pkg" >&2) || die "downloading $pkg failed"
 		rm -rf "$dir" "$dir.new" && mkdir -p "$dir.new"
-		dpkg-deb -x "$dl"/"${pkg}"_*.deb "$dir.new"
+		dpkg-deb -x "$dl"/"${pkg}"_*.deb "$dir.new" || die "unpacking $pkg failed"
+		ls "$dir.new"/boot/vmlinuz-* >/dev/null 2>&1 || die "$pkg has no boot/vmlinuz-*"
+		touch "$dir.new/.complete"
 		mv "$dir.new" "$dir"
 		rm -rf "$dl"
 	fi
@@ -120,7 +147,7 @@ initrd() {
 	local name=$1 dir=$2 pattern=$3 stage=$cache/modules/$1 i=0 m f s pat rest
 	rm -rf "$stage" && mkdir -p "$stage/modules"
 	for m in $modules; do
-		f=$(ls "$dir"/lib/modules/*/kernel/"$m".ko* 2>/dev/null | head -n 1)
+		f=$(compgen -G "$dir/lib/modules/*/kernel/$m.ko*" | head -n 1 || true)
 		[ -n "$f" ] || continue # built in
 		i=$((i + 1))
 		cp "$f" "$stage/modules/$i-$(basename "$f")"
@@ -150,17 +177,25 @@ boot() {
 	echo "test-vm: $name took $((SECONDS - start))s, log in $log"
 }
 
-# prepare I: resolves, fetches and packs kernel I of vm/kernels; sets name.
+# prepare I: fetches and packs kernel I of vm/kernels (resolved in pkgs);
+# sets name.
 prepare() {
-	local pkg vmlinuz
-	pkg=$(resolve "${patterns[$1]}")
-	[ -n "$pkg" ] || die "no package matches ${patterns[$1]} (apt-get update?)"
+	local pkg=${pkgs[$1]} vmlinuz
 	vmlinuz=$(kernel "$pkg")
 	name=${pkg#linux-image-}
 	initrd "$name" "$cache/kernels/$pkg" "${patterns[$1]}"
 	rm -f "$cache/$name.log" "$cache/$name.rc"
 	boot_args=("$name" "$vmlinuz" "${autos[$1]}")
 }
+
+# Every line resolved before any guest boots: a line that matches nothing,
+# or the same package as another, stops the run before it starts.
+pkgs=()
+for i in "${!patterns[@]}"; do
+	pkgs+=("$(resolve "${patterns[$i]}")") || die "vm/kernels: ${patterns[$i]} matches no package"
+done
+dups=$(printf '%s\n' "${pkgs[@]}" | sort | uniq -d)
+[ -z "$dups" ] || die "vm/kernels: two lines pick $dups"
 
 if [ -n "${VM_BENCH:-}" ]; then
 	prepare $((${#patterns[@]} - 1))
@@ -190,8 +225,8 @@ for d in "$cache"/kernels/linux-image-*; do
 	printf '%s\n' "${kernels[@]}" | grep -qxF -- "$k" || rm -rf "$d" "$cache/initrd-$k.cpio" "$cache/modules/$k" "$cache/$k.log" "$cache/$k.rc"
 done
 
-# The host kernel: whichever backends it allows (here, often tracepoint
-# only); its skips do not fail the run, a backend with no test passing does.
+# The host kernel: judged as a guest is, except that it may refuse a
+# backend outright (here fentry and kprobes), whose tests then skip.
 host="$(uname -r) (host)"
 echo "test-vm: $host, log in $cache/host.log"
 rc=0

@@ -29,11 +29,24 @@ type verdict struct {
 
 // policy says which skips fail a run.
 type policy struct {
-	// strict: any skip fails the run unless allowed lists it.
+	// strict: any skip fails the run unless allowed lists it (or, with
+	// refusable, it names this kernel's refusal of the backend).
 	strict bool
 	// allowed holds the tests that may skip, each with the reason given
 	// in vm/kernels.
 	allowed map[string]string
+	// refusable: the kernel may refuse the backend outright (the host,
+	// which refuses fentry and kprobes): the tests that skip for that
+	// reason are counted as skips, and a refused backend need not pass any.
+	refusable bool
+	backend   string // set by judge
+}
+
+// refusalSkip reports whether a skip's reason is the kernel refusing
+// backend: its programs do not load or attach here at all.
+func refusalSkip(backend, reason string) bool {
+	return strings.Contains(reason, "backend "+backend+" not supported by this kernel") ||
+		strings.Contains(reason, "this kernel refuses to load")
 }
 
 // judge weighs a first run of the tests that listed names, and a run again
@@ -44,6 +57,7 @@ type policy struct {
 // that never finished or never ran (the binary crashed, or the deadline
 // came), an exit status that failed tests do not explain, no test passing.
 func judge(backend string, listed []string, first, again *run, p policy) verdict {
+	p.backend = backend
 	var v verdict
 	flaky := map[string]bool{}
 	if again != nil && again.explained() {
@@ -89,15 +103,13 @@ func judge(backend string, listed []string, first, again *run, p policy) verdict
 	if first.err != nil && !(first.explained() && len(missing) == 0) {
 		v.failures = append(v.failures, finding{name: "test binary", why: first.err.Error() + ", which failed tests do not explain", lines: first.tail.show()})
 	}
-	if v.pass == 0 {
-		v.failures = append(v.failures, finding{why: "no test passed"})
-	}
-
-	refusal := "backend " + backend + " not supported by this kernel"
 	for _, f := range append(slices.Clip(v.skips), v.failures...) {
-		if strings.Contains(f.why, refusal) {
+		if refusalSkip(backend, f.why) {
 			v.refused = true
 		}
+	}
+	if v.pass == 0 && !(v.refused && p.refusable) {
+		v.failures = append(v.failures, finding{why: "no test passed"})
 	}
 	for name := range p.allowed {
 		if !slices.ContainsFunc(v.skips, func(f finding) bool { return f.name == name }) {
@@ -162,7 +174,7 @@ func (v *verdict) count(r *run, t *test, p policy, again *run) {
 	case t.result == "skip":
 		reason := skipReason(t)
 		switch allowed, ok := p.allowed[t.name]; {
-		case !p.strict:
+		case !p.strict, p.refusable && refusalSkip(p.backend, reason):
 			v.skips = append(v.skips, finding{name: t.name, why: reason})
 		case ok:
 			v.skips = append(v.skips, finding{name: t.name, why: reason + " (allowed by vm/kernels: " + allowed + ")"})

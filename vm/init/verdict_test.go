@@ -232,3 +232,27 @@ func TestAllowList(t *testing.T) {
 		t.Error("a line with no reason was accepted")
 	}
 }
+
+// On the host a backend the kernel refuses may skip all its tests and
+// pass none; any other skip fails the run, as in a guest.
+func TestJudgeHost(t *testing.T) {
+	host := policy{strict: true, refusable: true}
+	refused := &run{tests: map[string]*test{}}
+	refused.get("TestKernelBind").result = "skip"
+	refused.tests["TestKernelBind"].output.add("harness_test.go:211: backend kprobe not supported by this kernel: no kprobe_events")
+	refused.get("TestKernelLoad").result = "skip"
+	refused.tests["TestKernelLoad"].output.add("kernel_test.go:9: this kernel refuses to load kprobe programs (EPERM)")
+	v := judge("kprobe", []string{"TestKernelBind", "TestKernelLoad"}, refused, nil, host)
+	if !v.refused || len(v.failures) != 0 || len(v.skips) != 2 {
+		t.Errorf("refused backend: %+v", v)
+	}
+
+	other := &run{tests: map[string]*test{}}
+	other.get("TestKernelBind").result = "pass"
+	other.get("TestKernelIOUring").result = "skip"
+	other.tests["TestKernelIOUring"].output.add("iouring_test.go:40: io_uring unavailable here")
+	v = judge("tracepoint", []string{"TestKernelBind", "TestKernelIOUring"}, other, nil, host)
+	if got := names(v.failures); !slices.Equal(got, []string{"TestKernelIOUring"}) {
+		t.Errorf("a skip that is no refusal: failures %q", got)
+	}
+}
