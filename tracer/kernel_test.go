@@ -1,7 +1,6 @@
 package tracer
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -755,10 +754,9 @@ func TestKernelRunLost(t *testing.T) {
 // heldWriter blocks its first Write until release is closed, and says on
 // first when that Write began.
 type heldWriter struct {
+	syncBuilder
 	first, release chan struct{}
 	once           sync.Once
-	mu             sync.Mutex
-	buf            bytes.Buffer
 }
 
 func (w *heldWriter) Write(p []byte) (int, error) {
@@ -766,15 +764,7 @@ func (w *heldWriter) Write(p []byte) (int, error) {
 		close(w.first)
 		<-w.release
 	})
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.buf.Write(p)
-}
-
-func (w *heldWriter) String() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.buf.String()
+	return w.syncBuilder.Write(p)
 }
 
 // checkJSONBind checks every field of a JSON bind event made by this
