@@ -56,9 +56,18 @@ func (en *enricher) enrich(ev *Event) {
 	}
 }
 
-// mainComm is the name of ev's process's main thread, from /proc (empty
-// when the process is gone).
-func (en *enricher) mainComm(ev *Event) string { return en.proc(ev).comm }
+// mainComm is the name of ev's process's main thread (empty when the
+// process is gone). Only --comm asks, so /proc/PID/comm is read here, when
+// no event of the main thread has named it, not for every process.
+func (en *enricher) mainComm(ev *Event) string {
+	p := en.proc(ev)
+	if p.comm == "" {
+		if b, err := os.ReadFile(en.procRoot + "/" + strconv.FormatUint(uint64(ev.PID), 10) + "/comm"); err == nil {
+			p.comm = strings.TrimSuffix(string(b), "\n")
+		}
+	}
+	return p.comm
+}
 
 // proc is what /proc says of ev's process, read again when stale.
 func (en *enricher) proc(ev *Event) *procInfo {
@@ -86,9 +95,6 @@ func (en *enricher) readProc(pid uint32) *procInfo {
 	}
 	if b, err := os.ReadFile(dir + "/cgroup"); err == nil {
 		p.cgroup = cgroupPath(b)
-	}
-	if b, err := os.ReadFile(dir + "/comm"); err == nil {
-		p.comm = strings.TrimSuffix(string(b), "\n")
 	}
 	return p
 }
