@@ -1,0 +1,60 @@
+package tracer
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/spf13/pflag"
+)
+
+// ChurnConfig is what `porttrace churn` takes on the command line.
+type ChurnConfig struct {
+	Interval     time.Duration
+	Output       string
+	Duration     time.Duration
+	Metrics      string
+	MetricsDests int
+	Backend      Backend
+	backend      string
+}
+
+// DefaultChurnConfig refreshes every second, as a table.
+func DefaultChurnConfig() ChurnConfig {
+	return ChurnConfig{Interval: time.Second, Output: "table", backend: "auto"}
+}
+
+// AddFlags registers the churn flags on fs.
+func (c *ChurnConfig) AddFlags(fs *pflag.FlagSet) {
+	fs.DurationVarP(&c.Interval, "interval", "i", c.Interval, "refresh every interval")
+	fs.StringVarP(&c.Output, "output", "o", c.Output, "output format: table or json (one object per interval)")
+	fs.DurationVarP(&c.Duration, "duration", "d", c.Duration, "stop after this long")
+	fs.StringVar(&c.Metrics, "metrics", c.Metrics, "serve Prometheus metrics on this address (e.g. :9477)")
+	fs.IntVar(&c.MetricsDests, "metrics-destinations", c.MetricsDests, "also export the N busiest destinations per netns as series")
+	fs.StringVar(&c.backend, "backend", c.backend, "kernel hooks: auto, fentry, kprobe or tracepoint")
+}
+
+// Validate checks the flags.
+func (c *ChurnConfig) Validate() error {
+	if err := checkOutput(c.Output, "table", "json"); err != nil {
+		return err
+	}
+	if err := checkInterval(c.Interval); err != nil {
+		return err
+	}
+	if err := checkDuration(c.Duration); err != nil {
+		return err
+	}
+	if c.MetricsDests < 0 || c.MetricsDests > 1000 {
+		return fmt.Errorf("invalid --metrics-destinations %d: want 0 to 1000", c.MetricsDests)
+	}
+	if c.MetricsDests > 0 && c.Metrics == "" {
+		return errors.New("--metrics-destinations needs --metrics")
+	}
+	b, err := backendFlag(c.backend)
+	if err != nil {
+		return err
+	}
+	c.Backend = b
+	return nil
+}
