@@ -1,24 +1,34 @@
-# porttrace: `make` builds the binary, `make test` runs every test (root
-# for the kernel tests), `make generate` recompiles the BPF object.
+# porttrace: `make` builds the binary, `make run` builds and runs it (as
+# root), `make test` runs every test (root for the kernel tests), `make
+# generate` recompiles the BPF object.
 
 BPF_CLANG ?= clang
 BPF_CFLAGS ?= -O2 -g -Wall -Werror
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 GO ?= go
+# Loading BPF programs takes root: `make run` and `make test` run as they
+# are when already root (a container, a fresh VM with no sudo), else
+# through sudo, keeping PATH so sudo finds the same go.
+AS_ROOT := $(if $(filter 0,$(shell id -u)),,sudo env "PATH=$$PATH")
+# `make run ARGS="-p 80 -o json"` passes flags to porttrace.
+ARGS ?=
 
-.PHONY: all build generate test test-vm bench bench-vm lint help clean
+.PHONY: all build run generate test test-vm bench bench-vm lint help clean
 
 all: build
 
 build: ## build the static porttrace binary
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o porttrace ./cmd/porttrace
 
+run: build ## build, then trace as root (ARGS="..." for flags)
+	$(AS_ROOT) ./porttrace $(ARGS)
+
 generate: ## recompile bpf/*.c into tracer/porttrace_x86_bpfel.{go,o}
 	cd tracer && BPF_CLANG=$(BPF_CLANG) BPF_CFLAGS="$(BPF_CFLAGS)" $(GO) generate ./...
 
-test: ## run unit and kernel tests (kernel tests need root)
+test: ## run unit and kernel tests (as root, through sudo if need be)
 	$(GO) vet ./...
-	CGO_ENABLED=1 $(GO) test -race -count=1 ./...
+	$(AS_ROOT) CGO_ENABLED=1 $(GO) test -race -count=1 ./...
 
 test-vm: ## run the kernel tests in QEMU on each kernel of vm/kernels, per backend
 	bash vm/run.sh

@@ -251,6 +251,23 @@ static __always_inline void local_ephemeral(struct event *e, struct sock *sk)
 }
 
 /*
+ * sock_ino is the inode number of the socket behind sk, as sock_diag and
+ * /proc/PID/fd name it (socket:[INODE]), so an event joins a snapshot's
+ * socket; 0 for a socket with no struct socket. The inode follows the
+ * struct socket in struct socket_alloc.
+ */
+static __always_inline __u32 sock_ino(struct sock *sk)
+{
+	struct socket *sock = BPF_CORE_READ(sk, sk_socket);
+	struct socket_alloc *sa;
+
+	if (!sock)
+		return 0;
+	sa = (void *)sock - bpf_core_field_offset(struct socket_alloc, socket);
+	return BPF_CORE_READ(sa, vfs_inode.i_ino);
+}
+
+/*
  * Protocol, network namespace and, for an event that is sent, that
  * namespace's port sysctls. Called once the cheap filters have passed.
  */
@@ -270,6 +287,8 @@ static __always_inline bool fill_sock_meta(struct event *e, struct sock *sk)
 	e->flags |= F_HAS_PROTO;
 
 	net = BPF_CORE_READ(sk, __sk_common.skc_net.net);
+	if (!churn_mode)
+		e->sock_ino = sock_ino(sk);
 	if (net) {
 		e->netns = BPF_CORE_READ(net, ns.inum);
 		if (!churn_mode) {
@@ -284,9 +303,9 @@ static __always_inline bool fill_sock_meta(struct event *e, struct sock *sk)
 /*
  * The address in a sockaddr the caller passed, from user memory (syscall
  * tracepoints) or kernel memory (fentry/kprobe, after move_addr_to_kernel).
- * Returns false for anything but AF_INET/AF_INET6.
+ * Returns the sockaddr's family: AF_INET, AF_INET6, or 0 for anything else.
  */
-static __always_inline bool read_sockaddr(const void *sa, bool user, __u8 addr[16], __u16 *port)
+static __always_inline __u16 read_sockaddr(const void *sa, bool user, __u8 addr[16], __u16 *port)
 {
 	struct sockaddr_in6 sin6 = {};
 	long err;
@@ -297,25 +316,42 @@ static __always_inline bool read_sockaddr(const void *sa, bool user, __u8 addr[1
 	else
 		err = bpf_probe_read_kernel(&sin6, sizeof(struct sockaddr_in), sa);
 	if (err)
-		return false;
+		return 0;
 	if (sin6.sin6_family == AF_INET) {
 		struct sockaddr_in *sin = (void *)&sin6;
 
 		*port = bpf_ntohs(sin->sin_port);
 		__builtin_memcpy(addr, &sin->sin_addr, 4);
-		return true;
+		return AF_INET;
 	}
 	if (sin6.sin6_family != AF_INET6)
-		return false;
+		return 0;
 	if (user)
 		err = bpf_probe_read_user(&sin6, sizeof(sin6), sa);
 	else
 		err = bpf_probe_read_kernel(&sin6, sizeof(sin6), sa);
 	if (err)
-		return false;
+		return 0;
 	*port = bpf_ntohs(sin6.sin6_port);
 	__builtin_memcpy(addr, &sin6.sin6_addr, 16);
-	return true;
+	return AF_INET6;
+}
+
+/*
+ * An IPv6 socket takes an IPv4 sockaddr where the kernel allows it (UDP
+ * connect; a TCP connect or bind refuses it with EAFNOSUPPORT): the event
+ * is of the socket's family, so the IPv4 address the caller gave is
+ * written as the IPv4-mapped IPv6 address (::ffff:a.b.c.d) the kernel
+ * itself would use, not as 4 bytes that read as another IPv6 address.
+ */
+static __always_inline void sockaddr_as_family(__u8 addr[16], __u16 sa_family, __u16 sk_family)
+{
+	if (sa_family != AF_INET || sk_family != AF_INET6)
+		return;
+	__builtin_memcpy(addr + 12, addr, 4);
+	__builtin_memset(addr, 0, 10);
+	addr[10] = 0xff;
+	addr[11] = 0xff;
 }
 
 #include "churn.h"
@@ -372,7 +408,9 @@ static __always_inline bool in_progress(long ret)
  */
 static __always_inline bool bind_request(struct event *e, const void *sa, bool user)
 {
-	if (!read_sockaddr(sa, user, e->laddr, &e->lport))
+	/* e->family holds the sockaddr's until emit_bind reads the socket's. */
+	e->family = read_sockaddr(sa, user, e->laddr, &e->lport);
+	if (!e->family)
 		return !churn_mode;
 	e->flags |= F_HAS_LOCAL;
 	if (e->lport == 0) {
@@ -390,12 +428,15 @@ static __always_inline void emit_bind(struct event *e, struct sock *sk, long ret
 {
 	/* A named port passed the filter in bind_request, and the socket keeps it. */
 	bool filtered = (e->flags & F_HAS_LOCAL) && !(e->flags & F_AUTOBIND);
+	__u16 sa_family = e->family;
 	struct sk_head h;
 
 	if (!read_head(e, sk, &h))
 		return;
 	if (ret == 0)
 		head_local(e, sk, &h);
+	else
+		sockaddr_as_family(e->laddr, sa_family, e->family);
 	if ((!filtered && !ports_wanted(e)) || !fill_sock_meta(e, sk))
 		return;
 	fill_task(e, EV_BIND, backend);
@@ -443,14 +484,17 @@ static __always_inline void emit_connect(struct sock *sk, const void *sa, bool u
 {
 	struct event e = {};
 	struct sk_head h;
+	__u16 sa_family;
 
 	if (churn_mode && port_before != 0)
 		return; /* churn counts only the connects that allocate a port */
-	if (!read_sockaddr(sa, user, e.raddr, &e.rport))
+	sa_family = read_sockaddr(sa, user, e.raddr, &e.rport);
+	if (!sa_family)
 		return; /* AF_UNSPEC: a disconnect, not a connect */
 	e.flags |= F_HAS_REMOTE;
 	if (!read_head(&e, sk, &h))
 		return;
+	sockaddr_as_family(e.raddr, sa_family, e.family);
 	e.err = ret;
 	if (in_progress(ret)) {
 		/*

@@ -63,7 +63,8 @@ struct event {
 	__u16 family;      /* AF_INET or AF_INET6 */
 	__u8 kind;         /* enum event_kind */
 	__u8 backend;      /* enum backend_id */
-	__u8 pad[6];
+	__u8 pad[2];
+	__u32 sock_ino;    /* inode of the socket (sock_diag's, /proc/PID/fd's); 0 if unknown */
 	__u8 laddr[16];
 	__u8 raddr[16];
 	char comm[TASK_COMM_LEN];

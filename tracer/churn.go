@@ -97,9 +97,13 @@ func (t *Tracer) ReadChurn() (*ChurnTotals, error) {
 	var cv []porttraceChurnCounts
 	it = m.ChurnDst.Iterate()
 	for it.Next(&dk, &cv) {
+		// An IPv4 destination reached from an IPv6 socket is kept under
+		// its IPv4-mapped address: one destination, two kernel keys.
 		addr := addrFrom(dk.Family, &dk.Daddr).Unmap()
 		key := DestKey{dk.Netns, Dest{dk.Proto, netip.AddrPortFrom(addr, dk.Dport)}}
-		ct.Dests[key] = sumCounts(cv)
+		c := ct.Dests[key]
+		c.add(sumCounts(cv))
+		ct.Dests[key] = c
 	}
 	if err := it.Err(); err != nil {
 		return nil, fmt.Errorf("reading churn_dst: %w", err)
@@ -108,7 +112,10 @@ func (t *Tracer) ReadChurn() (*ChurnTotals, error) {
 	var pk porttraceChurnProcKey
 	it = m.ChurnProc.Iterate()
 	for it.Next(&pk, &cv) {
-		ct.Procs[ProcKey{pk.Pid, pk.Netns, commString(&pk.Comm)}] = sumCounts(cv)
+		key := ProcKey{pk.Pid, pk.Netns, commString(&pk.Comm)}
+		c := ct.Procs[key]
+		c.add(sumCounts(cv))
+		ct.Procs[key] = c
 	}
 	if err := it.Err(); err != nil {
 		return nil, fmt.Errorf("reading churn_proc: %w", err)
@@ -122,6 +129,11 @@ func (t *Tracer) ReadChurn() (*ChurnTotals, error) {
 		ct.Overflow += v
 	}
 	return ct, nil
+}
+
+func (c *ChurnCounts) add(o ChurnCounts) {
+	c.Allocs += o.Allocs
+	c.Fails += o.Fails
 }
 
 func sumCounts(per []porttraceChurnCounts) (c ChurnCounts) {

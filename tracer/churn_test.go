@@ -189,18 +189,21 @@ func TestKernelChurnUsageMatchesSS(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		inUse, timeWait := countSS(t, ssOut, 40000, 40199)
-		if u2.InUse != inUse || u2.TimeWait != timeWait {
-			t.Errorf("sock_diag: in use %d, TIME_WAIT %d; ss: %d, %d\n%s", u2.InUse, u2.TimeWait, inUse, timeWait, ssOut)
+		sockets, ports, timeWait := countSS(t, ssOut, 40000, 40199)
+		if u2.Sockets != sockets || u2.InUse != ports || u2.TimeWait != timeWait {
+			t.Errorf("sock_diag: %d sockets on %d ports, TIME_WAIT %d; ss: %d, %d, %d\n%s",
+				u2.Sockets, u2.InUse, u2.TimeWait, sockets, ports, timeWait, ssOut)
 		}
-		if u2.TimeWait != 15 || u2.InUse != 41 {
-			t.Errorf("in use %d (want 25 open + 15 TIME_WAIT + 1 udp), TIME_WAIT %d (want 15)", u2.InUse, u2.TimeWait)
+		if u2.TimeWait != 15 || u2.Sockets != 41 {
+			t.Errorf("%d sockets (want 25 open + 15 TIME_WAIT + 1 udp), TIME_WAIT %d (want 15)", u2.Sockets, u2.TimeWait)
 		}
 	})
 }
 
-// countSS counts the sockets ss lists with a local port in [lo, hi].
-func countSS(t *testing.T, out []byte, lo, hi int) (inUse, timeWait int) {
+// countSS counts the sockets ss lists with a local port in [lo, hi], and
+// the ports they hold.
+func countSS(t *testing.T, out []byte, lo, hi int) (sockets, ports, timeWait int) {
+	held := map[int]bool{}
 	sc := bufio.NewScanner(strings.NewReader(string(out)))
 	for sc.Scan() {
 		f := strings.Fields(sc.Text()) // netid state recv-q send-q local peer
@@ -215,12 +218,13 @@ func countSS(t *testing.T, out []byte, lo, hi int) (inUse, timeWait int) {
 		if port < lo || port > hi {
 			continue
 		}
-		inUse++
+		sockets++
+		held[port] = true
 		if f[1] == "TIME-WAIT" {
 			timeWait++
 		}
 	}
-	return inUse, timeWait
+	return sockets, len(held), timeWait
 }
 
 // Driven to exhaustion, failures are counted and the estimate reaches zero;
@@ -284,6 +288,11 @@ func TestKernelChurnExhaustion(t *testing.T) {
 	}
 	if n.RangeSize != 200 || n.Exhaustion != 0 {
 		t.Errorf("range size %d, exhaustion %v; want 200 and 0", n.RangeSize, n.Exhaustion)
+	}
+	// The three connections to the other destination share ports with
+	// the first 200: the range is full, not over full.
+	if n.InUse != 200 || n.Sockets != 203 || n.UsagePct != 100 {
+		t.Errorf("%d ports in use by %d sockets, %.1f%%; want 200 by 203, 100%%", n.InUse, n.Sockets, n.UsagePct)
 	}
 	dests := map[netip.AddrPort]DestReport{}
 	for _, d := range n.Dests {
@@ -385,7 +394,7 @@ func serveMetrics(t *testing.T, m *Metrics) (func(), string) {
 	t.Helper()
 	for port := 19477; port < 19577; port++ {
 		addr := fmt.Sprintf("127.0.0.1:%d", port)
-		if stop, err := m.Serve(addr); err == nil {
+		if stop, err := m.Serve(addr, t.Output()); err == nil {
 			return stop, addr
 		}
 	}

@@ -15,6 +15,7 @@ type ChurnConfig struct {
 	Duration     time.Duration
 	Metrics      string
 	MetricsDests int
+	Verbose      bool
 	Backend      Backend
 	backend      string
 }
@@ -32,6 +33,7 @@ func (c *ChurnConfig) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.Metrics, "metrics", c.Metrics, "serve Prometheus metrics on this address (e.g. :9477)")
 	fs.IntVar(&c.MetricsDests, "metrics-destinations", c.MetricsDests, "also export the N busiest destinations per netns as series")
 	fs.StringVar(&c.backend, "backend", c.backend, "kernel hooks: auto, fentry, kprobe or tracepoint")
+	fs.BoolVarP(&c.Verbose, "verbose", "v", c.Verbose, verboseHelp)
 }
 
 // Validate checks the flags.
@@ -50,6 +52,9 @@ func (c *ChurnConfig) Validate() error {
 	}
 	if c.MetricsDests > 0 && c.Metrics == "" {
 		return errors.New("--metrics-destinations needs --metrics")
+	}
+	if err := checkMetrics(c.Metrics); err != nil {
+		return err
 	}
 	b, err := backendFlag(c.backend)
 	if err != nil {

@@ -3,6 +3,7 @@ package tracer
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"time"
@@ -16,18 +17,19 @@ func RunChurn(ctx context.Context, cfg ChurnConfig, stdout, stderr io.Writer) er
 	if cfg.Metrics != "" {
 		metrics = NewMetrics()
 		metrics.MaxDests = cfg.MetricsDests
-		stop, err := metrics.Serve(cfg.Metrics)
+		stop, err := metrics.Serve(cfg.Metrics, stderr)
 		if err != nil {
 			return err
 		}
 		defer stop()
+		fmt.Fprintf(stderr, "porttrace churn: serving metrics on http://%s/metrics\n", metrics.Addr())
 	}
-	t, err := New(Options{Backend: cfg.Backend, Events: kindSet(KindBind, KindConnect), UID: -1, Churn: true})
+	t, err := New(Options{Backend: cfg.Backend, Events: kindSet(KindBind, KindConnect), Churn: true})
 	if err != nil {
 		return err
 	}
 	defer t.Close()
-	fmt.Fprintf(stderr, "porttrace churn: counting with %s\n", t)
+	fmt.Fprintf(stderr, "porttrace churn: counting with %s\n", t.Describe(cfg.Verbose))
 
 	first, err := t.ReadChurn()
 	if err != nil {
@@ -39,7 +41,9 @@ func RunChurn(ctx context.Context, cfg ChurnConfig, stdout, stderr io.Writer) er
 		ctx, cancel = context.WithTimeout(ctx, cfg.Duration)
 		defer cancel()
 	}
-	out := bufio.NewWriter(stdout)
+	sw := newStopWriter(ctx, stdout)
+	defer sw.Close()
+	out := bufio.NewWriter(sw)
 	_, tty := terminalWidth(stdout)
 	clearScreen := cfg.Output == "table" && tty
 	tick := time.NewTicker(cfg.Interval)
@@ -78,18 +82,24 @@ func RunChurn(ctx context.Context, cfg ChurnConfig, stdout, stderr io.Writer) er
 		if err == nil {
 			err = out.Flush()
 		}
+		if errors.Is(err, errStalled) {
+			break
+		}
 		if err != nil {
 			return fmt.Errorf("writing output: %w", err)
 		}
 	}
 	state.AddTotals(last)
 	s := state.Summary
-	fmt.Fprintf(stderr, "porttrace churn: %d allocations, peak %s/s, peak usage %.1f%%, failures: %s",
-		s.Allocs, rate(s.PeakAllocsPerSec), s.PeakUsagePct, orNone(failString(s.Fails)))
+	fmt.Fprintf(stderr, "porttrace churn: %d %s, peak %s/s, peak usage %.1f%%, failures: %s",
+		s.Allocs, plural(int(s.Allocs), "allocation", "allocations"), rate(s.PeakAllocsPerSec), s.PeakUsagePct, orNone(failString(s.Fails)))
 	if s.BusiestAllocs > 0 {
-		fmt.Fprintf(stderr, ", busiest destination %s (%d allocations)", s.Busiest, s.BusiestAllocs)
+		fmt.Fprintf(stderr, ", busiest destination %s (%d %s)", s.Busiest, s.BusiestAllocs, plural(int(s.BusiestAllocs), "allocation", "allocations"))
 	}
 	fmt.Fprintln(stderr)
+	if sw.Stalled() {
+		fmt.Fprintln(stderr, "porttrace churn: stopped while the output was not being read: the last report was not delivered")
+	}
 	return nil
 }
 

@@ -36,9 +36,10 @@ type NetnsReport struct {
 	FailsPerSec  float64
 	AllocsTotal  map[string]uint64
 	FailsTotal   map[string]uint64
-	InUse        int
+	InUse        int // ports of the range held, each once (PortUsage.InUse)
+	Sockets      int // sockets holding them
 	TimeWait     int
-	UsagePct     float64
+	UsagePct     float64 // InUse of RangeSize, so never over 100
 	// Exhaustion is the time until some destination, or the range itself,
 	// runs out at the current growth; negative when usage is not growing.
 	Exhaustion time.Duration
@@ -75,15 +76,37 @@ type usageSample struct {
 
 // ChurnState turns successive kernel totals and usage readings into
 // reports. Not safe for concurrent use.
+//
+// A namespace is reported while the kernel counts allocations in it; the
+// host's always; and one found at risk by a look at every namespace (at
+// start, then every scanEvery), so that a namespace already exhausted,
+// whose connects all fail before they allocate or that sees none during
+// the run, is there too.
 type ChurnState struct {
 	prev     *ChurnTotals
 	history  map[uint32][]float64
-	nsGrowth map[uint32][]usageSample
+	nsGrowth map[usageKey][]usageSample
 	growth   map[DestKey][]usageSample
-	finder   *netnsFinder
 	host     uint32
+	atRisk   map[uint32]bool
+	scanned  time.Time
 	Summary  ChurnSummary
+
+	// usage reads a namespace's PortUsage; namespaces lists every
+	// namespace there is. Tests replace both.
+	usage      func(netns uint32) (*PortUsage, error)
+	namespaces func() []uint32
 }
+
+// usageKey names what a namespace's own exhaustion estimate follows: the
+// ports of one protocol that no new destination may share.
+type usageKey struct {
+	netns uint32
+	proto uint16
+}
+
+// scanEvery spaces the looks at every namespace for one at risk.
+const scanEvery = 10 * time.Second
 
 // ChurnSummary is the whole run, for the line printed on exit.
 type ChurnSummary struct {
@@ -97,14 +120,58 @@ type ChurnSummary struct {
 
 // NewChurnState starts from the totals read right after attaching.
 func NewChurnState(first *ChurnTotals) *ChurnState {
+	finder := newNetnsFinder()
 	return &ChurnState{
 		prev:     first,
 		history:  map[uint32][]float64{},
-		nsGrowth: map[uint32][]usageSample{},
+		nsGrowth: map[usageKey][]usageSample{},
 		growth:   map[DestKey][]usageSample{},
-		finder:   newNetnsFinder(),
 		host:     hostNetns(),
+		atRisk:   map[uint32]bool{},
 		Summary:  ChurnSummary{Fails: map[string]uint64{}},
+		usage: func(netns uint32) (*PortUsage, error) {
+			fd, err := finder.open(netns)
+			if err != nil {
+				return nil, err
+			}
+			defer unix.Close(fd)
+			return ReadUsage(fd)
+		},
+		namespaces: finder.all,
+	}
+}
+
+// atRiskOf reports whether u has run out, or nearly (a twentieth of the
+// range left), for some destination or for any new one.
+func atRiskOf(u *PortUsage) bool {
+	low := u.Size() / 20
+	for _, proto := range []uint16{ProtoTCP, ProtoUDP} {
+		if u.NewHeadroom(proto) <= low {
+			return true
+		}
+	}
+	for d := range u.ByDest {
+		if u.Headroom(d) <= low {
+			return true
+		}
+	}
+	return false
+}
+
+// scan looks at every namespace the kernel has counted nothing in yet and
+// remembers those at risk.
+func (s *ChurnState) scan(now time.Time, counted map[uint32]bool) {
+	if !s.scanned.IsZero() && now.Sub(s.scanned) < scanEvery {
+		return
+	}
+	s.scanned = now
+	for _, ns := range s.namespaces() {
+		if counted[ns] || s.atRisk[ns] {
+			continue
+		}
+		if u, err := s.usage(ns); err == nil && atRiskOf(u) {
+			s.atRisk[ns] = true
+		}
 	}
 }
 
@@ -119,9 +186,14 @@ func (s *ChurnState) Next(cur *ChurnTotals) *ChurnReport {
 	for ns := range cur.Netns {
 		netns[ns] = true
 	}
+	s.scan(cur.Time, netns)
+	for ns := range s.atRisk {
+		netns[ns] = true
+	}
 	for ns := range netns {
 		nr := s.netnsReport(ns, cur, dt)
 		if nr.UsageErr != "" && nr.AllocsPerSec == 0 && nr.FailsPerSec == 0 {
+			delete(s.atRisk, ns)
 			continue // a namespace that is gone and quiet: nothing to watch
 		}
 		r.Netns = append(r.Netns, nr)
@@ -153,22 +225,23 @@ func (s *ChurnState) netnsReport(ns uint32, cur *ChurnTotals, dt float64) NetnsR
 	s.history[ns] = h
 	nr.History = h
 
-	var u *PortUsage
-	fd, err := s.finder.open(ns)
-	if err == nil {
-		u, err = ReadUsage(fd)
-		unix.Close(fd)
-	}
+	u, err := s.usage(ns)
 	if err != nil {
 		nr.UsageErr = err.Error()
-		u = &PortUsage{ByDest: map[Dest]int{}}
+		u = newPortUsage()
 	} else {
 		nr.Range, nr.Reserved, nr.RangeSize = u.Range, u.Reserved, u.Size()
-		nr.InUse, nr.TimeWait = u.InUse, u.TimeWait
+		nr.InUse, nr.Sockets, nr.TimeWait = u.InUse, u.Sockets, u.TimeWait
 		if nr.RangeSize > 0 {
 			nr.UsagePct = 100 * float64(u.InUse) / float64(nr.RangeSize)
 		}
-		nr.Exhaustion = eta(max(0, nr.RangeSize-u.InUse), grow(s.nsGrowth, ns, cur.Time, u.InUse))
+		// A destination not used yet runs out when the ports no one
+		// may share fill the range.
+		for _, proto := range []uint16{ProtoTCP, ProtoUDP} {
+			k := usageKey{ns, proto}
+			exclusive := u.Exclusive(proto)
+			nr.Exhaustion = sooner(nr.Exhaustion, eta(u.NewHeadroom(proto), grow(s.nsGrowth, k, cur.Time, exclusive)))
+		}
 	}
 
 	// Destinations: the kernel's counts joined with the sockets now open.
@@ -193,10 +266,9 @@ func (s *ChurnState) netnsReport(ns uint32, cur *ChurnTotals, dt float64) NetnsR
 		}
 		if nr.UsageErr == "" {
 			dr.Headroom = u.Headroom(d)
-			dr.Exhaustion = eta(dr.Headroom, grow(s.growth, key, cur.Time, dr.InUse))
-			if dr.Exhaustion >= 0 && (nr.Exhaustion < 0 || dr.Exhaustion < nr.Exhaustion) {
-				nr.Exhaustion = dr.Exhaustion
-			}
+			used := u.Size() - dr.Headroom
+			dr.Exhaustion = eta(dr.Headroom, grow(s.growth, key, cur.Time, used))
+			nr.Exhaustion = sooner(nr.Exhaustion, dr.Exhaustion)
 		}
 		nr.Dests = append(nr.Dests, dr)
 		if c.Allocs > s.Summary.BusiestAllocs {
@@ -240,6 +312,17 @@ func grow[K comparable](m map[K][]usageSample, key K, t time.Time, inUse int) fl
 		return float64(inUse-samples[0].inUse) / d
 	}
 	return 0
+}
+
+// sooner is the earlier of two estimates, where negative means never.
+func sooner(a, b time.Duration) time.Duration {
+	switch {
+	case a < 0:
+		return b
+	case b < 0:
+		return a
+	}
+	return min(a, b)
 }
 
 // eta is how long headroom lasts at rate per second; -1 if it is not

@@ -24,13 +24,14 @@ func WriteChurnTable(w io.Writer, r *ChurnReport) error {
 		n := &r.Netns[i]
 		fmt.Fprintf(&b, "\nnetns %d", n.Netns)
 		if n.UsageErr != "" {
-			fmt.Fprintf(&b, "  usage unknown: %s\n", n.UsageErr)
+			fmt.Fprintf(&b, "  usage unknown: %s\n", printable(n.UsageErr))
 		} else {
 			fmt.Fprintf(&b, "  range %d-%d (%d ports", n.Range[0], n.Range[1], n.RangeSize)
 			if n.Reserved > 0 {
 				fmt.Fprintf(&b, ", %d reserved", n.Reserved)
 			}
-			fmt.Fprintf(&b, ")  in use %d/%d (%.1f%%)  TIME_WAIT %d\n", n.InUse, n.RangeSize, n.UsagePct, n.TimeWait)
+			fmt.Fprintf(&b, ")  ports in use %d/%d (%.1f%%)  %d %s  TIME_WAIT %d\n", n.InUse, n.RangeSize, n.UsagePct,
+				n.Sockets, plural(n.Sockets, "socket", "sockets"), n.TimeWait)
 		}
 		fmt.Fprintf(&b, "allocations %s/s  failures %s/s  exhaustion %s  %s\n",
 			rate(n.AllocsPerSec), rate(n.FailsPerSec), etaString(n.Exhaustion), Sparkline(n.History))
@@ -50,7 +51,7 @@ func WriteChurnTable(w io.Writer, r *ChurnReport) error {
 		if len(n.Procs) > 0 {
 			fmt.Fprintf(&b, "  %-8s %-16s %7s %7s %9s %7s\n", "PID", "COMM", "ALLOC/S", "FAIL/S", "ALLOCS", "FAILS")
 			for _, p := range n.Procs[:min(topN, len(n.Procs))] {
-				fmt.Fprintf(&b, "  %-8d %-16s %7s %7s %9d %7d\n", p.PID, p.Comm, rate(p.AllocsPerSec), rate(p.FailsPerSec), p.Allocs, p.Fails)
+				fmt.Fprintf(&b, "  %-8d %-16s %7s %7s %9d %7d\n", p.PID, printable(p.Comm), rate(p.AllocsPerSec), rate(p.FailsPerSec), p.Allocs, p.Fails)
 			}
 		}
 	}
@@ -132,6 +133,7 @@ func AppendChurnJSON(buf []byte, r *ChurnReport) []byte {
 			buf = appendUint(buf, "range_size", uint64(n.RangeSize))
 			buf = appendUint(buf, "reserved", uint64(n.Reserved))
 			buf = appendUint(buf, "in_use", uint64(n.InUse))
+			buf = appendUint(buf, "sockets", uint64(n.Sockets))
 			buf = appendUint(buf, "time_wait", uint64(n.TimeWait))
 			buf = appendFloat(buf, "usage_pct", n.UsagePct)
 		}
@@ -165,7 +167,7 @@ func AppendChurnJSON(buf []byte, r *ChurnReport) []byte {
 			}
 			buf = append(buf, `{"pid":`...)
 			buf = strconv.AppendUint(buf, uint64(p.PID), 10)
-			buf = appendStr(buf, "comm", p.Comm)
+			buf = appendText(buf, "comm", p.Comm)
 			buf = appendFloat(buf, "allocs_per_s", p.AllocsPerSec)
 			buf = appendFloat(buf, "fails_per_s", p.FailsPerSec)
 			buf = appendUint(buf, "allocs_total", p.Allocs)

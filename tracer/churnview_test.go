@@ -17,7 +17,7 @@ func sampleChurnReport() *ChurnReport {
 		Netns: []NetnsReport{
 			{
 				Netns: 4026531833, Range: [2]uint16{32768, 60999}, RangeSize: 28200, Reserved: 32,
-				AllocsPerSec: 14115, FailsPerSec: 2, InUse: 28190, TimeWait: 28000, UsagePct: 99.96,
+				AllocsPerSec: 14115, FailsPerSec: 2, InUse: 28190, Sockets: 28194, TimeWait: 28000, UsagePct: 99.96,
 				AllocsTotal: map[string]uint64{"connect tcp": 28313, "connect udp": 4},
 				FailsTotal:  map[string]uint64{"EADDRNOTAVAIL": 2},
 				Exhaustion:  0, History: []float64{0, 7000, 14115},
@@ -25,7 +25,12 @@ func sampleChurnReport() *ChurnReport {
 					{Dest: svc, AllocsPerSec: 14115, FailsPerSec: 2, InUse: 28186, Headroom: 0, Exhaustion: 0},
 					{Dest: dns, AllocsPerSec: 4, InUse: 4, Headroom: 28182, Exhaustion: 117*time.Minute + 25*time.Second},
 				},
-				Procs: []ProcReport{{PID: 4242, Comm: "loadgen", AllocsPerSec: 14119, FailsPerSec: 2, Allocs: 28317, Fails: 2}},
+				Procs: []ProcReport{
+					{PID: 4242, Comm: "loadgen", AllocsPerSec: 14119, FailsPerSec: 2, Allocs: 28317, Fails: 2},
+					// A name any local user can give a process (prctl PR_SET_NAME).
+					{PID: 6666, Comm: "\x1b]0;PWN\x07zz", AllocsPerSec: 1, Allocs: 7},
+					{PID: 6667, Comm: "a\nb\tc\xff", AllocsPerSec: 1, Allocs: 3},
+				},
 			},
 			{
 				Netns: 4026532315, UsageErr: "network namespace 4026532315: no process or mount holds it",
@@ -43,6 +48,12 @@ func TestChurnTableGolden(t *testing.T) {
 		t.Fatal(err)
 	}
 	golden(t, "churn.table", []byte(b.String()))
+	if i := strings.IndexFunc(b.String(), func(r rune) bool { return r < 0x20 && r != '\n' || r == 0x7f }); i >= 0 {
+		t.Errorf("control byte %q in the churn table at offset %d", b.String()[i], i)
+	}
+	if lines := strings.Count(b.String(), "\n"); lines != 17 {
+		t.Errorf("%d lines, want 17: a process name broke a line", lines)
+	}
 }
 
 func TestChurnJSONGolden(t *testing.T) {
@@ -68,6 +79,10 @@ func TestChurnJSONGolden(t *testing.T) {
 	}
 	if n1.InUse != nil || n1.ExhaustionS != nil || n1.Destinations[0]["in_use"] != nil {
 		t.Errorf("unknown usage must be absent, not zero: %+v", n1)
+	}
+	// A name that is not UTF-8 keeps its bytes, in hex.
+	if p := n0.Processes[2]; p["comm"] != "a\nb\tc\ufffd" || p["comm_hex"] != "610a620963ff" {
+		t.Errorf("comm %q, comm_hex %q", p["comm"], p["comm_hex"])
 	}
 }
 

@@ -89,6 +89,10 @@ func TestReason(t *testing.T) {
 			"permission denied"},
 		{"EPERM is policy", Event{Kind: KindBind, Errno: unix.EPERM}, "policy"},
 		{"EADDRINUSE", Event{Kind: KindBind, Errno: unix.EADDRINUSE}, "another socket holds"},
+		{"listen's EADDRINUSE: autobind found no port", Event{Kind: KindListen, Errno: unix.EADDRINUSE}, "no free port to bind an unbound socket"},
+		{"UDP connect out of ports",
+			Event{Kind: KindConnect, Proto: ProtoUDP, Errno: unix.EAGAIN, HasNet: true, PortRange: [2]uint16{40000, 40001}},
+			"no free local port in ip_local_port_range 40000-40001"},
 		{"connect out of ports",
 			Event{Kind: KindConnect, Errno: unix.EADDRNOTAVAIL, HasNet: true, PortRange: [2]uint16{40000, 40001}},
 			"ip_local_port_range 40000-40001"},
@@ -101,5 +105,18 @@ func TestReason(t *testing.T) {
 				t.Errorf("reason %q, want it to contain %q", ev.Reason, tc.want)
 			}
 		})
+	}
+}
+
+// The ephemeral range is inclusive at both ends, as the sysctl is.
+func TestInRange(t *testing.T) {
+	r := [2]uint16{32768, 60999}
+	for _, tc := range []struct {
+		port uint16
+		want bool
+	}{{32767, false}, {32768, true}, {40000, true}, {60999, true}, {61000, false}} {
+		if got := InRange(tc.port, r); got != tc.want {
+			t.Errorf("InRange(%d, %v) = %t, want %t", tc.port, r, got, tc.want)
+		}
 	}
 }

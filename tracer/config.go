@@ -4,6 +4,10 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"math"
+	"net"
+	"net/netip"
+	"os/user"
 	"slices"
 	"strconv"
 	"strings"
@@ -30,9 +34,11 @@ type Config struct {
 	Backend  Backend
 	Version  bool
 	Metrics  string
+	Verbose  bool
 
 	backend  string
-	ringSize uint32 // bytes; 0: the default (tests shrink it to force a loss)
+	user     userFlag // --uid as given: Validate resolves a name into UID
+	ringSize uint32   // bytes; 0: the default (tests shrink it to force a loss)
 }
 
 // DefaultConfig is a Config with every event and no filter.
@@ -45,7 +51,7 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVarP(&c.Output, "output", "o", c.Output, "output format: table or json")
 	fs.VarP(&c.Ports, "port", "p", "only these ports, local or remote (e.g. 25,80,8000-8100); in-kernel")
 	fs.Uint32Var(&c.PID, "pid", c.PID, "only this process (tgid); in-kernel")
-	fs.Int64Var(&c.UID, "uid", c.UID, "only this user id; in-kernel")
+	fs.Var(&c.user, "uid", "only this user (a name or an id); in-kernel")
 	fs.StringVar(&c.Comm, "comm", c.Comm, "only processes with this command name (the calling thread's or the process's; first 15 bytes)")
 	fs.VarP(&c.Events, "events", "e", "events to trace: bind,listen,connect,accept")
 	fs.BoolVar(&c.Failed, "failed", c.Failed, "only denied or failed calls")
@@ -54,19 +60,38 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&c.TCP, "tcp", c.TCP, "only TCP (and MPTCP)")
 	fs.BoolVar(&c.UDP, "udp", c.UDP, "only UDP")
 	fs.DurationVarP(&c.Duration, "duration", "d", c.Duration, "stop after this long (e.g. 30s)")
-	fs.Uint64VarP(&c.Count, "count", "n", c.Count, "stop after this many events")
+	fs.VarP((*countFlag)(&c.Count), "count", "n", "stop after this many events")
 	fs.StringVar(&c.backend, "backend", c.backend, "kernel hooks: auto, fentry, kprobe or tracepoint")
 	fs.StringVar(&c.Metrics, "metrics", c.Metrics, "serve Prometheus metrics (events by type and result, lost) on this address")
+	fs.BoolVarP(&c.Verbose, "verbose", "v", c.Verbose, verboseHelp)
 	fs.BoolVar(&c.Version, "version", c.Version, "print the version and exit")
 }
+
+const verboseHelp = "say why other backends were refused, and other details"
 
 // Validate checks what flags alone cannot and resolves named values.
 func (c *Config) Validate() error {
 	if err := checkOutput(c.Output, "table", "json"); err != nil {
 		return err
 	}
-	if c.UID < -1 || c.UID > 0xfffffffe {
-		return fmt.Errorf("invalid --uid %d", c.UID)
+	if c.Ports.Has(0) {
+		return fmt.Errorf("invalid --port %q: %s", c.Ports.itemWith(0), portRange)
+	}
+	if c.IPv4 && c.IPv6 {
+		return errors.New("-4 and -6 together: leaving both out already means both families")
+	}
+	if c.TCP && c.UDP {
+		return errors.New("--tcp and --udp together: leaving both out already means both protocols")
+	}
+	if c.user != "" {
+		uid, err := c.user.resolve()
+		if err != nil {
+			return err
+		}
+		c.UID = uid
+	}
+	if c.UID < -1 || c.UID > maxUID {
+		return fmt.Errorf("invalid --uid %d: %s", c.UID, uidRange)
 	}
 	if err := checkDuration(c.Duration); err != nil {
 		return err
@@ -79,11 +104,11 @@ func (c *Config) Validate() error {
 	if c.Events.Empty() {
 		return errors.New("invalid --events: no event selected")
 	}
-	return nil
+	return checkMetrics(c.Metrics)
 }
 
-// checkOutput, checkInterval, checkDuration and backendFlag are the checks every
-// subcommand's flags share, worded once.
+// checkOutput, checkInterval, checkDuration, checkMetrics and backendFlag are
+// the checks every subcommand's flags share, worded once.
 func checkOutput(output string, formats ...string) error {
 	if slices.Contains(formats, output) {
 		return nil
@@ -104,6 +129,44 @@ func checkDuration(d time.Duration) error {
 		return fmt.Errorf("invalid --duration %s: want 0 (until stopped) or more", d)
 	}
 	return nil
+}
+
+// checkMetrics accepts only addresses net.Listen takes without a lookup:
+// a name would wait on DNS at startup and could listen somewhere else than
+// meant. localhost, from /etc/hosts, is the one name allowed.
+func checkMetrics(addr string) error {
+	if addr == "" {
+		return nil
+	}
+	bad := fmt.Errorf("invalid --metrics %q: want HOST:PORT or :PORT, HOST an IP address ([ADDR] for IPv6) or localhost, PORT a number from 0 to 65535", addr)
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return bad
+	}
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return bad
+	}
+	bracketed := strings.HasPrefix(addr, "[")
+	switch host {
+	case "", "localhost":
+		if bracketed {
+			return bad
+		}
+	default:
+		ip, err := netip.ParseAddr(host)
+		if err != nil || ip.Is6() != bracketed {
+			return bad
+		}
+	}
+	return nil
+}
+
+// flagChanged reports whether the command line gave the flag name: a flag
+// that only means something with another (--interval with --watch) has a
+// default, so its value cannot tell. A config built without AddFlags was
+// given no flag.
+func flagChanged(fs *pflag.FlagSet, name string) bool {
+	return fs != nil && fs.Changed(name)
 }
 
 func backendFlag(s string) (Backend, error) {
@@ -189,12 +252,33 @@ func (p *PortSet) Set(s string) error {
 	return nil
 }
 
+// portRange is what every message about a port wants. PortSet itself takes
+// 0, which ip_local_reserved_ports may list; the flags refuse it, as no
+// socket is on port 0 (bind asks with it for any port).
+const portRange = "want a port from 1 to 65535"
+
 func parsePort(s string) (uint16, error) {
 	n, err := strconv.ParseUint(s, 10, 16)
 	if err != nil {
-		return 0, fmt.Errorf("invalid port %q: want a number from 0 to 65535", s)
+		return 0, fmt.Errorf("invalid port %q: %s", s, portRange)
 	}
 	return uint16(n), nil
+}
+
+// itemWith is the item of the list that set port, for a message.
+func (p *PortSet) itemWith(port uint16) string {
+	for _, item := range p.spec {
+		lo, hi, isRange := strings.Cut(item, "-")
+		first, _ := parsePort(lo)
+		last := first
+		if isRange {
+			last, _ = parsePort(hi)
+		}
+		if first <= port && port <= last {
+			return item
+		}
+	}
+	return strconv.Itoa(int(port))
 }
 
 // Has reports whether port is in the set.
@@ -233,6 +317,9 @@ func (k *KindSet) Set(s string) error {
 		if err != nil {
 			return err
 		}
+		if k.Has(kind) {
+			return fmt.Errorf("event %q named twice", kind)
+		}
 		k.set |= 1 << kind
 	}
 	return nil
@@ -256,3 +343,89 @@ func (k *KindSet) String() string {
 
 // Type is what --help shows as the value's kind.
 func (k *KindSet) Type() string { return "events" }
+
+// countFlag is --count. Its zero value, the default, means no limit, which
+// is why 0 cannot be asked for.
+type countFlag uint64
+
+func (n *countFlag) Set(s string) error {
+	v, err := strconv.ParseUint(s, 10, 64)
+	if err != nil || v == 0 {
+		return fmt.Errorf("want 1 or more events, at most %d", uint64(math.MaxUint64))
+	}
+	*n = countFlag(v)
+	return nil
+}
+
+func (n *countFlag) String() string { return strconv.FormatUint(uint64(*n), 10) }
+
+// Type is what --help shows as the value's kind.
+func (n *countFlag) Type() string { return "uint" }
+
+// maxUID is the highest user id: (uid_t)-1, 4294967295, is the kernel's
+// "no user" (INVALID_UID), which no process runs as.
+const maxUID = 0xfffffffe
+
+const uidRange = `want a user name or an id from 0 to 4294967294 (4294967295 is the kernel's "no user")`
+
+// userFlag is --uid as given, a user name or id. A name is looked up by
+// resolve, after parsing: the lookup reads /etc/passwd or asks NSS, which
+// no flag parser should do while help is all that was asked for.
+type userFlag string
+
+func (u *userFlag) Set(s string) error {
+	if s == "" {
+		return errors.New(uidRange)
+	}
+	if isUID(s) {
+		if _, err := parseUID(s); err != nil {
+			return err
+		}
+	}
+	*u = userFlag(s)
+	return nil
+}
+
+func (u *userFlag) String() string { return string(*u) }
+
+// Type is what --help shows as the value's kind.
+func (u *userFlag) Type() string { return "user" }
+
+// resolve is the user id u names.
+func (u userFlag) resolve() (int64, error) {
+	s := string(u)
+	if isUID(s) {
+		uid, err := parseUID(s)
+		if err != nil {
+			return 0, fmt.Errorf("invalid --uid %q: %w", s, err)
+		}
+		return uid, nil
+	}
+	usr, err := user.Lookup(s)
+	if errors.As(err, new(user.UnknownUserError)) {
+		return 0, fmt.Errorf("invalid --uid %q: no such user; %s", s, uidRange)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("looking up --uid %q: %w", s, err)
+	}
+	uid, err := parseUID(usr.Uid)
+	if err != nil {
+		return 0, fmt.Errorf("user %q has id %s: %w", s, usr.Uid, err)
+	}
+	return uid, nil
+}
+
+// isUID reports whether s is written as a number (negative ones too, to
+// be refused as such), not a name.
+func isUID(s string) bool {
+	digits := strings.TrimLeft(s, "+-")
+	return len(s)-len(digits) <= 1 && digits != "" && strings.Trim(digits, "0123456789") == ""
+}
+
+func parseUID(s string) (int64, error) {
+	n, err := strconv.ParseUint(s, 10, 32)
+	if err != nil || n > maxUID {
+		return 0, errors.New(uidRange)
+	}
+	return int64(n), nil
+}

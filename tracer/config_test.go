@@ -25,7 +25,7 @@ func TestPortSet(t *testing.T) {
 		{in: "65535", has: []uint16{65535}, hasNot: []uint16{65534}},
 		{in: " 22 , 443 ", has: []uint16{22, 443}},
 		{in: "22", in2: "53", has: []uint16{22, 53}, hasNot: []uint16{23}},
-		{in: "65536", wantErr: `invalid port "65536"`},
+		{in: "65536", wantErr: `invalid port "65536": want a port from 1 to 65535`},
 		{in: "http", wantErr: `invalid port "http"`},
 		{in: "-5", wantErr: `invalid port ""`},
 		{in: "90-80", wantErr: "runs backwards"},
@@ -83,7 +83,21 @@ func TestFlags(t *testing.T) {
 		{args: []string{"-e", "close"}, wantErr: `unknown event "close"`},
 		{args: []string{"-p", "99999"}, wantErr: `invalid port "99999"`},
 		{args: []string{"--pid", "-1"}, wantErr: "invalid argument"},
-		{args: []string{"--uid", "-2"}, wantErr: "invalid --uid -2"},
+		{args: []string{"--uid", "-2"}, wantErr: "want a user name or an id from 0 to 4294967294"},
+		{args: []string{"--uid", "4294967295"}, wantErr: `4294967295 is the kernel's "no user"`},
+		{args: []string{"--uid", "root"}, check: func(c *Config) bool { return c.UID == 0 }},
+		{args: []string{"--uid", "4294967294"}, check: func(c *Config) bool { return c.UID == 4294967294 }},
+		{args: []string{"--uid", "no-such-user-here"}, wantErr: `invalid --uid "no-such-user-here": no such user`},
+		{args: []string{"-4", "-6"}, wantErr: "-4 and -6 together: leaving both out already means both families"},
+		{args: []string{"--tcp", "--udp"}, wantErr: "--tcp and --udp together: leaving both out already means both protocols"},
+		{args: []string{"-p", "0"}, wantErr: `invalid --port "0": want a port from 1 to 65535`},
+		{args: []string{"-p", "80,0-10"}, wantErr: `invalid --port "0-10": want a port from 1 to 65535`},
+		{args: []string{"-p", "1-65535"}, check: func(c *Config) bool { return c.Ports.Has(1) && c.Ports.Has(65535) && !c.Ports.Has(0) }},
+		{args: []string{"-n", "0"}, wantErr: "want 1 or more events"},
+		{args: []string{"-n", "99999999999999999999"}, wantErr: `invalid argument "99999999999999999999" for "-n, --count" flag: want 1 or more events, at most 18446744073709551615`},
+		{args: []string{"-e", "bind,bind"}, wantErr: `event "bind" named twice`},
+		{args: []string{"--metrics", "256.1.1.1:9000"}, wantErr: `invalid --metrics "256.1.1.1:9000": want HOST:PORT or :PORT`},
+		{args: []string{"--metrics", "[::1]:0", "-v"}, check: func(c *Config) bool { return c.Metrics == "[::1]:0" && c.Verbose }},
 		{args: []string{"-d", "soon"}, wantErr: "invalid argument"},
 		{args: []string{"-d", "-1s"}, wantErr: "invalid --duration -1s"},
 		{args: []string{"--nope"}, wantErr: "unknown flag: --nope"},
@@ -189,7 +203,7 @@ func TestJoinErrorsOneLine(t *testing.T) {
 // stream it serves; another process, or another port, is.
 func TestMetricsOwnAccept(t *testing.T) {
 	m := NewMetrics()
-	stop, err := m.Serve("127.0.0.1:0")
+	stop, err := m.Serve("127.0.0.1:0", t.Output())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,9 +1,8 @@
 package tracer
 
 import (
-	"bytes"
+	"errors"
 	"io/fs"
-	"os"
 	"os/user"
 	"path/filepath"
 	"strconv"
@@ -33,6 +32,10 @@ type enricher struct {
 	procs    map[uint32]*procInfo
 	users    map[uint32]string
 	cgroups  cgroupIndex
+
+	// lookupUser is user.LookupId; tests replace it.
+	lookupUser func(uid string) (*user.User, error)
+	userRetry  map[uint32]time.Time // when a uid whose lookup failed may be tried again
 }
 
 type procInfo struct {
@@ -44,7 +47,7 @@ type procInfo struct {
 
 func newEnricher() *enricher {
 	return &enricher{procRoot: "/proc", procs: map[uint32]*procInfo{}, users: map[uint32]string{},
-		cgroups: cgroupIndex{roots: cgroup2Roots}}
+		cgroups: cgroupIndex{roots: cgroup2Roots}, lookupUser: user.LookupId, userRetry: map[uint32]time.Time{}}
 }
 
 func (en *enricher) enrich(ev *Event) {
@@ -62,9 +65,7 @@ func (en *enricher) enrich(ev *Event) {
 func (en *enricher) mainComm(ev *Event) string {
 	p := en.proc(ev)
 	if p.comm == "" {
-		if b, err := os.ReadFile(en.procRoot + "/" + strconv.FormatUint(uint64(ev.PID), 10) + "/comm"); err == nil {
-			p.comm = strings.TrimSuffix(string(b), "\n")
-		}
+		p.comm = readProcFacts(en.procRoot, ev.PID, factComm).comm
 	}
 	return p.comm
 }
@@ -88,37 +89,36 @@ func (en *enricher) proc(ev *Event) *procInfo {
 }
 
 func (en *enricher) readProc(pid uint32) *procInfo {
-	dir := en.procRoot + "/" + strconv.FormatUint(uint64(pid), 10)
-	p := &procInfo{}
-	if exe, err := os.Readlink(dir + "/exe"); err == nil {
-		p.exe = strings.TrimSuffix(exe, " (deleted)")
-	}
-	if b, err := os.ReadFile(dir + "/cgroup"); err == nil {
-		p.cgroup = cgroupPath(b)
-	}
-	return p
+	f := readProcFacts(en.procRoot, pid, factExe|factCgroup)
+	return &procInfo{exe: f.exe, cgroup: f.cgroup}
 }
 
-// cgroupPath picks the cgroup v2 path ("0::/system.slice/x.service") out of
-// /proc/PID/cgroup.
-func cgroupPath(b []byte) string {
-	for _, line := range bytes.Split(b, []byte("\n")) {
-		if rest, ok := bytes.CutPrefix(line, []byte("0::")); ok {
-			return string(rest)
-		}
-	}
-	return ""
-}
-
+// user names uid. A lookup that failed for want of a file descriptor or a
+// readable /etc/passwd says nothing of the uid: the number stands for this
+// event, is not cached, and the lookup is tried again a second later, not
+// on every event of a storm. "No such user" is an answer: the number is
+// cached.
 func (en *enricher) user(uid uint32) string {
 	if name, ok := en.users[uid]; ok {
 		return name
 	}
 	id := strconv.FormatUint(uint64(uid), 10)
-	name := id
-	if u, err := user.LookupId(id); err == nil {
-		name = u.Username
+	now := time.Now()
+	if now.Before(en.userRetry[uid]) {
+		return id
 	}
+	name := id
+	u, err := en.lookupUser(id)
+	if err == nil {
+		name = u.Username
+	} else if _, unknown := errors.AsType[user.UnknownUserIdError](err); !unknown {
+		if len(en.userRetry) >= maxCached {
+			clear(en.userRetry)
+		}
+		en.userRetry[uid] = now.Add(time.Second)
+		return id
+	}
+	delete(en.userRetry, uid)
 	en.users[uid] = name
 	return name
 }

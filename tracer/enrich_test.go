@@ -2,7 +2,9 @@ package tracer
 
 import (
 	"os"
+	"os/user"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -22,7 +24,7 @@ func TestEnricherCache(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	setExe("/usr/bin/server (deleted)")
+	setExe("/usr/bin/server")
 	if err := os.WriteFile(filepath.Join(dir, "cgroup"), []byte("0::/system.slice/server.service\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -83,5 +85,55 @@ func TestEnricherMainComm(t *testing.T) {
 	gone := Event{PID: 99, TID: 100, Comm: "worker", Time: time.Unix(1000, 0)}
 	if got := en.mainComm(&gone); got != "" {
 		t.Errorf("mainComm of an exited process = %q, want empty", got)
+	}
+}
+
+// A user lookup that failed for want of descriptors gives the number for
+// that event only; once /etc/passwd can be read the name is given and
+// cached. "No such user" is an answer and is cached. Lookups are retried at
+// most once a second.
+func TestEnricherUser(t *testing.T) {
+	emfile := &os.PathError{Op: "open", Path: "/etc/passwd", Err: syscall.EMFILE}
+	root := &user.User{Uid: "0", Username: "root"}
+	type result struct {
+		u   *user.User
+		err error
+	}
+	type step struct {
+		later   bool   // a second has passed since the previous event
+		want    string // user of the event
+		lookups int    // lookups made so far
+	}
+	for _, tc := range []struct {
+		name    string
+		uid     uint32
+		results []result // of successive lookups
+		steps   []step
+	}{
+		{"found: cached", 0, []result{{root, nil}}, []step{{false, "root", 1}, {true, "root", 1}}},
+		{"out of descriptors, then freed", 0, []result{{nil, emfile}, {root, nil}},
+			[]step{{false, "0", 1}, {false, "0", 1}, {true, "root", 2}, {true, "root", 2}}},
+		{"no such user: the number is cached", 4242, []result{{nil, user.UnknownUserIdError(4242)}},
+			[]step{{false, "4242", 1}, {true, "4242", 1}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			en := newEnricher()
+			lookups := 0
+			en.lookupUser = func(uid string) (*user.User, error) {
+				r := tc.results[min(lookups, len(tc.results)-1)]
+				lookups++
+				return r.u, r.err
+			}
+			for i, s := range tc.steps {
+				if s.later {
+					for uid := range en.userRetry {
+						en.userRetry[uid] = time.Time{}
+					}
+				}
+				if got := en.user(tc.uid); got != s.want || lookups != s.lookups {
+					t.Errorf("event %d: user %q after %d lookups, want %q after %d", i, got, lookups, s.want, s.lookups)
+				}
+			}
+		})
 	}
 }

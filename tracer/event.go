@@ -1,6 +1,7 @@
 package tracer
 
 import (
+	"cmp"
 	"fmt"
 	"net/netip"
 	"syscall"
@@ -141,6 +142,17 @@ func FamilyName(f uint16) string {
 	return ""
 }
 
+// addrFamily names the family of the traffic on a socket of family with
+// these addresses: an IPv6 socket whose peer (or, unconnected, its own
+// address) is IPv4-mapped talks IPv4, as a dual-stack listener's IPv4
+// client or a UDP socket connected to an IPv4 sockaddr does.
+func addrFamily(family uint16, local, remote netip.AddrPort) string {
+	if ap := cmp.Or(remote, local); ap.IsValid() && ap.Addr().Is4In6() {
+		return "ipv4"
+	}
+	return FamilyName(family)
+}
+
 // Event is one socket operation, decoded and classified.
 //
 // Fields the backend could not know stay at their zero value and are
@@ -164,6 +176,7 @@ type Event struct {
 	Exe    string
 	Cgroup string
 
+	Inode  uint32 // of the socket, as sock_diag and /proc/PID/fd name it; 0 if unknown
 	Proto  uint16 // ProtoTCP, ProtoUDP, ProtoMPTCP; 0 if unknown
 	Family uint16 // unix.AF_INET or unix.AF_INET6
 	Local  netip.AddrPort
@@ -182,6 +195,10 @@ type Event struct {
 	Privileged bool      // the service port needs CAP_NET_BIND_SERVICE in this netns
 	Reason     string    // why a call was denied or failed, in words
 }
+
+// AddrFamily is the family of the event's traffic (see addrFamily):
+// what -4 and -6 select and JSON's family says.
+func (e *Event) AddrFamily() string { return addrFamily(e.Family, e.Local, e.Remote) }
 
 // ServicePort is the port that names the service: the local port of a bind,
 // listen or accept, the remote port of a connect.
@@ -241,6 +258,7 @@ func decode(raw *porttraceEvent, bootOffset time.Duration, ev *Event, comms *int
 		ExeDeleted: raw.Flags&flagExeDeleted != 0,
 		CapBind:    raw.Flags&flagCapBind != 0,
 		Family:     raw.Family,
+		Inode:      raw.SockIno,
 		Ephemeral:  raw.Flags&flagEphemeral != 0,
 	}
 	if raw.Flags&flagHasProto != 0 {

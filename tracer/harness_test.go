@@ -97,13 +97,22 @@ func newNetns(t *testing.T) *netns {
 	if err := <-errc; err != nil {
 		t.Fatalf("creating netns: %v", err)
 	}
-	t.Cleanup(func() { unix.Close(n.fd) })
+	t.Cleanup(n.drop)
 	var st unix.Stat_t
 	if err := unix.Fstat(n.fd, &st); err != nil {
 		t.Fatal(err)
 	}
 	n.inode = uint32(st.Ino)
 	return n
+}
+
+// drop closes the test's hold on the namespace: with no process in it,
+// it is gone.
+func (n *netns) drop() {
+	if n.fd >= 0 {
+		unix.Close(n.fd)
+		n.fd = -1
+	}
 }
 
 // path names the namespace for --netns.
@@ -171,9 +180,6 @@ func startTracer(t *testing.T, o Options) *collector {
 	}
 	if o.Events.Empty() {
 		o.Events = AllKinds()
-	}
-	if o.UID == 0 {
-		o.UID = -1
 	}
 	tr := newTracer(t, o)
 	c := &collector{tr: tr, done: make(chan struct{})}
@@ -291,14 +297,15 @@ func only(evs []Event, k Kind) []Event {
 // thread identifies the calling thread, for checkTask; call it on the
 // thread that makes the socket call.
 type thread struct {
-	tid  int
-	comm string
+	tid   int
+	comm  string
+	inode uint64 // of the socket the thread made, where a test records it
 }
 
 func self() thread {
 	tid := unix.Gettid()
 	b, _ := os.ReadFile(fmt.Sprintf("/proc/self/task/%d/comm", tid))
-	return thread{tid, strings.TrimSpace(string(b))}
+	return thread{tid: tid, comm: strings.TrimSpace(string(b))}
 }
 
 // checkTask asserts the process fields against this process and thread th.
@@ -365,7 +372,8 @@ func localPort(t *testing.T, fd int) uint16 {
 
 // helperMain is the test binary re-executed as a separate process (for a
 // different uid, or a binary deleted after start). It waits for a line on
-// stdin, binds PT_ADDR over PT_PROTO (and listens if PT_LISTEN is set),
+// stdin, binds PT_ADDR over PT_PROTO (and listens if PT_LISTEN is set, or
+// connects to PT_CONNECT if that is),
 // prints "ok PORT" or "err ERRNO", and exits when stdin closes.
 func helperMain() int {
 	in := bufio.NewReader(os.Stdin)
@@ -386,6 +394,9 @@ func helperMain() int {
 	}
 	if err == nil && os.Getenv("PT_LISTEN") != "" {
 		err = unix.Listen(fd, 8)
+	}
+	if to := os.Getenv("PT_CONNECT"); err == nil && to != "" {
+		err = unix.Connect(fd, sockaddr(netip.MustParseAddrPort(to)))
 	}
 	if err != nil {
 		fmt.Printf("err %s\n", unix.ErrnoName(err.(unix.Errno)))

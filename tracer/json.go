@@ -1,6 +1,7 @@
 package tracer
 
 import (
+	"encoding/hex"
 	"net/netip"
 	"strconv"
 	"unicode/utf8"
@@ -32,13 +33,13 @@ func AppendJSON(buf []byte, ev *Event) []byte {
 	if ev.User != "" {
 		buf = appendStr(buf, "user", ev.User)
 	}
-	buf = appendStr(buf, "comm", ev.Comm)
+	buf = appendText(buf, "comm", ev.Comm)
 	if ev.Exe != "" {
-		buf = appendStr(buf, "exe", ev.Exe)
+		buf = appendText(buf, "exe", ev.Exe)
 	}
 	buf = appendBool(buf, "exe_deleted", ev.ExeDeleted)
 	if ev.Cgroup != "" {
-		buf = appendStr(buf, "cgroup", ev.Cgroup)
+		buf = appendText(buf, "cgroup", ev.Cgroup)
 	}
 	buf = appendUint(buf, "cgroup_id", ev.CgroupID)
 	if ev.HasNet {
@@ -47,11 +48,14 @@ func AppendJSON(buf []byte, ev *Event) []byte {
 	if p := ProtoName(ev.Proto); p != "" {
 		buf = appendStr(buf, "proto", p)
 	}
-	if f := FamilyName(ev.Family); f != "" {
+	if f := ev.AddrFamily(); f != "" {
 		buf = appendStr(buf, "family", f)
 	}
 	buf = appendAddrPort(buf, "local_addr", "local_port", ev.Local)
 	buf = appendAddrPort(buf, "remote_addr", "remote_port", ev.Remote)
+	if ev.Inode != 0 {
+		buf = appendUint(buf, "inode", uint64(ev.Inode))
+	}
 	if ev.Local.IsValid() {
 		buf = appendBool(buf, "ephemeral", ev.Ephemeral)
 	}
@@ -93,21 +97,41 @@ func appendStr(buf []byte, key, v string) []byte {
 	return appendJSONString(appendKey(buf, key), v)
 }
 
+// appendText writes a string that a process or the file system chose (a
+// command name, a path): JSON cannot carry bytes that are not UTF-8, so
+// such a string is written with U+FFFD for them, and its exact bytes
+// follow in hex as KEY_hex.
+func appendText(buf []byte, key, v string) []byte {
+	buf = appendStr(buf, key, v)
+	if utf8.ValidString(v) {
+		return buf
+	}
+	buf = appendKey(buf, key+"_hex")
+	buf = append(buf, '"')
+	buf = hex.AppendEncode(buf, []byte(v))
+	return append(buf, '"')
+}
+
+// appendAddrPort writes an address as the traffic has it: the IPv4
+// address of an IPv4-mapped one (a dual-stack socket's IPv4 peer).
 func appendAddrPort(buf []byte, addrKey, portKey string, ap netip.AddrPort) []byte {
 	if !ap.IsValid() {
 		return buf
 	}
 	buf = appendKey(buf, addrKey)
 	buf = append(buf, '"')
-	buf = ap.Addr().AppendTo(buf)
+	buf = ap.Addr().Unmap().AppendTo(buf)
 	buf = append(buf, '"')
 	return appendUint(buf, portKey, uint64(ap.Port()))
 }
 
 const hexDigits = "0123456789abcdef"
 
-// appendJSONString quotes s, escaping what JSON requires and replacing
-// invalid UTF-8 (a comm is whatever bytes a process chose).
+// appendJSONString quotes s, escaping what JSON requires, and, so that
+// JSON read on a terminal cannot act on it either, DEL, the C1 controls
+// and the bidirectional controls (as \uXXXX: the string decodes to the
+// same text). Invalid UTF-8 becomes U+FFFD (a comm is whatever bytes a
+// process chose; appendText keeps them).
 func appendJSONString(buf []byte, s string) []byte {
 	buf = append(buf, '"')
 	for i := 0; i < len(s); {
@@ -116,7 +140,7 @@ func appendJSONString(buf []byte, s string) []byte {
 			switch {
 			case c == '"' || c == '\\':
 				buf = append(buf, '\\', c)
-			case c < 0x20:
+			case c < 0x20 || c == 0x7f:
 				buf = append(buf, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
 			default:
 				buf = append(buf, c)
@@ -125,9 +149,12 @@ func appendJSONString(buf []byte, s string) []byte {
 			continue
 		}
 		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
+		switch {
+		case r == utf8.RuneError && size == 1:
 			buf = append(buf, `\ufffd`...)
-		} else {
+		case r < 0xa0 || isBidiControl(r):
+			buf = append(buf, '\\', 'u', hexDigits[r>>12], hexDigits[r>>8&0xf], hexDigits[r>>4&0xf], hexDigits[r&0xf])
+		default:
 			buf = append(buf, s[i:i+size]...)
 		}
 		i += size

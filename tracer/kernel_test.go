@@ -11,6 +11,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -581,6 +582,82 @@ func TestKernelPIDFilter(t *testing.T) {
 	}
 }
 
+// An IPv6 socket given an IPv4 sockaddr: UDP connects with it, TCP
+// connect and UDP bind refuse it (EINVAL: too short for IPv6). Each is
+// reported (the bind only by the tracepoint backend: it fails before
+// __inet6_bind, which the others hook) with the
+// IPv4 address the caller gave, as IPv4 traffic (-4 keeps it), not as the
+// IPv6 address its four bytes would spell; churn counts the UDP connect
+// under the same destination as one from an IPv4 socket.
+func TestKernelIPv4SockaddrOnIPv6Socket(t *testing.T) {
+	ns := newNetns(t)
+	c := startTracer(t, Options{PID: uint32(os.Getpid())})
+	ch := startChurn(t)
+	dst := &unix.SockaddrInet4{Port: 53, Addr: [4]byte{127, 0, 0, 1}}
+	var errs [3]error
+	var port uint16
+	ns.run(t, func() {
+		u := newSocket(t, udp6)
+		defer unix.Close(u)
+		errs[0] = unix.Connect(u, dst)
+		port = localPort(t, u)
+		v4 := newSocket(t, udp4)
+		defer unix.Close(v4)
+		if err := unix.Connect(v4, dst); err != nil {
+			t.Fatal(err)
+		}
+		tc := newSocket(t, tcp6)
+		defer unix.Close(tc)
+		errs[1] = unix.Connect(tc, dst)
+		b := newSocket(t, udp6)
+		defer unix.Close(b)
+		errs[2] = unix.Bind(b, &unix.SockaddrInet4{Port: 5300, Addr: [4]byte{127, 0, 0, 1}})
+	})
+	if errs[0] != nil || errs[1] != unix.EINVAL || errs[2] != unix.EINVAL {
+		t.Fatalf("udp connect %v, tcp connect %v, udp bind %v; want nil, EINVAL, EINVAL", errs[0], errs[1], errs[2])
+	}
+	evs := c.stop(t, ns)
+	var got []string
+	for _, ev := range evs {
+		if ev.Family == unix.AF_INET6 {
+			got = append(got, fmt.Sprintf("%s %s %s %s local=%s remote=%s", ev.Kind, ev.ErrnoName(), ProtoName(ev.Proto), ev.AddrFamily(),
+				apString(unmapped(ev.Local)), apString(unmapped(ev.Remote))))
+		}
+	}
+	want := []string{
+		fmt.Sprintf("connect  udp ipv4 local=127.0.0.1:%d remote=127.0.0.1:53", port),
+		"connect EINVAL tcp ipv4 local=- remote=127.0.0.1:53",
+	}
+	if c.tr.Backend() == BackendTracepoint {
+		want = append(want, "bind EINVAL udp ipv4 local=127.0.0.1:5300 remote=-")
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	filter := DefaultConfig()
+	filter.IPv4 = true
+	for _, ev := range evs {
+		if !filter.Wants(&ev, nil) {
+			t.Errorf("-4 drops %s %s", ev.Kind, apString(ev.Remote))
+		}
+	}
+	totals, err := ch.tr.ReadChurn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := DestKey{ns.inode, Dest{ProtoUDP, netip.MustParseAddrPort("127.0.0.1:53")}}
+	if got := totals.Dests[key].Allocs; got != 2 {
+		t.Errorf("churn: %d allocations towards %s, want 2 (one from each socket); destinations %v", got, key.Dest, totals.Dests)
+	}
+}
+
+func unmapped(ap netip.AddrPort) netip.AddrPort {
+	if !ap.IsValid() {
+		return ap
+	}
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}
+
 // A process whose executable was deleted after it started: the classic
 // backdoor. The event says so, from the kernel, with the path it ran from.
 func TestKernelDeletedBinary(t *testing.T) {
@@ -605,6 +682,88 @@ func TestKernelDeletedBinary(t *testing.T) {
 	en.enrich(&evs[0])
 	if !evs[0].ExeDeleted || evs[0].Comm != "backdoor" || evs[0].Exe != exe {
 		t.Errorf("exe_deleted %t comm %q exe %q, want true backdoor %q", evs[0].ExeDeleted, evs[0].Comm, evs[0].Exe, exe)
+	}
+}
+
+// A connect-back implant: a deleted binary with no listener, only an
+// outbound connection. ports flags that connection, and the established
+// connections of a deleted-binary listener too, not only listeners.
+func TestKernelDeletedBinaryConnection(t *testing.T) {
+	ns := newNetns(t)
+	var ln int
+	ns.run(t, func() { ln = listenTCP(t, netip.MustParseAddrPort("127.0.0.1:4444")) })
+	defer unix.Close(ln)
+	exe := filepath.Join(t.TempDir(), "beacon")
+	if err := copyFile(helperExe(t), exe); err != nil {
+		t.Fatal(err)
+	}
+	h := startHelper(t, ns, exe, 0, "tcp", "127.0.0.1:0", "PT_CONNECT=127.0.0.1:4444")
+	if err := os.Remove(exe); err != nil {
+		t.Fatal(err)
+	}
+	if _, errno := h.bind(t); errno != "" {
+		t.Fatal(errno)
+	}
+	socks, _, err := Snapshot(SnapshotOptions{All: true, Netns: []string{ns.path()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	flag := fmt.Sprintf("executable deleted: %s (pid %d)", exe, h.cmd.Process.Pid)
+	found := false
+	for _, s := range socks {
+		held := len(s.Holders) > 0 && s.Holders[0].PID == uint32(h.cmd.Process.Pid)
+		if held != slices.Contains(s.Suspicious, flag) {
+			t.Errorf("%s %s -> %s held by the beacon: %t, flags %q", ProtoName(s.Proto), s.Local, s.Remote, held, s.Suspicious)
+		}
+		found = found || held
+	}
+	if !found {
+		t.Fatalf("the beacon's connection is not listed: %+v", socks)
+	}
+	var out strings.Builder
+	if err := WritePortsTable(&out, socks, false); err != nil || !strings.Contains(out.String(), "! "+flag) {
+		t.Errorf("the table does not flag it (%v):\n%s", err, out.String())
+	}
+}
+
+// A file may be named "x (deleted)": that is not a deleted executable.
+// The kernel's event says it is not, and so do ports and who, which judge
+// by the file's link count rather than by the name /proc shows.
+func TestKernelExeNamedDeleted(t *testing.T) {
+	ns := newNetns(t)
+	exe := filepath.Join(t.TempDir(), "fake (deleted)")
+	if err := copyFile(helperExe(t), exe); err != nil {
+		t.Fatal(err)
+	}
+	h := startHelper(t, ns, exe, 0, "tcp", "127.0.0.1:5005", "PT_LISTEN=1")
+	c := startTracer(t, Options{PID: uint32(h.cmd.Process.Pid), Events: kindSet(KindBind)})
+	if _, errno := h.bind(t); errno != "" {
+		t.Fatal(errno)
+	}
+	evs := c.stop(t, ns)
+	if len(evs) != 1 {
+		t.Fatalf("got %d events, want 1", len(evs))
+	}
+	newEnricher().enrich(&evs[0])
+	if evs[0].ExeDeleted || evs[0].Exe != exe {
+		t.Errorf("event: exe_deleted %t exe %q, want false %q", evs[0].ExeDeleted, evs[0].Exe, exe)
+	}
+	socks, _, err := Snapshot(SnapshotOptions{Netns: []string{ns.path()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(socks) != 1 || len(socks[0].Holders) != 1 {
+		t.Fatalf("want one listener with one holder: %+v", socks)
+	}
+	if h := socks[0].Holders[0]; h.ExeDeleted || h.Exe != exe || len(socks[0].Suspicious) != 0 {
+		t.Errorf("holder: exe %q deleted %t, flags %q; want %q, false, none", h.Exe, h.ExeDeleted, exe, socks[0].Suspicious)
+	}
+	// And once it is deleted, it is, under the name it had.
+	if err := os.Remove(exe); err != nil {
+		t.Fatal(err)
+	}
+	if f := readProcFacts("/proc", uint32(h.cmd.Process.Pid), factExe); !f.exeDeleted || f.exe != exe {
+		t.Errorf("after rm: exe %q deleted %t, want %q true", f.exe, f.exeDeleted, exe)
 	}
 }
 
@@ -807,7 +966,7 @@ func checkJSONBind(t *testing.T, line string, ns *netns, threads map[int]thread,
 		"time": got["time"], "event": "bind", "result": "ok",
 		"pid": os.Getpid(), "tid": th.tid, "ppid": os.Getppid(), "uid": os.Getuid(), "user": name,
 		"comm": th.comm, "exe": exe, "exe_deleted": false, "cgroup": cgroupPath(cgroup), "cgroup_id": got["cgroup_id"],
-		"netns": ns.inode, "proto": "udp", "family": "ipv4", "local_addr": "127.0.0.1", "local_port": port,
+		"netns": ns.inode, "proto": "udp", "family": "ipv4", "local_addr": "127.0.0.1", "local_port": port, "inode": th.inode,
 		"ephemeral": false, "port_class": "registered", "privileged": false, "backend": backend,
 	}
 	if id, _ := got["cgroup_id"].(float64); id == 0 {
@@ -1279,14 +1438,14 @@ func TestKernelAutoBackend(t *testing.T) {
 	needRoot(t)
 	first := BackendAuto
 	for _, b := range []Backend{BackendFentry, BackendKprobe, BackendTracepoint} {
-		tr, err := New(Options{Backend: b, Events: AllKinds(), UID: -1})
+		tr, err := New(Options{Backend: b, Events: AllKinds()})
 		if err == nil {
 			tr.Close()
 			first = b
 			break
 		}
 	}
-	tr, err := New(Options{Backend: BackendAuto, Events: AllKinds(), UID: -1})
+	tr, err := New(Options{Backend: BackendAuto, Events: AllKinds()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1388,7 +1547,7 @@ func TestKernelLostEventsCounted(t *testing.T) {
 	const n = 500
 	ns := newNetns(t)
 	needRoot(t)
-	tr := newTracer(t, Options{Backend: testBackend(t), Events: kindSet(KindBind), PID: uint32(os.Getpid()), UID: -1, RingBufferSize: 4096})
+	tr := newTracer(t, Options{Backend: testBackend(t), Events: kindSet(KindBind), PID: uint32(os.Getpid()), RingBufferSize: 4096})
 	defer tr.Close()
 	ns.run(t, func() {
 		for i := 0; i < n; i++ {
@@ -1437,9 +1596,15 @@ func TestKernelRunJSON(t *testing.T) {
 	threads := map[int]thread{} // by port
 	for port := 20000; ; port++ {
 		ns.run(t, func() {
-			threads[port] = self()
+			th := self()
 			fd := newSocket(t, udp4)
 			defer unix.Close(fd)
+			var st unix.Stat_t
+			if err := unix.Fstat(fd, &st); err != nil {
+				t.Fatal(err)
+			}
+			th.inode = st.Ino
+			threads[port] = th
 			if err := unix.Bind(fd, sockaddr(netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port)))); err != nil {
 				t.Fatal(err)
 			}
@@ -1469,19 +1634,26 @@ func TestKernelRunJSON(t *testing.T) {
 	}
 }
 
-// The uid filter runs in the kernel: only the named user's binds are seen.
+// The uid filter runs in the kernel: only the named user's binds are
+// seen, root (0) a user like any other.
 func TestKernelUIDFilter(t *testing.T) {
-	ns := newNetns(t)
-	nobody := startHelper(t, ns, helperExe(t), 65534, "udp", "127.0.0.1:6101")
-	root := startHelper(t, ns, helperExe(t), 0, "udp", "127.0.0.1:6102")
-	c := startTracer(t, Options{UID: 65534})
-	for _, h := range []*helper{nobody, root} {
-		if _, errno := h.bind(t); errno != "" {
-			t.Fatal(errno)
-		}
-	}
-	evs := c.stop(t, ns)
-	if len(evs) != 1 || evs[0].UID != 65534 || evs[0].Local.Port() != 6101 || evs[0].PID != uint32(nobody.cmd.Process.Pid) {
-		t.Errorf("got %v, want only uid 65534's bind of 6101", evs)
+	for _, uid := range []uint32{65534, 0} {
+		t.Run(fmt.Sprint(uid), func(t *testing.T) {
+			ns := newNetns(t)
+			nobody := startHelper(t, ns, helperExe(t), 65534, "udp", "127.0.0.1:6101")
+			root := startHelper(t, ns, helperExe(t), 0, "udp", "127.0.0.1:6102")
+			c := startTracer(t, Options{FilterUID: true, UID: uid})
+			for _, h := range []*helper{nobody, root} {
+				if _, errno := h.bind(t); errno != "" {
+					t.Fatal(errno)
+				}
+			}
+			want := map[uint32]*helper{65534: nobody, 0: root}[uid]
+			port := map[uint32]uint16{65534: 6101, 0: 6102}[uid]
+			evs := c.stop(t, ns)
+			if len(evs) != 1 || evs[0].UID != uid || evs[0].Local.Port() != port || evs[0].PID != uint32(want.cmd.Process.Pid) {
+				t.Errorf("got %v, want only uid %d's bind of %d", evs, uid, port)
+			}
+		})
 	}
 }

@@ -1,7 +1,9 @@
 package tracer
 
 import (
+	"bufio"
 	"bytes"
+	"encoding/hex"
 	"encoding/json"
 	"flag"
 	"net/netip"
@@ -87,6 +89,21 @@ func rawEvents() []porttraceEvent {
 		with(func(e *porttraceEvent) { // an IPv4 client of a dual-stack listener
 			e.Kind, e.Flags, e.Family = uint8(KindAccept), net|flagHasLocal|flagHasRemote, unix.AF_INET6
 			e.Lport, e.Laddr, e.Rport, e.Raddr = 10202, v6("::ffff:127.0.0.1"), 40000, v6("::ffff:127.0.0.1")
+			e.SockIno = 123456
+		}),
+		with(func(e *porttraceEvent) { // an IPv4 sockaddr connected on an IPv6 UDP socket
+			e.Kind, e.Flags, e.Proto, e.Family = uint8(KindConnect), net|flagHasLocal|flagHasRemote|flagEphemeral, unix.IPPROTO_UDP, unix.AF_INET6
+			e.Lport, e.Laddr, e.Rport, e.Raddr = 32140, v6("::ffff:127.0.0.1"), 53, v6("::ffff:127.0.0.1")
+			e.Comm = comm("resolver")
+		}),
+		with(func(e *porttraceEvent) { // a name meant to retitle the terminal, from a system user
+			e.Kind, e.Flags, e.Proto = uint8(KindConnect), net|flagHasLocal|flagHasRemote|flagEphemeral, unix.IPPROTO_UDP
+			e.Lport, e.Laddr, e.Rport, e.Raddr = 41000, v4(127, 0, 0, 1), 123, v4(127, 0, 0, 1)
+			e.Uid, e.Pid, e.Tid, e.Comm = 997, 7000, 7000, comm("\x1b]0;PWN\x07zz")
+		}),
+		with(func(e *porttraceEvent) { // a backslash, a DEL and a byte that is not UTF-8
+			e.Kind, e.Flags, e.Lport, e.Laddr = uint8(KindBind), net|flagHasLocal, 5353, v4(0, 0, 0, 0)
+			e.Pid, e.Tid, e.Comm = 7001, 7001, comm("C:\\x\x7f\xff")
 		}),
 	}
 }
@@ -97,7 +114,7 @@ func decodedEvents() []Event {
 		var ev Event
 		decode(&raw, 0, &ev, nil)
 		ev.Time = ev.Time.UTC()
-		ev.User = map[uint32]string{0: "root", 65534: "nobody"}[ev.UID]
+		ev.User = map[uint32]string{0: "root", 65534: "nobody", 997: "systemd-timesync"}[ev.UID]
 		if ev.PID == 4242 {
 			ev.Exe, ev.Cgroup = "/usr/sbin/nginx", "/system.slice/nginx.service"
 		}
@@ -184,12 +201,23 @@ func TestTableGolden(t *testing.T) {
 				t.Errorf("control byte %q in the table at offset %d", plain[i], i)
 			}
 			if tc.width == 0 {
-				// Into a pipe every event is one whole line; only the
-				// reason of a failure gets one of its own.
-				for _, line := range strings.Split(strings.TrimSuffix(string(plain), "\n"), "\n") {
-					if !strings.HasPrefix(line, "TIME ") && !strings.HasPrefix(line, "00:00:01 ") && !strings.HasPrefix(line, reasonIndent) {
+				// Into a pipe every event is one whole line, with no
+				// trailing spaces; only the reason of a failure and a
+				// deleted executable get lines of their own.
+				lines := strings.Split(strings.TrimSuffix(string(plain), "\n"), "\n")
+				rows := 0
+				for _, line := range lines {
+					if strings.HasPrefix(line, "00:00:01 ") {
+						rows++
+					} else if !strings.HasPrefix(line, "TIME ") && !strings.HasPrefix(line, reasonIndent) {
 						t.Errorf("a continued line: %q", line)
 					}
+					if strings.HasSuffix(line, " ") {
+						t.Errorf("trailing spaces: %q", line)
+					}
+				}
+				if rows != len(decodedEvents()) {
+					t.Errorf("%d rows for %d events", rows, len(decodedEvents()))
 				}
 			}
 			if tc.width > 0 {
@@ -256,6 +284,7 @@ func TestPrintable(t *testing.T) {
 		{"café", "café"},
 		{"x\x1b[8m", `x\x1b[8m`},
 		{"bell\x07\x7f", `bell\x07\x7f`},
+		{"a\x7fb", `a\x7fb`},                       // DEL alone
 		{"c1\xc2\x9b31m", `c1\xc2\x9b31m`},         // U+009B, the 8-bit CSI
 		{"raw\x9b31m", `raw\x9b31m`},               // the same byte, not UTF-8
 		{"evil\u202egpj.exe", `evil\u202egpj.exe`}, // right-to-left override
@@ -264,5 +293,67 @@ func TestPrintable(t *testing.T) {
 		if got := printable(tc.in); got != tc.want {
 			t.Errorf("printable(%q) = %q, want %q", tc.in, got, tc.want)
 		}
+	}
+}
+
+// JSON strings decode to the process's text, yet carry no byte a terminal
+// acts on: C0, DEL, C1 and bidirectional controls are \u escapes, and
+// bytes that are not UTF-8 keep their value in KEY_hex.
+func TestJSONStringEscapes(t *testing.T) {
+	for _, in := range []string{"plain", `back\slash "q"`, "x\x1b[2J\x07", "del\x7f", "c1\u009b31m", "rlo\u202e", "raw\xff\x9b"} {
+		ev := Event{Kind: KindBind, Comm: in}
+		line := AppendJSON(nil, &ev)
+		if i := bytes.IndexFunc(line[:len(line)-1], func(r rune) bool {
+			return r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) || isBidiControl(r)
+		}); i >= 0 {
+			t.Errorf("%q: control at %d in %s", in, i, line)
+		}
+		var m map[string]any
+		if err := json.Unmarshal(line, &m); err != nil {
+			t.Fatalf("%q: %v", in, err)
+		}
+		if utf8.ValidString(in) {
+			if m["comm"] != in || m["comm_hex"] != nil {
+				t.Errorf("%q decoded as %q (hex %v)", in, m["comm"], m["comm_hex"])
+			}
+			continue
+		}
+		if raw, err := hex.DecodeString(m["comm_hex"].(string)); err != nil || string(raw) != in {
+			t.Errorf("%q: comm_hex %v decodes to %q (%v)", in, m["comm_hex"], raw, err)
+		}
+	}
+}
+
+// fakeLost is the kernel's running count of dropped events.
+type fakeLost []uint64
+
+func (f *fakeLost) Lost() (uint64, error) {
+	n := (*f)[0]
+	if len(*f) > 1 {
+		*f = (*f)[1:]
+	}
+	return n, nil
+}
+
+// Each burst of losses is told once, with its own count, not the running
+// total: on stderr, as a lost line and in the metrics.
+func TestLostBursts(t *testing.T) {
+	var stderr strings.Builder
+	var out bytes.Buffer
+	bw := bufio.NewWriter(&out)
+	m := NewMetrics()
+	l := &lostReport{counter: &fakeLost{0, 5, 5, 8}, out: &jsonWriter{out: bw}, stderr: &stderr, metrics: m}
+	for range 4 {
+		l.check()
+	}
+	bw.Flush()
+	if want := "{\"event\":\"lost\",\"count\":5}\n{\"event\":\"lost\",\"count\":3}\n"; out.String() != want {
+		t.Errorf("lost lines\n%s\nwant\n%s", out.String(), want)
+	}
+	if want := "porttrace: 5 events lost: the ring buffer was full\nporttrace: 3 events lost: the ring buffer was full\n"; stderr.String() != want {
+		t.Errorf("stderr\n%s\nwant\n%s", stderr.String(), want)
+	}
+	if l.reported != 8 || m.lost != 8 {
+		t.Errorf("reported %d, metrics %v; want 8 and 8", l.reported, m.lost)
 	}
 }

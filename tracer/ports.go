@@ -51,8 +51,11 @@ type Socket struct {
 	Privileged bool      // the service port needs CAP_NET_BIND_SERVICE in its netns
 	Ephemeral  bool      // the local port lies in its netns's ip_local_port_range
 	Scope      string    // who can reach a listener: all interfaces, loopback only, one address
-	Direction  Direction // of a connected socket, as an operator infers it
-	Suspicious []string  // why a listener deserves a look
+	Direction  Direction // of a connected socket
+	// DirInferred says Direction is a judgement from the ports, not
+	// something the kernel or this host's listeners establish.
+	DirInferred bool
+	Suspicious  []string // why the socket deserves a look
 
 	orphan string // why no holder is listed, for an owned socket with none
 }
@@ -332,7 +335,7 @@ func (n *unopenedNotice) say(w io.Writer, unopened []Unopened) {
 		list += fmt.Sprintf(" and %d more", len(fresh)-shown)
 	}
 	fmt.Fprintf(w, "porttrace %s: --netns all: skipped %d %s it may not look into: %s\n",
-		n.cmd, len(fresh), plural(len(fresh), "namespace", "namespaces"), list)
+		n.cmd, len(fresh), plural(len(fresh), "namespace", "namespaces"), printable(list))
 }
 
 func plural(n int, one, many string) string {
@@ -385,7 +388,7 @@ func socketHolders() (*holderIndex, error) {
 				continue
 			}
 			if h == nil {
-				h = describe(p, en)
+				h = describe(p.PID, en)
 			}
 			hh := *h
 			hh.FD = int(fd)
@@ -443,28 +446,14 @@ func (hi *holderIndex) orphanNote() string {
 	return "no live process holds it"
 }
 
-func describe(p procfs.Proc, en *enricher) *Holder {
-	h := &Holder{PID: uint32(p.PID)}
-	h.Comm, _ = p.Comm()
-	if exe, err := p.Executable(); err == nil {
-		h.Exe, h.ExeDeleted = strings.CutSuffix(exe, " (deleted)")
-	}
-	if st, err := p.Stat(); err == nil {
-		h.PPID = uint32(st.PPID)
-		if start, err := st.StartTime(); err == nil {
-			h.Start = time.Unix(0, int64(start*1e9))
-		}
-	}
-	if status, err := p.NewStatus(); err == nil {
-		h.UID = uint32(status.UIDs[1]) // effective
-	}
-	h.User = en.user(h.UID)
-	if cgs, err := p.Cgroups(); err == nil {
-		for _, cg := range cgs {
-			if cg.HierarchyID == 0 {
-				h.Cgroup = cg.Path
-			}
-		}
+// describe is a holder as /proc tells of it; a user id porttrace could not
+// read leaves the user unnamed rather than root.
+func describe(pid int, en *enricher) *Holder {
+	f := readProcFacts("/proc", uint32(pid), factsAll)
+	h := &Holder{PID: uint32(pid), PPID: f.ppid, UID: f.uid, Comm: f.comm, Exe: f.exe, ExeDeleted: f.exeDeleted,
+		Cgroup: f.cgroup, Start: f.start}
+	if f.hasUID {
+		h.User = en.user(h.UID)
 	}
 	return h
 }
@@ -512,7 +501,7 @@ type protoPort struct {
 // netView is what one namespace's connections are judged by: the ports it
 // serves, the addresses that are its own, its ephemeral range.
 type netView struct {
-	listening map[protoPort]bool
+	listening map[protoPort][]netip.Addr // the addresses bound, unmapped
 	own       map[netip.Addr]bool
 	rng       [2]uint16
 }
@@ -522,11 +511,12 @@ type netView struct {
 // those its sockets are bound to, which stand in when the interface list
 // cannot be read.
 func newNetView(socks []Socket, rng [2]uint16) *netView {
-	v := &netView{listening: map[protoPort]bool{}, own: map[netip.Addr]bool{}, rng: rng}
+	v := &netView{listening: map[protoPort][]netip.Addr{}, own: map[netip.Addr]bool{}, rng: rng}
 	for i := range socks {
 		s := &socks[i]
 		if s.Listening() && s.Local.Port() != 0 {
-			v.listening[protoPort{s.Proto, s.Local.Port()}] = true
+			k := protoPort{s.Proto, s.Local.Port()}
+			v.listening[k] = append(v.listening[k], s.Local.Addr().Unmap())
 		}
 		if a := s.Local.Addr().Unmap(); !a.IsUnspecified() {
 			v.own[a] = true
@@ -543,49 +533,61 @@ func newNetView(socks []Socket, rng [2]uint16) *netView {
 }
 
 // judge fills in what s means in its namespace, whose
-// ip_unprivileged_port_start is unpriv: a listener's reach and flags, a
-// connection's direction, and the class of its service port, which the
-// direction decides.
+// ip_unprivileged_port_start is unpriv: a listener's reach, a
+// connection's direction and the class of its service port, which the
+// direction decides, and for any socket why it deserves a look.
 func (v *netView) judge(s *Socket, unpriv uint32) {
 	s.Ephemeral = InRange(s.Local.Port(), v.rng)
 	if s.Listening() {
 		s.Scope = s.scope()
-		s.Suspicious = suspicious(s)
 	} else if s.Remote.IsValid() {
-		s.Direction = v.direction(s)
+		s.Direction, s.DirInferred = v.direction(s)
 	}
+	s.Suspicious = suspicious(s)
 	port := s.ServicePort()
 	s.PortClass = ClassOf(port)
 	s.Privileged = Privileged(port, unpriv)
 }
 
-// direction infers who opened a connection as an operator would: the side
-// on a listening (service) port is the server. Local port is a listener:
-// inbound. The peer is this host and its port is a listener: outbound,
-// whatever port the client was bound to. Otherwise the peer is remote and
-// its listeners unknown: an ephemeral local port talking to a service
-// port is outbound, a service port talking to an ephemeral one inbound.
-func (v *netView) direction(s *Socket) Direction {
+// direction tells who opened a connection, and whether that is inferred
+// rather than known. Known: the TCP handshake state (SYN-SENT is ours,
+// SYN-RECV theirs); a TCP socket on the address and port of a listener
+// of its namespace was accepted from it (no other TCP socket may bind
+// there); one whose peer is this host on a TCP listener's port connected
+// to it. Everything else is inferred, and said to be: a socket whose
+// local port no socket serves on (for UDP: no unconnected socket holds)
+// is most likely a client, so outbound, whatever its ports' numbers (a
+// client bound to a fixed port, active FTP's data connection from port
+// 20, a connect-back from port 443). Its listener may have closed since
+// it accepted, as sshd's sessions outlive a stopped sshd; hence only
+// inferred. A UDP socket beside one that serves its port is inbound,
+// inferred too: UDP has no accept.
+func (v *netView) direction(s *Socket) (d Direction, inferred bool) {
+	tcp := s.Proto == ProtoTCP
 	switch s.State {
 	case "SYN-SENT":
-		return DirOutbound
+		return DirOutbound, false
 	case "SYN-RECV", "NEW-SYN-RECV":
-		return DirInbound
+		return DirInbound, false
 	}
-	switch {
-	case v.listening[protoPort{s.Proto, s.Local.Port()}]:
-		return DirInbound
-	case v.isOwn(s.Remote.Addr()) && v.listening[protoPort{s.Proto, s.Remote.Port()}]:
-		return DirOutbound
+	if v.serves(s.Proto, s.Local) {
+		return DirInbound, !tcp
 	}
-	localEph, remoteEph := InRange(s.Local.Port(), v.rng), InRange(s.Remote.Port(), v.rng)
-	switch {
-	case localEph && !remoteEph:
-		return DirOutbound
-	case !localEph && remoteEph:
-		return DirInbound
+	if v.isOwn(s.Remote.Addr()) && v.serves(s.Proto, s.Remote) {
+		return DirOutbound, !tcp
 	}
-	return DirNone
+	return DirOutbound, true
+}
+
+// serves reports whether a listener of proto (for UDP an unconnected
+// socket) is bound to ap's port on ap's address or a wildcard.
+func (v *netView) serves(proto uint16, ap netip.AddrPort) bool {
+	for _, a := range v.listening[protoPort{proto, ap.Port()}] {
+		if a.IsUnspecified() || a == ap.Addr().Unmap() {
+			return true
+		}
+	}
+	return false
 }
 
 func (v *netView) isOwn(a netip.Addr) bool {
@@ -741,7 +743,8 @@ func (s *Socket) scope() string {
 }
 
 // Programs that have no business listening in their usual role: a shell,
-// an interpreter, a relay. A listener held by one is how a backdoor looks.
+// an interpreter, a relay (nc, socat). A listener held by one is how a
+// backdoor looks.
 var unusualListeners = map[string]bool{
 	"sh": true, "bash": true, "dash": true, "zsh": true, "ksh": true, "ash": true, "busybox": true,
 	"nc": true, "ncat": true, "netcat": true, "nc.openbsd": true, "nc.traditional": true, "socat": true,
@@ -756,26 +759,34 @@ func unusualListener(name string) bool {
 	return unusualListeners[name] || unusualListeners[base]
 }
 
-// suspicious says why listener s deserves a look. A script takes its name
-// for comm (a "#!/usr/bin/python3" file called sshd is comm sshd) while
-// its executable is the interpreter's: both are looked at. busybox is
-// left to comm, which names the applet: as an executable it is every
-// applet, httpd and ntpd as much as nc.
+// suspicious says why socket s deserves a look. An executable deleted
+// after it started is how an implant that cleaned up after itself looks,
+// whatever its sockets do: a connect-back has no listener at all. The
+// rest is for listeners. A program is taken for a shell, interpreter or
+// relay by name: its command name, or the file name of its executable (a
+// "#!/usr/bin/python3" script called sshd is comm sshd, exe python3); a
+// renamed copy of one (cp /usr/bin/socat /tmp/x) is not recognised.
+// busybox is left to comm, which names the applet: as an executable it
+// is every applet, httpd and ntpd as much as nc.
 func suspicious(s *Socket) []string {
 	var why []string
-	if len(s.Holders) == 0 && s.orphan != "" {
+	listening := s.Listening()
+	if listening && len(s.Holders) == 0 && s.orphan != "" {
 		why = append(why, s.orphan)
 	}
 	for _, h := range s.Holders {
 		if h.ExeDeleted {
 			why = append(why, fmt.Sprintf("executable deleted: %s (pid %d)", h.Exe, h.PID))
 		}
+		if !listening {
+			continue
+		}
 		exe := filepath.Base(h.Exe)
 		switch {
 		case unusualListener(h.Comm):
-			why = append(why, fmt.Sprintf("%s (pid %d) is a shell or interpreter listening", h.Comm, h.PID))
+			why = append(why, fmt.Sprintf("%s (pid %d) is a shell, interpreter or relay listening", h.Comm, h.PID))
 		case h.Exe != "" && exe != "busybox" && unusualListener(exe):
-			why = append(why, fmt.Sprintf("%s (pid %d) runs %s, a shell or interpreter, listening", h.Comm, h.PID, h.Exe))
+			why = append(why, fmt.Sprintf("%s (pid %d) runs %s, a shell, interpreter or relay, listening", h.Comm, h.PID, h.Exe))
 		}
 	}
 	return slices.Compact(why)

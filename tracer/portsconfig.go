@@ -3,10 +3,14 @@ package tracer
 import (
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
+	"golang.org/x/sys/unix"
 )
 
 // PortsConfig is what `porttrace ports` takes on the command line.
@@ -16,8 +20,11 @@ type PortsConfig struct {
 	Netns    []string
 	Watch    bool
 	Interval time.Duration
+	Duration time.Duration
+	Verbose  bool
 	Backend  Backend
 	backend  string
+	flags    *pflag.FlagSet // AddFlags's, to tell --interval given from its default
 }
 
 // DefaultPortsConfig lists the listeners of porttrace's own namespace.
@@ -27,12 +34,15 @@ func DefaultPortsConfig() PortsConfig {
 
 // AddFlags registers the ports flags on fs.
 func (c *PortsConfig) AddFlags(fs *pflag.FlagSet) {
+	c.flags = fs
 	fs.BoolVarP(&c.All, "all", "a", c.All, "every socket, not only listeners")
 	fs.StringVarP(&c.Output, "output", "o", c.Output, "output format: table or json (one object per socket or event, its kind in \"event\")")
-	fs.StringSliceVar(&c.Netns, "netns", c.Netns, "network namespace files to look into (/run/netns/NAME, /proc/PID/ns/net), or all")
+	fs.Var((*netnsFlag)(&c.Netns), "netns", "network namespace files to look into (/run/netns/NAME, /proc/PID/ns/net), or all")
 	fs.BoolVarP(&c.Watch, "watch", "w", c.Watch, "after the snapshot, report new binds and listens as they happen and closed listeners")
 	fs.DurationVarP(&c.Interval, "interval", "i", c.Interval, "with --watch, how often to look for closed listeners")
+	fs.DurationVarP(&c.Duration, "duration", "d", c.Duration, "with --watch, stop after this long")
 	fs.StringVar(&c.backend, "backend", c.backend, "with --watch, kernel hooks: auto, fentry, kprobe or tracepoint")
+	fs.BoolVarP(&c.Verbose, "verbose", "v", c.Verbose, verboseHelp)
 }
 
 // Validate checks the flags.
@@ -43,12 +53,25 @@ func (c *PortsConfig) Validate() error {
 	if err := checkInterval(c.Interval); err != nil {
 		return err
 	}
+	if err := checkDuration(c.Duration); err != nil {
+		return err
+	}
 	b, err := backendFlag(c.backend)
 	if err != nil {
 		return err
 	}
 	c.Backend = b
-	return nil
+	if !c.Watch {
+		for _, name := range []string{"interval", "duration", "backend"} {
+			if flagChanged(c.flags, name) {
+				return fmt.Errorf("--%s needs --watch", name)
+			}
+		}
+		if c.Duration != 0 {
+			return errors.New("--duration needs --watch")
+		}
+	}
+	return checkNetnsFlag(c.Netns)
 }
 
 // WhoConfig is what `porttrace who PORT[/tcp|/udp]` takes.
@@ -59,8 +82,10 @@ type WhoConfig struct {
 	Timeout time.Duration
 	Output  string
 	Netns   []string
+	Verbose bool
 	Backend Backend
 	backend string
+	flags   *pflag.FlagSet // AddFlags's, to tell --backend given from its default
 }
 
 // ErrNobody means no process holds the port (who without --wait): no
@@ -79,11 +104,13 @@ func DefaultWhoConfig() WhoConfig { return WhoConfig{Output: "text", backend: "a
 
 // AddFlags registers the who flags on fs.
 func (c *WhoConfig) AddFlags(fs *pflag.FlagSet) {
+	c.flags = fs
 	fs.BoolVar(&c.Wait, "wait", c.Wait, "then wait for the next process to bind the port (or be denied it), report it and exit 0; exit 1 if stopped first. Binds that fail otherwise (address in use) are reported and the wait goes on")
 	fs.DurationVar(&c.Timeout, "timeout", c.Timeout, "with --wait, give up after this long (exit 1)")
 	fs.StringVarP(&c.Output, "output", "o", c.Output, "output format: text or json")
-	fs.StringSliceVar(&c.Netns, "netns", c.Netns, "network namespace files to look into, or all")
+	fs.Var((*netnsFlag)(&c.Netns), "netns", "network namespace files to look into, or all")
 	fs.StringVar(&c.backend, "backend", c.backend, "with --wait, kernel hooks: auto, fentry, kprobe or tracepoint")
+	fs.BoolVarP(&c.Verbose, "verbose", "v", c.Verbose, verboseHelp)
 }
 
 // ParseTarget sets Port and Proto from "PORT", "PORT/tcp" or "PORT/udp".
@@ -95,7 +122,7 @@ func (c *WhoConfig) ParseTarget(arg string) error {
 	}
 	if port == 0 {
 		// bind(0) asks for any port: no socket is ever on port 0.
-		return fmt.Errorf("invalid port 0 in %q: want a port from 1 to 65535", arg)
+		return fmt.Errorf("invalid port 0 in %q: %s", arg, portRange)
 	}
 	c.Port = port
 	switch {
@@ -116,7 +143,7 @@ func (c *WhoConfig) Validate() error {
 		return err
 	}
 	if c.Timeout < 0 {
-		return fmt.Errorf("invalid --timeout %s: want more than 0", c.Timeout)
+		return fmt.Errorf("invalid --timeout %s: want 0 (no limit) or more", c.Timeout)
 	}
 	if c.Timeout != 0 && !c.Wait {
 		return errors.New("--timeout needs --wait")
@@ -126,7 +153,10 @@ func (c *WhoConfig) Validate() error {
 		return err
 	}
 	c.Backend = b
-	return nil
+	if flagChanged(c.flags, "backend") && !c.Wait {
+		return errors.New("--backend needs --wait")
+	}
+	return checkNetnsFlag(c.Netns)
 }
 
 func (c *WhoConfig) protoMatches(proto uint16) bool {
@@ -134,4 +164,96 @@ func (c *WhoConfig) protoMatches(proto uint16) bool {
 		return proto == ProtoTCP || proto == ProtoMPTCP
 	}
 	return c.Proto == 0 || proto == c.Proto
+}
+
+// netnsFlag is --netns: network namespace files, or all. Set checks how
+// the list is written; checkNetnsFlag, after parsing, what the files are.
+type netnsFlag []string
+
+// Set adds the paths of a comma-separated list.
+func (n *netnsFlag) Set(s string) error {
+	list := slices.Clone(*n)
+	for _, path := range strings.Split(s, ",") {
+		list = append(list, path)
+	}
+	if err := checkNetnsList(list); err != nil {
+		return err
+	}
+	*n = list
+	return nil
+}
+
+func (n *netnsFlag) String() string { return strings.Join(*n, ",") }
+
+// Type is what --help shows as the value's kind.
+func (n *netnsFlag) Type() string { return "paths" }
+
+// checkNetnsList refuses a --netns list no file could answer: an empty
+// path (the default, porttrace's own namespace, is had by leaving the flag
+// out), a control byte (the path is echoed in messages and on each line
+// of a table), or all with anything else.
+func checkNetnsList(list []string) error {
+	for _, path := range list {
+		if path == "" {
+			return errors.New("empty namespace path: want PATH,... or all")
+		}
+		if strings.ContainsFunc(path, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+			return errors.New("a namespace path with a control character")
+		}
+	}
+	if len(list) > 1 && slices.Contains(list, "all") {
+		return errors.New("all is every namespace already: name no other with it")
+	}
+	return nil
+}
+
+// checkNetnsFlag checks --netns before anything runs, so a typo is a usage
+// error: every file must exist and be a network namespace. One porttrace
+// may not look at (another user's process, without root) is left for the
+// run to report.
+func checkNetnsFlag(list []string) error {
+	if err := checkNetnsList(list); err != nil {
+		return fmt.Errorf("invalid --netns: %w", err)
+	}
+	for _, path := range list {
+		if path == "all" {
+			continue
+		}
+		if err := checkNetnsFile(path); err != nil {
+			return fmt.Errorf("invalid --netns %q: %w", path, err)
+		}
+	}
+	return nil
+}
+
+func checkNetnsFile(path string) error {
+	st, err := os.Stat(path)
+	if errors.Is(err, fs.ErrPermission) {
+		return nil
+	}
+	if err != nil {
+		return pathCause(err)
+	}
+	if !st.Mode().IsRegular() {
+		// A namespace file is a regular one; opening a FIFO would block.
+		return fmt.Errorf("%w (want /run/netns/NAME or /proc/PID/ns/net)", errNotNetns)
+	}
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	return checkNetns(fd)
+}
+
+// pathCause is err without the operation and path an *fs.PathError adds,
+// for a message that names the path already.
+func pathCause(err error) error {
+	if pe, ok := errors.AsType[*fs.PathError](err); ok {
+		return pe.Err
+	}
+	return err
 }

@@ -7,10 +7,11 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
-	"github.com/prometheus/procfs"
 	"golang.org/x/sys/unix"
 )
 
@@ -20,11 +21,20 @@ func RunPorts(ctx context.Context, cfg PortsConfig, stdout, stderr io.Writer) er
 	if cfg.Watch {
 		// Attached before the snapshot, so nothing falls between the two.
 		var err error
-		t, err = New(Options{Backend: cfg.Backend, Events: kindSet(KindBind, KindListen), UID: -1})
+		t, err = New(Options{Backend: cfg.Backend, Events: kindSet(KindBind, KindListen)})
 		if err != nil {
 			return err
 		}
 		defer t.Close()
+		// A namespace named on the command line is watched through an fd
+		// of porttrace's own: its name may go (ip netns delete) while
+		// processes inside still listen.
+		held, release, err := holdNamespaces(cfg.Netns)
+		if err != nil {
+			return err
+		}
+		defer release()
+		cfg.Netns = held
 	}
 	notice := &unopenedNotice{cmd: "ports"}
 	snap, unopened, err := Snapshot(SnapshotOptions{All: cfg.All, Netns: cfg.Netns})
@@ -33,7 +43,9 @@ func RunPorts(ctx context.Context, cfg PortsConfig, stdout, stderr io.Writer) er
 	}
 	now := time.Now()
 	notice.say(stderr, unopened)
-	out := bufio.NewWriter(stdout)
+	sw := newStopWriter(ctx, stdout)
+	defer sw.Close()
+	out := bufio.NewWriter(sw)
 	if cfg.Output == "json" {
 		var buf []byte
 		for i := range snap {
@@ -43,13 +55,15 @@ func RunPorts(ctx context.Context, cfg PortsConfig, stdout, stderr io.Writer) er
 	} else if err := WritePortsTable(out, snap, len(cfg.Netns) > 0); err != nil {
 		return err
 	}
-	if err := out.Flush(); err != nil {
+	if err := out.Flush(); errors.Is(err, errStalled) {
+		return nil
+	} else if err != nil {
 		return fmt.Errorf("writing output: %w", err)
 	}
 	if !cfg.Watch {
 		return nil
 	}
-	fmt.Fprintf(stderr, "porttrace ports: watching with %s\n", t)
+	fmt.Fprintf(stderr, "porttrace ports: watching with %s\n", t.Describe(cfg.Verbose))
 	w := &portsWatch{cfg: cfg, out: out, stderr: stderr, notice: notice, known: map[listenerKey]Socket{},
 		manyNetns: len(cfg.Netns) > 1 || (len(cfg.Netns) == 1 && cfg.Netns[0] == "all")}
 	for _, s := range snap {
@@ -57,7 +71,42 @@ func RunPorts(ctx context.Context, cfg PortsConfig, stdout, stderr io.Writer) er
 			w.known[keyOf(&s)] = s
 		}
 	}
-	return w.run(ctx, t)
+	if cfg.Duration > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, cfg.Duration)
+		defer cancel()
+	}
+	err = w.run(ctx, t)
+	if errors.Is(err, errStalled) {
+		return nil
+	}
+	return err
+}
+
+// holdNamespaces opens the namespaces named in spec and returns paths to
+// them through porttrace's own fds (/proc/self/fd/N), which stay valid
+// whatever becomes of the names; "all" and no namespace are returned as
+// they are.
+func holdNamespaces(spec []string) (paths []string, release func(), err error) {
+	if len(spec) == 0 || (len(spec) == 1 && spec[0] == "all") {
+		return spec, func() {}, nil
+	}
+	var fds []int
+	release = func() {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+	}
+	for _, p := range spec {
+		fd, err := unix.Open(p, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			release()
+			return nil, nil, fmt.Errorf("opening netns %s: %w", p, err)
+		}
+		fds = append(fds, fd)
+		paths = append(paths, "/proc/self/fd/"+strconv.Itoa(fd))
+	}
+	return paths, release, nil
 }
 
 // The "event" of a socket object in ports and who JSON, next to the
@@ -68,9 +117,10 @@ const (
 	EventClosed   = "closed"
 )
 
-// listenerKey names a listener across snapshots. One the tracer reported
-// has inode 0 (events carry none) and stands for whichever socket of its
-// namespace listens on its address.
+// listenerKey names a listener across snapshots and events: by its
+// socket's inode, which events carry too. An event that could not read it
+// has inode 0 and stands for whichever socket of its namespace listens on
+// its address.
 type listenerKey struct {
 	netns uint32
 	proto uint16
@@ -107,7 +157,8 @@ func (w *portsWatch) run(ctx context.Context, t *Tracer) error {
 	if err != nil {
 		return err
 	}
-	events := make(chan Event, 256)
+	events, done := make(chan Event, 256), make(chan struct{})
+	defer close(done)
 	go func() {
 		defer close(events)
 		en := newEnricher()
@@ -120,7 +171,11 @@ func (w *portsWatch) run(ctx context.Context, t *Tracer) error {
 				continue
 			}
 			en.enrich(&ev)
-			events <- ev
+			select {
+			case events <- ev:
+			case <-done:
+				return
+			}
 		}
 	}()
 	stop := context.AfterFunc(ctx, t.Stop)
@@ -139,7 +194,10 @@ func (w *portsWatch) run(ctx context.Context, t *Tracer) error {
 				return err
 			}
 		}
-		if err := w.out.Flush(); err != nil {
+
+		if err := w.out.Flush(); errors.Is(err, errStalled) {
+			return err
+		} else if err != nil {
 			return fmt.Errorf("writing output: %w", err)
 		}
 	}
@@ -186,12 +244,17 @@ func (w *portsWatch) event(ev *Event) {
 		return
 	}
 	k := keyOf(&l)
-	for known := range w.known {
-		if known.addr() == k {
-			return // a listen() again on a known listener, or its SO_REUSEPORT sibling
+	if k.inode == 0 {
+		for known := range w.known {
+			if known.addr() == k.addr() {
+				return // a listener on this address is known already
+			}
 		}
 	}
-	w.known[k] = l
+	// A listen() again on a known listener has its inode: known already.
+	if _, ok := w.known[k]; !ok {
+		w.known[k] = l
+	}
 }
 
 // look takes a snapshot of the listeners and reports those known before
@@ -204,15 +267,24 @@ func (w *portsWatch) look() error {
 	at := time.Now()
 	w.notice.say(w.stderr, unopened)
 	now := map[listenerKey]Socket{}
-	byAddr := map[listenerKey]bool{}
 	for _, s := range snap {
 		if s.Listening() {
 			now[keyOf(&s)] = s
-			byAddr[keyOf(&s).addr()] = true
+		}
+	}
+	// Listeners on an address with an inode no event named: the tracer
+	// missed their listen (io_uring under the tracepoint backend), or the
+	// kernel shows another socket's inode for them (an MPTCP listener's
+	// subflow on older kernels). A listener known from its event on such
+	// an address is taken to be one of them, not closed.
+	unnamed := map[listenerKey]bool{}
+	for k := range now {
+		if _, ok := w.known[k]; !ok {
+			unnamed[k.addr()] = true
 		}
 	}
 	for k, s := range w.known {
-		if _, ok := now[k]; ok || (k.inode == 0 && byAddr[k]) {
+		if _, ok := now[k]; ok || unnamed[k.addr()] {
 			continue
 		}
 		if w.cfg.Output == "json" {
@@ -248,7 +320,7 @@ func listenerFromEvent(ev *Event) (Socket, bool) {
 	}
 	port := ev.Local.Port()
 	s := Socket{
-		Netns: ev.Netns, Proto: proto, Family: ev.Family, State: state, Local: ev.Local,
+		Netns: ev.Netns, Proto: proto, Family: ev.Family, State: state, Local: ev.Local, Inode: ev.Inode,
 		Holders:    []Holder{holderFromEvent(ev)},
 		PortClass:  ClassOf(port),
 		Privileged: Privileged(port, ev.UnprivPortStart),
@@ -298,13 +370,7 @@ func lookUpV6Only(l *Socket, paths []string) {
 func holderFromEvent(ev *Event) Holder {
 	h := Holder{PID: ev.PID, PPID: ev.PPID, UID: ev.UID, User: ev.User, Comm: ev.Comm,
 		Exe: ev.Exe, ExeDeleted: ev.ExeDeleted, Cgroup: ev.Cgroup, FD: -1}
-	if p, err := procfs.NewProc(int(ev.PID)); err == nil {
-		if st, err := p.Stat(); err == nil {
-			if start, err := st.StartTime(); err == nil {
-				h.Start = time.Unix(0, int64(start*1e9))
-			}
-		}
-	}
+	h.Start = readProcFacts("/proc", ev.PID, factStat).start
 	return h
 }
 
@@ -336,7 +402,7 @@ func RunWho(ctx context.Context, cfg WhoConfig, stdout, stderr io.Writer) error 
 		_ = ports.Set(strconv.Itoa(int(cfg.Port)))
 		var err error
 		// Attached before looking, so a bind in between is not missed.
-		t, err = New(Options{Backend: cfg.Backend, Events: kindSet(KindBind), UID: -1, Ports: &ports})
+		t, err = New(Options{Backend: cfg.Backend, Events: kindSet(KindBind), Ports: &ports})
 		if err != nil {
 			return err
 		}
@@ -386,14 +452,25 @@ func RunWho(ctx context.Context, cfg WhoConfig, stdout, stderr io.Writer) error 
 		ctx, cancel = context.WithTimeout(ctx, cfg.Timeout)
 		defer cancel()
 	}
+	// Nothing binds in a namespace that is gone: the wait ends there.
+	ctx, gone := context.WithCancelCause(ctx)
+	defer gone(nil)
+	if inScope != nil {
+		go watchNamespaces(ctx, inScope, gone)
+	}
 	stop := context.AfterFunc(ctx, t.Stop)
 	defer stop()
-	fmt.Fprintf(stderr, "porttrace who: waiting for a bind of port %d/%s with %s\n", cfg.Port, protoName, t)
+	fmt.Fprintf(stderr, "porttrace who: waiting for a bind of port %d/%s with %s\n", cfg.Port, protoName, t.Describe(cfg.Verbose))
 	en := newEnricher()
+	sw := newStopWriter(ctx, stdout)
+	defer sw.Close()
 	var ev Event
 	for {
 		if err := t.Read(&ev); err != nil {
 			if errors.Is(err, ErrStopped) {
+				if cause := context.Cause(ctx); errors.Is(cause, errNetnsGone) {
+					return fmt.Errorf("no bind of port %d/%s: %w", cfg.Port, protoName, cause)
+				}
 				if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 					return fmt.Errorf("%w after %s: no bind of port %d/%s", ErrTimeout, cfg.Timeout, cfg.Port, protoName)
 				}
@@ -405,7 +482,9 @@ func RunWho(ctx context.Context, cfg WhoConfig, stdout, stderr io.Writer) error 
 			continue
 		}
 		en.enrich(&ev)
-		if err := writeWhoEvent(stdout, cfg.Output, &ev); err != nil {
+		if err := writeWhoEvent(sw, cfg.Output, &ev, len(cfg.Netns) > 0); errors.Is(err, errStalled) {
+			return fmt.Errorf("%w: stopped while the output was not being read", ErrInterrupted)
+		} else if err != nil {
 			return err
 		}
 		// A bind that worked, or that a permission check refused, is the
@@ -418,9 +497,44 @@ func RunWho(ctx context.Context, cfg WhoConfig, stdout, stderr io.Writer) error 
 	}
 }
 
+// errNetnsGone ends who --wait on namespaces that no longer exist.
+var errNetnsGone = errors.New("the network namespace is gone")
+
+// netnsCheckEvery spaces the looks for the namespaces who --wait watches.
+const netnsCheckEvery = 2 * time.Second
+
+// watchNamespaces ends ctx with errNetnsGone once none of the namespaces
+// in scope exists any more: no process lives in one, no mount names it,
+// no fd holds it. porttrace holds none, so as not to keep one alive.
+func watchNamespaces(ctx context.Context, inScope map[uint32]bool, gone context.CancelCauseFunc) {
+	tick := time.NewTicker(netnsCheckEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		var missing []string
+		for inode := range inScope {
+			if _, fd, ok := search(inode); ok {
+				unix.Close(fd)
+				break
+			}
+			missing = append(missing, strconv.FormatUint(uint64(inode), 10))
+		}
+		if len(missing) == len(inScope) {
+			slices.Sort(missing)
+			gone(fmt.Errorf("%w: netns %s", errNetnsGone, strings.Join(missing, ", ")))
+			return
+		}
+	}
+}
+
 // writeWhoEvent prints a bind of the port who --wait waits for, with its
-// process as who describes a holder.
-func writeWhoEvent(w io.Writer, output string, ev *Event) error {
+// process as who describes a holder, and its namespace when who looks
+// into others than its own.
+func writeWhoEvent(w io.Writer, output string, ev *Event, netns bool) error {
 	h := holderFromEvent(ev)
 	var err error
 	if output == "json" {
@@ -432,8 +546,12 @@ func writeWhoEvent(w io.Writer, output string, ev *Event) error {
 		}
 		_, err = w.Write(buf)
 	} else {
-		_, err = fmt.Fprintf(w, "%s %s %s %s by %s%s\n", ev.Time.In(displayZone).Format("15:04:05.000"),
-			ev.Kind, ProtoName(ev.Proto), sockAddr(ev.Local), holderLine(&h, time.Now()), printable(resultNote(ev)))
+		where := ""
+		if netns {
+			where = " netns " + strconv.FormatUint(uint64(ev.Netns), 10)
+		}
+		_, err = fmt.Fprintf(w, "%s %s %s %s%s by %s%s\n", ev.Time.In(displayZone).Format("15:04:05.000"),
+			ev.Kind, ProtoName(ev.Proto), sockAddr(ev.Local), where, holderLine(&h, time.Now()), printable(resultNote(ev)))
 	}
 	return err
 }

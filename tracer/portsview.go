@@ -9,31 +9,19 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/olekukonko/tablewriter"
-	"github.com/olekukonko/tablewriter/renderer"
-	"github.com/olekukonko/tablewriter/tw"
+	"unicode/utf8"
 )
 
 // WritePortsTable prints sockets as a table, one row a socket, its first
-// holder named and the others counted.
+// holder named and the others counted (PID+N: N more processes hold it;
+// who lists them). Columns are as wide as their widest cell; nothing
+// wraps and no line ends in spaces, on a terminal or into a pipe.
 func WritePortsTable(w io.Writer, socks []Socket, showNetns bool) error {
 	header := []any{"PROTO", "LOCAL", "REMOTE", "STATE", "PID", "USER", "COMM", "CLASS", "DIR", "NOTE"}
 	if showNetns {
 		header = append([]any{"NETNS"}, header...)
 	}
-	t := tablewriter.NewTable(w,
-		tablewriter.WithRenderer(renderer.NewBlueprint(tw.Rendition{
-			Borders:  tw.BorderNone,
-			Symbols:  tw.NewSymbols(tw.StyleNone),
-			Settings: tw.Settings{Separators: tw.Separators{BetweenColumns: tw.Off, BetweenRows: tw.Off}, Lines: tw.Lines{ShowHeaderLine: tw.Off}},
-		})),
-		tablewriter.WithConfig(tablewriter.Config{
-			Header: tw.CellConfig{Formatting: tw.CellFormatting{AutoFormat: tw.Off}, Alignment: tw.CellAlignment{Global: tw.AlignLeft}, Padding: tw.CellPadding{Global: tw.Padding{Right: "  "}}},
-			Row:    tw.CellConfig{Formatting: tw.CellFormatting{AutoWrap: tw.WrapNone}, Alignment: tw.CellAlignment{Global: tw.AlignLeft}, Padding: tw.CellPadding{Global: tw.Padding{Right: "  "}}},
-		}),
-	)
-	t.Header(header...)
+	rows := [][]any{header}
 	for i := range socks {
 		s := &socks[i]
 		pid, user, comm := "-", "-", "-"
@@ -44,24 +32,42 @@ func WritePortsTable(w io.Writer, socks []Socket, showNetns bool) error {
 				pid += fmt.Sprintf("+%d", n-1)
 			}
 		}
-		class := shortClass(&Event{PortClass: s.PortClass, Privileged: s.Privileged})
-		row := []any{ProtoName(s.Proto), localAddr(s), sockAddr(s.Remote), s.State, pid, user, comm, class, shortDir(s.Direction), printable(socketNote(s))}
+		class := shortClass(s.PortClass, s.Privileged)
+		dir := shortDir(s.Direction)
+		if s.DirInferred {
+			dir += "?"
+		}
+		row := []any{ProtoName(s.Proto), localAddr(s), sockAddr(s.Remote), s.State, pid, user, comm, class, dir, printable(socketNote(s))}
 		if showNetns {
 			row = append([]any{strconv.FormatUint(uint64(s.Netns), 10)}, row...)
 		}
-		if err := t.Append(row...); err != nil {
-			return err
+		rows = append(rows, row)
+	}
+	widths := make([]int, len(header))
+	for _, r := range rows {
+		for i, c := range r {
+			widths[i] = max(widths[i], utf8.RuneCountInString(c.(string))+2)
 		}
 	}
-	return t.Render()
+	var b []byte
+	for _, r := range rows {
+		b = appendCells(b, r, widths)
+	}
+	_, err := w.Write(b)
+	return err
 }
 
-// socketNote is a listener's scope and why it deserves a look, as the
-// table's NOTE column says it.
+// socketNote is a listener's scope and why a socket deserves a look, as
+// the table's NOTE column says it. A listener in the ephemeral range is
+// worth a word: its port is one the kernel may also hand to a client,
+// and a restart finds it taken.
 func socketNote(s *Socket) string {
 	var note []string
 	if s.Scope != "" {
 		note = append(note, s.Scope)
+	}
+	if s.Listening() && s.Ephemeral {
+		note = append(note, "in the ephemeral range")
 	}
 	for _, why := range s.Suspicious {
 		note = append(note, "! "+why)
@@ -109,7 +115,7 @@ func AppendSocketJSON(buf []byte, event string, at time.Time, s *Socket) []byte 
 	buf = appendJSONString(buf, event)
 	buf = appendUint(buf, "netns", uint64(s.Netns))
 	buf = appendStr(buf, "proto", ProtoName(s.Proto))
-	buf = appendStr(buf, "family", FamilyName(s.Family))
+	buf = appendStr(buf, "family", addrFamily(s.Family, s.Local, s.Remote))
 	buf = appendStr(buf, "state", s.State)
 	buf = appendAddrPort(buf, "local_addr", "local_port", s.Local)
 	buf = appendAddrPort(buf, "remote_addr", "remote_port", s.Remote)
@@ -124,17 +130,18 @@ func AppendSocketJSON(buf []byte, event string, at time.Time, s *Socket) []byte 
 	}
 	if s.Direction != DirNone {
 		buf = appendStr(buf, "direction", s.Direction.String())
+		buf = appendBool(buf, "direction_inferred", s.DirInferred)
 	}
 	buf = appendUint(buf, "inode", uint64(s.Inode))
 	if len(s.Holders) > 0 {
 		h := &s.Holders[0]
 		buf = appendUint(buf, "pid", uint64(h.PID))
 		buf = appendStr(buf, "user", h.User)
-		buf = appendStr(buf, "comm", h.Comm)
-		buf = appendStr(buf, "exe", h.Exe)
+		buf = appendText(buf, "comm", h.Comm)
+		buf = appendText(buf, "exe", h.Exe)
 		buf = appendBool(buf, "exe_deleted", h.ExeDeleted)
 		if h.Cgroup != "" {
-			buf = appendStr(buf, "cgroup", h.Cgroup)
+			buf = appendText(buf, "cgroup", h.Cgroup)
 		}
 	}
 	buf = append(buf, `,"holders":[`...)
@@ -148,10 +155,10 @@ func AppendSocketJSON(buf []byte, event string, at time.Time, s *Socket) []byte 
 		buf = appendUint(buf, "ppid", uint64(h.PPID))
 		buf = appendUint(buf, "uid", uint64(h.UID))
 		buf = appendStr(buf, "user", h.User)
-		buf = appendStr(buf, "comm", h.Comm)
-		buf = appendStr(buf, "exe", h.Exe)
+		buf = appendText(buf, "comm", h.Comm)
+		buf = appendText(buf, "exe", h.Exe)
 		buf = appendBool(buf, "exe_deleted", h.ExeDeleted)
-		buf = appendStr(buf, "cgroup", h.Cgroup)
+		buf = appendText(buf, "cgroup", h.Cgroup)
 		if !h.Start.IsZero() {
 			buf = appendStr(buf, "start", h.Start.UTC().Format(time.RFC3339))
 		}
@@ -195,8 +202,11 @@ func WriteWho(w io.Writer, port uint16, proto string, socks []Socket, now time.T
 		}
 		if s.Direction != DirNone {
 			fmt.Fprintf(&b, " %s", s.Direction)
+			if s.DirInferred {
+				b.WriteString(" (inferred)")
+			}
 		}
-		fmt.Fprintf(&b, "  netns %d\n", s.Netns)
+		fmt.Fprintf(&b, "  %s\n", portFacts(s))
 		switch {
 		case len(s.Holders) > 0:
 		case !s.Owned():
@@ -219,6 +229,23 @@ func WriteWho(w io.Writer, port uint16, proto string, socks []Socket, now time.T
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// portFacts is what who says of a socket's port: its class (of the
+// service port, as CLASS in ports), privileged, in the ephemeral range,
+// and its namespace.
+func portFacts(s *Socket) string {
+	facts := s.PortClass.String() + " port"
+	if s.Direction == DirOutbound {
+		facts = s.PortClass.String() + " service port " + strconv.Itoa(int(s.ServicePort()))
+	}
+	if s.Privileged {
+		facts += ", privileged"
+	}
+	if s.Ephemeral {
+		facts += ", local port in the ephemeral range"
+	}
+	return facts + ", netns " + strconv.FormatUint(uint64(s.Netns), 10)
 }
 
 // holderLine is one process holding a socket, with what tells it apart

@@ -39,6 +39,14 @@ func sampleSockets() []Socket {
 			PortClass: ClassRegistered, Scope: "all interfaces, IPv4 and IPv6"},
 		{Netns: 4026531840, Proto: ProtoTCP, Family: 2, State: "ESTAB", Local: ap("127.0.0.1:40312"), Remote: ap("127.0.0.1:25"), Inode: 1007, Holders: []Holder{sendmail},
 			PortClass: ClassWellKnown, Privileged: true, Ephemeral: true, Direction: DirOutbound},
+		// A connect-back from a deleted binary: outbound, inferred (no
+		// listener here holds port 443), flagged all the same.
+		{Netns: 4026531840, Proto: ProtoTCP, Family: 2, State: "ESTAB", Local: ap("10.0.0.5:443"), Remote: ap("198.51.100.7:40001"), Inode: 1008,
+			Holders: []Holder{implant}, PortClass: ClassRegistered, Direction: DirOutbound, DirInferred: true,
+			Suspicious: []string{"executable deleted: /tmp/.x/kworkerd (pid 6666)"}},
+		// A service in the ephemeral range, where a client may take its port.
+		{Netns: 4026531840, Proto: ProtoTCP, Family: 2, State: "LISTEN", Local: ap("0.0.0.0:40000"), Inode: 1009, Holders: []Holder{grafana},
+			PortClass: ClassRegistered, Ephemeral: true, Scope: "all interfaces"},
 	}
 	return s
 }
@@ -52,6 +60,11 @@ func TestPortsTableGolden(t *testing.T) {
 		t.Fatal(err)
 	}
 	golden(t, "ports.table", []byte(b.String()))
+	for _, line := range strings.Split(b.String(), "\n") {
+		if strings.HasSuffix(line, " ") {
+			t.Errorf("trailing spaces: %q", line)
+		}
+	}
 }
 
 func TestPortsJSONGolden(t *testing.T) {
@@ -76,6 +89,9 @@ func TestWhoGolden(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := WriteWho(&b, 8080, "tcp,udp", nil, now); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteWho(&b, 443, "tcp", sampleSockets()[7:8], now); err != nil {
 		t.Fatal(err)
 	}
 	timeWait := Socket{Netns: 4026531840, Proto: ProtoTCP, Family: 2, State: "TIME-WAIT", Local: netip.MustParseAddrPort("127.0.0.1:25"),
@@ -118,31 +134,37 @@ func TestWhoTarget(t *testing.T) {
 
 func TestSuspicious(t *testing.T) {
 	const orphan = "no live process holds it"
+	conn := func(hs ...Holder) Socket {
+		return Socket{Proto: ProtoTCP, State: "ESTAB", Remote: netip.MustParseAddrPort("192.0.2.1:443"), Holders: hs}
+	}
 	for _, tc := range []struct {
-		holders []Holder
-		want    string
+		sock Socket
+		want string
 	}{
-		{[]Holder{{PID: 1, Comm: "nginx"}}, ""},
-		{nil, orphan},
-		{[]Holder{{PID: 7, Comm: "bash"}}, "bash (pid 7) is a shell or interpreter listening"},
-		{[]Holder{{PID: 8, Comm: "python3.11"}}, "python3.11 (pid 8) is a shell or interpreter listening"},
-		{[]Holder{{PID: 9, Comm: "sshd", Exe: "/usr/sbin/sshd", ExeDeleted: true}}, "executable deleted: /usr/sbin/sshd (pid 9)"},
+		{Socket{State: "LISTEN", Holders: []Holder{{PID: 1, Comm: "nginx"}}}, ""},
+		{Socket{State: "LISTEN", orphan: orphan}, orphan},
+		{Socket{State: "LISTEN", Holders: []Holder{{PID: 7, Comm: "bash"}}}, "bash (pid 7) is a shell, interpreter or relay listening"},
+		{Socket{State: "LISTEN", Holders: []Holder{{PID: 8, Comm: "python3.11"}}}, "python3.11 (pid 8) is a shell, interpreter or relay listening"},
+		{Socket{State: "LISTEN", Holders: []Holder{{PID: 9, Comm: "sshd", Exe: "/usr/sbin/sshd", ExeDeleted: true}}}, "executable deleted: /usr/sbin/sshd (pid 9)"},
 		// A "#!/usr/bin/python3" script named sshd: comm from the script, exe the interpreter.
-		{[]Holder{{PID: 10, Comm: "sshd", Exe: "/usr/bin/python3.11"}}, "sshd (pid 10) runs /usr/bin/python3.11, a shell or interpreter, listening"},
-		{[]Holder{{PID: 11, Comm: "cupsd", Exe: "/usr/bin/perl5.36.0"}}, "cupsd (pid 11) runs /usr/bin/perl5.36.0, a shell or interpreter, listening"},
-		{[]Holder{{PID: 12, Comm: "bash", Exe: "/usr/bin/bash"}}, "bash (pid 12) is a shell or interpreter listening"},
+		{Socket{State: "LISTEN", Holders: []Holder{{PID: 10, Comm: "sshd", Exe: "/usr/bin/python3.11"}}}, "sshd (pid 10) runs /usr/bin/python3.11, a shell, interpreter or relay, listening"},
+		{Socket{State: "LISTEN", Holders: []Holder{{PID: 11, Comm: "cupsd", Exe: "/usr/bin/perl5.36.0"}}}, "cupsd (pid 11) runs /usr/bin/perl5.36.0, a shell, interpreter or relay, listening"},
+		{Socket{State: "LISTEN", Holders: []Holder{{PID: 12, Comm: "bash", Exe: "/usr/bin/bash"}}}, "bash (pid 12) is a shell, interpreter or relay listening"},
 		// busybox is every applet: its httpd is no shell.
-		{[]Holder{{PID: 13, Comm: "httpd", Exe: "/bin/busybox"}}, ""},
-		{[]Holder{{PID: 14, Comm: "nc", Exe: "/bin/busybox"}}, "nc (pid 14) is a shell or interpreter listening"},
-		{[]Holder{{PID: 15, Comm: "pythonista", Exe: "/opt/pythonista"}}, ""},
+		{Socket{State: "LISTEN", Holders: []Holder{{PID: 13, Comm: "httpd", Exe: "/bin/busybox"}}}, ""},
+		{Socket{State: "LISTEN", Holders: []Holder{{PID: 14, Comm: "nc", Exe: "/bin/busybox"}}}, "nc (pid 14) is a shell, interpreter or relay listening"},
+		{Socket{State: "LISTEN", Holders: []Holder{{PID: 15, Comm: "pythonista", Exe: "/opt/pythonista"}}}, ""},
+		// Renamed, a relay is not recognised: the rule is the name.
+		{Socket{State: "LISTEN", Holders: []Holder{{PID: 16, Comm: "x", Exe: "/tmp/x"}}}, ""},
+		// A connection: a deleted executable is flagged (a connect-back
+		// implant has no listener), what runs it is not.
+		{conn(Holder{PID: 17, Comm: "beacon", Exe: "/tmp/beacon", ExeDeleted: true}), "executable deleted: /tmp/beacon (pid 17)"},
+		{conn(Holder{PID: 18, Comm: "bash", Exe: "/usr/bin/bash"}), ""},
+		{Socket{Proto: ProtoUDP, State: "ESTAB", Remote: netip.MustParseAddrPort("192.0.2.1:53"), orphan: orphan}, ""},
 	} {
-		s := Socket{Holders: tc.holders}
-		if len(tc.holders) == 0 {
-			s.orphan = orphan
-		}
-		got := strings.Join(suspicious(&s), "; ")
+		got := strings.Join(suspicious(&tc.sock), "; ")
 		if got != tc.want {
-			t.Errorf("%+v: %q, want %q", tc.holders, got, tc.want)
+			t.Errorf("%s %+v: %q, want %q", tc.sock.State, tc.sock.Holders, got, tc.want)
 		}
 	}
 }
@@ -187,40 +209,53 @@ func TestProcPidnsChild(t *testing.T) {
 	}
 }
 
-// The side on a listening port is the server, whichever port numbers the
-// two sides have; only for a peer elsewhere, whose listeners are unknown,
-// do the ephemeral range and service ports decide.
+// Direction: known from the handshake state and this host's TCP
+// listeners, inferred (and said to be) from listeners otherwise. A
+// socket no listener serves is a client, whatever its ports' numbers.
 func TestDirection(t *testing.T) {
 	ap := netip.MustParseAddrPort
+	any4, lo := netip.IPv4Unspecified(), netip.MustParseAddr("127.0.0.1")
 	v := &netView{
-		listening: map[protoPort]bool{{ProtoTCP, 25}: true, {ProtoTCP, 40000}: true, {ProtoUDP, 53}: true},
-		own:       map[netip.Addr]bool{netip.MustParseAddr("10.0.0.5"): true},
-		rng:       [2]uint16{32768, 60999},
+		listening: map[protoPort][]netip.Addr{
+			{ProtoTCP, 25}: {any4}, {ProtoTCP, 40000}: {any4}, {ProtoUDP, 53}: {lo}, {ProtoTCP, 8080}: {netip.MustParseAddr("10.0.0.5")},
+		},
+		own: map[netip.Addr]bool{netip.MustParseAddr("10.0.0.5"): true},
+		rng: [2]uint16{32768, 60999},
 	}
 	for _, tc := range []struct {
 		proto         uint16
 		state         string
 		local, remote string
-		want          Direction
+		want          string
 	}{
-		{ProtoTCP, "ESTAB", "127.0.0.1:25", "127.0.0.1:40312", DirInbound},
-		{ProtoTCP, "ESTAB", "127.0.0.1:40312", "127.0.0.1:25", DirOutbound},
-		{ProtoTCP, "ESTAB", "127.0.0.1:40000", "127.0.0.1:41000", DirInbound},
-		{ProtoTCP, "ESTAB", "127.0.0.1:41000", "127.0.0.1:40000", DirOutbound},
-		{ProtoTCP, "ESTAB", "127.0.0.1:5000", "127.0.0.1:40000", DirOutbound},
-		{ProtoTCP, "ESTAB", "[::ffff:10.0.0.5]:5000", "[::ffff:10.0.0.5]:40000", DirOutbound},
-		{ProtoTCP, "TIME-WAIT", "10.0.0.5:25", "192.0.2.1:33000", DirInbound},
-		{ProtoTCP, "ESTAB", "10.0.0.5:41000", "192.0.2.1:443", DirOutbound},
-		{ProtoTCP, "ESTAB", "10.0.0.5:8080", "192.0.2.1:50000", DirInbound},
-		{ProtoTCP, "ESTAB", "10.0.0.5:41000", "192.0.2.1:40000", DirNone}, // 40000 listens here, not there
-		{ProtoTCP, "SYN-SENT", "10.0.0.5:8080", "192.0.2.1:50000", DirOutbound},
-		{ProtoTCP, "SYN-RECV", "10.0.0.5:41000", "192.0.2.1:443", DirInbound},
-		{ProtoUDP, "ESTAB", "127.0.0.1:53", "127.0.0.1:41000", DirInbound},
-		{ProtoUDP, "ESTAB", "127.0.0.1:41000", "127.0.0.1:53", DirOutbound},
-		{ProtoUDP, "ESTAB", "127.0.0.1:41000", "127.0.0.1:40000", DirNone}, // 40000 listens for TCP only
+		{ProtoTCP, "ESTAB", "127.0.0.1:25", "127.0.0.1:40312", "in"},
+		{ProtoTCP, "ESTAB", "127.0.0.1:40312", "127.0.0.1:25", "out"},
+		{ProtoTCP, "ESTAB", "127.0.0.1:40000", "127.0.0.1:41000", "in"},
+		{ProtoTCP, "ESTAB", "127.0.0.1:41000", "127.0.0.1:40000", "out"},
+		{ProtoTCP, "ESTAB", "127.0.0.1:5000", "127.0.0.1:40000", "out"},
+		{ProtoTCP, "ESTAB", "[::ffff:10.0.0.5]:5000", "[::ffff:10.0.0.5]:40000", "out"},
+		{ProtoTCP, "TIME-WAIT", "10.0.0.5:25", "192.0.2.1:33000", "in"},
+		{ProtoTCP, "ESTAB", "10.0.0.5:8080", "192.0.2.1:50000", "in"},
+		{ProtoTCP, "ESTAB", "127.0.0.1:8080", "192.0.2.1:50000", "out?"}, // 8080 listens on 10.0.0.5 only
+		// A peer elsewhere, no listener here: a client, inferred.
+		{ProtoTCP, "ESTAB", "10.0.0.5:41000", "192.0.2.1:443", "out?"},
+		{ProtoTCP, "ESTAB", "10.0.0.5:32250", "192.0.2.1:25", "out?"},    // bound to a fixed port below the range
+		{ProtoTCP, "ESTAB", "10.0.0.5:20", "192.0.2.1:40000", "out?"},    // active FTP data
+		{ProtoTCP, "ESTAB", "10.0.0.5:37382", "192.0.2.1:50001", "out?"}, // both in the range
+		{ProtoTCP, "ESTAB", "10.0.0.5:41000", "192.0.2.1:40000", "out?"}, // 40000 listens here, not there
+		{ProtoTCP, "SYN-SENT", "10.0.0.5:8080", "192.0.2.1:50000", "out"},
+		{ProtoTCP, "SYN-RECV", "10.0.0.5:41000", "192.0.2.1:443", "in"},
+		{ProtoUDP, "ESTAB", "127.0.0.1:53", "127.0.0.1:41000", "in?"},
+		{ProtoUDP, "ESTAB", "127.0.0.1:41000", "127.0.0.1:53", "out?"},
+		{ProtoUDP, "ESTAB", "127.0.0.1:41000", "127.0.0.1:40000", "out?"}, // 40000 listens for TCP only
 	} {
 		s := Socket{Proto: tc.proto, State: tc.state, Local: ap(tc.local), Remote: ap(tc.remote)}
-		if got := v.direction(&s); got != tc.want {
+		d, inferred := v.direction(&s)
+		got := shortDir(d)
+		if inferred {
+			got += "?"
+		}
+		if got != tc.want {
 			t.Errorf("%s %s %s -> %s: %q, want %q", ProtoName(tc.proto), tc.state, tc.local, tc.remote, got, tc.want)
 		}
 	}
@@ -257,7 +292,7 @@ func TestListenerFromEvent(t *testing.T) {
 		HasNet: true, Netns: 7, UnprivPortStart: 1024, PortRange: [2]uint16{32768, 60999}}
 	s, ok := listenerFromEvent(&ev)
 	want := `7 tcp 10.0.0.5:4444 LISTEN "only 10.0.0.5" registered priv=false pid=66 ` +
-		`["executable deleted: /tmp/x (pid 66)" "bash (pid 66) is a shell or interpreter listening"]`
+		`["executable deleted: /tmp/x (pid 66)" "bash (pid 66) is a shell, interpreter or relay listening"]`
 	got := fmt.Sprintf("%d %s %s %s %q %s priv=%t pid=%d %q", s.Netns, ProtoName(s.Proto), s.Local, s.State, s.Scope,
 		s.PortClass, s.Privileged, s.Holders[0].PID, s.Suspicious)
 	if !ok || got != want {
@@ -310,9 +345,11 @@ func TestPortsViewsEscapeNames(t *testing.T) {
 func TestSocketServicePort(t *testing.T) {
 	ap := netip.MustParseAddrPort
 	v := &netView{
-		listening: map[protoPort]bool{{ProtoTCP, 25}: true, {ProtoUDP, 53}: true, {ProtoTCP, 8080}: true},
-		own:       map[netip.Addr]bool{},
-		rng:       [2]uint16{32768, 60999},
+		listening: map[protoPort][]netip.Addr{
+			{ProtoTCP, 25}: {netip.IPv4Unspecified()}, {ProtoUDP, 53}: {netip.IPv4Unspecified()}, {ProtoTCP, 8080}: {netip.IPv4Unspecified()},
+		},
+		own: map[netip.Addr]bool{},
+		rng: [2]uint16{32768, 60999},
 	}
 	for _, tc := range []struct {
 		proto         uint16
@@ -321,14 +358,14 @@ func TestSocketServicePort(t *testing.T) {
 		unpriv        uint32
 		want          string
 	}{
-		{ProtoUDP, "ESTAB", "127.0.0.1:53814", "127.0.0.1:53", 1024, "out wk*"},
-		{ProtoUDP, "ESTAB", "127.0.0.1:53814", "127.0.0.1:53", 0, "out wk"},
+		{ProtoUDP, "ESTAB", "127.0.0.1:53814", "127.0.0.1:53", 1024, "out? wk*"},
+		{ProtoUDP, "ESTAB", "127.0.0.1:53814", "127.0.0.1:53", 0, "out? wk"},
 		{ProtoTCP, "ESTAB", "127.0.0.1:40312", "127.0.0.1:25", 1024, "out wk*"},
 		{ProtoTCP, "ESTAB", "127.0.0.1:25", "127.0.0.1:40312", 1024, "in wk*"},
-		{ProtoTCP, "ESTAB", "10.0.0.5:50000", "192.0.2.1:443", 1024, "out wk*"},
-		{ProtoTCP, "ESTAB", "10.0.0.5:50000", "192.0.2.1:8443", 9000, "out reg*"},
+		{ProtoTCP, "ESTAB", "10.0.0.5:50000", "192.0.2.1:443", 1024, "out? wk*"},
+		{ProtoTCP, "ESTAB", "10.0.0.5:50000", "192.0.2.1:8443", 9000, "out? reg*"},
 		{ProtoTCP, "ESTAB", "10.0.0.5:8080", "192.0.2.1:50000", 1024, "in reg"},
-		{ProtoTCP, "ESTAB", "10.0.0.5:5000", "192.0.2.1:6000", 5500, " reg*"}, // no direction: the local port
+		{ProtoTCP, "ESTAB", "10.0.0.5:32250", "192.0.2.1:25", 1024, "out? wk*"}, // the remote service port, not the local 32250
 		{ProtoTCP, "LISTEN", "0.0.0.0:25", "", 1024, " wk*"},
 		{ProtoUDP, "UNCONN", "0.0.0.0:53", "", 1024, " wk*"},
 	} {
@@ -337,7 +374,11 @@ func TestSocketServicePort(t *testing.T) {
 			s.Remote = ap(tc.remote)
 		}
 		v.judge(&s, tc.unpriv)
-		if got := shortDir(s.Direction) + " " + shortClass(&Event{PortClass: s.PortClass, Privileged: s.Privileged}); got != tc.want {
+		dir := shortDir(s.Direction)
+		if s.DirInferred {
+			dir += "?"
+		}
+		if got := dir + " " + shortClass(s.PortClass, s.Privileged); got != tc.want {
 			t.Errorf("%s %s -> %s (unprivileged from %d): %q, want %q", ProtoName(tc.proto), tc.local, tc.remote, tc.unpriv, got, tc.want)
 		}
 	}

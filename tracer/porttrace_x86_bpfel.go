@@ -81,7 +81,8 @@ type porttraceEvent struct {
 	Family   uint16
 	Kind     uint8
 	Backend  uint8
-	Pad      [6]uint8
+	Pad      [2]uint8
+	SockIno  uint32
 	Laddr    [16]uint8
 	Raddr    [16]uint8
 	Comm     [16]int8

@@ -15,23 +15,27 @@ import (
 
 // Run traces until ctx is done, --duration passes or --count events have
 // been written, then detaches and prints a one-line summary on stderr.
+// Told to stop while its output is not being read, it stops all the same
+// (see stopWriter) and says so.
 func Run(ctx context.Context, cfg Config, stdout io.Writer, stderr io.Writer) error {
 	var metrics *Metrics
 	if cfg.Metrics != "" {
 		metrics = NewMetrics()
-		stop, err := metrics.Serve(cfg.Metrics)
+		stop, err := metrics.Serve(cfg.Metrics, stderr)
 		if err != nil {
 			return err
 		}
 		defer stop()
+		fmt.Fprintf(stderr, "porttrace: serving metrics on http://%s/metrics\n", metrics.Addr())
 	}
-	t, err := New(Options{Backend: cfg.Backend, Events: cfg.Events, PID: cfg.PID, UID: cfg.UID, Ports: &cfg.Ports,
+	t, err := New(Options{Backend: cfg.Backend, Events: cfg.Events, PID: cfg.PID,
+		FilterUID: cfg.UID >= 0, UID: uint32(cfg.UID), Ports: &cfg.Ports,
 		RingBufferSize: cfg.ringSize})
 	if err != nil {
 		return err
 	}
 	defer t.Close()
-	fmt.Fprintf(stderr, "porttrace: tracing with %s\n", t)
+	fmt.Fprintf(stderr, "porttrace: tracing with %s\n", t.Describe(cfg.Verbose))
 
 	if cfg.Duration > 0 {
 		var cancel context.CancelFunc
@@ -41,16 +45,18 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer, stderr io.Writer) er
 	stop := context.AfterFunc(ctx, t.Stop)
 	defer stop()
 
-	out := bufio.NewWriterSize(stdout, 64<<10)
+	sw := newStopWriter(ctx, stdout)
+	defer sw.Close()
+	out := bufio.NewWriterSize(sw, 64<<10)
 	w, err := newWriter(cfg, out, stdout)
 	if err != nil {
 		return err
 	}
 	s := newSummary()
 	en := newEnricher()
+	lost := &lostReport{counter: t, out: w, stderr: stderr, metrics: metrics}
 	var ev Event
 	lastLostCheck, lastFlush := time.Now(), time.Now()
-	var reported uint64
 	for cfg.Count == 0 || s.total < cfg.Count {
 		err := t.Read(&ev)
 		if errors.Is(err, ErrStopped) {
@@ -64,6 +70,9 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer, stderr io.Writer) er
 		}
 		en.enrich(&ev)
 		if err := w.Write(&ev); err != nil {
+			if errors.Is(err, errStalled) {
+				break
+			}
 			return fmt.Errorf("writing output: %w", err)
 		}
 		s.add(&ev)
@@ -72,41 +81,54 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer, stderr io.Writer) er
 		}
 		if time.Since(lastLostCheck) > time.Second {
 			lastLostCheck = time.Now()
-			reported = reportLost(t, w, stderr, reported, metrics)
+			lost.check()
 		}
 		// Flush when the buffer is drained, or at least every readEvery
 		// under a steady stream, and before stopping on --count.
 		if !t.Pending() || time.Since(lastFlush) > readEvery || s.total == cfg.Count {
 			lastFlush = time.Now()
-			if err := out.Flush(); err != nil {
+			if err := out.Flush(); errors.Is(err, errStalled) {
+				break
+			} else if err != nil {
 				return fmt.Errorf("writing output: %w", err)
 			}
 		}
 	}
 	t.Stop()
-	reported = reportLost(t, w, stderr, reported, metrics)
-	if err := w.Close(); err != nil {
+	lost.check()
+	if err := joinErrors(w.Close(), out.Flush()); err != nil && !errors.Is(err, errStalled) {
 		return fmt.Errorf("writing output: %w", err)
 	}
-	if err := out.Flush(); err != nil {
-		return fmt.Errorf("writing output: %w", err)
+	fmt.Fprintf(stderr, "porttrace: %s, %d lost\n", s, lost.reported)
+	if sw.Stalled() {
+		fmt.Fprintln(stderr, "porttrace: stopped while the output was not being read: the last events written were not all delivered")
 	}
-	fmt.Fprintf(stderr, "porttrace: %s, %d lost\n", s, reported)
 	return nil
 }
 
-// reportLost tells of events the kernel dropped since the last report.
-func reportLost(t *Tracer, w writer, stderr io.Writer, reported uint64, metrics *Metrics) uint64 {
-	lost, err := t.Lost()
-	if err != nil || lost == reported {
-		return reported
+// lostReport tells of events the kernel dropped, each loss once: on
+// stderr, as a lost line of the output, and in the metrics.
+type lostReport struct {
+	counter  interface{ Lost() (uint64, error) }
+	out      writer
+	stderr   io.Writer
+	metrics  *Metrics
+	reported uint64 // the kernel's count when last told
+}
+
+// check reports what the kernel dropped since the last check.
+func (l *lostReport) check() {
+	lost, err := l.counter.Lost()
+	if err != nil || lost <= l.reported {
+		return
 	}
-	fmt.Fprintf(stderr, "porttrace: %d events lost: the ring buffer was full\n", lost-reported)
-	w.Lost(lost - reported)
-	if metrics != nil {
-		metrics.Lost(lost - reported)
+	n := lost - l.reported
+	l.reported = lost
+	fmt.Fprintf(l.stderr, "porttrace: %d %s lost: the ring buffer was full\n", n, plural(int(n), "event", "events"))
+	l.out.Lost(n)
+	if l.metrics != nil {
+		l.metrics.Lost(n)
 	}
-	return lost
 }
 
 // writer is the output format.
@@ -171,21 +193,19 @@ func (t *tableOut) Write(ev *Event) error {
 	if err := t.tw.Write(ev); err != nil {
 		return err
 	}
-	note := t.tw.note(ev)
-	if note == "" {
-		return nil
-	}
-	for i, line := range wrapWords(note, t.width-len(reasonIndent)) {
-		prefix := reasonIndent
-		if i > 0 {
-			prefix = strings.Repeat(" ", len(reasonIndent))
-		} else if t.tw.narrow {
-			// The errno leads the note when no RESULT column shows it.
-			errno := ev.ErrnoName()
-			line = t.tw.paint(ev, errno) + line[len(errno):]
-		}
-		if _, err := io.WriteString(t.out, prefix+line+"\n"); err != nil {
-			return err
+	for n, note := range t.tw.notes(ev) {
+		for i, line := range wrapWords(note, t.width-len(reasonIndent)) {
+			prefix := reasonIndent
+			if i > 0 {
+				prefix = strings.Repeat(" ", len(reasonIndent))
+			} else if n == 0 && t.tw.narrow && ev.Result != ResultOK {
+				// The errno leads the note when no RESULT column shows it.
+				errno := ev.ErrnoName()
+				line = t.tw.paint(ev, errno) + line[len(errno):]
+			}
+			if _, err := io.WriteString(t.out, prefix+line+"\n"); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
@@ -246,5 +266,6 @@ func (s *summary) String() string {
 	for k := KindBind; k <= KindAccept; k++ {
 		parts = append(parts, fmt.Sprintf("%s %d", k, s.byKind[k]))
 	}
-	return fmt.Sprintf("%d events (%s), %d denied, %d failed", s.total, strings.Join(parts, ", "), s.denied, s.failed)
+	return fmt.Sprintf("%d %s (%s), %d denied, %d failed", s.total, plural(int(s.total), "event", "events"),
+		strings.Join(parts, ", "), s.denied, s.failed)
 }

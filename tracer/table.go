@@ -10,7 +10,7 @@ import (
 
 	"github.com/olekukonko/tablewriter"
 	"github.com/olekukonko/tablewriter/renderer"
-	"github.com/olekukonko/tablewriter/tw"
+	twlib "github.com/olekukonko/tablewriter/tw"
 )
 
 // displayZone is the time zone of the clock times humans read (table,
@@ -34,9 +34,6 @@ var (
 var (
 	wideWidths   = []int{9, 8, 8, 9, 16, 6, 22, 22, 4, 6, 16}
 	narrowWidths = []int{9, 8, 8, 9, 6, 17, 16, 6}
-	// pipeWidths, into a pipe or a file, fit any address, so that each
-	// event stays one whole line for grep and friends.
-	pipeWidths = []int{9, 8, 8, 9, 16, 6, 48, 48, 4, 6, 16}
 )
 
 func sum(ns []int) (s int) {
@@ -46,10 +43,16 @@ func sum(ns []int) (s int) {
 	return s
 }
 
-// TableWriter prints events as aligned rows as they happen (tablewriter's
-// streaming mode: the header once, then one row per Append).
+// TableWriter prints events as aligned rows as they happen. On a
+// terminal it is tablewriter's streaming mode (the header once, then one
+// row per Append), whose columns wrap a cell too long for them. Into a
+// pipe or a file nothing wraps: each event stays one whole line for grep
+// and friends, a cell longer than its column pushes the rest of the row
+// along, and no line ends in spaces.
 type TableWriter struct {
-	t      *tablewriter.Table
+	t      *tablewriter.Table // nil into a pipe
+	w      io.Writer
+	buf    []byte
 	color  bool
 	narrow bool
 	tty    bool // on a terminal: a long address puts its port on a line of its own
@@ -62,42 +65,76 @@ type TableWriter struct {
 func NewTableWriter(w io.Writer, width int, color bool) (*TableWriter, error) {
 	cols, header := wideWidths, wideHeader
 	narrow := width > 0 && width < sum(wideWidths)
-	switch {
-	case narrow:
+	if narrow {
 		cols, header = narrowWidths, narrowHeader
-	case width == 0:
-		cols = pipeWidths
 	}
-	widths := tw.NewMapper[int, int]()
+	tw := &TableWriter{w: w, color: color, narrow: narrow, tty: width > 0, row: make([]any, 0, len(header)), cols: cols}
+	if width == 0 {
+		return tw, tw.line(header)
+	}
+	tw.t = newStreamTable(w, cols)
+	if err := tw.t.Start(); err != nil {
+		return nil, err
+	}
+	tw.t.Header(header...)
+	return tw, nil
+}
+
+func newStreamTable(w io.Writer, cols []int) *tablewriter.Table {
+	widths := twlib.NewMapper[int, int]()
 	for i, n := range cols {
 		widths.Set(i, n)
 	}
-	cell := tw.CellConfig{
-		Formatting: tw.CellFormatting{AutoFormat: tw.Off, AutoWrap: tw.WrapBreak},
-		Alignment:  tw.CellAlignment{Global: tw.AlignLeft},
-		Padding:    tw.CellPadding{Global: tw.Padding{Right: " "}},
+	cell := twlib.CellConfig{
+		Formatting: twlib.CellFormatting{AutoFormat: twlib.Off, AutoWrap: twlib.WrapBreak},
+		Alignment:  twlib.CellAlignment{Global: twlib.AlignLeft},
+		Padding:    twlib.CellPadding{Global: twlib.Padding{Right: " "}},
 	}
-	t := tablewriter.NewTable(w,
-		tablewriter.WithRenderer(renderer.NewBlueprint(tw.Rendition{
-			Borders: tw.BorderNone,
-			Symbols: tw.NewSymbols(tw.StyleNone),
-			Settings: tw.Settings{
-				Separators: tw.Separators{BetweenColumns: tw.Off, BetweenRows: tw.Off},
-				Lines:      tw.Lines{ShowHeaderLine: tw.Off},
+	return tablewriter.NewTable(w,
+		tablewriter.WithRenderer(renderer.NewBlueprint(twlib.Rendition{
+			Borders: twlib.BorderNone,
+			Symbols: twlib.NewSymbols(twlib.StyleNone),
+			Settings: twlib.Settings{
+				Separators: twlib.Separators{BetweenColumns: twlib.Off, BetweenRows: twlib.Off},
+				Lines:      twlib.Lines{ShowHeaderLine: twlib.Off},
 			},
 		})),
 		tablewriter.WithConfig(tablewriter.Config{
-			Stream: tw.StreamConfig{Enable: true},
-			Widths: tw.CellWidth{PerColumn: widths},
+			Stream: twlib.StreamConfig{Enable: true},
+			Widths: twlib.CellWidth{PerColumn: widths},
 			Header: cell,
 			Row:    cell,
 		}),
 	)
-	if err := t.Start(); err != nil {
-		return nil, err
+}
+
+// line writes cells as one line into a pipe: see TableWriter.
+func (tw *TableWriter) line(cells []any) error {
+	tw.buf = appendCells(tw.buf[:0], cells, tw.cols)
+	_, err := tw.w.Write(tw.buf)
+	return err
+}
+
+// appendCells appends cells as one line, each cell padded to its column's
+// width (right padding included) or followed by one space if it is as
+// long or longer; trailing spaces are left off.
+func appendCells(b []byte, cells []any, widths []int) []byte {
+	start := len(b)
+	for i, c := range cells {
+		s := fmt.Sprint(c)
+		b = append(b, s...)
+		n := 1
+		if i < len(widths) {
+			n = max(1, widths[i]-utf8.RuneCountInString(s))
+		}
+		for range n {
+			b = append(b, ' ')
+		}
 	}
-	t.Header(header...)
-	return &TableWriter{t: t, color: color, narrow: narrow, tty: width > 0, row: make([]any, 0, len(header)), cols: cols}, nil
+	for len(b) > start && b[len(b)-1] == ' ' {
+		b = b[:len(b)-1]
+	}
+	return append(b, '\n')
 }
 
 // Write prints one event.
@@ -115,11 +152,14 @@ func (tw *TableWriter) Write(ev *Event) error {
 	if !tw.narrow {
 		r = append(r, shortDir(ev.Direction))
 	}
-	r = append(r, shortClass(ev))
+	r = append(r, shortClass(ev.PortClass, ev.Privileged))
 	if !tw.narrow {
 		r = append(r, tw.paint(ev, resultWord(ev)))
 	}
 	tw.row = r
+	if tw.t == nil {
+		return tw.line(r)
+	}
 	return tw.t.Append(r...)
 }
 
@@ -133,7 +173,12 @@ func (tw *TableWriter) addrMax(i int) int {
 }
 
 // Close ends the table.
-func (tw *TableWriter) Close() error { return tw.t.Close() }
+func (tw *TableWriter) Close() error {
+	if tw.t == nil {
+		return nil
+	}
+	return tw.t.Close()
+}
 
 // resultWord is the RESULT cell: "ok" or the errno's name.
 func resultWord(ev *Event) string {
@@ -154,20 +199,34 @@ func (tw *TableWriter) paint(ev *Event, s string) string {
 	return "\x1b[1;33m" + s + "\x1b[0m"
 }
 
-// note is the line under a denied or failed call: why, and in the narrow
-// layout first the errno and the user that RESULT and USER would show.
-func (tw *TableWriter) note(ev *Event) string {
-	if ev.Result == ResultOK || !tw.narrow {
-		return ev.Reason
+// notes are the lines under an event: why a call was denied or failed
+// (in the narrow layout led by the errno and the user that RESULT and
+// USER would show), and that the process's executable was deleted, as
+// an implant that removed itself leaves it.
+func (tw *TableWriter) notes(ev *Event) []string {
+	var notes []string
+	switch {
+	case ev.Result == ResultOK:
+	case !tw.narrow:
+		notes = append(notes, ev.Reason)
+	default:
+		s := ev.ErrnoName()
+		if ev.User != "" {
+			s += " (user " + printable(ev.User) + ")"
+		}
+		if ev.Reason != "" {
+			s += ": " + ev.Reason
+		}
+		notes = append(notes, s)
 	}
-	s := ev.ErrnoName()
-	if ev.User != "" {
-		s += " (user " + printable(ev.User) + ")"
+	if ev.ExeDeleted {
+		s := "! executable deleted"
+		if ev.Exe != "" {
+			s += ": " + printable(ev.Exe)
+		}
+		notes = append(notes, s)
 	}
-	if ev.Reason != "" {
-		s += ": " + ev.Reason
-	}
-	return s
+	return notes
 }
 
 // printable escapes what in a process's name (or path) could act on the
@@ -242,9 +301,9 @@ func shortDir(d Direction) string {
 
 // shortClass is "wk", "reg" or "dyn", with "*" when the port is privileged
 // in its network namespace.
-func shortClass(ev *Event) string {
+func shortClass(class PortClass, privileged bool) string {
 	var s string
-	switch ev.PortClass {
+	switch class {
 	case ClassWellKnown:
 		s = "wk"
 	case ClassRegistered:
@@ -252,7 +311,7 @@ func shortClass(ev *Event) string {
 	case ClassDynamic:
 		s = "dyn"
 	}
-	if ev.Privileged {
+	if privileged {
 		s += "*"
 	}
 	return s

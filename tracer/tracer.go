@@ -34,8 +34,11 @@ type Options struct {
 	Backend Backend // BackendAuto tries fentry, kprobe, tracepoint in turn
 	Events  KindSet // only these are attached
 	PID     uint32  // 0: all
-	UID     int64   // -1: all
-	Ports   *PortSet
+	// FilterUID keeps only the events of user UID (root's too: 0 is a
+	// user like any other here).
+	FilterUID bool
+	UID       uint32
+	Ports     *PortSet
 
 	// Churn counts ephemeral port allocations in kernel maps (see
 	// ChurnSampler) instead of sending events.
@@ -49,7 +52,8 @@ type Options struct {
 // Tracer is a loaded and attached backend and the reader of its ring buffer.
 type Tracer struct {
 	backend    Backend
-	notes      []string
+	notes      []string  // why each backend tried before it was refused
+	refused    []Backend // those backends
 	l          *loaded
 	links      []link.Link
 	rd         *ringbuf.Reader
@@ -92,6 +96,7 @@ func New(o Options) (*Tracer, error) {
 		}
 		errs = append(errs, fmt.Errorf("%s: %w", b, err))
 		t.notes = append(t.notes, fmt.Sprintf("%s refused: %v", b, err))
+		t.refused = append(t.refused, b)
 	}
 	if t.l == nil {
 		if len(order) == 1 {
@@ -158,8 +163,8 @@ func (t *Tracer) start(b Backend, o Options, spec *ebpf.CollectionSpec, kernel *
 	}
 	listenFn, onSock := listenFunc(kernel)
 	uid := uint32(0xffffffff)
-	if o.UID >= 0 {
-		uid = uint32(o.UID)
+	if o.FilterUID {
+		uid = o.UID
 	}
 	for name, v := range map[string]any{
 		"target_pid":   o.PID,
@@ -366,13 +371,29 @@ func monotonicBoot() int64 {
 	return ts.Nano()
 }
 
-// String describes the choice for the startup line on stderr: the backend
-// and why the ones tried before it were refused.
-func (t *Tracer) String() string {
+// String describes the choice and why each backend tried before it was
+// refused.
+func (t *Tracer) String() string { return t.Describe(true) }
+
+// Describe says which backend was chosen, for the startup line on stderr.
+// Why the ones tried before it were refused takes a line of its own
+// kernel errors each; unless verbose, they are only named.
+func (t *Tracer) Describe(verbose bool) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "the %s backend", t.backend)
-	for _, n := range t.notes {
-		fmt.Fprintf(&b, "; %s", n)
+	if len(t.notes) == 0 {
+		return b.String()
 	}
+	if verbose {
+		for _, n := range t.notes {
+			fmt.Fprintf(&b, "; %s", n)
+		}
+		return b.String()
+	}
+	names := make([]string, len(t.refused))
+	for i, r := range t.refused {
+		names[i] = r.String()
+	}
+	fmt.Fprintf(&b, " (%s refused by this kernel; -v says why)", strings.Join(names, " and "))
 	return b.String()
 }

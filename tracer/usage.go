@@ -3,6 +3,7 @@ package tracer
 import (
 	"errors"
 	"fmt"
+	"math/bits"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -33,20 +34,71 @@ type Dest struct {
 func (d Dest) String() string { return ProtoName(d.Proto) + " " + d.Remote.String() }
 
 // PortUsage is what holds the ephemeral range of one network namespace now.
+//
+// TCP and UDP each have their own ports. A TCP port that connect()
+// picked can be picked again towards another destination, so TCP runs
+// out per destination: of the ports no connection may share (those of
+// listeners and of sockets bound by bind()), and of those already used
+// towards that destination. A UDP socket holds its port alone, connected
+// or not (autobind picks a port no UDP socket has), so UDP runs out for
+// every destination at once.
 type PortUsage struct {
-	Range     [2]uint16 // net.ipv4.ip_local_port_range
-	Reserved  int       // ports of the range in net.ipv4.ip_local_reserved_ports
-	InUse     int       // sockets holding a local port in the range, TIME_WAIT included
-	TimeWait  int
-	Exclusive int          // of those, listeners and bound-only sockets: no destination can share their port
-	ByDest    map[Dest]int // connected sockets in the range, by destination
+	Range    [2]uint16 // net.ipv4.ip_local_port_range
+	Reserved int       // ports of the range in net.ipv4.ip_local_reserved_ports
+	InUse    int       // ports of the range some socket holds, each counted once however many share it
+	Sockets  int       // sockets holding a port of the range, TIME_WAIT included (what ss lists)
+	TimeWait int
+	ByDest   map[Dest]int // sockets in the range connected to each destination
+
+	used      portBits
+	exclusive map[uint16]*portBits // by protocol: ports no new connection can share
+}
+
+// portBits is a set of ports.
+type portBits [65536 / 64]uint64
+
+func (b *portBits) add(port uint16) bool {
+	w, bit := &b[port/64], uint64(1)<<(port%64)
+	had := *w&bit != 0
+	*w |= bit
+	return !had
+}
+
+func (b *portBits) count() (n int) {
+	for _, w := range b {
+		n += bits.OnesCount64(w)
+	}
+	return n
+}
+
+func newPortUsage() *PortUsage {
+	return &PortUsage{ByDest: map[Dest]int{}, exclusive: map[uint16]*portBits{ProtoTCP: {}, ProtoUDP: {}}}
 }
 
 // Size is the number of ports the kernel may hand out.
 func (u *PortUsage) Size() int { return int(u.Range[1]) - int(u.Range[0]) + 1 - u.Reserved }
 
+// Exclusive is the number of ports of proto that no new connection can
+// take: TCP listeners and bound sockets, any UDP socket.
+func (u *PortUsage) Exclusive(proto uint16) int {
+	if b := u.exclusive[proto]; b != nil {
+		return b.count()
+	}
+	return 0
+}
+
 // Headroom is how many more connections to d can get a local port.
-func (u *PortUsage) Headroom(d Dest) int { return max(0, u.Size()-u.Exclusive-u.ByDest[d]) }
+func (u *PortUsage) Headroom(d Dest) int {
+	used := u.Exclusive(d.Proto)
+	if d.Proto == ProtoTCP {
+		used += u.ByDest[d]
+	}
+	return max(0, u.Size()-used)
+}
+
+// NewHeadroom is how many connections of proto to a destination not yet
+// used can get a local port.
+func (u *PortUsage) NewHeadroom(proto uint16) int { return max(0, u.Size()-u.Exclusive(proto)) }
 
 // ReadUsage reads the ephemeral range and the sockets holding it in the
 // network namespace open at nsFd, through sock_diag netlink.
@@ -75,7 +127,7 @@ func inNetns(nsFd int, fn func() error) error {
 }
 
 func readUsageHere() (*PortUsage, error) {
-	u := &PortUsage{ByDest: map[Dest]int{}}
+	u := newPortUsage()
 	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
 	if err != nil {
 		return nil, err
@@ -129,16 +181,22 @@ func readUsageHere() (*PortUsage, error) {
 }
 
 func (u *PortUsage) add(s *netlink.Socket, proto uint16) {
-	if s.ID.SourcePort < u.Range[0] || s.ID.SourcePort > u.Range[1] {
+	port := s.ID.SourcePort
+	if port < u.Range[0] || port > u.Range[1] {
 		return
 	}
-	u.InUse++
+	u.Sockets++
+	if u.used.add(port) {
+		u.InUse++
+	}
 	connected := s.ID.DestinationPort != 0
-	switch {
-	case proto == ProtoTCP && s.State == tcpTimeWait:
+	if proto == ProtoTCP && s.State == tcpTimeWait {
 		u.TimeWait++
-	case proto == ProtoTCP && s.State == tcpListen, !connected:
-		u.Exclusive++
+	}
+	if proto == ProtoUDP || (proto == ProtoTCP && s.State == tcpListen) || !connected {
+		u.exclusive[proto].add(port)
+	}
+	if !connected {
 		return
 	}
 	if a, ok := netip.AddrFromSlice(s.ID.Destination); ok {
@@ -181,6 +239,29 @@ func (f *netnsFinder) open(inode uint32) (int, error) {
 	delete(f.misses, inode)
 	f.paths[inode] = path
 	return fd, nil
+}
+
+// all lists every network namespace a process lives in or /run/netns
+// names, and remembers the way to each.
+func (f *netnsFinder) all() []uint32 {
+	var inodes []uint32
+	seen := map[uint32]bool{}
+	for _, pattern := range []string{"/run/netns/*", "/proc/[0-9]*/ns/net"} {
+		paths, _ := filepath.Glob(pattern)
+		for _, p := range paths {
+			var st unix.Stat_t
+			if unix.Stat(p, &st) != nil || seen[uint32(st.Ino)] {
+				continue
+			}
+			ino := uint32(st.Ino)
+			seen[ino] = true
+			inodes = append(inodes, ino)
+			if _, ok := f.paths[ino]; !ok {
+				f.paths[ino] = p
+			}
+		}
+	}
+	return inodes
 }
 
 func search(inode uint32) (path string, fd int, ok bool) {

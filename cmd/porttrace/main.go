@@ -34,11 +34,12 @@ func run(args []string) int {
 			return runWho(args[1:])
 		}
 	}
+	const name = "porttrace"
 	cfg := tracer.DefaultConfig()
 	fs := newFlagSet("porttrace [flags]\n       porttrace churn [flags]\n       porttrace ports [flags]\n       porttrace who PORT[/tcp|/udp] [flags]",
 		"Trace bind, listen, connect and accept with the process behind each.")
 	cfg.AddFlags(fs)
-	if code, done := parse(fs, args); done {
+	if code, done := parse(name, fs, args); done {
 		return code
 	}
 	if cfg.Version {
@@ -46,43 +47,43 @@ func run(args []string) int {
 		return 0
 	}
 	if err := cfg.Validate(); err != nil {
-		fmt.Fprintf(os.Stderr, "porttrace: %v\n", err)
-		return 2
+		return usageError(name, err)
 	}
-	return exit(func(ctx context.Context) error { return tracer.Run(ctx, cfg, os.Stdout, os.Stderr) })
+	return exit(name, func(ctx context.Context) error { return tracer.Run(ctx, cfg, os.Stdout, os.Stderr) })
 }
 
 func runChurn(args []string) int {
+	const name = "porttrace churn"
 	cfg := tracer.DefaultChurnConfig()
 	fs := newFlagSet("porttrace churn [flags]",
 		"Count ephemeral port allocations in the kernel: rate, failures, range usage and time to exhaustion.")
 	cfg.AddFlags(fs)
-	if code, done := parse(fs, args); done {
+	if code, done := parse(name, fs, args); done {
 		return code
 	}
 	if err := cfg.Validate(); err != nil {
-		fmt.Fprintf(os.Stderr, "porttrace churn: %v\n", err)
-		return 2
+		return usageError(name, err)
 	}
-	return exit(func(ctx context.Context) error { return tracer.RunChurn(ctx, cfg, os.Stdout, os.Stderr) })
+	return exit(name, func(ctx context.Context) error { return tracer.RunChurn(ctx, cfg, os.Stdout, os.Stderr) })
 }
 
 func runPorts(args []string) int {
+	const name = "porttrace ports"
 	cfg := tracer.DefaultPortsConfig()
 	fs := newFlagSet("porttrace ports [flags]",
 		"List what holds every port now (listeners; -a for all sockets), with the processes, and flag the suspicious.")
 	cfg.AddFlags(fs)
-	if code, done := parse(fs, args); done {
+	if code, done := parse(name, fs, args); done {
 		return code
 	}
 	if err := cfg.Validate(); err != nil {
-		fmt.Fprintf(os.Stderr, "porttrace ports: %v\n", err)
-		return 2
+		return usageError(name, err)
 	}
-	return exit(func(ctx context.Context) error { return tracer.RunPorts(ctx, cfg, os.Stdout, os.Stderr) })
+	return exit(name, func(ctx context.Context) error { return tracer.RunPorts(ctx, cfg, os.Stdout, os.Stderr) })
 }
 
 func runWho(args []string) int {
+	const name = "porttrace who"
 	cfg := tracer.DefaultWhoConfig()
 	fs := newFlagSet("porttrace who PORT[/tcp|/udp] [flags]",
 		"Tell who holds a port now; with --wait, who binds it next.\n"+
@@ -93,22 +94,18 @@ func runWho(args []string) int {
 		if errors.Is(err, pflag.ErrHelp) {
 			return 0
 		}
-		fmt.Fprintf(os.Stderr, "porttrace who: %v\n", err)
-		return 2
+		return usageError(name, err)
 	}
 	if fs.NArg() != 1 {
-		fmt.Fprintln(os.Stderr, "porttrace who: want one PORT[/tcp|/udp]")
-		return 2
+		return usageError(name, errors.New("want one PORT[/tcp|/udp]"))
 	}
 	if err := cfg.ParseTarget(fs.Arg(0)); err != nil {
-		fmt.Fprintf(os.Stderr, "porttrace who: %v\n", err)
-		return 2
+		return usageError(name, err)
 	}
 	if err := cfg.Validate(); err != nil {
-		fmt.Fprintf(os.Stderr, "porttrace who: %v\n", err)
-		return 2
+		return usageError(name, err)
 	}
-	return exit(func(ctx context.Context) error {
+	return exit(name, func(ctx context.Context) error {
 		err := tracer.RunWho(ctx, cfg, os.Stdout, os.Stderr)
 		if errors.Is(err, tracer.ErrNobody) {
 			return errQuiet // already said
@@ -130,28 +127,39 @@ func newFlagSet(usage, about string) *pflag.FlagSet {
 }
 
 // parse parses args; done is true when the command should exit with code.
-func parse(fs *pflag.FlagSet, args []string) (code int, done bool) {
+func parse(name string, fs *pflag.FlagSet, args []string) (code int, done bool) {
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			return 0, true
 		}
-		fmt.Fprintf(os.Stderr, "porttrace: %v\n", err)
-		return 2, true
+		return usageError(name, err), true
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(os.Stderr, "porttrace: unexpected argument %q\n", fs.Arg(0))
-		return 2, true
+		return usageError(name, fmt.Errorf("unexpected argument %q", fs.Arg(0))), true
 	}
 	return 0, false
 }
 
+// say prints err on one line of stderr after the command's name. Every
+// message goes through here escaped: flag errors echo what was typed, and
+// runtime errors name --netns paths and --metrics addresses.
+func say(name string, err error) {
+	fmt.Fprintf(os.Stderr, "%s: %s\n", name, tracer.Printable(err.Error()))
+}
+
+// usageError says err and returns the exit code of a usage error.
+func usageError(name string, err error) int {
+	say(name, err)
+	return 2
+}
+
 // exit runs fn until SIGINT or SIGTERM and turns its error into an exit code.
-func exit(fn func(context.Context) error) int {
+func exit(name string, fn func(context.Context) error) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := fn(ctx); err != nil {
 		if err != errQuiet {
-			fmt.Fprintf(os.Stderr, "porttrace: %v\n", err)
+			say(name, err)
 		}
 		return 1
 	}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -44,6 +45,14 @@ func TestExitCodes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A port taken, for --metrics to fail on at run time.
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	busyAddr := busy.Addr().String()
+	missing := filepath.Join(t.TempDir(), "missing")
 	for _, tc := range []struct {
 		args   []string
 		code   int
@@ -56,21 +65,56 @@ func TestExitCodes(t *testing.T) {
 		{[]string{"--port", "80-70"}, 2, "porttrace: invalid argument", ""},
 		{[]string{"--backend", "xdp"}, 2, `porttrace: invalid --backend: unknown backend "xdp"`, ""},
 		{[]string{"--bogus"}, 2, "porttrace: unknown flag: --bogus", ""},
+		{[]string{"--bo\x1b[2Jgus"}, 2, `porttrace: unknown flag: --bo\x1b[2Jgus`, ""},
 		{[]string{"extra"}, 2, `porttrace: unexpected argument "extra"`, ""},
 		{[]string{"-d", "x"}, 2, "porttrace: invalid argument", ""},
 		{[]string{"-d", "-1s"}, 2, "porttrace: invalid --duration -1s", ""},
+		{[]string{"-4", "-6"}, 2, "porttrace: -4 and -6 together: leaving both out already means both families", ""},
+		{[]string{"--tcp", "--udp"}, 2, "porttrace: --tcp and --udp together: leaving both out already means both protocols", ""},
+		{[]string{"-p", "0"}, 2, `porttrace: invalid --port "0": want a port from 1 to 65535`, ""},
+		{[]string{"--port", "22,0-1023"}, 2, `porttrace: invalid --port "0-1023": want a port from 1 to 65535`, ""},
+		{[]string{"-p", "99999"}, 2, `invalid port "99999": want a port from 1 to 65535`, ""},
+		{[]string{"-n", "0"}, 2, `porttrace: invalid argument "0" for "-n, --count" flag: want 1 or more events`, ""},
+		{[]string{"-n", "99999999999999999999"}, 2, `for "-n, --count" flag: want 1 or more events, at most 18446744073709551615`, ""},
+		{[]string{"-e", "bind,bind"}, 2, `porttrace: invalid argument "bind,bind" for "-e, --events" flag: event "bind" named twice`, ""},
+		{[]string{"--uid", "4294967295"}, 2, `want a user name or an id from 0 to 4294967294 (4294967295 is the kernel's "no user")`, ""},
+		{[]string{"--uid", "no-such-user-here"}, 2, `porttrace: invalid --uid "no-such-user-here": no such user`, ""},
+		{[]string{"--metrics", "256.1.1.1:9000"}, 2, `porttrace: invalid --metrics "256.1.1.1:9000": want HOST:PORT or :PORT, HOST an IP address`, ""},
+		{[]string{"--metrics", "localhost:http"}, 2, `porttrace: invalid --metrics "localhost:http"`, ""},
 		{[]string{"churn", "-d", "-5s"}, 2, "porttrace churn: invalid --duration -5s", ""},
-		{[]string{"who", "80", "--wait", "--timeout", "-1s"}, 2, "porttrace who: invalid --timeout -1s", ""},
+		{[]string{"churn", "--bogus"}, 2, "porttrace churn: unknown flag: --bogus", ""},
+		{[]string{"churn", "extra"}, 2, `porttrace churn: unexpected argument "extra"`, ""},
+		{[]string{"churn", "--metrics", "metrics.example:9477"}, 2, `porttrace churn: invalid --metrics "metrics.example:9477"`, ""},
+		{[]string{"churn", "--metrics", busyAddr}, 1, "porttrace churn: --metrics: listen tcp " + busyAddr, ""},
+		{[]string{"who", "80", "--wait", "--timeout", "-1s"}, 2, "porttrace who: invalid --timeout -1s: want 0 (no limit) or more", ""},
 		{[]string{"churn", "-i", "1ms"}, 2, "porttrace churn: invalid --interval 1ms", ""},
 		{[]string{"churn", "--metrics-destinations", "5"}, 2, "porttrace churn: --metrics-destinations needs --metrics", ""},
 		{[]string{"churn", "-h"}, 0, "usage: porttrace churn", ""},
 		{[]string{"ports", "-o", "xml"}, 2, `porttrace ports: invalid --output "xml"`, ""},
-		{[]string{"ports", "--netns", "/nonexistent"}, 1, "porttrace: --netns /nonexistent: no such file or directory", ""},
-		{[]string{"ports", "--netns", "/etc/passwd"}, 1, "porttrace: netns /etc/passwd: not a network namespace file", ""},
+		{[]string{"ports", "--bogus"}, 2, "porttrace ports: unknown flag: --bogus", ""},
+		{[]string{"ports", "--netns", missing}, 2, `porttrace ports: invalid --netns "` + missing + `": no such file or directory`, ""},
+		{[]string{"ports", "--netns", "/etc/passwd"}, 2, `porttrace ports: invalid --netns "/etc/passwd": not a network namespace file`, ""},
+		{[]string{"ports", "--netns", "/proc/self/ns/user"}, 2, "not a network namespace file (a user namespace)", ""},
+		{[]string{"ports", "--netns", ""}, 2, "porttrace ports: invalid argument \"\" for \"--netns\" flag: empty namespace path", ""},
+		{[]string{"ports", "--netns", "/x\ny"}, 2, "a namespace path with a control character", ""},
+		{[]string{"ports", "--netns", "/x\x1b[2Jy"}, 2, `porttrace ports: invalid argument "/x\x1b[2Jy" for "--netns" flag`, ""},
+		{[]string{"ports", "--netns", "all,/proc/self/ns/net"}, 2, "porttrace ports: invalid argument", ""},
+		{[]string{"ports", "--netns", "all", "--netns", "/proc/self/ns/net"}, 2, "all is every namespace already: name no other with it", ""},
+		{[]string{"ports", "-i", "2s"}, 2, "porttrace ports: --interval needs --watch", ""},
+		{[]string{"ports", "--backend", "kprobe"}, 2, "porttrace ports: --backend needs --watch", ""},
+		{[]string{"ports", "-d", "5s"}, 2, "porttrace ports: --duration needs --watch", ""},
+		{[]string{"ports", "-w", "-d", "-5s"}, 2, "porttrace ports: invalid --duration -5s", ""},
 		{[]string{"who"}, 2, "porttrace who: want one PORT[/tcp|/udp]", ""},
+		{[]string{"who", "--bogus", "80"}, 2, "porttrace who: unknown flag: --bogus", ""},
 		{[]string{"who", "80/sctp"}, 2, `porttrace who: invalid protocol "sctp"`, ""},
-		{[]string{"who", "0"}, 2, `porttrace who: invalid port 0 in "0"`, ""},
+		{[]string{"who", "0"}, 2, `porttrace who: invalid port 0 in "0": want a port from 1 to 65535`, ""},
+		{[]string{"who", "99999"}, 2, `porttrace who: invalid port "99999": want a port from 1 to 65535`, ""},
 		{[]string{"who", "80", "--timeout", "1s"}, 2, "porttrace who: --timeout needs --wait", ""},
+		{[]string{"who", "80", "--backend", "kprobe"}, 2, "porttrace who: --backend needs --wait", ""},
+		{[]string{"who", "80", "--netns", missing}, 2, `porttrace who: invalid --netns "` + missing + `": no such file or directory`, ""},
+		{[]string{"who", "80", "--netns", "/etc/passwd"}, 2, "porttrace who: invalid --netns", ""},
+		{[]string{"who", "80", "--netns", "all,/proc/self/ns/net"}, 2, "porttrace who: invalid argument", ""},
+		{[]string{"who", "80", "--netns", "/x\x1b[2Jy"}, 2, `porttrace who: invalid argument "/x\x1b[2Jy"`, ""},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			code, stdout, stderr := porttrace(t, exe, 0, tc.args...)
@@ -80,9 +124,14 @@ func TestExitCodes(t *testing.T) {
 			if tc.code != 0 && strings.Count(strings.TrimSpace(stderr), "\n") != 0 {
 				t.Errorf("usage error is not one line: %q", stderr)
 			}
+			if tc.code != 0 && strings.ContainsFunc(strings.TrimSuffix(stderr, "\n"), isControl) {
+				t.Errorf("a control character reached the terminal: %q", stderr)
+			}
 		})
 	}
 }
+
+func isControl(r rune) bool { return r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) }
 
 // Without privileges porttrace says what is missing, on one line, and exits 1.
 func TestNotRoot(t *testing.T) {
@@ -112,6 +161,11 @@ func TestNotRoot(t *testing.T) {
 	code, _, stderr := porttrace(t, exe, 65534, "-d", "1s")
 	if code != 1 || !strings.Contains(stderr, "run porttrace as root") || strings.Count(strings.TrimSpace(stderr), "\n") != 0 {
 		t.Errorf("exit %d, stderr %q; want 1 and one line asking for root", code, stderr)
+	}
+	// A runtime error names the subcommand that failed.
+	code, _, stderr = porttrace(t, exe, 65534, "churn", "-d", "1s")
+	if code != 1 || !strings.HasPrefix(stderr, "porttrace churn: ") || strings.Count(strings.TrimSpace(stderr), "\n") != 0 {
+		t.Errorf("churn: exit %d, stderr %q; want 1 and one line from porttrace churn", code, stderr)
 	}
 }
 

@@ -1,0 +1,204 @@
+package tracer
+
+import (
+	"net/netip"
+	"testing"
+	"time"
+)
+
+// usageOf builds the reading of a namespace whose range is lo-hi: the
+// ports of each protocol held exclusively, from lo up, and the sockets
+// connected to each destination.
+func usageOf(lo, hi uint16, tcpExclusive, udpExclusive int, byDest map[Dest]int) *PortUsage {
+	u := newPortUsage()
+	u.Range = [2]uint16{lo, hi}
+	for i := range tcpExclusive {
+		u.exclusive[ProtoTCP].add(lo + uint16(i))
+	}
+	for i := range udpExclusive {
+		u.exclusive[ProtoUDP].add(lo + uint16(i))
+	}
+	for d, n := range byDest {
+		u.ByDest[d] = n
+		u.Sockets += n
+	}
+	return u
+}
+
+// fakeChurn is a ChurnState over made-up namespaces: readings[ns] is what
+// their usage reads, in turn (the last one stays).
+type fakeChurn struct {
+	*ChurnState
+	readings map[uint32][]*PortUsage
+}
+
+func newFakeChurn(first *ChurnTotals, host uint32, readings map[uint32][]*PortUsage) *fakeChurn {
+	f := &fakeChurn{ChurnState: NewChurnState(first), readings: readings}
+	f.host = host
+	f.usage = func(ns uint32) (*PortUsage, error) {
+		r := f.readings[ns]
+		if len(r) == 0 {
+			return nil, errNoSuchNetns
+		}
+		u := r[0]
+		if len(r) > 1 {
+			f.readings[ns] = r[1:]
+		}
+		return u, nil
+	}
+	f.namespaces = func() []uint32 {
+		var all []uint32
+		for ns := range f.readings {
+			all = append(all, ns)
+		}
+		return all
+	}
+	return f
+}
+
+var errNoSuchNetns = errString("network namespace gone")
+
+type errString string
+
+func (e errString) Error() string { return string(e) }
+
+func totals(at time.Time, dests map[DestKey]ChurnCounts) *ChurnTotals {
+	ct := &ChurnTotals{Time: at, Netns: map[uint32]*NetnsChurn{}, Dests: dests, Procs: map[ProcKey]ChurnCounts{}}
+	for k, c := range dests {
+		n := ct.Netns[k.Netns]
+		if n == nil {
+			n = &NetnsChurn{Netns: k.Netns, Allocs: map[string]uint64{}, Fails: map[string]uint64{}}
+			ct.Netns[k.Netns] = n
+		}
+		n.Allocs["connect tcp"] += c.Allocs
+	}
+	return ct
+}
+
+func netnsOf(t *testing.T, r *ChurnReport, ns uint32) *NetnsReport {
+	t.Helper()
+	for i := range r.Netns {
+		if r.Netns[i].Netns == ns {
+			return &r.Netns[i]
+		}
+	}
+	t.Fatalf("no report for netns %d in %+v", ns, r.Netns)
+	return nil
+}
+
+func destOf(t *testing.T, n *NetnsReport, d Dest) *DestReport {
+	t.Helper()
+	for i := range n.Dests {
+		if n.Dests[i].Dest == d {
+			return &n.Dests[i]
+		}
+	}
+	t.Fatalf("no report for %s", d)
+	return nil
+}
+
+// Rates are of the interval, not of the run: the first reading already
+// holds counts, and they are not counted again.
+func TestChurnRatesPerInterval(t *testing.T) {
+	a := Dest{ProtoTCP, netip.MustParseAddrPort("10.0.0.1:443")}
+	t0 := time.Unix(1000, 0)
+	first := totals(t0, map[DestKey]ChurnCounts{{1, a}: {Allocs: 100, Fails: 4}})
+	f := newFakeChurn(first, 1, map[uint32][]*PortUsage{1: {usageOf(1000, 1999, 0, 0, map[Dest]int{a: 10})}})
+	r := f.Next(totals(t0.Add(2*time.Second), map[DestKey]ChurnCounts{{1, a}: {Allocs: 160, Fails: 10}}))
+	n := netnsOf(t, r, 1)
+	if d := destOf(t, n, a); d.AllocsPerSec != 30 || d.FailsPerSec != 3 {
+		t.Errorf("destination: %v allocations/s, %v failures/s; want 30 and 3", d.AllocsPerSec, d.FailsPerSec)
+	}
+	if n.AllocsPerSec != 30 {
+		t.Errorf("namespace: %v allocations/s, want 30", n.AllocsPerSec)
+	}
+}
+
+// Headroom leaves out the ports no connection may share: a TCP listener's
+// or bound socket's, and every UDP socket's, whatever its destination.
+func TestHeadroom(t *testing.T) {
+	tcp := Dest{ProtoTCP, netip.MustParseAddrPort("10.0.0.1:443")}
+	udp := Dest{ProtoUDP, netip.MustParseAddrPort("10.0.0.1:53")}
+	u := usageOf(1000, 1099, 5, 30, map[Dest]int{tcp: 20, udp: 30})
+	for _, tc := range []struct {
+		name string
+		got  int
+		want int
+	}{
+		{"tcp destination", u.Headroom(tcp), 100 - 5 - 20},
+		{"new tcp destination", u.NewHeadroom(ProtoTCP), 100 - 5},
+		{"udp destination", u.Headroom(udp), 100 - 30},
+		{"new udp destination", u.NewHeadroom(ProtoUDP), 100 - 30},
+	} {
+		if tc.got != tc.want {
+			t.Errorf("%s: headroom %d, want %d", tc.name, tc.got, tc.want)
+		}
+	}
+}
+
+// The namespace's estimate is the soonest of its destinations' (and of a
+// new destination's), never the latest.
+func TestNetnsExhaustionIsTheSoonest(t *testing.T) {
+	fast := Dest{ProtoTCP, netip.MustParseAddrPort("10.0.0.1:443")}
+	slow := Dest{ProtoTCP, netip.MustParseAddrPort("10.0.0.2:443")}
+	t0 := time.Unix(1000, 0)
+	f := newFakeChurn(totals(t0, nil), 1, map[uint32][]*PortUsage{1: {
+		usageOf(1000, 1999, 0, 0, map[Dest]int{fast: 100, slow: 100}),
+		usageOf(1000, 1999, 0, 0, map[Dest]int{fast: 200, slow: 110}), // +100/s and +10/s
+	}})
+	f.Next(totals(t0, nil))
+	r := f.Next(totals(t0.Add(time.Second), nil))
+	n := netnsOf(t, r, 1)
+	fastETA, slowETA := destOf(t, n, fast).Exhaustion, destOf(t, n, slow).Exhaustion
+	if fastETA != 8*time.Second || slowETA != 89*time.Second {
+		t.Fatalf("destinations run out in %v and %v, want 8s and 1m29s", fastETA, slowETA)
+	}
+	if n.Exhaustion != fastETA {
+		t.Errorf("namespace exhaustion %v, want the soonest, %v", n.Exhaustion, fastETA)
+	}
+}
+
+// Linux shares a TCP port between destinations, so a namespace may hold
+// more sockets than its range has ports: usage counts the ports, never
+// over 100%, and no destination with headroom makes it EXHAUSTED.
+func TestNetnsUsageCountsPorts(t *testing.T) {
+	a := Dest{ProtoTCP, netip.MustParseAddrPort("127.0.0.1:9000")}
+	b := Dest{ProtoTCP, netip.MustParseAddrPort("127.0.0.1:9001")}
+	u := usageOf(40000, 40019, 0, 0, map[Dest]int{a: 20, b: 2})
+	for i := range 20 {
+		u.used.add(40000 + uint16(i))
+	}
+	u.InUse = u.used.count()
+	t0 := time.Unix(1000, 0)
+	f := newFakeChurn(totals(t0, nil), 1, map[uint32][]*PortUsage{1: {u}})
+	n := netnsOf(t, f.Next(totals(t0.Add(time.Second), nil)), 1)
+	if n.InUse != 20 || n.Sockets != 22 || n.UsagePct != 100 {
+		t.Errorf("in use %d ports by %d sockets (%.1f%%), want 20 ports by 22 sockets, 100%%", n.InUse, n.Sockets, n.UsagePct)
+	}
+	if d := destOf(t, n, b); d.Headroom != 18 || d.Exhaustion != -1 {
+		t.Errorf("%s: headroom %d, exhaustion %v; want 18 and never", b, d.Headroom, d.Exhaustion)
+	}
+	if d := destOf(t, n, a); d.Headroom != 0 || n.Exhaustion != 0 {
+		t.Errorf("%s: headroom %d, namespace exhaustion %v; want 0 and 0 (it is exhausted)", a, d.Headroom, n.Exhaustion)
+	}
+}
+
+// A namespace already out of ports, where nothing allocates during the
+// run (every connect fails first, or none is made), is reported all the
+// same; a quiet one with room is not.
+func TestQuietExhaustedNetnsReported(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	f := newFakeChurn(totals(t0, nil), 1, map[uint32][]*PortUsage{
+		1: {usageOf(1000, 1999, 0, 0, nil)},
+		2: {usageOf(1000, 1099, 0, 100, nil)}, // every UDP port taken
+		3: {usageOf(1000, 1099, 10, 10, nil)},
+	})
+	r := f.Next(totals(t0.Add(time.Second), nil))
+	var got []uint32
+	for _, n := range r.Netns {
+		got = append(got, n.Netns)
+	}
+	if len(got) != 2 || netnsOf(t, r, 2).Exhaustion != 0 {
+		t.Errorf("reported %v, want the host's (1) and the exhausted one (2), at exhaustion 0", got)
+	}
+}

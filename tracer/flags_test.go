@@ -1,0 +1,349 @@
+package tracer
+
+import (
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spf13/pflag"
+	"golang.org/x/sys/unix"
+)
+
+// checkErr fails t unless err contains want, or is nil when want is "".
+func checkErr(t *testing.T, err error, want string) {
+	t.Helper()
+	if want == "" && err != nil {
+		t.Fatal(err)
+	}
+	if want != "" && (err == nil || !strings.Contains(err.Error(), want)) {
+		t.Fatalf("error %v, want %q", err, want)
+	}
+}
+
+func TestCountFlag(t *testing.T) {
+	for _, tc := range []struct {
+		in      string
+		want    uint64
+		wantErr string
+	}{
+		{in: "1", want: 1},
+		{in: "18446744073709551615", want: 18446744073709551615},
+		{in: "0", wantErr: "want 1 or more events, at most 18446744073709551615"},
+		{in: "99999999999999999999", wantErr: "want 1 or more events"},
+		{in: "-1", wantErr: "want 1 or more events"},
+		{in: "ten", wantErr: "want 1 or more events"},
+		{in: "", wantErr: "want 1 or more events"},
+	} {
+		t.Run(tc.in, func(t *testing.T) {
+			var n countFlag
+			err := n.Set(tc.in)
+			checkErr(t, err, tc.wantErr)
+			if err == nil && uint64(n) != tc.want {
+				t.Errorf("count %d, want %d", n, tc.want)
+			}
+		})
+	}
+}
+
+func TestUserFlag(t *testing.T) {
+	const rangeErr = "want a user name or an id from 0 to 4294967294"
+	for _, tc := range []struct {
+		in         string
+		setErr     string
+		want       int64
+		resolveErr string
+	}{
+		{in: "0", want: 0},
+		{in: "1000", want: 1000},
+		{in: "4294967294", want: 4294967294},
+		{in: "root", want: 0},
+		{in: "4294967295", setErr: rangeErr + ` (4294967295 is the kernel's "no user")`},
+		{in: "99999999999999999999", setErr: rangeErr},
+		{in: "-1", setErr: rangeErr},
+		{in: "+5", setErr: rangeErr},
+		{in: "", setErr: rangeErr},
+		{in: "no-such-user-here", resolveErr: `invalid --uid "no-such-user-here": no such user; ` + rangeErr},
+	} {
+		t.Run(tc.in, func(t *testing.T) {
+			var u userFlag
+			err := u.Set(tc.in)
+			checkErr(t, err, tc.setErr)
+			if err != nil {
+				return
+			}
+			uid, err := u.resolve()
+			checkErr(t, err, tc.resolveErr)
+			if err == nil && uid != tc.want {
+				t.Errorf("uid %d, want %d", uid, tc.want)
+			}
+		})
+	}
+}
+
+func TestNetnsFlag(t *testing.T) {
+	for _, tc := range []struct {
+		in      []string // one --netns flag each
+		want    string
+		wantErr string
+	}{
+		{in: []string{"/run/netns/a,/proc/1/ns/net"}, want: "/run/netns/a,/proc/1/ns/net"},
+		{in: []string{"/run/netns/a", "/run/netns/b"}, want: "/run/netns/a,/run/netns/b"},
+		{in: []string{"all"}, want: "all"},
+		{in: []string{""}, wantErr: "empty namespace path: want PATH,... or all"},
+		{in: []string{"/run/netns/a,"}, wantErr: "empty namespace path"},
+		{in: []string{"/x\ny"}, wantErr: "a namespace path with a control character"},
+		{in: []string{"/x\x1b[2Jy"}, wantErr: "control character"},
+		{in: []string{"/x\x7fy"}, wantErr: "control character"},
+		{in: []string{"all,/run/netns/a"}, wantErr: "all is every namespace already: name no other with it"},
+		{in: []string{"/run/netns/a", "all"}, wantErr: "all is every namespace already"},
+		{in: []string{"all", "all"}, wantErr: "all is every namespace already"},
+	} {
+		t.Run(strings.Join(tc.in, " "), func(t *testing.T) {
+			var n netnsFlag
+			var err error
+			for _, s := range tc.in {
+				if err = n.Set(s); err != nil {
+					break
+				}
+			}
+			checkErr(t, err, tc.wantErr)
+			if err == nil && n.String() != tc.want {
+				t.Errorf("netns %q, want %q", n.String(), tc.want)
+			}
+		})
+	}
+}
+
+// Each --netns file is checked before anything runs: a missing one, or one
+// that is no network namespace, is a usage error.
+func TestNetnsFileFlag(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo")
+	if err := unix.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		netns   []string
+		wantErr string
+	}{
+		{netns: nil},
+		{netns: []string{"all"}},
+		{netns: []string{"/proc/self/ns/net"}},
+		{netns: []string{filepath.Join(dir, "missing")}, wantErr: `invalid --netns "` + dir + `/missing": no such file or directory`},
+		{netns: []string{"/etc/passwd"}, wantErr: `invalid --netns "/etc/passwd": not a network namespace file (want /run/netns/NAME or /proc/PID/ns/net)`},
+		{netns: []string{dir}, wantErr: "not a network namespace file"},
+		{netns: []string{fifo}, wantErr: "not a network namespace file"},
+		{netns: []string{"/proc/self/ns/user"}, wantErr: "not a network namespace file (a user namespace)"},
+		{netns: []string{"/proc/self/ns/net", "all"}, wantErr: "invalid --netns: all is every namespace already"},
+		{netns: []string{""}, wantErr: "invalid --netns: empty namespace path"},
+	} {
+		t.Run(strings.Join(tc.netns, ","), func(t *testing.T) {
+			p := DefaultPortsConfig()
+			p.Netns = tc.netns
+			checkErr(t, p.Validate(), tc.wantErr)
+			w := DefaultWhoConfig()
+			w.Netns = tc.netns
+			checkErr(t, w.Validate(), tc.wantErr)
+		})
+	}
+}
+
+func TestKindSetFlag(t *testing.T) {
+	for _, tc := range []struct {
+		in      []string
+		want    string
+		wantErr string
+	}{
+		{in: []string{"bind,connect"}, want: "bind,connect"},
+		{in: []string{"accept", "bind"}, want: "bind,accept"},
+		{in: []string{"bind,bind"}, wantErr: `event "bind" named twice`},
+		{in: []string{"listen", "listen"}, wantErr: `event "listen" named twice`},
+		{in: []string{"close"}, wantErr: `unknown event "close"`},
+	} {
+		t.Run(strings.Join(tc.in, " "), func(t *testing.T) {
+			k := AllKinds()
+			var err error
+			for _, s := range tc.in {
+				if err = k.Set(s); err != nil {
+					break
+				}
+			}
+			checkErr(t, err, tc.wantErr)
+			if err == nil && k.String() != tc.want {
+				t.Errorf("events %q, want %q", k.String(), tc.want)
+			}
+		})
+	}
+}
+
+func TestMetricsFlag(t *testing.T) {
+	const want = "want HOST:PORT or :PORT, HOST an IP address ([ADDR] for IPv6) or localhost, PORT a number from 0 to 65535"
+	for _, tc := range []struct {
+		addr string
+		ok   bool
+	}{
+		{"", true},
+		{":9477", true},
+		{":0", true},
+		{"127.0.0.1:9477", true},
+		{"0.0.0.0:65535", true},
+		{"[::1]:9477", true},
+		{"[::]:9477", true},
+		{"[::ffff:127.0.0.1]:9477", true},
+		{"[fe80::1%lo]:9477", true},
+		{"localhost:9477", true},
+		{"256.1.1.1:9000", false},
+		{"example.com:9000", false},
+		{"localhost:http", false},
+		{"127.0.0.1:65536", false},
+		{"127.0.0.1:-1", false},
+		{"127.0.0.1:", false},
+		{"127.0.0.1", false},
+		{"9477", false},
+		{"::1:9477", false},
+		{"[127.0.0.1]:9477", false},
+		{"[localhost]:9477", false},
+		{"[]:9477", false},
+	} {
+		t.Run(tc.addr, func(t *testing.T) {
+			err := checkMetrics(tc.addr)
+			if tc.ok {
+				checkErr(t, err, "")
+			} else {
+				checkErr(t, err, "invalid --metrics "+strconv.Quote(tc.addr)+": "+want)
+			}
+		})
+	}
+}
+
+// parseFlags registers a config's flags on a fresh FlagSet and parses
+// args, as main does.
+func parseFlags(t *testing.T, add func(*pflag.FlagSet), args []string) error {
+	t.Helper()
+	fs := pflag.NewFlagSet("porttrace", pflag.ContinueOnError)
+	fs.SetOutput(new(strings.Builder))
+	add(fs)
+	return fs.Parse(args)
+}
+
+func TestPortsConfigFlags(t *testing.T) {
+	for _, tc := range []struct {
+		args    []string
+		check   func(*PortsConfig) bool
+		wantErr string
+	}{
+		{args: nil, check: func(c *PortsConfig) bool { return c.Interval == time.Second && c.Duration == 0 && !c.Verbose }},
+		{args: []string{"-w", "-i", "2s", "-d", "1m", "--backend", "kprobe", "-v"}, check: func(c *PortsConfig) bool {
+			return c.Interval == 2*time.Second && c.Duration == time.Minute && c.Backend == BackendKprobe && c.Verbose
+		}},
+		{args: []string{"--netns", "all"}, check: func(c *PortsConfig) bool { return len(c.Netns) == 1 && c.Netns[0] == "all" }},
+		{args: []string{"-i", "2s"}, wantErr: "--interval needs --watch"},
+		{args: []string{"-i", "1s"}, wantErr: "--interval needs --watch"},
+		{args: []string{"--backend", "kprobe"}, wantErr: "--backend needs --watch"},
+		{args: []string{"-d", "5s"}, wantErr: "--duration needs --watch"},
+		{args: []string{"-d", "0"}, wantErr: "--duration needs --watch"},
+		{args: []string{"-w", "-d", "-1s"}, wantErr: "invalid --duration -1s: want 0 (until stopped) or more"},
+		{args: []string{"--netns", ""}, wantErr: "empty namespace path"},
+		{args: []string{"--netns", "all,/proc/self/ns/net"}, wantErr: "all is every namespace already"},
+		{args: []string{"--netns", "/etc/passwd"}, wantErr: "not a network namespace file"},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			c := DefaultPortsConfig()
+			err := parseFlags(t, c.AddFlags, tc.args)
+			if err == nil {
+				err = c.Validate()
+			}
+			checkErr(t, err, tc.wantErr)
+			if err == nil && !tc.check(&c) {
+				t.Errorf("unexpected config %+v", c)
+			}
+		})
+	}
+}
+
+// A config built in code, without AddFlags, has no flags to ask about.
+func TestPortsConfigWithoutFlags(t *testing.T) {
+	c := DefaultPortsConfig()
+	c.Interval = 2 * time.Second
+	c.backend = "kprobe"
+	checkErr(t, c.Validate(), "")
+	c.Duration = time.Second
+	checkErr(t, c.Validate(), "--duration needs --watch")
+	c.Watch = true
+	checkErr(t, c.Validate(), "")
+}
+
+func TestWhoConfigFlags(t *testing.T) {
+	for _, tc := range []struct {
+		args    []string
+		wantErr string
+	}{
+		{args: []string{"--wait", "--timeout", "0"}},
+		{args: []string{"--wait", "--backend", "kprobe", "-v"}},
+		{args: []string{"--netns", "/proc/self/ns/net"}},
+		{args: []string{"--wait", "--timeout", "-1s"}, wantErr: "invalid --timeout -1s: want 0 (no limit) or more"},
+		{args: []string{"--backend", "kprobe"}, wantErr: "--backend needs --wait"},
+		{args: []string{"--netns", "/x\x1b[2Jy"}, wantErr: "control character"},
+		{args: []string{"--netns", "/nonexistent"}, wantErr: `invalid --netns "/nonexistent": no such file or directory`},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			c := DefaultWhoConfig()
+			err := parseFlags(t, c.AddFlags, tc.args)
+			if err == nil {
+				err = c.Validate()
+			}
+			checkErr(t, err, tc.wantErr)
+		})
+	}
+}
+
+// Every message about a port wants the same range, whatever was wrong.
+func TestWhoTargetRange(t *testing.T) {
+	for _, in := range []string{"0", "0/tcp", "99999", "65536/udp", "http", "-1"} {
+		var c WhoConfig
+		checkErr(t, c.ParseTarget(in), "want a port from 1 to 65535")
+	}
+}
+
+func TestChurnConfigFlags(t *testing.T) {
+	for _, tc := range []struct {
+		args    []string
+		wantErr string
+	}{
+		{args: []string{"--metrics", ":9477", "--metrics-destinations", "5", "-v"}},
+		{args: []string{"--metrics", "localhost:9477"}},
+		{args: []string{"--metrics", "256.1.1.1:9000"}, wantErr: `invalid --metrics "256.1.1.1:9000"`},
+		{args: []string{"--metrics", "metrics.example:9000"}, wantErr: `invalid --metrics "metrics.example:9000"`},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			c := DefaultChurnConfig()
+			err := parseFlags(t, c.AddFlags, tc.args)
+			if err == nil {
+				err = c.Validate()
+			}
+			checkErr(t, err, tc.wantErr)
+		})
+	}
+}
+
+// --uid takes a name as the tools that list processes do.
+func TestUIDNameFlag(t *testing.T) {
+	u, err := user.Lookup("nobody")
+	if err != nil {
+		t.Skipf("no user nobody: %v", err)
+	}
+	want, _ := strconv.ParseInt(u.Uid, 10, 64)
+	c := DefaultConfig()
+	if err := parseFlags(t, c.AddFlags, []string{"--uid", "nobody"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if c.UID != want {
+		t.Errorf("--uid nobody: %d, want %d", c.UID, want)
+	}
+}

@@ -1,0 +1,205 @@
+package tracer
+
+import (
+	"errors"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+// shortLimits make the server's timeouts testable in well under a second.
+var shortLimits = serverLimits{
+	readHeader: 200 * time.Millisecond,
+	read:       400 * time.Millisecond,
+	write:      400 * time.Millisecond,
+	idle:       300 * time.Millisecond,
+	conns:      2,
+}
+
+// serveTest serves m with lim on a port of 127.0.0.1 the kernel picks, and
+// stops it when the test ends. What the server reports goes to errOut.
+func serveTest(t *testing.T, lim serverLimits) (m *Metrics, errOut *syncBuilder) {
+	t.Helper()
+	m = NewMetrics()
+	m.limits = lim
+	errOut = &syncBuilder{}
+	stop, err := m.Serve("127.0.0.1:0", errOut)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(stop)
+	return m, errOut
+}
+
+// closedWithin reads c until the server closes it, and fails the test if
+// that takes longer than d.
+func closedWithin(t *testing.T, c net.Conn, d time.Duration) {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(d))
+	_, err := io.Copy(io.Discard, c)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("connection still open after %v", d)
+	}
+}
+
+// A client that sends nothing, half a header, a header without the body it
+// announced, or nothing more after a scrape is cut off by the server, so
+// that it does not hold a file descriptor for ever.
+func TestMetricsServerTimeouts(t *testing.T) {
+	m, errOut := serveTest(t, shortLimits)
+	for _, tc := range []struct {
+		name, send string
+	}{
+		{"idle, nothing sent", ""},
+		{"half a request header", "GET /metrics HTTP/1.1\r\nHost: porttrace\r\n"},
+		{"body announced, never sent", "POST /metrics HTTP/1.1\r\nHost: porttrace\r\nContent-Length: 1000\r\n\r\n"},
+		{"idle after a scrape (keep-alive)", "GET /metrics HTTP/1.1\r\nHost: porttrace\r\n\r\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := net.Dial("tcp", m.Addr())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if _, err := io.WriteString(c, tc.send); err != nil {
+				t.Fatal(err)
+			}
+			closedWithin(t, c, 3*time.Second)
+		})
+	}
+	if s := errOut.String(); s != "" {
+		t.Errorf("timeouts reported on stderr: %q", s)
+	}
+}
+
+// More idle connections than the limit wait in the kernel's backlog rather
+// than taking descriptors; once they time out, a scrape is answered.
+func TestMetricsServerConnLimit(t *testing.T) {
+	m, _ := serveTest(t, shortLimits)
+	for range shortLimits.conns + 3 {
+		c, err := net.Dial("tcp", m.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+	}
+	start := time.Now()
+	resp, err := (&http.Client{Timeout: 5 * time.Second}).Get("http://" + m.Addr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "porttrace_lost_events_total") {
+		t.Errorf("scrape: %s, body %q", resp.Status, body)
+	}
+	if took := time.Since(start); took < shortLimits.readHeader {
+		t.Errorf("scrape answered after %v, before any idle connection timed out: no limit", took)
+	}
+}
+
+// Stopping the server does not wait for a connection slot to free.
+func TestMetricsServerStopWhileFull(t *testing.T) {
+	m := NewMetrics()
+	m.limits = defaultServerLimits
+	m.limits.conns = 1
+	stop, err := m.Serve("127.0.0.1:0", io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		c, err := net.Dial("tcp", m.Addr())
+		if err != nil {
+			stop()
+			t.Fatal(err)
+		}
+		defer c.Close()
+	}
+	time.Sleep(50 * time.Millisecond) // let Accept take the one slot and wait for another
+	stopped := make(chan struct{})
+	go func() { stop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(2 * time.Second):
+		t.Fatal("stop still waiting after 2s")
+	}
+}
+
+// Addr is where the server really listens, not the port 0 it was given.
+func TestMetricsAddr(t *testing.T) {
+	m, _ := serveTest(t, defaultServerLimits)
+	ap, err := netip.ParseAddrPort(m.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ap.Addr() != netip.MustParseAddr("127.0.0.1") || ap.Port() == 0 || ap.Port() != m.port {
+		t.Errorf("Addr() = %s, port %d; want 127.0.0.1 and the port listened on", m.Addr(), m.port)
+	}
+	c, err := net.Dial("tcp", m.Addr())
+	if err != nil {
+		t.Fatalf("dialing Addr(): %v", err)
+	}
+	c.Close()
+}
+
+// Out of descriptors, net/http reports a failed accept every second, each
+// time with another retry delay: stderr gets it once, then at most once a
+// minute with a count.
+func TestMetricsErrorLogOnce(t *testing.T) {
+	const accept = "http: Accept error: accept tcp 127.0.0.1:9100: accept4: too many open files; retrying in "
+	const prefix = "porttrace: metrics server: "
+	type msg struct {
+		after time.Duration // since the previous message
+		text  string
+	}
+	for _, tc := range []struct {
+		name string
+		msgs []msg
+		want string
+	}{
+		{
+			name: "repeated accept error said once",
+			msgs: []msg{{0, accept + "5ms"}, {5 * time.Millisecond, accept + "10ms"}, {time.Second, accept + "1s"}, {time.Second, accept + "1s"}},
+			want: prefix + accept + "5ms\n",
+		},
+		{
+			name: "said again after a minute, with a count",
+			msgs: []msg{{0, accept + "1s"}, {time.Second, accept + "1s"}, {time.Second, accept + "1s"}, {time.Minute, accept + "1s"}},
+			want: prefix + accept + "1s\n" + prefix + accept + "1s (and 2 more like it since 00:00:00)\n",
+		},
+		{
+			name: "distinct messages each said",
+			msgs: []msg{{0, accept + "5ms"}, {0, "http: panic serving 127.0.0.1:4000: boom"}, {0, accept + "10ms"}},
+			want: prefix + accept + "5ms\n" + prefix + "http: panic serving 127.0.0.1:4000: boom\n",
+		},
+		{
+			name: "control bytes escaped",
+			msgs: []msg{{0, "http: bad \x1b[2J request\nline two"}},
+			want: prefix + `http: bad \x1b[2J request\x0aline two` + "\n",
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var out strings.Builder
+			now := time.Date(2000, 1, 1, 0, 0, 0, 0, time.Local)
+			w := newOnceWriter(&out, prefix)
+			w.now = func() time.Time { return now }
+			logger := log.New(w, "", 0)
+			for _, m := range tc.msgs {
+				now = now.Add(m.after)
+				logger.Print(m.text)
+			}
+			if out.String() != tc.want {
+				t.Errorf("got\n%s\nwant\n%s", out.String(), tc.want)
+			}
+		})
+	}
+}

@@ -1,0 +1,85 @@
+package tracer
+
+import (
+	"context"
+	"errors"
+	"io"
+	"time"
+)
+
+// errStalled is a write abandoned because porttrace was told to stop
+// while its output was not being read.
+var errStalled = errors.New("output not being read")
+
+// stallGrace is how long a write may still take once porttrace is told to
+// stop: enough to finish a line into a slow terminal, not so long that a
+// pipe nobody reads keeps it running.
+var stallGrace = time.Second
+
+// stopWriter writes to w from a goroutine of its own, so that a command
+// whose output is blocked (`-o json > fifo` with a reader that never
+// reads, a terminal on hold) still stops when told to: once ctx is done, a
+// write that does not finish within stallGrace is abandoned with
+// errStalled, and so is every write after it. The goroutine stays blocked
+// in the abandoned write until the process exits.
+type stopWriter struct {
+	ctx     context.Context
+	req     chan []byte
+	res     chan writeResult
+	buf     []byte
+	stalled bool
+	closed  bool
+}
+
+type writeResult struct {
+	n   int
+	err error
+}
+
+func newStopWriter(ctx context.Context, w io.Writer) *stopWriter {
+	s := &stopWriter{ctx: ctx, req: make(chan []byte), res: make(chan writeResult, 1)}
+	go func() {
+		for p := range s.req {
+			n, err := w.Write(p)
+			s.res <- writeResult{n, err}
+		}
+	}()
+	return s
+}
+
+// Write hands p to the writing goroutine and waits for it: as long as it
+// takes before ctx is done, stallGrace after.
+func (s *stopWriter) Write(p []byte) (int, error) {
+	if s.stalled || s.closed {
+		return 0, errStalled
+	}
+	// The goroutine is idle: the last write finished, or we would be
+	// stalled. It owns buf until it answers.
+	s.buf = append(s.buf[:0], p...)
+	s.req <- s.buf
+	select {
+	case r := <-s.res:
+		return r.n, r.err
+	case <-s.ctx.Done():
+	}
+	t := time.NewTimer(stallGrace)
+	defer t.Stop()
+	select {
+	case r := <-s.res:
+		return r.n, r.err
+	case <-t.C:
+		s.stalled = true
+		return 0, errStalled
+	}
+}
+
+// Stalled reports whether a write was abandoned.
+func (s *stopWriter) Stalled() bool { return s.stalled }
+
+// Close ends the writing goroutine, unless it is stuck in a write.
+func (s *stopWriter) Close() {
+	if !s.stalled && !s.closed {
+		s.closed = true
+		close(s.req)
+	}
+}
