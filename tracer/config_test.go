@@ -224,3 +224,22 @@ func TestMetricsOwnAccept(t *testing.T) {
 		}
 	}
 }
+
+// The startup line names the backends refused before the chosen one; why
+// each was refused (a line of kernel errors) only with -v.
+func TestTracerDescribe(t *testing.T) {
+	tr := &Tracer{backend: BackendTracepoint, refused: []Backend{BackendFentry, BackendKprobe},
+		notes: []string{"fentry refused: the kernel refused to load its programs (EPERM ...)", "kprobe refused: kernel has no kprobe PMU"}}
+	if got, want := tr.Describe(false), "the tracepoint backend (fentry and kprobe refused by this kernel; -v says why)"; got != want {
+		t.Errorf("short: %q, want %q", got, want)
+	}
+	long := tr.Describe(true)
+	for _, n := range tr.notes {
+		if !strings.Contains(long, n) {
+			t.Errorf("-v: %q lacks %q", long, n)
+		}
+	}
+	if got := (&Tracer{backend: BackendFentry}).Describe(false); got != "the fentry backend" {
+		t.Errorf("nothing refused: %q", got)
+	}
+}

@@ -24,7 +24,7 @@ type PortsConfig struct {
 	Verbose  bool
 	Backend  Backend
 	backend  string
-	flags    *pflag.FlagSet // AddFlags's, to tell --interval given from its default
+	flags    *pflag.FlagSet // AddFlags's, to tell a flag given from its default
 }
 
 // DefaultPortsConfig lists the listeners of porttrace's own namespace.
@@ -172,10 +172,7 @@ type netnsFlag []string
 
 // Set adds the paths of a comma-separated list.
 func (n *netnsFlag) Set(s string) error {
-	list := slices.Clone(*n)
-	for _, path := range strings.Split(s, ",") {
-		list = append(list, path)
-	}
+	list := append(slices.Clone(*n), strings.Split(s, ",")...)
 	if err := checkNetnsList(list); err != nil {
 		return err
 	}
@@ -226,6 +223,7 @@ func checkNetnsFlag(list []string) error {
 	return nil
 }
 
+// checkNetnsFile opens path as setns(2) will, and asks the kernel what it is.
 func checkNetnsFile(path string) error {
 	st, err := os.Stat(path)
 	if errors.Is(err, fs.ErrPermission) {

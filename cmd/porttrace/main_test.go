@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"io"
 	"net"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // The test binary doubles as porttrace: with PORTTRACE_MAIN set it runs main.
@@ -21,9 +23,13 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
+// porttrace runs exe as porttrace with args. A usage error it failed to
+// see would start tracing until stopped: it is killed after a while.
 func porttrace(t *testing.T, exe string, uid int, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
-	cmd := exec.Command(exe, args...)
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, exe, args...)
 	cmd.Env = append(os.Environ(), "PORTTRACE_MAIN=1")
 	if uid != 0 {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(uid)}}
