@@ -69,6 +69,9 @@ func New(o Options) (*Tracer, error) {
 	if err := checkPrivileges(); err != nil {
 		return nil, err
 	}
+	if err := checkFreeFDs(); err != nil {
+		return nil, err
+	}
 	ensureTracefs()
 	// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK.
 	if err := rlimit.RemoveMemlock(); err != nil {
@@ -99,6 +102,9 @@ func New(o Options) (*Tracer, error) {
 		t.refused = append(t.refused, b)
 	}
 	if t.l == nil {
+		if err := joinErrors(errs...); errors.Is(err, unix.EMFILE) {
+			return nil, fmt.Errorf("too many open files while loading (RLIMIT_NOFILE): raise the limit (ulimit -n): %w", err)
+		}
 		if len(order) == 1 {
 			return nil, explain(errs[0])
 		}
@@ -351,6 +357,33 @@ func checkPrivileges() error {
 		return nil
 	}
 	return errors.New("permission denied: run porttrace as root (without root it needs CAP_BPF, CAP_PERFMON and read access to tracefs)")
+}
+
+// fdsNeeded is how many free file descriptors loading and attaching a
+// backend takes, with room to spare: each map, program and link is one,
+// and so are the ring reader's epoll and the feature probes. Short of
+// them, the kernel's EMFILE surfaces deep in a probe or a load, worded as
+// a missing kernel feature.
+const fdsNeeded = 48
+
+// checkFreeFDs fails early, saying so, when RLIMIT_NOFILE leaves fewer
+// than fdsNeeded descriptors free (Go raises the soft limit to the hard
+// one at start; a hard limit set low stays).
+func checkFreeFDs() error {
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		return nil
+	}
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return nil
+	}
+	open := uint64(len(entries))
+	if lim.Cur >= open+fdsNeeded {
+		return nil
+	}
+	return fmt.Errorf("too many open files: porttrace needs about %d free file descriptors and has %d (RLIMIT_NOFILE %d, %d open); raise the limit (ulimit -n)",
+		fdsNeeded, lim.Cur-min(lim.Cur, open), lim.Cur, open)
 }
 
 // ensureTracefs mounts tracefs where it is missing: the syscall

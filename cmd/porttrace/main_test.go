@@ -218,3 +218,30 @@ func TestSignalsStopCleanly(t *testing.T) {
 		})
 	}
 }
+
+// Too few file descriptors is said as such, not as the missing kernel
+// feature a probe that hit EMFILE would report.
+func TestTooFewFileDescriptors(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to get past the privilege check")
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"-d", "1s"}, {"churn", "-d", "1s"}} {
+		cmd := exec.Command("sh", append([]string{"-c", `ulimit -n 30 && exec "$0" "$@"`, exe}, args...)...)
+		cmd.Env = append(os.Environ(), "PORTTRACE_MAIN=1")
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		err := cmd.Run()
+		code := -1
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		}
+		if code != 1 || !strings.Contains(stderr.String(), "too many open files: porttrace needs about") ||
+			strings.Count(strings.TrimSpace(stderr.String()), "\n") != 0 {
+			t.Errorf("%v under ulimit -n 30: exit %d, stderr %q; want 1 and one line on file descriptors", args, code, stderr.String())
+		}
+	}
+}
