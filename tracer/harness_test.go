@@ -140,12 +140,18 @@ func (n *netns) run(t *testing.T, fn func()) {
 			done <- fmt.Errorf("setns: %w", err)
 			return
 		}
+		finished := false
 		defer func() {
 			if r := recover(); r != nil {
 				done <- fmt.Errorf("panic: %v", r)
+			} else if !finished {
+				// t.Fatal on this goroutine: the test has failed, and its
+				// goroutine must not wait here for ever.
+				done <- errors.New("stopped inside the namespace (t.Fatal above)")
 			}
 		}()
 		fn()
+		finished = true
 		done <- nil
 	}()
 	if err := <-done; err != nil {

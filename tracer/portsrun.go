@@ -500,8 +500,9 @@ func RunWho(ctx context.Context, cfg WhoConfig, stdout, stderr io.Writer) error 
 // errNetnsGone ends who --wait on namespaces that no longer exist.
 var errNetnsGone = errors.New("the network namespace is gone")
 
-// netnsCheckEvery spaces the looks for the namespaces who --wait watches.
-const netnsCheckEvery = 2 * time.Second
+// netnsCheckEvery spaces the looks for the namespaces who --wait watches
+// (tests shorten it).
+var netnsCheckEvery = 2 * time.Second
 
 // watchNamespaces ends ctx with errNetnsGone once none of the namespaces
 // in scope exists any more: no process lives in one, no mount names it,

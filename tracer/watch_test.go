@@ -19,7 +19,7 @@ import (
 // socket's inode, which the events carry.
 func TestKernelPortsWatchQuickRepeats(t *testing.T) {
 	ns := newNetns(t)
-	w := startWatch(t, []string{ns.path()}, time.Second, "table")
+	w := startWatch(t, []string{ns.path()}, 300*time.Millisecond, "table")
 	ns.run(t, func() {
 		for range 5 {
 			unix.Close(listenTCP(t, netip.MustParseAddrPort("127.0.0.1:7070")))
@@ -29,7 +29,7 @@ func TestKernelPortsWatchQuickRepeats(t *testing.T) {
 	for strings.Count(w.out.String(), "- closed tcp 127.0.0.1:7070") < 5 && time.Now().Before(deadline) {
 		time.Sleep(50 * time.Millisecond)
 	}
-	time.Sleep(1500 * time.Millisecond) // one more look: nothing more to say
+	time.Sleep(500 * time.Millisecond) // one more look: nothing more to say
 	w.stop(t)
 	out := w.out.String()
 	if opened, closed := strings.Count(out, "+ listen tcp 127.0.0.1:7070"), strings.Count(out, "- closed tcp 127.0.0.1:7070"); opened != 5 || closed != 5 {
@@ -76,12 +76,15 @@ func TestKernelPortsWatchNamedNetnsRemoved(t *testing.T) {
 // stops waiting and says so, instead of waiting for ever; while the
 // namespace lives, it waits.
 func TestKernelWhoWaitNetnsGone(t *testing.T) {
+	saved := netnsCheckEvery
+	netnsCheckEvery = 100 * time.Millisecond
+	defer func() { netnsCheckEvery = saved }()
 	ns := newNetns(t)
 	cfg, _, done := startWhoWait(t, ns, "7072/tcp")
 	select {
 	case err := <-done:
 		t.Fatalf("who --wait ended while its namespace lived: %v", err)
-	case <-time.After(2*netnsCheckEvery + 500*time.Millisecond):
+	case <-time.After(5 * netnsCheckEvery):
 	}
 	inode := ns.inode
 	ns.drop()

@@ -138,7 +138,7 @@ printf '%s\n' 'root:x:0:' 'nogroup:x:65534:' >"$cache/root/etc/group"
 (cd "$cache/root" && mkdir -p tmp dev proc sys && find . -mindepth 1 | cpio -o -H newc --quiet) >"$cache/initramfs.cpio"
 
 # Modules the tests need that Debian builds as modules, in load order.
-modules="net/ipv4/inet_diag net/ipv4/tcp_diag net/ipv4/udp_diag"
+modules="net/ipv4/inet_diag net/ipv4/tcp_diag net/ipv4/udp_diag drivers/net/veth"
 
 # initrd NAME DIR PATTERN: the shared initramfs with NAME's modules and, as
 # /skips, the skips vm/kernels allows on PATTERN's kernel appended (the
