@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/porttrace/porttrace/tracer/event"
+
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/features"
@@ -28,7 +30,7 @@ type sharedMaps struct {
 
 // hook is one attachment: the event kind it reports and how to attach it.
 type hook struct {
-	kind   Kind
+	kind   event.Kind
 	name   string // for messages: "tracepoint syscalls/sys_exit_bind"
 	attach func() (link.Link, error)
 }
@@ -56,7 +58,7 @@ type tracepointObjects struct {
 	ExitAccept   *ebpf.Program `ebpf:"tp_exit_accept"`
 }
 
-func tp(kind Kind, name string, prog *ebpf.Program) hook {
+func tp(kind event.Kind, name string, prog *ebpf.Program) hook {
 	return hook{kind, "tracepoint syscalls/" + name, func() (link.Link, error) {
 		return link.Tracepoint("syscalls", name, prog, nil)
 	}}
@@ -70,12 +72,12 @@ func loadTracepoint(spec *ebpf.CollectionSpec, opts *ebpf.CollectionOptions) (*l
 	return &loaded{
 		maps: &o.sharedMaps,
 		hooks: []hook{
-			tp(KindBind, "sys_exit_bind", o.ExitBind),
-			tp(KindListen, "sys_exit_listen", o.ExitListen),
-			tp(KindConnect, "sys_exit_connect", o.ExitConnect),
-			tp(KindConnect, "sys_enter_connect", o.EnterConnect),
-			tp(KindAccept, "sys_exit_accept", o.ExitAccept),
-			tp(KindAccept, "sys_exit_accept4", o.ExitAccept),
+			tp(event.KindBind, "sys_exit_bind", o.ExitBind),
+			tp(event.KindListen, "sys_exit_listen", o.ExitListen),
+			tp(event.KindConnect, "sys_exit_connect", o.ExitConnect),
+			tp(event.KindConnect, "sys_enter_connect", o.EnterConnect),
+			tp(event.KindAccept, "sys_exit_accept", o.ExitAccept),
+			tp(event.KindAccept, "sys_exit_accept4", o.ExitAccept),
 		},
 		close: func() error {
 			return closeAll(&o.sharedMaps, o.ExitBind, o.ExitListen, o.EnterConnect, o.ExitConnect, o.ExitAccept)
@@ -101,13 +103,13 @@ type fentryObjects struct {
 	PreblockedAccept *ebpf.Program `ebpf:"tp_exit_accept"`
 }
 
-func tracingEntry(kind Kind, fn string, prog *ebpf.Program) hook {
+func tracingEntry(kind event.Kind, fn string, prog *ebpf.Program) hook {
 	h := tracing(kind, fn, prog)
 	h.name = "fentry " + fn
 	return h
 }
 
-func tracing(kind Kind, fn string, prog *ebpf.Program) hook {
+func tracing(kind event.Kind, fn string, prog *ebpf.Program) hook {
 	return hook{kind, "fexit " + fn, func() (link.Link, error) {
 		return link.AttachTracing(link.TracingOptions{Program: prog})
 	}}
@@ -122,17 +124,17 @@ func loadFentry(spec *ebpf.CollectionSpec, opts *ebpf.CollectionOptions, listenF
 	return &loaded{
 		maps: &o.sharedMaps,
 		hooks: []hook{
-			tracing(KindBind, "__inet_bind", o.Bind4),
-			tracing(KindBind, "__inet6_bind", o.Bind6),
-			tracing(KindListen, listenFn, o.Listen),
-			tracing(KindConnect, "inet_stream_connect", o.TCP),
-			tracing(KindConnect, "__inet_stream_connect", o.TFO),
-			tracing(KindConnect, "inet_dgram_connect", o.Dgram),
+			tracing(event.KindBind, "__inet_bind", o.Bind4),
+			tracing(event.KindBind, "__inet6_bind", o.Bind6),
+			tracing(event.KindListen, listenFn, o.Listen),
+			tracing(event.KindConnect, "inet_stream_connect", o.TCP),
+			tracing(event.KindConnect, "__inet_stream_connect", o.TFO),
+			tracing(event.KindConnect, "inet_dgram_connect", o.Dgram),
 			// Entries after exits: an exit without its entry is skipped, never misreported.
-			tracingEntry(KindConnect, "inet_stream_connect", o.TCPEntry),
-			tracingEntry(KindConnect, "__inet_stream_connect", o.TFOEntry),
-			tracingEntry(KindConnect, "inet_dgram_connect", o.DgramEntry),
-			tracing(KindAccept, "inet_csk_accept", o.Accept),
+			tracingEntry(event.KindConnect, "inet_stream_connect", o.TCPEntry),
+			tracingEntry(event.KindConnect, "__inet_stream_connect", o.TFOEntry),
+			tracingEntry(event.KindConnect, "inet_dgram_connect", o.DgramEntry),
+			tracing(event.KindAccept, "inet_csk_accept", o.Accept),
 		},
 		close: func() error {
 			return closeAll(&o.sharedMaps, o.Bind4, o.Bind6, o.TCP, o.TFO, o.Dgram, o.TCPEntry, o.TFOEntry, o.DgramEntry,
@@ -163,7 +165,7 @@ type kprobeObjects struct {
 	PreblockedAccept *ebpf.Program `ebpf:"tp_exit_accept"`
 }
 
-func kprobe(kind Kind, fn string, prog *ebpf.Program, ret bool) hook {
+func kprobe(kind event.Kind, fn string, prog *ebpf.Program, ret bool) hook {
 	name := "kprobe "
 	if ret {
 		name = "kretprobe "
@@ -185,20 +187,20 @@ func loadKprobe(spec *ebpf.CollectionSpec, opts *ebpf.CollectionOptions, listenF
 		maps: &o.sharedMaps,
 		hooks: []hook{
 			// Return probes first: an entry stash without its return probe would linger.
-			kprobe(KindBind, "__inet_bind", o.Bind4Ret, true),
-			kprobe(KindBind, "__inet_bind", o.Bind4, false),
-			kprobe(KindBind, "__inet6_bind", o.Bind6Ret, true),
-			kprobe(KindBind, "__inet6_bind", o.Bind6, false),
-			kprobe(KindListen, listenFn, o.ListenRet, true),
-			kprobe(KindListen, listenFn, o.Listen, false),
-			kprobe(KindConnect, "inet_stream_connect", o.TCPRet, true),
-			kprobe(KindConnect, "inet_stream_connect", o.TCP, false),
-			kprobe(KindConnect, "__inet_stream_connect", o.TFORet, true),
-			kprobe(KindConnect, "__inet_stream_connect", o.TFO, false),
-			kprobe(KindConnect, "inet_dgram_connect", o.DgramRet, true),
-			kprobe(KindConnect, "inet_dgram_connect", o.Dgram, false),
-			kprobe(KindAccept, "inet_csk_accept", o.AcceptRet, true),
-			kprobe(KindAccept, "inet_csk_accept", o.Accept, false),
+			kprobe(event.KindBind, "__inet_bind", o.Bind4Ret, true),
+			kprobe(event.KindBind, "__inet_bind", o.Bind4, false),
+			kprobe(event.KindBind, "__inet6_bind", o.Bind6Ret, true),
+			kprobe(event.KindBind, "__inet6_bind", o.Bind6, false),
+			kprobe(event.KindListen, listenFn, o.ListenRet, true),
+			kprobe(event.KindListen, listenFn, o.Listen, false),
+			kprobe(event.KindConnect, "inet_stream_connect", o.TCPRet, true),
+			kprobe(event.KindConnect, "inet_stream_connect", o.TCP, false),
+			kprobe(event.KindConnect, "__inet_stream_connect", o.TFORet, true),
+			kprobe(event.KindConnect, "__inet_stream_connect", o.TFO, false),
+			kprobe(event.KindConnect, "inet_dgram_connect", o.DgramRet, true),
+			kprobe(event.KindConnect, "inet_dgram_connect", o.Dgram, false),
+			kprobe(event.KindAccept, "inet_csk_accept", o.AcceptRet, true),
+			kprobe(event.KindAccept, "inet_csk_accept", o.Accept, false),
 		},
 		close: func() error {
 			return closeAll(&o.sharedMaps, o.Bind4, o.Bind4Ret, o.Bind6, o.Bind6Ret, o.TCP, o.TCPRet,
@@ -209,13 +211,13 @@ func loadKprobe(spec *ebpf.CollectionSpec, opts *ebpf.CollectionOptions, listenF
 }
 
 // loadBackend loads the programs of backend b, not yet attached.
-func loadBackend(b Backend, spec *ebpf.CollectionSpec, opts *ebpf.CollectionOptions, listenFn string) (*loaded, error) {
+func loadBackend(b event.Backend, spec *ebpf.CollectionSpec, opts *ebpf.CollectionOptions, listenFn string) (*loaded, error) {
 	switch b {
-	case BackendTracepoint:
+	case event.BackendTracepoint:
 		return loadTracepoint(spec, opts)
-	case BackendFentry:
+	case event.BackendFentry:
 		return loadFentry(spec, opts, listenFn)
-	case BackendKprobe:
+	case event.BackendKprobe:
 		return loadKprobe(spec, opts, listenFn)
 	}
 	return nil, fmt.Errorf("unknown backend %d", b)

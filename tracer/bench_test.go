@@ -2,6 +2,8 @@ package tracer
 
 import (
 	"testing"
+
+	"github.com/porttrace/porttrace/tracer/event"
 )
 
 // BenchmarkDecodeJSON is the per-event userspace path of the stream: decode
@@ -11,7 +13,7 @@ func BenchmarkDecodeJSON(b *testing.B) {
 	en := newEnricher()
 	en.procRoot = b.TempDir() // no /proc reads: the cache path
 	comms := newInterner()
-	var ev Event
+	var ev event.Event
 	buf := make([]byte, 0, 4096)
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
@@ -31,7 +33,7 @@ func BenchmarkDecodeTable(b *testing.B) {
 		b.Fatal(err)
 	}
 	comms := newInterner()
-	var ev Event
+	var ev event.Event
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
 		decode(&raws[i%len(raws)], 0, &ev, comms)

@@ -6,6 +6,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/porttrace/porttrace/tracer/event"
+
 	"golang.org/x/sys/unix"
 )
 
@@ -84,7 +86,7 @@ func (t *Tracer) ReadChurn() (*ChurnTotals, error) {
 			sum += v
 		}
 		if nk.Err == 0 {
-			n.Allocs[Kind(nk.Kind).String()+" "+ProtoName(nk.Proto)] += sum
+			n.Allocs[event.Kind(nk.Kind).String()+" "+event.ProtoName(nk.Proto)] += sum
 		} else {
 			n.Fails[unix.ErrnoName(syscall.Errno(nk.Err))] += sum
 		}

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/porttrace/porttrace/tracer/event"
+
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"golang.org/x/sys/unix"
@@ -20,7 +22,7 @@ import (
 
 // startChurn attaches a churn-mode tracer for this process.
 func startChurn(t *testing.T) *collector {
-	return startTracer(t, Options{PID: uint32(os.Getpid()), Churn: true, Events: kindSet(KindBind, KindConnect)})
+	return startTracer(t, Options{PID: uint32(os.Getpid()), Churn: true, Events: kindSet(event.KindBind, event.KindConnect)})
 }
 
 // churnIn200Ports makes a namespace whose range is 200 ports, attaches a
@@ -126,7 +128,7 @@ func TestKernelChurnCounts(t *testing.T) {
 	if fmt.Sprint(n.Allocs) != fmt.Sprint(want) || n.TotalFails() != 0 {
 		t.Errorf("allocations %v, failures %v; want %v and none", n.Allocs, n.Fails, want)
 	}
-	if got := tot.Dests[DestKey{ns.inode, Dest{ProtoTCP, svc}}]; got.Allocs != 33 {
+	if got := tot.Dests[DestKey{ns.inode, Dest{event.ProtoTCP, svc}}]; got.Allocs != 33 {
 		t.Errorf("destination %s: %+v, want 33 allocations", svc, got)
 	}
 	if evs := c.stop(t, ns); len(evs) != 0 {
@@ -338,7 +340,7 @@ func TestKernelChurnMetrics(t *testing.T) {
 	m := NewMetrics()
 	m.MaxDests = 2
 	m.Churn(state.Next(cur))
-	m.Event(&Event{Kind: KindBind, Result: ResultDenied})
+	m.Event(&event.Event{Kind: event.KindBind, Result: event.ResultDenied})
 	stop, addr := serveMetrics(t, m)
 	defer stop()
 	resp, err := http.Get("http://" + addr + "/metrics")

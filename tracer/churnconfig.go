@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/porttrace/porttrace/tracer/event"
+
 	"github.com/spf13/pflag"
 )
 
@@ -16,7 +18,7 @@ type ChurnConfig struct {
 	Metrics      string
 	MetricsDests int
 	Verbose      bool
-	Backend      Backend
+	Backend      event.Backend
 	backend      string
 }
 

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"time"
+
+	"github.com/porttrace/porttrace/tracer/event"
 )
 
 // RunChurn counts ephemeral port allocations in the kernel and reports
@@ -24,7 +26,7 @@ func RunChurn(ctx context.Context, cfg ChurnConfig, stdout, stderr io.Writer) er
 		defer stop()
 		fmt.Fprintf(stderr, "porttrace churn: serving metrics on http://%s/metrics\n", metrics.Addr())
 	}
-	t, err := New(Options{Backend: cfg.Backend, Events: kindSet(KindBind, KindConnect), Churn: true})
+	t, err := New(Options{Backend: cfg.Backend, Events: kindSet(event.KindBind, event.KindConnect), Churn: true})
 	if err != nil {
 		return err
 	}
@@ -110,7 +112,7 @@ func orNone(s string) string {
 	return s
 }
 
-func kindSet(kinds ...Kind) KindSet {
+func kindSet(kinds ...event.Kind) KindSet {
 	var s KindSet
 	for _, k := range kinds {
 		s.set |= 1 << k

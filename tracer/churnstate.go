@@ -6,6 +6,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/porttrace/porttrace/tracer/event"
+
 	"golang.org/x/sys/unix"
 )
 
@@ -145,7 +147,7 @@ func NewChurnState(first *ChurnTotals) *ChurnState {
 // range left), for some destination or for any new one.
 func atRiskOf(u *PortUsage) bool {
 	low := u.Size() / 20
-	for _, proto := range []uint16{ProtoTCP, ProtoUDP} {
+	for _, proto := range []uint16{event.ProtoTCP, event.ProtoUDP} {
 		if u.NewHeadroom(proto) <= low {
 			return true
 		}
@@ -237,7 +239,7 @@ func (s *ChurnState) netnsReport(ns uint32, cur *ChurnTotals, dt float64) NetnsR
 		}
 		// A destination not used yet runs out when the ports no one
 		// may share fill the range.
-		for _, proto := range []uint16{ProtoTCP, ProtoUDP} {
+		for _, proto := range []uint16{event.ProtoTCP, event.ProtoUDP} {
 			k := usageKey{ns, proto}
 			exclusive := u.Exclusive(proto)
 			nr.Exhaustion = sooner(nr.Exhaustion, eta(u.NewHeadroom(proto), grow(s.nsGrowth, k, cur.Time, exclusive)))

@@ -4,6 +4,8 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/porttrace/porttrace/tracer/event"
 )
 
 // usageOf builds the reading of a namespace whose range is lo-hi: the
@@ -13,10 +15,10 @@ func usageOf(lo, hi uint16, tcpExclusive, udpExclusive int, byDest map[Dest]int)
 	u := newPortUsage()
 	u.Range = [2]uint16{lo, hi}
 	for i := range tcpExclusive {
-		u.exclusive[ProtoTCP].add(lo + uint16(i))
+		u.exclusive[event.ProtoTCP].add(lo + uint16(i))
 	}
 	for i := range udpExclusive {
-		u.exclusive[ProtoUDP].add(lo + uint16(i))
+		u.exclusive[event.ProtoUDP].add(lo + uint16(i))
 	}
 	for d, n := range byDest {
 		u.ByDest[d] = n
@@ -100,7 +102,7 @@ func destOf(t *testing.T, n *NetnsReport, d Dest) *DestReport {
 // Rates are of the interval, not of the run: the first reading already
 // holds counts, and they are not counted again.
 func TestChurnRatesPerInterval(t *testing.T) {
-	a := Dest{ProtoTCP, netip.MustParseAddrPort("10.0.0.1:443")}
+	a := Dest{event.ProtoTCP, netip.MustParseAddrPort("10.0.0.1:443")}
 	t0 := time.Unix(1000, 0)
 	first := totals(t0, map[DestKey]ChurnCounts{{1, a}: {Allocs: 100, Fails: 4}})
 	f := newFakeChurn(first, 1, map[uint32][]*PortUsage{1: {usageOf(1000, 1999, 0, 0, map[Dest]int{a: 10})}})
@@ -117,8 +119,8 @@ func TestChurnRatesPerInterval(t *testing.T) {
 // Headroom leaves out the ports no connection may share: a TCP listener's
 // or bound socket's, and every UDP socket's, whatever its destination.
 func TestHeadroom(t *testing.T) {
-	tcp := Dest{ProtoTCP, netip.MustParseAddrPort("10.0.0.1:443")}
-	udp := Dest{ProtoUDP, netip.MustParseAddrPort("10.0.0.1:53")}
+	tcp := Dest{event.ProtoTCP, netip.MustParseAddrPort("10.0.0.1:443")}
+	udp := Dest{event.ProtoUDP, netip.MustParseAddrPort("10.0.0.1:53")}
 	u := usageOf(1000, 1099, 5, 30, map[Dest]int{tcp: 20, udp: 30})
 	for _, tc := range []struct {
 		name string
@@ -126,9 +128,9 @@ func TestHeadroom(t *testing.T) {
 		want int
 	}{
 		{"tcp destination", u.Headroom(tcp), 100 - 5 - 20},
-		{"new tcp destination", u.NewHeadroom(ProtoTCP), 100 - 5},
+		{"new tcp destination", u.NewHeadroom(event.ProtoTCP), 100 - 5},
 		{"udp destination", u.Headroom(udp), 100 - 30},
-		{"new udp destination", u.NewHeadroom(ProtoUDP), 100 - 30},
+		{"new udp destination", u.NewHeadroom(event.ProtoUDP), 100 - 30},
 	} {
 		if tc.got != tc.want {
 			t.Errorf("%s: headroom %d, want %d", tc.name, tc.got, tc.want)
@@ -139,8 +141,8 @@ func TestHeadroom(t *testing.T) {
 // The namespace's estimate is the soonest of its destinations' (and of a
 // new destination's), never the latest.
 func TestNetnsExhaustionIsTheSoonest(t *testing.T) {
-	fast := Dest{ProtoTCP, netip.MustParseAddrPort("10.0.0.1:443")}
-	slow := Dest{ProtoTCP, netip.MustParseAddrPort("10.0.0.2:443")}
+	fast := Dest{event.ProtoTCP, netip.MustParseAddrPort("10.0.0.1:443")}
+	slow := Dest{event.ProtoTCP, netip.MustParseAddrPort("10.0.0.2:443")}
 	t0 := time.Unix(1000, 0)
 	f := newFakeChurn(totals(t0, nil), 1, map[uint32][]*PortUsage{1: {
 		usageOf(1000, 1999, 0, 0, map[Dest]int{fast: 100, slow: 100}),
@@ -162,8 +164,8 @@ func TestNetnsExhaustionIsTheSoonest(t *testing.T) {
 // more sockets than its range has ports: usage counts the ports, never
 // over 100%, and no destination with headroom makes it EXHAUSTED.
 func TestNetnsUsageCountsPorts(t *testing.T) {
-	a := Dest{ProtoTCP, netip.MustParseAddrPort("127.0.0.1:9000")}
-	b := Dest{ProtoTCP, netip.MustParseAddrPort("127.0.0.1:9001")}
+	a := Dest{event.ProtoTCP, netip.MustParseAddrPort("127.0.0.1:9000")}
+	b := Dest{event.ProtoTCP, netip.MustParseAddrPort("127.0.0.1:9001")}
 	u := usageOf(40000, 40019, 0, 0, map[Dest]int{a: 20, b: 2})
 	for i := range 20 {
 		u.used.add(40000 + uint16(i))

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/porttrace/porttrace/tracer/event"
 )
 
 // WriteChurnTable prints one report as a block of text: per network
@@ -148,7 +150,7 @@ func AppendChurnJSON(buf []byte, r *ChurnReport) []byte {
 				buf = append(buf, ',')
 			}
 			buf = append(buf, `{"proto":`...)
-			buf = appendJSONString(buf, ProtoName(d.Dest.Proto))
+			buf = appendJSONString(buf, event.ProtoName(d.Dest.Proto))
 			buf = appendStr(buf, "remote_addr", d.Dest.Remote.Addr().String())
 			buf = appendUint(buf, "remote_port", uint64(d.Dest.Remote.Port()))
 			buf = appendFloat(buf, "allocs_per_s", d.AllocsPerSec)

@@ -6,11 +6,13 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/porttrace/porttrace/tracer/event"
 )
 
 func sampleChurnReport() *ChurnReport {
-	svc := Dest{ProtoTCP, netip.MustParseAddrPort("127.0.0.1:8080")}
-	dns := Dest{ProtoUDP, netip.MustParseAddrPort("[::1]:53")}
+	svc := Dest{event.ProtoTCP, netip.MustParseAddrPort("127.0.0.1:8080")}
+	dns := Dest{event.ProtoUDP, netip.MustParseAddrPort("[::1]:53")}
 	return &ChurnReport{
 		Time:     time.Date(2026, 11, 28, 7, 15, 26, 0, time.UTC),
 		Interval: time.Second,

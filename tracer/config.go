@@ -13,6 +13,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/porttrace/porttrace/tracer/event"
+
 	"github.com/spf13/pflag"
 )
 
@@ -31,7 +33,7 @@ type Config struct {
 	UDP      bool
 	Duration time.Duration
 	Count    uint64
-	Backend  Backend
+	Backend  event.Backend
 	Version  bool
 	Metrics  string
 	Verbose  bool
@@ -169,8 +171,8 @@ func flagChanged(fs *pflag.FlagSet, name string) bool {
 	return fs != nil && fs.Changed(name)
 }
 
-func backendFlag(s string) (Backend, error) {
-	b, err := ParseBackend(s)
+func backendFlag(s string) (event.Backend, error) {
+	b, err := event.ParseBackend(s)
 	if err != nil {
 		return 0, fmt.Errorf("invalid --backend: %w", err)
 	}
@@ -185,15 +187,15 @@ const taskCommLen = 15
 // event names the thread that made the call, and a worker thread often
 // has a name of its own ("tokio-runtime-w", "C2 CompilerThre").
 type mainComms interface {
-	mainComm(ev *Event) string
+	mainComm(ev *event.Event) string
 }
 
 // Wants reports whether ev passes the filters that run in userspace.
-func (c *Config) Wants(ev *Event, procs mainComms) bool {
+func (c *Config) Wants(ev *event.Event, procs mainComms) bool {
 	if !c.Events.Has(ev.Kind) {
 		return false
 	}
-	if c.Failed && ev.Result == ResultOK {
+	if c.Failed && ev.Result == event.ResultOK {
 		return false
 	}
 	if c.Comm != "" {
@@ -205,7 +207,7 @@ func (c *Config) Wants(ev *Event, procs mainComms) bool {
 	if c.IPv4 != c.IPv6 && (eventFamily(ev) == "ipv4") != c.IPv4 {
 		return false
 	}
-	if c.TCP != c.UDP && (ev.Proto == ProtoUDP) != c.UDP {
+	if c.TCP != c.UDP && (ev.Proto == event.ProtoUDP) != c.UDP {
 		return false
 	}
 	return true
@@ -213,11 +215,11 @@ func (c *Config) Wants(ev *Event, procs mainComms) bool {
 
 // eventFamily is the family of ev's addresses: an IPv6 socket talking to
 // an IPv4 peer (a dual-stack listener's IPv4 client) counts as IPv4.
-func eventFamily(ev *Event) string {
+func eventFamily(ev *event.Event) string {
 	if ap := cmp.Or(ev.Remote, ev.Local); ap.IsValid() && ap.Addr().Is4In6() {
 		return "ipv4"
 	}
-	return FamilyName(ev.Family)
+	return event.FamilyName(ev.Family)
 }
 
 // PortSet is a set of ports, set from a list such as "25,80,8000-8100".
@@ -301,7 +303,7 @@ type KindSet struct {
 // AllKinds is every event kind.
 func AllKinds() KindSet {
 	var k KindSet
-	for _, kind := range []Kind{KindBind, KindListen, KindConnect, KindAccept} {
+	for _, kind := range []event.Kind{event.KindBind, event.KindListen, event.KindConnect, event.KindAccept} {
 		k.set |= 1 << kind
 	}
 	return k
@@ -313,7 +315,7 @@ func (k *KindSet) Set(s string) error {
 		k.set, k.user = 0, true
 	}
 	for _, name := range strings.Split(s, ",") {
-		kind, err := ParseKind(strings.TrimSpace(name))
+		kind, err := event.ParseKind(strings.TrimSpace(name))
 		if err != nil {
 			return err
 		}
@@ -326,14 +328,14 @@ func (k *KindSet) Set(s string) error {
 }
 
 // Has reports whether kind is in the set.
-func (k *KindSet) Has(kind Kind) bool { return kind < 8 && k.set&(1<<kind) != 0 }
+func (k *KindSet) Has(kind event.Kind) bool { return kind < 8 && k.set&(1<<kind) != 0 }
 
 // Empty reports whether no kind is set.
 func (k *KindSet) Empty() bool { return k.set == 0 }
 
 func (k *KindSet) String() string {
 	var names []string
-	for kind := KindBind; kind <= KindAccept; kind++ {
+	for kind := event.KindBind; kind <= event.KindAccept; kind++ {
 		if k.Has(kind) {
 			names = append(names, kind.String())
 		}

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/porttrace/porttrace/tracer/event"
+
 	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
 )
@@ -68,12 +70,12 @@ func TestFlags(t *testing.T) {
 		wantErr string
 	}{
 		{args: nil, check: func(c *Config) bool {
-			return c.Output == "table" && c.UID == -1 && c.Backend == BackendAuto && c.Events.String() == "bind,listen,connect,accept"
+			return c.Output == "table" && c.UID == -1 && c.Backend == event.BackendAuto && c.Events.String() == "bind,listen,connect,accept"
 		}},
 		{args: []string{"-o", "json", "-p", "80,443", "--pid", "42", "--uid", "0", "-e", "bind,accept", "--backend", "tracepoint"},
 			check: func(c *Config) bool {
 				return c.Output == "json" && c.Ports.Has(443) && c.PID == 42 && c.UID == 0 &&
-					c.Events.String() == "bind,accept" && c.Backend == BackendTracepoint
+					c.Events.String() == "bind,accept" && c.Backend == event.BackendTracepoint
 			}},
 		{args: []string{"-d", "1m30s", "-n", "10", "-4", "--tcp", "--failed"}, check: func(c *Config) bool {
 			return c.Duration.Seconds() == 90 && c.Count == 10 && c.IPv4 && c.TCP && c.Failed
@@ -128,34 +130,34 @@ func TestFlags(t *testing.T) {
 }
 
 func TestWants(t *testing.T) {
-	base := Event{Kind: KindConnect, Result: ResultOK, Comm: "curl", Family: 2, Proto: ProtoTCP}
+	base := event.Event{Kind: event.KindConnect, Result: event.ResultOK, Comm: "curl", Family: 2, Proto: event.ProtoTCP}
 	for _, tc := range []struct {
 		name string
 		cfg  func(*Config)
-		ev   func(*Event)
+		ev   func(*event.Event)
 		want bool
 	}{
-		{"default takes all", func(*Config) {}, func(*Event) {}, true},
-		{"--failed drops ok", func(c *Config) { c.Failed = true }, func(*Event) {}, false},
-		{"--failed keeps denied", func(c *Config) { c.Failed = true }, func(e *Event) { e.Result = ResultDenied }, true},
-		{"--comm other", func(c *Config) { c.Comm = "nginx" }, func(*Event) {}, false},
+		{"default takes all", func(*Config) {}, func(*event.Event) {}, true},
+		{"--failed drops ok", func(c *Config) { c.Failed = true }, func(*event.Event) {}, false},
+		{"--failed keeps denied", func(c *Config) { c.Failed = true }, func(e *event.Event) { e.Result = event.ResultDenied }, true},
+		{"--comm other", func(c *Config) { c.Comm = "nginx" }, func(*event.Event) {}, false},
 		{"--comm longer than the kernel keeps", func(c *Config) { c.Comm = "my-long-service-name" },
-			func(e *Event) { e.Comm = "my-long-service" }, true},
+			func(e *event.Event) { e.Comm = "my-long-service" }, true},
 		{"--comm names the process, a worker thread calls", func(c *Config) { c.Comm = "python3" },
-			func(e *Event) { e.PID, e.TID, e.Comm = 10, 11, "tokio-runtime-w" }, true},
+			func(e *event.Event) { e.PID, e.TID, e.Comm = 10, 11, "tokio-runtime-w" }, true},
 		{"--comm names neither", func(c *Config) { c.Comm = "nginx" },
-			func(e *Event) { e.PID, e.TID, e.Comm = 10, 11, "tokio-runtime-w" }, false},
-		{"-4 keeps an IPv4 peer of a dual-stack socket", func(c *Config) { c.IPv4 = true }, func(e *Event) {
+			func(e *event.Event) { e.PID, e.TID, e.Comm = 10, 11, "tokio-runtime-w" }, false},
+		{"-4 keeps an IPv4 peer of a dual-stack socket", func(c *Config) { c.IPv4 = true }, func(e *event.Event) {
 			e.Family, e.Local, e.Remote = 10, netip.MustParseAddrPort("[::ffff:127.0.0.1]:25"), netip.MustParseAddrPort("[::ffff:127.0.0.1]:40000")
 		}, true},
-		{"-6 drops it", func(c *Config) { c.IPv6 = true }, func(e *Event) {
+		{"-6 drops it", func(c *Config) { c.IPv6 = true }, func(e *event.Event) {
 			e.Family, e.Local, e.Remote = 10, netip.MustParseAddrPort("[::ffff:127.0.0.1]:25"), netip.MustParseAddrPort("[::ffff:127.0.0.1]:40000")
 		}, false},
-		{"-6 drops ipv4", func(c *Config) { c.IPv6 = true }, func(*Event) {}, false},
-		{"-4 -6 keeps both", func(c *Config) { c.IPv4, c.IPv6 = true, true }, func(*Event) {}, true},
-		{"--udp drops tcp", func(c *Config) { c.UDP = true }, func(*Event) {}, false},
-		{"--tcp keeps mptcp", func(c *Config) { c.TCP = true }, func(e *Event) { e.Proto = ProtoMPTCP }, true},
-		{"-e bind drops connect", func(c *Config) { _ = c.Events.Set("bind") }, func(*Event) {}, false},
+		{"-6 drops ipv4", func(c *Config) { c.IPv6 = true }, func(*event.Event) {}, false},
+		{"-4 -6 keeps both", func(c *Config) { c.IPv4, c.IPv6 = true, true }, func(*event.Event) {}, true},
+		{"--udp drops tcp", func(c *Config) { c.UDP = true }, func(*event.Event) {}, false},
+		{"--tcp keeps mptcp", func(c *Config) { c.TCP = true }, func(e *event.Event) { e.Proto = event.ProtoMPTCP }, true},
+		{"-e bind drops connect", func(c *Config) { _ = c.Events.Set("bind") }, func(*event.Event) {}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := DefaultConfig()
@@ -172,7 +174,7 @@ func TestWants(t *testing.T) {
 // fakeComms names the main threads of processes by pid.
 type fakeComms map[uint32]string
 
-func (f fakeComms) mainComm(ev *Event) string { return f[ev.PID] }
+func (f fakeComms) mainComm(ev *event.Event) string { return f[ev.PID] }
 
 // Every reason a backend was refused goes on the one line an error gets,
 // and errors.Is still finds each.
@@ -211,13 +213,13 @@ func TestMetricsOwnAccept(t *testing.T) {
 	self := uint32(os.Getpid())
 	ap := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), m.port)
 	for _, tc := range []struct {
-		ev   Event
+		ev   event.Event
 		want bool
 	}{
-		{Event{Kind: KindAccept, PID: self, Local: ap}, true},
-		{Event{Kind: KindAccept, PID: self + 1, Local: ap}, false},
-		{Event{Kind: KindAccept, PID: self, Local: netip.AddrPortFrom(ap.Addr(), m.port+1)}, false},
-		{Event{Kind: KindBind, PID: self, Local: ap}, false},
+		{event.Event{Kind: event.KindAccept, PID: self, Local: ap}, true},
+		{event.Event{Kind: event.KindAccept, PID: self + 1, Local: ap}, false},
+		{event.Event{Kind: event.KindAccept, PID: self, Local: netip.AddrPortFrom(ap.Addr(), m.port+1)}, false},
+		{event.Event{Kind: event.KindBind, PID: self, Local: ap}, false},
 	} {
 		if got := m.ownAccept(&tc.ev); got != tc.want {
 			t.Errorf("ownAccept(%s pid %d %s) = %t, want %t", tc.ev.Kind, tc.ev.PID, tc.ev.Local, got, tc.want)
@@ -228,7 +230,7 @@ func TestMetricsOwnAccept(t *testing.T) {
 // The startup line names the backends refused before the chosen one; why
 // each was refused (a line of kernel errors) only with -v.
 func TestTracerDescribe(t *testing.T) {
-	tr := &Tracer{backend: BackendTracepoint, refused: []Backend{BackendFentry, BackendKprobe},
+	tr := &Tracer{backend: event.BackendTracepoint, refused: []event.Backend{event.BackendFentry, event.BackendKprobe},
 		notes: []string{"fentry refused: the kernel refused to load its programs (EPERM ...)", "kprobe refused: kernel has no kprobe PMU"}}
 	if got, want := tr.Describe(false), "the tracepoint backend (fentry and kprobe refused by this kernel; -v says why)"; got != want {
 		t.Errorf("short: %q, want %q", got, want)
@@ -239,7 +241,7 @@ func TestTracerDescribe(t *testing.T) {
 			t.Errorf("-v: %q lacks %q", long, n)
 		}
 	}
-	if got := (&Tracer{backend: BackendFentry}).Describe(false); got != "the fentry backend" {
+	if got := (&Tracer{backend: event.BackendFentry}).Describe(false); got != "the fentry backend" {
 		t.Errorf("nothing refused: %q", got)
 	}
 }

@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/porttrace/porttrace/tracer/event"
+
 	"golang.org/x/sys/unix"
 )
 
@@ -50,7 +52,7 @@ func newEnricher() *enricher {
 		cgroups: cgroupIndex{roots: cgroup2Roots}, lookupUser: user.LookupId, userRetry: map[uint32]time.Time{}}
 }
 
-func (en *enricher) enrich(ev *Event) {
+func (en *enricher) enrich(ev *event.Event) {
 	ev.User = en.user(ev.UID)
 	p := en.proc(ev)
 	ev.Exe, ev.Cgroup = p.exe, p.cgroup
@@ -62,7 +64,7 @@ func (en *enricher) enrich(ev *Event) {
 // mainComm is the name of ev's process's main thread (empty when the
 // process is gone). Only --comm asks, so /proc/PID/comm is read here, when
 // no event of the main thread has named it, not for every process.
-func (en *enricher) mainComm(ev *Event) string {
+func (en *enricher) mainComm(ev *event.Event) string {
 	p := en.proc(ev)
 	if p.comm == "" {
 		p.comm = readProcFacts(en.procRoot, ev.PID, factComm).comm
@@ -71,7 +73,7 @@ func (en *enricher) mainComm(ev *Event) string {
 }
 
 // proc is what /proc says of ev's process, read again when stale.
-func (en *enricher) proc(ev *Event) *procInfo {
+func (en *enricher) proc(ev *event.Event) *procInfo {
 	p := en.procs[ev.PID]
 	stale := p == nil || ev.Time.Sub(p.read) > procTTL || (ev.TID == ev.PID && p.comm != ev.Comm)
 	if stale {

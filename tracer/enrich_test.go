@@ -7,6 +7,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/porttrace/porttrace/tracer/event"
 )
 
 // The enricher reads /proc once per process: again only after procTTL or
@@ -31,7 +33,7 @@ func TestEnricherCache(t *testing.T) {
 	en := newEnricher()
 	en.procRoot = root
 	t0 := time.Unix(1000, 0)
-	ev := Event{PID: 42, TID: 42, Comm: "server", Time: t0}
+	ev := event.Event{PID: 42, TID: 42, Comm: "server", Time: t0}
 	en.enrich(&ev)
 	if ev.Exe != "/usr/bin/server" || ev.Cgroup != "/system.slice/server.service" {
 		t.Fatalf("exe %q cgroup %q", ev.Exe, ev.Cgroup)
@@ -39,12 +41,12 @@ func TestEnricherCache(t *testing.T) {
 	setExe("/usr/bin/other")
 	for _, tc := range []struct {
 		name string
-		ev   Event
+		ev   event.Event
 		want string
 	}{
-		{"another thread with its own name: cached", Event{PID: 42, TID: 43, Comm: "worker-1", Time: t0.Add(time.Second)}, "/usr/bin/server"},
-		{"within the TTL: cached", Event{PID: 42, TID: 42, Comm: "server", Time: t0.Add(time.Second)}, "/usr/bin/server"},
-		{"main thread renamed (exec): read again", Event{PID: 42, TID: 42, Comm: "other", Time: t0.Add(time.Second)}, "/usr/bin/other"},
+		{"another thread with its own name: cached", event.Event{PID: 42, TID: 43, Comm: "worker-1", Time: t0.Add(time.Second)}, "/usr/bin/server"},
+		{"within the TTL: cached", event.Event{PID: 42, TID: 42, Comm: "server", Time: t0.Add(time.Second)}, "/usr/bin/server"},
+		{"main thread renamed (exec): read again", event.Event{PID: 42, TID: 42, Comm: "other", Time: t0.Add(time.Second)}, "/usr/bin/other"},
 	} {
 		ev := tc.ev
 		en.enrich(&ev)
@@ -53,12 +55,12 @@ func TestEnricherCache(t *testing.T) {
 		}
 	}
 	setExe("/usr/bin/third")
-	ev = Event{PID: 42, TID: 43, Comm: "worker-1", Time: t0.Add(time.Second + procTTL + time.Millisecond)}
+	ev = event.Event{PID: 42, TID: 43, Comm: "worker-1", Time: t0.Add(time.Second + procTTL + time.Millisecond)}
 	en.enrich(&ev)
 	if ev.Exe != "/usr/bin/third" {
 		t.Errorf("after the TTL: exe %q, want it read again", ev.Exe)
 	}
-	gone := Event{PID: 99, TID: 99, Comm: "gone", Time: t0}
+	gone := event.Event{PID: 99, TID: 99, Comm: "gone", Time: t0}
 	en.enrich(&gone)
 	if gone.Exe != "" || gone.Comm != "gone" {
 		t.Errorf("an exited process: exe %q comm %q", gone.Exe, gone.Comm)
@@ -78,11 +80,11 @@ func TestEnricherMainComm(t *testing.T) {
 	}
 	en := newEnricher()
 	en.procRoot = root
-	worker := Event{PID: 42, TID: 43, Comm: "tokio-runtime-w", Time: time.Unix(1000, 0)}
+	worker := event.Event{PID: 42, TID: 43, Comm: "tokio-runtime-w", Time: time.Unix(1000, 0)}
 	if got := en.mainComm(&worker); got != "python3" {
 		t.Errorf("mainComm = %q, want python3", got)
 	}
-	gone := Event{PID: 99, TID: 100, Comm: "worker", Time: time.Unix(1000, 0)}
+	gone := event.Event{PID: 99, TID: 100, Comm: "worker", Time: time.Unix(1000, 0)}
 	if got := en.mainComm(&gone); got != "" {
 		t.Errorf("mainComm of an exited process = %q, want empty", got)
 	}

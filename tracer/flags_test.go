@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/porttrace/porttrace/tracer/event"
+
 	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
 )
@@ -237,7 +239,7 @@ func TestPortsConfigFlags(t *testing.T) {
 	}{
 		{args: nil, check: func(c *PortsConfig) bool { return c.Interval == time.Second && c.Duration == 0 && !c.Verbose }},
 		{args: []string{"-w", "-i", "2s", "-d", "1m", "--backend", "kprobe", "-v"}, check: func(c *PortsConfig) bool {
-			return c.Interval == 2*time.Second && c.Duration == time.Minute && c.Backend == BackendKprobe && c.Verbose
+			return c.Interval == 2*time.Second && c.Duration == time.Minute && c.Backend == event.BackendKprobe && c.Verbose
 		}},
 		{args: []string{"--netns", "all"}, check: func(c *PortsConfig) bool { return len(c.Netns) == 1 && c.Netns[0] == "all" }},
 		{args: []string{"-i", "2s"}, wantErr: "--interval needs --watch"},

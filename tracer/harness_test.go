@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/porttrace/porttrace/tracer/event"
+
 	"github.com/cilium/ebpf"
 	"github.com/porttrace/porttrace/internal/ifup"
 	"golang.org/x/sys/unix"
@@ -53,13 +55,13 @@ func testBackendName() string {
 	return "auto"
 }
 
-func testBackend(t *testing.T) Backend {
+func testBackend(t *testing.T) event.Backend {
 	t.Helper()
 	name := os.Getenv("PORTTRACE_BACKEND")
 	if name == "" {
-		return BackendAuto
+		return event.BackendAuto
 	}
-	b, err := ParseBackend(name)
+	b, err := event.ParseBackend(name)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -174,14 +176,14 @@ func (n *netns) goRun(fn func()) {
 type collector struct {
 	tr     *Tracer
 	mu     sync.Mutex
-	events []Event
+	events []event.Event
 	done   chan struct{}
 }
 
 func startTracer(t *testing.T, o Options) *collector {
 	t.Helper()
 	needRoot(t)
-	if o.Backend == BackendAuto {
+	if o.Backend == event.BackendAuto {
 		o.Backend = testBackend(t)
 	}
 	if o.Events.Empty() {
@@ -192,7 +194,7 @@ func startTracer(t *testing.T, o Options) *collector {
 	go func() {
 		defer close(c.done)
 		for {
-			var ev Event
+			var ev event.Event
 			if err := tr.Read(&ev); err != nil {
 				return
 			}
@@ -217,7 +219,7 @@ func newTracer(t *testing.T, o Options) *Tracer {
 	return tr
 }
 
-func skipUnsupported(t *testing.T, b Backend, err error) {
+func skipUnsupported(t *testing.T, b event.Backend, err error) {
 	t.Helper()
 	if errors.Is(err, ebpf.ErrNotSupported) {
 		t.Skipf("backend %s not supported by this kernel: %v", b, err)
@@ -226,11 +228,11 @@ func skipUnsupported(t *testing.T, b Backend, err error) {
 
 // stop detaches the tracer and returns every event it produced in netns n
 // (all events when n is nil).
-func (c *collector) stop(t *testing.T, n *netns) []Event {
+func (c *collector) stop(t *testing.T, n *netns) []event.Event {
 	t.Helper()
 	c.tr.Stop()
 	<-c.done
-	var out []Event
+	var out []event.Event
 	for _, ev := range c.events {
 		if n == nil || ev.Netns == n.inode {
 			out = append(out, ev)
@@ -248,7 +250,7 @@ func (c *collector) stop(t *testing.T, n *netns) []Event {
 
 // waitFor polls until some event matches; for events that come from
 // another process whose timing the test does not control.
-func (c *collector) waitFor(t *testing.T, match func(*Event) bool) Event {
+func (c *collector) waitFor(t *testing.T, match func(*event.Event) bool) event.Event {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
@@ -263,20 +265,20 @@ func (c *collector) waitFor(t *testing.T, match func(*Event) bool) Event {
 		time.Sleep(10 * time.Millisecond)
 	}
 	t.Fatal("no matching event within 10s")
-	return Event{}
+	return event.Event{}
 }
 
 // brief renders the fields a test asserts, so one string compares them all.
-func brief(ev *Event) string {
+func brief(ev *event.Event) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s %s", ev.Kind, ev.Result)
 	if ev.Errno != 0 {
 		fmt.Fprintf(&b, " %s", ev.ErrnoName())
 	}
-	fmt.Fprintf(&b, " %s %s", ProtoName(ev.Proto), FamilyName(ev.Family))
+	fmt.Fprintf(&b, " %s %s", event.ProtoName(ev.Proto), event.FamilyName(ev.Family))
 	fmt.Fprintf(&b, " local=%s remote=%s", apString(ev.Local), apString(ev.Remote))
 	fmt.Fprintf(&b, " eph=%t class=%s priv=%t", ev.Ephemeral, ev.PortClass, ev.Privileged)
-	if ev.Direction != DirNone {
+	if ev.Direction != event.DirNone {
 		fmt.Fprintf(&b, " dir=%s", ev.Direction)
 	}
 	return b.String()
@@ -290,8 +292,8 @@ func apString(ap netip.AddrPort) string {
 }
 
 // only returns the events of one kind.
-func only(evs []Event, k Kind) []Event {
-	var out []Event
+func only(evs []event.Event, k event.Kind) []event.Event {
+	var out []event.Event
 	for _, ev := range evs {
 		if ev.Kind == k {
 			out = append(out, ev)
@@ -315,7 +317,7 @@ func self() thread {
 }
 
 // checkTask asserts the process fields against this process and thread th.
-func checkTask(t *testing.T, ev *Event, th thread) {
+func checkTask(t *testing.T, ev *event.Event, th thread) {
 	t.Helper()
 	if ev.PID != uint32(os.Getpid()) || ev.TID != uint32(th.tid) || ev.PPID != uint32(os.Getppid()) {
 		t.Errorf("pid/tid/ppid = %d/%d/%d, want %d/%d/%d", ev.PID, ev.TID, ev.PPID, os.Getpid(), th.tid, os.Getppid())

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"unsafe"
 
+	"github.com/porttrace/porttrace/tracer/event"
+
 	"golang.org/x/sys/unix"
 )
 
@@ -183,10 +185,10 @@ func TestKernelIOUring(t *testing.T) {
 	bindListen := []string{fmt.Sprintf("bind %s -", service), fmt.Sprintf("listen %s -", service)}
 	connAcc := []string{fmt.Sprintf("connect %s %s", clientAP, service), fmt.Sprintf("accept %s %s", service, clientAP)}
 	var want []string
-	if c.tr.Backend() != BackendTracepoint || !ringBindListen {
+	if c.tr.Backend() != event.BackendTracepoint || !ringBindListen {
 		want = append(want, bindListen...)
 	}
-	if c.tr.Backend() != BackendTracepoint {
+	if c.tr.Backend() != event.BackendTracepoint {
 		want = append(want, connAcc...)
 	}
 	if fmt.Sprint(got) != fmt.Sprint(want) {

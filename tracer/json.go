@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"strconv"
 	"unicode/utf8"
+
+	"github.com/porttrace/porttrace/tracer/event"
 )
 
 // timeLayout is RFC 3339 with all nine digits of nanoseconds, so that
@@ -14,7 +16,7 @@ const timeLayout = "2006-01-02T15:04:05.000000000Z07:00"
 // AppendJSON appends ev as one JSON object and a newline. Field names are
 // the stable event contract (see README); fields the backend could not know
 // are left out. It allocates nothing once buf has grown.
-func AppendJSON(buf []byte, ev *Event) []byte {
+func AppendJSON(buf []byte, ev *event.Event) []byte {
 	buf = append(buf, `{"time":"`...)
 	buf = ev.Time.UTC().AppendFormat(buf, timeLayout)
 	buf = append(buf, `","event":"`...)
@@ -45,7 +47,7 @@ func AppendJSON(buf []byte, ev *Event) []byte {
 	if ev.HasNet {
 		buf = appendUint(buf, "netns", uint64(ev.Netns))
 	}
-	if p := ProtoName(ev.Proto); p != "" {
+	if p := event.ProtoName(ev.Proto); p != "" {
 		buf = appendStr(buf, "proto", p)
 	}
 	if f := ev.AddrFamily(); f != "" {
@@ -59,13 +61,13 @@ func AppendJSON(buf []byte, ev *Event) []byte {
 	if ev.Local.IsValid() {
 		buf = appendBool(buf, "ephemeral", ev.Ephemeral)
 	}
-	if ev.PortClass != ClassNone {
+	if ev.PortClass != event.ClassNone {
 		buf = appendStr(buf, "port_class", ev.PortClass.String())
 		if ev.HasNet {
 			buf = appendBool(buf, "privileged", ev.Privileged)
 		}
 	}
-	if ev.Direction != DirNone {
+	if ev.Direction != event.DirNone {
 		buf = appendStr(buf, "direction", ev.Direction.String())
 	}
 	buf = appendStr(buf, "backend", ev.Backend.String())

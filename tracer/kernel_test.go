@@ -18,6 +18,8 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/porttrace/porttrace/tracer/event"
+
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/btf"
@@ -75,7 +77,7 @@ func TestKernelBind(t *testing.T) {
 			ap := netip.MustParseAddrPort(tc.addr)
 			eph := ap.Port() == 0
 			want := fmt.Sprintf("bind ok %s %s local=%s remote=- eph=%t class=%s priv=%t",
-				tc.sock.proto(), tc.sock.fam(), netip.AddrPortFrom(ap.Addr(), tc.port), eph, ClassOf(tc.port), tc.port < 1024)
+				tc.sock.proto(), tc.sock.fam(), netip.AddrPortFrom(ap.Addr(), tc.port), eph, event.ClassOf(tc.port), tc.port < 1024)
 			if got := brief(ev); got != want {
 				t.Errorf("got  %s\nwant %s", got, want)
 			}
@@ -83,7 +85,7 @@ func TestKernelBind(t *testing.T) {
 			if ev.Netns != ns.inode || ev.UnprivPortStart != 1024 || ev.PortRange != [2]uint16{32768, 60999} {
 				t.Errorf("netns %d (want %d), unpriv start %d, range %v", ev.Netns, ns.inode, ev.UnprivPortStart, ev.PortRange)
 			}
-			if ev.Backend == BackendAuto {
+			if ev.Backend == event.BackendAuto {
 				t.Error("backend not set")
 			}
 			if ev.ExeDeleted {
@@ -135,7 +137,7 @@ func TestKernelBindDenied(t *testing.T) {
 			if ap.Addr().Is6() {
 				fam = "ipv6"
 			}
-			want := fmt.Sprintf("bind %s tcp %s local=%s remote=- eph=false class=%s priv=%t", result, fam, ap, ClassOf(ap.Port()), tc.priv)
+			want := fmt.Sprintf("bind %s tcp %s local=%s remote=- eph=false class=%s priv=%t", result, fam, ap, event.ClassOf(ap.Port()), tc.priv)
 			if got := brief(ev); got != want {
 				t.Errorf("got  %s\nwant %s", got, want)
 			}
@@ -169,7 +171,7 @@ func TestKernelBindInUse(t *testing.T) {
 			t.Errorf("second bind: %v, want EADDRINUSE", err)
 		}
 	})
-	evs := only(c.stop(t, ns), KindBind)
+	evs := only(c.stop(t, ns), event.KindBind)
 	if len(evs) != 2 {
 		t.Fatalf("got %d bind events, want 2", len(evs))
 	}
@@ -259,7 +261,7 @@ func TestKernelConnectAccept(t *testing.T) {
 				unix.Close(nfd)
 			})
 			evs := c.stop(t, ns)
-			conn, acc := only(evs, KindConnect), only(evs, KindAccept)
+			conn, acc := only(evs, event.KindConnect), only(evs, event.KindAccept)
 			if len(conn) != 1 || len(acc) != 1 {
 				t.Fatalf("got %d connects and %d accepts, want 1 and 1", len(conn), len(acc))
 			}
@@ -361,11 +363,11 @@ func TestKernelAcceptBlockedBeforeAttach(t *testing.T) {
 	if err := <-accepted; err != nil {
 		t.Fatal(err)
 	}
-	acc := only(c.stop(t, ns), KindAccept)
+	acc := only(c.stop(t, ns), event.KindAccept)
 	if len(acc) != 1 {
 		t.Fatalf("got %d accept events, want 1", len(acc))
 	}
-	if acc[0].TID != uint32(atid) || acc[0].Local != service || acc[0].Direction != DirInbound {
+	if acc[0].TID != uint32(atid) || acc[0].Local != service || acc[0].Direction != event.DirInbound {
 		t.Errorf("got %s tid %d, want tid %d on %s", brief(&acc[0]), acc[0].TID, atid, service)
 	}
 }
@@ -414,7 +416,7 @@ func TestKernelConnectExhausted(t *testing.T) {
 	if errs[0] != nil || errs[1] != nil || errs[2] != unix.EADDRNOTAVAIL {
 		t.Fatalf("connect errors %v, want nil nil EADDRNOTAVAIL", errs)
 	}
-	conn := only(c.stop(t, ns), KindConnect)
+	conn := only(c.stop(t, ns), event.KindConnect)
 	if len(conn) != 3 {
 		t.Fatalf("got %d connect events, want 3", len(conn))
 	}
@@ -427,7 +429,7 @@ func TestKernelConnectExhausted(t *testing.T) {
 	}
 	checkTask(t, &conn[2], th)
 	for _, ev := range conn[:2] {
-		if p := ev.Local.Port(); ev.Result != ResultOK || p < 40000 || p > 40001 {
+		if p := ev.Local.Port(); ev.Result != event.ResultOK || p < 40000 || p > 40001 {
 			t.Errorf("got %s", brief(&ev))
 		}
 	}
@@ -484,12 +486,12 @@ func TestKernelMPTCPAndPlainTCP(t *testing.T) {
 	})
 	var got []string
 	for _, ev := range c.stop(t, ns) {
-		if ev.Kind == KindAccept {
+		if ev.Kind == event.KindAccept {
 			continue
 		}
 		// Go also binds probe sockets of its own to learn what the host supports.
-		if p := ev.Local.Port(); p == goPort || (p >= 7000 && p <= 7002) || ev.Kind == KindConnect {
-			got = append(got, fmt.Sprintf("%s %s %s ephemeral=%v", ev.Kind, ProtoName(ev.Proto), apString(ev.Local), ev.Ephemeral))
+		if p := ev.Local.Port(); p == goPort || (p >= 7000 && p <= 7002) || ev.Kind == event.KindConnect {
+			got = append(got, fmt.Sprintf("%s %s %s ephemeral=%v", ev.Kind, event.ProtoName(ev.Proto), apString(ev.Local), ev.Ephemeral))
 		}
 	}
 	want := []string{
@@ -620,7 +622,7 @@ func TestKernelIPv4SockaddrOnIPv6Socket(t *testing.T) {
 	var got []string
 	for _, ev := range evs {
 		if ev.Family == unix.AF_INET6 {
-			got = append(got, fmt.Sprintf("%s %s %s %s local=%s remote=%s", ev.Kind, ev.ErrnoName(), ProtoName(ev.Proto), ev.AddrFamily(),
+			got = append(got, fmt.Sprintf("%s %s %s %s local=%s remote=%s", ev.Kind, ev.ErrnoName(), event.ProtoName(ev.Proto), ev.AddrFamily(),
 				apString(unmapped(ev.Local)), apString(unmapped(ev.Remote))))
 		}
 	}
@@ -628,7 +630,7 @@ func TestKernelIPv4SockaddrOnIPv6Socket(t *testing.T) {
 		fmt.Sprintf("connect  udp ipv4 local=127.0.0.1:%d remote=127.0.0.1:53", port),
 		"connect EINVAL tcp ipv4 local=- remote=127.0.0.1:53",
 	}
-	if c.tr.Backend() == BackendTracepoint {
+	if c.tr.Backend() == event.BackendTracepoint {
 		want = append(want, "bind EINVAL udp ipv4 local=127.0.0.1:5300 remote=-")
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
@@ -645,7 +647,7 @@ func TestKernelIPv4SockaddrOnIPv6Socket(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	key := DestKey{ns.inode, Dest{ProtoUDP, netip.MustParseAddrPort("127.0.0.1:53")}}
+	key := DestKey{ns.inode, Dest{event.ProtoUDP, netip.MustParseAddrPort("127.0.0.1:53")}}
 	if got := totals.Dests[key].Allocs; got != 2 {
 		t.Errorf("churn: %d allocations towards %s, want 2 (one from each socket); destinations %v", got, key.Dest, totals.Dests)
 	}
@@ -713,7 +715,7 @@ func TestKernelDeletedBinaryConnection(t *testing.T) {
 	for _, s := range socks {
 		held := len(s.Holders) > 0 && s.Holders[0].PID == uint32(h.cmd.Process.Pid)
 		if held != slices.Contains(s.Suspicious, flag) {
-			t.Errorf("%s %s -> %s held by the beacon: %t, flags %q", ProtoName(s.Proto), s.Local, s.Remote, held, s.Suspicious)
+			t.Errorf("%s %s -> %s held by the beacon: %t, flags %q", event.ProtoName(s.Proto), s.Local, s.Remote, held, s.Suspicious)
 		}
 		found = found || held
 	}
@@ -736,7 +738,7 @@ func TestKernelExeNamedDeleted(t *testing.T) {
 		t.Fatal(err)
 	}
 	h := startHelper(t, ns, exe, 0, "tcp", "127.0.0.1:5005", "PT_LISTEN=1")
-	c := startTracer(t, Options{PID: uint32(h.cmd.Process.Pid), Events: kindSet(KindBind)})
+	c := startTracer(t, Options{PID: uint32(h.cmd.Process.Pid), Events: kindSet(event.KindBind)})
 	if _, errno := h.bind(t); errno != "" {
 		t.Fatal(errno)
 	}
@@ -833,7 +835,7 @@ func TestKernelRunLost(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.Output = "json"
 	cfg.PID = uint32(os.Getpid())
-	cfg.Events = kindSet(KindBind)
+	cfg.Events = kindSet(event.KindBind)
 	cfg.backend = testBackendName()
 	cfg.ringSize = 4096
 	if err := cfg.Validate(); err != nil {
@@ -929,7 +931,7 @@ func (w *heldWriter) Write(p []byte) (int, error) {
 // checkJSONBind checks every field of a JSON bind event made by this
 // process on 127.0.0.1 over UDP, enrichment included, against what the
 // process knows of itself.
-func checkJSONBind(t *testing.T, line string, ns *netns, threads map[int]thread, b Backend) {
+func checkJSONBind(t *testing.T, line string, ns *netns, threads map[int]thread, b event.Backend) {
 	t.Helper()
 	var got map[string]any
 	if err := json.Unmarshal([]byte(line), &got); err != nil {
@@ -959,7 +961,7 @@ func checkJSONBind(t *testing.T, line string, ns *netns, threads map[int]thread,
 		t.Fatal(err)
 	}
 	backend := b.String()
-	if b == BackendAuto {
+	if b == event.BackendAuto {
 		backend = fmt.Sprint(got["backend"]) // checked against the others below
 	}
 	want := map[string]any{
@@ -990,7 +992,7 @@ func TestKernelCatchRate(t *testing.T) {
 	const clients, each = 4, 500
 	const n = clients * each
 	ns := newNetns(t)
-	c := startTracer(t, Options{PID: uint32(os.Getpid()), Events: kindSet(KindConnect, KindAccept)})
+	c := startTracer(t, Options{PID: uint32(os.Getpid()), Events: kindSet(event.KindConnect, event.KindAccept)})
 	service := netip.MustParseAddrPort("127.0.0.1:8081")
 	var mu sync.Mutex
 	clientPorts := map[uint16]bool{}
@@ -1057,7 +1059,7 @@ func TestKernelCatchRate(t *testing.T) {
 		t.Fatalf("accept: %v", err)
 	}
 	evs := c.stop(t, ns)
-	conn, acc := only(evs, KindConnect), only(evs, KindAccept)
+	conn, acc := only(evs, event.KindConnect), only(evs, event.KindAccept)
 	if len(conn) != n || len(acc) != n {
 		t.Fatalf("got %d connects and %d accepts, want %d each", len(conn), len(acc), n)
 	}
@@ -1082,7 +1084,7 @@ func TestKernelCatchRate(t *testing.T) {
 // dropped and the connect blocks until the test makes room.
 func TestKernelConnectRestartedAfterSignal(t *testing.T) {
 	ns := newNetns(t)
-	c := startTracer(t, Options{PID: uint32(os.Getpid()), Events: kindSet(KindConnect)})
+	c := startTracer(t, Options{PID: uint32(os.Getpid()), Events: kindSet(event.KindConnect)})
 	service := netip.MustParseAddrPort("127.0.0.1:9100")
 	var ln, first int
 	ns.run(t, func() {
@@ -1137,7 +1139,7 @@ func TestKernelConnectRestartedAfterSignal(t *testing.T) {
 		t.Fatalf("got %d connect events, want 2 (one per socket)", len(conn))
 	}
 	for _, ev := range conn {
-		if ev.Result != ResultOK || ev.Remote != service || !ev.Local.IsValid() {
+		if ev.Result != event.ResultOK || ev.Remote != service || !ev.Local.IsValid() {
 			t.Errorf("got %s", brief(&ev))
 		}
 	}
@@ -1161,7 +1163,7 @@ func waitInSyscall(t *testing.T, tid, nr int) {
 // connect under way, reported once, as ok, with its source port.
 func TestKernelConnectNonBlocking(t *testing.T) {
 	ns := newNetns(t)
-	c := startTracer(t, Options{PID: uint32(os.Getpid()), Events: kindSet(KindConnect)})
+	c := startTracer(t, Options{PID: uint32(os.Getpid()), Events: kindSet(event.KindConnect)})
 	var local, remote netip.AddrPort
 	ns.run(t, func() {
 		ln, err := net.Listen("tcp4", "127.0.0.1:0")
@@ -1181,7 +1183,7 @@ func TestKernelConnectNonBlocking(t *testing.T) {
 	if len(evs) != 1 {
 		t.Fatalf("got %d connect events, want 1", len(evs))
 	}
-	want := fmt.Sprintf("connect ok tcp ipv4 local=%s remote=%s eph=true class=%s priv=false dir=outbound", local, remote, ClassOf(remote.Port()))
+	want := fmt.Sprintf("connect ok tcp ipv4 local=%s remote=%s eph=true class=%s priv=false dir=outbound", local, remote, event.ClassOf(remote.Port()))
 	if got := brief(&evs[0]); got != want {
 		t.Errorf("got  %s\nwant %s", got, want)
 	}
@@ -1205,7 +1207,7 @@ func TestKernelConnectRefused(t *testing.T) {
 		{spec: tcp6, addr: "[::1]:9", nonblock: true},
 	}
 	ns := newNetns(t)
-	c := startTracer(t, Options{PID: uint32(os.Getpid()), Events: kindSet(KindConnect)})
+	c := startTracer(t, Options{PID: uint32(os.Getpid()), Events: kindSet(event.KindConnect)})
 	for _, tc := range cases {
 		var err error
 		ns.run(t, func() {
@@ -1244,7 +1246,7 @@ func TestKernelConnectRefused(t *testing.T) {
 func TestKernelConnectFastOpen(t *testing.T) {
 	ns := newNetns(t)
 	ns.sysctl(t, "net.ipv4.tcp_fastopen", "1") // client side on
-	c := startTracer(t, Options{PID: uint32(os.Getpid()), Events: kindSet(KindConnect)})
+	c := startTracer(t, Options{PID: uint32(os.Getpid()), Events: kindSet(event.KindConnect)})
 	service := netip.MustParseAddrPort("127.0.0.1:9200")
 	var local uint16
 	ns.run(t, func() {
@@ -1265,7 +1267,7 @@ func TestKernelConnectFastOpen(t *testing.T) {
 	})
 	evs := c.stop(t, ns)
 	var want []string
-	if c.tr.Backend() != BackendTracepoint {
+	if c.tr.Backend() != event.BackendTracepoint {
 		want = []string{fmt.Sprintf("connect ok tcp ipv4 local=127.0.0.1:%d remote=%s eph=true class=registered priv=false dir=outbound", local, service)}
 	}
 	var got []string
@@ -1364,12 +1366,12 @@ func TestKernelFailuresBeforeProtocol(t *testing.T) {
 			var got []string
 			kind, _, _ := strings.Cut(tc.want, " ")
 			for _, ev := range evs {
-				if ev.PID == uint32(pids[i]) && ev.Kind.String() == kind && ev.Result != ResultOK {
+				if ev.PID == uint32(pids[i]) && ev.Kind.String() == kind && ev.Result != event.ResultOK {
 					got = append(got, fmt.Sprintf("%s %s %s", ev.Kind, ev.Result, ev.ErrnoName()))
 				}
 			}
 			var want []string
-			if c.tr.Backend() == BackendTracepoint {
+			if c.tr.Backend() == event.BackendTracepoint {
 				want = []string{tc.want}
 			}
 			if strings.Join(got, "\n") != strings.Join(want, "\n") {
@@ -1403,9 +1405,9 @@ func TestKernelBackendsLoad(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	backends := []Backend{BackendTracepoint, BackendFentry, BackendKprobe}
-	if b := testBackend(t); b != BackendAuto {
-		backends = []Backend{b}
+	backends := []event.Backend{event.BackendTracepoint, event.BackendFentry, event.BackendKprobe}
+	if b := testBackend(t); b != event.BackendAuto {
+		backends = []event.Backend{b}
 	}
 	for _, b := range backends {
 		t.Run(b.String(), func(t *testing.T) {
@@ -1419,7 +1421,7 @@ func TestKernelBackendsLoad(t *testing.T) {
 			}
 			opts := &ebpf.CollectionOptions{Programs: ebpf.ProgramOptions{KernelTypes: kernel}}
 			l, err := loadBackend(b, spec, opts, fn)
-			if errors.Is(err, unix.EPERM) && b == BackendFentry {
+			if errors.Is(err, unix.EPERM) && b == event.BackendFentry {
 				t.Skipf("this kernel refuses to load fexit programs (EPERM): %v", err)
 			}
 			if err != nil {
@@ -1436,8 +1438,8 @@ func btfKernel() (*btf.Spec, error) { return btf.LoadKernelSpec() }
 // that starts on its own; PORTTRACE_WANT_AUTO names the one expected.
 func TestKernelAutoBackend(t *testing.T) {
 	needRoot(t)
-	first := BackendAuto
-	for _, b := range []Backend{BackendFentry, BackendKprobe, BackendTracepoint} {
+	first := event.BackendAuto
+	for _, b := range []event.Backend{event.BackendFentry, event.BackendKprobe, event.BackendTracepoint} {
 		tr, err := New(Options{Backend: b, Events: AllKinds()})
 		if err == nil {
 			tr.Close()
@@ -1445,7 +1447,7 @@ func TestKernelAutoBackend(t *testing.T) {
 			break
 		}
 	}
-	tr, err := New(Options{Backend: BackendAuto, Events: AllKinds()})
+	tr, err := New(Options{Backend: event.BackendAuto, Events: AllKinds()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1456,7 +1458,7 @@ func TestKernelAutoBackend(t *testing.T) {
 	if want := os.Getenv("PORTTRACE_WANT_AUTO"); want != "" && tr.Backend().String() != want {
 		t.Errorf("auto chose %s, want %s on this kernel (notes: %v)", tr.Backend(), want, tr.Notes())
 	}
-	if first != BackendFentry && len(tr.Notes()) == 0 {
+	if first != event.BackendFentry && len(tr.Notes()) == 0 {
 		t.Error("no note says why the backends before it were refused")
 	}
 }
@@ -1467,7 +1469,7 @@ func TestKernelAutoBackend(t *testing.T) {
 // the tracepoint backend can report it.
 func TestKernelAcceptFailed(t *testing.T) {
 	ns := newNetns(t)
-	c := startTracer(t, Options{PID: uint32(os.Getpid()), Events: kindSet(KindAccept)})
+	c := startTracer(t, Options{PID: uint32(os.Getpid()), Events: kindSet(event.KindAccept)})
 	notListening := netip.MustParseAddrPort("127.0.0.1:4001")
 	listening := netip.MustParseAddrPort("127.0.0.1:4002")
 	ns.run(t, func() {
@@ -1496,7 +1498,7 @@ func TestKernelAcceptFailed(t *testing.T) {
 		got = append(got, fmt.Sprintf("%s %s %s", ev.Kind, ev.ErrnoName(), apString(ev.Local)))
 	}
 	want := []string{"accept EINVAL 127.0.0.1:4001"}
-	if c.tr.Backend() == BackendTracepoint {
+	if c.tr.Backend() == event.BackendTracepoint {
 		want = append(want, "accept EMFILE 127.0.0.1:4002")
 	}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
@@ -1547,7 +1549,7 @@ func TestKernelLostEventsCounted(t *testing.T) {
 	const n = 500
 	ns := newNetns(t)
 	needRoot(t)
-	tr := newTracer(t, Options{Backend: testBackend(t), Events: kindSet(KindBind), PID: uint32(os.Getpid()), RingBufferSize: 4096})
+	tr := newTracer(t, Options{Backend: testBackend(t), Events: kindSet(event.KindBind), PID: uint32(os.Getpid()), RingBufferSize: 4096})
 	defer tr.Close()
 	ns.run(t, func() {
 		for i := 0; i < n; i++ {
@@ -1560,7 +1562,7 @@ func TestKernelLostEventsCounted(t *testing.T) {
 	})
 	tr.Stop()
 	delivered := 0
-	var ev Event
+	var ev event.Event
 	for tr.Read(&ev) == nil {
 		if ev.Netns == ns.inode {
 			delivered++
@@ -1583,7 +1585,7 @@ func TestKernelRunJSON(t *testing.T) {
 	cfg.Output = "json"
 	cfg.PID = uint32(os.Getpid())
 	cfg.Count = 3
-	cfg.Events = kindSet(KindBind)
+	cfg.Events = kindSet(event.KindBind)
 	cfg.backend = testBackendName()
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)

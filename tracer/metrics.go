@@ -13,6 +13,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/porttrace/porttrace/tracer/event"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
@@ -58,7 +60,7 @@ func NewMetrics() *Metrics {
 }
 
 // Event counts one event of the stream.
-func (m *Metrics) Event(ev *Event) {
+func (m *Metrics) Event(ev *event.Event) {
 	m.mu.Lock()
 	m.events[[2]string{ev.Kind.String(), ev.Result.String()}]++
 	m.mu.Unlock()
@@ -117,7 +119,7 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(m.etaDesc, prometheus.GaugeValue, n.Exhaustion.Seconds(), ns)
 		}
 		for _, d := range n.Dests[:min(m.MaxDests, len(n.Dests))] {
-			proto, dest := ProtoName(d.Dest.Proto), d.Dest.Remote.String()
+			proto, dest := event.ProtoName(d.Dest.Proto), d.Dest.Remote.String()
 			ch <- prometheus.MustNewConstMetric(m.destInUseDesc, prometheus.GaugeValue, float64(d.InUse), ns, proto, dest)
 			ch <- prometheus.MustNewConstMetric(m.destAllocsDesc, prometheus.GaugeValue, d.AllocsPerSec, ns, proto, dest)
 		}
@@ -309,6 +311,6 @@ func messageKey(msg string) string {
 
 // ownAccept reports whether ev is porttrace accepting a scrape of its own
 // metrics: noise in the stream it is watching.
-func (m *Metrics) ownAccept(ev *Event) bool {
-	return m.port != 0 && ev.Kind == KindAccept && ev.PID == uint32(os.Getpid()) && ev.Local.Port() == m.port
+func (m *Metrics) ownAccept(ev *event.Event) bool {
+	return m.port != 0 && ev.Kind == event.KindAccept && ev.PID == uint32(os.Getpid()) && ev.Local.Port() == m.port
 }

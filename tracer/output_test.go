@@ -15,6 +15,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/porttrace/porttrace/tracer/event"
+
 	"golang.org/x/sys/unix"
 )
 
@@ -34,84 +36,84 @@ func rawEvents() []porttraceEvent {
 	net := uint32(flagHasNet | flagHasProto)
 	base := porttraceEvent{TsNs: 1_000_000_000, Pid: 4242, Tid: 4243, Ppid: 1, Uid: 0, Netns: 4026531840,
 		ProtSock: 1024, PortLo: 32768, PortHi: 60999, Proto: unix.IPPROTO_TCP, Family: unix.AF_INET,
-		Backend: uint8(BackendTracepoint), CgroupId: 77, Comm: comm("nginx")}
+		Backend: uint8(event.BackendTracepoint), CgroupId: 77, Comm: comm("nginx")}
 	with := func(f func(*porttraceEvent)) porttraceEvent { e := base; f(&e); return e }
 	return []porttraceEvent{
 		with(func(e *porttraceEvent) {
-			e.Kind, e.Flags, e.Lport, e.Laddr = uint8(KindBind), net|flagHasLocal|flagCapBind, 80, v4(0, 0, 0, 0)
+			e.Kind, e.Flags, e.Lport, e.Laddr = uint8(event.KindBind), net|flagHasLocal|flagCapBind, 80, v4(0, 0, 0, 0)
 		}),
 		with(func(e *porttraceEvent) {
-			e.Kind, e.Flags, e.Lport, e.Laddr = uint8(KindListen), net|flagHasLocal, 80, v4(0, 0, 0, 0)
+			e.Kind, e.Flags, e.Lport, e.Laddr = uint8(event.KindListen), net|flagHasLocal, 80, v4(0, 0, 0, 0)
 		}),
 		with(func(e *porttraceEvent) { // denied: uid 65534 asking for port 80
-			e.Kind, e.Flags, e.Lport, e.Laddr, e.Err = uint8(KindBind), net|flagHasLocal, 80, v4(0, 0, 0, 0), -int32(unix.EACCES)
+			e.Kind, e.Flags, e.Lport, e.Laddr, e.Err = uint8(event.KindBind), net|flagHasLocal, 80, v4(0, 0, 0, 0), -int32(unix.EACCES)
 			e.Uid, e.Pid, e.Tid, e.Comm = 65534, 5000, 5000, comm("python3")
 		}),
 		with(func(e *porttraceEvent) { // a backdoor on an odd port, binary deleted
-			e.Kind, e.Flags, e.Lport, e.Laddr = uint8(KindBind), net|flagHasLocal|flagExeDeleted, 31337, v4(0, 0, 0, 0)
+			e.Kind, e.Flags, e.Lport, e.Laddr = uint8(event.KindBind), net|flagHasLocal|flagExeDeleted, 31337, v4(0, 0, 0, 0)
 			e.Pid, e.Tid, e.Comm = 6666, 6666, comm("kworker\"x\x01")
 		}),
 		with(func(e *porttraceEvent) { // outbound to smtp
-			e.Kind, e.Flags = uint8(KindConnect), net|flagHasLocal|flagHasRemote|flagEphemeral
+			e.Kind, e.Flags = uint8(event.KindConnect), net|flagHasLocal|flagHasRemote|flagEphemeral
 			e.Lport, e.Laddr, e.Rport, e.Raddr = 40312, v4(127, 0, 0, 1), 25, v4(127, 0, 0, 1)
 			e.Comm = comm("sendmail")
 		}),
 		with(func(e *porttraceEvent) { // inbound smtp
-			e.Kind, e.Flags = uint8(KindAccept), net|flagHasLocal|flagHasRemote
+			e.Kind, e.Flags = uint8(event.KindAccept), net|flagHasLocal|flagHasRemote
 			e.Lport, e.Laddr, e.Rport, e.Raddr = 25, v4(127, 0, 0, 1), 40312, v4(127, 0, 0, 1)
 			e.Comm = comm("sendmail")
 		}),
 		with(func(e *porttraceEvent) { // out of ephemeral ports
-			e.Kind, e.Flags, e.Err = uint8(KindConnect), net|flagHasRemote, -int32(unix.EADDRNOTAVAIL)
+			e.Kind, e.Flags, e.Err = uint8(event.KindConnect), net|flagHasRemote, -int32(unix.EADDRNOTAVAIL)
 			e.Rport, e.Raddr, e.PortLo, e.PortHi = 9000, v4(127, 0, 0, 1), 40000, 40001
 			e.Comm = comm("loadgen")
 		}),
 		with(func(e *porttraceEvent) { // UDP over IPv6, MPTCP-free
-			e.Kind, e.Flags, e.Proto, e.Family = uint8(KindConnect), net|flagHasLocal|flagHasRemote|flagEphemeral, unix.IPPROTO_UDP, unix.AF_INET6
+			e.Kind, e.Flags, e.Proto, e.Family = uint8(event.KindConnect), net|flagHasLocal|flagHasRemote|flagEphemeral, unix.IPPROTO_UDP, unix.AF_INET6
 			e.Lport, e.Laddr, e.Rport, e.Raddr = 51000, v6("::1"), 53, v6("::1")
 			e.Comm = comm("dig")
 		}),
 		with(func(e *porttraceEvent) { // a Go listener: MPTCP, kernel-chosen port
-			e.Kind, e.Flags, e.Proto = uint8(KindListen), net|flagHasLocal|flagEphemeral, ProtoMPTCP
+			e.Kind, e.Flags, e.Proto = uint8(event.KindListen), net|flagHasLocal|flagEphemeral, event.ProtoMPTCP
 			e.Lport, e.Laddr = 49200, v4(127, 0, 0, 1)
 			e.Comm = comm("server")
 		}),
 		with(func(e *porttraceEvent) { // a backend that could not read the netns
-			e.Kind, e.Flags, e.Lport, e.Laddr = uint8(KindBind), flagHasLocal|flagHasProto, 443, v4(10, 0, 0, 1)
+			e.Kind, e.Flags, e.Lport, e.Laddr = uint8(event.KindBind), flagHasLocal|flagHasProto, 443, v4(10, 0, 0, 1)
 		}),
 		with(func(e *porttraceEvent) { // the IPv6 wildcard
-			e.Kind, e.Flags, e.Family, e.Lport, e.Laddr = uint8(KindBind), net|flagHasLocal, unix.AF_INET6, 8080, v6("::")
+			e.Kind, e.Flags, e.Family, e.Lport, e.Laddr = uint8(event.KindBind), net|flagHasLocal, unix.AF_INET6, 8080, v6("::")
 		}),
 		with(func(e *porttraceEvent) { // a long IPv6 address
-			e.Kind, e.Flags, e.Family = uint8(KindConnect), net|flagHasLocal|flagHasRemote|flagEphemeral, unix.AF_INET6
+			e.Kind, e.Flags, e.Family = uint8(event.KindConnect), net|flagHasLocal|flagHasRemote|flagEphemeral, unix.AF_INET6
 			e.Lport, e.Laddr, e.Rport, e.Raddr = 51001, v6("2001:db8:1:2::7"), 443, v6("2001:db8:ffff:1234::abcd")
 		}),
 		with(func(e *porttraceEvent) { // an IPv4 client of a dual-stack listener
-			e.Kind, e.Flags, e.Family = uint8(KindAccept), net|flagHasLocal|flagHasRemote, unix.AF_INET6
+			e.Kind, e.Flags, e.Family = uint8(event.KindAccept), net|flagHasLocal|flagHasRemote, unix.AF_INET6
 			e.Lport, e.Laddr, e.Rport, e.Raddr = 10202, v6("::ffff:127.0.0.1"), 40000, v6("::ffff:127.0.0.1")
 			e.SockIno = 123456
 		}),
 		with(func(e *porttraceEvent) { // an IPv4 sockaddr connected on an IPv6 UDP socket
-			e.Kind, e.Flags, e.Proto, e.Family = uint8(KindConnect), net|flagHasLocal|flagHasRemote|flagEphemeral, unix.IPPROTO_UDP, unix.AF_INET6
+			e.Kind, e.Flags, e.Proto, e.Family = uint8(event.KindConnect), net|flagHasLocal|flagHasRemote|flagEphemeral, unix.IPPROTO_UDP, unix.AF_INET6
 			e.Lport, e.Laddr, e.Rport, e.Raddr = 32140, v6("::ffff:127.0.0.1"), 53, v6("::ffff:127.0.0.1")
 			e.Comm = comm("resolver")
 		}),
 		with(func(e *porttraceEvent) { // a name meant to retitle the terminal, from a system user
-			e.Kind, e.Flags, e.Proto = uint8(KindConnect), net|flagHasLocal|flagHasRemote|flagEphemeral, unix.IPPROTO_UDP
+			e.Kind, e.Flags, e.Proto = uint8(event.KindConnect), net|flagHasLocal|flagHasRemote|flagEphemeral, unix.IPPROTO_UDP
 			e.Lport, e.Laddr, e.Rport, e.Raddr = 41000, v4(127, 0, 0, 1), 123, v4(127, 0, 0, 1)
 			e.Uid, e.Pid, e.Tid, e.Comm = 997, 7000, 7000, comm("\x1b]0;PWN\x07zz")
 		}),
 		with(func(e *porttraceEvent) { // a backslash, a DEL and a byte that is not UTF-8
-			e.Kind, e.Flags, e.Lport, e.Laddr = uint8(KindBind), net|flagHasLocal, 5353, v4(0, 0, 0, 0)
+			e.Kind, e.Flags, e.Lport, e.Laddr = uint8(event.KindBind), net|flagHasLocal, 5353, v4(0, 0, 0, 0)
 			e.Pid, e.Tid, e.Comm = 7001, 7001, comm("C:\\x\x7f\xff")
 		}),
 	}
 }
 
-func decodedEvents() []Event {
-	var evs []Event
+func decodedEvents() []event.Event {
+	var evs []event.Event
 	for _, raw := range rawEvents() {
-		var ev Event
+		var ev event.Event
 		decode(&raw, 0, &ev, nil)
 		ev.Time = ev.Time.UTC()
 		ev.User = map[uint32]string{0: "root", 65534: "nobody", 997: "systemd-timesync"}[ev.UID]
@@ -301,7 +303,7 @@ func TestPrintable(t *testing.T) {
 // bytes that are not UTF-8 keep their value in KEY_hex.
 func TestJSONStringEscapes(t *testing.T) {
 	for _, in := range []string{"plain", `back\slash "q"`, "x\x1b[2J\x07", "del\x7f", "c1\u009b31m", "rlo\u202e", "raw\xff\x9b"} {
-		ev := Event{Kind: KindBind, Comm: in}
+		ev := event.Event{Kind: event.KindBind, Comm: in}
 		line := AppendJSON(nil, &ev)
 		if i := bytes.IndexFunc(line[:len(line)-1], func(r rune) bool {
 			return r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) || isBidiControl(r)

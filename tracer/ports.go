@@ -16,6 +16,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/porttrace/porttrace/tracer/event"
+
 	"github.com/prometheus/procfs"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
@@ -47,11 +49,11 @@ type Socket struct {
 	HasV6Only  bool           // the kernel told V6Only: it does for IPv6 listeners, not for connections
 	Inode      uint32
 	Holders    []Holder
-	PortClass  PortClass // of the service port (ServicePort)
-	Privileged bool      // the service port needs CAP_NET_BIND_SERVICE in its netns
-	Ephemeral  bool      // the local port lies in its netns's ip_local_port_range
-	Scope      string    // who can reach a listener: all interfaces, loopback only, one address
-	Direction  Direction // of a connected socket
+	PortClass  event.PortClass // of the service port (ServicePort)
+	Privileged bool            // the service port needs CAP_NET_BIND_SERVICE in its netns
+	Ephemeral  bool            // the local port lies in its netns's ip_local_port_range
+	Scope      string          // who can reach a listener: all interfaces, loopback only, one address
+	Direction  event.Direction // of a connected socket
 	// DirInferred says Direction is a judgement from the ports, not
 	// something the kernel or this host's listeners establish.
 	DirInferred bool
@@ -63,14 +65,14 @@ type Socket struct {
 // Listening reports whether s waits for peers: a TCP listener or an
 // unconnected UDP socket.
 func (s *Socket) Listening() bool {
-	return s.State == "LISTEN" || (s.Proto == ProtoUDP && !s.Remote.IsValid())
+	return s.State == "LISTEN" || (s.Proto == event.ProtoUDP && !s.Remote.IsValid())
 }
 
 // ServicePort is the port that names the service, as in the event
 // stream: the remote port of an outbound connection (a client of port 25
 // is about mail, not about its ephemeral port), the local port otherwise.
 func (s *Socket) ServicePort() uint16 {
-	if s.Direction == DirOutbound {
+	if s.Direction == event.DirOutbound {
 		return s.Remote.Port()
 	}
 	return s.Local.Port()
@@ -466,13 +468,13 @@ func snapshotHere(netns uint32, all bool, holders *holderIndex) ([]Socket, error
 	}
 	var socks []Socket
 	for _, family := range []uint8{unix.AF_INET, unix.AF_INET6} {
-		for _, proto := range []uint16{ProtoTCP, ProtoUDP} {
+		for _, proto := range []uint16{event.ProtoTCP, event.ProtoUDP} {
 			list, err := sockDiag(family, proto, allStates)
 			if errors.Is(err, unix.ENOENT) {
-				return nil, fmt.Errorf("sock_diag has no %s handler (module not loaded?): %w", ProtoName(proto), err)
+				return nil, fmt.Errorf("sock_diag has no %s handler (module not loaded?): %w", event.ProtoName(proto), err)
 			}
 			if err != nil {
-				return nil, fmt.Errorf("sock_diag %s: %w", ProtoName(proto), err)
+				return nil, fmt.Errorf("sock_diag %s: %w", event.ProtoName(proto), err)
 			}
 			for _, ds := range list {
 				socks = append(socks, socketFrom(netns, proto, ds, holders))
@@ -537,7 +539,7 @@ func newNetView(socks []Socket, rng [2]uint16) *netView {
 // connection's direction and the class of its service port, which the
 // direction decides, and for any socket why it deserves a look.
 func (v *netView) judge(s *Socket, unpriv uint32) {
-	s.Ephemeral = InRange(s.Local.Port(), v.rng)
+	s.Ephemeral = event.InRange(s.Local.Port(), v.rng)
 	if s.Listening() {
 		s.Scope = s.scope()
 	} else if s.Remote.IsValid() {
@@ -545,8 +547,8 @@ func (v *netView) judge(s *Socket, unpriv uint32) {
 	}
 	s.Suspicious = suspicious(s)
 	port := s.ServicePort()
-	s.PortClass = ClassOf(port)
-	s.Privileged = Privileged(port, unpriv)
+	s.PortClass = event.ClassOf(port)
+	s.Privileged = event.Privileged(port, unpriv)
 }
 
 // direction tells who opened a connection, and whether that is inferred
@@ -562,21 +564,21 @@ func (v *netView) judge(s *Socket, unpriv uint32) {
 // it accepted, as sshd's sessions outlive a stopped sshd; hence only
 // inferred. A UDP socket beside one that serves its port is inbound,
 // inferred too: UDP has no accept.
-func (v *netView) direction(s *Socket) (d Direction, inferred bool) {
-	tcp := s.Proto == ProtoTCP
+func (v *netView) direction(s *Socket) (d event.Direction, inferred bool) {
+	tcp := s.Proto == event.ProtoTCP
 	switch s.State {
 	case "SYN-SENT":
-		return DirOutbound, false
+		return event.DirOutbound, false
 	case "SYN-RECV", "NEW-SYN-RECV":
-		return DirInbound, false
+		return event.DirInbound, false
 	}
 	if v.serves(s.Proto, s.Local) {
-		return DirInbound, !tcp
+		return event.DirInbound, !tcp
 	}
 	if v.isOwn(s.Remote.Addr()) && v.serves(s.Proto, s.Remote) {
-		return DirOutbound, !tcp
+		return event.DirOutbound, !tcp
 	}
-	return DirOutbound, true
+	return event.DirOutbound, true
 }
 
 // serves reports whether a listener of proto (for UDP an unconnected
@@ -605,9 +607,9 @@ func socketFrom(netns uint32, proto uint16, ds diagSocket, holders *holderIndex)
 		s.orphan = holders.orphanNote()
 	}
 	switch {
-	case proto == ProtoUDP && s.Remote.IsValid():
+	case proto == event.ProtoUDP && s.Remote.IsValid():
 		s.State = "ESTAB"
-	case proto == ProtoUDP:
+	case proto == event.ProtoUDP:
 		s.State = "UNCONN"
 	case int(ds.state) < len(tcpStates):
 		s.State = tcpStates[ds.state]

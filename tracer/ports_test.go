@@ -20,6 +20,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/porttrace/porttrace/tracer/event"
+
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -111,7 +113,7 @@ func TestKernelPortsListeners(t *testing.T) {
 			}
 		}
 		got = append(got, fmt.Sprintf("%s %s %s %s %s priv=%t %s %q",
-			ProtoName(s.Proto), localAddr(&s), s.State, s.Scope, s.PortClass, s.Privileged, who, s.Suspicious))
+			event.ProtoName(s.Proto), localAddr(&s), s.State, s.Scope, s.PortClass, s.Privileged, who, s.Suspicious))
 	}
 	implant := fmt.Sprintf("executable deleted: %s (pid %d)", exe, h.cmd.Process.Pid)
 	pyFlag := fmt.Sprintf("python3 (pid %d) is a shell, interpreter or relay listening", py.cmd.Process.Pid)
@@ -256,7 +258,7 @@ func crossCheckSS(t *testing.T, ns *netns, socks []Socket) {
 		if len(s.Holders) > 0 {
 			pid = fmt.Sprint(s.Holders[0].PID)
 		}
-		fromUs = append(fromUs, ProtoName(s.Proto)+" "+localAddr(&s)+" "+pid)
+		fromUs = append(fromUs, event.ProtoName(s.Proto)+" "+localAddr(&s)+" "+pid)
 	}
 	slices.Sort(fromSS)
 	slices.Sort(fromUs)
@@ -290,11 +292,11 @@ func TestKernelPortsNetnsAll(t *testing.T) {
 	seen := map[[2]uint32]bool{}
 	for _, s := range socks {
 		if seen[[2]uint32{s.Netns, s.Inode}] {
-			t.Errorf("listed twice: netns %d %s %s", s.Netns, ProtoName(s.Proto), s.Local)
+			t.Errorf("listed twice: netns %d %s %s", s.Netns, event.ProtoName(s.Proto), s.Local)
 		}
 		seen[[2]uint32{s.Netns, s.Inode}] = true
 		if n, ok := name[s.Netns]; ok && len(s.Holders) > 0 {
-			got = append(got, fmt.Sprintf("%s %s %s %s", n, ProtoName(s.Proto), s.Local, pids[s.Holders[0].PID]))
+			got = append(got, fmt.Sprintf("%s %s %s %s", n, event.ProtoName(s.Proto), s.Local, pids[s.Holders[0].PID]))
 		}
 	}
 	want := []string{"a tcp 127.0.0.1:7101 ha1", "a udp 0.0.0.0:7102 ha2", "b tcp [::]:7103 hb"}
@@ -551,7 +553,7 @@ func directions(socks []Socket) []string {
 		if s.DirInferred {
 			dir += "?"
 		}
-		got = append(got, fmt.Sprintf("%s %s %s %s dir=%s %s", ProtoName(s.Proto), s.Local, apString(s.Remote), s.State, dir,
+		got = append(got, fmt.Sprintf("%s %s %s %s dir=%s %s", event.ProtoName(s.Proto), s.Local, apString(s.Remote), s.State, dir,
 			shortClass(s.PortClass, s.Privileged)))
 	}
 	slices.Sort(got)
@@ -950,7 +952,7 @@ type watching struct {
 	out, errOut *syncBuilder
 	done        chan error
 	cancel      context.CancelFunc
-	backend     Backend
+	backend     event.Backend
 }
 
 // startWatch runs ports --watch --netns netns and returns once it watches.
@@ -1054,7 +1056,7 @@ func (s *syncBuilder) String() string {
 }
 
 // waitText waits until w has said want, failing if the command ends first.
-func waitText(t *testing.T, w *syncBuilder, want string, done chan error, b Backend) {
+func waitText(t *testing.T, w *syncBuilder, want string, done chan error, b event.Backend) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !strings.Contains(w.String(), want) {

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/porttrace/porttrace/tracer/event"
+
 	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
 )
@@ -22,7 +24,7 @@ type PortsConfig struct {
 	Interval time.Duration
 	Duration time.Duration
 	Verbose  bool
-	Backend  Backend
+	Backend  event.Backend
 	backend  string
 	flags    *pflag.FlagSet // AddFlags's, to tell a flag given from its default
 }
@@ -83,7 +85,7 @@ type WhoConfig struct {
 	Output  string
 	Netns   []string
 	Verbose bool
-	Backend Backend
+	Backend event.Backend
 	backend string
 	flags   *pflag.FlagSet // AddFlags's, to tell --backend given from its default
 }
@@ -128,9 +130,9 @@ func (c *WhoConfig) ParseTarget(arg string) error {
 	switch {
 	case !hasProto:
 	case proto == "tcp":
-		c.Proto = ProtoTCP
+		c.Proto = event.ProtoTCP
 	case proto == "udp":
-		c.Proto = ProtoUDP
+		c.Proto = event.ProtoUDP
 	default:
 		return fmt.Errorf("invalid protocol %q in %q: want tcp or udp", proto, arg)
 	}
@@ -160,8 +162,8 @@ func (c *WhoConfig) Validate() error {
 }
 
 func (c *WhoConfig) protoMatches(proto uint16) bool {
-	if c.Proto == ProtoTCP {
-		return proto == ProtoTCP || proto == ProtoMPTCP
+	if c.Proto == event.ProtoTCP {
+		return proto == event.ProtoTCP || proto == event.ProtoMPTCP
 	}
 	return c.Proto == 0 || proto == c.Proto
 }

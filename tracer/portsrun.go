@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/porttrace/porttrace/tracer/event"
+
 	"golang.org/x/sys/unix"
 )
 
@@ -21,7 +23,7 @@ func RunPorts(ctx context.Context, cfg PortsConfig, stdout, stderr io.Writer) er
 	if cfg.Watch {
 		// Attached before the snapshot, so nothing falls between the two.
 		var err error
-		t, err = New(Options{Backend: cfg.Backend, Events: kindSet(KindBind, KindListen)})
+		t, err = New(Options{Backend: cfg.Backend, Events: kindSet(event.KindBind, event.KindListen)})
 		if err != nil {
 			return err
 		}
@@ -157,13 +159,13 @@ func (w *portsWatch) run(ctx context.Context, t *Tracer) error {
 	if err != nil {
 		return err
 	}
-	events, done := make(chan Event, 256), make(chan struct{})
+	events, done := make(chan event.Event, 256), make(chan struct{})
 	defer close(done)
 	go func() {
 		defer close(events)
 		en := newEnricher()
 		for {
-			var ev Event
+			var ev event.Event
 			if t.Read(&ev) != nil {
 				return
 			}
@@ -206,7 +208,7 @@ func (w *portsWatch) run(ctx context.Context, t *Tracer) error {
 // event prints a bind or listen. One that made a listener gets the scope
 // and flags a snapshot row would, and is remembered so that its close is
 // reported even if it never lives through a snapshot.
-func (w *portsWatch) event(ev *Event) {
+func (w *portsWatch) event(ev *event.Event) {
 	l, isListener := listenerFromEvent(ev)
 	if isListener && l.Family == unix.AF_INET6 {
 		// The namespace of the thread that made it, else of its process,
@@ -236,11 +238,11 @@ func (w *portsWatch) event(ev *Event) {
 			addr, note = localAddr(&l), "  "+socketNote(&l)
 		}
 		fmt.Fprintf(w.out, "%s + %s %s %s%s pid %d %s (%s)%s%s\n", ev.Time.In(displayZone).Format("15:04:05"), ev.Kind,
-			ProtoName(ev.Proto), addr, w.netnsNote(ev.Netns), ev.PID, printable(ev.Comm), printable(ev.User), resultNote(ev), printable(note))
+			event.ProtoName(ev.Proto), addr, w.netnsNote(ev.Netns), ev.PID, printable(ev.Comm), printable(ev.User), resultNote(ev), printable(note))
 	}
 	// A UDP socket bound to a port the kernel chose is most often a
 	// client about to connect, which would then look closed.
-	if !isListener || (l.Proto == ProtoUDP && ev.Ephemeral) {
+	if !isListener || (l.Proto == event.ProtoUDP && ev.Ephemeral) {
 		return
 	}
 	k := keyOf(&l)
@@ -291,7 +293,7 @@ func (w *portsWatch) look() error {
 			w.buf = AppendSocketJSON(w.buf[:0], EventClosed, at, &s)
 			_, _ = w.out.Write(w.buf)
 		} else {
-			fmt.Fprintf(w.out, "%s - closed %s %s%s %s\n", at.In(displayZone).Format("15:04:05"), ProtoName(s.Proto),
+			fmt.Fprintf(w.out, "%s - closed %s %s%s %s\n", at.In(displayZone).Format("15:04:05"), event.ProtoName(s.Proto),
 				localAddr(&s), w.netnsNote(s.Netns), holderNote(&s))
 		}
 	}
@@ -301,30 +303,30 @@ func (w *portsWatch) look() error {
 
 // listenerFromEvent is the listener a successful listen, or bind of a UDP
 // socket, made: as a snapshot would show it, with its scope and flags.
-func listenerFromEvent(ev *Event) (Socket, bool) {
-	if ev.Result != ResultOK || !ev.Local.IsValid() || !ev.HasNet {
+func listenerFromEvent(ev *event.Event) (Socket, bool) {
+	if ev.Result != event.ResultOK || !ev.Local.IsValid() || !ev.HasNet {
 		return Socket{}, false
 	}
 	var state string
 	switch {
-	case ev.Kind == KindListen:
+	case ev.Kind == event.KindListen:
 		state = "LISTEN"
-	case ev.Kind == KindBind && ev.Proto == ProtoUDP:
+	case ev.Kind == event.KindBind && ev.Proto == event.ProtoUDP:
 		state = "UNCONN"
 	default:
 		return Socket{}, false
 	}
 	proto := ev.Proto
-	if proto == ProtoMPTCP {
-		proto = ProtoTCP // sock_diag shows an MPTCP listener by its TCP subflow
+	if proto == event.ProtoMPTCP {
+		proto = event.ProtoTCP // sock_diag shows an MPTCP listener by its TCP subflow
 	}
 	port := ev.Local.Port()
 	s := Socket{
 		Netns: ev.Netns, Proto: proto, Family: ev.Family, State: state, Local: ev.Local, Inode: ev.Inode,
 		Holders:    []Holder{holderFromEvent(ev)},
-		PortClass:  ClassOf(port),
-		Privileged: Privileged(port, ev.UnprivPortStart),
-		Ephemeral:  InRange(port, ev.PortRange),
+		PortClass:  event.ClassOf(port),
+		Privileged: event.Privileged(port, ev.UnprivPortStart),
+		Ephemeral:  event.InRange(port, ev.PortRange),
 	}
 	s.Scope = s.scope()
 	s.Suspicious = suspicious(&s)
@@ -367,7 +369,7 @@ func lookUpV6Only(l *Socket, paths []string) {
 
 // holderFromEvent is the process behind an event as ports and who describe
 // a holder; the start time is read now, while the process likely lives.
-func holderFromEvent(ev *Event) Holder {
+func holderFromEvent(ev *event.Event) Holder {
 	h := Holder{PID: ev.PID, PPID: ev.PPID, UID: ev.UID, User: ev.User, Comm: ev.Comm,
 		Exe: ev.Exe, ExeDeleted: ev.ExeDeleted, Cgroup: ev.Cgroup, FD: -1}
 	h.Start = readProcFacts("/proc", ev.PID, factStat).start
@@ -380,8 +382,8 @@ func appendToObject(buf []byte, fields func([]byte) []byte) []byte {
 	return append(buf, "}\n"...)
 }
 
-func resultNote(ev *Event) string {
-	if ev.Result == ResultOK {
+func resultNote(ev *event.Event) string {
+	if ev.Result == event.ResultOK {
 		return ""
 	}
 	return "  " + ev.ErrnoName() + ": " + ev.Reason
@@ -402,7 +404,7 @@ func RunWho(ctx context.Context, cfg WhoConfig, stdout, stderr io.Writer) error 
 		_ = ports.Set(strconv.Itoa(int(cfg.Port)))
 		var err error
 		// Attached before looking, so a bind in between is not missed.
-		t, err = New(Options{Backend: cfg.Backend, Events: kindSet(KindBind), Ports: &ports})
+		t, err = New(Options{Backend: cfg.Backend, Events: kindSet(event.KindBind), Ports: &ports})
 		if err != nil {
 			return err
 		}
@@ -428,7 +430,7 @@ func RunWho(ctx context.Context, cfg WhoConfig, stdout, stderr io.Writer) error 
 	}
 	protoName := "tcp,udp"
 	if cfg.Proto != 0 {
-		protoName = ProtoName(cfg.Proto)
+		protoName = event.ProtoName(cfg.Proto)
 	}
 	if cfg.Output == "json" {
 		var buf []byte
@@ -464,7 +466,7 @@ func RunWho(ctx context.Context, cfg WhoConfig, stdout, stderr io.Writer) error 
 	en := newEnricher()
 	sw := newStopWriter(ctx, stdout)
 	defer sw.Close()
-	var ev Event
+	var ev event.Event
 	for {
 		if err := t.Read(&ev); err != nil {
 			if errors.Is(err, ErrStopped) {
@@ -491,7 +493,7 @@ func RunWho(ctx context.Context, cfg WhoConfig, stdout, stderr io.Writer) error 
 		// one waited for: someone holds the port, or tried and may not.
 		// Any other failure (the address in use, a bad address) changes
 		// nothing: it is told, and the wait goes on.
-		if ev.Result == ResultOK || ev.Result == ResultDenied {
+		if ev.Result == event.ResultOK || ev.Result == event.ResultDenied {
 			return nil
 		}
 	}
@@ -535,7 +537,7 @@ func watchNamespaces(ctx context.Context, inScope map[uint32]bool, gone context.
 // writeWhoEvent prints a bind of the port who --wait waits for, with its
 // process as who describes a holder, and its namespace when who looks
 // into others than its own.
-func writeWhoEvent(w io.Writer, output string, ev *Event, netns bool) error {
+func writeWhoEvent(w io.Writer, output string, ev *event.Event, netns bool) error {
 	h := holderFromEvent(ev)
 	var err error
 	if output == "json" {
@@ -552,7 +554,7 @@ func writeWhoEvent(w io.Writer, output string, ev *Event, netns bool) error {
 			where = " netns " + strconv.FormatUint(uint64(ev.Netns), 10)
 		}
 		_, err = fmt.Fprintf(w, "%s %s %s %s%s by %s%s\n", ev.Time.In(displayZone).Format("15:04:05.000"),
-			ev.Kind, ProtoName(ev.Proto), sockAddr(ev.Local), where, holderLine(&h, time.Now()), printable(resultNote(ev)))
+			ev.Kind, event.ProtoName(ev.Proto), sockAddr(ev.Local), where, holderLine(&h, time.Now()), printable(resultNote(ev)))
 	}
 	return err
 }

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/porttrace/porttrace/tracer/event"
 )
 
 // WritePortsTable prints sockets as a table, one row a socket, its first
@@ -37,7 +39,7 @@ func WritePortsTable(w io.Writer, socks []Socket, showNetns bool) error {
 		if s.DirInferred {
 			dir += "?"
 		}
-		row := []any{ProtoName(s.Proto), localAddr(s), sockAddr(s.Remote), s.State, pid, user, comm, class, dir, printable(socketNote(s))}
+		row := []any{event.ProtoName(s.Proto), localAddr(s), sockAddr(s.Remote), s.State, pid, user, comm, class, dir, printable(socketNote(s))}
 		if showNetns {
 			row = append([]any{strconv.FormatUint(uint64(s.Netns), 10)}, row...)
 		}
@@ -104,18 +106,18 @@ func distinctPIDs(hs []Holder) int {
 }
 
 // AppendSocketJSON appends s as one JSON object and a newline, with the
-// event stream's field names where they mean the same. event says what the
+// event stream's field names where they mean the same. kind says what the
 // object reports (EventSnapshot, EventClosed), so a --watch stream can be
 // told apart by one key, as the tracer's bind and listen are; at is when it
 // was seen, so that it sorts among them.
-func AppendSocketJSON(buf []byte, event string, at time.Time, s *Socket) []byte {
+func AppendSocketJSON(buf []byte, kind string, at time.Time, s *Socket) []byte {
 	buf = append(buf, `{"time":"`...)
 	buf = at.UTC().AppendFormat(buf, timeLayout)
 	buf = append(buf, `","event":`...)
-	buf = appendJSONString(buf, event)
+	buf = appendJSONString(buf, kind)
 	buf = appendUint(buf, "netns", uint64(s.Netns))
-	buf = appendStr(buf, "proto", ProtoName(s.Proto))
-	buf = appendStr(buf, "family", addrFamily(s.Family, s.Local, s.Remote))
+	buf = appendStr(buf, "proto", event.ProtoName(s.Proto))
+	buf = appendStr(buf, "family", event.AddrFamily(s.Family, s.Local, s.Remote))
 	buf = appendStr(buf, "state", s.State)
 	buf = appendAddrPort(buf, "local_addr", "local_port", s.Local)
 	buf = appendAddrPort(buf, "remote_addr", "remote_port", s.Remote)
@@ -128,7 +130,7 @@ func AppendSocketJSON(buf []byte, event string, at time.Time, s *Socket) []byte 
 	if s.Scope != "" {
 		buf = appendStr(buf, "scope", s.Scope)
 	}
-	if s.Direction != DirNone {
+	if s.Direction != event.DirNone {
 		buf = appendStr(buf, "direction", s.Direction.String())
 		buf = appendBool(buf, "direction_inferred", s.DirInferred)
 	}
@@ -192,7 +194,7 @@ func WriteWho(w io.Writer, port uint16, proto string, socks []Socket, now time.T
 	for i := range socks {
 		s := &socks[i]
 		held = held || s.Owned()
-		fmt.Fprintf(&b, "%s %s", ProtoName(s.Proto), localAddr(s))
+		fmt.Fprintf(&b, "%s %s", event.ProtoName(s.Proto), localAddr(s))
 		if s.Remote.IsValid() {
 			fmt.Fprintf(&b, " <-> %s", sockAddr(s.Remote))
 		}
@@ -200,7 +202,7 @@ func WriteWho(w io.Writer, port uint16, proto string, socks []Socket, now time.T
 		if s.Scope != "" {
 			fmt.Fprintf(&b, " (%s)", s.Scope)
 		}
-		if s.Direction != DirNone {
+		if s.Direction != event.DirNone {
 			fmt.Fprintf(&b, " %s", s.Direction)
 			if s.DirInferred {
 				b.WriteString(" (inferred)")
@@ -236,7 +238,7 @@ func WriteWho(w io.Writer, port uint16, proto string, socks []Socket, now time.T
 // and its namespace.
 func portFacts(s *Socket) string {
 	facts := s.PortClass.String() + " port"
-	if s.Direction == DirOutbound {
+	if s.Direction == event.DirOutbound {
 		facts = s.PortClass.String() + " service port " + strconv.Itoa(int(s.ServicePort()))
 	}
 	if s.Privileged {

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/porttrace/porttrace/tracer/event"
+
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -25,28 +27,28 @@ func sampleSockets() []Socket {
 	sendmail := Holder{PID: 1200, PPID: 1100, User: "smmsp", UID: 115, Comm: "sendmail", Exe: "/usr/lib/sm.bin/sendmail", Start: start.Add(90 * time.Minute), FD: 5}
 	ap := netip.MustParseAddrPort
 	s := []Socket{
-		{Netns: 4026531840, Proto: ProtoTCP, Family: 10, State: "LISTEN", Local: ap("[::]:22"), V6Only: true, HasV6Only: true, Inode: 1005, Holders: []Holder{sshd},
-			PortClass: ClassWellKnown, Privileged: true, Scope: "all IPv6 interfaces"},
-		{Netns: 4026531840, Proto: ProtoTCP, Family: 2, State: "LISTEN", Local: ap("0.0.0.0:80"), Inode: 1001, Holders: []Holder{nginx, worker},
-			PortClass: ClassWellKnown, Privileged: true, Scope: "all interfaces"},
-		{Netns: 4026531840, Proto: ProtoTCP, Family: 2, State: "LISTEN", Local: ap("0.0.0.0:31337"), Inode: 1002, Holders: []Holder{implant},
-			PortClass: ClassRegistered, Scope: "all interfaces", Suspicious: []string{"executable deleted: /tmp/.x/kworkerd (pid 6666)"}},
-		{Netns: 4026531840, Proto: ProtoTCP, Family: 2, State: "ESTAB", Local: ap("127.0.0.1:25"), Remote: ap("127.0.0.1:40312"), Inode: 1003,
-			PortClass: ClassWellKnown, Privileged: true, Direction: DirInbound},
-		{Netns: 4026531840, Proto: ProtoUDP, Family: 10, State: "UNCONN", Local: ap("[::1]:5353"), HasV6Only: true, Inode: 1004,
-			PortClass: ClassRegistered, Scope: "loopback only", Suspicious: []string{"no live process holds it"}},
-		{Netns: 4026531840, Proto: ProtoTCP, Family: 10, State: "LISTEN", Local: ap("[::]:3000"), HasV6Only: true, Inode: 1006, Holders: []Holder{grafana},
-			PortClass: ClassRegistered, Scope: "all interfaces, IPv4 and IPv6"},
-		{Netns: 4026531840, Proto: ProtoTCP, Family: 2, State: "ESTAB", Local: ap("127.0.0.1:40312"), Remote: ap("127.0.0.1:25"), Inode: 1007, Holders: []Holder{sendmail},
-			PortClass: ClassWellKnown, Privileged: true, Ephemeral: true, Direction: DirOutbound},
+		{Netns: 4026531840, Proto: event.ProtoTCP, Family: 10, State: "LISTEN", Local: ap("[::]:22"), V6Only: true, HasV6Only: true, Inode: 1005, Holders: []Holder{sshd},
+			PortClass: event.ClassWellKnown, Privileged: true, Scope: "all IPv6 interfaces"},
+		{Netns: 4026531840, Proto: event.ProtoTCP, Family: 2, State: "LISTEN", Local: ap("0.0.0.0:80"), Inode: 1001, Holders: []Holder{nginx, worker},
+			PortClass: event.ClassWellKnown, Privileged: true, Scope: "all interfaces"},
+		{Netns: 4026531840, Proto: event.ProtoTCP, Family: 2, State: "LISTEN", Local: ap("0.0.0.0:31337"), Inode: 1002, Holders: []Holder{implant},
+			PortClass: event.ClassRegistered, Scope: "all interfaces", Suspicious: []string{"executable deleted: /tmp/.x/kworkerd (pid 6666)"}},
+		{Netns: 4026531840, Proto: event.ProtoTCP, Family: 2, State: "ESTAB", Local: ap("127.0.0.1:25"), Remote: ap("127.0.0.1:40312"), Inode: 1003,
+			PortClass: event.ClassWellKnown, Privileged: true, Direction: event.DirInbound},
+		{Netns: 4026531840, Proto: event.ProtoUDP, Family: 10, State: "UNCONN", Local: ap("[::1]:5353"), HasV6Only: true, Inode: 1004,
+			PortClass: event.ClassRegistered, Scope: "loopback only", Suspicious: []string{"no live process holds it"}},
+		{Netns: 4026531840, Proto: event.ProtoTCP, Family: 10, State: "LISTEN", Local: ap("[::]:3000"), HasV6Only: true, Inode: 1006, Holders: []Holder{grafana},
+			PortClass: event.ClassRegistered, Scope: "all interfaces, IPv4 and IPv6"},
+		{Netns: 4026531840, Proto: event.ProtoTCP, Family: 2, State: "ESTAB", Local: ap("127.0.0.1:40312"), Remote: ap("127.0.0.1:25"), Inode: 1007, Holders: []Holder{sendmail},
+			PortClass: event.ClassWellKnown, Privileged: true, Ephemeral: true, Direction: event.DirOutbound},
 		// A connect-back from a deleted binary: outbound, inferred (no
 		// listener here holds port 443), flagged all the same.
-		{Netns: 4026531840, Proto: ProtoTCP, Family: 2, State: "ESTAB", Local: ap("10.0.0.5:443"), Remote: ap("198.51.100.7:40001"), Inode: 1008,
-			Holders: []Holder{implant}, PortClass: ClassRegistered, Direction: DirOutbound, DirInferred: true,
+		{Netns: 4026531840, Proto: event.ProtoTCP, Family: 2, State: "ESTAB", Local: ap("10.0.0.5:443"), Remote: ap("198.51.100.7:40001"), Inode: 1008,
+			Holders: []Holder{implant}, PortClass: event.ClassRegistered, Direction: event.DirOutbound, DirInferred: true,
 			Suspicious: []string{"executable deleted: /tmp/.x/kworkerd (pid 6666)"}},
 		// A service in the ephemeral range, where a client may take its port.
-		{Netns: 4026531840, Proto: ProtoTCP, Family: 2, State: "LISTEN", Local: ap("0.0.0.0:40000"), Inode: 1009, Holders: []Holder{grafana},
-			PortClass: ClassRegistered, Ephemeral: true, Scope: "all interfaces"},
+		{Netns: 4026531840, Proto: event.ProtoTCP, Family: 2, State: "LISTEN", Local: ap("0.0.0.0:40000"), Inode: 1009, Holders: []Holder{grafana},
+			PortClass: event.ClassRegistered, Ephemeral: true, Scope: "all interfaces"},
 	}
 	return s
 }
@@ -94,8 +96,8 @@ func TestWhoGolden(t *testing.T) {
 	if err := WriteWho(&b, 443, "tcp", sampleSockets()[7:8], now); err != nil {
 		t.Fatal(err)
 	}
-	timeWait := Socket{Netns: 4026531840, Proto: ProtoTCP, Family: 2, State: "TIME-WAIT", Local: netip.MustParseAddrPort("127.0.0.1:25"),
-		Remote: netip.MustParseAddrPort("127.0.0.1:40312"), PortClass: ClassWellKnown, Privileged: true, Direction: DirInbound}
+	timeWait := Socket{Netns: 4026531840, Proto: event.ProtoTCP, Family: 2, State: "TIME-WAIT", Local: netip.MustParseAddrPort("127.0.0.1:25"),
+		Remote: netip.MustParseAddrPort("127.0.0.1:40312"), PortClass: event.ClassWellKnown, Privileged: true, Direction: event.DirInbound}
 	if err := WriteWho(&b, 25, "tcp", []Socket{timeWait}, now); err != nil {
 		t.Fatal(err)
 	}
@@ -110,8 +112,8 @@ func TestWhoTarget(t *testing.T) {
 		err   string
 	}{
 		{"80", 80, 0, ""},
-		{"10101/tcp", 10101, ProtoTCP, ""},
-		{"53/udp", 53, ProtoUDP, ""},
+		{"10101/tcp", 10101, event.ProtoTCP, ""},
+		{"53/udp", 53, event.ProtoUDP, ""},
 		{"53/sctp", 0, 0, `invalid protocol "sctp"`},
 		{"http", 0, 0, `invalid port "http"`},
 		{"70000/tcp", 0, 0, `invalid port "70000"`},
@@ -135,7 +137,7 @@ func TestWhoTarget(t *testing.T) {
 func TestSuspicious(t *testing.T) {
 	const orphan = "no live process holds it"
 	conn := func(hs ...Holder) Socket {
-		return Socket{Proto: ProtoTCP, State: "ESTAB", Remote: netip.MustParseAddrPort("192.0.2.1:443"), Holders: hs}
+		return Socket{Proto: event.ProtoTCP, State: "ESTAB", Remote: netip.MustParseAddrPort("192.0.2.1:443"), Holders: hs}
 	}
 	for _, tc := range []struct {
 		sock Socket
@@ -160,7 +162,7 @@ func TestSuspicious(t *testing.T) {
 		// implant has no listener), what runs it is not.
 		{conn(Holder{PID: 17, Comm: "beacon", Exe: "/tmp/beacon", ExeDeleted: true}), "executable deleted: /tmp/beacon (pid 17)"},
 		{conn(Holder{PID: 18, Comm: "bash", Exe: "/usr/bin/bash"}), ""},
-		{Socket{Proto: ProtoUDP, State: "ESTAB", Remote: netip.MustParseAddrPort("192.0.2.1:53"), orphan: orphan}, ""},
+		{Socket{Proto: event.ProtoUDP, State: "ESTAB", Remote: netip.MustParseAddrPort("192.0.2.1:53"), orphan: orphan}, ""},
 	} {
 		got := strings.Join(suspicious(&tc.sock), "; ")
 		if got != tc.want {
@@ -217,7 +219,7 @@ func TestDirection(t *testing.T) {
 	any4, lo := netip.IPv4Unspecified(), netip.MustParseAddr("127.0.0.1")
 	v := &netView{
 		listening: map[protoPort][]netip.Addr{
-			{ProtoTCP, 25}: {any4}, {ProtoTCP, 40000}: {any4}, {ProtoUDP, 53}: {lo}, {ProtoTCP, 8080}: {netip.MustParseAddr("10.0.0.5")},
+			{event.ProtoTCP, 25}: {any4}, {event.ProtoTCP, 40000}: {any4}, {event.ProtoUDP, 53}: {lo}, {event.ProtoTCP, 8080}: {netip.MustParseAddr("10.0.0.5")},
 		},
 		own: map[netip.Addr]bool{netip.MustParseAddr("10.0.0.5"): true},
 		rng: [2]uint16{32768, 60999},
@@ -228,26 +230,26 @@ func TestDirection(t *testing.T) {
 		local, remote string
 		want          string
 	}{
-		{ProtoTCP, "ESTAB", "127.0.0.1:25", "127.0.0.1:40312", "in"},
-		{ProtoTCP, "ESTAB", "127.0.0.1:40312", "127.0.0.1:25", "out"},
-		{ProtoTCP, "ESTAB", "127.0.0.1:40000", "127.0.0.1:41000", "in"},
-		{ProtoTCP, "ESTAB", "127.0.0.1:41000", "127.0.0.1:40000", "out"},
-		{ProtoTCP, "ESTAB", "127.0.0.1:5000", "127.0.0.1:40000", "out"},
-		{ProtoTCP, "ESTAB", "[::ffff:10.0.0.5]:5000", "[::ffff:10.0.0.5]:40000", "out"},
-		{ProtoTCP, "TIME-WAIT", "10.0.0.5:25", "192.0.2.1:33000", "in"},
-		{ProtoTCP, "ESTAB", "10.0.0.5:8080", "192.0.2.1:50000", "in"},
-		{ProtoTCP, "ESTAB", "127.0.0.1:8080", "192.0.2.1:50000", "out?"}, // 8080 listens on 10.0.0.5 only
+		{event.ProtoTCP, "ESTAB", "127.0.0.1:25", "127.0.0.1:40312", "in"},
+		{event.ProtoTCP, "ESTAB", "127.0.0.1:40312", "127.0.0.1:25", "out"},
+		{event.ProtoTCP, "ESTAB", "127.0.0.1:40000", "127.0.0.1:41000", "in"},
+		{event.ProtoTCP, "ESTAB", "127.0.0.1:41000", "127.0.0.1:40000", "out"},
+		{event.ProtoTCP, "ESTAB", "127.0.0.1:5000", "127.0.0.1:40000", "out"},
+		{event.ProtoTCP, "ESTAB", "[::ffff:10.0.0.5]:5000", "[::ffff:10.0.0.5]:40000", "out"},
+		{event.ProtoTCP, "TIME-WAIT", "10.0.0.5:25", "192.0.2.1:33000", "in"},
+		{event.ProtoTCP, "ESTAB", "10.0.0.5:8080", "192.0.2.1:50000", "in"},
+		{event.ProtoTCP, "ESTAB", "127.0.0.1:8080", "192.0.2.1:50000", "out?"}, // 8080 listens on 10.0.0.5 only
 		// A peer elsewhere, no listener here: a client, inferred.
-		{ProtoTCP, "ESTAB", "10.0.0.5:41000", "192.0.2.1:443", "out?"},
-		{ProtoTCP, "ESTAB", "10.0.0.5:32250", "192.0.2.1:25", "out?"},    // bound to a fixed port below the range
-		{ProtoTCP, "ESTAB", "10.0.0.5:20", "192.0.2.1:40000", "out?"},    // active FTP data
-		{ProtoTCP, "ESTAB", "10.0.0.5:37382", "192.0.2.1:50001", "out?"}, // both in the range
-		{ProtoTCP, "ESTAB", "10.0.0.5:41000", "192.0.2.1:40000", "out?"}, // 40000 listens here, not there
-		{ProtoTCP, "SYN-SENT", "10.0.0.5:8080", "192.0.2.1:50000", "out"},
-		{ProtoTCP, "SYN-RECV", "10.0.0.5:41000", "192.0.2.1:443", "in"},
-		{ProtoUDP, "ESTAB", "127.0.0.1:53", "127.0.0.1:41000", "in?"},
-		{ProtoUDP, "ESTAB", "127.0.0.1:41000", "127.0.0.1:53", "out?"},
-		{ProtoUDP, "ESTAB", "127.0.0.1:41000", "127.0.0.1:40000", "out?"}, // 40000 listens for TCP only
+		{event.ProtoTCP, "ESTAB", "10.0.0.5:41000", "192.0.2.1:443", "out?"},
+		{event.ProtoTCP, "ESTAB", "10.0.0.5:32250", "192.0.2.1:25", "out?"},    // bound to a fixed port below the range
+		{event.ProtoTCP, "ESTAB", "10.0.0.5:20", "192.0.2.1:40000", "out?"},    // active FTP data
+		{event.ProtoTCP, "ESTAB", "10.0.0.5:37382", "192.0.2.1:50001", "out?"}, // both in the range
+		{event.ProtoTCP, "ESTAB", "10.0.0.5:41000", "192.0.2.1:40000", "out?"}, // 40000 listens here, not there
+		{event.ProtoTCP, "SYN-SENT", "10.0.0.5:8080", "192.0.2.1:50000", "out"},
+		{event.ProtoTCP, "SYN-RECV", "10.0.0.5:41000", "192.0.2.1:443", "in"},
+		{event.ProtoUDP, "ESTAB", "127.0.0.1:53", "127.0.0.1:41000", "in?"},
+		{event.ProtoUDP, "ESTAB", "127.0.0.1:41000", "127.0.0.1:53", "out?"},
+		{event.ProtoUDP, "ESTAB", "127.0.0.1:41000", "127.0.0.1:40000", "out?"}, // 40000 listens for TCP only
 	} {
 		s := Socket{Proto: tc.proto, State: tc.state, Local: ap(tc.local), Remote: ap(tc.remote)}
 		d, inferred := v.direction(&s)
@@ -256,7 +258,7 @@ func TestDirection(t *testing.T) {
 			got += "?"
 		}
 		if got != tc.want {
-			t.Errorf("%s %s %s -> %s: %q, want %q", ProtoName(tc.proto), tc.state, tc.local, tc.remote, got, tc.want)
+			t.Errorf("%s %s %s -> %s: %q, want %q", event.ProtoName(tc.proto), tc.state, tc.local, tc.remote, got, tc.want)
 		}
 	}
 }
@@ -287,27 +289,27 @@ func TestUnopenedNotice(t *testing.T) {
 // A listen seen by --watch becomes the row a snapshot would show, with the
 // same scope and flags; a failed call or a TCP bind makes no listener.
 func TestListenerFromEvent(t *testing.T) {
-	ev := Event{Kind: KindListen, PID: 66, Comm: "bash", User: "root", Exe: "/tmp/x", ExeDeleted: true,
-		Proto: ProtoTCP, Family: 2, Local: netip.MustParseAddrPort("10.0.0.5:4444"),
+	ev := event.Event{Kind: event.KindListen, PID: 66, Comm: "bash", User: "root", Exe: "/tmp/x", ExeDeleted: true,
+		Proto: event.ProtoTCP, Family: 2, Local: netip.MustParseAddrPort("10.0.0.5:4444"),
 		HasNet: true, Netns: 7, UnprivPortStart: 1024, PortRange: [2]uint16{32768, 60999}}
 	s, ok := listenerFromEvent(&ev)
 	want := `7 tcp 10.0.0.5:4444 LISTEN "only 10.0.0.5" registered priv=false pid=66 ` +
 		`["executable deleted: /tmp/x (pid 66)" "bash (pid 66) is a shell, interpreter or relay listening"]`
-	got := fmt.Sprintf("%d %s %s %s %q %s priv=%t pid=%d %q", s.Netns, ProtoName(s.Proto), s.Local, s.State, s.Scope,
+	got := fmt.Sprintf("%d %s %s %s %q %s priv=%t pid=%d %q", s.Netns, event.ProtoName(s.Proto), s.Local, s.State, s.Scope,
 		s.PortClass, s.Privileged, s.Holders[0].PID, s.Suspicious)
 	if !ok || got != want {
 		t.Errorf("listen: %t %s\nwant %s", ok, got, want)
 	}
 	udp := ev
-	udp.Kind, udp.Proto, udp.Local = KindBind, ProtoUDP, netip.MustParseAddrPort("[::1]:53")
+	udp.Kind, udp.Proto, udp.Local = event.KindBind, event.ProtoUDP, netip.MustParseAddrPort("[::1]:53")
 	if s, ok := listenerFromEvent(&udp); !ok || s.State != "UNCONN" || s.Scope != "loopback only" || !s.Privileged {
 		t.Errorf("UDP bind: %t %+v", ok, s)
 	}
 	tcpBind := ev
-	tcpBind.Kind = KindBind
+	tcpBind.Kind = event.KindBind
 	failed := ev
-	failed.Result, failed.Errno = ResultFailed, unix.EADDRINUSE
-	for _, e := range []Event{tcpBind, failed} {
+	failed.Result, failed.Errno = event.ResultFailed, unix.EADDRINUSE
+	for _, e := range []event.Event{tcpBind, failed} {
 		if _, ok := listenerFromEvent(&e); ok {
 			t.Errorf("%s %s made a listener", e.Kind, e.Result)
 		}
@@ -318,8 +320,8 @@ func TestListenerFromEvent(t *testing.T) {
 // name carry escapes or control bytes to the terminal.
 func TestPortsViewsEscapeNames(t *testing.T) {
 	evil := Holder{PID: 6666, PPID: 1, User: "nobody", Comm: "x\x1b[8m", Exe: "/tmp/\x1b[2J\x07", ExeDeleted: true, FD: 3}
-	s := []Socket{{Netns: 1, Proto: ProtoTCP, Family: 2, State: "LISTEN", Local: netip.MustParseAddrPort("0.0.0.0:31337"),
-		Holders: []Holder{evil}, PortClass: ClassRegistered, Scope: "all interfaces"}}
+	s := []Socket{{Netns: 1, Proto: event.ProtoTCP, Family: 2, State: "LISTEN", Local: netip.MustParseAddrPort("0.0.0.0:31337"),
+		Holders: []Holder{evil}, PortClass: event.ClassRegistered, Scope: "all interfaces"}}
 	s[0].Suspicious = suspicious(&s[0])
 	var table, who bytes.Buffer
 	if err := WritePortsTable(&table, s, false); err != nil {
@@ -346,7 +348,7 @@ func TestSocketServicePort(t *testing.T) {
 	ap := netip.MustParseAddrPort
 	v := &netView{
 		listening: map[protoPort][]netip.Addr{
-			{ProtoTCP, 25}: {netip.IPv4Unspecified()}, {ProtoUDP, 53}: {netip.IPv4Unspecified()}, {ProtoTCP, 8080}: {netip.IPv4Unspecified()},
+			{event.ProtoTCP, 25}: {netip.IPv4Unspecified()}, {event.ProtoUDP, 53}: {netip.IPv4Unspecified()}, {event.ProtoTCP, 8080}: {netip.IPv4Unspecified()},
 		},
 		own: map[netip.Addr]bool{},
 		rng: [2]uint16{32768, 60999},
@@ -358,16 +360,16 @@ func TestSocketServicePort(t *testing.T) {
 		unpriv        uint32
 		want          string
 	}{
-		{ProtoUDP, "ESTAB", "127.0.0.1:53814", "127.0.0.1:53", 1024, "out? wk*"},
-		{ProtoUDP, "ESTAB", "127.0.0.1:53814", "127.0.0.1:53", 0, "out? wk"},
-		{ProtoTCP, "ESTAB", "127.0.0.1:40312", "127.0.0.1:25", 1024, "out wk*"},
-		{ProtoTCP, "ESTAB", "127.0.0.1:25", "127.0.0.1:40312", 1024, "in wk*"},
-		{ProtoTCP, "ESTAB", "10.0.0.5:50000", "192.0.2.1:443", 1024, "out? wk*"},
-		{ProtoTCP, "ESTAB", "10.0.0.5:50000", "192.0.2.1:8443", 9000, "out? reg*"},
-		{ProtoTCP, "ESTAB", "10.0.0.5:8080", "192.0.2.1:50000", 1024, "in reg"},
-		{ProtoTCP, "ESTAB", "10.0.0.5:32250", "192.0.2.1:25", 1024, "out? wk*"}, // the remote service port, not the local 32250
-		{ProtoTCP, "LISTEN", "0.0.0.0:25", "", 1024, " wk*"},
-		{ProtoUDP, "UNCONN", "0.0.0.0:53", "", 1024, " wk*"},
+		{event.ProtoUDP, "ESTAB", "127.0.0.1:53814", "127.0.0.1:53", 1024, "out? wk*"},
+		{event.ProtoUDP, "ESTAB", "127.0.0.1:53814", "127.0.0.1:53", 0, "out? wk"},
+		{event.ProtoTCP, "ESTAB", "127.0.0.1:40312", "127.0.0.1:25", 1024, "out wk*"},
+		{event.ProtoTCP, "ESTAB", "127.0.0.1:25", "127.0.0.1:40312", 1024, "in wk*"},
+		{event.ProtoTCP, "ESTAB", "10.0.0.5:50000", "192.0.2.1:443", 1024, "out? wk*"},
+		{event.ProtoTCP, "ESTAB", "10.0.0.5:50000", "192.0.2.1:8443", 9000, "out? reg*"},
+		{event.ProtoTCP, "ESTAB", "10.0.0.5:8080", "192.0.2.1:50000", 1024, "in reg"},
+		{event.ProtoTCP, "ESTAB", "10.0.0.5:32250", "192.0.2.1:25", 1024, "out? wk*"}, // the remote service port, not the local 32250
+		{event.ProtoTCP, "LISTEN", "0.0.0.0:25", "", 1024, " wk*"},
+		{event.ProtoUDP, "UNCONN", "0.0.0.0:53", "", 1024, " wk*"},
 	} {
 		s := Socket{Proto: tc.proto, State: tc.state, Local: ap(tc.local)}
 		if tc.remote != "" {
@@ -379,7 +381,7 @@ func TestSocketServicePort(t *testing.T) {
 			dir += "?"
 		}
 		if got := dir + " " + shortClass(s.PortClass, s.Privileged); got != tc.want {
-			t.Errorf("%s %s -> %s (unprivileged from %d): %q, want %q", ProtoName(tc.proto), tc.local, tc.remote, tc.unpriv, got, tc.want)
+			t.Errorf("%s %s -> %s (unprivileged from %d): %q, want %q", event.ProtoName(tc.proto), tc.local, tc.remote, tc.unpriv, got, tc.want)
 		}
 	}
 }
@@ -402,7 +404,7 @@ func TestWildcardScope(t *testing.T) {
 		{"127.0.0.1:53", false, false, "127.0.0.1:53", "loopback only"},
 		{"[fe80::1%eth0]:547", true, true, "[fe80::1%eth0]:547", "only fe80::1%eth0"},
 	} {
-		s := Socket{Proto: ProtoTCP, State: "LISTEN", Local: ap(tc.local), HasV6Only: tc.has, V6Only: tc.v6only}
+		s := Socket{Proto: event.ProtoTCP, State: "LISTEN", Local: ap(tc.local), HasV6Only: tc.has, V6Only: tc.v6only}
 		if addr, note := localAddr(&s), s.scope(); addr != tc.addr || note != tc.wantNote {
 			t.Errorf("%s v6only=%t (known %t): %s %q, want %s %q", tc.local, tc.v6only, tc.has, addr, note, tc.addr, tc.wantNote)
 		}

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/porttrace/porttrace/tracer/event"
+
 	"golang.org/x/sys/unix"
 )
 
@@ -55,7 +57,7 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer, stderr io.Writer) er
 	s := newSummary()
 	en := newEnricher()
 	lost := &lostReport{counter: t, out: w, stderr: stderr, metrics: metrics}
-	var ev Event
+	var ev event.Event
 	lastLostCheck, lastFlush := time.Now(), time.Now()
 	for cfg.Count == 0 || s.total < cfg.Count {
 		err := t.Read(&ev)
@@ -133,7 +135,7 @@ func (l *lostReport) check() {
 
 // writer is the output format.
 type writer interface {
-	Write(*Event) error
+	Write(*event.Event) error
 	Lost(n uint64)
 	Close() error
 }
@@ -169,7 +171,7 @@ type jsonWriter struct {
 	buf []byte
 }
 
-func (j *jsonWriter) Write(ev *Event) error {
+func (j *jsonWriter) Write(ev *event.Event) error {
 	j.buf = AppendJSON(j.buf[:0], ev)
 	_, err := j.out.Write(j.buf)
 	return err
@@ -189,7 +191,7 @@ type tableOut struct {
 	width int // terminal width, 0 when not a terminal
 }
 
-func (t *tableOut) Write(ev *Event) error {
+func (t *tableOut) Write(ev *event.Event) error {
 	if err := t.tw.Write(ev); err != nil {
 		return err
 	}
@@ -198,7 +200,7 @@ func (t *tableOut) Write(ev *Event) error {
 			prefix := reasonIndent
 			if i > 0 {
 				prefix = strings.Repeat(" ", len(reasonIndent))
-			} else if n == 0 && t.tw.narrow && ev.Result != ResultOK {
+			} else if n == 0 && t.tw.narrow && ev.Result != event.ResultOK {
 				// The errno leads the note when no RESULT column shows it.
 				errno := ev.ErrnoName()
 				line = t.tw.paint(ev, errno) + line[len(errno):]
@@ -241,29 +243,29 @@ func (t *tableOut) Close() error { return t.tw.Close() }
 // summary counts what was written, for the line printed on exit.
 type summary struct {
 	total  uint64
-	byKind [KindAccept + 1]uint64
+	byKind [event.KindAccept + 1]uint64
 	failed uint64
 	denied uint64
 }
 
 func newSummary() *summary { return &summary{} }
 
-func (s *summary) add(ev *Event) {
+func (s *summary) add(ev *event.Event) {
 	s.total++
 	if int(ev.Kind) < len(s.byKind) {
 		s.byKind[ev.Kind]++
 	}
 	switch ev.Result {
-	case ResultDenied:
+	case event.ResultDenied:
 		s.denied++
-	case ResultFailed:
+	case event.ResultFailed:
 		s.failed++
 	}
 }
 
 func (s *summary) String() string {
 	var parts []string
-	for k := KindBind; k <= KindAccept; k++ {
+	for k := event.KindBind; k <= event.KindAccept; k++ {
 		parts = append(parts, fmt.Sprintf("%s %d", k, s.byKind[k]))
 	}
 	return fmt.Sprintf("%d %s (%s), %d denied, %d failed", s.total, plural(int(s.total), "event", "events"),

@@ -8,6 +8,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/porttrace/porttrace/tracer/event"
+
 	"github.com/olekukonko/tablewriter"
 	"github.com/olekukonko/tablewriter/renderer"
 	twlib "github.com/olekukonko/tablewriter/tw"
@@ -138,7 +140,7 @@ func appendCells(b []byte, cells []any, widths []int) []byte {
 }
 
 // Write prints one event.
-func (tw *TableWriter) Write(ev *Event) error {
+func (tw *TableWriter) Write(ev *event.Event) error {
 	r := append(tw.row[:0],
 		ev.Time.In(displayZone).Format("15:04:05"),
 		ev.Kind.String(),
@@ -146,7 +148,7 @@ func (tw *TableWriter) Write(ev *Event) error {
 	if !tw.narrow {
 		r = append(r, printable(ev.User))
 	}
-	r = append(r, printable(ev.Comm), ProtoName(ev.Proto))
+	r = append(r, printable(ev.Comm), event.ProtoName(ev.Proto))
 	r = append(r, hostPort(ev.Local, tw.addrMax(len(r))))
 	r = append(r, hostPort(ev.Remote, tw.addrMax(len(r))))
 	if !tw.narrow {
@@ -181,19 +183,19 @@ func (tw *TableWriter) Close() error {
 }
 
 // resultWord is the RESULT cell: "ok" or the errno's name.
-func resultWord(ev *Event) string {
-	if ev.Result == ResultOK {
+func resultWord(ev *event.Event) string {
+	if ev.Result == event.ResultOK {
 		return "ok"
 	}
 	return ev.ErrnoName()
 }
 
 // paint colours s as ev's result: red for a denial, yellow for a failure.
-func (tw *TableWriter) paint(ev *Event, s string) string {
-	if !tw.color || ev.Result == ResultOK {
+func (tw *TableWriter) paint(ev *event.Event, s string) string {
+	if !tw.color || ev.Result == event.ResultOK {
 		return s
 	}
-	if ev.Result == ResultDenied {
+	if ev.Result == event.ResultDenied {
 		return "\x1b[1;31m" + s + "\x1b[0m"
 	}
 	return "\x1b[1;33m" + s + "\x1b[0m"
@@ -203,10 +205,10 @@ func (tw *TableWriter) paint(ev *Event, s string) string {
 // (in the narrow layout led by the errno and the user that RESULT and
 // USER would show), and that the process's executable was deleted, as
 // an implant that removed itself leaves it.
-func (tw *TableWriter) notes(ev *Event) []string {
+func (tw *TableWriter) notes(ev *event.Event) []string {
 	var notes []string
 	switch {
-	case ev.Result == ResultOK:
+	case ev.Result == event.ResultOK:
 	case !tw.narrow:
 		notes = append(notes, ev.Reason)
 	default:
@@ -289,11 +291,11 @@ func hostPort(ap netip.AddrPort, max int) string {
 	return s
 }
 
-func shortDir(d Direction) string {
+func shortDir(d event.Direction) string {
 	switch d {
-	case DirInbound:
+	case event.DirInbound:
 		return "in"
-	case DirOutbound:
+	case event.DirOutbound:
 		return "out"
 	}
 	return ""
@@ -301,14 +303,14 @@ func shortDir(d Direction) string {
 
 // shortClass is "wk", "reg" or "dyn", with "*" when the port is privileged
 // in its network namespace.
-func shortClass(class PortClass, privileged bool) string {
+func shortClass(class event.PortClass, privileged bool) string {
 	var s string
 	switch class {
-	case ClassWellKnown:
+	case event.ClassWellKnown:
 		s = "wk"
-	case ClassRegistered:
+	case event.ClassRegistered:
 		s = "reg"
-	case ClassDynamic:
+	case event.ClassDynamic:
 		s = "dyn"
 	}
 	if privileged {

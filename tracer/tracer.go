@@ -9,6 +9,8 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/porttrace/porttrace/tracer/event"
+
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
@@ -31,9 +33,9 @@ const readEvery = 25 * time.Millisecond
 // Options select what the kernel side reports. Filters here run in the
 // kernel, before an event costs ring-buffer space.
 type Options struct {
-	Backend Backend // BackendAuto tries fentry, kprobe, tracepoint in turn
-	Events  KindSet // only these are attached
-	PID     uint32  // 0: all
+	Backend event.Backend // BackendAuto tries fentry, kprobe, tracepoint in turn
+	Events  KindSet       // only these are attached
+	PID     uint32        // 0: all
 	// FilterUID keeps only the events of user UID (root's too: 0 is a
 	// user like any other here).
 	FilterUID bool
@@ -51,9 +53,9 @@ type Options struct {
 
 // Tracer is a loaded and attached backend and the reader of its ring buffer.
 type Tracer struct {
-	backend    Backend
-	notes      []string  // why each backend tried before it was refused
-	refused    []Backend // those backends
+	backend    event.Backend
+	notes      []string        // why each backend tried before it was refused
+	refused    []event.Backend // those backends
 	l          *loaded
 	links      []link.Link
 	rd         *ringbuf.Reader
@@ -85,9 +87,9 @@ func New(o Options) (*Tracer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading the embedded BPF object: %w", err)
 	}
-	order := []Backend{BackendFentry, BackendKprobe, BackendTracepoint}
-	if o.Backend != BackendAuto {
-		order = []Backend{o.Backend}
+	order := []event.Backend{event.BackendFentry, event.BackendKprobe, event.BackendTracepoint}
+	if o.Backend != event.BackendAuto {
+		order = []event.Backend{o.Backend}
 	}
 	t := &Tracer{comms: newInterner()}
 	var errs []error
@@ -156,13 +158,13 @@ func joinErrors(errs ...error) error {
 	return j
 }
 
-func (t *Tracer) start(b Backend, o Options, spec *ebpf.CollectionSpec, kernel *btf.Spec) (err error) {
+func (t *Tracer) start(b event.Backend, o Options, spec *ebpf.CollectionSpec, kernel *btf.Spec) (err error) {
 	switch b {
-	case BackendKprobe:
+	case event.BackendKprobe:
 		if err := kprobesAvailable(); err != nil {
 			return err
 		}
-	case BackendFentry:
+	case event.BackendFentry:
 		if err := fentryAvailable(); err != nil {
 			return err
 		}
@@ -225,7 +227,7 @@ func (t *Tracer) start(b Backend, o Options, spec *ebpf.CollectionSpec, kernel *
 		}
 		t.links = append(t.links, lk)
 	}
-	if l.preblocked != nil && o.Events.Has(KindAccept) {
+	if l.preblocked != nil && o.Events.Has(event.KindAccept) {
 		if err := t.attachPreblocked(l); err != nil {
 			return err
 		}
@@ -251,7 +253,7 @@ func (t *Tracer) attachPreblocked(l *loaded) error {
 			return fmt.Errorf("recording blocked accept of thread %d: %w", tid, err)
 		}
 	}
-	for _, h := range []hook{tp(KindAccept, "sys_exit_accept", l.preblocked), tp(KindAccept, "sys_exit_accept4", l.preblocked)} {
+	for _, h := range []hook{tp(event.KindAccept, "sys_exit_accept", l.preblocked), tp(event.KindAccept, "sys_exit_accept4", l.preblocked)} {
 		lk, err := h.attach()
 		if err != nil {
 			return fmt.Errorf("attaching %s: %w", h.name, err)
@@ -262,14 +264,14 @@ func (t *Tracer) attachPreblocked(l *loaded) error {
 }
 
 // Backend is the backend in use.
-func (t *Tracer) Backend() Backend { return t.backend }
+func (t *Tracer) Backend() event.Backend { return t.backend }
 
 // Notes says why backends tried before the chosen one were refused.
 func (t *Tracer) Notes() []string { return t.notes }
 
 // Read blocks for the next event and decodes it into ev. After Stop it
 // returns what is left in the ring buffer, then ErrStopped.
-func (t *Tracer) Read(ev *Event) error {
+func (t *Tracer) Read(ev *event.Event) error {
 	for {
 		// The kernel wakes the reader only once a batch has gathered
 		// (wakeup_flags in bpf/common.h); the deadline picks up the rest.

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/porttrace/porttrace/tracer/event"
+
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -31,7 +33,7 @@ type Dest struct {
 	Remote netip.AddrPort
 }
 
-func (d Dest) String() string { return ProtoName(d.Proto) + " " + d.Remote.String() }
+func (d Dest) String() string { return event.ProtoName(d.Proto) + " " + d.Remote.String() }
 
 // PortUsage is what holds the ephemeral range of one network namespace now.
 //
@@ -72,7 +74,7 @@ func (b *portBits) count() (n int) {
 }
 
 func newPortUsage() *PortUsage {
-	return &PortUsage{ByDest: map[Dest]int{}, exclusive: map[uint16]*portBits{ProtoTCP: {}, ProtoUDP: {}}}
+	return &PortUsage{ByDest: map[Dest]int{}, exclusive: map[uint16]*portBits{event.ProtoTCP: {}, event.ProtoUDP: {}}}
 }
 
 // Size is the number of ports the kernel may hand out.
@@ -90,7 +92,7 @@ func (u *PortUsage) Exclusive(proto uint16) int {
 // Headroom is how many more connections to d can get a local port.
 func (u *PortUsage) Headroom(d Dest) int {
 	used := u.Exclusive(d.Proto)
-	if d.Proto == ProtoTCP {
+	if d.Proto == event.ProtoTCP {
 		used += u.ByDest[d]
 	}
 	return max(0, u.Size()-used)
@@ -164,7 +166,7 @@ func readUsageHere() (*PortUsage, error) {
 			return nil, fmt.Errorf("sock_diag tcp: %w", err)
 		}
 		for _, s := range tcp {
-			u.add(s, ProtoTCP)
+			u.add(s, event.ProtoTCP)
 		}
 		udp, err := netlink.SocketDiagUDP(family)
 		if errors.Is(err, unix.ENOENT) {
@@ -174,7 +176,7 @@ func readUsageHere() (*PortUsage, error) {
 			return nil, fmt.Errorf("sock_diag udp: %w", err)
 		}
 		for _, s := range udp {
-			u.add(s, ProtoUDP)
+			u.add(s, event.ProtoUDP)
 		}
 	}
 	return u, nil
@@ -190,10 +192,10 @@ func (u *PortUsage) add(s *netlink.Socket, proto uint16) {
 		u.InUse++
 	}
 	connected := s.ID.DestinationPort != 0
-	if proto == ProtoTCP && s.State == tcpTimeWait {
+	if proto == event.ProtoTCP && s.State == tcpTimeWait {
 		u.TimeWait++
 	}
-	if proto == ProtoUDP || (proto == ProtoTCP && s.State == tcpListen) || !connected {
+	if proto == event.ProtoUDP || (proto == event.ProtoTCP && s.State == tcpListen) || !connected {
 		u.exclusive[proto].add(port)
 	}
 	if !connected {

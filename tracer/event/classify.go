@@ -1,4 +1,4 @@
-package tracer
+package event
 
 import (
 	"fmt"
@@ -52,8 +52,8 @@ func InRange(port uint16, r [2]uint16) bool {
 	return port >= r[0] && port <= r[1]
 }
 
-// classify fills the port class, privileged and the reason for a failure.
-func classify(ev *Event) {
+// Classify fills the port class, privileged and the reason for a failure.
+func Classify(ev *Event) {
 	port, ok := ev.ServicePort()
 	if ok {
 		ev.PortClass = ClassOf(port)

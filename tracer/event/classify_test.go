@@ -1,4 +1,4 @@
-package tracer
+package event
 
 import (
 	"net/netip"
@@ -65,7 +65,7 @@ func TestClassifyServicePort(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ev := tc.ev
-			classify(&ev)
+			Classify(&ev)
 			if ev.PortClass != tc.wantClass || ev.Privileged != tc.wantPriv {
 				t.Errorf("class %s privileged %t, want %s %t", ev.PortClass, ev.Privileged, tc.wantClass, tc.wantPriv)
 			}
@@ -100,7 +100,7 @@ func TestReason(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ev := tc.ev
-			classify(&ev)
+			Classify(&ev)
 			if tc.want == "" && ev.Reason != "" || !strings.Contains(ev.Reason, tc.want) {
 				t.Errorf("reason %q, want it to contain %q", ev.Reason, tc.want)
 			}

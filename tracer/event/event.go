@@ -1,4 +1,10 @@
-package tracer
+// Package event is porttrace's model of one socket call: what was done
+// (Kind), how it ended (Result, errno and the reason in words), by whom,
+// on which addresses, and what the ports mean (direction, IANA class,
+// privileged in the namespace). It is pure: no kernel, no /proc, no I/O;
+// the tracer fills an Event from the kernel's record and every view
+// prints one.
+package event
 
 import (
 	"cmp"
@@ -142,11 +148,11 @@ func FamilyName(f uint16) string {
 	return ""
 }
 
-// addrFamily names the family of the traffic on a socket of family with
+// AddrFamily names the family of the traffic on a socket of family with
 // these addresses: an IPv6 socket whose peer (or, unconnected, its own
 // address) is IPv4-mapped talks IPv4, as a dual-stack listener's IPv4
 // client or a UDP socket connected to an IPv4 sockaddr does.
-func addrFamily(family uint16, local, remote netip.AddrPort) string {
+func AddrFamily(family uint16, local, remote netip.AddrPort) string {
 	if ap := cmp.Or(remote, local); ap.IsValid() && ap.Addr().Is4In6() {
 		return "ipv4"
 	}
@@ -198,7 +204,7 @@ type Event struct {
 
 // AddrFamily is the family of the event's traffic (see addrFamily):
 // what -4 and -6 select and JSON's family says.
-func (e *Event) AddrFamily() string { return addrFamily(e.Family, e.Local, e.Remote) }
+func (e *Event) AddrFamily() string { return AddrFamily(e.Family, e.Local, e.Remote) }
 
 // ServicePort is the port that names the service: the local port of a bind,
 // listen or accept, the remote port of a connect.
@@ -226,106 +232,4 @@ func (e *Event) ErrnoName() string {
 		return n
 	}
 	return fmt.Sprintf("errno%d", int(e.Errno))
-}
-
-// Event flags, as enum event_flags in bpf/porttrace.h.
-const (
-	flagHasLocal   = 1 << 0
-	flagHasRemote  = 1 << 1
-	flagHasNet     = 1 << 2
-	flagEphemeral  = 1 << 3
-	flagExeDeleted = 1 << 4
-	flagCapBind    = 1 << 5
-	flagHasProto   = 1 << 6
-)
-
-// decode turns a raw kernel event into an Event: addresses, names, result,
-// and the classification of its ports. bootOffset converts the kernel's
-// CLOCK_BOOTTIME stamp to wall-clock time; comms, if not nil, interns
-// command names so a steady stream allocates none.
-func decode(raw *porttraceEvent, bootOffset time.Duration, ev *Event, comms *interner) {
-	*ev = Event{
-		Time:       time.Unix(0, int64(raw.TsNs)).Add(bootOffset),
-		Kind:       Kind(raw.Kind),
-		Backend:    Backend(raw.Backend),
-		PID:        raw.Pid,
-		TID:        raw.Tid,
-		PPID:       raw.Ppid,
-		UID:        raw.Uid,
-		GID:        raw.Gid,
-		Comm:       comms.comm(&raw.Comm),
-		CgroupID:   raw.CgroupId,
-		ExeDeleted: raw.Flags&flagExeDeleted != 0,
-		CapBind:    raw.Flags&flagCapBind != 0,
-		Family:     raw.Family,
-		Inode:      raw.SockIno,
-		Ephemeral:  raw.Flags&flagEphemeral != 0,
-	}
-	if raw.Flags&flagHasProto != 0 {
-		ev.Proto = raw.Proto
-	}
-	if raw.Err < 0 {
-		ev.Errno = syscall.Errno(-raw.Err)
-		ev.Result = ResultFailed
-		if ev.Errno == unix.EACCES || ev.Errno == unix.EPERM {
-			ev.Result = ResultDenied
-		}
-	}
-	if raw.Flags&flagHasLocal != 0 {
-		ev.Local = netip.AddrPortFrom(addrFrom(raw.Family, &raw.Laddr), raw.Lport)
-	}
-	if raw.Flags&flagHasRemote != 0 {
-		ev.Remote = netip.AddrPortFrom(addrFrom(raw.Family, &raw.Raddr), raw.Rport)
-	}
-	if raw.Flags&flagHasNet != 0 {
-		ev.HasNet = true
-		ev.Netns = raw.Netns
-		ev.UnprivPortStart = raw.ProtSock
-		ev.PortRange = [2]uint16{raw.PortLo, raw.PortHi}
-	}
-	switch ev.Kind {
-	case KindConnect:
-		ev.Direction = DirOutbound
-	case KindAccept:
-		ev.Direction = DirInbound
-	}
-	classify(ev)
-}
-
-func addrFrom(family uint16, b *[16]uint8) netip.Addr {
-	if family == unix.AF_INET {
-		return netip.AddrFrom4([4]byte(b[:4]))
-	}
-	return netip.AddrFrom16(*b)
-}
-
-func commString(c *[16]int8) string {
-	var b [16]byte
-	n := 0
-	for ; n < len(c) && c[n] != 0; n++ {
-		b[n] = byte(c[n])
-	}
-	return string(b[:n])
-}
-
-// interner hands out one string per distinct command name, up to a bound.
-type interner struct {
-	m map[[16]int8]string
-}
-
-func newInterner() *interner { return &interner{m: map[[16]int8]string{}} }
-
-func (in *interner) comm(c *[16]int8) string {
-	if in == nil {
-		return commString(c)
-	}
-	if s, ok := in.m[*c]; ok {
-		return s
-	}
-	s := commString(c)
-	if len(in.m) >= 4096 {
-		clear(in.m)
-	}
-	in.m[*c] = s
-	return s
 }

@@ -1,0 +1,113 @@
+package tracer
+
+import (
+	"net/netip"
+	"syscall"
+	"time"
+
+	"github.com/porttrace/porttrace/tracer/event"
+
+	"golang.org/x/sys/unix"
+)
+
+// Event flags, as enum event_flags in bpf/porttrace.h.
+const (
+	flagHasLocal   = 1 << 0
+	flagHasRemote  = 1 << 1
+	flagHasNet     = 1 << 2
+	flagEphemeral  = 1 << 3
+	flagExeDeleted = 1 << 4
+	flagCapBind    = 1 << 5
+	flagHasProto   = 1 << 6
+)
+
+// decode turns a raw kernel event into an Event: addresses, names, result,
+// and the classification of its ports. bootOffset converts the kernel's
+// CLOCK_BOOTTIME stamp to wall-clock time; comms, if not nil, interns
+// command names so a steady stream allocates none.
+func decode(raw *porttraceEvent, bootOffset time.Duration, ev *event.Event, comms *interner) {
+	*ev = event.Event{
+		Time:       time.Unix(0, int64(raw.TsNs)).Add(bootOffset),
+		Kind:       event.Kind(raw.Kind),
+		Backend:    event.Backend(raw.Backend),
+		PID:        raw.Pid,
+		TID:        raw.Tid,
+		PPID:       raw.Ppid,
+		UID:        raw.Uid,
+		GID:        raw.Gid,
+		Comm:       comms.comm(&raw.Comm),
+		CgroupID:   raw.CgroupId,
+		ExeDeleted: raw.Flags&flagExeDeleted != 0,
+		CapBind:    raw.Flags&flagCapBind != 0,
+		Family:     raw.Family,
+		Inode:      raw.SockIno,
+		Ephemeral:  raw.Flags&flagEphemeral != 0,
+	}
+	if raw.Flags&flagHasProto != 0 {
+		ev.Proto = raw.Proto
+	}
+	if raw.Err < 0 {
+		ev.Errno = syscall.Errno(-raw.Err)
+		ev.Result = event.ResultFailed
+		if ev.Errno == unix.EACCES || ev.Errno == unix.EPERM {
+			ev.Result = event.ResultDenied
+		}
+	}
+	if raw.Flags&flagHasLocal != 0 {
+		ev.Local = netip.AddrPortFrom(addrFrom(raw.Family, &raw.Laddr), raw.Lport)
+	}
+	if raw.Flags&flagHasRemote != 0 {
+		ev.Remote = netip.AddrPortFrom(addrFrom(raw.Family, &raw.Raddr), raw.Rport)
+	}
+	if raw.Flags&flagHasNet != 0 {
+		ev.HasNet = true
+		ev.Netns = raw.Netns
+		ev.UnprivPortStart = raw.ProtSock
+		ev.PortRange = [2]uint16{raw.PortLo, raw.PortHi}
+	}
+	switch ev.Kind {
+	case event.KindConnect:
+		ev.Direction = event.DirOutbound
+	case event.KindAccept:
+		ev.Direction = event.DirInbound
+	}
+	event.Classify(ev)
+}
+
+func addrFrom(family uint16, b *[16]uint8) netip.Addr {
+	if family == unix.AF_INET {
+		return netip.AddrFrom4([4]byte(b[:4]))
+	}
+	return netip.AddrFrom16(*b)
+}
+
+func commString(c *[16]int8) string {
+	var b [16]byte
+	n := 0
+	for ; n < len(c) && c[n] != 0; n++ {
+		b[n] = byte(c[n])
+	}
+	return string(b[:n])
+}
+
+// interner hands out one string per distinct command name, up to a bound.
+type interner struct {
+	m map[[16]int8]string
+}
+
+func newInterner() *interner { return &interner{m: map[[16]int8]string{}} }
+
+func (in *interner) comm(c *[16]int8) string {
+	if in == nil {
+		return commString(c)
+	}
+	if s, ok := in.m[*c]; ok {
+		return s
+	}
+	s := commString(c)
+	if len(in.m) >= 4096 {
+		clear(in.m)
+	}
+	in.m[*c] = s
+	return s
+}
