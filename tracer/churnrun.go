@@ -8,6 +8,8 @@ import (
 	"io"
 	"time"
 
+	"github.com/porttrace/porttrace/tracer/textout"
+
 	"github.com/porttrace/porttrace/tracer/event"
 )
 
@@ -43,10 +45,10 @@ func RunChurn(ctx context.Context, cfg ChurnConfig, stdout, stderr io.Writer) er
 		ctx, cancel = context.WithTimeout(ctx, cfg.Duration)
 		defer cancel()
 	}
-	sw := newStopWriter(ctx, stdout)
+	sw := textout.NewStopWriter(ctx, stdout)
 	defer sw.Close()
 	out := bufio.NewWriter(sw)
-	_, tty := terminalWidth(stdout)
+	_, tty := textout.TerminalWidth(stdout)
 	clearScreen := cfg.Output == "table" && tty
 	tick := time.NewTicker(cfg.Interval)
 	defer tick.Stop()
@@ -84,7 +86,7 @@ func RunChurn(ctx context.Context, cfg ChurnConfig, stdout, stderr io.Writer) er
 		if err == nil {
 			err = out.Flush()
 		}
-		if errors.Is(err, errStalled) {
+		if errors.Is(err, textout.ErrStalled) {
 			break
 		}
 		if err != nil {
@@ -94,9 +96,9 @@ func RunChurn(ctx context.Context, cfg ChurnConfig, stdout, stderr io.Writer) er
 	state.AddTotals(last)
 	s := state.Summary
 	fmt.Fprintf(stderr, "porttrace churn: %d %s, peak %s/s, peak usage %.1f%%, failures: %s",
-		s.Allocs, plural(int(s.Allocs), "allocation", "allocations"), rate(s.PeakAllocsPerSec), s.PeakUsagePct, orNone(failString(s.Fails)))
+		s.Allocs, textout.Plural(int(s.Allocs), "allocation", "allocations"), rate(s.PeakAllocsPerSec), s.PeakUsagePct, orNone(failString(s.Fails)))
 	if s.BusiestAllocs > 0 {
-		fmt.Fprintf(stderr, ", busiest destination %s (%d %s)", s.Busiest, s.BusiestAllocs, plural(int(s.BusiestAllocs), "allocation", "allocations"))
+		fmt.Fprintf(stderr, ", busiest destination %s (%d %s)", s.Busiest, s.BusiestAllocs, textout.Plural(int(s.BusiestAllocs), "allocation", "allocations"))
 	}
 	fmt.Fprintln(stderr)
 	if sw.Stalled() {

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/porttrace/porttrace/tracer/textout"
+
 	"github.com/porttrace/porttrace/tracer/event"
 )
 
@@ -26,14 +28,14 @@ func WriteChurnTable(w io.Writer, r *ChurnReport) error {
 		n := &r.Netns[i]
 		fmt.Fprintf(&b, "\nnetns %d", n.Netns)
 		if n.UsageErr != "" {
-			fmt.Fprintf(&b, "  usage unknown: %s\n", printable(n.UsageErr))
+			fmt.Fprintf(&b, "  usage unknown: %s\n", textout.Printable(n.UsageErr))
 		} else {
 			fmt.Fprintf(&b, "  range %d-%d (%d ports", n.Range[0], n.Range[1], n.RangeSize)
 			if n.Reserved > 0 {
 				fmt.Fprintf(&b, ", %d reserved", n.Reserved)
 			}
 			fmt.Fprintf(&b, ")  ports in use %d/%d (%.1f%%)  %d %s  TIME_WAIT %d\n", n.InUse, n.RangeSize, n.UsagePct,
-				n.Sockets, plural(n.Sockets, "socket", "sockets"), n.TimeWait)
+				n.Sockets, textout.Plural(n.Sockets, "socket", "sockets"), n.TimeWait)
 		}
 		fmt.Fprintf(&b, "allocations %s/s  failures %s/s  exhaustion %s  %s\n",
 			rate(n.AllocsPerSec), rate(n.FailsPerSec), etaString(n.Exhaustion), Sparkline(n.History))
@@ -53,7 +55,7 @@ func WriteChurnTable(w io.Writer, r *ChurnReport) error {
 		if len(n.Procs) > 0 {
 			fmt.Fprintf(&b, "  %-8s %-16s %7s %7s %9s %7s\n", "PID", "COMM", "ALLOC/S", "FAIL/S", "ALLOCS", "FAILS")
 			for _, p := range n.Procs[:min(topN, len(n.Procs))] {
-				fmt.Fprintf(&b, "  %-8d %-16s %7s %7s %9d %7d\n", p.PID, printable(p.Comm), rate(p.AllocsPerSec), rate(p.FailsPerSec), p.Allocs, p.Fails)
+				fmt.Fprintf(&b, "  %-8d %-16s %7s %7s %9d %7d\n", p.PID, textout.Printable(p.Comm), rate(p.AllocsPerSec), rate(p.FailsPerSec), p.Allocs, p.Fails)
 			}
 		}
 	}
@@ -112,10 +114,10 @@ func Sparkline(values []float64) string {
 // AppendChurnJSON appends one report as a JSON object and a newline.
 func AppendChurnJSON(buf []byte, r *ChurnReport) []byte {
 	buf = append(buf, `{"time":"`...)
-	buf = r.Time.UTC().AppendFormat(buf, timeLayout)
+	buf = r.Time.UTC().AppendFormat(buf, textout.TimeLayout)
 	buf = append(buf, `","interval_s":`...)
 	buf = strconv.AppendFloat(buf, r.Interval.Seconds(), 'f', 3, 64)
-	buf = appendUint(buf, "overflow", r.Overflow)
+	buf = textout.AppendUint(buf, "overflow", r.Overflow)
 	buf = append(buf, `,"netns":[`...)
 	for i := range r.Netns {
 		n := &r.Netns[i]
@@ -125,22 +127,22 @@ func AppendChurnJSON(buf []byte, r *ChurnReport) []byte {
 		buf = append(buf, `{"netns":`...)
 		buf = strconv.AppendUint(buf, uint64(n.Netns), 10)
 		if n.UsageErr != "" {
-			buf = appendStr(buf, "usage_error", n.UsageErr)
+			buf = textout.AppendStr(buf, "usage_error", n.UsageErr)
 		} else {
 			buf = append(buf, `,"range":[`...)
 			buf = strconv.AppendUint(buf, uint64(n.Range[0]), 10)
 			buf = append(buf, ',')
 			buf = strconv.AppendUint(buf, uint64(n.Range[1]), 10)
 			buf = append(buf, ']')
-			buf = appendUint(buf, "range_size", uint64(n.RangeSize))
-			buf = appendUint(buf, "reserved", uint64(n.Reserved))
-			buf = appendUint(buf, "in_use", uint64(n.InUse))
-			buf = appendUint(buf, "sockets", uint64(n.Sockets))
-			buf = appendUint(buf, "time_wait", uint64(n.TimeWait))
-			buf = appendFloat(buf, "usage_pct", n.UsagePct)
+			buf = textout.AppendUint(buf, "range_size", uint64(n.RangeSize))
+			buf = textout.AppendUint(buf, "reserved", uint64(n.Reserved))
+			buf = textout.AppendUint(buf, "in_use", uint64(n.InUse))
+			buf = textout.AppendUint(buf, "sockets", uint64(n.Sockets))
+			buf = textout.AppendUint(buf, "time_wait", uint64(n.TimeWait))
+			buf = textout.AppendFloat(buf, "usage_pct", n.UsagePct)
 		}
-		buf = appendFloat(buf, "allocs_per_s", n.AllocsPerSec)
-		buf = appendFloat(buf, "fails_per_s", n.FailsPerSec)
+		buf = textout.AppendFloat(buf, "allocs_per_s", n.AllocsPerSec)
+		buf = textout.AppendFloat(buf, "fails_per_s", n.FailsPerSec)
 		buf = appendCounts(buf, "allocs_total", n.AllocsTotal)
 		buf = appendCounts(buf, "fails_total", n.FailsTotal)
 		buf = appendETA(buf, n.Exhaustion)
@@ -150,14 +152,14 @@ func AppendChurnJSON(buf []byte, r *ChurnReport) []byte {
 				buf = append(buf, ',')
 			}
 			buf = append(buf, `{"proto":`...)
-			buf = appendJSONString(buf, event.ProtoName(d.Dest.Proto))
-			buf = appendStr(buf, "remote_addr", d.Dest.Remote.Addr().String())
-			buf = appendUint(buf, "remote_port", uint64(d.Dest.Remote.Port()))
-			buf = appendFloat(buf, "allocs_per_s", d.AllocsPerSec)
-			buf = appendFloat(buf, "fails_per_s", d.FailsPerSec)
+			buf = textout.AppendJSONString(buf, event.ProtoName(d.Dest.Proto))
+			buf = textout.AppendStr(buf, "remote_addr", d.Dest.Remote.Addr().String())
+			buf = textout.AppendUint(buf, "remote_port", uint64(d.Dest.Remote.Port()))
+			buf = textout.AppendFloat(buf, "allocs_per_s", d.AllocsPerSec)
+			buf = textout.AppendFloat(buf, "fails_per_s", d.FailsPerSec)
 			if n.UsageErr == "" {
-				buf = appendUint(buf, "in_use", uint64(d.InUse))
-				buf = appendUint(buf, "headroom", uint64(d.Headroom))
+				buf = textout.AppendUint(buf, "in_use", uint64(d.InUse))
+				buf = textout.AppendUint(buf, "headroom", uint64(d.Headroom))
 			}
 			buf = appendETA(buf, d.Exhaustion)
 			buf = append(buf, '}')
@@ -169,11 +171,11 @@ func AppendChurnJSON(buf []byte, r *ChurnReport) []byte {
 			}
 			buf = append(buf, `{"pid":`...)
 			buf = strconv.AppendUint(buf, uint64(p.PID), 10)
-			buf = appendText(buf, "comm", p.Comm)
-			buf = appendFloat(buf, "allocs_per_s", p.AllocsPerSec)
-			buf = appendFloat(buf, "fails_per_s", p.FailsPerSec)
-			buf = appendUint(buf, "allocs_total", p.Allocs)
-			buf = appendUint(buf, "fails_total", p.Fails)
+			buf = textout.AppendText(buf, "comm", p.Comm)
+			buf = textout.AppendFloat(buf, "allocs_per_s", p.AllocsPerSec)
+			buf = textout.AppendFloat(buf, "fails_per_s", p.FailsPerSec)
+			buf = textout.AppendUint(buf, "allocs_total", p.Allocs)
+			buf = textout.AppendUint(buf, "fails_total", p.Fails)
 			buf = append(buf, '}')
 		}
 		buf = append(buf, "]}"...)
@@ -181,13 +183,9 @@ func AppendChurnJSON(buf []byte, r *ChurnReport) []byte {
 	return append(buf, "]}\n"...)
 }
 
-func appendFloat(buf []byte, key string, v float64) []byte {
-	return strconv.AppendFloat(appendKey(buf, key), v, 'f', 2, 64)
-}
-
 // appendETA writes exhaustion_s: seconds, 0 when exhausted, null when usage is not growing.
 func appendETA(buf []byte, d time.Duration) []byte {
-	buf = appendKey(buf, "exhaustion_s")
+	buf = textout.AppendKey(buf, "exhaustion_s")
 	if d < 0 {
 		return append(buf, "null"...)
 	}
@@ -195,13 +193,13 @@ func appendETA(buf []byte, d time.Duration) []byte {
 }
 
 func appendCounts(buf []byte, key string, m map[string]uint64) []byte {
-	buf = appendKey(buf, key)
+	buf = textout.AppendKey(buf, key)
 	buf = append(buf, '{')
 	for i, k := range slices.Sorted(maps.Keys(m)) {
 		if i > 0 {
 			buf = append(buf, ',')
 		}
-		buf = appendJSONString(buf, k)
+		buf = textout.AppendJSONString(buf, k)
 		buf = append(buf, ':')
 		buf = strconv.AppendUint(buf, m[k], 10)
 	}

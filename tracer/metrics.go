@@ -13,6 +13,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/porttrace/porttrace/tracer/textout"
+
 	"github.com/porttrace/porttrace/tracer/event"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -277,7 +279,7 @@ func (o *onceWriter) Write(p []byte) (int, error) {
 		s.held++
 		return len(p), nil
 	}
-	line := o.prefix + printable(msg)
+	line := o.prefix + textout.Printable(msg)
 	if s != nil && s.held > 0 {
 		line += fmt.Sprintf(" (and %d more like it since %s)", s.held, s.said.Format(time.TimeOnly))
 	}

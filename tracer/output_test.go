@@ -15,6 +15,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/porttrace/porttrace/tracer/textout"
+
 	"github.com/porttrace/porttrace/tracer/event"
 
 	"golang.org/x/sys/unix"
@@ -279,25 +281,6 @@ func TestAppendJSONAllocs(t *testing.T) {
 	}
 }
 
-func TestPrintable(t *testing.T) {
-	for _, tc := range []struct{ in, want string }{
-		{"nginx", "nginx"},
-		{"kworker/0:1", "kworker/0:1"},
-		{"café", "café"},
-		{"x\x1b[8m", `x\x1b[8m`},
-		{"bell\x07\x7f", `bell\x07\x7f`},
-		{"a\x7fb", `a\x7fb`},                       // DEL alone
-		{"c1\xc2\x9b31m", `c1\xc2\x9b31m`},         // U+009B, the 8-bit CSI
-		{"raw\x9b31m", `raw\x9b31m`},               // the same byte, not UTF-8
-		{"evil\u202egpj.exe", `evil\u202egpj.exe`}, // right-to-left override
-		{"\u2066x\u2069", `\u2066x\u2069`},
-	} {
-		if got := printable(tc.in); got != tc.want {
-			t.Errorf("printable(%q) = %q, want %q", tc.in, got, tc.want)
-		}
-	}
-}
-
 // JSON strings decode to the process's text, yet carry no byte a terminal
 // acts on: C0, DEL, C1 and bidirectional controls are \u escapes, and
 // bytes that are not UTF-8 keep their value in KEY_hex.
@@ -306,7 +289,7 @@ func TestJSONStringEscapes(t *testing.T) {
 		ev := event.Event{Kind: event.KindBind, Comm: in}
 		line := AppendJSON(nil, &ev)
 		if i := bytes.IndexFunc(line[:len(line)-1], func(r rune) bool {
-			return r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) || isBidiControl(r)
+			return r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) || textout.IsBidiControl(r)
 		}); i >= 0 {
 			t.Errorf("%q: control at %d in %s", in, i, line)
 		}

@@ -16,6 +16,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/porttrace/porttrace/tracer/textout"
+
 	"github.com/porttrace/porttrace/tracer/event"
 
 	"github.com/prometheus/procfs"
@@ -337,14 +339,7 @@ func (n *unopenedNotice) say(w io.Writer, unopened []Unopened) {
 		list += fmt.Sprintf(" and %d more", len(fresh)-shown)
 	}
 	fmt.Fprintf(w, "porttrace %s: --netns all: skipped %d %s it may not look into: %s\n",
-		n.cmd, len(fresh), plural(len(fresh), "namespace", "namespaces"), printable(list))
-}
-
-func plural(n int, one, many string) string {
-	if n == 1 {
-		return one
-	}
-	return many
+		n.cmd, len(fresh), textout.Plural(len(fresh), "namespace", "namespaces"), textout.Printable(list))
 }
 
 // holderIndex maps socket inodes to the processes holding them, and says
@@ -443,7 +438,7 @@ func (hi *holderIndex) orphanNote() string {
 		return "no process visible in this pid namespace holds it"
 	case hi.unreadable > 0:
 		return fmt.Sprintf("no process porttrace may read holds it (%d %s unreadable)",
-			hi.unreadable, plural(hi.unreadable, "process", "processes"))
+			hi.unreadable, textout.Plural(hi.unreadable, "process", "processes"))
 	}
 	return "no live process holds it"
 }

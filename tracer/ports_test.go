@@ -20,6 +20,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/porttrace/porttrace/tracer/textout"
+
 	"github.com/porttrace/porttrace/tracer/event"
 
 	"github.com/vishvananda/netlink"
@@ -1012,7 +1014,7 @@ func checkWatchJSON(t *testing.T, out string, netns uint32, pid int, exe string)
 		if o.Event == "" {
 			t.Errorf("no event key: %s", line)
 		}
-		if at, err := time.Parse(timeLayout, o.Time); err != nil || len(o.Time) != len("2006-01-02T15:04:05.000000000Z") ||
+		if at, err := time.Parse(textout.TimeLayout, o.Time); err != nil || len(o.Time) != len("2006-01-02T15:04:05.000000000Z") ||
 			time.Since(at) > time.Minute || time.Since(at) < 0 {
 			t.Errorf("time %q (%v), want now in RFC 3339 UTC with nanoseconds: %s", o.Time, err, line)
 		}

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/porttrace/porttrace/tracer/textout"
+
 	"github.com/porttrace/porttrace/tracer/event"
 
 	"golang.org/x/sys/unix"
@@ -45,7 +47,7 @@ func RunPorts(ctx context.Context, cfg PortsConfig, stdout, stderr io.Writer) er
 	}
 	now := time.Now()
 	notice.say(stderr, unopened)
-	sw := newStopWriter(ctx, stdout)
+	sw := textout.NewStopWriter(ctx, stdout)
 	defer sw.Close()
 	out := bufio.NewWriter(sw)
 	if cfg.Output == "json" {
@@ -57,7 +59,7 @@ func RunPorts(ctx context.Context, cfg PortsConfig, stdout, stderr io.Writer) er
 	} else if err := WritePortsTable(out, snap, len(cfg.Netns) > 0); err != nil {
 		return err
 	}
-	if err := out.Flush(); errors.Is(err, errStalled) {
+	if err := out.Flush(); errors.Is(err, textout.ErrStalled) {
 		return nil
 	} else if err != nil {
 		return fmt.Errorf("writing output: %w", err)
@@ -79,7 +81,7 @@ func RunPorts(ctx context.Context, cfg PortsConfig, stdout, stderr io.Writer) er
 		defer cancel()
 	}
 	err = w.run(ctx, t)
-	if errors.Is(err, errStalled) {
+	if errors.Is(err, textout.ErrStalled) {
 		return nil
 	}
 	return err
@@ -197,7 +199,7 @@ func (w *portsWatch) run(ctx context.Context, t *Tracer) error {
 			}
 		}
 
-		if err := w.out.Flush(); errors.Is(err, errStalled) {
+		if err := w.out.Flush(); errors.Is(err, textout.ErrStalled) {
 			return err
 		} else if err != nil {
 			return fmt.Errorf("writing output: %w", err)
@@ -225,10 +227,10 @@ func (w *portsWatch) event(ev *event.Event) {
 		if isListener {
 			w.buf = appendToObject(w.buf, func(b []byte) []byte {
 				if l.HasV6Only {
-					b = appendBool(b, "v6only", l.V6Only)
+					b = textout.AppendBool(b, "v6only", l.V6Only)
 				}
-				b = appendStr(b, "scope", l.Scope)
-				return appendStrings(b, "suspicious", l.Suspicious)
+				b = textout.AppendStr(b, "scope", l.Scope)
+				return textout.AppendStrings(b, "suspicious", l.Suspicious)
 			})
 		}
 		_, _ = w.out.Write(w.buf)
@@ -238,7 +240,7 @@ func (w *portsWatch) event(ev *event.Event) {
 			addr, note = localAddr(&l), "  "+socketNote(&l)
 		}
 		fmt.Fprintf(w.out, "%s + %s %s %s%s pid %d %s (%s)%s%s\n", ev.Time.In(displayZone).Format("15:04:05"), ev.Kind,
-			event.ProtoName(ev.Proto), addr, w.netnsNote(ev.Netns), ev.PID, printable(ev.Comm), printable(ev.User), resultNote(ev), printable(note))
+			event.ProtoName(ev.Proto), addr, w.netnsNote(ev.Netns), ev.PID, textout.Printable(ev.Comm), textout.Printable(ev.User), resultNote(ev), textout.Printable(note))
 	}
 	// A UDP socket bound to a port the kernel chose is most often a
 	// client about to connect, which would then look closed.
@@ -393,7 +395,7 @@ func holderNote(s *Socket) string {
 	if len(s.Holders) == 0 {
 		return ""
 	}
-	return fmt.Sprintf("(was pid %d %s)", s.Holders[0].PID, printable(s.Holders[0].Comm))
+	return fmt.Sprintf("(was pid %d %s)", s.Holders[0].PID, textout.Printable(s.Holders[0].Comm))
 }
 
 // RunWho tells who holds a port now and, with --wait, who binds it next.
@@ -464,7 +466,7 @@ func RunWho(ctx context.Context, cfg WhoConfig, stdout, stderr io.Writer) error 
 	defer stop()
 	fmt.Fprintf(stderr, "porttrace who: waiting for a bind of port %d/%s with %s\n", cfg.Port, protoName, t.Describe(cfg.Verbose))
 	en := newEnricher()
-	sw := newStopWriter(ctx, stdout)
+	sw := textout.NewStopWriter(ctx, stdout)
 	defer sw.Close()
 	var ev event.Event
 	for {
@@ -484,7 +486,7 @@ func RunWho(ctx context.Context, cfg WhoConfig, stdout, stderr io.Writer) error 
 			continue
 		}
 		en.enrich(&ev)
-		if err := writeWhoEvent(sw, cfg.Output, &ev, len(cfg.Netns) > 0); errors.Is(err, errStalled) {
+		if err := writeWhoEvent(sw, cfg.Output, &ev, len(cfg.Netns) > 0); errors.Is(err, textout.ErrStalled) {
 			return fmt.Errorf("%w: stopped while the output was not being read", ErrInterrupted)
 		} else if err != nil {
 			return err
@@ -544,7 +546,7 @@ func writeWhoEvent(w io.Writer, output string, ev *event.Event, netns bool) erro
 		buf := AppendJSON(nil, ev)
 		if !h.Start.IsZero() {
 			buf = appendToObject(buf, func(b []byte) []byte {
-				return appendStr(b, "start", h.Start.UTC().Format(time.RFC3339))
+				return textout.AppendStr(b, "start", h.Start.UTC().Format(time.RFC3339))
 			})
 		}
 		_, err = w.Write(buf)
@@ -554,7 +556,7 @@ func writeWhoEvent(w io.Writer, output string, ev *event.Event, netns bool) erro
 			where = " netns " + strconv.FormatUint(uint64(ev.Netns), 10)
 		}
 		_, err = fmt.Fprintf(w, "%s %s %s %s%s by %s%s\n", ev.Time.In(displayZone).Format("15:04:05.000"),
-			ev.Kind, event.ProtoName(ev.Proto), sockAddr(ev.Local), where, holderLine(&h, time.Now()), printable(resultNote(ev)))
+			ev.Kind, event.ProtoName(ev.Proto), sockAddr(ev.Local), where, holderLine(&h, time.Now()), textout.Printable(resultNote(ev)))
 	}
 	return err
 }

@@ -11,6 +11,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/porttrace/porttrace/tracer/textout"
+
 	"github.com/porttrace/porttrace/tracer/event"
 )
 
@@ -29,7 +31,7 @@ func WritePortsTable(w io.Writer, socks []Socket, showNetns bool) error {
 		pid, user, comm := "-", "-", "-"
 		if len(s.Holders) > 0 {
 			h := s.Holders[0]
-			pid, user, comm = strconv.Itoa(int(h.PID)), printable(h.User), printable(h.Comm)
+			pid, user, comm = strconv.Itoa(int(h.PID)), textout.Printable(h.User), textout.Printable(h.Comm)
 			if n := distinctPIDs(s.Holders); n > 1 {
 				pid += fmt.Sprintf("+%d", n-1)
 			}
@@ -39,7 +41,7 @@ func WritePortsTable(w io.Writer, socks []Socket, showNetns bool) error {
 		if s.DirInferred {
 			dir += "?"
 		}
-		row := []any{event.ProtoName(s.Proto), localAddr(s), sockAddr(s.Remote), s.State, pid, user, comm, class, dir, printable(socketNote(s))}
+		row := []any{event.ProtoName(s.Proto), localAddr(s), sockAddr(s.Remote), s.State, pid, user, comm, class, dir, textout.Printable(socketNote(s))}
 		if showNetns {
 			row = append([]any{strconv.FormatUint(uint64(s.Netns), 10)}, row...)
 		}
@@ -53,7 +55,7 @@ func WritePortsTable(w io.Writer, socks []Socket, showNetns bool) error {
 	}
 	var b []byte
 	for _, r := range rows {
-		b = appendCells(b, r, widths)
+		b = textout.AppendCells(b, r, widths)
 	}
 	_, err := w.Write(b)
 	return err
@@ -112,38 +114,38 @@ func distinctPIDs(hs []Holder) int {
 // was seen, so that it sorts among them.
 func AppendSocketJSON(buf []byte, kind string, at time.Time, s *Socket) []byte {
 	buf = append(buf, `{"time":"`...)
-	buf = at.UTC().AppendFormat(buf, timeLayout)
+	buf = at.UTC().AppendFormat(buf, textout.TimeLayout)
 	buf = append(buf, `","event":`...)
-	buf = appendJSONString(buf, kind)
-	buf = appendUint(buf, "netns", uint64(s.Netns))
-	buf = appendStr(buf, "proto", event.ProtoName(s.Proto))
-	buf = appendStr(buf, "family", event.AddrFamily(s.Family, s.Local, s.Remote))
-	buf = appendStr(buf, "state", s.State)
-	buf = appendAddrPort(buf, "local_addr", "local_port", s.Local)
-	buf = appendAddrPort(buf, "remote_addr", "remote_port", s.Remote)
+	buf = textout.AppendJSONString(buf, kind)
+	buf = textout.AppendUint(buf, "netns", uint64(s.Netns))
+	buf = textout.AppendStr(buf, "proto", event.ProtoName(s.Proto))
+	buf = textout.AppendStr(buf, "family", event.AddrFamily(s.Family, s.Local, s.Remote))
+	buf = textout.AppendStr(buf, "state", s.State)
+	buf = textout.AppendAddrPort(buf, "local_addr", "local_port", s.Local)
+	buf = textout.AppendAddrPort(buf, "remote_addr", "remote_port", s.Remote)
 	if s.HasV6Only {
-		buf = appendBool(buf, "v6only", s.V6Only)
+		buf = textout.AppendBool(buf, "v6only", s.V6Only)
 	}
-	buf = appendStr(buf, "port_class", s.PortClass.String())
-	buf = appendBool(buf, "privileged", s.Privileged)
-	buf = appendBool(buf, "ephemeral", s.Ephemeral)
+	buf = textout.AppendStr(buf, "port_class", s.PortClass.String())
+	buf = textout.AppendBool(buf, "privileged", s.Privileged)
+	buf = textout.AppendBool(buf, "ephemeral", s.Ephemeral)
 	if s.Scope != "" {
-		buf = appendStr(buf, "scope", s.Scope)
+		buf = textout.AppendStr(buf, "scope", s.Scope)
 	}
 	if s.Direction != event.DirNone {
-		buf = appendStr(buf, "direction", s.Direction.String())
-		buf = appendBool(buf, "direction_inferred", s.DirInferred)
+		buf = textout.AppendStr(buf, "direction", s.Direction.String())
+		buf = textout.AppendBool(buf, "direction_inferred", s.DirInferred)
 	}
-	buf = appendUint(buf, "inode", uint64(s.Inode))
+	buf = textout.AppendUint(buf, "inode", uint64(s.Inode))
 	if len(s.Holders) > 0 {
 		h := &s.Holders[0]
-		buf = appendUint(buf, "pid", uint64(h.PID))
-		buf = appendStr(buf, "user", h.User)
-		buf = appendText(buf, "comm", h.Comm)
-		buf = appendText(buf, "exe", h.Exe)
-		buf = appendBool(buf, "exe_deleted", h.ExeDeleted)
+		buf = textout.AppendUint(buf, "pid", uint64(h.PID))
+		buf = textout.AppendStr(buf, "user", h.User)
+		buf = textout.AppendText(buf, "comm", h.Comm)
+		buf = textout.AppendText(buf, "exe", h.Exe)
+		buf = textout.AppendBool(buf, "exe_deleted", h.ExeDeleted)
 		if h.Cgroup != "" {
-			buf = appendText(buf, "cgroup", h.Cgroup)
+			buf = textout.AppendText(buf, "cgroup", h.Cgroup)
 		}
 	}
 	buf = append(buf, `,"holders":[`...)
@@ -154,35 +156,24 @@ func AppendSocketJSON(buf []byte, kind string, at time.Time, s *Socket) []byte {
 		}
 		buf = append(buf, `{"pid":`...)
 		buf = strconv.AppendUint(buf, uint64(h.PID), 10)
-		buf = appendUint(buf, "ppid", uint64(h.PPID))
-		buf = appendUint(buf, "uid", uint64(h.UID))
-		buf = appendStr(buf, "user", h.User)
-		buf = appendText(buf, "comm", h.Comm)
-		buf = appendText(buf, "exe", h.Exe)
-		buf = appendBool(buf, "exe_deleted", h.ExeDeleted)
-		buf = appendText(buf, "cgroup", h.Cgroup)
+		buf = textout.AppendUint(buf, "ppid", uint64(h.PPID))
+		buf = textout.AppendUint(buf, "uid", uint64(h.UID))
+		buf = textout.AppendStr(buf, "user", h.User)
+		buf = textout.AppendText(buf, "comm", h.Comm)
+		buf = textout.AppendText(buf, "exe", h.Exe)
+		buf = textout.AppendBool(buf, "exe_deleted", h.ExeDeleted)
+		buf = textout.AppendText(buf, "cgroup", h.Cgroup)
 		if !h.Start.IsZero() {
-			buf = appendStr(buf, "start", h.Start.UTC().Format(time.RFC3339))
+			buf = textout.AppendStr(buf, "start", h.Start.UTC().Format(time.RFC3339))
 		}
 		if h.FD >= 0 {
-			buf = appendUint(buf, "fd", uint64(h.FD))
+			buf = textout.AppendUint(buf, "fd", uint64(h.FD))
 		}
 		buf = append(buf, '}')
 	}
 	buf = append(buf, ']')
-	buf = appendStrings(buf, "suspicious", s.Suspicious)
+	buf = textout.AppendStrings(buf, "suspicious", s.Suspicious)
 	return append(buf, "}\n"...)
-}
-
-func appendStrings(buf []byte, key string, vs []string) []byte {
-	buf = append(appendKey(buf, key), '[')
-	for i, v := range vs {
-		if i > 0 {
-			buf = append(buf, ',')
-		}
-		buf = appendJSONString(buf, v)
-	}
-	return append(buf, ']')
 }
 
 // WriteWho tells who holds the sockets of one port, a paragraph a socket.
@@ -220,7 +211,7 @@ func WriteWho(w io.Writer, port uint16, proto string, socks []Socket, now time.T
 			fmt.Fprintf(&b, "  %s\n", holderLine(&h, now))
 		}
 		for _, why := range s.Suspicious {
-			fmt.Fprintf(&b, "  ! %s\n", printable(why))
+			fmt.Fprintf(&b, "  ! %s\n", textout.Printable(why))
 		}
 	}
 	switch {
@@ -269,5 +260,5 @@ func holderLine(h *Holder, now time.Time) string {
 	if h.FD >= 0 {
 		fmt.Fprintf(&b, ", fd %d", h.FD)
 	}
-	return printable(b.String())
+	return textout.Printable(b.String())
 }

@@ -10,9 +10,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/porttrace/porttrace/tracer/event"
+	"github.com/porttrace/porttrace/tracer/textout"
 
-	"golang.org/x/sys/unix"
+	"github.com/porttrace/porttrace/tracer/event"
 )
 
 // Run traces until ctx is done, --duration passes or --count events have
@@ -47,7 +47,7 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer, stderr io.Writer) er
 	stop := context.AfterFunc(ctx, t.Stop)
 	defer stop()
 
-	sw := newStopWriter(ctx, stdout)
+	sw := textout.NewStopWriter(ctx, stdout)
 	defer sw.Close()
 	out := bufio.NewWriterSize(sw, 64<<10)
 	w, err := newWriter(cfg, out, stdout)
@@ -72,7 +72,7 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer, stderr io.Writer) er
 		}
 		en.enrich(&ev)
 		if err := w.Write(&ev); err != nil {
-			if errors.Is(err, errStalled) {
+			if errors.Is(err, textout.ErrStalled) {
 				break
 			}
 			return fmt.Errorf("writing output: %w", err)
@@ -89,7 +89,7 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer, stderr io.Writer) er
 		// under a steady stream, and before stopping on --count.
 		if !t.Pending() || time.Since(lastFlush) > readEvery || s.total == cfg.Count {
 			lastFlush = time.Now()
-			if err := out.Flush(); errors.Is(err, errStalled) {
+			if err := out.Flush(); errors.Is(err, textout.ErrStalled) {
 				break
 			} else if err != nil {
 				return fmt.Errorf("writing output: %w", err)
@@ -98,7 +98,7 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer, stderr io.Writer) er
 	}
 	t.Stop()
 	lost.check()
-	if err := joinErrors(w.Close(), out.Flush()); err != nil && !errors.Is(err, errStalled) {
+	if err := joinErrors(w.Close(), out.Flush()); err != nil && !errors.Is(err, textout.ErrStalled) {
 		return fmt.Errorf("writing output: %w", err)
 	}
 	fmt.Fprintf(stderr, "porttrace: %s, %d lost\n", s, lost.reported)
@@ -126,7 +126,7 @@ func (l *lostReport) check() {
 	}
 	n := lost - l.reported
 	l.reported = lost
-	fmt.Fprintf(l.stderr, "porttrace: %d %s lost: the ring buffer was full\n", n, plural(int(n), "event", "events"))
+	fmt.Fprintf(l.stderr, "porttrace: %d %s lost: the ring buffer was full\n", n, textout.Plural(int(n), "event", "events"))
 	l.out.Lost(n)
 	if l.metrics != nil {
 		l.metrics.Lost(n)
@@ -144,26 +144,13 @@ func newWriter(cfg Config, out *bufio.Writer, stdout io.Writer) (writer, error) 
 	if cfg.Output == "json" {
 		return &jsonWriter{out: out}, nil
 	}
-	width, tty := terminalWidth(stdout)
+	width, tty := textout.TerminalWidth(stdout)
 	color := tty && os.Getenv("NO_COLOR") == ""
 	tw, err := NewTableWriter(out, width, color)
 	if err != nil {
 		return nil, err
 	}
 	return &tableOut{tw: tw, out: out, width: width}, nil
-}
-
-// terminalWidth reports whether w is a terminal, and its width in columns.
-func terminalWidth(w io.Writer) (int, bool) {
-	f, ok := w.(*os.File)
-	if !ok {
-		return 0, false
-	}
-	ws, err := unix.IoctlGetWinsize(int(f.Fd()), unix.TIOCGWINSZ)
-	if err != nil {
-		return 0, false
-	}
-	return int(ws.Col), true
 }
 
 type jsonWriter struct {
@@ -196,7 +183,7 @@ func (t *tableOut) Write(ev *event.Event) error {
 		return err
 	}
 	for n, note := range t.tw.notes(ev) {
-		for i, line := range wrapWords(note, t.width-len(reasonIndent)) {
+		for i, line := range textout.WrapWords(note, t.width-len(reasonIndent)) {
 			prefix := reasonIndent
 			if i > 0 {
 				prefix = strings.Repeat(" ", len(reasonIndent))
@@ -214,27 +201,6 @@ func (t *tableOut) Write(ev *event.Event) error {
 }
 
 const reasonIndent = "         \u2514 "
-
-// wrapWords breaks s into lines of at most width bytes at spaces; width <= 0
-// means no limit.
-func wrapWords(s string, width int) []string {
-	if width <= 0 || len(s) <= width {
-		return []string{s}
-	}
-	var lines []string
-	line := ""
-	for _, w := range strings.Fields(s) {
-		if line != "" && len(line)+1+len(w) > width {
-			lines = append(lines, line)
-			line = ""
-		}
-		if line != "" {
-			line += " "
-		}
-		line += w
-	}
-	return append(lines, line)
-}
 
 func (t *tableOut) Lost(n uint64) {}
 
@@ -268,6 +234,6 @@ func (s *summary) String() string {
 	for k := event.KindBind; k <= event.KindAccept; k++ {
 		parts = append(parts, fmt.Sprintf("%s %d", k, s.byKind[k]))
 	}
-	return fmt.Sprintf("%d %s (%s), %d denied, %d failed", s.total, plural(int(s.total), "event", "events"),
+	return fmt.Sprintf("%d %s (%s), %d denied, %d failed", s.total, textout.Plural(int(s.total), "event", "events"),
 		strings.Join(parts, ", "), s.denied, s.failed)
 }

@@ -1,12 +1,12 @@
 package tracer
 
 import (
-	"fmt"
 	"io"
 	"net/netip"
 	"strconv"
 	"time"
-	"unicode/utf8"
+
+	"github.com/porttrace/porttrace/tracer/textout"
 
 	"github.com/porttrace/porttrace/tracer/event"
 
@@ -112,31 +112,9 @@ func newStreamTable(w io.Writer, cols []int) *tablewriter.Table {
 
 // line writes cells as one line into a pipe: see TableWriter.
 func (tw *TableWriter) line(cells []any) error {
-	tw.buf = appendCells(tw.buf[:0], cells, tw.cols)
+	tw.buf = textout.AppendCells(tw.buf[:0], cells, tw.cols)
 	_, err := tw.w.Write(tw.buf)
 	return err
-}
-
-// appendCells appends cells as one line, each cell padded to its column's
-// width (right padding included) or followed by one space if it is as
-// long or longer; trailing spaces are left off.
-func appendCells(b []byte, cells []any, widths []int) []byte {
-	start := len(b)
-	for i, c := range cells {
-		s := fmt.Sprint(c)
-		b = append(b, s...)
-		n := 1
-		if i < len(widths) {
-			n = max(1, widths[i]-utf8.RuneCountInString(s))
-		}
-		for range n {
-			b = append(b, ' ')
-		}
-	}
-	for len(b) > start && b[len(b)-1] == ' ' {
-		b = b[:len(b)-1]
-	}
-	return append(b, '\n')
 }
 
 // Write prints one event.
@@ -146,9 +124,9 @@ func (tw *TableWriter) Write(ev *event.Event) error {
 		ev.Kind.String(),
 		strconv.FormatUint(uint64(ev.PID), 10))
 	if !tw.narrow {
-		r = append(r, printable(ev.User))
+		r = append(r, textout.Printable(ev.User))
 	}
-	r = append(r, printable(ev.Comm), event.ProtoName(ev.Proto))
+	r = append(r, textout.Printable(ev.Comm), event.ProtoName(ev.Proto))
 	r = append(r, hostPort(ev.Local, tw.addrMax(len(r))))
 	r = append(r, hostPort(ev.Remote, tw.addrMax(len(r))))
 	if !tw.narrow {
@@ -214,7 +192,7 @@ func (tw *TableWriter) notes(ev *event.Event) []string {
 	default:
 		s := ev.ErrnoName()
 		if ev.User != "" {
-			s += " (user " + printable(ev.User) + ")"
+			s += " (user " + textout.Printable(ev.User) + ")"
 		}
 		if ev.Reason != "" {
 			s += ": " + ev.Reason
@@ -224,50 +202,11 @@ func (tw *TableWriter) notes(ev *event.Event) []string {
 	if ev.ExeDeleted {
 		s := "! executable deleted"
 		if ev.Exe != "" {
-			s += ": " + printable(ev.Exe)
+			s += ": " + textout.Printable(ev.Exe)
 		}
 		notes = append(notes, s)
 	}
 	return notes
-}
-
-// printable escapes what in a process's name (or path) could act on the
-// terminal rather than be shown: C0 and C1 control characters, bytes that
-// are not UTF-8 (a lone 0x9b is an escape to some terminals), and the
-// bidirectional controls that reorder the text around them.
-func printable(s string) string {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c >= 0x7f {
-			return escapeControls(s)
-		}
-	}
-	return s
-}
-
-func escapeControls(s string) string {
-	const hex = "0123456789abcdef"
-	b := make([]byte, 0, len(s)+8)
-	for i := 0; i < len(s); {
-		r, n := utf8.DecodeRuneInString(s[i:])
-		switch {
-		case r == utf8.RuneError && n == 1, r < 0x20, r >= 0x7f && r < 0xa0:
-			for _, c := range []byte(s[i : i+n]) {
-				b = append(b, '\\', 'x', hex[c>>4], hex[c&0xf])
-			}
-		case isBidiControl(r):
-			b = fmt.Appendf(b, "\\u%04x", r)
-		default:
-			b = append(b, s[i:i+n]...)
-		}
-		i += n
-	}
-	return string(b)
-}
-
-// isBidiControl reports the Unicode characters that change the direction
-// of the text after them (the "Trojan Source" characters) or mark it.
-func isBidiControl(r rune) bool {
-	return r == 0x061c || r == 0x200e || r == 0x200f || (r >= 0x202a && r <= 0x202e) || (r >= 0x2066 && r <= 0x2069)
 }
 
 // hostPort writes an address as ss -n does (0.0.0.0 and [::] are the

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/porttrace/porttrace/tracer/textout"
+
 	"golang.org/x/sys/unix"
 )
 
@@ -116,9 +118,9 @@ func (b *blockedWriter) Write(p []byte) (int, error) {
 // Told to stop while nobody reads its output, each command stops at once
 // and says so on stderr, with its summary.
 func TestKernelStopWhileOutputStalled(t *testing.T) {
-	saved := stallGrace
-	stallGrace = 200 * time.Millisecond
-	defer func() { stallGrace = saved }()
+	saved := textout.StallGrace
+	textout.StallGrace = 200 * time.Millisecond
+	defer func() { textout.StallGrace = saved }()
 	ns := newNetns(t)
 	bind := func() {
 		ns.run(t, func() {

@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/porttrace/porttrace/tracer"
+	"github.com/porttrace/porttrace/tracer/textout"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -144,7 +145,7 @@ func parse(name string, fs *pflag.FlagSet, args []string) (code int, done bool) 
 // message goes through here escaped: flag errors echo what was typed, and
 // runtime errors name --netns paths and --metrics addresses.
 func say(name string, err error) {
-	fmt.Fprintf(os.Stderr, "%s: %s\n", name, tracer.Printable(err.Error()))
+	fmt.Fprintf(os.Stderr, "%s: %s\n", name, textout.Printable(err.Error()))
 }
 
 // usageError says err and returns the exit code of a usage error.

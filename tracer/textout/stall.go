@@ -1,4 +1,4 @@
-package tracer
+package textout
 
 import (
 	"context"
@@ -7,22 +7,22 @@ import (
 	"time"
 )
 
-// errStalled is a write abandoned because porttrace was told to stop
+// ErrStalled is a write abandoned because porttrace was told to stop
 // while its output was not being read.
-var errStalled = errors.New("output not being read")
+var ErrStalled = errors.New("output not being read")
 
-// stallGrace is how long a write may still take once porttrace is told to
+// StallGrace is how long a write may still take once porttrace is told to
 // stop: enough to finish a line into a slow terminal, not so long that a
 // pipe nobody reads keeps it running.
-var stallGrace = time.Second
+var StallGrace = time.Second
 
-// stopWriter writes to w from a goroutine of its own, so that a command
+// StopWriter writes to w from a goroutine of its own, so that a command
 // whose output is blocked (`-o json > fifo` with a reader that never
 // reads, a terminal on hold) still stops when told to: once ctx is done, a
 // write that does not finish within stallGrace is abandoned with
 // errStalled, and so is every write after it. The goroutine stays blocked
 // in the abandoned write until the process exits.
-type stopWriter struct {
+type StopWriter struct {
 	ctx     context.Context
 	req     chan []byte
 	res     chan writeResult
@@ -36,8 +36,8 @@ type writeResult struct {
 	err error
 }
 
-func newStopWriter(ctx context.Context, w io.Writer) *stopWriter {
-	s := &stopWriter{ctx: ctx, req: make(chan []byte), res: make(chan writeResult, 1)}
+func NewStopWriter(ctx context.Context, w io.Writer) *StopWriter {
+	s := &StopWriter{ctx: ctx, req: make(chan []byte), res: make(chan writeResult, 1)}
 	go func() {
 		for p := range s.req {
 			n, err := w.Write(p)
@@ -49,9 +49,9 @@ func newStopWriter(ctx context.Context, w io.Writer) *stopWriter {
 
 // Write hands p to the writing goroutine and waits for it: as long as it
 // takes before ctx is done, stallGrace after.
-func (s *stopWriter) Write(p []byte) (int, error) {
+func (s *StopWriter) Write(p []byte) (int, error) {
 	if s.stalled || s.closed {
-		return 0, errStalled
+		return 0, ErrStalled
 	}
 	// The goroutine is idle: the last write finished, or we would be
 	// stalled. It owns buf until it answers.
@@ -62,22 +62,22 @@ func (s *stopWriter) Write(p []byte) (int, error) {
 		return r.n, r.err
 	case <-s.ctx.Done():
 	}
-	t := time.NewTimer(stallGrace)
+	t := time.NewTimer(StallGrace)
 	defer t.Stop()
 	select {
 	case r := <-s.res:
 		return r.n, r.err
 	case <-t.C:
 		s.stalled = true
-		return 0, errStalled
+		return 0, ErrStalled
 	}
 }
 
 // Stalled reports whether a write was abandoned.
-func (s *stopWriter) Stalled() bool { return s.stalled }
+func (s *StopWriter) Stalled() bool { return s.stalled }
 
 // Close ends the writing goroutine, unless it is stuck in a write.
-func (s *stopWriter) Close() {
+func (s *StopWriter) Close() {
 	if !s.stalled && !s.closed {
 		s.closed = true
 		close(s.req)
