@@ -8,13 +8,13 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/porttrace/porttrace/tracer/event"
-
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/features"
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
+
+	"github.com/porttrace/porttrace/tracer/event"
 )
 
 // sharedMaps are the maps every backend writes to.

@@ -4,21 +4,21 @@ import (
 	"testing"
 
 	"github.com/porttrace/porttrace/tracer/event"
+	"github.com/porttrace/porttrace/tracer/internal/proc"
 )
 
 // BenchmarkDecodeJSON is the per-event userspace path of the stream: decode
 // the kernel record, enrich from the per-process cache, format one JSON line.
 func BenchmarkDecodeJSON(b *testing.B) {
 	raws := rawEvents()
-	en := newEnricher()
-	en.procRoot = b.TempDir() // no /proc reads: the cache path
+	en := proc.NewEnricherAt(b.TempDir()) // no /proc reads: the cache path
 	comms := newInterner()
 	var ev event.Event
 	buf := make([]byte, 0, 4096)
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
 		decode(&raws[i%len(raws)], 0, &ev, comms)
-		en.enrich(&ev)
+		en.Enrich(&ev)
 		buf = AppendJSON(buf[:0], &ev)
 	}
 }
@@ -26,8 +26,7 @@ func BenchmarkDecodeJSON(b *testing.B) {
 // BenchmarkDecodeTable is the same with the table writer.
 func BenchmarkDecodeTable(b *testing.B) {
 	raws := rawEvents()
-	en := newEnricher()
-	en.procRoot = b.TempDir()
+	en := proc.NewEnricherAt(b.TempDir())
 	tw, err := NewTableWriter(discard{}, 0, false)
 	if err != nil {
 		b.Fatal(err)
@@ -37,7 +36,7 @@ func BenchmarkDecodeTable(b *testing.B) {
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
 		decode(&raws[i%len(raws)], 0, &ev, comms)
-		en.enrich(&ev)
+		en.Enrich(&ev)
 		if err := tw.Write(&ev); err != nil {
 			b.Fatal(err)
 		}

@@ -6,9 +6,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/porttrace/porttrace/tracer/event"
-
 	"golang.org/x/sys/unix"
+
+	"github.com/porttrace/porttrace/tracer/event"
 )
 
 // ChurnCounts are allocations and failed allocations of ephemeral ports.

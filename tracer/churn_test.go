@@ -13,11 +13,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/porttrace/porttrace/tracer/event"
-
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"golang.org/x/sys/unix"
+
+	"github.com/porttrace/porttrace/tracer/event"
 )
 
 // startChurn attaches a churn-mode tracer for this process.

@@ -5,9 +5,9 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/porttrace/porttrace/tracer/event"
-
 	"github.com/spf13/pflag"
+
+	"github.com/porttrace/porttrace/tracer/event"
 )
 
 // ChurnConfig is what `porttrace churn` takes on the command line.

@@ -8,9 +8,8 @@ import (
 	"io"
 	"time"
 
-	"github.com/porttrace/porttrace/tracer/textout"
-
 	"github.com/porttrace/porttrace/tracer/event"
+	"github.com/porttrace/porttrace/tracer/textout"
 )
 
 // RunChurn counts ephemeral port allocations in the kernel and reports

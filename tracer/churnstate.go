@@ -6,9 +6,9 @@ import (
 	"slices"
 	"time"
 
-	"github.com/porttrace/porttrace/tracer/event"
-
 	"golang.org/x/sys/unix"
+
+	"github.com/porttrace/porttrace/tracer/event"
 )
 
 // How far back the growth of usage is measured for the exhaustion

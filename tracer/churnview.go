@@ -10,9 +10,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/porttrace/porttrace/tracer/textout"
-
 	"github.com/porttrace/porttrace/tracer/event"
+	"github.com/porttrace/porttrace/tracer/textout"
 )
 
 // WriteChurnTable prints one report as a block of text: per network

@@ -13,9 +13,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/porttrace/porttrace/tracer/event"
-
 	"github.com/spf13/pflag"
+
+	"github.com/porttrace/porttrace/tracer/event"
 )
 
 // Config is everything the command line sets.
@@ -187,7 +187,7 @@ const taskCommLen = 15
 // event names the thread that made the call, and a worker thread often
 // has a name of its own ("tokio-runtime-w", "C2 CompilerThre").
 type mainComms interface {
-	mainComm(ev *event.Event) string
+	MainComm(ev *event.Event) string
 }
 
 // Wants reports whether ev passes the filters that run in userspace.
@@ -200,7 +200,7 @@ func (c *Config) Wants(ev *event.Event, procs mainComms) bool {
 	}
 	if c.Comm != "" {
 		want := c.Comm[:min(len(c.Comm), taskCommLen)]
-		if ev.Comm != want && (ev.TID == ev.PID || procs == nil || procs.mainComm(ev) != want) {
+		if ev.Comm != want && (ev.TID == ev.PID || procs == nil || procs.MainComm(ev) != want) {
 			return false
 		}
 	}

@@ -8,10 +8,10 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/porttrace/porttrace/tracer/event"
-
 	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
+
+	"github.com/porttrace/porttrace/tracer/event"
 )
 
 func TestPortSet(t *testing.T) {
@@ -174,7 +174,7 @@ func TestWants(t *testing.T) {
 // fakeComms names the main threads of processes by pid.
 type fakeComms map[uint32]string
 
-func (f fakeComms) mainComm(ev *event.Event) string { return f[ev.PID] }
+func (f fakeComms) MainComm(ev *event.Event) string { return f[ev.PID] }
 
 // Every reason a backend was refused goes on the one line an error gets,
 // and errors.Is still finds each.

@@ -5,9 +5,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/porttrace/porttrace/tracer/event"
-
 	"golang.org/x/sys/unix"
+
+	"github.com/porttrace/porttrace/tracer/event"
 )
 
 // Event flags, as enum event_flags in bpf/porttrace.h.

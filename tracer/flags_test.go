@@ -8,10 +8,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/porttrace/porttrace/tracer/event"
-
 	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
+
+	"github.com/porttrace/porttrace/tracer/event"
 )
 
 // checkErr fails t unless err contains want, or is nil when want is "".

@@ -17,11 +17,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/porttrace/porttrace/tracer/event"
-
 	"github.com/cilium/ebpf"
-	"github.com/porttrace/porttrace/internal/ifup"
 	"golang.org/x/sys/unix"
+
+	"github.com/porttrace/porttrace/internal/ifup"
+	"github.com/porttrace/porttrace/tracer/event"
 )
 
 // The kernel tests make real socket calls inside a network namespace each

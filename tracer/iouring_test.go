@@ -9,9 +9,9 @@ import (
 	"testing"
 	"unsafe"
 
-	"github.com/porttrace/porttrace/tracer/event"
-
 	"golang.org/x/sys/unix"
+
+	"github.com/porttrace/porttrace/tracer/event"
 )
 
 // A minimal io_uring, one operation at a time, enough to make bind,

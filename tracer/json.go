@@ -3,9 +3,8 @@ package tracer
 import (
 	"strconv"
 
-	"github.com/porttrace/porttrace/tracer/textout"
-
 	"github.com/porttrace/porttrace/tracer/event"
+	"github.com/porttrace/porttrace/tracer/textout"
 )
 
 // AppendJSON appends ev as one JSON object and a newline. Field names are

@@ -18,13 +18,14 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/porttrace/porttrace/tracer/event"
-
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
+
+	"github.com/porttrace/porttrace/tracer/event"
+	"github.com/porttrace/porttrace/tracer/internal/proc"
 )
 
 var (
@@ -680,8 +681,8 @@ func TestKernelDeletedBinary(t *testing.T) {
 	if len(evs) != 1 {
 		t.Fatalf("got %d events, want 1", len(evs))
 	}
-	en := newEnricher()
-	en.enrich(&evs[0])
+	en := proc.NewEnricher()
+	en.Enrich(&evs[0])
 	if !evs[0].ExeDeleted || evs[0].Comm != "backdoor" || evs[0].Exe != exe {
 		t.Errorf("exe_deleted %t comm %q exe %q, want true backdoor %q", evs[0].ExeDeleted, evs[0].Comm, evs[0].Exe, exe)
 	}
@@ -746,7 +747,7 @@ func TestKernelExeNamedDeleted(t *testing.T) {
 	if len(evs) != 1 {
 		t.Fatalf("got %d events, want 1", len(evs))
 	}
-	newEnricher().enrich(&evs[0])
+	proc.NewEnricher().Enrich(&evs[0])
 	if evs[0].ExeDeleted || evs[0].Exe != exe {
 		t.Errorf("event: exe_deleted %t exe %q, want false %q", evs[0].ExeDeleted, evs[0].Exe, exe)
 	}
@@ -764,8 +765,8 @@ func TestKernelExeNamedDeleted(t *testing.T) {
 	if err := os.Remove(exe); err != nil {
 		t.Fatal(err)
 	}
-	if f := readProcFacts("/proc", uint32(h.cmd.Process.Pid), factExe); !f.exeDeleted || f.exe != exe {
-		t.Errorf("after rm: exe %q deleted %t, want %q true", f.exe, f.exeDeleted, exe)
+	if f := proc.ReadFacts("/proc", uint32(h.cmd.Process.Pid), proc.FactExe); !f.ExeDeleted || f.Exe != exe {
+		t.Errorf("after rm: exe %q deleted %t, want %q true", f.Exe, f.ExeDeleted, exe)
 	}
 }
 
@@ -798,10 +799,8 @@ func TestKernelCgroupFromEvent(t *testing.T) {
 	if evs[0].CgroupID != st.Ino {
 		t.Errorf("cgroup_id %d, want %d (the inode of %s)", evs[0].CgroupID, st.Ino, dir)
 	}
-	en := newEnricher()
-	en.procRoot = t.TempDir()
-	en.cgroups.roots = []string{root}
-	en.enrich(&evs[0])
+	en := proc.NewEnricherAt(t.TempDir(), root)
+	en.Enrich(&evs[0])
 	if evs[0].Cgroup != "/"+name {
 		t.Errorf("cgroup %q, want %q", evs[0].Cgroup, "/"+name)
 	}
@@ -811,11 +810,8 @@ func TestKernelCgroupFromEvent(t *testing.T) {
 // test where nothing has.
 func cgroup2Mount(t *testing.T) string {
 	t.Helper()
-	for _, root := range cgroup2Roots {
-		var st unix.Statfs_t
-		if unix.Statfs(root, &st) == nil && st.Type == unix.CGROUP2_SUPER_MAGIC {
-			return root
-		}
+	if root, ok := proc.Cgroup2Root(); ok {
+		return root
 	}
 	dir := t.TempDir()
 	if err := unix.Mount("none", dir, "cgroup2", 0, ""); err != nil {
@@ -967,7 +963,7 @@ func checkJSONBind(t *testing.T, line string, ns *netns, threads map[int]thread,
 	want := map[string]any{
 		"time": got["time"], "event": "bind", "result": "ok",
 		"pid": os.Getpid(), "tid": th.tid, "ppid": os.Getppid(), "uid": os.Getuid(), "user": name,
-		"comm": th.comm, "exe": exe, "exe_deleted": false, "cgroup": cgroupPath(cgroup), "cgroup_id": got["cgroup_id"],
+		"comm": th.comm, "exe": exe, "exe_deleted": false, "cgroup": proc.CgroupPath(cgroup), "cgroup_id": got["cgroup_id"],
 		"netns": ns.inode, "proto": "udp", "family": "ipv4", "local_addr": "127.0.0.1", "local_port": port, "inode": th.inode,
 		"ephemeral": false, "port_class": "registered", "privileged": false, "backend": backend,
 	}

@@ -13,12 +13,11 @@ import (
 	"sync"
 	"time"
 
-	"github.com/porttrace/porttrace/tracer/textout"
-
-	"github.com/porttrace/porttrace/tracer/event"
-
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/porttrace/porttrace/tracer/event"
+	"github.com/porttrace/porttrace/tracer/textout"
 )
 
 // Metrics holds what /metrics serves: counts from the event stream and the

@@ -15,11 +15,10 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/porttrace/porttrace/tracer/textout"
+	"golang.org/x/sys/unix"
 
 	"github.com/porttrace/porttrace/tracer/event"
-
-	"golang.org/x/sys/unix"
+	"github.com/porttrace/porttrace/tracer/textout"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/")

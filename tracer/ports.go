@@ -16,14 +16,14 @@ import (
 	"strings"
 	"time"
 
-	"github.com/porttrace/porttrace/tracer/textout"
-
-	"github.com/porttrace/porttrace/tracer/event"
-
 	"github.com/prometheus/procfs"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
+
+	"github.com/porttrace/porttrace/tracer/event"
+	"github.com/porttrace/porttrace/tracer/internal/proc"
+	"github.com/porttrace/porttrace/tracer/textout"
 )
 
 // Holder is a process holding a socket open.
@@ -358,7 +358,7 @@ func socketHolders() (*holderIndex, error) {
 		return nil, fmt.Errorf("listing processes: %w", err)
 	}
 	hi := &holderIndex{bySocket: map[uint32][]Holder{}, pidnsChild: inChildPidns()}
-	en := newEnricher()
+	en := proc.NewEnricher()
 	for _, p := range procs {
 		fds, err := p.FileDescriptors()
 		if errors.Is(err, fs.ErrPermission) {
@@ -445,12 +445,12 @@ func (hi *holderIndex) orphanNote() string {
 
 // describe is a holder as /proc tells of it; a user id porttrace could not
 // read leaves the user unnamed rather than root.
-func describe(pid int, en *enricher) *Holder {
-	f := readProcFacts("/proc", uint32(pid), factsAll)
-	h := &Holder{PID: uint32(pid), PPID: f.ppid, UID: f.uid, Comm: f.comm, Exe: f.exe, ExeDeleted: f.exeDeleted,
-		Cgroup: f.cgroup, Start: f.start}
-	if f.hasUID {
-		h.User = en.user(h.UID)
+func describe(pid int, en *proc.Enricher) *Holder {
+	f := proc.ReadFacts("/proc", uint32(pid), proc.FactsAll)
+	h := &Holder{PID: uint32(pid), PPID: f.PPID, UID: f.UID, Comm: f.Comm, Exe: f.Exe, ExeDeleted: f.ExeDeleted,
+		Cgroup: f.Cgroup, Start: f.Start}
+	if f.HasUID {
+		h.User = en.User(h.UID)
 	}
 	return h
 }

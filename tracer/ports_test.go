@@ -20,12 +20,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/porttrace/porttrace/tracer/textout"
-
-	"github.com/porttrace/porttrace/tracer/event"
-
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/porttrace/porttrace/tracer/event"
+	"github.com/porttrace/porttrace/tracer/internal/proc"
+	"github.com/porttrace/porttrace/tracer/textout"
 )
 
 // Listeners of several kinds (IPv6 wildcards dual-stack and IPv6-only
@@ -216,9 +216,9 @@ func checkHolder(t *testing.T, h *Holder, pid int, exe string, uid int, before, 
 		t.Fatal(err)
 	}
 	if h.PID != uint32(pid) || h.PPID != uint32(os.Getpid()) || h.Exe != exe || h.ExeDeleted ||
-		h.UID != uint32(uid) || h.User != wantUser || h.Cgroup != cgroupPath(cg) || h.Cgroup == "" {
+		h.UID != uint32(uid) || h.User != wantUser || h.Cgroup != proc.CgroupPath(cg) || h.Cgroup == "" {
 		t.Errorf("holder %+v, want pid %d, parent %d, exe %s, uid %d (%s), cgroup %q",
-			*h, pid, os.Getpid(), exe, uid, wantUser, cgroupPath(cg))
+			*h, pid, os.Getpid(), exe, uid, wantUser, proc.CgroupPath(cg))
 	}
 	// The start time is boot time, whole seconds in /proc/stat, plus clock ticks.
 	if h.Start.Before(before.Add(-2*time.Second)) || h.Start.After(after.Add(2*time.Second)) {
@@ -849,7 +849,7 @@ func TestKernelWhoWait(t *testing.T) {
 	}
 	want := regexp.MustCompile(fmt.Sprintf(`bind tcp 127\.0\.0\.1:10103 netns \d+ by pid %d \(.+\), user \S+, exe %s, parent %d, `+
 		`started \d{4}-\d\d-\d\d \d\d:\d\d:\d\d \(\d+s ago\), cgroup %s\n`,
-		h.cmd.Process.Pid, regexp.QuoteMeta(helperExe(t)), os.Getpid(), regexp.QuoteMeta(cgroupPath(cg))))
+		h.cmd.Process.Pid, regexp.QuoteMeta(helperExe(t)), os.Getpid(), regexp.QuoteMeta(proc.CgroupPath(cg))))
 	if !want.MatchString(out.String()) {
 		t.Errorf("who --wait said:\n%s\nwant it to match %s", out.String(), want)
 	}

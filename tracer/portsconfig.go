@@ -9,10 +9,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/porttrace/porttrace/tracer/event"
-
 	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
+
+	"github.com/porttrace/porttrace/tracer/event"
 )
 
 // PortsConfig is what `porttrace ports` takes on the command line.

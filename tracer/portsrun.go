@@ -12,11 +12,11 @@ import (
 	"strings"
 	"time"
 
-	"github.com/porttrace/porttrace/tracer/textout"
+	"golang.org/x/sys/unix"
 
 	"github.com/porttrace/porttrace/tracer/event"
-
-	"golang.org/x/sys/unix"
+	"github.com/porttrace/porttrace/tracer/internal/proc"
+	"github.com/porttrace/porttrace/tracer/textout"
 )
 
 // RunPorts prints what holds every port now and, with --watch, what changes.
@@ -165,7 +165,7 @@ func (w *portsWatch) run(ctx context.Context, t *Tracer) error {
 	defer close(done)
 	go func() {
 		defer close(events)
-		en := newEnricher()
+		en := proc.NewEnricher()
 		for {
 			var ev event.Event
 			if t.Read(&ev) != nil {
@@ -174,7 +174,7 @@ func (w *portsWatch) run(ctx context.Context, t *Tracer) error {
 			if inScope != nil && !inScope[ev.Netns] {
 				continue
 			}
-			en.enrich(&ev)
+			en.Enrich(&ev)
 			select {
 			case events <- ev:
 			case <-done:
@@ -374,7 +374,7 @@ func lookUpV6Only(l *Socket, paths []string) {
 func holderFromEvent(ev *event.Event) Holder {
 	h := Holder{PID: ev.PID, PPID: ev.PPID, UID: ev.UID, User: ev.User, Comm: ev.Comm,
 		Exe: ev.Exe, ExeDeleted: ev.ExeDeleted, Cgroup: ev.Cgroup, FD: -1}
-	h.Start = readProcFacts("/proc", ev.PID, factStat).start
+	h.Start = proc.ReadFacts("/proc", ev.PID, proc.FactStat).Start
 	return h
 }
 
@@ -465,7 +465,7 @@ func RunWho(ctx context.Context, cfg WhoConfig, stdout, stderr io.Writer) error 
 	stop := context.AfterFunc(ctx, t.Stop)
 	defer stop()
 	fmt.Fprintf(stderr, "porttrace who: waiting for a bind of port %d/%s with %s\n", cfg.Port, protoName, t.Describe(cfg.Verbose))
-	en := newEnricher()
+	en := proc.NewEnricher()
 	sw := textout.NewStopWriter(ctx, stdout)
 	defer sw.Close()
 	var ev event.Event
@@ -485,7 +485,7 @@ func RunWho(ctx context.Context, cfg WhoConfig, stdout, stderr io.Writer) error 
 		if ev.Local.Port() != cfg.Port || !cfg.protoMatches(ev.Proto) || (inScope != nil && !inScope[ev.Netns]) {
 			continue
 		}
-		en.enrich(&ev)
+		en.Enrich(&ev)
 		if err := writeWhoEvent(sw, cfg.Output, &ev, len(cfg.Netns) > 0); errors.Is(err, textout.ErrStalled) {
 			return fmt.Errorf("%w: stopped while the output was not being read", ErrInterrupted)
 		} else if err != nil {

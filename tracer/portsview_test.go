@@ -10,10 +10,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/porttrace/porttrace/tracer/event"
-
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/porttrace/porttrace/tracer/event"
 )
 
 func sampleSockets() []Socket {

@@ -10,9 +10,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/porttrace/porttrace/tracer/textout"
-
 	"github.com/porttrace/porttrace/tracer/event"
+	"github.com/porttrace/porttrace/tracer/internal/proc"
+	"github.com/porttrace/porttrace/tracer/textout"
 )
 
 // Run traces until ctx is done, --duration passes or --count events have
@@ -55,7 +55,7 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer, stderr io.Writer) er
 		return err
 	}
 	s := newSummary()
-	en := newEnricher()
+	en := proc.NewEnricher()
 	lost := &lostReport{counter: t, out: w, stderr: stderr, metrics: metrics}
 	var ev event.Event
 	lastLostCheck, lastFlush := time.Now(), time.Now()
@@ -70,7 +70,7 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer, stderr io.Writer) er
 		if !cfg.Wants(&ev, en) || (metrics != nil && metrics.ownAccept(&ev)) {
 			continue
 		}
-		en.enrich(&ev)
+		en.Enrich(&ev)
 		if err := w.Write(&ev); err != nil {
 			if errors.Is(err, textout.ErrStalled) {
 				break

@@ -6,13 +6,12 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/porttrace/porttrace/tracer/textout"
-
-	"github.com/porttrace/porttrace/tracer/event"
-
 	"github.com/olekukonko/tablewriter"
 	"github.com/olekukonko/tablewriter/renderer"
 	twlib "github.com/olekukonko/tablewriter/tw"
+
+	"github.com/porttrace/porttrace/tracer/event"
+	"github.com/porttrace/porttrace/tracer/textout"
 )
 
 // displayZone is the time zone of the clock times humans read (table,

@@ -9,14 +9,14 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/porttrace/porttrace/tracer/event"
-
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
 	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
+
+	"github.com/porttrace/porttrace/tracer/event"
 )
 
 // ErrStopped is returned by Read once Stop has been called and every event

@@ -12,10 +12,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/porttrace/porttrace/tracer/event"
-
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/porttrace/porttrace/tracer/event"
 )
 
 // TCP states as sock_diag reports them (include/net/tcp_states.h).

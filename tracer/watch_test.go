@@ -11,9 +11,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/porttrace/porttrace/tracer/textout"
-
 	"golang.org/x/sys/unix"
+
+	"github.com/porttrace/porttrace/tracer/textout"
 )
 
 // Five listeners that come and go on one address within one interval are

@@ -18,9 +18,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/porttrace/porttrace/internal/ifup"
 	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
+
+	"github.com/porttrace/porttrace/internal/ifup"
 )
 
 // resultPrefix starts each line vm/run.sh reads from the output.

@@ -1,4 +1,4 @@
-package tracer
+package proc
 
 import (
 	"errors"
@@ -10,9 +10,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/porttrace/porttrace/tracer/event"
-
 	"golang.org/x/sys/unix"
+
+	"github.com/porttrace/porttrace/tracer/event"
 )
 
 // maxCached bounds the per-process cache; past it, the cache starts over.
@@ -23,13 +23,13 @@ const maxCached = 8192
 // exec shows soon.
 const procTTL = 2 * time.Second
 
-// enricher adds what the kernel event does not carry: executable path,
+// Enricher adds what the kernel event does not carry: executable path,
 // cgroup path (from the event's cgroup id where it can) and user name. Each process is read from /proc once per
 // procTTL, or again when its main thread's name changes (an exec); the
 // name of any other thread says nothing, since threads name themselves.
 // A process that has already exited keeps its kernel fields and simply
 // lacks these.
-type enricher struct {
+type Enricher struct {
 	procRoot string
 	procs    map[uint32]*procInfo
 	users    map[uint32]string
@@ -47,13 +47,20 @@ type procInfo struct {
 	read   time.Time
 }
 
-func newEnricher() *enricher {
-	return &enricher{procRoot: "/proc", procs: map[uint32]*procInfo{}, users: map[uint32]string{},
+func NewEnricher() *Enricher { return NewEnricherAt("/proc") }
+
+// NewEnricherAt reads the process facts under procRoot instead of /proc,
+// and cgroup v2 under cgroup2Roots if any are given (tests, benchmarks).
+func NewEnricherAt(procRoot string, cgroup2Roots ...string) *Enricher {
+	if len(cgroup2Roots) == 0 {
+		cgroup2Roots = defaultCgroup2Roots
+	}
+	return &Enricher{procRoot: procRoot, procs: map[uint32]*procInfo{}, users: map[uint32]string{},
 		cgroups: cgroupIndex{roots: cgroup2Roots}, lookupUser: user.LookupId, userRetry: map[uint32]time.Time{}}
 }
 
-func (en *enricher) enrich(ev *event.Event) {
-	ev.User = en.user(ev.UID)
+func (en *Enricher) Enrich(ev *event.Event) {
+	ev.User = en.User(ev.UID)
 	p := en.proc(ev)
 	ev.Exe, ev.Cgroup = p.exe, p.cgroup
 	if path, ok := en.cgroups.path(ev.CgroupID, ev.Time); ok {
@@ -61,19 +68,19 @@ func (en *enricher) enrich(ev *event.Event) {
 	}
 }
 
-// mainComm is the name of ev's process's main thread (empty when the
+// MainComm is the name of ev's process's main thread (empty when the
 // process is gone). Only --comm asks, so /proc/PID/comm is read here, when
 // no event of the main thread has named it, not for every process.
-func (en *enricher) mainComm(ev *event.Event) string {
+func (en *Enricher) MainComm(ev *event.Event) string {
 	p := en.proc(ev)
 	if p.comm == "" {
-		p.comm = readProcFacts(en.procRoot, ev.PID, factComm).comm
+		p.comm = ReadFacts(en.procRoot, ev.PID, FactComm).Comm
 	}
 	return p.comm
 }
 
 // proc is what /proc says of ev's process, read again when stale.
-func (en *enricher) proc(ev *event.Event) *procInfo {
+func (en *Enricher) proc(ev *event.Event) *procInfo {
 	p := en.procs[ev.PID]
 	stale := p == nil || ev.Time.Sub(p.read) > procTTL || (ev.TID == ev.PID && p.comm != ev.Comm)
 	if stale {
@@ -90,17 +97,17 @@ func (en *enricher) proc(ev *event.Event) *procInfo {
 	return p
 }
 
-func (en *enricher) readProc(pid uint32) *procInfo {
-	f := readProcFacts(en.procRoot, pid, factExe|factCgroup)
-	return &procInfo{exe: f.exe, cgroup: f.cgroup}
+func (en *Enricher) readProc(pid uint32) *procInfo {
+	f := ReadFacts(en.procRoot, pid, FactExe|FactCgroup)
+	return &procInfo{exe: f.Exe, cgroup: f.Cgroup}
 }
 
-// user names uid. A lookup that failed for want of a file descriptor or a
+// User names uid. A lookup that failed for want of a file descriptor or a
 // readable /etc/passwd says nothing of the uid: the number stands for this
 // event, is not cached, and the lookup is tried again a second later, not
-// on every event of a storm. "No such user" is an answer: the number is
+// on every event of a storm. "No such User" is an answer: the number is
 // cached.
-func (en *enricher) user(uid uint32) string {
+func (en *Enricher) User(uid uint32) string {
 	if name, ok := en.users[uid]; ok {
 		return name
 	}
@@ -125,9 +132,9 @@ func (en *enricher) user(uid uint32) string {
 	return name
 }
 
-// cgroup2Roots are where cgroup v2 is mounted: alone, or beside v1
+// defaultCgroup2Roots are where cgroup v2 is mounted: alone, or beside v1
 // ("hybrid", systemd before 247 and some distributions since).
-var cgroup2Roots = []string{"/sys/fs/cgroup", "/sys/fs/cgroup/unified"}
+var defaultCgroup2Roots = []string{"/sys/fs/cgroup", "/sys/fs/cgroup/unified"}
 
 // cgroupIndex maps cgroup v2 ids to paths. The id in an event is the
 // cgroup the task was in when it made the call (bpf_get_current_cgroup_id,
@@ -159,14 +166,26 @@ func (c *cgroupIndex) path(id uint64, now time.Time) (string, bool) {
 	return p, ok
 }
 
-// scan indexes every directory of the first cgroup v2 mount in roots.
+// Cgroup2Root is where cgroup v2 is mounted: the first of roots (by
+// default /sys/fs/cgroup, then the hybrid layout's /sys/fs/cgroup/unified)
+// that is a cgroup2 file system.
+func Cgroup2Root(roots ...string) (string, bool) {
+	if len(roots) == 0 {
+		roots = defaultCgroup2Roots
+	}
+	for _, root := range roots {
+		var st unix.Statfs_t
+		if unix.Statfs(root, &st) == nil && st.Type == unix.CGROUP2_SUPER_MAGIC {
+			return root, true
+		}
+	}
+	return "", false
+}
+
+// scan indexes every directory of the cgroup v2 mount.
 func (c *cgroupIndex) scan() {
 	c.paths = map[uint64]string{}
-	for _, root := range c.roots {
-		var st unix.Statfs_t
-		if unix.Statfs(root, &st) != nil || st.Type != unix.CGROUP2_SUPER_MAGIC {
-			continue
-		}
+	if root, ok := Cgroup2Root(c.roots...); ok {
 		_ = filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
 			if err != nil || !d.IsDir() {
 				return nil // a cgroup removed while walking
@@ -184,6 +203,5 @@ func (c *cgroupIndex) scan() {
 			}
 			return nil
 		})
-		return
 	}
 }

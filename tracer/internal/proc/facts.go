@@ -1,4 +1,9 @@
-package tracer
+// Package proc is what porttrace knows of processes beyond the kernel's
+// event: the one reader of /proc (Facts: executable and whether it was
+// deleted, cgroup, parent, user, start time) and the per-process cache
+// the stream enriches its events from (Enricher), with user names and
+// cgroup paths by the cgroup id in the event.
+package proc
 
 import (
 	"bytes"
@@ -11,53 +16,54 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// procFacts is what /proc says of one process. Every view that names a
+// Facts is what /proc says of one process. Every view that names a
 // process (the stream's enrichment, ports and who holders, who --wait)
 // reads it here, so they agree on what a deleted executable or a cgroup
 // path is.
-type procFacts struct {
-	comm       string
-	exe        string
-	exeDeleted bool // the executable's file has no links left
-	cgroup     string
-	ppid, uid  uint32 // uid: effective
-	start      time.Time
-	hasStat    bool // ppid and start were read
-	hasUID     bool
+type Facts struct {
+	Comm       string
+	Exe        string
+	ExeDeleted bool // the executable's file has no links left
+	Cgroup     string
+	PPID       uint32
+	UID        uint32 // effective
+	Start      time.Time
+	HasStat    bool // ppid and start were read
+	HasUID     bool
 }
 
 // What readProcFacts reads: each costs a file or two.
-type factSet uint8
+type What uint8
 
 const (
-	factExe    factSet = 1 << iota // exe, exeDeleted
-	factCgroup                     // cgroup
-	factComm                       // comm
-	factStat                       // ppid, start
-	factUID                        // uid
-	factsAll   = factExe | factCgroup | factComm | factStat | factUID
+	FactExe    What = 1 << iota // exe, exeDeleted
+	FactCgroup                  // cgroup
+	FactComm                    // comm
+	FactStat                    // ppid, start
+	FactUID                     // uid
+	FactsAll   = FactExe | FactCgroup | FactComm | FactStat | FactUID
 )
 
-// readProcFacts reads the facts in what of process pid under procRoot
+// ReadFacts reads the facts in what of process pid under procRoot
 // ("/proc"). A fact that cannot be read (the process exited, porttrace
 // may not look) is left at its zero value.
-func readProcFacts(procRoot string, pid uint32, what factSet) procFacts {
-	var f procFacts
+func ReadFacts(procRoot string, pid uint32, what What) Facts {
+	var f Facts
 	dir := procRoot + "/" + strconv.FormatUint(uint64(pid), 10)
-	if what&factExe != 0 {
-		f.exe, f.exeDeleted = readExe(dir)
+	if what&FactExe != 0 {
+		f.Exe, f.ExeDeleted = readExe(dir)
 	}
-	if what&factCgroup != 0 {
+	if what&FactCgroup != 0 {
 		if b, err := os.ReadFile(dir + "/cgroup"); err == nil {
-			f.cgroup = cgroupPath(b)
+			f.Cgroup = CgroupPath(b)
 		}
 	}
-	if what&factComm != 0 {
+	if what&FactComm != 0 {
 		if b, err := os.ReadFile(dir + "/comm"); err == nil {
-			f.comm = strings.TrimSuffix(string(b), "\n")
+			f.Comm = strings.TrimSuffix(string(b), "\n")
 		}
 	}
-	if what&(factStat|factUID) == 0 {
+	if what&(FactStat|FactUID) == 0 {
 		return f
 	}
 	fs, err := procfs.NewFS(procRoot)
@@ -68,17 +74,17 @@ func readProcFacts(procRoot string, pid uint32, what factSet) procFacts {
 	if err != nil {
 		return f
 	}
-	if what&factStat != 0 {
+	if what&FactStat != 0 {
 		if st, err := p.Stat(); err == nil {
-			f.ppid, f.hasStat = uint32(st.PPID), true
+			f.PPID, f.HasStat = uint32(st.PPID), true
 			if start, err := st.StartTime(); err == nil {
-				f.start = time.Unix(0, int64(start*1e9))
+				f.Start = time.Unix(0, int64(start*1e9))
 			}
 		}
 	}
-	if what&factUID != 0 {
+	if what&FactUID != 0 {
 		if status, err := p.NewStatus(); err == nil {
-			f.uid, f.hasUID = uint32(status.UIDs[1]), true
+			f.UID, f.HasUID = uint32(status.UIDs[1]), true
 		}
 	}
 	return f
@@ -101,9 +107,9 @@ func readExe(dir string) (path string, deleted bool) {
 	return link, false
 }
 
-// cgroupPath picks the cgroup v2 path ("0::/system.slice/x.service") out of
+// CgroupPath picks the cgroup v2 path ("0::/system.slice/x.service") out of
 // /proc/PID/cgroup.
-func cgroupPath(b []byte) string {
+func CgroupPath(b []byte) string {
 	for _, line := range bytes.Split(b, []byte("\n")) {
 		if rest, ok := bytes.CutPrefix(line, []byte("0::")); ok {
 			return string(rest)

@@ -1,4 +1,4 @@
-package tracer
+package proc
 
 import (
 	"os"
@@ -30,11 +30,11 @@ func TestEnricherCache(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "cgroup"), []byte("0::/system.slice/server.service\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	en := newEnricher()
+	en := NewEnricher()
 	en.procRoot = root
 	t0 := time.Unix(1000, 0)
 	ev := event.Event{PID: 42, TID: 42, Comm: "server", Time: t0}
-	en.enrich(&ev)
+	en.Enrich(&ev)
 	if ev.Exe != "/usr/bin/server" || ev.Cgroup != "/system.slice/server.service" {
 		t.Fatalf("exe %q cgroup %q", ev.Exe, ev.Cgroup)
 	}
@@ -49,19 +49,19 @@ func TestEnricherCache(t *testing.T) {
 		{"main thread renamed (exec): read again", event.Event{PID: 42, TID: 42, Comm: "other", Time: t0.Add(time.Second)}, "/usr/bin/other"},
 	} {
 		ev := tc.ev
-		en.enrich(&ev)
+		en.Enrich(&ev)
 		if ev.Exe != tc.want {
 			t.Errorf("%s: exe %q, want %q", tc.name, ev.Exe, tc.want)
 		}
 	}
 	setExe("/usr/bin/third")
 	ev = event.Event{PID: 42, TID: 43, Comm: "worker-1", Time: t0.Add(time.Second + procTTL + time.Millisecond)}
-	en.enrich(&ev)
+	en.Enrich(&ev)
 	if ev.Exe != "/usr/bin/third" {
 		t.Errorf("after the TTL: exe %q, want it read again", ev.Exe)
 	}
 	gone := event.Event{PID: 99, TID: 99, Comm: "gone", Time: t0}
-	en.enrich(&gone)
+	en.Enrich(&gone)
 	if gone.Exe != "" || gone.Comm != "gone" {
 		t.Errorf("an exited process: exe %q comm %q", gone.Exe, gone.Comm)
 	}
@@ -78,14 +78,14 @@ func TestEnricherMainComm(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "comm"), []byte("python3\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	en := newEnricher()
+	en := NewEnricher()
 	en.procRoot = root
 	worker := event.Event{PID: 42, TID: 43, Comm: "tokio-runtime-w", Time: time.Unix(1000, 0)}
-	if got := en.mainComm(&worker); got != "python3" {
+	if got := en.MainComm(&worker); got != "python3" {
 		t.Errorf("mainComm = %q, want python3", got)
 	}
 	gone := event.Event{PID: 99, TID: 100, Comm: "worker", Time: time.Unix(1000, 0)}
-	if got := en.mainComm(&gone); got != "" {
+	if got := en.MainComm(&gone); got != "" {
 		t.Errorf("mainComm of an exited process = %q, want empty", got)
 	}
 }
@@ -119,7 +119,7 @@ func TestEnricherUser(t *testing.T) {
 			[]step{{false, "4242", 1}, {true, "4242", 1}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			en := newEnricher()
+			en := NewEnricher()
 			lookups := 0
 			en.lookupUser = func(uid string) (*user.User, error) {
 				r := tc.results[min(lookups, len(tc.results)-1)]
@@ -132,7 +132,7 @@ func TestEnricherUser(t *testing.T) {
 						en.userRetry[uid] = time.Time{}
 					}
 				}
-				if got := en.user(tc.uid); got != s.want || lookups != s.lookups {
+				if got := en.User(tc.uid); got != s.want || lookups != s.lookups {
 					t.Errorf("event %d: user %q after %d lookups, want %q after %d", i, got, lookups, s.want, s.lookups)
 				}
 			}
