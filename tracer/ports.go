@@ -2,7 +2,6 @@ package tracer
 
 import (
 	"cmp"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -18,11 +17,11 @@ import (
 
 	"github.com/prometheus/procfs"
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 
 	"github.com/porttrace/porttrace/tracer/event"
 	"github.com/porttrace/porttrace/tracer/internal/proc"
+	"github.com/porttrace/porttrace/tracer/internal/sockdiag"
 	"github.com/porttrace/porttrace/tracer/textout"
 )
 
@@ -105,9 +104,6 @@ type Unopened struct {
 	Err  error
 }
 
-var tcpStates = [...]string{1: "ESTAB", 2: "SYN-SENT", 3: "SYN-RECV", 4: "FIN-WAIT-1", 5: "FIN-WAIT-2",
-	6: "TIME-WAIT", 7: "CLOSE", 8: "CLOSE-WAIT", 9: "LAST-ACK", 10: "LISTEN", 11: "CLOSING", 12: "NEW-SYN-RECV"}
-
 // Snapshot lists the TCP and UDP sockets of the chosen namespaces, through
 // sock_diag, joined to their processes by socket inode.
 //
@@ -173,7 +169,7 @@ func snapshotFiles(nsFiles []string, all, allSockets bool) (socks []Socket, unop
 		}
 		seen[inode] = true
 		var here []Socket
-		err = inNamespace(fd, inode, func() (err error) {
+		err = inNamespace(fd, func() (err error) {
 			here, err = snapshotHere(inode, allSockets, holders)
 			return err
 		})
@@ -246,17 +242,21 @@ func nsKind(kind int) string {
 	return fmt.Sprintf("type %#x", kind)
 }
 
-// inNamespace calls fn on a thread inside the namespace fd (of inode
-// inode). The thread that is already there needs no setns, which takes
+// inNamespace calls fn on a thread inside the network namespace open at
+// fd. The thread that is already there needs no setns, which takes
 // CAP_SYS_ADMIN: so porttrace without it can still list its own
 // namespace, as ss can. A thread that did enter another namespace is never
 // unlocked and dies with its goroutine rather than rejoin the pool there.
-func inNamespace(fd int, inode uint32, fn func() error) error {
+func inNamespace(fd int, fn func() error) error {
+	var want unix.Stat_t
+	if err := unix.Fstat(fd, &want); err != nil {
+		return err
+	}
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
 		var st unix.Stat_t
-		if unix.Stat("/proc/thread-self/ns/net", &st) == nil && uint32(st.Ino) == inode {
+		if unix.Stat("/proc/thread-self/ns/net", &st) == nil && st.Ino == want.Ino && st.Dev == want.Dev {
 			defer runtime.UnlockOSThread()
 		} else if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
 			errc <- fmt.Errorf("%w: %w", errEntering, err)
@@ -457,19 +457,20 @@ func describe(pid int, en *proc.Enricher) *Holder {
 
 // snapshotHere lists the sockets of the calling thread's namespace.
 func snapshotHere(netns uint32, all bool, holders *holderIndex) ([]Socket, error) {
-	rng, unpriv, err := portSysctls()
+	rng, err := localPortRange()
+	if err != nil {
+		return nil, err
+	}
+	unpriv, err := unprivilegedPortStart()
 	if err != nil {
 		return nil, err
 	}
 	var socks []Socket
 	for _, family := range []uint8{unix.AF_INET, unix.AF_INET6} {
 		for _, proto := range []uint16{event.ProtoTCP, event.ProtoUDP} {
-			list, err := sockDiag(family, proto, allStates)
-			if errors.Is(err, unix.ENOENT) {
-				return nil, fmt.Errorf("sock_diag has no %s handler (module not loaded?): %w", event.ProtoName(proto), err)
-			}
+			list, err := sockdiag.Dump(family, proto, sockdiag.AllStates)
 			if err != nil {
-				return nil, fmt.Errorf("sock_diag %s: %w", event.ProtoName(proto), err)
+				return nil, err
 			}
 			for _, ds := range list {
 				socks = append(socks, socketFrom(netns, proto, ds, holders))
@@ -592,11 +593,11 @@ func (v *netView) isOwn(a netip.Addr) bool {
 	return a.IsLoopback() || v.own[a]
 }
 
-func socketFrom(netns uint32, proto uint16, ds diagSocket, holders *holderIndex) Socket {
+func socketFrom(netns uint32, proto uint16, ds sockdiag.Socket, holders *holderIndex) Socket {
 	s := Socket{
-		Netns: netns, Proto: proto, Family: uint16(ds.family), Inode: ds.inode,
-		Local: ds.local, Remote: ds.remote, V6Only: ds.v6only, HasV6Only: ds.hasV6Only,
-		Holders: holders.bySocket[ds.inode],
+		Netns: netns, Proto: proto, Family: uint16(ds.Family), Inode: ds.Inode,
+		Local: ds.Local, Remote: ds.Remote, V6Only: ds.V6Only, HasV6Only: ds.HasV6Only,
+		Holders: holders.bySocket[ds.Inode],
 	}
 	if len(s.Holders) == 0 && s.Owned() {
 		s.orphan = holders.orphanNote()
@@ -606,117 +607,43 @@ func socketFrom(netns uint32, proto uint16, ds diagSocket, holders *holderIndex)
 		s.State = "ESTAB"
 	case proto == event.ProtoUDP:
 		s.State = "UNCONN"
-	case int(ds.state) < len(tcpStates):
-		s.State = tcpStates[ds.state]
+	default:
+		s.State = sockdiag.StateName(ds.State)
 	}
 	return s
 }
 
-// diagSocket is one socket as sock_diag reports it: struct inet_diag_msg
-// (include/uapi/linux/inet_diag.h) and the INET_DIAG_SKV6ONLY attribute,
-// which netlink.SocketDiagTCP and SocketDiagUDP read past. Without it a
-// dual-stack listener and an IPv6-only one look the same.
-type diagSocket struct {
-	family, state     uint8
-	local, remote     netip.AddrPort // remote invalid when not connected
-	inode             uint32
-	v6only, hasV6Only bool
-}
-
-const (
-	sizeofInetDiagReqV2 = 56 // struct inet_diag_req_v2
-	sizeofInetDiagMsg   = 72 // struct inet_diag_msg
-	allStates           = 0xfff
-	listenStates        = 1<<10 | 1<<7 // TCP_LISTEN, and TCP_CLOSE: an unconnected UDP socket
-)
-
-// sockDiag dumps the sockets of one family and protocol in the calling
-// thread's network namespace whose states (bits 1<<TCP_*) are in states.
-// No extension is asked for: the kernel sends INET_DIAG_SKV6ONLY unasked
-// for every IPv6 socket in LISTEN or CLOSE, which is every IPv6 listener,
-// TCP or UDP; a kernel older than the attribute leaves V6Only unknown, and
-// ports says so.
-func sockDiag(family uint8, proto uint16, states uint32) ([]diagSocket, error) {
-	req := make([]byte, sizeofInetDiagReqV2)
-	req[0], req[1] = family, uint8(proto)
-	binary.NativeEndian.PutUint32(req[4:], states)
-	for tries := 1; ; tries++ {
-		nlReq := nl.NewNetlinkRequest(nl.SOCK_DIAG_BY_FAMILY, unix.NLM_F_DUMP)
-		nlReq.AddRawData(req)
-		var socks []diagSocket
-		var parseErr error
-		err := nlReq.ExecuteIter(unix.NETLINK_INET_DIAG, nl.SOCK_DIAG_BY_FAMILY, func(msg []byte) bool {
-			ds, err := parseDiagMsg(msg)
-			if err != nil {
-				parseErr = err
-				return false
-			}
-			socks = append(socks, ds)
-			return true
-		})
-		switch {
-		case errors.Is(err, nl.ErrDumpInterrupted) && tries < 3:
-			continue // the tables changed under the dump: take it again
-		case err != nil:
-			return nil, err
-		case parseErr != nil:
-			return nil, parseErr
-		}
-		return socks, nil
-	}
-}
-
-// parseDiagMsg decodes one struct inet_diag_msg and its attributes.
-func parseDiagMsg(b []byte) (diagSocket, error) {
-	if len(b) < sizeofInetDiagMsg {
-		return diagSocket{}, fmt.Errorf("sock_diag message of %d bytes, want %d", len(b), sizeofInetDiagMsg)
-	}
-	ds := diagSocket{family: b[0], state: b[1], inode: binary.NativeEndian.Uint32(b[68:72])}
-	addr := func(ip []byte, port []byte) netip.AddrPort {
-		a := netip.AddrFrom16([16]byte(ip))
-		if ds.family == unix.AF_INET {
-			a = netip.AddrFrom4([4]byte(ip[:4]))
-		}
-		return netip.AddrPortFrom(a, binary.BigEndian.Uint16(port))
-	}
-	ds.local = addr(b[8:24], b[4:6])
-	if binary.BigEndian.Uint16(b[6:8]) != 0 {
-		ds.remote = addr(b[24:40], b[6:8])
-	}
-	attrs, err := nl.ParseRouteAttr(b[sizeofInetDiagMsg:])
-	if err != nil {
-		return diagSocket{}, fmt.Errorf("sock_diag attributes: %w", err)
-	}
-	for _, a := range attrs {
-		if a.Attr.Type == netlink.INET_DIAG_SKV6ONLY && len(a.Value) > 0 {
-			ds.v6only, ds.hasV6Only = a.Value[0] != 0, true
-		}
-	}
-	return ds, nil
-}
-
-// portSysctls reads the calling thread's namespace's ephemeral range and
-// unprivileged port threshold.
-func portSysctls() (rng [2]uint16, unpriv uint32, err error) {
+// localPortRange reads net.ipv4.ip_local_port_range of the calling thread's
+// network namespace: the ephemeral range.
+func localPortRange() ([2]uint16, error) {
 	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
 	if err != nil {
-		return rng, 0, err
+		return [2]uint16{}, err
 	}
 	f := strings.Fields(string(b))
-	if len(f) != 2 {
-		return rng, 0, fmt.Errorf("ip_local_port_range: %q", b)
+	if len(f) == 2 {
+		lo, err1 := strconv.ParseUint(f[0], 10, 16)
+		hi, err2 := strconv.ParseUint(f[1], 10, 16)
+		if err1 == nil && err2 == nil {
+			return [2]uint16{uint16(lo), uint16(hi)}, nil
+		}
 	}
-	lo, _ := strconv.ParseUint(f[0], 10, 16)
-	hi, _ := strconv.ParseUint(f[1], 10, 16)
-	b, err = os.ReadFile("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+	return [2]uint16{}, fmt.Errorf("ip_local_port_range: %q", b)
+}
+
+// unprivilegedPortStart reads net.ipv4.ip_unprivileged_port_start of the
+// calling thread's network namespace: ports below it need
+// CAP_NET_BIND_SERVICE.
+func unprivilegedPortStart() (uint32, error) {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_unprivileged_port_start")
 	if err != nil {
-		return rng, 0, err
+		return 0, err
 	}
 	u, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 32)
 	if err != nil {
-		return rng, 0, fmt.Errorf("ip_unprivileged_port_start: %q", b)
+		return 0, fmt.Errorf("ip_unprivileged_port_start: %q", b)
 	}
-	return [2]uint16{uint16(lo), uint16(hi)}, uint32(u), nil
+	return uint32(u), nil
 }
 
 // scope says who can reach listener s. On :: that depends on

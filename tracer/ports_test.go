@@ -25,6 +25,7 @@ import (
 
 	"github.com/porttrace/porttrace/tracer/event"
 	"github.com/porttrace/porttrace/tracer/internal/proc"
+	"github.com/porttrace/porttrace/tracer/internal/sockdiag"
 	"github.com/porttrace/porttrace/tracer/textout"
 )
 
@@ -817,7 +818,7 @@ func closedConnection(t *testing.T, server netip.AddrPort) {
 		var states []string
 		for _, s := range socks {
 			if s.ID.SourcePort == server.Port() {
-				states = append(states, tcpStates[s.State])
+				states = append(states, sockdiag.StateName(s.State))
 			}
 		}
 		if slices.Equal(states, []string{"TIME-WAIT"}) {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/porttrace/porttrace/tracer/event"
 	"github.com/porttrace/porttrace/tracer/internal/proc"
+	"github.com/porttrace/porttrace/tracer/internal/sockdiag"
 	"github.com/porttrace/porttrace/tracer/textout"
 )
 
@@ -354,11 +355,11 @@ func lookUpV6Only(l *Socket, paths []string) {
 			unix.Close(fd)
 			continue
 		}
-		_ = inNamespace(fd, l.Netns, func() error {
-			list, err := sockDiag(unix.AF_INET6, l.Proto, listenStates)
+		_ = inNamespace(fd, func() error {
+			list, err := sockdiag.Dump(unix.AF_INET6, l.Proto, sockdiag.ListenStates)
 			for _, ds := range list {
-				if ds.local == l.Local && ds.hasV6Only {
-					l.V6Only, l.HasV6Only = ds.v6only, true
+				if ds.Local == l.Local && ds.HasV6Only {
+					l.V6Only, l.HasV6Only = ds.V6Only, true
 					break
 				}
 			}

@@ -1,28 +1,18 @@
 package tracer
 
 import (
-	"errors"
 	"fmt"
 	"math/bits"
 	"net/netip"
 	"os"
 	"path/filepath"
-	"runtime"
-	"strconv"
 	"strings"
 	"time"
 
-	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/porttrace/porttrace/tracer/event"
-)
-
-// TCP states as sock_diag reports them (include/net/tcp_states.h).
-const (
-	tcpEstablished = 1
-	tcpTimeWait    = 6
-	tcpListen      = 10
+	"github.com/porttrace/porttrace/tracer/internal/sockdiag"
 )
 
 // Dest is a destination of outbound connections: the kernel can reuse a
@@ -106,44 +96,21 @@ func (u *PortUsage) NewHeadroom(proto uint16) int { return max(0, u.Size()-u.Exc
 // network namespace open at nsFd, through sock_diag netlink.
 func ReadUsage(nsFd int) (*PortUsage, error) {
 	var u *PortUsage
-	err := inNetns(nsFd, func() (err error) {
+	err := inNamespace(nsFd, func() (err error) {
 		u, err = readUsageHere()
 		return err
 	})
 	return u, err
 }
 
-// inNetns runs fn on a thread of its own inside the namespace at nsFd; the
-// thread is thrown away afterwards rather than returned to the runtime.
-func inNetns(nsFd int, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		if err := unix.Setns(nsFd, unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("entering netns: %w", err)
-			return
-		}
-		errc <- fn()
-	}()
-	return <-errc
-}
-
 func readUsageHere() (*PortUsage, error) {
 	u := newPortUsage()
-	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	rng, err := localPortRange()
 	if err != nil {
 		return nil, err
 	}
-	f := strings.Fields(string(b))
-	if len(f) != 2 {
-		return nil, fmt.Errorf("ip_local_port_range: %q", b)
-	}
-	lo, err1 := strconv.ParseUint(f[0], 10, 16)
-	hi, err2 := strconv.ParseUint(f[1], 10, 16)
-	if err1 != nil || err2 != nil {
-		return nil, fmt.Errorf("ip_local_port_range: %q", b)
-	}
-	u.Range = [2]uint16{uint16(lo), uint16(hi)}
+	u.Range = rng
+	lo, hi := rng[0], rng[1]
 	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_reserved_ports"); err == nil {
 		var reserved PortSet
 		if s := strings.TrimSpace(string(b)); s != "" {
@@ -158,32 +125,21 @@ func readUsageHere() (*PortUsage, error) {
 		}
 	}
 	for _, family := range []uint8{unix.AF_INET, unix.AF_INET6} {
-		tcp, err := netlink.SocketDiagTCP(family)
-		if errors.Is(err, unix.ENOENT) {
-			return nil, fmt.Errorf("sock_diag has no TCP handler (tcp_diag module not loaded?): %w", err)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("sock_diag tcp: %w", err)
-		}
-		for _, s := range tcp {
-			u.add(s, event.ProtoTCP)
-		}
-		udp, err := netlink.SocketDiagUDP(family)
-		if errors.Is(err, unix.ENOENT) {
-			return nil, fmt.Errorf("sock_diag has no UDP handler (udp_diag module not loaded?): %w", err)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("sock_diag udp: %w", err)
-		}
-		for _, s := range udp {
-			u.add(s, event.ProtoUDP)
+		for _, proto := range []uint16{event.ProtoTCP, event.ProtoUDP} {
+			list, err := sockdiag.Dump(family, proto, sockdiag.AllStates)
+			if err != nil {
+				return nil, err
+			}
+			for i := range list {
+				u.add(&list[i], proto)
+			}
 		}
 	}
 	return u, nil
 }
 
-func (u *PortUsage) add(s *netlink.Socket, proto uint16) {
-	port := s.ID.SourcePort
+func (u *PortUsage) add(s *sockdiag.Socket, proto uint16) {
+	port := s.Local.Port()
 	if port < u.Range[0] || port > u.Range[1] {
 		return
 	}
@@ -191,18 +147,15 @@ func (u *PortUsage) add(s *netlink.Socket, proto uint16) {
 	if u.used.add(port) {
 		u.InUse++
 	}
-	connected := s.ID.DestinationPort != 0
-	if proto == event.ProtoTCP && s.State == tcpTimeWait {
+	connected := s.Remote.IsValid()
+	if proto == event.ProtoTCP && s.State == sockdiag.TCPTimeWait {
 		u.TimeWait++
 	}
-	if proto == event.ProtoUDP || (proto == event.ProtoTCP && s.State == tcpListen) || !connected {
+	if proto == event.ProtoUDP || (proto == event.ProtoTCP && s.State == sockdiag.TCPListen) || !connected {
 		u.exclusive[proto].add(port)
 	}
-	if !connected {
-		return
-	}
-	if a, ok := netip.AddrFromSlice(s.ID.Destination); ok {
-		u.ByDest[Dest{proto, netip.AddrPortFrom(a.Unmap(), s.ID.DestinationPort)}]++
+	if connected {
+		u.ByDest[Dest{proto, netip.AddrPortFrom(s.Remote.Addr().Unmap(), s.Remote.Port())}]++
 	}
 }
 
