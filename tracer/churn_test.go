@@ -27,7 +27,7 @@ func startChurn(t *testing.T) *collector {
 
 // churnIn200Ports makes a namespace whose range is 200 ports, attaches a
 // churn tracer and starts a ChurnState from its first reading.
-func churnIn200Ports(t *testing.T) (*netns, *collector, *ChurnState) {
+func churnIn200Ports(t *testing.T) (*testNS, *collector, *ChurnState) {
 	t.Helper()
 	ns := newNetns(t)
 	ns.sysctl(t, "net.ipv4.ip_local_port_range", "40000 40199")

@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/porttrace/porttrace/tracer/event"
+	"github.com/porttrace/porttrace/tracer/internal/netns"
 )
 
 // How far back the growth of usage is measured for the exhaustion
@@ -122,24 +123,24 @@ type ChurnSummary struct {
 
 // NewChurnState starts from the totals read right after attaching.
 func NewChurnState(first *ChurnTotals) *ChurnState {
-	finder := newNetnsFinder()
+	finder := netns.NewFinder()
 	return &ChurnState{
 		prev:     first,
 		history:  map[uint32][]float64{},
 		nsGrowth: map[usageKey][]usageSample{},
 		growth:   map[DestKey][]usageSample{},
-		host:     hostNetns(),
+		host:     netns.Self(),
 		atRisk:   map[uint32]bool{},
 		Summary:  ChurnSummary{Fails: map[string]uint64{}},
 		usage: func(netns uint32) (*PortUsage, error) {
-			fd, err := finder.open(netns)
+			fd, err := finder.Open(netns)
 			if err != nil {
 				return nil, err
 			}
 			defer unix.Close(fd)
 			return ReadUsage(fd)
 		},
-		namespaces: finder.all,
+		namespaces: finder.All,
 	}
 }
 

@@ -68,18 +68,18 @@ func testBackend(t *testing.T) event.Backend {
 	return b
 }
 
-// netns is a network namespace owned by one test, loopback up. It is made
+// testNS is a network namespace owned by one test, loopback up. It is made
 // with unshare(2) and kept alive by an open fd, with no help from ip(8), so
 // the tests also run in a bare VM initramfs.
-type netns struct {
+type testNS struct {
 	fd    int
 	inode uint32
 }
 
-func newNetns(t *testing.T) *netns {
+func newNetns(t *testing.T) *testNS {
 	t.Helper()
 	needRoot(t)
-	n := &netns{fd: -1}
+	n := &testNS{fd: -1}
 	errc := make(chan error, 1)
 	go func() {
 		// The thread enters the new namespace and dies with the goroutine.
@@ -110,7 +110,7 @@ func newNetns(t *testing.T) *netns {
 
 // drop closes the test's hold on the namespace: with no process in it,
 // it is gone.
-func (n *netns) drop() {
+func (n *testNS) drop() {
 	if n.fd >= 0 {
 		unix.Close(n.fd)
 		n.fd = -1
@@ -118,9 +118,9 @@ func (n *netns) drop() {
 }
 
 // path names the namespace for --netns.
-func (n *netns) path() string { return fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), n.fd) }
+func (n *testNS) path() string { return fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), n.fd) }
 
-func (n *netns) sysctl(t *testing.T, key, value string) {
+func (n *testNS) sysctl(t *testing.T, key, value string) {
 	t.Helper()
 	path := "/proc/sys/" + strings.ReplaceAll(key, ".", "/")
 	n.run(t, func() {
@@ -133,7 +133,7 @@ func (n *netns) sysctl(t *testing.T, key, value string) {
 // run calls fn on a fresh OS thread inside the namespace and waits for it.
 // The thread is never unlocked, so it dies with its goroutine instead of
 // carrying the namespace back into the runtime's pool.
-func (n *netns) run(t *testing.T, fn func()) {
+func (n *testNS) run(t *testing.T, fn func()) {
 	t.Helper()
 	done := make(chan error, 1)
 	go func() {
@@ -162,7 +162,7 @@ func (n *netns) run(t *testing.T, fn func()) {
 }
 
 // goRun is run without waiting: for a call that blocks, like accept.
-func (n *netns) goRun(fn func()) {
+func (n *testNS) goRun(fn func()) {
 	go func() {
 		runtime.LockOSThread()
 		if err := unix.Setns(n.fd, unix.CLONE_NEWNET); err != nil {
@@ -228,7 +228,7 @@ func skipUnsupported(t *testing.T, b event.Backend, err error) {
 
 // stop detaches the tracer and returns every event it produced in netns n
 // (all events when n is nil).
-func (c *collector) stop(t *testing.T, n *netns) []event.Event {
+func (c *collector) stop(t *testing.T, n *testNS) []event.Event {
 	t.Helper()
 	c.tr.Stop()
 	<-c.done
@@ -470,7 +470,7 @@ type helper struct {
 
 // startHelper starts exe (the test binary or a copy) inside n as uid,
 // ready to bind addr when told.
-func startHelper(t *testing.T, n *netns, exe string, uid int, proto, addr string, env ...string) *helper {
+func startHelper(t *testing.T, n *testNS, exe string, uid int, proto, addr string, env ...string) *helper {
 	t.Helper()
 	return runHelper(t, n, helperCmd(exe, uid, proto, addr, env...))
 }
@@ -488,7 +488,7 @@ func helperCmd(exe string, uid int, proto, addr string, env ...string) *exec.Cmd
 }
 
 // runHelper starts a helper command inside n.
-func runHelper(t *testing.T, n *netns, cmd *exec.Cmd) *helper {
+func runHelper(t *testing.T, n *testNS, cmd *exec.Cmd) *helper {
 	t.Helper()
 	stdin, err := cmd.StdinPipe()
 	if err != nil {

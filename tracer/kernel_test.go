@@ -927,7 +927,7 @@ func (w *heldWriter) Write(p []byte) (int, error) {
 // checkJSONBind checks every field of a JSON bind event made by this
 // process on 127.0.0.1 over UDP, enrichment included, against what the
 // process knows of itself.
-func checkJSONBind(t *testing.T, line string, ns *netns, threads map[int]thread, b event.Backend) {
+func checkJSONBind(t *testing.T, line string, ns *testNS, threads map[int]thread, b event.Backend) {
 	t.Helper()
 	var got map[string]any
 	if err := json.Unmarshal([]byte(line), &got); err != nil {
@@ -1283,9 +1283,9 @@ func TestKernelFailuresBeforeProtocol(t *testing.T) {
 	cases := []struct {
 		name string
 		want string // kind, result and errno of the one event
-		call func(t *testing.T, ns *netns) (pid int, err error)
+		call func(t *testing.T, ns *testNS) (pid int, err error)
 	}{
-		{"udp-listen", "listen failed EOPNOTSUPP", func(t *testing.T, ns *netns) (int, error) {
+		{"udp-listen", "listen failed EOPNOTSUPP", func(t *testing.T, ns *testNS) (int, error) {
 			var err error
 			ns.run(t, func() {
 				fd := newSocket(t, udp4)
@@ -1297,7 +1297,7 @@ func TestKernelFailuresBeforeProtocol(t *testing.T) {
 			})
 			return os.Getpid(), err
 		}},
-		{"udp-accept", "accept failed EOPNOTSUPP", func(t *testing.T, ns *netns) (int, error) {
+		{"udp-accept", "accept failed EOPNOTSUPP", func(t *testing.T, ns *testNS) (int, error) {
 			var err error
 			ns.run(t, func() {
 				fd := newSocket(t, udp4)
@@ -1306,7 +1306,7 @@ func TestKernelFailuresBeforeProtocol(t *testing.T) {
 			})
 			return os.Getpid(), err
 		}},
-		{"short-address", "bind failed EINVAL", func(t *testing.T, ns *netns) (int, error) {
+		{"short-address", "bind failed EINVAL", func(t *testing.T, ns *testNS) (int, error) {
 			var err error
 			ns.run(t, func() {
 				fd := newSocket(t, tcp4)
@@ -1317,7 +1317,7 @@ func TestKernelFailuresBeforeProtocol(t *testing.T) {
 			})
 			return os.Getpid(), err
 		}},
-		{"cgroup-bpf-deny", "bind denied EPERM", func(t *testing.T, ns *netns) (int, error) {
+		{"cgroup-bpf-deny", "bind denied EPERM", func(t *testing.T, ns *testNS) (int, error) {
 			cg := newCgroup(t)
 			deny, err := ebpf.NewProgram(&ebpf.ProgramSpec{
 				Type:         ebpf.CGroupSockAddr,

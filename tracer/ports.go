@@ -9,7 +9,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -20,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/porttrace/porttrace/tracer/event"
+	"github.com/porttrace/porttrace/tracer/internal/netns"
 	"github.com/porttrace/porttrace/tracer/internal/proc"
 	"github.com/porttrace/porttrace/tracer/internal/sockdiag"
 	"github.com/porttrace/porttrace/tracer/textout"
@@ -115,7 +115,7 @@ type Unopened struct {
 // one of them does not hide all the others. A namespace named on the
 // command line must open, or Snapshot fails.
 func Snapshot(o SnapshotOptions) (socks []Socket, unopened []Unopened, err error) {
-	nsFiles, err := namespaceFiles(o.Netns)
+	nsFiles, err := netns.Files(o.Netns)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -144,12 +144,12 @@ func snapshotFiles(nsFiles []string, all, allSockets bool) (socks []Socket, unop
 			if !all {
 				return nil, nil, fmt.Errorf("opening netns %s: %w", path, err)
 			}
-			if !vanished(err) {
+			if !netns.Vanished(err) {
 				unopened = append(unopened, Unopened{path, err})
 			}
 			continue
 		}
-		if err := checkNetns(fd); err != nil {
+		if err := netns.Check(fd); err != nil {
 			unix.Close(fd)
 			if all {
 				unopened = append(unopened, Unopened{path, err})
@@ -169,16 +169,16 @@ func snapshotFiles(nsFiles []string, all, allSockets bool) (socks []Socket, unop
 		}
 		seen[inode] = true
 		var here []Socket
-		err = inNamespace(fd, func() (err error) {
+		err = netns.Do(fd, func() (err error) {
 			here, err = snapshotHere(inode, allSockets, holders)
 			return err
 		})
 		unix.Close(fd)
-		if errors.Is(err, errEntering) && all {
+		if errors.Is(err, netns.ErrEntering) && all {
 			unopened = append(unopened, Unopened{path, err})
 			continue
 		}
-		if errors.Is(err, errEntering) && errors.Is(err, unix.EPERM) {
+		if errors.Is(err, netns.ErrEntering) && errors.Is(err, unix.EPERM) {
 			// setns(2) says only EPERM; say what it takes.
 			return nil, nil, fmt.Errorf("netns %s: %w (entering another network namespace needs root or CAP_SYS_ADMIN)", path, err)
 		}
@@ -188,127 +188,6 @@ func snapshotFiles(nsFiles []string, all, allSockets bool) (socks []Socket, unop
 		socks = append(socks, here...)
 	}
 	return socks, unopened, nil
-}
-
-// vanished reports whether opening a namespace failed because its process
-// exited after the glob found it.
-func vanished(err error) bool {
-	return errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ESRCH)
-}
-
-var errEntering = errors.New("entering netns")
-
-// errNotNetns is a --netns file that is no network namespace: setns(2)
-// would say only "invalid argument".
-var errNotNetns = errors.New("not a network namespace file")
-
-// checkNetns tells a network namespace file from anything else before
-// setns(2) does, to say what is wrong: a file of nsfs (Linux 3.19+) is a
-// namespace, and NS_GET_NSTYPE (4.11+) tells which kind. A kernel without
-// the ioctl leaves the kind to setns.
-func checkNetns(fd int) error {
-	var fs unix.Statfs_t
-	if err := unix.Fstatfs(fd, &fs); err != nil {
-		return err
-	}
-	if fs.Type != unix.NSFS_MAGIC {
-		return fmt.Errorf("%w (want /run/netns/NAME or /proc/PID/ns/net)", errNotNetns)
-	}
-	kind, err := unix.IoctlRetInt(fd, unix.NS_GET_NSTYPE)
-	if err != nil || kind == unix.CLONE_NEWNET {
-		return nil
-	}
-	return fmt.Errorf("%w (a %s namespace)", errNotNetns, nsKind(kind))
-}
-
-// nsKind names a CLONE_NEW* namespace type as /proc/PID/ns does.
-func nsKind(kind int) string {
-	switch kind {
-	case unix.CLONE_NEWCGROUP:
-		return "cgroup"
-	case unix.CLONE_NEWIPC:
-		return "ipc"
-	case unix.CLONE_NEWNS:
-		return "mnt"
-	case unix.CLONE_NEWPID:
-		return "pid"
-	case unix.CLONE_NEWTIME:
-		return "time"
-	case unix.CLONE_NEWUSER:
-		return "user"
-	case unix.CLONE_NEWUTS:
-		return "uts"
-	}
-	return fmt.Sprintf("type %#x", kind)
-}
-
-// inNamespace calls fn on a thread inside the network namespace open at
-// fd. The thread that is already there needs no setns, which takes
-// CAP_SYS_ADMIN: so porttrace without it can still list its own
-// namespace, as ss can. A thread that did enter another namespace is never
-// unlocked and dies with its goroutine rather than rejoin the pool there.
-func inNamespace(fd int, fn func() error) error {
-	var want unix.Stat_t
-	if err := unix.Fstat(fd, &want); err != nil {
-		return err
-	}
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		var st unix.Stat_t
-		if unix.Stat("/proc/thread-self/ns/net", &st) == nil && st.Ino == want.Ino && st.Dev == want.Dev {
-			defer runtime.UnlockOSThread()
-		} else if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("%w: %w", errEntering, err)
-			return
-		}
-		errc <- fn()
-	}()
-	return <-errc
-}
-
-// namespaceFiles resolves --netns: none means porttrace's own namespace;
-// "all" every namespace a process lives in or /run/netns names.
-func namespaceFiles(spec []string) ([]string, error) {
-	if len(spec) == 0 {
-		return []string{"/proc/self/ns/net"}, nil
-	}
-	if len(spec) == 1 && spec[0] == "all" {
-		files := []string{"/proc/self/ns/net"}
-		for _, pattern := range []string{"/run/netns/*", "/proc/[0-9]*/ns/net"} {
-			m, _ := filepath.Glob(pattern)
-			files = append(files, m...)
-		}
-		return files, nil
-	}
-	for _, p := range spec {
-		var st unix.Stat_t
-		if err := unix.Stat(p, &st); err != nil {
-			return nil, fmt.Errorf("--netns %s: %w", p, err)
-		}
-	}
-	return spec, nil
-}
-
-// netnsFilter returns the inodes of the namespaces --netns names, or nil
-// for "all": the live parts of ports and who report events from these only.
-func netnsFilter(spec []string) (map[uint32]bool, error) {
-	if len(spec) == 1 && spec[0] == "all" {
-		return nil, nil
-	}
-	files, err := namespaceFiles(spec)
-	if err != nil {
-		return nil, err
-	}
-	set := map[uint32]bool{}
-	for _, f := range files {
-		var st unix.Stat_t
-		if err := unix.Stat(f, &st); err != nil {
-			return nil, fmt.Errorf("--netns %s: %w", f, err)
-		}
-		set[uint32(st.Ino)] = true
-	}
-	return set, nil
 }
 
 // unopenedNotice says on stderr, once per namespace, which ones --netns
@@ -456,12 +335,12 @@ func describe(pid int, en *proc.Enricher) *Holder {
 }
 
 // snapshotHere lists the sockets of the calling thread's namespace.
-func snapshotHere(netns uint32, all bool, holders *holderIndex) ([]Socket, error) {
-	rng, err := localPortRange()
+func snapshotHere(inode uint32, all bool, holders *holderIndex) ([]Socket, error) {
+	rng, err := netns.LocalPortRange()
 	if err != nil {
 		return nil, err
 	}
-	unpriv, err := unprivilegedPortStart()
+	unpriv, err := netns.UnprivilegedPortStart()
 	if err != nil {
 		return nil, err
 	}
@@ -473,7 +352,7 @@ func snapshotHere(netns uint32, all bool, holders *holderIndex) ([]Socket, error
 				return nil, err
 			}
 			for _, ds := range list {
-				socks = append(socks, socketFrom(netns, proto, ds, holders))
+				socks = append(socks, socketFrom(inode, proto, ds, holders))
 			}
 		}
 	}
@@ -611,39 +490,6 @@ func socketFrom(netns uint32, proto uint16, ds sockdiag.Socket, holders *holderI
 		s.State = sockdiag.StateName(ds.State)
 	}
 	return s
-}
-
-// localPortRange reads net.ipv4.ip_local_port_range of the calling thread's
-// network namespace: the ephemeral range.
-func localPortRange() ([2]uint16, error) {
-	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
-	if err != nil {
-		return [2]uint16{}, err
-	}
-	f := strings.Fields(string(b))
-	if len(f) == 2 {
-		lo, err1 := strconv.ParseUint(f[0], 10, 16)
-		hi, err2 := strconv.ParseUint(f[1], 10, 16)
-		if err1 == nil && err2 == nil {
-			return [2]uint16{uint16(lo), uint16(hi)}, nil
-		}
-	}
-	return [2]uint16{}, fmt.Errorf("ip_local_port_range: %q", b)
-}
-
-// unprivilegedPortStart reads net.ipv4.ip_unprivileged_port_start of the
-// calling thread's network namespace: ports below it need
-// CAP_NET_BIND_SERVICE.
-func unprivilegedPortStart() (uint32, error) {
-	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_unprivileged_port_start")
-	if err != nil {
-		return 0, err
-	}
-	u, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 32)
-	if err != nil {
-		return 0, fmt.Errorf("ip_unprivileged_port_start: %q", b)
-	}
-	return uint32(u), nil
 }
 
 // scope says who can reach listener s. On :: that depends on

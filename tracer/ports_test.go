@@ -24,6 +24,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/porttrace/porttrace/tracer/event"
+	"github.com/porttrace/porttrace/tracer/internal/netns"
 	"github.com/porttrace/porttrace/tracer/internal/proc"
 	"github.com/porttrace/porttrace/tracer/internal/sockdiag"
 	"github.com/porttrace/porttrace/tracer/textout"
@@ -230,7 +231,7 @@ func checkHolder(t *testing.T, h *Holder, pid int, exe string, uid int, before, 
 // crossCheckSS compares the listeners with ss -tulnp run in the same
 // namespace: addresses as ss writes them (which tells a dual-stack IPv6
 // wildcard from an IPv6-only one), protocols and holding pids.
-func crossCheckSS(t *testing.T, ns *netns, socks []Socket) {
+func crossCheckSS(t *testing.T, ns *testNS, socks []Socket) {
 	t.Helper()
 	if _, err := exec.LookPath("ss"); err != nil {
 		t.Fatal("ss(8) is not installed (package iproute2): the listener list is cross-checked against it")
@@ -307,7 +308,7 @@ func TestKernelPortsNetnsAll(t *testing.T) {
 		t.Errorf("got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 	for _, u := range unopened {
-		if vanished(u.Err) || !strings.HasPrefix(u.Path, "/proc/") {
+		if netns.Vanished(u.Err) || !strings.HasPrefix(u.Path, "/proc/") {
 			t.Errorf("unopened %s: %v", u.Path, u.Err)
 		}
 	}
@@ -629,7 +630,7 @@ func TestKernelPortsDirectionRemote(t *testing.T) {
 }
 
 // vethPair joins namespaces a and b with a veth pair, addressed as given.
-func vethPair(t *testing.T, a, b *netns, addrA, addrB string) {
+func vethPair(t *testing.T, a, b *testNS, addrA, addrB string) {
 	t.Helper()
 	up := func(name, cidr string) {
 		l, err := netlink.LinkByName(name)
@@ -930,7 +931,7 @@ func TestKernelPortsWatch(t *testing.T) {
 
 // startWhoWait runs who --wait TARGET in ns in the background (for at
 // most 20 s) and returns once it waits, so that a bind from then on counts.
-func startWhoWait(t *testing.T, ns *netns, target string) (WhoConfig, *syncBuilder, chan error) {
+func startWhoWait(t *testing.T, ns *testNS, target string) (WhoConfig, *syncBuilder, chan error) {
 	t.Helper()
 	cfg := DefaultWhoConfig()
 	cfg.Netns = []string{ns.path()}

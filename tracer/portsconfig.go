@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/porttrace/porttrace/tracer/event"
+	"github.com/porttrace/porttrace/tracer/internal/netns"
 )
 
 // PortsConfig is what `porttrace ports` takes on the command line.
@@ -236,7 +237,7 @@ func checkNetnsFile(path string) error {
 	}
 	if !st.Mode().IsRegular() {
 		// A namespace file is a regular one; opening a FIFO would block.
-		return fmt.Errorf("%w (want /run/netns/NAME or /proc/PID/ns/net)", errNotNetns)
+		return fmt.Errorf("%w (want /run/netns/NAME or /proc/PID/ns/net)", netns.ErrNotNamespace)
 	}
 	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM) {
@@ -246,7 +247,7 @@ func checkNetnsFile(path string) error {
 		return err
 	}
 	defer unix.Close(fd)
-	return checkNetns(fd)
+	return netns.Check(fd)
 }
 
 // pathCause is err without the operation and path an *fs.PathError adds,

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/porttrace/porttrace/tracer/event"
+	"github.com/porttrace/porttrace/tracer/internal/netns"
 	"github.com/porttrace/porttrace/tracer/internal/proc"
 	"github.com/porttrace/porttrace/tracer/internal/sockdiag"
 	"github.com/porttrace/porttrace/tracer/textout"
@@ -34,7 +35,7 @@ func RunPorts(ctx context.Context, cfg PortsConfig, stdout, stderr io.Writer) er
 		// A namespace named on the command line is watched through an fd
 		// of porttrace's own: its name may go (ip netns delete) while
 		// processes inside still listen.
-		held, release, err := holdNamespaces(cfg.Netns)
+		held, release, err := netns.Hold(cfg.Netns)
 		if err != nil {
 			return err
 		}
@@ -88,32 +89,6 @@ func RunPorts(ctx context.Context, cfg PortsConfig, stdout, stderr io.Writer) er
 	return err
 }
 
-// holdNamespaces opens the namespaces named in spec and returns paths to
-// them through porttrace's own fds (/proc/self/fd/N), which stay valid
-// whatever becomes of the names; "all" and no namespace are returned as
-// they are.
-func holdNamespaces(spec []string) (paths []string, release func(), err error) {
-	if len(spec) == 0 || (len(spec) == 1 && spec[0] == "all") {
-		return spec, func() {}, nil
-	}
-	var fds []int
-	release = func() {
-		for _, fd := range fds {
-			unix.Close(fd)
-		}
-	}
-	for _, p := range spec {
-		fd, err := unix.Open(p, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			release()
-			return nil, nil, fmt.Errorf("opening netns %s: %w", p, err)
-		}
-		fds = append(fds, fd)
-		paths = append(paths, "/proc/self/fd/"+strconv.Itoa(fd))
-	}
-	return paths, release, nil
-}
-
 // The "event" of a socket object in ports and who JSON, next to the
 // tracer's bind and listen: a socket found by looking, and a listener found
 // gone.
@@ -158,7 +133,7 @@ func (w *portsWatch) netnsNote(netns uint32) string {
 }
 
 func (w *portsWatch) run(ctx context.Context, t *Tracer) error {
-	inScope, err := netnsFilter(w.cfg.Netns)
+	inScope, err := netns.Filter(w.cfg.Netns)
 	if err != nil {
 		return err
 	}
@@ -217,7 +192,7 @@ func (w *portsWatch) event(ev *event.Event) {
 		// The namespace of the thread that made it, else of its process,
 		// else whichever watched namespace it is.
 		paths := []string{fmt.Sprintf("/proc/%d/task/%d/ns/net", ev.PID, ev.TID), fmt.Sprintf("/proc/%d/ns/net", ev.PID)}
-		if files, err := namespaceFiles(w.cfg.Netns); err == nil {
+		if files, err := netns.Files(w.cfg.Netns); err == nil {
 			paths = append(paths, files...)
 		}
 		lookUpV6Only(&l, paths)
@@ -355,7 +330,7 @@ func lookUpV6Only(l *Socket, paths []string) {
 			unix.Close(fd)
 			continue
 		}
-		_ = inNamespace(fd, func() error {
+		_ = netns.Do(fd, func() error {
 			list, err := sockdiag.Dump(unix.AF_INET6, l.Proto, sockdiag.ListenStates)
 			for _, ds := range list {
 				if ds.Local == l.Local && ds.HasV6Only {
@@ -419,7 +394,7 @@ func RunWho(ctx context.Context, cfg WhoConfig, stdout, stderr io.Writer) error 
 	}
 	now := time.Now()
 	(&unopenedNotice{cmd: "who"}).say(stderr, unopened)
-	inScope, err := netnsFilter(cfg.Netns)
+	inScope, err := netns.Filter(cfg.Netns)
 	if err != nil {
 		return err
 	}
@@ -523,7 +498,7 @@ func watchNamespaces(ctx context.Context, inScope map[uint32]bool, gone context.
 		}
 		var missing []string
 		for inode := range inScope {
-			if _, fd, ok := search(inode); ok {
+			if _, fd, ok := netns.Search(inode); ok {
 				unix.Close(fd)
 				break
 			}

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/porttrace/porttrace/tracer/event"
+	"github.com/porttrace/porttrace/tracer/internal/netns"
 )
 
 func sampleSockets() []Socket {
@@ -417,13 +418,13 @@ func TestPortsNetnsNotANamespace(t *testing.T) {
 		"/proc/self/ns/uts": "netns /proc/self/ns/uts: not a network namespace file (a uts namespace)",
 	} {
 		_, _, err := Snapshot(SnapshotOptions{Netns: []string{path}})
-		if !errors.Is(err, errNotNetns) || err.Error() != want {
+		if !errors.Is(err, netns.ErrNotNamespace) || err.Error() != want {
 			t.Errorf("--netns %s: %v, want %q", path, err, want)
 		}
 	}
 	// Under --netns all such a file (in /run/netns, say) is skipped, not fatal.
 	_, unopened, err := snapshotFiles([]string{"/proc/self/ns/net", "/etc/passwd"}, true, false)
-	if err != nil || len(unopened) != 1 || !errors.Is(unopened[0].Err, errNotNetns) {
+	if err != nil || len(unopened) != 1 || !errors.Is(unopened[0].Err, netns.ErrNotNamespace) {
 		t.Errorf("--netns all with /etc/passwd: unopened %v, error %v", unopened, err)
 	}
 }

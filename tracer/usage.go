@@ -5,13 +5,12 @@ import (
 	"math/bits"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"strings"
-	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/porttrace/porttrace/tracer/event"
+	"github.com/porttrace/porttrace/tracer/internal/netns"
 	"github.com/porttrace/porttrace/tracer/internal/sockdiag"
 )
 
@@ -96,7 +95,7 @@ func (u *PortUsage) NewHeadroom(proto uint16) int { return max(0, u.Size()-u.Exc
 // network namespace open at nsFd, through sock_diag netlink.
 func ReadUsage(nsFd int) (*PortUsage, error) {
 	var u *PortUsage
-	err := inNamespace(nsFd, func() (err error) {
+	err := netns.Do(nsFd, func() (err error) {
 		u, err = readUsageHere()
 		return err
 	})
@@ -105,7 +104,7 @@ func ReadUsage(nsFd int) (*PortUsage, error) {
 
 func readUsageHere() (*PortUsage, error) {
 	u := newPortUsage()
-	rng, err := localPortRange()
+	rng, err := netns.LocalPortRange()
 	if err != nil {
 		return nil, err
 	}
@@ -157,112 +156,4 @@ func (u *PortUsage) add(s *sockdiag.Socket, proto uint16) {
 	if connected {
 		u.ByDest[Dest{proto, netip.AddrPortFrom(s.Remote.Addr().Unmap(), s.Remote.Port())}]++
 	}
-}
-
-// netnsFinder finds a network namespace known by inode number, where the
-// kernel events name only the inode: the host's, a named one (/run/netns),
-// or one a process or thread lives in or holds open. It remembers the path
-// that led there, not an open fd, so a namespace that is gone can go.
-type netnsFinder struct {
-	paths  map[uint32]string
-	misses map[uint32]time.Time // a namespace not found is looked for again after missRetry
-}
-
-// missRetry spaces out the /proc walks for a namespace that is gone.
-const missRetry = 10 * time.Second
-
-func newNetnsFinder() *netnsFinder {
-	return &netnsFinder{paths: map[uint32]string{}, misses: map[uint32]time.Time{}}
-}
-
-// open returns an fd of the namespace; the caller closes it.
-func (f *netnsFinder) open(inode uint32) (int, error) {
-	if path, ok := f.paths[inode]; ok {
-		if fd, ok := openIfInode(path, inode); ok {
-			return fd, nil
-		}
-		delete(f.paths, inode) // the process moved on or exited
-	}
-	if at, ok := f.misses[inode]; ok && time.Since(at) < missRetry {
-		return -1, fmt.Errorf("network namespace %d: no process or mount holds it", inode)
-	}
-	path, fd, ok := search(inode)
-	if !ok {
-		f.misses[inode] = time.Now()
-		return -1, fmt.Errorf("network namespace %d: no process or mount holds it", inode)
-	}
-	delete(f.misses, inode)
-	f.paths[inode] = path
-	return fd, nil
-}
-
-// all lists every network namespace a process lives in or /run/netns
-// names, and remembers the way to each.
-func (f *netnsFinder) all() []uint32 {
-	var inodes []uint32
-	seen := map[uint32]bool{}
-	for _, pattern := range []string{"/run/netns/*", "/proc/[0-9]*/ns/net"} {
-		paths, _ := filepath.Glob(pattern)
-		for _, p := range paths {
-			var st unix.Stat_t
-			if unix.Stat(p, &st) != nil || seen[uint32(st.Ino)] {
-				continue
-			}
-			ino := uint32(st.Ino)
-			seen[ino] = true
-			inodes = append(inodes, ino)
-			if _, ok := f.paths[ino]; !ok {
-				f.paths[ino] = p
-			}
-		}
-	}
-	return inodes
-}
-
-func search(inode uint32) (path string, fd int, ok bool) {
-	candidates := []string{"/proc/self/ns/net"}
-	for _, pattern := range []string{"/run/netns/*", "/proc/[0-9]*/ns/net", "/proc/[0-9]*/task/[0-9]*/ns/net"} {
-		m, _ := filepath.Glob(pattern)
-		candidates = append(candidates, m...)
-	}
-	for _, p := range candidates {
-		if fd, ok := openIfInode(p, inode); ok {
-			return p, fd, true
-		}
-	}
-	// Held open by an fd only (a namespace with no process in it yet).
-	links, _ := filepath.Glob("/proc/[0-9]*/fd/*")
-	want := fmt.Sprintf("net:[%d]", inode)
-	for _, l := range links {
-		if target, err := os.Readlink(l); err == nil && target == want {
-			if fd, ok := openIfInode(l, inode); ok {
-				return l, fd, true
-			}
-		}
-	}
-	return "", -1, false
-}
-
-// openIfInode opens path if it is the namespace inode; fstat after open, so
-// the answer is about the fd returned.
-func openIfInode(path string, inode uint32) (int, bool) {
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return -1, false
-	}
-	var st unix.Stat_t
-	if unix.Fstat(fd, &st) != nil || uint32(st.Ino) != inode {
-		unix.Close(fd)
-		return -1, false
-	}
-	return fd, true
-}
-
-// hostNetns is the inode of porttrace's own network namespace.
-func hostNetns() uint32 {
-	var st unix.Stat_t
-	if unix.Stat("/proc/self/ns/net", &st) != nil {
-		return 0
-	}
-	return uint32(st.Ino)
 }
