@@ -16,6 +16,15 @@ import (
 // them every interval until ctx is done or --duration passes, then prints a
 // summary of the whole run on stderr.
 func RunChurn(ctx context.Context, cfg ChurnConfig, stdout, stderr io.Writer) error {
+	opts := Options{Backend: cfg.Backend, Events: kindSet(event.KindBind, event.KindConnect), Churn: true}
+	if cfg.Metrics != "" {
+		opts.ExtraFDs = metricsFDs
+	}
+	t, err := New(opts)
+	if err != nil {
+		return err
+	}
+	defer t.Close()
 	var metrics *Metrics
 	if cfg.Metrics != "" {
 		metrics = NewMetrics()
@@ -27,11 +36,6 @@ func RunChurn(ctx context.Context, cfg ChurnConfig, stdout, stderr io.Writer) er
 		defer stop()
 		fmt.Fprintf(stderr, "porttrace churn: serving metrics on http://%s/metrics\n", metrics.Addr())
 	}
-	t, err := New(Options{Backend: cfg.Backend, Events: kindSet(event.KindBind, event.KindConnect), Churn: true})
-	if err != nil {
-		return err
-	}
-	defer t.Close()
 	fmt.Fprintf(stderr, "porttrace churn: counting with %s\n", t.Describe(cfg.Verbose))
 
 	first, err := t.ReadChurn()
@@ -91,6 +95,11 @@ func RunChurn(ctx context.Context, cfg ChurnConfig, stdout, stderr io.Writer) er
 		if err != nil {
 			return fmt.Errorf("writing output: %w", err)
 		}
+	}
+	// The kernel's counts as they are now: the last report may be old
+	// when a stalled output held the loop up.
+	if cur, err := t.ReadChurn(); err == nil {
+		last = cur
 	}
 	state.AddTotals(last)
 	s := state.Summary

@@ -29,7 +29,7 @@ func WriteChurnTable(w io.Writer, r *ChurnReport) error {
 		if n.UsageErr != "" {
 			fmt.Fprintf(&b, "  usage unknown: %s\n", textout.Printable(n.UsageErr))
 		} else {
-			fmt.Fprintf(&b, "  range %d-%d (%d ports", n.Range[0], n.Range[1], n.RangeSize)
+			fmt.Fprintf(&b, "  range %d-%d (%d %s", n.Range[0], n.Range[1], n.RangeSize, textout.Plural(n.RangeSize, "port", "ports"))
 			if n.Reserved > 0 {
 				fmt.Fprintf(&b, ", %d reserved", n.Reserved)
 			}

@@ -52,7 +52,7 @@ func DefaultConfig() Config {
 func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVarP(&c.Output, "output", "o", c.Output, "output format: table or json")
 	fs.VarP(&c.Ports, "port", "p", "only these ports, local or remote (e.g. 25,80,8000-8100); in-kernel")
-	fs.Uint32Var(&c.PID, "pid", c.PID, "only this process (tgid); in-kernel")
+	fs.Var((*pidFlag)(&c.PID), "pid", "only this process (tgid); in-kernel")
 	fs.Var(&c.user, "uid", "only this user (a name or an id); in-kernel")
 	fs.StringVar(&c.Comm, "comm", c.Comm, "only processes with this command name (the calling thread's or the process's; first 15 bytes)")
 	fs.VarP(&c.Events, "events", "e", "events to trace: bind,listen,connect,accept")
@@ -232,7 +232,13 @@ type PortSet struct {
 func (p *PortSet) Set(s string) error {
 	for _, item := range strings.Split(s, ",") {
 		item = strings.TrimSpace(item)
+		if item == "" {
+			return fmt.Errorf("an empty item in port list %q: want PORT or FIRST-LAST, comma-separated", s)
+		}
 		lo, hi, isRange := strings.Cut(item, "-")
+		if isRange && (lo == "" || hi == "") {
+			return fmt.Errorf("invalid port range %q: want FIRST-LAST, each a port from 1 to 65535", item)
+		}
 		first, err := parsePort(lo)
 		if err != nil {
 			return err
@@ -431,3 +437,20 @@ func parseUID(s string) (int64, error) {
 	}
 	return int64(n), nil
 }
+
+// pidFlag is --pid: a process id, said plainly when it is not one.
+type pidFlag uint32
+
+func (p *pidFlag) Set(s string) error {
+	n, err := strconv.ParseUint(s, 10, 32)
+	if err != nil || n == 0 {
+		return fmt.Errorf("want a process id from 1 to 4294967295")
+	}
+	*p = pidFlag(n)
+	return nil
+}
+
+func (p *pidFlag) String() string { return strconv.FormatUint(uint64(*p), 10) }
+
+// Type is what --help shows as the value's kind.
+func (p *pidFlag) Type() string { return "pid" }

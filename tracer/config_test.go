@@ -29,9 +29,10 @@ func TestPortSet(t *testing.T) {
 		{in: "22", in2: "53", has: []uint16{22, 53}, hasNot: []uint16{23}},
 		{in: "65536", wantErr: `invalid port "65536": want a port from 1 to 65535`},
 		{in: "http", wantErr: `invalid port "http"`},
-		{in: "-5", wantErr: `invalid port ""`},
+		{in: "-5", wantErr: `invalid port range "-5": want FIRST-LAST`},
+		{in: "80-", wantErr: `invalid port range "80-"`},
 		{in: "90-80", wantErr: "runs backwards"},
-		{in: "80,", wantErr: `invalid port ""`},
+		{in: "80,", wantErr: `an empty item in port list "80,"`},
 		{in: "1-2-3", wantErr: `invalid port "2-3"`},
 	} {
 		t.Run(tc.in, func(t *testing.T) {

@@ -148,6 +148,11 @@ var defaultServerLimits = serverLimits{
 	conns:      32,
 }
 
+// metricsFDs is what a /metrics server may hold: its listener, a
+// connection for each of serverLimits.conns, and the odd one accepted
+// while at the limit.
+var metricsFDs = defaultServerLimits.conns + 4
+
 // Serve serves /metrics on addr until the returned stop function is
 // called. It fails at once if addr cannot be listened on. What goes wrong
 // later is reported on stderr.

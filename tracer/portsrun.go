@@ -2,6 +2,7 @@ package tracer
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -62,6 +63,7 @@ func RunPorts(ctx context.Context, cfg PortsConfig, stdout, stderr io.Writer) er
 		return err
 	}
 	if err := out.Flush(); errors.Is(err, textout.ErrStalled) {
+		fmt.Fprintln(stderr, "porttrace ports: stopped while the output was not being read: the snapshot was not all delivered")
 		return nil
 	} else if err != nil {
 		return fmt.Errorf("writing output: %w", err)
@@ -83,10 +85,16 @@ func RunPorts(ctx context.Context, cfg PortsConfig, stdout, stderr io.Writer) er
 		defer cancel()
 	}
 	err = w.run(ctx, t)
-	if errors.Is(err, textout.ErrStalled) {
-		return nil
+	if err != nil && !errors.Is(err, textout.ErrStalled) {
+		return err
 	}
-	return err
+	fmt.Fprintf(stderr, "porttrace ports: %d %s and %s seen, %d %s closed\n", w.seen,
+		textout.Plural(w.seen, "bind", "binds"), textout.Plural(w.seen, "listen", "listens"), w.closed,
+		textout.Plural(w.closed, "listener", "listeners"))
+	if sw.Stalled() {
+		fmt.Fprintln(stderr, "porttrace ports: stopped while the output was not being read: the last lines were not all delivered")
+	}
+	return nil
 }
 
 // The "event" of a socket object in ports and who JSON, next to the
@@ -122,6 +130,8 @@ type portsWatch struct {
 	known     map[listenerKey]Socket
 	manyNetns bool // a line names its namespace: --netns all, or more than one
 	buf       []byte
+	seen      int // binds and listens reported
+	closed    int // listeners reported closed
 }
 
 // netnsNote names the namespace of a line when the watch spans several.
@@ -187,6 +197,7 @@ func (w *portsWatch) run(ctx context.Context, t *Tracer) error {
 // and flags a snapshot row would, and is remembered so that its close is
 // reported even if it never lives through a snapshot.
 func (w *portsWatch) event(ev *event.Event) {
+	w.seen++
 	l, isListener := listenerFromEvent(ev)
 	if isListener && l.Family == unix.AF_INET6 {
 		// The namespace of the thread that made it, else of its process,
@@ -263,10 +274,18 @@ func (w *portsWatch) look() error {
 			unnamed[k.addr()] = true
 		}
 	}
+	var gone []Socket
 	for k, s := range w.known {
-		if _, ok := now[k]; ok || unnamed[k.addr()] {
-			continue
+		if _, ok := now[k]; !ok && !unnamed[k.addr()] {
+			gone = append(gone, s)
 		}
+	}
+	slices.SortFunc(gone, func(a, b Socket) int {
+		return cmp.Or(cmp.Compare(a.Netns, b.Netns), cmp.Compare(a.Proto, b.Proto), cmp.Compare(a.Local.Port(), b.Local.Port()),
+			a.Local.Addr().Compare(b.Local.Addr()), cmp.Compare(a.Inode, b.Inode))
+	})
+	for _, s := range gone {
+		w.closed++
 		if w.cfg.Output == "json" {
 			w.buf = AppendSocketJSON(w.buf[:0], EventClosed, at, &s)
 			_, _ = w.out.Write(w.buf)

@@ -79,12 +79,13 @@ func socketNote(s *Socket) string {
 }
 
 // sockAddr writes an address as ss -n does: 0.0.0.0:PORT, [::]:PORT,
-// [::1]:PORT; nothing for none.
+// [::1]:PORT; nothing for none. IPv4 traffic on an IPv6 socket is written
+// as the IPv4 address it is, as in the stream and in JSON.
 func sockAddr(ap netip.AddrPort) string {
 	if !ap.IsValid() {
 		return ""
 	}
-	return ap.String()
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()).String()
 }
 
 // localAddr writes a socket's local address as ss -n does, so that the
@@ -135,7 +136,9 @@ func AppendSocketJSON(buf []byte, kind string, at time.Time, s *Socket) []byte {
 		buf = textout.AppendStr(buf, "direction", s.Direction.String())
 		buf = textout.AppendBool(buf, "direction_inferred", s.DirInferred)
 	}
-	buf = textout.AppendUint(buf, "inode", uint64(s.Inode))
+	if s.Inode != 0 {
+		buf = textout.AppendUint(buf, "inode", uint64(s.Inode))
+	}
 	if len(s.Holders) > 0 {
 		h := &s.Holders[0]
 		buf = textout.AppendUint(buf, "pid", uint64(h.PID))

@@ -2,6 +2,7 @@ package tracer
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -426,5 +427,19 @@ func TestPortsNetnsNotANamespace(t *testing.T) {
 	_, unopened, err := snapshotFiles([]string{"/proc/self/ns/net", "/etc/passwd"}, true, false)
 	if err != nil || len(unopened) != 1 || !errors.Is(unopened[0].Err, netns.ErrNotNamespace) {
 		t.Errorf("--netns all with /etc/passwd: unopened %v, error %v", unopened, err)
+	}
+}
+
+// What the kernel keeps of a closed connection has no inode: JSON leaves
+// the field out rather than write 0, as for any field not known.
+func TestSocketJSONNoInode(t *testing.T) {
+	tw := Socket{Netns: 1, Proto: event.ProtoTCP, Family: 2, State: "TIME-WAIT",
+		Local: netip.MustParseAddrPort("127.0.0.1:25"), Remote: netip.MustParseAddrPort("127.0.0.1:40312")}
+	var m map[string]any
+	if err := json.Unmarshal(AppendSocketJSON(nil, EventSnapshot, sampleTime, &tw), &m); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := m["inode"]; ok {
+		t.Errorf("inode %v for a socket without one", m["inode"])
 	}
 }

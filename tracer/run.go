@@ -20,6 +20,16 @@ import (
 // Told to stop while its output is not being read, it stops all the same
 // (see stopWriter) and says so.
 func Run(ctx context.Context, cfg Config, stdout io.Writer, stderr io.Writer) error {
+	opts := Options{Backend: cfg.Backend, Events: cfg.Events, PID: cfg.PID,
+		FilterUID: cfg.UID >= 0, UID: uint32(cfg.UID), Ports: &cfg.Ports, RingBufferSize: cfg.ringSize}
+	if cfg.Metrics != "" {
+		opts.ExtraFDs = metricsFDs
+	}
+	t, err := New(opts)
+	if err != nil {
+		return err
+	}
+	defer t.Close()
 	var metrics *Metrics
 	if cfg.Metrics != "" {
 		metrics = NewMetrics()
@@ -30,13 +40,6 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer, stderr io.Writer) er
 		defer stop()
 		fmt.Fprintf(stderr, "porttrace: serving metrics on http://%s/metrics\n", metrics.Addr())
 	}
-	t, err := New(Options{Backend: cfg.Backend, Events: cfg.Events, PID: cfg.PID,
-		FilterUID: cfg.UID >= 0, UID: uint32(cfg.UID), Ports: &cfg.Ports,
-		RingBufferSize: cfg.ringSize})
-	if err != nil {
-		return err
-	}
-	defer t.Close()
 	fmt.Fprintf(stderr, "porttrace: tracing with %s\n", t.Describe(cfg.Verbose))
 
 	if cfg.Duration > 0 {
@@ -55,6 +58,7 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer, stderr io.Writer) er
 		return err
 	}
 	s := newSummary()
+	var buffered, unwritten uint64 // events since the last flush; events the output never took
 	en := proc.NewEnricher()
 	lost := &lostReport{counter: t, out: w, stderr: stderr, metrics: metrics}
 	var ev event.Event
@@ -71,12 +75,19 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer, stderr io.Writer) er
 			continue
 		}
 		en.Enrich(&ev)
+		if sw.Stalled() {
+			unwritten++ // stopping: what the ring still holds is counted, not written
+			continue
+		}
 		if err := w.Write(&ev); err != nil {
 			if errors.Is(err, textout.ErrStalled) {
-				break
+				unwritten += buffered + 1
+				buffered = 0
+				continue
 			}
 			return fmt.Errorf("writing output: %w", err)
 		}
+		buffered++
 		s.add(&ev)
 		if metrics != nil {
 			metrics.Event(&ev)
@@ -90,20 +101,24 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer, stderr io.Writer) er
 		if !t.Pending() || time.Since(lastFlush) > readEvery || s.total == cfg.Count {
 			lastFlush = time.Now()
 			if err := out.Flush(); errors.Is(err, textout.ErrStalled) {
-				break
+				unwritten += buffered
 			} else if err != nil {
 				return fmt.Errorf("writing output: %w", err)
 			}
+			buffered = 0
 		}
 	}
 	t.Stop()
 	lost.check()
-	if err := joinErrors(w.Close(), out.Flush()); err != nil && !errors.Is(err, textout.ErrStalled) {
+	if err := joinErrors(w.Close(), out.Flush()); errors.Is(err, textout.ErrStalled) {
+		unwritten += buffered
+	} else if err != nil {
 		return fmt.Errorf("writing output: %w", err)
 	}
 	fmt.Fprintf(stderr, "porttrace: %s, %d lost\n", s, lost.reported)
 	if sw.Stalled() {
-		fmt.Fprintln(stderr, "porttrace: stopped while the output was not being read: the last events written were not all delivered")
+		fmt.Fprintf(stderr, "porttrace: stopped while the output was not being read: %d %s not written\n",
+			unwritten, textout.Plural(int(unwritten), "event", "events"))
 	}
 	return nil
 }

@@ -49,6 +49,10 @@ type Options struct {
 	// RingBufferSize in bytes, a power of two and a multiple of the page
 	// size; 0 means 8 MiB.
 	RingBufferSize uint32
+
+	// ExtraFDs are file descriptors the caller will need besides the
+	// tracer's (a /metrics server): New checks that they are free too.
+	ExtraFDs int
 }
 
 // Tracer is a loaded and attached backend and the reader of its ring buffer.
@@ -71,7 +75,7 @@ func New(o Options) (*Tracer, error) {
 	if err := checkPrivileges(); err != nil {
 		return nil, err
 	}
-	if err := checkFreeFDs(); err != nil {
+	if err := checkFreeFDs(o.ExtraFDs); err != nil {
 		return nil, err
 	}
 	ensureTracefs()
@@ -371,7 +375,7 @@ const fdsNeeded = 48
 // checkFreeFDs fails early, saying so, when RLIMIT_NOFILE leaves fewer
 // than fdsNeeded descriptors free (Go raises the soft limit to the hard
 // one at start; a hard limit set low stays).
-func checkFreeFDs() error {
+func checkFreeFDs(extra int) error {
 	var lim unix.Rlimit
 	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
 		return nil
@@ -380,12 +384,12 @@ func checkFreeFDs() error {
 	if err != nil {
 		return nil
 	}
-	open := uint64(len(entries))
-	if lim.Cur >= open+fdsNeeded {
+	open, need := uint64(len(entries)), uint64(fdsNeeded+extra)
+	if lim.Cur >= open+need {
 		return nil
 	}
 	return fmt.Errorf("too many open files: porttrace needs about %d free file descriptors and has %d (RLIMIT_NOFILE %d, %d open); raise the limit (ulimit -n)",
-		fdsNeeded, lim.Cur-min(lim.Cur, open), lim.Cur, open)
+		need, lim.Cur-min(lim.Cur, open), lim.Cur, open)
 }
 
 // ensureTracefs mounts tracefs where it is missing: the syscall

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -145,7 +146,7 @@ func TestKernelStopWhileOutputStalled(t *testing.T) {
 				t.Fatal(err)
 			}
 			return Run(ctx, cfg, out, stderr)
-		}, "porttrace: stopped while the output was not being read"},
+		}, "porttrace: stopped while the output was not being read: "},
 		{"churn", func(ctx context.Context, _, stderr *syncBuilder, out *blockedWriter) error {
 			cfg := DefaultChurnConfig()
 			cfg.Interval = 50 * time.Millisecond
@@ -155,6 +156,16 @@ func TestKernelStopWhileOutputStalled(t *testing.T) {
 			}
 			return RunChurn(ctx, cfg, out, stderr)
 		}, "porttrace churn: stopped while the output was not being read"},
+		{"ports --watch", func(ctx context.Context, _, stderr *syncBuilder, out *blockedWriter) error {
+			cfg := DefaultPortsConfig()
+			cfg.Watch = true
+			cfg.Netns = []string{ns.path()}
+			cfg.backend = testBackendName()
+			if err := cfg.Validate(); err != nil {
+				t.Fatal(err)
+			}
+			return RunPorts(ctx, cfg, out, stderr)
+		}, "porttrace ports: stopped while the output was not being read"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out := &blockedWriter{first: make(chan struct{})}
@@ -188,6 +199,17 @@ func TestKernelStopWhileOutputStalled(t *testing.T) {
 			}
 			if !strings.Contains(stderr.String(), tc.summary) {
 				t.Errorf("stderr lacks %q:\n%s", tc.summary, stderr.String())
+			}
+			// The summary counts what happened, written or not.
+			switch tc.name {
+			case "stream":
+				if m := regexp.MustCompile(`(\d+) events? not written`).FindStringSubmatch(stderr.String()); m == nil || m[1] == "0" {
+					t.Errorf("the stream's summary does not count the events it could not write:\n%s", stderr.String())
+				}
+			case "churn":
+				if strings.Contains(stderr.String(), "porttrace churn: 0 allocations") {
+					t.Errorf("churn's summary misses the allocations made while it was stalled:\n%s", stderr.String())
+				}
 			}
 		})
 	}
