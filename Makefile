@@ -24,7 +24,7 @@ run: build ## build, then trace as root (ARGS="..." for flags)
 	$(AS_ROOT) ./porttrace $(ARGS)
 
 generate: ## recompile bpf/*.c into tracer/porttrace_x86_bpfel.{go,o}
-	cd tracer && BPF_CLANG=$(BPF_CLANG) BPF_CFLAGS="$(BPF_CFLAGS)" $(GO) generate ./...
+	BPF_CLANG=$(BPF_CLANG) BPF_CFLAGS="$(BPF_CFLAGS)" $(GO) generate .
 
 test: ## run unit and kernel tests (as root, through sudo if need be)
 	$(GO) vet ./...

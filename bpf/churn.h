@@ -49,7 +49,7 @@ static __always_inline void *lookup_or_init(void *map, const void *key, const vo
 static __always_inline bool alloc_failure(__s32 err)
 {
 	/* connect: EADDRNOTAVAIL (TCP), EAGAIN (UDP autobind); bind(0): EADDRINUSE. */
-	return err == -99 || err == -11 || err == -98;
+	return err == -EADDRNOTAVAIL || err == -EAGAIN || err == -EADDRINUSE;
 }
 
 static __always_inline void churn_count(const struct event *e)

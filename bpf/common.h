@@ -27,6 +27,8 @@
 
 #define EINTR 4
 #define EAGAIN 11
+#define EADDRINUSE 98
+#define EADDRNOTAVAIL 99
 #define EINPROGRESS 115
 #define ECONNABORTED 103
 #define ERESTARTSYS 512
@@ -34,8 +36,18 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
-/* Keeps struct event in the object's BTF for bpf2go -type event. */
+/* One bit a port: set the bits of the ports to keep. */
+struct port_bitmap {
+	__u64 bits[65536 / 64];
+};
+
+/* Keep the contract's types in the object's BTF, for bpf2go -type. */
 const struct event *unused_event __attribute__((unused));
+const struct port_bitmap *unused_port_bitmap __attribute__((unused));
+const enum event_kind *unused_event_kind __attribute__((unused));
+const enum backend_id *unused_backend_id __attribute__((unused));
+const enum event_flags *unused_event_flags __attribute__((unused));
+const enum counter *unused_counter __attribute__((unused));
 
 /* Knobs: set by the loader before load, folded into the programs by the verifier. */
 const volatile __u32 target_pid = 0;     /* 0: every process */
@@ -79,11 +91,6 @@ static __always_inline bool forget_preblocked(void)
 
 	return bpf_map_delete_elem(&preblocked, &tid) == 0;
 }
-
-/* One bit a port: set the bits of the ports to keep. */
-struct port_bitmap {
-	__u64 bits[65536 / 64];
-};
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

@@ -116,7 +116,7 @@ func tracing(kind event.Kind, fn string, prog *ebpf.Program) hook {
 }
 
 func loadFentry(spec *ebpf.CollectionSpec, opts *ebpf.CollectionOptions, listenFn string) (*loaded, error) {
-	spec.Programs["fexit_listen"].AttachTo = listenFn
+	spec.Programs[porttraceProgFexitListen].AttachTo = listenFn
 	var o fentryObjects
 	if err := spec.LoadAndAssign(&o, opts); err != nil {
 		return nil, err

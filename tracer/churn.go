@@ -124,7 +124,7 @@ func (t *Tracer) ReadChurn() (*ChurnTotals, error) {
 	}
 
 	var over []uint64
-	if err := m.Counters.Lookup(uint32(1), &over); err != nil {
+	if err := m.Counters.Lookup(porttraceCounterCNT_CHURN_OVERFLOW, &over); err != nil {
 		return nil, fmt.Errorf("reading counters: %w", err)
 	}
 	for _, v := range over {

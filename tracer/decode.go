@@ -10,15 +10,15 @@ import (
 	"github.com/porttrace/porttrace/tracer/event"
 )
 
-// Event flags, as enum event_flags in bpf/porttrace.h.
+// Event flags: enum event_flags in bpf/porttrace.h, as bpf2go generates it.
 const (
-	flagHasLocal   = 1 << 0
-	flagHasRemote  = 1 << 1
-	flagHasNet     = 1 << 2
-	flagEphemeral  = 1 << 3
-	flagExeDeleted = 1 << 4
-	flagCapBind    = 1 << 5
-	flagHasProto   = 1 << 6
+	flagHasLocal   = uint32(porttraceEventFlagsF_HAS_LOCAL)
+	flagHasRemote  = uint32(porttraceEventFlagsF_HAS_REMOTE)
+	flagHasNet     = uint32(porttraceEventFlagsF_HAS_NET)
+	flagEphemeral  = uint32(porttraceEventFlagsF_EPHEMERAL)
+	flagExeDeleted = uint32(porttraceEventFlagsF_EXE_DELETED)
+	flagCapBind    = uint32(porttraceEventFlagsF_CAP_BIND)
+	flagHasProto   = uint32(porttraceEventFlagsF_HAS_PROTO)
 )
 
 // decode turns a raw kernel event into an Event: addresses, names, result,

@@ -341,3 +341,24 @@ func TestLostBursts(t *testing.T) {
 		t.Errorf("reported %d, metrics %v; want 8 and 8", l.reported, m.lost)
 	}
 }
+
+// The event package numbers kinds and backends as the kernel side does
+// (enum event_kind, enum backend_id in bpf/porttrace.h, generated here).
+func TestEnumsMatchTheKernelSide(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		kernel, g uint32
+	}{
+		{"EV_BIND", uint32(porttraceEventKindEV_BIND), uint32(event.KindBind)},
+		{"EV_LISTEN", uint32(porttraceEventKindEV_LISTEN), uint32(event.KindListen)},
+		{"EV_CONNECT", uint32(porttraceEventKindEV_CONNECT), uint32(event.KindConnect)},
+		{"EV_ACCEPT", uint32(porttraceEventKindEV_ACCEPT), uint32(event.KindAccept)},
+		{"BACKEND_TRACEPOINT", uint32(porttraceBackendIdBACKEND_TRACEPOINT), uint32(event.BackendTracepoint)},
+		{"BACKEND_FENTRY", uint32(porttraceBackendIdBACKEND_FENTRY), uint32(event.BackendFentry)},
+		{"BACKEND_KPROBE", uint32(porttraceBackendIdBACKEND_KPROBE), uint32(event.BackendKprobe)},
+	} {
+		if tc.kernel != tc.g {
+			t.Errorf("%s is %d in bpf/porttrace.h, %d in Go", tc.name, tc.kernel, tc.g)
+		}
+	}
+}

@@ -28,6 +28,14 @@ type porttraceArgs struct {
 	Pad        [3]uint16
 }
 
+type porttraceBackendId uint32
+
+const (
+	porttraceBackendIdBACKEND_TRACEPOINT porttraceBackendId = 1
+	porttraceBackendIdBACKEND_FENTRY     porttraceBackendId = 2
+	porttraceBackendIdBACKEND_KPROBE     porttraceBackendId = 3
+)
+
 type porttraceChurnCounts struct {
 	_      structs.HostLayout
 	Allocs uint64
@@ -60,6 +68,14 @@ type porttraceChurnProcKey struct {
 	Comm  [16]int8
 }
 
+type porttraceCounter uint32
+
+const (
+	porttraceCounterCNT_LOST           porttraceCounter = 0
+	porttraceCounterCNT_CHURN_OVERFLOW porttraceCounter = 1
+	porttraceCounterCNT_MAX            porttraceCounter = 4
+)
+
 type porttraceEvent struct {
 	_        structs.HostLayout
 	TsNs     uint64
@@ -87,6 +103,28 @@ type porttraceEvent struct {
 	Raddr    [16]uint8
 	Comm     [16]int8
 }
+
+type porttraceEventFlags uint32
+
+const (
+	porttraceEventFlagsF_HAS_LOCAL   porttraceEventFlags = 1
+	porttraceEventFlagsF_HAS_REMOTE  porttraceEventFlags = 2
+	porttraceEventFlagsF_HAS_NET     porttraceEventFlags = 4
+	porttraceEventFlagsF_EPHEMERAL   porttraceEventFlags = 8
+	porttraceEventFlagsF_EXE_DELETED porttraceEventFlags = 16
+	porttraceEventFlagsF_CAP_BIND    porttraceEventFlags = 32
+	porttraceEventFlagsF_HAS_PROTO   porttraceEventFlags = 64
+	porttraceEventFlagsF_AUTOBIND    porttraceEventFlags = 128
+)
+
+type porttraceEventKind uint32
+
+const (
+	porttraceEventKindEV_BIND    porttraceEventKind = 1
+	porttraceEventKindEV_LISTEN  porttraceEventKind = 2
+	porttraceEventKindEV_CONNECT porttraceEventKind = 3
+	porttraceEventKindEV_ACCEPT  porttraceEventKind = 4
+)
 
 type porttraceKargs struct {
 	_          structs.HostLayout
@@ -152,7 +190,12 @@ const (
 	porttraceVarListenOnSk               = "listen_on_sk"
 	porttraceVarTargetPid                = "target_pid"
 	porttraceVarTargetUid                = "target_uid"
+	porttraceVarUnusedBackendId          = "unused_backend_id"
+	porttraceVarUnusedCounter            = "unused_counter"
 	porttraceVarUnusedEvent              = "unused_event"
+	porttraceVarUnusedEventFlags         = "unused_event_flags"
+	porttraceVarUnusedEventKind          = "unused_event_kind"
+	porttraceVarUnusedPortBitmap         = "unused_port_bitmap"
 	porttraceVarWakeupBytes              = "wakeup_bytes"
 )
 
@@ -250,15 +293,20 @@ type porttraceMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type porttraceVariableSpecs struct {
-	AcceptBackend *ebpf.VariableSpec `ebpf:"accept_backend"`
-	ChurnMode     *ebpf.VariableSpec `ebpf:"churn_mode"`
-	FilterPorts   *ebpf.VariableSpec `ebpf:"filter_ports"`
-	LastWakeup    *ebpf.VariableSpec `ebpf:"last_wakeup"`
-	ListenOnSk    *ebpf.VariableSpec `ebpf:"listen_on_sk"`
-	TargetPid     *ebpf.VariableSpec `ebpf:"target_pid"`
-	TargetUid     *ebpf.VariableSpec `ebpf:"target_uid"`
-	UnusedEvent   *ebpf.VariableSpec `ebpf:"unused_event"`
-	WakeupBytes   *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
+	AcceptBackend    *ebpf.VariableSpec `ebpf:"accept_backend"`
+	ChurnMode        *ebpf.VariableSpec `ebpf:"churn_mode"`
+	FilterPorts      *ebpf.VariableSpec `ebpf:"filter_ports"`
+	LastWakeup       *ebpf.VariableSpec `ebpf:"last_wakeup"`
+	ListenOnSk       *ebpf.VariableSpec `ebpf:"listen_on_sk"`
+	TargetPid        *ebpf.VariableSpec `ebpf:"target_pid"`
+	TargetUid        *ebpf.VariableSpec `ebpf:"target_uid"`
+	UnusedBackendId  *ebpf.VariableSpec `ebpf:"unused_backend_id"`
+	UnusedCounter    *ebpf.VariableSpec `ebpf:"unused_counter"`
+	UnusedEvent      *ebpf.VariableSpec `ebpf:"unused_event"`
+	UnusedEventFlags *ebpf.VariableSpec `ebpf:"unused_event_flags"`
+	UnusedEventKind  *ebpf.VariableSpec `ebpf:"unused_event_kind"`
+	UnusedPortBitmap *ebpf.VariableSpec `ebpf:"unused_port_bitmap"`
+	WakeupBytes      *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 }
 
 // porttraceObjects contains all objects after they have been loaded into the kernel.
@@ -314,15 +362,20 @@ func (m *porttraceMaps) Close() error {
 //
 // It can be passed to loadPorttraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type porttraceVariables struct {
-	AcceptBackend *ebpf.Variable `ebpf:"accept_backend"`
-	ChurnMode     *ebpf.Variable `ebpf:"churn_mode"`
-	FilterPorts   *ebpf.Variable `ebpf:"filter_ports"`
-	LastWakeup    *ebpf.Variable `ebpf:"last_wakeup"`
-	ListenOnSk    *ebpf.Variable `ebpf:"listen_on_sk"`
-	TargetPid     *ebpf.Variable `ebpf:"target_pid"`
-	TargetUid     *ebpf.Variable `ebpf:"target_uid"`
-	UnusedEvent   *ebpf.Variable `ebpf:"unused_event"`
-	WakeupBytes   *ebpf.Variable `ebpf:"wakeup_bytes"`
+	AcceptBackend    *ebpf.Variable `ebpf:"accept_backend"`
+	ChurnMode        *ebpf.Variable `ebpf:"churn_mode"`
+	FilterPorts      *ebpf.Variable `ebpf:"filter_ports"`
+	LastWakeup       *ebpf.Variable `ebpf:"last_wakeup"`
+	ListenOnSk       *ebpf.Variable `ebpf:"listen_on_sk"`
+	TargetPid        *ebpf.Variable `ebpf:"target_pid"`
+	TargetUid        *ebpf.Variable `ebpf:"target_uid"`
+	UnusedBackendId  *ebpf.Variable `ebpf:"unused_backend_id"`
+	UnusedCounter    *ebpf.Variable `ebpf:"unused_counter"`
+	UnusedEvent      *ebpf.Variable `ebpf:"unused_event"`
+	UnusedEventFlags *ebpf.Variable `ebpf:"unused_event_flags"`
+	UnusedEventKind  *ebpf.Variable `ebpf:"unused_event_kind"`
+	UnusedPortBitmap *ebpf.Variable `ebpf:"unused_port_bitmap"`
+	WakeupBytes      *ebpf.Variable `ebpf:"wakeup_bytes"`
 }
 
 // porttracePrograms contains all programs after they have been loaded into the kernel.

@@ -178,28 +178,34 @@ func (t *Tracer) start(b event.Backend, o Options, spec *ebpf.CollectionSpec, ke
 	if o.FilterUID {
 		uid = o.UID
 	}
-	for name, v := range map[string]any{
-		"target_pid":   o.PID,
-		"target_uid":   uid,
-		"filter_ports": o.Ports != nil && !o.Ports.Empty(),
-		"listen_on_sk": onSock,
-		// The tracepoint program's accept reports preblocked threads for fexit/kretprobe.
-		"accept_backend": uint8(b),
-		"churn_mode":     o.Churn,
-	} {
-		if err := spec.Variables[name].Set(v); err != nil {
-			return fmt.Errorf("setting %s: %w", name, err)
-		}
+	var specs porttraceSpecs
+	if err := spec.Assign(&specs); err != nil {
+		return fmt.Errorf("reading the object's specs: %w", err)
 	}
 	size := uint32(ringBufferSize)
 	if o.RingBufferSize != 0 {
 		size = o.RingBufferSize
 	}
-	spec.Maps["events"].MaxEntries = size
+	specs.Events.MaxEntries = size
 	// Wake the reader per batch of 1,024 events, or per quarter of a small ring.
 	batch := min(uint64(1024*unsafe.Sizeof(porttraceEvent{})), uint64(size/4))
-	if err := spec.Variables["wakeup_bytes"].Set(batch); err != nil {
-		return fmt.Errorf("setting wakeup_bytes: %w", err)
+	vs := &specs.porttraceVariableSpecs
+	for _, k := range []struct {
+		v   *ebpf.VariableSpec
+		val any
+	}{
+		{vs.TargetPid, o.PID},
+		{vs.TargetUid, uid},
+		{vs.FilterPorts, o.Ports != nil && !o.Ports.Empty()},
+		{vs.ListenOnSk, onSock},
+		// The tracepoint program's accept reports preblocked threads for fexit/kretprobe.
+		{vs.AcceptBackend, uint8(b)},
+		{vs.ChurnMode, o.Churn},
+		{vs.WakeupBytes, batch},
+	} {
+		if err := k.v.Set(k.val); err != nil {
+			return fmt.Errorf("setting %s: %w", k.v.Name, err)
+		}
 	}
 	opts := &ebpf.CollectionOptions{Programs: ebpf.ProgramOptions{KernelTypes: kernel}}
 
@@ -217,7 +223,7 @@ func (t *Tracer) start(b event.Backend, o Options, spec *ebpf.CollectionSpec, ke
 		}
 	}()
 	if o.Ports != nil && !o.Ports.Empty() {
-		if err := l.maps.PortFilter.Put(uint32(0), &o.Ports.bits); err != nil {
+		if err := l.maps.PortFilter.Put(uint32(0), &porttracePortBitmap{Bits: o.Ports.bits}); err != nil {
 			return fmt.Errorf("setting the port filter: %w", err)
 		}
 	}
@@ -304,7 +310,7 @@ func (t *Tracer) Pending() bool { return t.rd.AvailableBytes() > 0 }
 // Lost is how many events the kernel dropped because the ring buffer was full.
 func (t *Tracer) Lost() (uint64, error) {
 	var perCPU []uint64
-	if err := t.l.maps.Counters.Lookup(uint32(0), &perCPU); err != nil {
+	if err := t.l.maps.Counters.Lookup(porttraceCounterCNT_LOST, &perCPU); err != nil {
 		return 0, fmt.Errorf("reading counters: %w", err)
 	}
 	var n uint64
