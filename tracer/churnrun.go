@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/porttrace/porttrace/tracer/event"
+	"github.com/porttrace/porttrace/tracer/internal/promserve"
 	"github.com/porttrace/porttrace/tracer/textout"
 )
 
@@ -18,7 +19,7 @@ import (
 func RunChurn(ctx context.Context, cfg ChurnConfig, stdout, stderr io.Writer) error {
 	opts := Options{Backend: cfg.Backend, Events: kindSet(event.KindBind, event.KindConnect), Churn: true}
 	if cfg.Metrics != "" {
-		opts.ExtraFDs = metricsFDs
+		opts.ExtraFDs = promserve.DefaultLimits.FDs()
 	}
 	t, err := New(opts)
 	if err != nil {

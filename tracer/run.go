@@ -12,6 +12,7 @@ import (
 
 	"github.com/porttrace/porttrace/tracer/event"
 	"github.com/porttrace/porttrace/tracer/internal/proc"
+	"github.com/porttrace/porttrace/tracer/internal/promserve"
 	"github.com/porttrace/porttrace/tracer/textout"
 )
 
@@ -23,7 +24,7 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer, stderr io.Writer) er
 	opts := Options{Backend: cfg.Backend, Events: cfg.Events, PID: cfg.PID,
 		FilterUID: cfg.UID >= 0, UID: uint32(cfg.UID), Ports: &cfg.Ports, RingBufferSize: cfg.ringSize}
 	if cfg.Metrics != "" {
-		opts.ExtraFDs = metricsFDs
+		opts.ExtraFDs = promserve.DefaultLimits.FDs()
 	}
 	t, err := New(opts)
 	if err != nil {

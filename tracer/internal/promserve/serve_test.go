@@ -1,4 +1,4 @@
-package tracer
+package promserve
 
 import (
 	"errors"
@@ -9,31 +9,58 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // shortLimits make the server's timeouts testable in well under a second.
-var shortLimits = serverLimits{
-	readHeader: 200 * time.Millisecond,
-	read:       400 * time.Millisecond,
-	write:      400 * time.Millisecond,
-	idle:       300 * time.Millisecond,
-	conns:      2,
+var shortLimits = Limits{
+	ReadHeader: 200 * time.Millisecond,
+	Read:       400 * time.Millisecond,
+	Write:      400 * time.Millisecond,
+	Idle:       300 * time.Millisecond,
+	Conns:      2,
 }
 
-// serveTest serves m with lim on a port of 127.0.0.1 the kernel picks, and
-// stops it when the test ends. What the server reports goes to errOut.
-func serveTest(t *testing.T, lim serverLimits) (m *Metrics, errOut *syncBuilder) {
+// testCollector is a collector with one series to scrape.
+func testCollector() prometheus.Collector {
+	c := prometheus.NewCounter(prometheus.CounterOpts{Name: "porttrace_test_total", Help: "A counter to scrape."})
+	c.Add(3)
+	return c
+}
+
+// syncBuf is a strings.Builder safe for the server's goroutines.
+type syncBuf struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// serveTest serves a test collector with lim on a port of 127.0.0.1 the
+// kernel picks, and stops it when the test ends. What the server reports
+// goes to errOut.
+func serveTest(t *testing.T, lim Limits) (m *Server, errOut *syncBuf) {
 	t.Helper()
-	m = NewMetrics()
-	m.limits = lim
-	errOut = &syncBuilder{}
-	stop, err := m.Serve("127.0.0.1:0", errOut)
+	errOut = &syncBuf{}
+	m, err := Serve("127.0.0.1:0", testCollector(), lim, errOut)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(stop)
+	t.Cleanup(m.Close)
 	return m, errOut
 }
 
@@ -51,7 +78,7 @@ func closedWithin(t *testing.T, c net.Conn, d time.Duration) {
 // A client that sends nothing, half a header, a header without the body it
 // announced, or nothing more after a scrape is cut off by the server, so
 // that it does not hold a file descriptor for ever.
-func TestMetricsServerTimeouts(t *testing.T) {
+func TestServerServerTimeouts(t *testing.T) {
 	m, errOut := serveTest(t, shortLimits)
 	for _, tc := range []struct {
 		name, send string
@@ -80,9 +107,9 @@ func TestMetricsServerTimeouts(t *testing.T) {
 
 // More idle connections than the limit wait in the kernel's backlog rather
 // than taking descriptors; once they time out, a scrape is answered.
-func TestMetricsServerConnLimit(t *testing.T) {
+func TestServerServerConnLimit(t *testing.T) {
 	m, _ := serveTest(t, shortLimits)
-	for range shortLimits.conns + 3 {
+	for range shortLimits.Conns + 3 {
 		c, err := net.Dial("tcp", m.Addr())
 		if err != nil {
 			t.Fatal(err)
@@ -99,23 +126,23 @@ func TestMetricsServerConnLimit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "porttrace_lost_events_total") {
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "porttrace_test_total") {
 		t.Errorf("scrape: %s, body %q", resp.Status, body)
 	}
-	if took := time.Since(start); took < shortLimits.readHeader {
+	if took := time.Since(start); took < shortLimits.ReadHeader {
 		t.Errorf("scrape answered after %v, before any idle connection timed out: no limit", took)
 	}
 }
 
 // Stopping the server does not wait for a connection slot to free.
-func TestMetricsServerStopWhileFull(t *testing.T) {
-	m := NewMetrics()
-	m.limits = defaultServerLimits
-	m.limits.conns = 1
-	stop, err := m.Serve("127.0.0.1:0", io.Discard)
+func TestServerServerStopWhileFull(t *testing.T) {
+	lim := DefaultLimits
+	lim.Conns = 1
+	m, err := Serve("127.0.0.1:0", testCollector(), lim, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
+	stop := m.Close
 	for range 3 {
 		c, err := net.Dial("tcp", m.Addr())
 		if err != nil {
@@ -135,14 +162,14 @@ func TestMetricsServerStopWhileFull(t *testing.T) {
 }
 
 // Addr is where the server really listens, not the port 0 it was given.
-func TestMetricsAddr(t *testing.T) {
-	m, _ := serveTest(t, defaultServerLimits)
+func TestServerAddr(t *testing.T) {
+	m, _ := serveTest(t, DefaultLimits)
 	ap, err := netip.ParseAddrPort(m.Addr())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ap.Addr() != netip.MustParseAddr("127.0.0.1") || ap.Port() == 0 || ap.Port() != m.port {
-		t.Errorf("Addr() = %s, port %d; want 127.0.0.1 and the port listened on", m.Addr(), m.port)
+	if ap.Addr() != netip.MustParseAddr("127.0.0.1") || ap.Port() == 0 || ap.Port() != m.Port() {
+		t.Errorf("Addr() = %s, port %d; want 127.0.0.1 and the port listened on", m.Addr(), m.Port())
 	}
 	c, err := net.Dial("tcp", m.Addr())
 	if err != nil {
@@ -154,7 +181,7 @@ func TestMetricsAddr(t *testing.T) {
 // Out of descriptors, net/http reports a failed accept every second, each
 // time with another retry delay: stderr gets it once, then at most once a
 // minute with a count.
-func TestMetricsErrorLogOnce(t *testing.T) {
+func TestServerErrorLogOnce(t *testing.T) {
 	const accept = "http: Accept error: accept tcp 127.0.0.1:9100: accept4: too many open files; retrying in "
 	const prefix = "porttrace: metrics server: "
 	type msg struct {
