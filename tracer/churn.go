@@ -72,6 +72,24 @@ func (t *Tracer) ReadChurn() (*ChurnTotals, error) {
 		Dests: map[DestKey]ChurnCounts{},
 		Procs: map[ProcKey]ChurnCounts{},
 	}
+	for _, read := range []func(*sharedMaps, *ChurnTotals) error{readChurnNetns, readChurnDests, readChurnProcs} {
+		if err := read(m, ct); err != nil {
+			return nil, err
+		}
+	}
+	var over []uint64
+	if err := m.Counters.Lookup(porttraceCounterCNT_CHURN_OVERFLOW, &over); err != nil {
+		return nil, fmt.Errorf("reading counters: %w", err)
+	}
+	for _, v := range over {
+		ct.Overflow += v
+	}
+	return ct, nil
+}
+
+// readChurnNetns sums churn_ns over CPUs: allocations by call and
+// protocol, failures by errno, per namespace.
+func readChurnNetns(m *sharedMaps, ct *ChurnTotals) error {
 	var nk porttraceChurnNsKey
 	var nv []uint64
 	it := m.ChurnNs.Iterate()
@@ -92,15 +110,19 @@ func (t *Tracer) ReadChurn() (*ChurnTotals, error) {
 		}
 	}
 	if err := it.Err(); err != nil {
-		return nil, fmt.Errorf("reading churn_ns: %w", err)
+		return fmt.Errorf("reading churn_ns: %w", err)
 	}
+	return nil
+}
 
+// readChurnDests sums churn_dst over CPUs. An IPv4 destination reached
+// from an IPv6 socket is kept under its IPv4-mapped address: one
+// destination, two kernel keys, added up.
+func readChurnDests(m *sharedMaps, ct *ChurnTotals) error {
 	var dk porttraceChurnDstKey
 	var cv []porttraceChurnCounts
-	it = m.ChurnDst.Iterate()
+	it := m.ChurnDst.Iterate()
 	for it.Next(&dk, &cv) {
-		// An IPv4 destination reached from an IPv6 socket is kept under
-		// its IPv4-mapped address: one destination, two kernel keys.
 		addr := addrFrom(dk.Family, &dk.Daddr).Unmap()
 		key := DestKey{dk.Netns, Dest{dk.Proto, netip.AddrPortFrom(addr, dk.Dport)}}
 		c := ct.Dests[key]
@@ -108,11 +130,16 @@ func (t *Tracer) ReadChurn() (*ChurnTotals, error) {
 		ct.Dests[key] = c
 	}
 	if err := it.Err(); err != nil {
-		return nil, fmt.Errorf("reading churn_dst: %w", err)
+		return fmt.Errorf("reading churn_dst: %w", err)
 	}
+	return nil
+}
 
+// readChurnProcs sums churn_proc over CPUs.
+func readChurnProcs(m *sharedMaps, ct *ChurnTotals) error {
 	var pk porttraceChurnProcKey
-	it = m.ChurnProc.Iterate()
+	var cv []porttraceChurnCounts
+	it := m.ChurnProc.Iterate()
 	for it.Next(&pk, &cv) {
 		key := ProcKey{pk.Pid, pk.Netns, commString(&pk.Comm)}
 		c := ct.Procs[key]
@@ -120,17 +147,9 @@ func (t *Tracer) ReadChurn() (*ChurnTotals, error) {
 		ct.Procs[key] = c
 	}
 	if err := it.Err(); err != nil {
-		return nil, fmt.Errorf("reading churn_proc: %w", err)
+		return fmt.Errorf("reading churn_proc: %w", err)
 	}
-
-	var over []uint64
-	if err := m.Counters.Lookup(porttraceCounterCNT_CHURN_OVERFLOW, &over); err != nil {
-		return nil, fmt.Errorf("reading counters: %w", err)
-	}
-	for _, v := range over {
-		ct.Overflow += v
-	}
-	return ct, nil
+	return nil
 }
 
 func (c *ChurnCounts) add(o ChurnCounts) {

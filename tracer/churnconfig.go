@@ -40,13 +40,8 @@ func (c *ChurnConfig) AddFlags(fs *pflag.FlagSet) {
 
 // Validate checks the flags.
 func (c *ChurnConfig) Validate() error {
-	if err := checkOutput(c.Output, "table", "json"); err != nil {
-		return err
-	}
-	if err := checkInterval(c.Interval); err != nil {
-		return err
-	}
-	if err := checkDuration(c.Duration); err != nil {
+	if err := firstError(checkOutput(c.Output, "table", "json"), checkInterval(c.Interval), checkDuration(c.Duration),
+		checkMetrics(c.Metrics)); err != nil {
 		return err
 	}
 	if c.MetricsDests < 0 || c.MetricsDests > 1000 {
@@ -55,13 +50,7 @@ func (c *ChurnConfig) Validate() error {
 	if c.MetricsDests > 0 && c.Metrics == "" {
 		return errors.New("--metrics-destinations needs --metrics")
 	}
-	if err := checkMetrics(c.Metrics); err != nil {
-		return err
-	}
-	b, err := backendFlag(c.backend)
-	if err != nil {
-		return err
-	}
-	c.Backend = b
-	return nil
+	var err error
+	c.Backend, err = backendFlag(c.backend)
+	return err
 }

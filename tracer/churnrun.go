@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/porttrace/porttrace/tracer/event"
-	"github.com/porttrace/porttrace/tracer/internal/promserve"
 	"github.com/porttrace/porttrace/tracer/textout"
 )
 
@@ -17,28 +16,17 @@ import (
 // them every interval until ctx is done or --duration passes, then prints a
 // summary of the whole run on stderr.
 func RunChurn(ctx context.Context, cfg ChurnConfig, stdout, stderr io.Writer) error {
-	opts := Options{Backend: cfg.Backend, Events: kindSet(event.KindBind, event.KindConnect), Churn: true}
-	if cfg.Metrics != "" {
-		opts.ExtraFDs = promserve.DefaultLimits.FDs()
-	}
-	t, err := New(opts)
-	if err != nil {
-		return err
-	}
-	defer t.Close()
 	var metrics *Metrics
 	if cfg.Metrics != "" {
 		metrics = NewMetrics()
 		metrics.MaxDests = cfg.MetricsDests
-		stop, err := metrics.Serve(cfg.Metrics, stderr)
-		if err != nil {
-			return err
-		}
-		defer stop()
-		fmt.Fprintf(stderr, "porttrace churn: serving metrics on http://%s/metrics\n", metrics.Addr())
 	}
-	fmt.Fprintf(stderr, "porttrace churn: counting with %s\n", t.Describe(cfg.Verbose))
-
+	t, detach, err := attach(Options{Backend: cfg.Backend, Events: kindSet(event.KindBind, event.KindConnect), Churn: true},
+		metrics, cfg.Metrics, "porttrace churn", "counting", cfg.Verbose, stderr)
+	if err != nil {
+		return err
+	}
+	defer detach()
 	first, err := t.ReadChurn()
 	if err != nil {
 		return err
@@ -51,13 +39,10 @@ func RunChurn(ctx context.Context, cfg ChurnConfig, stdout, stderr io.Writer) er
 	}
 	sw := textout.NewStopWriter(ctx, stdout)
 	defer sw.Close()
-	out := bufio.NewWriter(sw)
 	_, tty := textout.TerminalWidth(stdout)
-	clearScreen := cfg.Output == "table" && tty
+	v := &churnView{cfg: cfg, out: bufio.NewWriter(sw), clearScreen: cfg.Output == "table" && tty, metrics: metrics}
 	tick := time.NewTicker(cfg.Interval)
 	defer tick.Stop()
-	var last *ChurnTotals = first
-	var buf []byte
 	for done := false; !done; {
 		select {
 		case <-ctx.Done():
@@ -68,52 +53,71 @@ func RunChurn(ctx context.Context, cfg ChurnConfig, stdout, stderr io.Writer) er
 		if err != nil {
 			return err
 		}
-		last = cur
 		if done && cur.Time.Sub(state.prev.Time) < cfg.Interval/2 {
 			break // a stub of an interval says nothing about rates
 		}
-		r := state.Next(cur)
-		if metrics != nil {
-			metrics.Churn(r)
-		}
-		if cfg.Output == "json" {
-			buf = AppendChurnJSON(buf[:0], r)
-			_, err = out.Write(buf)
-		} else {
-			if clearScreen {
-				_, _ = out.WriteString("\x1b[H\x1b[2J")
-			} else {
-				_, _ = out.WriteString("\n")
-			}
-			err = WriteChurnTable(out, r)
-		}
-		if err == nil {
-			err = out.Flush()
-		}
-		if errors.Is(err, textout.ErrStalled) {
+		if err := v.report(state.Next(cur)); errors.Is(err, textout.ErrStalled) {
 			break
-		}
-		if err != nil {
-			return fmt.Errorf("writing output: %w", err)
+		} else if err != nil {
+			return err
 		}
 	}
 	// The kernel's counts as they are now: the last report may be old
 	// when a stalled output held the loop up.
-	if cur, err := t.ReadChurn(); err == nil {
-		last = cur
+	last, err := t.ReadChurn()
+	if err != nil {
+		last = state.prev
 	}
 	state.AddTotals(last)
-	s := state.Summary
+	sayChurnSummary(stderr, &state.Summary, sw.Stalled())
+	return nil
+}
+
+// churnView writes each interval's report where it goes.
+type churnView struct {
+	cfg         ChurnConfig
+	out         *bufio.Writer
+	clearScreen bool // a terminal: each report replaces the last
+	metrics     *Metrics
+	buf         []byte
+}
+
+func (v *churnView) report(r *ChurnReport) error {
+	if v.metrics != nil {
+		v.metrics.Churn(r)
+	}
+	var err error
+	if v.cfg.Output == "json" {
+		v.buf = AppendChurnJSON(v.buf[:0], r)
+		_, err = v.out.Write(v.buf)
+	} else {
+		if v.clearScreen {
+			_, _ = v.out.WriteString("\x1b[H\x1b[2J")
+		} else {
+			_, _ = v.out.WriteString("\n")
+		}
+		err = WriteChurnTable(v.out, r)
+	}
+	if err == nil {
+		err = v.out.Flush()
+	}
+	if err != nil && !errors.Is(err, textout.ErrStalled) {
+		return fmt.Errorf("writing output: %w", err)
+	}
+	return err
+}
+
+// sayChurnSummary is the line on stderr at the end of a churn run.
+func sayChurnSummary(stderr io.Writer, s *ChurnSummary, stalled bool) {
 	fmt.Fprintf(stderr, "porttrace churn: %d %s, peak %s/s, peak usage %.1f%%, failures: %s",
 		s.Allocs, textout.Plural(int(s.Allocs), "allocation", "allocations"), rate(s.PeakAllocsPerSec), s.PeakUsagePct, orNone(failString(s.Fails)))
 	if s.BusiestAllocs > 0 {
 		fmt.Fprintf(stderr, ", busiest destination %s (%d %s)", s.Busiest, s.BusiestAllocs, textout.Plural(int(s.BusiestAllocs), "allocation", "allocations"))
 	}
 	fmt.Fprintln(stderr)
-	if sw.Stalled() {
+	if stalled {
 		fmt.Fprintln(stderr, "porttrace churn: stopped while the output was not being read: the last report was not delivered")
 	}
-	return nil
 }
 
 func orNone(s string) string {

@@ -233,32 +233,46 @@ func (s *ChurnState) netnsReport(ns uint32, cur *ChurnTotals, dt float64) NetnsR
 		nr.UsageErr = err.Error()
 		u = newPortUsage()
 	} else {
-		nr.Range, nr.Reserved, nr.RangeSize = u.Range, u.Reserved, u.Size()
-		nr.InUse, nr.Sockets, nr.TimeWait = u.InUse, u.Sockets, u.TimeWait
-		if nr.RangeSize > 0 {
-			nr.UsagePct = 100 * float64(u.InUse) / float64(nr.RangeSize)
-		}
-		// A destination not used yet runs out when the ports no one
-		// may share fill the range.
-		for _, proto := range []uint16{event.ProtoTCP, event.ProtoUDP} {
-			k := usageKey{ns, proto}
-			exclusive := u.Exclusive(proto)
-			nr.Exhaustion = sooner(nr.Exhaustion, eta(u.NewHeadroom(proto), grow(s.nsGrowth, k, cur.Time, exclusive)))
-		}
+		s.rangeUsage(&nr, u, cur.Time)
 	}
+	nr.Dests = s.destReports(&nr, u, cur, dt)
+	nr.Procs = s.procReports(ns, cur, dt)
+	s.Summary.PeakAllocsPerSec = math.Max(s.Summary.PeakAllocsPerSec, nr.AllocsPerSec)
+	s.Summary.PeakUsagePct = math.Max(s.Summary.PeakUsagePct, nr.UsagePct)
+	return nr
+}
 
-	// Destinations: the kernel's counts joined with the sockets now open.
+// rangeUsage fills in what u says of the namespace's range, and when a
+// destination not used yet would find no port: when the ports no one may
+// share fill the range.
+func (s *ChurnState) rangeUsage(nr *NetnsReport, u *PortUsage, now time.Time) {
+	nr.Range, nr.Reserved, nr.RangeSize = u.Range, u.Reserved, u.Size()
+	nr.InUse, nr.Sockets, nr.TimeWait = u.InUse, u.Sockets, u.TimeWait
+	if nr.RangeSize > 0 {
+		nr.UsagePct = 100 * float64(u.InUse) / float64(nr.RangeSize)
+	}
+	for _, proto := range []uint16{event.ProtoTCP, event.ProtoUDP} {
+		k := usageKey{nr.Netns, proto}
+		nr.Exhaustion = sooner(nr.Exhaustion, eta(u.NewHeadroom(proto), grow(s.nsGrowth, k, now, u.Exclusive(proto))))
+	}
+}
+
+// destReports joins the kernel's counts by destination with the sockets
+// now open to each, busiest first; the namespace's estimate becomes the
+// soonest of theirs.
+func (s *ChurnState) destReports(nr *NetnsReport, u *PortUsage, cur *ChurnTotals, dt float64) []DestReport {
 	dests := map[Dest]bool{}
 	for k := range cur.Dests {
-		if k.Netns == ns {
+		if k.Netns == nr.Netns {
 			dests[k.Dest] = true
 		}
 	}
 	for d := range u.ByDest {
 		dests[d] = true
 	}
+	var reports []DestReport
 	for d := range dests {
-		key := DestKey{ns, d}
+		key := DestKey{nr.Netns, d}
 		c, p := cur.Dests[key], s.prev.Dests[key]
 		dr := DestReport{
 			Dest:         d,
@@ -269,38 +283,39 @@ func (s *ChurnState) netnsReport(ns uint32, cur *ChurnTotals, dt float64) NetnsR
 		}
 		if nr.UsageErr == "" {
 			dr.Headroom = u.Headroom(d)
-			used := u.Size() - dr.Headroom
-			dr.Exhaustion = eta(dr.Headroom, grow(s.growth, key, cur.Time, used))
+			dr.Exhaustion = eta(dr.Headroom, grow(s.growth, key, cur.Time, u.Size()-dr.Headroom))
 			nr.Exhaustion = sooner(nr.Exhaustion, dr.Exhaustion)
 		}
-		nr.Dests = append(nr.Dests, dr)
+		reports = append(reports, dr)
 		if c.Allocs > s.Summary.BusiestAllocs {
 			s.Summary.Busiest, s.Summary.BusiestAllocs = d, c.Allocs
 		}
 	}
-	slices.SortFunc(nr.Dests, func(a, b DestReport) int {
+	slices.SortFunc(reports, func(a, b DestReport) int {
 		return cmp.Or(cmp.Compare(b.AllocsPerSec+b.FailsPerSec, a.AllocsPerSec+a.FailsPerSec),
 			cmp.Compare(b.InUse, a.InUse), cmp.Compare(a.Dest.String(), b.Dest.String()))
 	})
+	return reports
+}
 
+// procReports are the processes of namespace ns, busiest first.
+func (s *ChurnState) procReports(ns uint32, cur *ChurnTotals, dt float64) []ProcReport {
+	var reports []ProcReport
 	for k, c := range cur.Procs {
 		if k.Netns != ns {
 			continue
 		}
 		p := s.prev.Procs[k]
-		nr.Procs = append(nr.Procs, ProcReport{
+		reports = append(reports, ProcReport{
 			PID: k.PID, Comm: k.Comm, Allocs: c.Allocs, Fails: c.Fails,
 			AllocsPerSec: float64(c.Allocs-p.Allocs) / dt, FailsPerSec: float64(c.Fails-p.Fails) / dt,
 		})
 	}
-	slices.SortFunc(nr.Procs, func(a, b ProcReport) int {
+	slices.SortFunc(reports, func(a, b ProcReport) int {
 		return cmp.Or(cmp.Compare(b.AllocsPerSec+b.FailsPerSec, a.AllocsPerSec+a.FailsPerSec),
 			cmp.Compare(b.Allocs+b.Fails, a.Allocs+a.Fails), cmp.Compare(a.PID, b.PID))
 	})
-
-	s.Summary.PeakAllocsPerSec = math.Max(s.Summary.PeakAllocsPerSec, nr.AllocsPerSec)
-	s.Summary.PeakUsagePct = math.Max(s.Summary.PeakUsagePct, nr.UsagePct)
-	return nr
+	return reports
 }
 
 // grow records a usage sample under key and returns the growth per second

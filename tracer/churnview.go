@@ -119,67 +119,72 @@ func AppendChurnJSON(buf []byte, r *ChurnReport) []byte {
 	buf = textout.AppendUint(buf, "overflow", r.Overflow)
 	buf = append(buf, `,"netns":[`...)
 	for i := range r.Netns {
-		n := &r.Netns[i]
 		if i > 0 {
 			buf = append(buf, ',')
 		}
-		buf = append(buf, `{"netns":`...)
-		buf = strconv.AppendUint(buf, uint64(n.Netns), 10)
-		if n.UsageErr != "" {
-			buf = textout.AppendStr(buf, "usage_error", n.UsageErr)
-		} else {
-			buf = append(buf, `,"range":[`...)
-			buf = strconv.AppendUint(buf, uint64(n.Range[0]), 10)
-			buf = append(buf, ',')
-			buf = strconv.AppendUint(buf, uint64(n.Range[1]), 10)
-			buf = append(buf, ']')
-			buf = textout.AppendUint(buf, "range_size", uint64(n.RangeSize))
-			buf = textout.AppendUint(buf, "reserved", uint64(n.Reserved))
-			buf = textout.AppendUint(buf, "in_use", uint64(n.InUse))
-			buf = textout.AppendUint(buf, "sockets", uint64(n.Sockets))
-			buf = textout.AppendUint(buf, "time_wait", uint64(n.TimeWait))
-			buf = textout.AppendFloat(buf, "usage_pct", n.UsagePct)
-		}
-		buf = textout.AppendFloat(buf, "allocs_per_s", n.AllocsPerSec)
-		buf = textout.AppendFloat(buf, "fails_per_s", n.FailsPerSec)
-		buf = appendCounts(buf, "allocs_total", n.AllocsTotal)
-		buf = appendCounts(buf, "fails_total", n.FailsTotal)
-		buf = appendETA(buf, n.Exhaustion)
-		buf = append(buf, `,"destinations":[`...)
-		for j, d := range n.Dests {
-			if j > 0 {
-				buf = append(buf, ',')
-			}
-			buf = append(buf, `{"proto":`...)
-			buf = textout.AppendJSONString(buf, event.ProtoName(d.Dest.Proto))
-			buf = textout.AppendStr(buf, "remote_addr", d.Dest.Remote.Addr().String())
-			buf = textout.AppendUint(buf, "remote_port", uint64(d.Dest.Remote.Port()))
-			buf = textout.AppendFloat(buf, "allocs_per_s", d.AllocsPerSec)
-			buf = textout.AppendFloat(buf, "fails_per_s", d.FailsPerSec)
-			if n.UsageErr == "" {
-				buf = textout.AppendUint(buf, "in_use", uint64(d.InUse))
-				buf = textout.AppendUint(buf, "headroom", uint64(d.Headroom))
-			}
-			buf = appendETA(buf, d.Exhaustion)
-			buf = append(buf, '}')
-		}
-		buf = append(buf, `],"processes":[`...)
-		for j, p := range n.Procs {
-			if j > 0 {
-				buf = append(buf, ',')
-			}
-			buf = append(buf, `{"pid":`...)
-			buf = strconv.AppendUint(buf, uint64(p.PID), 10)
-			buf = textout.AppendText(buf, "comm", p.Comm)
-			buf = textout.AppendFloat(buf, "allocs_per_s", p.AllocsPerSec)
-			buf = textout.AppendFloat(buf, "fails_per_s", p.FailsPerSec)
-			buf = textout.AppendUint(buf, "allocs_total", p.Allocs)
-			buf = textout.AppendUint(buf, "fails_total", p.Fails)
-			buf = append(buf, '}')
-		}
-		buf = append(buf, "]}"...)
+		buf = appendNetnsJSON(buf, &r.Netns[i])
 	}
 	return append(buf, "]}\n"...)
+}
+
+// appendNetnsJSON appends one namespace of a churn report.
+func appendNetnsJSON(buf []byte, n *NetnsReport) []byte {
+	buf = append(buf, `{"netns":`...)
+	buf = strconv.AppendUint(buf, uint64(n.Netns), 10)
+	if n.UsageErr != "" {
+		buf = textout.AppendStr(buf, "usage_error", n.UsageErr)
+	} else {
+		buf = append(buf, `,"range":[`...)
+		buf = strconv.AppendUint(buf, uint64(n.Range[0]), 10)
+		buf = append(buf, ',')
+		buf = strconv.AppendUint(buf, uint64(n.Range[1]), 10)
+		buf = append(buf, ']')
+		buf = textout.AppendUint(buf, "range_size", uint64(n.RangeSize))
+		buf = textout.AppendUint(buf, "reserved", uint64(n.Reserved))
+		buf = textout.AppendUint(buf, "in_use", uint64(n.InUse))
+		buf = textout.AppendUint(buf, "sockets", uint64(n.Sockets))
+		buf = textout.AppendUint(buf, "time_wait", uint64(n.TimeWait))
+		buf = textout.AppendFloat(buf, "usage_pct", n.UsagePct)
+	}
+	buf = textout.AppendFloat(buf, "allocs_per_s", n.AllocsPerSec)
+	buf = textout.AppendFloat(buf, "fails_per_s", n.FailsPerSec)
+	buf = appendCounts(buf, "allocs_total", n.AllocsTotal)
+	buf = appendCounts(buf, "fails_total", n.FailsTotal)
+	buf = appendETA(buf, n.Exhaustion)
+	buf = append(buf, `,"destinations":[`...)
+	for j, d := range n.Dests {
+		if j > 0 {
+			buf = append(buf, ',')
+		}
+		buf = append(buf, `{"proto":`...)
+		buf = textout.AppendJSONString(buf, event.ProtoName(d.Dest.Proto))
+		buf = textout.AppendStr(buf, "remote_addr", d.Dest.Remote.Addr().String())
+		buf = textout.AppendUint(buf, "remote_port", uint64(d.Dest.Remote.Port()))
+		buf = textout.AppendFloat(buf, "allocs_per_s", d.AllocsPerSec)
+		buf = textout.AppendFloat(buf, "fails_per_s", d.FailsPerSec)
+		if n.UsageErr == "" {
+			buf = textout.AppendUint(buf, "in_use", uint64(d.InUse))
+			buf = textout.AppendUint(buf, "headroom", uint64(d.Headroom))
+		}
+		buf = appendETA(buf, d.Exhaustion)
+		buf = append(buf, '}')
+	}
+	buf = append(buf, `],"processes":[`...)
+	for j, p := range n.Procs {
+		if j > 0 {
+			buf = append(buf, ',')
+		}
+		buf = append(buf, `{"pid":`...)
+		buf = strconv.AppendUint(buf, uint64(p.PID), 10)
+		buf = textout.AppendText(buf, "comm", p.Comm)
+		buf = textout.AppendFloat(buf, "allocs_per_s", p.AllocsPerSec)
+		buf = textout.AppendFloat(buf, "fails_per_s", p.FailsPerSec)
+		buf = textout.AppendUint(buf, "allocs_total", p.Allocs)
+		buf = textout.AppendUint(buf, "fails_total", p.Fails)
+		buf = append(buf, '}')
+	}
+	buf = append(buf, "]}"...)
+	return buf
 }
 
 // appendETA writes exhaustion_s: seconds, 0 when exhausted, null when usage is not growing.

@@ -95,18 +95,28 @@ func (c *Config) Validate() error {
 	if c.UID < -1 || c.UID > maxUID {
 		return fmt.Errorf("invalid --uid %d: %s", c.UID, uidRange)
 	}
-	if err := checkDuration(c.Duration); err != nil {
+	if err := firstError(checkDuration(c.Duration), checkMetrics(c.Metrics)); err != nil {
 		return err
 	}
-	b, err := backendFlag(c.backend)
-	if err != nil {
+	var err error
+	if c.Backend, err = backendFlag(c.backend); err != nil {
 		return err
 	}
-	c.Backend = b
 	if c.Events.Empty() {
 		return errors.New("invalid --events: no event selected")
 	}
-	return checkMetrics(c.Metrics)
+	return nil
+}
+
+// firstError is the first of the checks that failed: several commands'
+// flags share the same checks, run in one line.
+func firstError(errs ...error) error {
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // checkOutput, checkInterval, checkDuration, checkMetrics and backendFlag are

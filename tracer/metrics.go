@@ -1,6 +1,7 @@
 package tracer
 
 import (
+	"fmt"
 	"io"
 	"os"
 	"strconv"
@@ -117,6 +118,16 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(m.destAllocsDesc, prometheus.GaugeValue, d.AllocsPerSec, ns, proto, dest)
 		}
 	}
+}
+
+// serveAndSay serves m on addr and says where on stderr, as cmd (the
+// command's name) says things.
+func (m *Metrics) serveAndSay(addr, cmd string, stderr io.Writer) (stop func(), err error) {
+	stop, err = m.Serve(addr, stderr)
+	if err == nil {
+		fmt.Fprintf(stderr, "%s: serving metrics on http://%s/metrics\n", cmd, m.Addr())
+	}
+	return stop, err
 }
 
 // Serve serves m on addr's /metrics until the returned stop function is

@@ -139,55 +139,54 @@ func snapshotFiles(nsFiles []string, all, allSockets bool) (socks []Socket, unop
 				continue
 			}
 		}
-		fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			if !all {
-				return nil, nil, fmt.Errorf("opening netns %s: %w", path, err)
-			}
-			if !netns.Vanished(err) {
-				unopened = append(unopened, Unopened{path, err})
-			}
-			continue
+		here, err := snapshotFile(path, seen, allSockets, holders)
+		switch {
+		case err == nil:
+			socks = append(socks, here...)
+		case !all:
+			return nil, nil, err
+		case !netns.Vanished(err):
+			unopened = append(unopened, Unopened{path, errors.Unwrap(err)})
 		}
-		if err := netns.Check(fd); err != nil {
-			unix.Close(fd)
-			if all {
-				unopened = append(unopened, Unopened{path, err})
-				continue
-			}
-			return nil, nil, fmt.Errorf("netns %s: %w", path, err)
-		}
-		var st unix.Stat_t
-		if err := unix.Fstat(fd, &st); err != nil {
-			unix.Close(fd)
-			return nil, nil, fmt.Errorf("netns %s: %w", path, err)
-		}
-		inode := uint32(st.Ino)
-		if seen[inode] {
-			unix.Close(fd)
-			continue
-		}
-		seen[inode] = true
-		var here []Socket
-		err = netns.Do(fd, func() (err error) {
-			here, err = snapshotHere(inode, allSockets, holders)
-			return err
-		})
-		unix.Close(fd)
-		if errors.Is(err, netns.ErrEntering) && all {
-			unopened = append(unopened, Unopened{path, err})
-			continue
-		}
-		if errors.Is(err, netns.ErrEntering) && errors.Is(err, unix.EPERM) {
-			// setns(2) says only EPERM; say what it takes.
-			return nil, nil, fmt.Errorf("netns %s: %w (entering another network namespace needs root or CAP_SYS_ADMIN)", path, err)
-		}
-		if err != nil {
-			return nil, nil, fmt.Errorf("netns %s: %w", path, err)
-		}
-		socks = append(socks, here...)
 	}
 	return socks, unopened, nil
+}
+
+// snapshotFile lists the sockets of the namespace file path, unless seen
+// has its inode already (and then adds it). An error wraps what went
+// wrong once: a namespace that vanished, or one porttrace may not open,
+// is not, or may not enter.
+func snapshotFile(path string, seen map[uint32]bool, allSockets bool, holders *holderIndex) ([]Socket, error) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("opening netns %s: %w", path, err)
+	}
+	defer unix.Close(fd)
+	if err := netns.Check(fd); err != nil {
+		return nil, fmt.Errorf("netns %s: %w", path, err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return nil, fmt.Errorf("netns %s: %w", path, err)
+	}
+	inode := uint32(st.Ino)
+	if seen[inode] {
+		return nil, nil
+	}
+	seen[inode] = true
+	var here []Socket
+	err = netns.Do(fd, func() (err error) {
+		here, err = snapshotHere(inode, allSockets, holders)
+		return err
+	})
+	if errors.Is(err, netns.ErrEntering) && errors.Is(err, unix.EPERM) {
+		// setns(2) says only EPERM; say what it takes.
+		return nil, fmt.Errorf("netns %s: %w (entering another network namespace needs root or CAP_SYS_ADMIN)", path, err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("netns %s: %w", path, err)
+	}
+	return here, nil
 }
 
 // unopenedNotice says on stderr, once per namespace, which ones --netns

@@ -50,20 +50,13 @@ func (c *PortsConfig) AddFlags(fs *pflag.FlagSet) {
 
 // Validate checks the flags.
 func (c *PortsConfig) Validate() error {
-	if err := checkOutput(c.Output, "table", "json"); err != nil {
+	if err := firstError(checkOutput(c.Output, "table", "json"), checkInterval(c.Interval), checkDuration(c.Duration)); err != nil {
 		return err
 	}
-	if err := checkInterval(c.Interval); err != nil {
+	var err error
+	if c.Backend, err = backendFlag(c.backend); err != nil {
 		return err
 	}
-	if err := checkDuration(c.Duration); err != nil {
-		return err
-	}
-	b, err := backendFlag(c.backend)
-	if err != nil {
-		return err
-	}
-	c.Backend = b
 	if !c.Watch {
 		for _, name := range []string{"interval", "duration", "backend"} {
 			if flagChanged(c.flags, name) {

@@ -42,31 +42,26 @@ func RunPorts(ctx context.Context, cfg PortsConfig, stdout, stderr io.Writer) er
 		}
 		defer release()
 		cfg.Netns = held
+		if cfg.Duration > 0 {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, cfg.Duration)
+			defer cancel()
+		}
 	}
 	notice := &unopenedNotice{cmd: "ports"}
 	snap, unopened, err := Snapshot(SnapshotOptions{All: cfg.All, Netns: cfg.Netns})
 	if err != nil {
 		return err
 	}
-	now := time.Now()
 	notice.say(stderr, unopened)
 	sw := textout.NewStopWriter(ctx, stdout)
 	defer sw.Close()
 	out := bufio.NewWriter(sw)
-	if cfg.Output == "json" {
-		var buf []byte
-		for i := range snap {
-			buf = AppendSocketJSON(buf[:0], EventSnapshot, now, &snap[i])
-			_, _ = out.Write(buf)
-		}
-	} else if err := WritePortsTable(out, snap, len(cfg.Netns) > 0); err != nil {
-		return err
-	}
-	if err := out.Flush(); errors.Is(err, textout.ErrStalled) {
+	if err := writeSnapshot(out, cfg, snap, time.Now()); errors.Is(err, textout.ErrStalled) {
 		fmt.Fprintln(stderr, "porttrace ports: stopped while the output was not being read: the snapshot was not all delivered")
 		return nil
 	} else if err != nil {
-		return fmt.Errorf("writing output: %w", err)
+		return err
 	}
 	if !cfg.Watch {
 		return nil
@@ -79,13 +74,7 @@ func RunPorts(ctx context.Context, cfg PortsConfig, stdout, stderr io.Writer) er
 			w.known[keyOf(&s)] = s
 		}
 	}
-	if cfg.Duration > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, cfg.Duration)
-		defer cancel()
-	}
-	err = w.run(ctx, t)
-	if err != nil && !errors.Is(err, textout.ErrStalled) {
+	if err := w.run(ctx, t); err != nil && !errors.Is(err, textout.ErrStalled) {
 		return err
 	}
 	fmt.Fprintf(stderr, "porttrace ports: %d %s and %s seen, %d %s closed\n", w.seen,
@@ -93,6 +82,26 @@ func RunPorts(ctx context.Context, cfg PortsConfig, stdout, stderr io.Writer) er
 		textout.Plural(w.closed, "listener", "listeners"))
 	if sw.Stalled() {
 		fmt.Fprintln(stderr, "porttrace ports: stopped while the output was not being read: the last lines were not all delivered")
+	}
+	return nil
+}
+
+// writeSnapshot prints what a look found, as a table or one JSON object
+// a socket.
+func writeSnapshot(out *bufio.Writer, cfg PortsConfig, snap []Socket, now time.Time) error {
+	if cfg.Output == "json" {
+		var buf []byte
+		for i := range snap {
+			buf = AppendSocketJSON(buf[:0], EventSnapshot, now, &snap[i])
+			_, _ = out.Write(buf)
+		}
+	} else if err := WritePortsTable(out, snap, len(cfg.Netns) > 0); err != nil {
+		return err
+	}
+	if err := out.Flush(); err != nil && !errors.Is(err, textout.ErrStalled) {
+		return fmt.Errorf("writing output: %w", err)
+	} else if err != nil {
+		return err
 	}
 	return nil
 }
@@ -407,37 +416,8 @@ func RunWho(ctx context.Context, cfg WhoConfig, stdout, stderr io.Writer) error 
 		}
 		defer t.Close()
 	}
-	snap, unopened, err := Snapshot(SnapshotOptions{All: true, Netns: cfg.Netns})
+	held, err := whoNow(cfg, stdout, stderr)
 	if err != nil {
-		return err
-	}
-	now := time.Now()
-	(&unopenedNotice{cmd: "who"}).say(stderr, unopened)
-	inScope, err := netns.Filter(cfg.Netns)
-	if err != nil {
-		return err
-	}
-	var matched []Socket
-	held := false
-	for _, s := range snap {
-		if s.Local.Port() == cfg.Port && cfg.protoMatches(s.Proto) {
-			matched = append(matched, s)
-			held = held || s.Owned()
-		}
-	}
-	protoName := "tcp,udp"
-	if cfg.Proto != 0 {
-		protoName = event.ProtoName(cfg.Proto)
-	}
-	if cfg.Output == "json" {
-		var buf []byte
-		for i := range matched {
-			buf = AppendSocketJSON(buf, EventSnapshot, now, &matched[i])
-		}
-		if _, err := stdout.Write(buf); err != nil {
-			return err
-		}
-	} else if err := WriteWho(stdout, cfg.Port, protoName, matched, now); err != nil {
 		return err
 	}
 	if !cfg.Wait {
@@ -445,6 +425,52 @@ func RunWho(ctx context.Context, cfg WhoConfig, stdout, stderr io.Writer) error 
 			return ErrNobody
 		}
 		return nil
+	}
+	return whoWait(ctx, cfg, t, stdout, stderr)
+}
+
+// protoName is the protocols who looks at, as it names them.
+func (c *WhoConfig) protoName() string {
+	if c.Proto == 0 {
+		return "tcp,udp"
+	}
+	return event.ProtoName(c.Proto)
+}
+
+// whoNow prints the sockets on the port now, and whether a process holds
+// one of them.
+func whoNow(cfg WhoConfig, stdout, stderr io.Writer) (held bool, err error) {
+	snap, unopened, err := Snapshot(SnapshotOptions{All: true, Netns: cfg.Netns})
+	if err != nil {
+		return false, err
+	}
+	now := time.Now()
+	(&unopenedNotice{cmd: "who"}).say(stderr, unopened)
+	var matched []Socket
+	for _, s := range snap {
+		if s.Local.Port() == cfg.Port && cfg.protoMatches(s.Proto) {
+			matched = append(matched, s)
+			held = held || s.Owned()
+		}
+	}
+	if cfg.Output != "json" {
+		return held, WriteWho(stdout, cfg.Port, cfg.protoName(), matched, now)
+	}
+	var buf []byte
+	for i := range matched {
+		buf = AppendSocketJSON(buf, EventSnapshot, now, &matched[i])
+	}
+	_, err = stdout.Write(buf)
+	return held, err
+}
+
+// whoWait waits for the next bind of the port in the namespaces in scope
+// and reports it; a bind that failed otherwise than by a permission check
+// is reported and the wait goes on.
+func whoWait(ctx context.Context, cfg WhoConfig, t *Tracer, stdout, stderr io.Writer) error {
+	inScope, err := netns.Filter(cfg.Netns)
+	if err != nil {
+		return err
 	}
 	if cfg.Timeout > 0 {
 		var cancel context.CancelFunc
@@ -459,22 +485,15 @@ func RunWho(ctx context.Context, cfg WhoConfig, stdout, stderr io.Writer) error 
 	}
 	stop := context.AfterFunc(ctx, t.Stop)
 	defer stop()
-	fmt.Fprintf(stderr, "porttrace who: waiting for a bind of port %d/%s with %s\n", cfg.Port, protoName, t.Describe(cfg.Verbose))
+	fmt.Fprintf(stderr, "porttrace who: waiting for a bind of port %d/%s with %s\n", cfg.Port, cfg.protoName(), t.Describe(cfg.Verbose))
 	en := proc.NewEnricher()
 	sw := textout.NewStopWriter(ctx, stdout)
 	defer sw.Close()
 	var ev event.Event
 	for {
-		if err := t.Read(&ev); err != nil {
-			if errors.Is(err, ErrStopped) {
-				if cause := context.Cause(ctx); errors.Is(cause, errNetnsGone) {
-					return fmt.Errorf("no bind of port %d/%s: %w", cfg.Port, protoName, cause)
-				}
-				if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-					return fmt.Errorf("%w after %s: no bind of port %d/%s", ErrTimeout, cfg.Timeout, cfg.Port, protoName)
-				}
-				return fmt.Errorf("%w: no bind of port %d/%s", ErrInterrupted, cfg.Port, protoName)
-			}
+		if err := t.Read(&ev); errors.Is(err, ErrStopped) {
+			return whyNoBind(ctx, cfg)
+		} else if err != nil {
 			return err
 		}
 		if ev.Local.Port() != cfg.Port || !cfg.protoMatches(ev.Proto) || (inScope != nil && !inScope[ev.Netns]) {
@@ -494,6 +513,18 @@ func RunWho(ctx context.Context, cfg WhoConfig, stdout, stderr io.Writer) error 
 			return nil
 		}
 	}
+}
+
+// whyNoBind is the error of a wait that ended with no bind: its namespaces
+// gone, --timeout, or a signal.
+func whyNoBind(ctx context.Context, cfg WhoConfig) error {
+	if cause := context.Cause(ctx); errors.Is(cause, errNetnsGone) {
+		return fmt.Errorf("no bind of port %d/%s: %w", cfg.Port, cfg.protoName(), cause)
+	}
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return fmt.Errorf("%w after %s: no bind of port %d/%s", ErrTimeout, cfg.Timeout, cfg.Port, cfg.protoName())
+	}
+	return fmt.Errorf("%w: no bind of port %d/%s", ErrInterrupted, cfg.Port, cfg.protoName())
 }
 
 // errNetnsGone ends who --wait on namespaces that no longer exist.

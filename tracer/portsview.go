@@ -152,30 +152,34 @@ func AppendSocketJSON(buf []byte, kind string, at time.Time, s *Socket) []byte {
 	}
 	buf = append(buf, `,"holders":[`...)
 	for i := range s.Holders {
-		h := &s.Holders[i]
 		if i > 0 {
 			buf = append(buf, ',')
 		}
-		buf = append(buf, `{"pid":`...)
-		buf = strconv.AppendUint(buf, uint64(h.PID), 10)
-		buf = textout.AppendUint(buf, "ppid", uint64(h.PPID))
-		buf = textout.AppendUint(buf, "uid", uint64(h.UID))
-		buf = textout.AppendStr(buf, "user", h.User)
-		buf = textout.AppendText(buf, "comm", h.Comm)
-		buf = textout.AppendText(buf, "exe", h.Exe)
-		buf = textout.AppendBool(buf, "exe_deleted", h.ExeDeleted)
-		buf = textout.AppendText(buf, "cgroup", h.Cgroup)
-		if !h.Start.IsZero() {
-			buf = textout.AppendStr(buf, "start", h.Start.UTC().Format(time.RFC3339))
-		}
-		if h.FD >= 0 {
-			buf = textout.AppendUint(buf, "fd", uint64(h.FD))
-		}
-		buf = append(buf, '}')
+		buf = appendHolderJSON(buf, &s.Holders[i])
 	}
 	buf = append(buf, ']')
 	buf = textout.AppendStrings(buf, "suspicious", s.Suspicious)
 	return append(buf, "}\n"...)
+}
+
+// appendHolderJSON appends one process holding a socket as a JSON object.
+func appendHolderJSON(buf []byte, h *Holder) []byte {
+	buf = append(buf, `{"pid":`...)
+	buf = strconv.AppendUint(buf, uint64(h.PID), 10)
+	buf = textout.AppendUint(buf, "ppid", uint64(h.PPID))
+	buf = textout.AppendUint(buf, "uid", uint64(h.UID))
+	buf = textout.AppendStr(buf, "user", h.User)
+	buf = textout.AppendText(buf, "comm", h.Comm)
+	buf = textout.AppendText(buf, "exe", h.Exe)
+	buf = textout.AppendBool(buf, "exe_deleted", h.ExeDeleted)
+	buf = textout.AppendText(buf, "cgroup", h.Cgroup)
+	if !h.Start.IsZero() {
+		buf = textout.AppendStr(buf, "start", h.Start.UTC().Format(time.RFC3339))
+	}
+	if h.FD >= 0 {
+		buf = textout.AppendUint(buf, "fd", uint64(h.FD))
+	}
+	return append(buf, '}')
 }
 
 // WriteWho tells who holds the sockets of one port, a paragraph a socket.

@@ -21,28 +21,16 @@ import (
 // Told to stop while its output is not being read, it stops all the same
 // (see stopWriter) and says so.
 func Run(ctx context.Context, cfg Config, stdout io.Writer, stderr io.Writer) error {
-	opts := Options{Backend: cfg.Backend, Events: cfg.Events, PID: cfg.PID,
-		FilterUID: cfg.UID >= 0, UID: uint32(cfg.UID), Ports: &cfg.Ports, RingBufferSize: cfg.ringSize}
-	if cfg.Metrics != "" {
-		opts.ExtraFDs = promserve.DefaultLimits.FDs()
-	}
-	t, err := New(opts)
-	if err != nil {
-		return err
-	}
-	defer t.Close()
 	var metrics *Metrics
 	if cfg.Metrics != "" {
 		metrics = NewMetrics()
-		stop, err := metrics.Serve(cfg.Metrics, stderr)
-		if err != nil {
-			return err
-		}
-		defer stop()
-		fmt.Fprintf(stderr, "porttrace: serving metrics on http://%s/metrics\n", metrics.Addr())
 	}
-	fmt.Fprintf(stderr, "porttrace: tracing with %s\n", t.Describe(cfg.Verbose))
-
+	t, detach, err := attach(Options{Backend: cfg.Backend, Events: cfg.Events, PID: cfg.PID, FilterUID: cfg.UID >= 0,
+		UID: uint32(cfg.UID), Ports: &cfg.Ports, RingBufferSize: cfg.ringSize}, metrics, cfg.Metrics, "porttrace", "tracing", cfg.Verbose, stderr)
+	if err != nil {
+		return err
+	}
+	defer detach()
 	if cfg.Duration > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, cfg.Duration)
@@ -58,69 +46,125 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	s := newSummary()
-	var buffered, unwritten uint64 // events since the last flush; events the output never took
-	en := proc.NewEnricher()
-	lost := &lostReport{counter: t, out: w, stderr: stderr, metrics: metrics}
+	l := &streamLoop{cfg: cfg, t: t, metrics: metrics, w: w, out: out, sw: sw, s: newSummary(), en: proc.NewEnricher(),
+		lost: &lostReport{counter: t, out: w, stderr: stderr, metrics: metrics}}
+	if err := l.run(); err != nil {
+		return err
+	}
+	t.Stop()
+	l.lost.check()
+	if err := joinErrors(w.Close(), out.Flush()); errors.Is(err, textout.ErrStalled) {
+		l.unwritten += l.buffered
+	} else if err != nil {
+		return fmt.Errorf("writing output: %w", err)
+	}
+	fmt.Fprintf(stderr, "porttrace: %s, %d lost\n", l.s, l.lost.reported)
+	if sw.Stalled() {
+		fmt.Fprintf(stderr, "porttrace: stopped while the output was not being read: %d %s not written\n",
+			l.unwritten, textout.Plural(int(l.unwritten), "event", "events"))
+	}
+	return nil
+}
+
+// attach starts the tracer and, when addr is set, serves m there: the
+// tracer first, so that a machine short of file descriptors is told so
+// before a server says it is listening. cmd names the command and doing
+// what it does, for the line on stderr. The returned func undoes both.
+func attach(o Options, m *Metrics, addr, cmd, doing string, verbose bool, stderr io.Writer) (*Tracer, func(), error) {
+	if addr != "" {
+		o.ExtraFDs = promserve.DefaultLimits.FDs()
+	}
+	t, err := New(o)
+	if err != nil {
+		return nil, nil, err
+	}
+	stop := func() {}
+	if addr != "" {
+		if stop, err = m.serveAndSay(addr, cmd, stderr); err != nil {
+			t.Close()
+			return nil, nil, err
+		}
+	}
+	fmt.Fprintf(stderr, "%s: %s with %s\n", cmd, doing, t.Describe(verbose))
+	return t, func() { stop(); t.Close() }, nil
+}
+
+// streamLoop reads events until the tracer stops or --count is reached,
+// and writes those the filters want.
+type streamLoop struct {
+	cfg       Config
+	t         *Tracer
+	metrics   *Metrics
+	w         writer
+	out       *bufio.Writer
+	sw        *textout.StopWriter
+	s         *summary
+	en        *proc.Enricher
+	lost      *lostReport
+	buffered  uint64 // events written since the last flush
+	unwritten uint64 // events the output never took
+	lastLost  time.Time
+	lastFlush time.Time
+}
+
+func (l *streamLoop) run() error {
 	var ev event.Event
-	lastLostCheck, lastFlush := time.Now(), time.Now()
-	for cfg.Count == 0 || s.total < cfg.Count {
-		err := t.Read(&ev)
+	l.lastLost, l.lastFlush = time.Now(), time.Now()
+	for l.cfg.Count == 0 || l.s.total < l.cfg.Count {
+		err := l.t.Read(&ev)
 		if errors.Is(err, ErrStopped) {
-			break
+			return nil
 		}
 		if err != nil {
 			return err
 		}
-		if !cfg.Wants(&ev, en) || (metrics != nil && metrics.ownAccept(&ev)) {
+		if !l.cfg.Wants(&ev, l.en) || (l.metrics != nil && l.metrics.ownAccept(&ev)) {
 			continue
 		}
-		en.Enrich(&ev)
-		if sw.Stalled() {
-			unwritten++ // stopping: what the ring still holds is counted, not written
-			continue
-		}
-		if err := w.Write(&ev); err != nil {
-			if errors.Is(err, textout.ErrStalled) {
-				unwritten += buffered + 1
-				buffered = 0
-				continue
-			}
-			return fmt.Errorf("writing output: %w", err)
-		}
-		buffered++
-		s.add(&ev)
-		if metrics != nil {
-			metrics.Event(&ev)
-		}
-		if time.Since(lastLostCheck) > time.Second {
-			lastLostCheck = time.Now()
-			lost.check()
-		}
-		// Flush when the buffer is drained, or at least every readEvery
-		// under a steady stream, and before stopping on --count.
-		if !t.Pending() || time.Since(lastFlush) > readEvery || s.total == cfg.Count {
-			lastFlush = time.Now()
-			if err := out.Flush(); errors.Is(err, textout.ErrStalled) {
-				unwritten += buffered
-			} else if err != nil {
-				return fmt.Errorf("writing output: %w", err)
-			}
-			buffered = 0
+		l.en.Enrich(&ev)
+		if err := l.write(&ev); err != nil {
+			return err
 		}
 	}
-	t.Stop()
-	lost.check()
-	if err := joinErrors(w.Close(), out.Flush()); errors.Is(err, textout.ErrStalled) {
-		unwritten += buffered
+	return nil
+}
+
+// write writes one event and, now and then, the losses and a flush. Once
+// the output has stalled (porttrace is stopping), what the ring still
+// holds is counted, not written.
+func (l *streamLoop) write(ev *event.Event) error {
+	if l.sw.Stalled() {
+		l.unwritten++
+		return nil
+	}
+	if err := l.w.Write(ev); errors.Is(err, textout.ErrStalled) {
+		l.unwritten += l.buffered + 1
+		l.buffered = 0
+		return nil
 	} else if err != nil {
 		return fmt.Errorf("writing output: %w", err)
 	}
-	fmt.Fprintf(stderr, "porttrace: %s, %d lost\n", s, lost.reported)
-	if sw.Stalled() {
-		fmt.Fprintf(stderr, "porttrace: stopped while the output was not being read: %d %s not written\n",
-			unwritten, textout.Plural(int(unwritten), "event", "events"))
+	l.buffered++
+	l.s.add(ev)
+	if l.metrics != nil {
+		l.metrics.Event(ev)
 	}
+	if time.Since(l.lastLost) > time.Second {
+		l.lastLost = time.Now()
+		l.lost.check()
+	}
+	// Flush when the buffer is drained, or at least every readEvery
+	// under a steady stream, and before stopping on --count.
+	if l.t.Pending() && time.Since(l.lastFlush) <= readEvery && l.s.total != l.cfg.Count {
+		return nil
+	}
+	l.lastFlush = time.Now()
+	if err := l.out.Flush(); errors.Is(err, textout.ErrStalled) {
+		l.unwritten += l.buffered
+	} else if err != nil {
+		return fmt.Errorf("writing output: %w", err)
+	}
+	l.buffered = 0
 	return nil
 }
 

@@ -174,41 +174,10 @@ func (t *Tracer) start(b event.Backend, o Options, spec *ebpf.CollectionSpec, ke
 		}
 	}
 	listenFn, onSock := listenFunc(kernel)
-	uid := uint32(0xffffffff)
-	if o.FilterUID {
-		uid = o.UID
-	}
-	var specs porttraceSpecs
-	if err := spec.Assign(&specs); err != nil {
-		return fmt.Errorf("reading the object's specs: %w", err)
-	}
-	size := uint32(ringBufferSize)
-	if o.RingBufferSize != 0 {
-		size = o.RingBufferSize
-	}
-	specs.Events.MaxEntries = size
-	// Wake the reader per batch of 1,024 events, or per quarter of a small ring.
-	batch := min(uint64(1024*unsafe.Sizeof(porttraceEvent{})), uint64(size/4))
-	vs := &specs.porttraceVariableSpecs
-	for _, k := range []struct {
-		v   *ebpf.VariableSpec
-		val any
-	}{
-		{vs.TargetPid, o.PID},
-		{vs.TargetUid, uid},
-		{vs.FilterPorts, o.Ports != nil && !o.Ports.Empty()},
-		{vs.ListenOnSk, onSock},
-		// The tracepoint program's accept reports preblocked threads for fexit/kretprobe.
-		{vs.AcceptBackend, uint8(b)},
-		{vs.ChurnMode, o.Churn},
-		{vs.WakeupBytes, batch},
-	} {
-		if err := k.v.Set(k.val); err != nil {
-			return fmt.Errorf("setting %s: %w", k.v.Name, err)
-		}
+	if err := configure(spec, b, o, onSock); err != nil {
+		return err
 	}
 	opts := &ebpf.CollectionOptions{Programs: ebpf.ProgramOptions{KernelTypes: kernel}}
-
 	l, err := loadBackend(b, spec, opts, listenFn)
 	if errors.Is(err, unix.EPERM) && os.Geteuid() == 0 {
 		return errRefused
@@ -227,8 +196,60 @@ func (t *Tracer) start(b event.Backend, o Options, spec *ebpf.CollectionSpec, ke
 			return fmt.Errorf("setting the port filter: %w", err)
 		}
 	}
+	if err := t.attach(l, o.Events); err != nil {
+		return err
+	}
+	rd, err := ringbuf.NewReader(l.maps.Events)
+	if err != nil {
+		return fmt.Errorf("opening the ring buffer: %w", err)
+	}
+	t.l, t.rd = l, rd
+	return nil
+}
+
+// configure sets the knobs of spec before load (bpf/common.h: the const
+// volatile globals) and sizes the ring buffer.
+func configure(spec *ebpf.CollectionSpec, b event.Backend, o Options, listenOnSk bool) error {
+	var specs porttraceSpecs
+	if err := spec.Assign(&specs); err != nil {
+		return fmt.Errorf("reading the object's specs: %w", err)
+	}
+	size := uint32(ringBufferSize)
+	if o.RingBufferSize != 0 {
+		size = o.RingBufferSize
+	}
+	specs.Events.MaxEntries = size
+	uid := uint32(0xffffffff)
+	if o.FilterUID {
+		uid = o.UID
+	}
+	vs := &specs.porttraceVariableSpecs
+	for _, k := range []struct {
+		v   *ebpf.VariableSpec
+		val any
+	}{
+		{vs.TargetPid, o.PID},
+		{vs.TargetUid, uid},
+		{vs.FilterPorts, o.Ports != nil && !o.Ports.Empty()},
+		{vs.ListenOnSk, listenOnSk},
+		// The tracepoint program's accept reports preblocked threads for fexit/kretprobe.
+		{vs.AcceptBackend, uint8(b)},
+		{vs.ChurnMode, o.Churn},
+		// Wake the reader per batch of 1,024 events, or per quarter of a small ring.
+		{vs.WakeupBytes, min(uint64(1024*unsafe.Sizeof(porttraceEvent{})), uint64(size/4))},
+	} {
+		if err := k.v.Set(k.val); err != nil {
+			return fmt.Errorf("setting %s: %w", k.v.Name, err)
+		}
+	}
+	return nil
+}
+
+// attach attaches the hooks of the events asked for, and the one for
+// accepts already waiting when the backend cannot see them otherwise.
+func (t *Tracer) attach(l *loaded, events KindSet) error {
 	for _, h := range l.hooks {
-		if !o.Events.Has(h.kind) {
+		if !events.Has(h.kind) {
 			continue
 		}
 		lk, err := h.attach()
@@ -237,16 +258,9 @@ func (t *Tracer) start(b event.Backend, o Options, spec *ebpf.CollectionSpec, ke
 		}
 		t.links = append(t.links, lk)
 	}
-	if l.preblocked != nil && o.Events.Has(event.KindAccept) {
-		if err := t.attachPreblocked(l); err != nil {
-			return err
-		}
+	if l.preblocked != nil && events.Has(event.KindAccept) {
+		return t.attachPreblocked(l)
 	}
-	rd, err := ringbuf.NewReader(l.maps.Events)
-	if err != nil {
-		return fmt.Errorf("opening the ring buffer: %w", err)
-	}
-	t.l, t.rd = l, rd
 	return nil
 }
 
