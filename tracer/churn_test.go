@@ -22,7 +22,7 @@ import (
 
 // startChurn attaches a churn-mode tracer for this process.
 func startChurn(t *testing.T) *collector {
-	return startTracer(t, Options{PID: uint32(os.Getpid()), Churn: true, Events: kindSet(event.KindBind, event.KindConnect)})
+	return startTracer(t, Options{PID: uint32(os.Getpid()), Churn: true, Events: KindsOf(event.KindBind, event.KindConnect)})
 }
 
 // churnIn200Ports makes a namespace whose range is 200 ports, attaches a

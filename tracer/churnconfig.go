@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/porttrace/porttrace/tracer/event"
+	"github.com/porttrace/porttrace/tracer/internal/flagcheck"
 )
 
 // ChurnConfig is what `porttrace churn` takes on the command line.
@@ -35,13 +36,13 @@ func (c *ChurnConfig) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.Metrics, "metrics", c.Metrics, "serve Prometheus metrics on this address (e.g. :9477)")
 	fs.IntVar(&c.MetricsDests, "metrics-destinations", c.MetricsDests, "also export the N busiest destinations per netns as series")
 	fs.StringVar(&c.backend, "backend", c.backend, "kernel hooks: auto, fentry, kprobe or tracepoint")
-	fs.BoolVarP(&c.Verbose, "verbose", "v", c.Verbose, verboseHelp)
+	fs.BoolVarP(&c.Verbose, "verbose", "v", c.Verbose, flagcheck.VerboseHelp)
 }
 
 // Validate checks the flags.
 func (c *ChurnConfig) Validate() error {
-	if err := firstError(checkOutput(c.Output, "table", "json"), checkInterval(c.Interval), checkDuration(c.Duration),
-		checkMetrics(c.Metrics)); err != nil {
+	if err := flagcheck.First(flagcheck.Output(c.Output, "table", "json"), flagcheck.Interval(c.Interval), flagcheck.Duration(c.Duration),
+		flagcheck.MetricsAddr(c.Metrics)); err != nil {
 		return err
 	}
 	if c.MetricsDests < 0 || c.MetricsDests > 1000 {
@@ -51,6 +52,6 @@ func (c *ChurnConfig) Validate() error {
 		return errors.New("--metrics-destinations needs --metrics")
 	}
 	var err error
-	c.Backend, err = backendFlag(c.backend)
+	c.Backend, err = flagcheck.Backend(c.backend)
 	return err
 }

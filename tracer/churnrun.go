@@ -21,7 +21,7 @@ func RunChurn(ctx context.Context, cfg ChurnConfig, stdout, stderr io.Writer) er
 		metrics = NewMetrics()
 		metrics.MaxDests = cfg.MetricsDests
 	}
-	t, detach, err := attach(Options{Backend: cfg.Backend, Events: kindSet(event.KindBind, event.KindConnect), Churn: true},
+	t, detach, err := attach(Options{Backend: cfg.Backend, Events: KindsOf(event.KindBind, event.KindConnect), Churn: true},
 		metrics, cfg.Metrics, "porttrace churn", "counting", cfg.Verbose, stderr)
 	if err != nil {
 		return err
@@ -127,7 +127,7 @@ func orNone(s string) string {
 	return s
 }
 
-func kindSet(kinds ...event.Kind) KindSet {
+func KindsOf(kinds ...event.Kind) KindSet {
 	var s KindSet
 	for _, k := range kinds {
 		s.set |= 1 << k

@@ -18,7 +18,7 @@ import (
 // namespace a status line, the busiest destinations and processes.
 func WriteChurnTable(w io.Writer, r *ChurnReport) error {
 	var b strings.Builder
-	fmt.Fprintf(&b, "porttrace churn  %s  every %s", r.Time.In(displayZone).Format("15:04:05"), r.Interval.Round(time.Millisecond))
+	fmt.Fprintf(&b, "porttrace churn  %s  every %s", r.Time.In(textout.DisplayZone).Format("15:04:05"), r.Interval.Round(time.Millisecond))
 	if r.Overflow > 0 {
 		fmt.Fprintf(&b, "  (%d keys uncounted: churn maps full)", r.Overflow)
 	}

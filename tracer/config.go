@@ -5,10 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"net"
-	"net/netip"
 	"os/user"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -16,6 +13,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/porttrace/porttrace/tracer/event"
+	"github.com/porttrace/porttrace/tracer/internal/flagcheck"
 )
 
 // Config is everything the command line sets.
@@ -65,15 +63,13 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.VarP((*countFlag)(&c.Count), "count", "n", "stop after this many events")
 	fs.StringVar(&c.backend, "backend", c.backend, "kernel hooks: auto, fentry, kprobe or tracepoint")
 	fs.StringVar(&c.Metrics, "metrics", c.Metrics, "serve Prometheus metrics (events by type and result, lost) on this address")
-	fs.BoolVarP(&c.Verbose, "verbose", "v", c.Verbose, verboseHelp)
+	fs.BoolVarP(&c.Verbose, "verbose", "v", c.Verbose, flagcheck.VerboseHelp)
 	fs.BoolVar(&c.Version, "version", c.Version, "print the version and exit")
 }
 
-const verboseHelp = "say why other backends were refused, and other details"
-
 // Validate checks what flags alone cannot and resolves named values.
 func (c *Config) Validate() error {
-	if err := checkOutput(c.Output, "table", "json"); err != nil {
+	if err := flagcheck.Output(c.Output, "table", "json"); err != nil {
 		return err
 	}
 	if c.Ports.Has(0) {
@@ -95,98 +91,17 @@ func (c *Config) Validate() error {
 	if c.UID < -1 || c.UID > maxUID {
 		return fmt.Errorf("invalid --uid %d: %s", c.UID, uidRange)
 	}
-	if err := firstError(checkDuration(c.Duration), checkMetrics(c.Metrics)); err != nil {
+	if err := flagcheck.First(flagcheck.Duration(c.Duration), flagcheck.MetricsAddr(c.Metrics)); err != nil {
 		return err
 	}
 	var err error
-	if c.Backend, err = backendFlag(c.backend); err != nil {
+	if c.Backend, err = flagcheck.Backend(c.backend); err != nil {
 		return err
 	}
 	if c.Events.Empty() {
 		return errors.New("invalid --events: no event selected")
 	}
 	return nil
-}
-
-// firstError is the first of the checks that failed: several commands'
-// flags share the same checks, run in one line.
-func firstError(errs ...error) error {
-	for _, err := range errs {
-		if err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// checkOutput, checkInterval, checkDuration, checkMetrics and backendFlag are
-// the checks every subcommand's flags share, worded once.
-func checkOutput(output string, formats ...string) error {
-	if slices.Contains(formats, output) {
-		return nil
-	}
-	return fmt.Errorf("invalid --output %q: want %s", output, strings.Join(formats, " or "))
-}
-
-func checkInterval(d time.Duration) error {
-	if d < 10*time.Millisecond {
-		return fmt.Errorf("invalid --interval %s: want 10ms or more", d)
-	}
-	return nil
-}
-
-// checkDuration refuses a negative --duration; 0 means until stopped.
-func checkDuration(d time.Duration) error {
-	if d < 0 {
-		return fmt.Errorf("invalid --duration %s: want 0 (until stopped) or more", d)
-	}
-	return nil
-}
-
-// checkMetrics accepts only addresses net.Listen takes without a lookup:
-// a name would wait on DNS at startup and could listen somewhere else than
-// meant. localhost, from /etc/hosts, is the one name allowed.
-func checkMetrics(addr string) error {
-	if addr == "" {
-		return nil
-	}
-	bad := fmt.Errorf("invalid --metrics %q: want HOST:PORT or :PORT, HOST an IP address ([ADDR] for IPv6) or localhost, PORT a number from 0 to 65535", addr)
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return bad
-	}
-	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
-		return bad
-	}
-	bracketed := strings.HasPrefix(addr, "[")
-	switch host {
-	case "", "localhost":
-		if bracketed {
-			return bad
-		}
-	default:
-		ip, err := netip.ParseAddr(host)
-		if err != nil || ip.Is6() != bracketed {
-			return bad
-		}
-	}
-	return nil
-}
-
-// flagChanged reports whether the command line gave the flag name: a flag
-// that only means something with another (--interval with --watch) has a
-// default, so its value cannot tell. A config built without AddFlags was
-// given no flag.
-func flagChanged(fs *pflag.FlagSet, name string) bool {
-	return fs != nil && fs.Changed(name)
-}
-
-func backendFlag(s string) (event.Backend, error) {
-	b, err := event.ParseBackend(s)
-	if err != nil {
-		return 0, fmt.Errorf("invalid --backend: %w", err)
-	}
-	return b, nil
 }
 
 // taskCommLen is the kernel's TASK_COMM_LEN less its NUL: longer names are

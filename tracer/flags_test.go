@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/porttrace/porttrace/tracer/event"
+	"github.com/porttrace/porttrace/tracer/internal/flagcheck"
 )
 
 // checkErr fails t unless err contains want, or is nil when want is "".
@@ -211,7 +212,7 @@ func TestMetricsFlag(t *testing.T) {
 		{"[]:9477", false},
 	} {
 		t.Run(tc.addr, func(t *testing.T) {
-			err := checkMetrics(tc.addr)
+			err := flagcheck.MetricsAddr(tc.addr)
 			if tc.ok {
 				checkErr(t, err, "")
 			} else {

@@ -22,6 +22,7 @@ import (
 
 	"github.com/porttrace/porttrace/internal/ifup"
 	"github.com/porttrace/porttrace/tracer/event"
+	"github.com/porttrace/porttrace/tracer/textout"
 )
 
 // The kernel tests make real socket calls inside a network namespace each
@@ -32,7 +33,7 @@ func TestMain(m *testing.M) {
 	if os.Getenv("PORTTRACE_HELPER") != "" {
 		os.Exit(helperMain())
 	}
-	displayZone = time.UTC // golden files hold UTC clock times
+	textout.DisplayZone = time.UTC // golden files hold UTC clock times
 	code := m.Run()
 	if helperPath != "" {
 		os.RemoveAll(filepath.Dir(helperPath))

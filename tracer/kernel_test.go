@@ -739,7 +739,7 @@ func TestKernelExeNamedDeleted(t *testing.T) {
 		t.Fatal(err)
 	}
 	h := startHelper(t, ns, exe, 0, "tcp", "127.0.0.1:5005", "PT_LISTEN=1")
-	c := startTracer(t, Options{PID: uint32(h.cmd.Process.Pid), Events: kindSet(event.KindBind)})
+	c := startTracer(t, Options{PID: uint32(h.cmd.Process.Pid), Events: KindsOf(event.KindBind)})
 	if _, errno := h.bind(t); errno != "" {
 		t.Fatal(errno)
 	}
@@ -831,7 +831,7 @@ func TestKernelRunLost(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.Output = "json"
 	cfg.PID = uint32(os.Getpid())
-	cfg.Events = kindSet(event.KindBind)
+	cfg.Events = KindsOf(event.KindBind)
 	cfg.backend = testBackendName()
 	cfg.ringSize = 4096
 	if err := cfg.Validate(); err != nil {
@@ -988,7 +988,7 @@ func TestKernelCatchRate(t *testing.T) {
 	const clients, each = 4, 500
 	const n = clients * each
 	ns := newNetns(t)
-	c := startTracer(t, Options{PID: uint32(os.Getpid()), Events: kindSet(event.KindConnect, event.KindAccept)})
+	c := startTracer(t, Options{PID: uint32(os.Getpid()), Events: KindsOf(event.KindConnect, event.KindAccept)})
 	service := netip.MustParseAddrPort("127.0.0.1:8081")
 	var mu sync.Mutex
 	clientPorts := map[uint16]bool{}
@@ -1080,7 +1080,7 @@ func TestKernelCatchRate(t *testing.T) {
 // dropped and the connect blocks until the test makes room.
 func TestKernelConnectRestartedAfterSignal(t *testing.T) {
 	ns := newNetns(t)
-	c := startTracer(t, Options{PID: uint32(os.Getpid()), Events: kindSet(event.KindConnect)})
+	c := startTracer(t, Options{PID: uint32(os.Getpid()), Events: KindsOf(event.KindConnect)})
 	service := netip.MustParseAddrPort("127.0.0.1:9100")
 	var ln, first int
 	ns.run(t, func() {
@@ -1159,7 +1159,7 @@ func waitInSyscall(t *testing.T, tid, nr int) {
 // connect under way, reported once, as ok, with its source port.
 func TestKernelConnectNonBlocking(t *testing.T) {
 	ns := newNetns(t)
-	c := startTracer(t, Options{PID: uint32(os.Getpid()), Events: kindSet(event.KindConnect)})
+	c := startTracer(t, Options{PID: uint32(os.Getpid()), Events: KindsOf(event.KindConnect)})
 	var local, remote netip.AddrPort
 	ns.run(t, func() {
 		ln, err := net.Listen("tcp4", "127.0.0.1:0")
@@ -1203,7 +1203,7 @@ func TestKernelConnectRefused(t *testing.T) {
 		{spec: tcp6, addr: "[::1]:9", nonblock: true},
 	}
 	ns := newNetns(t)
-	c := startTracer(t, Options{PID: uint32(os.Getpid()), Events: kindSet(event.KindConnect)})
+	c := startTracer(t, Options{PID: uint32(os.Getpid()), Events: KindsOf(event.KindConnect)})
 	for _, tc := range cases {
 		var err error
 		ns.run(t, func() {
@@ -1242,7 +1242,7 @@ func TestKernelConnectRefused(t *testing.T) {
 func TestKernelConnectFastOpen(t *testing.T) {
 	ns := newNetns(t)
 	ns.sysctl(t, "net.ipv4.tcp_fastopen", "1") // client side on
-	c := startTracer(t, Options{PID: uint32(os.Getpid()), Events: kindSet(event.KindConnect)})
+	c := startTracer(t, Options{PID: uint32(os.Getpid()), Events: KindsOf(event.KindConnect)})
 	service := netip.MustParseAddrPort("127.0.0.1:9200")
 	var local uint16
 	ns.run(t, func() {
@@ -1465,7 +1465,7 @@ func TestKernelAutoBackend(t *testing.T) {
 // the tracepoint backend can report it.
 func TestKernelAcceptFailed(t *testing.T) {
 	ns := newNetns(t)
-	c := startTracer(t, Options{PID: uint32(os.Getpid()), Events: kindSet(event.KindAccept)})
+	c := startTracer(t, Options{PID: uint32(os.Getpid()), Events: KindsOf(event.KindAccept)})
 	notListening := netip.MustParseAddrPort("127.0.0.1:4001")
 	listening := netip.MustParseAddrPort("127.0.0.1:4002")
 	ns.run(t, func() {
@@ -1545,7 +1545,7 @@ func TestKernelLostEventsCounted(t *testing.T) {
 	const n = 500
 	ns := newNetns(t)
 	needRoot(t)
-	tr := newTracer(t, Options{Backend: testBackend(t), Events: kindSet(event.KindBind), PID: uint32(os.Getpid()), RingBufferSize: 4096})
+	tr := newTracer(t, Options{Backend: testBackend(t), Events: KindsOf(event.KindBind), PID: uint32(os.Getpid()), RingBufferSize: 4096})
 	defer tr.Close()
 	ns.run(t, func() {
 		for i := 0; i < n; i++ {
@@ -1581,7 +1581,7 @@ func TestKernelRunJSON(t *testing.T) {
 	cfg.Output = "json"
 	cfg.PID = uint32(os.Getpid())
 	cfg.Count = 3
-	cfg.Events = kindSet(event.KindBind)
+	cfg.Events = KindsOf(event.KindBind)
 	cfg.backend = testBackendName()
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)

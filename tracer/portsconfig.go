@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/porttrace/porttrace/tracer/event"
+	"github.com/porttrace/porttrace/tracer/internal/flagcheck"
 	"github.com/porttrace/porttrace/tracer/internal/netns"
 )
 
@@ -45,21 +46,21 @@ func (c *PortsConfig) AddFlags(fs *pflag.FlagSet) {
 	fs.DurationVarP(&c.Interval, "interval", "i", c.Interval, "with --watch, how often to look for closed listeners")
 	fs.DurationVarP(&c.Duration, "duration", "d", c.Duration, "with --watch, stop after this long")
 	fs.StringVar(&c.backend, "backend", c.backend, "with --watch, kernel hooks: auto, fentry, kprobe or tracepoint")
-	fs.BoolVarP(&c.Verbose, "verbose", "v", c.Verbose, verboseHelp)
+	fs.BoolVarP(&c.Verbose, "verbose", "v", c.Verbose, flagcheck.VerboseHelp)
 }
 
 // Validate checks the flags.
 func (c *PortsConfig) Validate() error {
-	if err := firstError(checkOutput(c.Output, "table", "json"), checkInterval(c.Interval), checkDuration(c.Duration)); err != nil {
+	if err := flagcheck.First(flagcheck.Output(c.Output, "table", "json"), flagcheck.Interval(c.Interval), flagcheck.Duration(c.Duration)); err != nil {
 		return err
 	}
 	var err error
-	if c.Backend, err = backendFlag(c.backend); err != nil {
+	if c.Backend, err = flagcheck.Backend(c.backend); err != nil {
 		return err
 	}
 	if !c.Watch {
 		for _, name := range []string{"interval", "duration", "backend"} {
-			if flagChanged(c.flags, name) {
+			if flagcheck.Changed(c.flags, name) {
 				return fmt.Errorf("--%s needs --watch", name)
 			}
 		}
@@ -106,7 +107,7 @@ func (c *WhoConfig) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVarP(&c.Output, "output", "o", c.Output, "output format: text or json")
 	fs.Var((*netnsFlag)(&c.Netns), "netns", "network namespace files to look into, or all")
 	fs.StringVar(&c.backend, "backend", c.backend, "with --wait, kernel hooks: auto, fentry, kprobe or tracepoint")
-	fs.BoolVarP(&c.Verbose, "verbose", "v", c.Verbose, verboseHelp)
+	fs.BoolVarP(&c.Verbose, "verbose", "v", c.Verbose, flagcheck.VerboseHelp)
 }
 
 // ParseTarget sets Port and Proto from "PORT", "PORT/tcp" or "PORT/udp".
@@ -135,7 +136,7 @@ func (c *WhoConfig) ParseTarget(arg string) error {
 
 // Validate checks the flags.
 func (c *WhoConfig) Validate() error {
-	if err := checkOutput(c.Output, "text", "json"); err != nil {
+	if err := flagcheck.Output(c.Output, "text", "json"); err != nil {
 		return err
 	}
 	if c.Timeout < 0 {
@@ -144,12 +145,12 @@ func (c *WhoConfig) Validate() error {
 	if c.Timeout != 0 && !c.Wait {
 		return errors.New("--timeout needs --wait")
 	}
-	b, err := backendFlag(c.backend)
+	b, err := flagcheck.Backend(c.backend)
 	if err != nil {
 		return err
 	}
 	c.Backend = b
-	if flagChanged(c.flags, "backend") && !c.Wait {
+	if flagcheck.Changed(c.flags, "backend") && !c.Wait {
 		return errors.New("--backend needs --wait")
 	}
 	return checkNetnsFlag(c.Netns)

@@ -28,7 +28,7 @@ func RunPorts(ctx context.Context, cfg PortsConfig, stdout, stderr io.Writer) er
 	if cfg.Watch {
 		// Attached before the snapshot, so nothing falls between the two.
 		var err error
-		t, err = New(Options{Backend: cfg.Backend, Events: kindSet(event.KindBind, event.KindListen)})
+		t, err = New(Options{Backend: cfg.Backend, Events: KindsOf(event.KindBind, event.KindListen)})
 		if err != nil {
 			return err
 		}
@@ -235,7 +235,7 @@ func (w *portsWatch) event(ev *event.Event) {
 		if isListener {
 			addr, note = localAddr(&l), "  "+socketNote(&l)
 		}
-		fmt.Fprintf(w.out, "%s + %s %s %s%s pid %d %s (%s)%s%s\n", ev.Time.In(displayZone).Format("15:04:05"), ev.Kind,
+		fmt.Fprintf(w.out, "%s + %s %s %s%s pid %d %s (%s)%s%s\n", ev.Time.In(textout.DisplayZone).Format("15:04:05"), ev.Kind,
 			event.ProtoName(ev.Proto), addr, w.netnsNote(ev.Netns), ev.PID, textout.Printable(ev.Comm), textout.Printable(ev.User), resultNote(ev), textout.Printable(note))
 	}
 	// A UDP socket bound to a port the kernel chose is most often a
@@ -299,7 +299,7 @@ func (w *portsWatch) look() error {
 			w.buf = AppendSocketJSON(w.buf[:0], EventClosed, at, &s)
 			_, _ = w.out.Write(w.buf)
 		} else {
-			fmt.Fprintf(w.out, "%s - closed %s %s%s %s\n", at.In(displayZone).Format("15:04:05"), event.ProtoName(s.Proto),
+			fmt.Fprintf(w.out, "%s - closed %s %s%s %s\n", at.In(textout.DisplayZone).Format("15:04:05"), event.ProtoName(s.Proto),
 				localAddr(&s), w.netnsNote(s.Netns), holderNote(&s))
 		}
 	}
@@ -410,7 +410,7 @@ func RunWho(ctx context.Context, cfg WhoConfig, stdout, stderr io.Writer) error 
 		_ = ports.Set(strconv.Itoa(int(cfg.Port)))
 		var err error
 		// Attached before looking, so a bind in between is not missed.
-		t, err = New(Options{Backend: cfg.Backend, Events: kindSet(event.KindBind), Ports: &ports})
+		t, err = New(Options{Backend: cfg.Backend, Events: KindsOf(event.KindBind), Ports: &ports})
 		if err != nil {
 			return err
 		}
@@ -581,7 +581,7 @@ func writeWhoEvent(w io.Writer, output string, ev *event.Event, netns bool) erro
 		if netns {
 			where = " netns " + strconv.FormatUint(uint64(ev.Netns), 10)
 		}
-		_, err = fmt.Fprintf(w, "%s %s %s %s%s by %s%s\n", ev.Time.In(displayZone).Format("15:04:05.000"),
+		_, err = fmt.Fprintf(w, "%s %s %s %s%s by %s%s\n", ev.Time.In(textout.DisplayZone).Format("15:04:05.000"),
 			ev.Kind, event.ProtoName(ev.Proto), sockAddr(ev.Local), where, holderLine(&h, time.Now()), textout.Printable(resultNote(ev)))
 	}
 	return err

@@ -258,7 +258,7 @@ func holderLine(h *Holder, now time.Time) string {
 	}
 	fmt.Fprintf(&b, "pid %d (%s), user %s, exe %s, parent %d", h.PID, h.Comm, h.User, exe, h.PPID)
 	if !h.Start.IsZero() {
-		fmt.Fprintf(&b, ", started %s (%s ago)", h.Start.In(displayZone).Format("2006-01-02 15:04:05"), now.Sub(h.Start).Round(time.Second))
+		fmt.Fprintf(&b, ", started %s (%s ago)", h.Start.In(textout.DisplayZone).Format("2006-01-02 15:04:05"), now.Sub(h.Start).Round(time.Second))
 	}
 	if h.Cgroup != "" {
 		fmt.Fprintf(&b, ", cgroup %s", h.Cgroup)

@@ -4,7 +4,6 @@ import (
 	"io"
 	"net/netip"
 	"strconv"
-	"time"
 
 	"github.com/olekukonko/tablewriter"
 	"github.com/olekukonko/tablewriter/renderer"
@@ -13,11 +12,6 @@ import (
 	"github.com/porttrace/porttrace/tracer/event"
 	"github.com/porttrace/porttrace/tracer/textout"
 )
-
-// displayZone is the time zone of the clock times humans read (table,
-// churn, ports, who); JSON is always UTC. Tests set it to UTC before any
-// test runs.
-var displayZone = time.Local
 
 // The wide layout has a column for everything; the narrow one fits 80
 // columns by leaving out what another column already says (DIR follows
@@ -119,7 +113,7 @@ func (tw *TableWriter) line(cells []any) error {
 // Write prints one event.
 func (tw *TableWriter) Write(ev *event.Event) error {
 	r := append(tw.row[:0],
-		ev.Time.In(displayZone).Format("15:04:05"),
+		ev.Time.In(textout.DisplayZone).Format("15:04:05"),
 		ev.Kind.String(),
 		strconv.FormatUint(uint64(ev.PID), 10))
 	if !tw.narrow {

@@ -6,9 +6,11 @@ import (
 	"context"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -245,6 +247,57 @@ func TestTooFewFileDescriptors(t *testing.T) {
 		if code != 1 || !strings.Contains(stderr.String(), "too many open files: porttrace needs about") ||
 			strings.Count(strings.TrimSpace(stderr.String()), "\n") != 0 {
 			t.Errorf("%v under ulimit -n 30: exit %d, stderr %q; want 1 and one line on file descriptors", args, code, stderr.String())
+		}
+	}
+}
+
+// --metrics with port 0 says on stderr which port the kernel picked, and
+// it is there to scrape while porttrace runs.
+func TestMetricsAnnounced(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to attach the tracer")
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"-p", "1", "-d", "3s"}, {"churn", "-d", "3s"}} {
+		cmd := exec.Command(exe, append(args, "--metrics", "127.0.0.1:0")...)
+		cmd.Env = append(os.Environ(), "PORTTRACE_MAIN=1")
+		stderr, err := cmd.StderrPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		re := regexp.MustCompile(`^porttrace( churn)?: serving metrics on (http://127\.0\.0\.1:([1-9][0-9]*)/metrics)$`)
+		var url string
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			if m := re.FindStringSubmatch(sc.Text()); m != nil {
+				url = m[2]
+				break
+			}
+		}
+		if url == "" {
+			cmd.Process.Kill()
+			cmd.Wait()
+			t.Fatalf("%v: no line announcing the metrics address", args)
+		}
+		resp, err := http.Get(url)
+		if err != nil {
+			t.Errorf("%v: scraping %s: %v", args, url, err)
+		} else {
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if !strings.Contains(string(body), "porttrace_") {
+				t.Errorf("%v: %s served no porttrace metrics:\n%s", args, url, body)
+			}
+		}
+		go io.Copy(io.Discard, stderr)
+		if err := cmd.Wait(); err != nil {
+			t.Errorf("%v: %v", args, err)
 		}
 	}
 }

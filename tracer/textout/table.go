@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"golang.org/x/sys/unix"
@@ -72,3 +73,8 @@ func Plural(n int, one, many string) string {
 	}
 	return many
 }
+
+// DisplayZone is the time zone of the clock times humans read (table,
+// churn, ports, who); JSON is always UTC. Tests set it to UTC before any
+// test runs.
+var DisplayZone = time.Local

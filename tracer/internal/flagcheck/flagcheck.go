@@ -1,0 +1,103 @@
+// Package flagcheck is the checks the commands' flags share, worded once:
+// output formats, intervals and durations, the --metrics address and the
+// backend name.
+package flagcheck
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/porttrace/porttrace/tracer/event"
+)
+
+// VerboseHelp is -v's help, the same for every command.
+const VerboseHelp = "say why other backends were refused, and other details"
+
+// First is the first of the checks that failed: several commands'
+// flags share the same checks, run in one line.
+func First(errs ...error) error {
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Output refuses an --output not among formats.
+func Output(output string, formats ...string) error {
+	if slices.Contains(formats, output) {
+		return nil
+	}
+	return fmt.Errorf("invalid --output %q: want %s", output, strings.Join(formats, " or "))
+}
+
+// Interval refuses an --interval under 10ms.
+func Interval(d time.Duration) error {
+	if d < 10*time.Millisecond {
+		return fmt.Errorf("invalid --interval %s: want 10ms or more", d)
+	}
+	return nil
+}
+
+// Duration refuses a negative --duration; 0 means until stopped.
+func Duration(d time.Duration) error {
+	if d < 0 {
+		return fmt.Errorf("invalid --duration %s: want 0 (until stopped) or more", d)
+	}
+	return nil
+}
+
+// MetricsAddr accepts only addresses net.Listen takes without a lookup:
+// a name would wait on DNS at startup and could listen somewhere else than
+// meant. localhost, from /etc/hosts, is the one name allowed.
+func MetricsAddr(addr string) error {
+	if addr == "" {
+		return nil
+	}
+	bad := fmt.Errorf("invalid --metrics %q: want HOST:PORT or :PORT, HOST an IP address ([ADDR] for IPv6) or localhost, PORT a number from 0 to 65535", addr)
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return bad
+	}
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return bad
+	}
+	bracketed := strings.HasPrefix(addr, "[")
+	switch host {
+	case "", "localhost":
+		if bracketed {
+			return bad
+		}
+	default:
+		ip, err := netip.ParseAddr(host)
+		if err != nil || ip.Is6() != bracketed {
+			return bad
+		}
+	}
+	return nil
+}
+
+// Changed reports whether the command line gave the flag name: a flag
+// that only means something with another (--interval with --watch) has a
+// default, so its value cannot tell. A config built without AddFlags was
+// given no flag.
+func Changed(fs *pflag.FlagSet, name string) bool {
+	return fs != nil && fs.Changed(name)
+}
+
+// Backend parses --backend.
+func Backend(s string) (event.Backend, error) {
+	b, err := event.ParseBackend(s)
+	if err != nil {
+		return 0, fmt.Errorf("invalid --backend: %w", err)
+	}
+	return b, nil
+}
