@@ -164,3 +164,13 @@ func sumCounts(per []porttraceChurnCounts) (c ChurnCounts) {
 	}
 	return c
 }
+
+// Dest is a destination of outbound connections: the kernel can reuse a
+// local port towards different destinations, so the ephemeral range runs
+// out per destination.
+type Dest struct {
+	Proto  uint16
+	Remote netip.AddrPort
+}
+
+func (d Dest) String() string { return event.ProtoName(d.Proto) + " " + d.Remote.String() }

@@ -16,12 +16,11 @@ import (
 // them every interval until ctx is done or --duration passes, then prints a
 // summary of the whole run on stderr.
 func RunChurn(ctx context.Context, cfg ChurnConfig, stdout, stderr io.Writer) error {
-	var metrics *Metrics
+	var metrics *Collector
 	if cfg.Metrics != "" {
-		metrics = NewMetrics()
-		metrics.MaxDests = cfg.MetricsDests
+		metrics = NewCollector(cfg.MetricsDests)
 	}
-	t, detach, err := attach(Options{Backend: cfg.Backend, Events: KindsOf(event.KindBind, event.KindConnect), Churn: true},
+	t, _, detach, err := Attach(Options{Backend: cfg.Backend, Events: KindsOf(event.KindBind, event.KindConnect), Churn: true},
 		metrics, cfg.Metrics, "porttrace churn", "counting", cfg.Verbose, stderr)
 	if err != nil {
 		return err
@@ -78,13 +77,13 @@ type churnView struct {
 	cfg         ChurnConfig
 	out         *bufio.Writer
 	clearScreen bool // a terminal: each report replaces the last
-	metrics     *Metrics
+	metrics     *Collector
 	buf         []byte
 }
 
 func (v *churnView) report(r *ChurnReport) error {
 	if v.metrics != nil {
-		v.metrics.Churn(r)
+		v.metrics.Set(r)
 	}
 	var err error
 	if v.cfg.Output == "json" {

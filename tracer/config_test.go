@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
 
@@ -206,11 +207,7 @@ func TestJoinErrorsOneLine(t *testing.T) {
 // stream it serves; another process, or another port, is.
 func TestMetricsOwnAccept(t *testing.T) {
 	m := NewMetrics()
-	stop, err := m.Serve("127.0.0.1:0", t.Output())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stop()
+	m.port = 19477
 	self := uint32(os.Getpid())
 	ap := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), m.port)
 	for _, tc := range []struct {
@@ -244,5 +241,38 @@ func TestTracerDescribe(t *testing.T) {
 	}
 	if got := (&Tracer{backend: event.BackendFentry}).Describe(false); got != "the fentry backend" {
 		t.Errorf("nothing refused: %q", got)
+	}
+}
+
+// The stream's /metrics: events by kind and result, and the events lost.
+func TestStreamMetrics(t *testing.T) {
+	m := NewMetrics()
+	m.Event(&event.Event{Kind: event.KindBind, Result: event.ResultDenied})
+	m.Event(&event.Event{Kind: event.KindBind, Result: event.ResultDenied})
+	m.Event(&event.Event{Kind: event.KindConnect})
+	m.Lost(3)
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(m)
+	fams, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, f := range fams {
+		for _, mt := range f.Metric {
+			var labels []string
+			for _, lp := range mt.Label {
+				labels = append(labels, lp.GetName()+"="+lp.GetValue())
+			}
+			got = append(got, fmt.Sprintf("%s{%s} %v", f.GetName(), strings.Join(labels, ","), mt.Counter.GetValue()))
+		}
+	}
+	want := []string{
+		"porttrace_events_total{event=bind,result=denied} 2",
+		"porttrace_events_total{event=connect,result=ok} 1",
+		"porttrace_lost_events_total{} 3",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }

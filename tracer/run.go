@@ -14,6 +14,7 @@ import (
 	"github.com/porttrace/porttrace/tracer/internal/proc"
 	"github.com/porttrace/porttrace/tracer/internal/promserve"
 	"github.com/porttrace/porttrace/tracer/textout"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Run traces until ctx is done, --duration passes or --count events have
@@ -25,12 +26,15 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer, stderr io.Writer) er
 	if cfg.Metrics != "" {
 		metrics = NewMetrics()
 	}
-	t, detach, err := attach(Options{Backend: cfg.Backend, Events: cfg.Events, PID: cfg.PID, FilterUID: cfg.UID >= 0,
+	t, srv, detach, err := Attach(Options{Backend: cfg.Backend, Events: cfg.Events, PID: cfg.PID, FilterUID: cfg.UID >= 0,
 		UID: uint32(cfg.UID), Ports: &cfg.Ports, RingBufferSize: cfg.ringSize}, metrics, cfg.Metrics, "porttrace", "tracing", cfg.Verbose, stderr)
 	if err != nil {
 		return err
 	}
 	defer detach()
+	if srv != nil {
+		metrics.port = srv.Port()
+	}
 	if cfg.Duration > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, cfg.Duration)
@@ -66,27 +70,31 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer, stderr io.Writer) er
 	return nil
 }
 
-// attach starts the tracer and, when addr is set, serves m there: the
-// tracer first, so that a machine short of file descriptors is told so
-// before a server says it is listening. cmd names the command and doing
-// what it does, for the line on stderr. The returned func undoes both.
-func attach(o Options, m *Metrics, addr, cmd, doing string, verbose bool, stderr io.Writer) (*Tracer, func(), error) {
+// Attach starts a tracer with o and, when addr is set, serves c on its
+// /metrics: the tracer first, so that a machine short of file descriptors
+// is told so before a server says it is listening. cmd names the command
+// and doing what it does, for the lines on stderr. The server is nil
+// without addr; the returned func undoes both.
+func Attach(o Options, c prometheus.Collector, addr, cmd, doing string, verbose bool, stderr io.Writer) (*Tracer, *promserve.Server, func(), error) {
 	if addr != "" {
 		o.ExtraFDs = promserve.DefaultLimits.FDs()
 	}
 	t, err := New(o)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
+	var srv *promserve.Server
 	stop := func() {}
 	if addr != "" {
-		if stop, err = m.serveAndSay(addr, cmd, stderr); err != nil {
+		if srv, err = promserve.Serve(addr, c, promserve.DefaultLimits, stderr); err != nil {
 			t.Close()
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
+		stop = srv.Close
+		fmt.Fprintf(stderr, "%s: serving metrics on http://%s/metrics\n", cmd, srv.Addr())
 	}
 	fmt.Fprintf(stderr, "%s: %s with %s\n", cmd, doing, t.Describe(verbose))
-	return t, func() { stop(); t.Close() }, nil
+	return t, srv, func() { stop(); t.Close() }, nil
 }
 
 // streamLoop reads events until the tracer stops or --count is reached,

@@ -14,16 +14,6 @@ import (
 	"github.com/porttrace/porttrace/tracer/internal/sockdiag"
 )
 
-// Dest is a destination of outbound connections: the kernel can reuse a
-// local port towards different destinations, so the ephemeral range runs
-// out per destination.
-type Dest struct {
-	Proto  uint16
-	Remote netip.AddrPort
-}
-
-func (d Dest) String() string { return event.ProtoName(d.Proto) + " " + d.Remote.String() }
-
 // PortUsage is what holds the ephemeral range of one network namespace now.
 //
 // TCP and UDP each have their own ports. A TCP port that connect()

@@ -1,0 +1,95 @@
+package tracer
+
+import (
+	"strconv"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/porttrace/porttrace/tracer/event"
+)
+
+// Collector is what churn's /metrics serves: the latest report, by
+// namespace, with the MaxDests busiest destinations of each as series of
+// their own when asked for (labels stay low-cardinality otherwise).
+type Collector struct {
+	mu       sync.Mutex
+	report   *ChurnReport
+	maxDests int
+
+	allocsDesc, failsDesc, inUseDesc, timeWaitDesc, rangeDesc, etaDesc,
+	overflowDesc, destInUseDesc, destAllocsDesc *prometheus.Desc
+}
+
+// NewCollector serves no report until Set; maxDests destinations of each
+// namespace are exported.
+func NewCollector(maxDests int) *Collector {
+	d := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc("porttrace_"+name, help, labels, nil)
+	}
+	return &Collector{
+		maxDests:       maxDests,
+		allocsDesc:     d("ephemeral_allocations_total", "Ephemeral ports allocated (connect autobind, bind to port 0).", "netns", "call"),
+		failsDesc:      d("ephemeral_failures_total", "Ephemeral port allocations that failed, by errno.", "netns", "errno"),
+		inUseDesc:      d("ephemeral_ports_in_use", "Sockets holding a port of the ephemeral range, TIME_WAIT included.", "netns"),
+		timeWaitDesc:   d("ephemeral_ports_time_wait", "Sockets in TIME_WAIT holding a port of the ephemeral range.", "netns"),
+		rangeDesc:      d("ephemeral_range_size", "Ports in ip_local_port_range less ip_local_reserved_ports.", "netns"),
+		etaDesc:        d("ephemeral_exhaustion_seconds", "Time until a destination or the range runs out at the current growth (absent when not growing).", "netns"),
+		overflowDesc:   d("churn_map_overflow_total", "Churn keys not counted because a kernel map was full."),
+		destInUseDesc:  d("ephemeral_destination_ports_in_use", "Ephemeral ports in use towards one destination (--metrics-destinations).", "netns", "proto", "destination"),
+		destAllocsDesc: d("ephemeral_destination_allocations_per_second", "Allocation rate towards one destination (--metrics-destinations).", "netns", "proto", "destination"),
+	}
+}
+
+// Set replaces the report served.
+func (c *Collector) Set(r *ChurnReport) {
+	c.mu.Lock()
+	c.report = r
+	c.mu.Unlock()
+}
+
+// Describe implements prometheus.Collector.
+func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.allocsDesc, c.failsDesc, c.inUseDesc, c.timeWaitDesc, c.rangeDesc,
+		c.etaDesc, c.overflowDesc, c.destInUseDesc, c.destAllocsDesc} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c *Collector) Collect(ch chan<- prometheus.Metric) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r := c.report
+	if r == nil {
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(c.overflowDesc, prometheus.CounterValue, float64(r.Overflow))
+	for i := range r.Netns {
+		c.collectNetns(ch, &r.Netns[i])
+	}
+}
+
+func (c *Collector) collectNetns(ch chan<- prometheus.Metric, n *NetnsReport) {
+	ns := strconv.FormatUint(uint64(n.Netns), 10)
+	for call, v := range n.AllocsTotal {
+		ch <- prometheus.MustNewConstMetric(c.allocsDesc, prometheus.CounterValue, float64(v), ns, call)
+	}
+	for errno, v := range n.FailsTotal {
+		ch <- prometheus.MustNewConstMetric(c.failsDesc, prometheus.CounterValue, float64(v), ns, errno)
+	}
+	if n.UsageErr != "" {
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(c.inUseDesc, prometheus.GaugeValue, float64(n.InUse), ns)
+	ch <- prometheus.MustNewConstMetric(c.timeWaitDesc, prometheus.GaugeValue, float64(n.TimeWait), ns)
+	ch <- prometheus.MustNewConstMetric(c.rangeDesc, prometheus.GaugeValue, float64(n.RangeSize), ns)
+	if n.Exhaustion >= 0 {
+		ch <- prometheus.MustNewConstMetric(c.etaDesc, prometheus.GaugeValue, n.Exhaustion.Seconds(), ns)
+	}
+	for _, d := range n.Dests[:min(c.maxDests, len(n.Dests))] {
+		proto, dest := event.ProtoName(d.Dest.Proto), d.Dest.Remote.String()
+		ch <- prometheus.MustNewConstMetric(c.destInUseDesc, prometheus.GaugeValue, float64(d.InUse), ns, proto, dest)
+		ch <- prometheus.MustNewConstMetric(c.destAllocsDesc, prometheus.GaugeValue, d.AllocsPerSec, ns, proto, dest)
+	}
+}
