@@ -28,10 +28,10 @@ func startChurn(t *testing.T) *collector {
 
 // churnIn200Ports makes a namespace whose range is 200 ports, attaches a
 // churn tracer and starts a ChurnState from its first reading.
-func churnIn200Ports(t *testing.T) (*testNS, *collector, *ChurnState) {
+func churnIn200Ports(t *testing.T) (*NS, *collector, *ChurnState) {
 	t.Helper()
-	ns := newNetns(t)
-	ns.sysctl(t, "net.ipv4.ip_local_port_range", "40000 40199")
+	ns := NewNetns(t)
+	ns.Sysctl(t, "net.ipv4.ip_local_port_range", "40000 40199")
 	c := startChurn(t)
 	first, err := c.tr.ReadChurn()
 	if err != nil {
@@ -41,10 +41,10 @@ func churnIn200Ports(t *testing.T) (*testNS, *collector, *ChurnState) {
 	return ns, c, state
 }
 
-func listenTCP(t *testing.T, ap netip.AddrPort) int {
+func ListenTCP(t *testing.T, ap netip.AddrPort) int {
 	t.Helper()
-	fd := newSocket(t, tcp4)
-	if err := unix.Bind(fd, sockaddr(ap)); err != nil {
+	fd := NewSocket(t, TCP4)
+	if err := unix.Bind(fd, Sockaddr(ap)); err != nil {
 		t.Fatal(err)
 	}
 	if err := unix.Listen(fd, 4096); err != nil {
@@ -58,56 +58,56 @@ func listenTCP(t *testing.T, ap netip.AddrPort) int {
 // allocation, not two, and so is a bind(0) with IP_BIND_ADDRESS_NO_PORT
 // (the connect's). Nothing is sent through the ring buffer.
 func TestKernelChurnCounts(t *testing.T) {
-	ns := newNetns(t)
-	ns.sysctl(t, "net.ipv4.ip_local_port_range", "40000 40199")
+	ns := NewNetns(t)
+	ns.Sysctl(t, "net.ipv4.ip_local_port_range", "40000 40199")
 	c := startChurn(t)
 	svc := netip.MustParseAddrPort("127.0.0.1:9000")
 	var fds []int
-	ns.run(t, func() {
-		fds = append(fds, listenTCP(t, svc))
+	ns.Run(t, func() {
+		fds = append(fds, ListenTCP(t, svc))
 		for i := 0; i < 30; i++ {
-			fd := newSocket(t, tcp4)
+			fd := NewSocket(t, TCP4)
 			fds = append(fds, fd)
-			if err := unix.Connect(fd, sockaddr(svc)); err != nil {
+			if err := unix.Connect(fd, Sockaddr(svc)); err != nil {
 				t.Fatal(err)
 			}
 		}
 		for i := 0; i < 20; i++ {
-			fd := newSocket(t, udp4)
+			fd := NewSocket(t, UDP4)
 			fds = append(fds, fd)
-			if err := unix.Connect(fd, sockaddr(netip.MustParseAddrPort("127.0.0.1:53"))); err != nil {
+			if err := unix.Connect(fd, Sockaddr(netip.MustParseAddrPort("127.0.0.1:53"))); err != nil {
 				t.Fatal(err)
 			}
 		}
 		for i := 0; i < 10; i++ {
-			fd := newSocket(t, udp4)
+			fd := NewSocket(t, UDP4)
 			fds = append(fds, fd)
-			if err := unix.Bind(fd, sockaddr(netip.MustParseAddrPort("127.0.0.1:0"))); err != nil {
+			if err := unix.Bind(fd, Sockaddr(netip.MustParseAddrPort("127.0.0.1:0"))); err != nil {
 				t.Fatal(err)
 			}
 		}
 		for i := 0; i < 5; i++ { // bind(0) first: the connect allocates nothing
-			fd := newSocket(t, tcp4)
+			fd := NewSocket(t, TCP4)
 			fds = append(fds, fd)
-			if err := unix.Bind(fd, sockaddr(netip.MustParseAddrPort("127.0.0.1:0"))); err != nil {
+			if err := unix.Bind(fd, Sockaddr(netip.MustParseAddrPort("127.0.0.1:0"))); err != nil {
 				t.Fatal(err)
 			}
-			if err := unix.Connect(fd, sockaddr(svc)); err != nil {
+			if err := unix.Connect(fd, Sockaddr(svc)); err != nil {
 				t.Fatal(err)
 			}
 		}
 		// IP_BIND_ADDRESS_NO_PORT: bind(0) takes the address only, the
 		// connect takes the port.
 		for i := 0; i < 3; i++ {
-			fd := newSocket(t, tcp4)
+			fd := NewSocket(t, TCP4)
 			fds = append(fds, fd)
 			if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1); err != nil {
 				t.Fatal(err)
 			}
-			if err := unix.Bind(fd, sockaddr(netip.MustParseAddrPort("127.0.0.1:0"))); err != nil {
+			if err := unix.Bind(fd, Sockaddr(netip.MustParseAddrPort("127.0.0.1:0"))); err != nil {
 				t.Fatal(err)
 			}
-			if err := unix.Connect(fd, sockaddr(svc)); err != nil {
+			if err := unix.Connect(fd, Sockaddr(svc)); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -121,7 +121,7 @@ func TestKernelChurnCounts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := tot.Netns[ns.inode]
+	n := tot.Netns[ns.Inode]
 	if n == nil {
 		t.Fatal("no churn counted in the test's netns")
 	}
@@ -129,7 +129,7 @@ func TestKernelChurnCounts(t *testing.T) {
 	if fmt.Sprint(n.Allocs) != fmt.Sprint(want) || n.TotalFails() != 0 {
 		t.Errorf("allocations %v, failures %v; want %v and none", n.Allocs, n.Fails, want)
 	}
-	if got := tot.Dests[DestKey{ns.inode, Dest{event.ProtoTCP, svc}}]; got.Allocs != 33 {
+	if got := tot.Dests[DestKey{ns.Inode, Dest{event.ProtoTCP, svc}}]; got.Allocs != 33 {
 		t.Errorf("destination %s: %+v, want 33 allocations", svc, got)
 	}
 	if evs := c.stop(t, ns); len(evs) != 0 {
@@ -143,21 +143,21 @@ func TestKernelChurnUsageMatchesSS(t *testing.T) {
 	if _, err := exec.LookPath("ss"); err != nil {
 		t.Skip("ss(8) is not installed here: nothing to cross-check against")
 	}
-	ns := newNetns(t)
-	ns.sysctl(t, "net.ipv4.ip_local_port_range", "40000 40199")
+	ns := NewNetns(t)
+	ns.Sysctl(t, "net.ipv4.ip_local_port_range", "40000 40199")
 	// Loopback connects may take over a TIME_WAIT port to the same peer once
 	// a second has passed (tcp_tw_reuse=2, the default); a slow machine gets
 	// there mid-test and the count is one short.
-	ns.sysctl(t, "net.ipv4.tcp_tw_reuse", "0")
+	ns.Sysctl(t, "net.ipv4.tcp_tw_reuse", "0")
 	svc := netip.MustParseAddrPort("127.0.0.1:9000")
 	var ssOut []byte
-	ns.run(t, func() {
-		ln := listenTCP(t, svc)
+	ns.Run(t, func() {
+		ln := ListenTCP(t, svc)
 		defer unix.Close(ln)
 		var open []int
 		for i := 0; i < 40; i++ {
-			fd := newSocket(t, tcp4)
-			if err := unix.Connect(fd, sockaddr(svc)); err != nil {
+			fd := NewSocket(t, TCP4)
+			if err := unix.Connect(fd, Sockaddr(svc)); err != nil {
 				t.Fatal(err)
 			}
 			a, _, err := unix.Accept(ln)
@@ -171,9 +171,9 @@ func TestKernelChurnUsageMatchesSS(t *testing.T) {
 				open = append(open, fd, a)
 			}
 		}
-		u := newSocket(t, udp4)
+		u := NewSocket(t, UDP4)
 		open = append(open, u)
-		if err := unix.Connect(u, sockaddr(netip.MustParseAddrPort("127.0.0.1:53"))); err != nil {
+		if err := unix.Connect(u, Sockaddr(netip.MustParseAddrPort("127.0.0.1:53"))); err != nil {
 			t.Fatal(err)
 		}
 		defer func() {
@@ -238,11 +238,11 @@ func TestKernelChurnExhaustion(t *testing.T) {
 	other := netip.MustParseAddrPort("127.0.0.1:9001")
 	var fds []int
 	var fails int
-	ns.run(t, func() {
-		fds = append(fds, listenTCP(t, full), listenTCP(t, other))
+	ns.Run(t, func() {
+		fds = append(fds, ListenTCP(t, full), ListenTCP(t, other))
 		for i := 0; i < 210; i++ {
-			fd := newSocket(t, tcp4)
-			err := unix.Connect(fd, sockaddr(full))
+			fd := NewSocket(t, TCP4)
+			err := unix.Connect(fd, Sockaddr(full))
 			if err == unix.EADDRNOTAVAIL {
 				fails++
 				unix.Close(fd)
@@ -254,8 +254,8 @@ func TestKernelChurnExhaustion(t *testing.T) {
 			fds = append(fds, fd)
 		}
 		for i := 0; i < 3; i++ {
-			fd := newSocket(t, tcp4)
-			if err := unix.Connect(fd, sockaddr(other)); err != nil {
+			fd := NewSocket(t, TCP4)
+			if err := unix.Connect(fd, Sockaddr(other)); err != nil {
 				t.Fatalf("other destination: %v", err)
 			}
 			fds = append(fds, fd)
@@ -276,7 +276,7 @@ func TestKernelChurnExhaustion(t *testing.T) {
 	r := state.Next(cur)
 	var n *NetnsReport
 	for i := range r.Netns {
-		if r.Netns[i].Netns == ns.inode {
+		if r.Netns[i].Netns == ns.Inode {
 			n = &r.Netns[i]
 		}
 	}
@@ -319,11 +319,11 @@ func TestKernelChurnMetrics(t *testing.T) {
 	ns, c, state := churnIn200Ports(t)
 	svc := netip.MustParseAddrPort("127.0.0.1:9000")
 	var fds []int
-	ns.run(t, func() {
-		fds = append(fds, listenTCP(t, svc))
+	ns.Run(t, func() {
+		fds = append(fds, ListenTCP(t, svc))
 		for i := 0; i < 7; i++ {
-			fd := newSocket(t, tcp4)
-			if err := unix.Connect(fd, sockaddr(svc)); err != nil {
+			fd := NewSocket(t, TCP4)
+			if err := unix.Connect(fd, Sockaddr(svc)); err != nil {
 				t.Fatal(err)
 			}
 			fds = append(fds, fd)
@@ -357,7 +357,7 @@ func TestKernelChurnMetrics(t *testing.T) {
 	if err != nil {
 		t.Fatalf("parsing /metrics: %v\n%s", err, body)
 	}
-	nsLabel := strconv.FormatUint(uint64(ns.inode), 10)
+	nsLabel := strconv.FormatUint(uint64(ns.Inode), 10)
 	value := func(name string, labels map[string]string) (float64, bool) {
 		f := fams[name]
 		if f == nil {

@@ -31,7 +31,7 @@ import (
 
 func TestMain(m *testing.M) {
 	if os.Getenv("PORTTRACE_HELPER") != "" {
-		os.Exit(helperMain())
+		os.Exit(HelperMain())
 	}
 	textout.DisplayZone = time.UTC // golden files hold UTC clock times
 	code := m.Run()
@@ -41,22 +41,22 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func needRoot(t *testing.T) {
+func NeedRoot(t *testing.T) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("kernel test: needs root to load BPF programs and create network namespaces")
 	}
 }
 
-// testBackendName is PORTTRACE_BACKEND, or auto.
-func testBackendName() string {
+// BackendName is PORTTRACE_BACKEND, or auto.
+func BackendName() string {
 	if name := os.Getenv("PORTTRACE_BACKEND"); name != "" {
 		return name
 	}
 	return "auto"
 }
 
-func testBackend(t *testing.T) event.Backend {
+func Backend(t *testing.T) event.Backend {
 	t.Helper()
 	name := os.Getenv("PORTTRACE_BACKEND")
 	if name == "" {
@@ -69,18 +69,18 @@ func testBackend(t *testing.T) event.Backend {
 	return b
 }
 
-// testNS is a network namespace owned by one test, loopback up. It is made
+// NS is a network namespace owned by one test, loopback up. It is made
 // with unshare(2) and kept alive by an open fd, with no help from ip(8), so
 // the tests also run in a bare VM initramfs.
-type testNS struct {
-	fd    int
-	inode uint32
+type NS struct {
+	FD    int
+	Inode uint32
 }
 
-func newNetns(t *testing.T) *testNS {
+func NewNetns(t *testing.T) *NS {
 	t.Helper()
-	needRoot(t)
-	n := &testNS{fd: -1}
+	NeedRoot(t)
+	n := &NS{FD: -1}
 	errc := make(chan error, 1)
 	go func() {
 		// The thread enters the new namespace and dies with the goroutine.
@@ -94,52 +94,52 @@ func newNetns(t *testing.T) *testNS {
 			errc <- err
 			return
 		}
-		n.fd = fd
+		n.FD = fd
 		errc <- ifup.Up("lo")
 	}()
 	if err := <-errc; err != nil {
 		t.Fatalf("creating netns: %v", err)
 	}
-	t.Cleanup(n.drop)
+	t.Cleanup(n.Drop)
 	var st unix.Stat_t
-	if err := unix.Fstat(n.fd, &st); err != nil {
+	if err := unix.Fstat(n.FD, &st); err != nil {
 		t.Fatal(err)
 	}
-	n.inode = uint32(st.Ino)
+	n.Inode = uint32(st.Ino)
 	return n
 }
 
-// drop closes the test's hold on the namespace: with no process in it,
+// Drop closes the test's hold on the namespace: with no process in it,
 // it is gone.
-func (n *testNS) drop() {
-	if n.fd >= 0 {
-		unix.Close(n.fd)
-		n.fd = -1
+func (n *NS) Drop() {
+	if n.FD >= 0 {
+		unix.Close(n.FD)
+		n.FD = -1
 	}
 }
 
-// path names the namespace for --netns.
-func (n *testNS) path() string { return fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), n.fd) }
+// Path names the namespace for --netns.
+func (n *NS) Path() string { return fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), n.FD) }
 
-func (n *testNS) sysctl(t *testing.T, key, value string) {
+func (n *NS) Sysctl(t *testing.T, key, value string) {
 	t.Helper()
 	path := "/proc/sys/" + strings.ReplaceAll(key, ".", "/")
-	n.run(t, func() {
+	n.Run(t, func() {
 		if err := os.WriteFile(path, []byte(value), 0o644); err != nil {
 			t.Errorf("sysctl %s=%s: %v", key, value, err)
 		}
 	})
 }
 
-// run calls fn on a fresh OS thread inside the namespace and waits for it.
+// Run calls fn on a fresh OS thread inside the namespace and waits for it.
 // The thread is never unlocked, so it dies with its goroutine instead of
 // carrying the namespace back into the runtime's pool.
-func (n *testNS) run(t *testing.T, fn func()) {
+func (n *NS) Run(t *testing.T, fn func()) {
 	t.Helper()
 	done := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
-		if err := unix.Setns(n.fd, unix.CLONE_NEWNET); err != nil {
+		if err := unix.Setns(n.FD, unix.CLONE_NEWNET); err != nil {
 			done <- fmt.Errorf("setns: %w", err)
 			return
 		}
@@ -162,11 +162,11 @@ func (n *testNS) run(t *testing.T, fn func()) {
 	}
 }
 
-// goRun is run without waiting: for a call that blocks, like accept.
-func (n *testNS) goRun(fn func()) {
+// GoRun is run without waiting: for a call that blocks, like accept.
+func (n *NS) GoRun(fn func()) {
 	go func() {
 		runtime.LockOSThread()
-		if err := unix.Setns(n.fd, unix.CLONE_NEWNET); err != nil {
+		if err := unix.Setns(n.FD, unix.CLONE_NEWNET); err != nil {
 			panic(err)
 		}
 		fn()
@@ -183,9 +183,9 @@ type collector struct {
 
 func startTracer(t *testing.T, o Options) *collector {
 	t.Helper()
-	needRoot(t)
+	NeedRoot(t)
 	if o.Backend == event.BackendAuto {
-		o.Backend = testBackend(t)
+		o.Backend = Backend(t)
 	}
 	if o.Events.Empty() {
 		o.Events = AllKinds()
@@ -213,14 +213,14 @@ func startTracer(t *testing.T, o Options) *collector {
 func newTracer(t *testing.T, o Options) *Tracer {
 	t.Helper()
 	tr, err := New(o)
-	skipUnsupported(t, o.Backend, err)
+	SkipUnsupported(t, o.Backend, err)
 	if err != nil {
 		t.Fatalf("starting tracer: %v", err)
 	}
 	return tr
 }
 
-func skipUnsupported(t *testing.T, b event.Backend, err error) {
+func SkipUnsupported(t *testing.T, b event.Backend, err error) {
 	t.Helper()
 	if errors.Is(err, ebpf.ErrNotSupported) {
 		t.Skipf("backend %s not supported by this kernel: %v", b, err)
@@ -229,13 +229,13 @@ func skipUnsupported(t *testing.T, b event.Backend, err error) {
 
 // stop detaches the tracer and returns every event it produced in netns n
 // (all events when n is nil).
-func (c *collector) stop(t *testing.T, n *testNS) []event.Event {
+func (c *collector) stop(t *testing.T, n *NS) []event.Event {
 	t.Helper()
 	c.tr.Stop()
 	<-c.done
 	var out []event.Event
 	for _, ev := range c.events {
-		if n == nil || ev.Netns == n.inode {
+		if n == nil || ev.Netns == n.Inode {
 			out = append(out, ev)
 		}
 	}
@@ -269,15 +269,15 @@ func (c *collector) waitFor(t *testing.T, match func(*event.Event) bool) event.E
 	return event.Event{}
 }
 
-// brief renders the fields a test asserts, so one string compares them all.
-func brief(ev *event.Event) string {
+// Brief renders the fields a test asserts, so one string compares them all.
+func Brief(ev *event.Event) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s %s", ev.Kind, ev.Result)
 	if ev.Errno != 0 {
 		fmt.Fprintf(&b, " %s", ev.ErrnoName())
 	}
 	fmt.Fprintf(&b, " %s %s", event.ProtoName(ev.Proto), event.FamilyName(ev.Family))
-	fmt.Fprintf(&b, " local=%s remote=%s", apString(ev.Local), apString(ev.Remote))
+	fmt.Fprintf(&b, " local=%s remote=%s", AddrString(ev.Local), AddrString(ev.Remote))
 	fmt.Fprintf(&b, " eph=%t class=%s priv=%t", ev.Ephemeral, ev.PortClass, ev.Privileged)
 	if ev.Direction != event.DirNone {
 		fmt.Fprintf(&b, " dir=%s", ev.Direction)
@@ -285,15 +285,15 @@ func brief(ev *event.Event) string {
 	return b.String()
 }
 
-func apString(ap netip.AddrPort) string {
+func AddrString(ap netip.AddrPort) string {
 	if !ap.IsValid() {
 		return "-"
 	}
 	return ap.String()
 }
 
-// only returns the events of one kind.
-func only(evs []event.Event, k event.Kind) []event.Event {
+// Only returns the events of one kind.
+func Only(evs []event.Event, k event.Kind) []event.Event {
 	var out []event.Event
 	for _, ev := range evs {
 		if ev.Kind == k {
@@ -303,53 +303,53 @@ func only(evs []event.Event, k event.Kind) []event.Event {
 	return out
 }
 
-// thread identifies the calling thread, for checkTask; call it on the
-// thread that makes the socket call.
-type thread struct {
-	tid   int
-	comm  string
-	inode uint64 // of the socket the thread made, where a test records it
+// Thread identifies the calling Thread, for checkTask; call it on the
+// Thread that makes the socket call.
+type Thread struct {
+	TID   int
+	Comm  string
+	Inode uint64 // of the socket the thread made, where a test records it
 }
 
-func self() thread {
+func Self() Thread {
 	tid := unix.Gettid()
 	b, _ := os.ReadFile(fmt.Sprintf("/proc/self/task/%d/comm", tid))
-	return thread{tid: tid, comm: strings.TrimSpace(string(b))}
+	return Thread{TID: tid, Comm: strings.TrimSpace(string(b))}
 }
 
-// checkTask asserts the process fields against this process and thread th.
-func checkTask(t *testing.T, ev *event.Event, th thread) {
+// CheckTask asserts the process fields against this process and thread th.
+func CheckTask(t *testing.T, ev *event.Event, th Thread) {
 	t.Helper()
-	if ev.PID != uint32(os.Getpid()) || ev.TID != uint32(th.tid) || ev.PPID != uint32(os.Getppid()) {
-		t.Errorf("pid/tid/ppid = %d/%d/%d, want %d/%d/%d", ev.PID, ev.TID, ev.PPID, os.Getpid(), th.tid, os.Getppid())
+	if ev.PID != uint32(os.Getpid()) || ev.TID != uint32(th.TID) || ev.PPID != uint32(os.Getppid()) {
+		t.Errorf("pid/tid/ppid = %d/%d/%d, want %d/%d/%d", ev.PID, ev.TID, ev.PPID, os.Getpid(), th.TID, os.Getppid())
 	}
 	if ev.UID != uint32(os.Getuid()) {
 		t.Errorf("uid = %d, want %d", ev.UID, os.Getuid())
 	}
-	if th.comm == "" || ev.Comm != th.comm {
-		t.Errorf("comm = %q, want %q", ev.Comm, th.comm)
+	if th.Comm == "" || ev.Comm != th.Comm {
+		t.Errorf("comm = %q, want %q", ev.Comm, th.Comm)
 	}
 }
 
 // Socket helpers: raw syscalls, so the test controls each call exactly.
 
-type sockSpec struct {
+type SockSpec struct {
 	family int // unix.AF_INET or unix.AF_INET6
 	typ    int // unix.SOCK_STREAM or unix.SOCK_DGRAM
 }
 
-func (s sockSpec) proto() string {
+func (s SockSpec) Proto() string {
 	if s.typ == unix.SOCK_DGRAM {
 		return "udp"
 	}
 	return "tcp"
 }
 
-func (s sockSpec) fam() string {
+func (s SockSpec) Fam() string {
 	return map[int]string{unix.AF_INET: "ipv4", unix.AF_INET6: "ipv6"}[s.family]
 }
 
-func newSocket(t *testing.T, s sockSpec) int {
+func NewSocket(t *testing.T, s SockSpec) int {
 	fd, err := unix.Socket(s.family, s.typ|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		t.Fatalf("socket: %v", err)
@@ -357,14 +357,14 @@ func newSocket(t *testing.T, s sockSpec) int {
 	return fd
 }
 
-func sockaddr(ap netip.AddrPort) unix.Sockaddr {
+func Sockaddr(ap netip.AddrPort) unix.Sockaddr {
 	if ap.Addr().Is4() {
 		return &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}
 	}
 	return &unix.SockaddrInet6{Port: int(ap.Port()), Addr: ap.Addr().As16()}
 }
 
-func localPort(t *testing.T, fd int) uint16 {
+func LocalPort(t *testing.T, fd int) uint16 {
 	sa, err := unix.Getsockname(fd)
 	if err != nil {
 		t.Fatal(err)
@@ -379,12 +379,12 @@ func localPort(t *testing.T, fd int) uint16 {
 	return 0
 }
 
-// helperMain is the test binary re-executed as a separate process (for a
+// HelperMain is the test binary re-executed as a separate process (for a
 // different uid, or a binary deleted after start). It waits for a line on
 // stdin, binds PT_ADDR over PT_PROTO (and listens if PT_LISTEN is set, or
 // connects to PT_CONNECT if that is),
 // prints "ok PORT" or "err ERRNO", and exits when stdin closes.
-func helperMain() int {
+func HelperMain() int {
 	in := bufio.NewReader(os.Stdin)
 	if _, err := in.ReadString('\n'); err != nil {
 		return 3
@@ -399,13 +399,13 @@ func helperMain() int {
 	}
 	fd, err := unix.Socket(family, typ, 0)
 	if err == nil {
-		err = unix.Bind(fd, sockaddr(ap))
+		err = unix.Bind(fd, Sockaddr(ap))
 	}
 	if err == nil && os.Getenv("PT_LISTEN") != "" {
 		err = unix.Listen(fd, 8)
 	}
 	if to := os.Getenv("PT_CONNECT"); err == nil && to != "" {
-		err = unix.Connect(fd, sockaddr(netip.MustParseAddrPort(to)))
+		err = unix.Connect(fd, Sockaddr(netip.MustParseAddrPort(to)))
 	}
 	if err != nil {
 		fmt.Printf("err %s\n", unix.ErrnoName(err.(unix.Errno)))
@@ -430,9 +430,9 @@ var (
 	helperErr  error
 )
 
-// helperExe is a copy of the test binary that any user may run: go test
+// HelperExe is a copy of the test binary that any user may run: go test
 // builds it in a directory only root can enter.
-func helperExe(t *testing.T) string {
+func HelperExe(t *testing.T) string {
 	t.Helper()
 	helperOnce.Do(func() {
 		var dir, self string
@@ -446,7 +446,7 @@ func helperExe(t *testing.T) string {
 			return
 		}
 		helperPath = dir + "/porttrace-helper"
-		helperErr = copyFile(self, helperPath)
+		helperErr = CopyFile(self, helperPath)
 	})
 	if helperErr != nil {
 		t.Fatalf("copying the test binary: %v", helperErr)
@@ -454,7 +454,7 @@ func helperExe(t *testing.T) string {
 	return helperPath
 }
 
-func copyFile(from, to string) error {
+func CopyFile(from, to string) error {
 	b, err := os.ReadFile(from)
 	if err != nil {
 		return err
@@ -462,22 +462,22 @@ func copyFile(from, to string) error {
 	return os.WriteFile(to, b, 0o755)
 }
 
-// helper is a running helper process.
-type helper struct {
-	cmd   *exec.Cmd
-	stdin io.WriteCloser
-	out   *bufio.Reader
+// Helper is a running Helper process.
+type Helper struct {
+	Cmd   *exec.Cmd
+	Stdin io.WriteCloser
+	Out   *bufio.Reader
 }
 
-// startHelper starts exe (the test binary or a copy) inside n as uid,
+// StartHelper starts exe (the test binary or a copy) inside n as uid,
 // ready to bind addr when told.
-func startHelper(t *testing.T, n *testNS, exe string, uid int, proto, addr string, env ...string) *helper {
+func StartHelper(t *testing.T, n *NS, exe string, uid int, proto, addr string, env ...string) *Helper {
 	t.Helper()
-	return runHelper(t, n, helperCmd(exe, uid, proto, addr, env...))
+	return RunHelper(t, n, HelperCmd(exe, uid, proto, addr, env...))
 }
 
-// helperCmd is the command startHelper runs, for a test to adjust.
-func helperCmd(exe string, uid int, proto, addr string, env ...string) *exec.Cmd {
+// HelperCmd is the command startHelper runs, for a test to adjust.
+func HelperCmd(exe string, uid int, proto, addr string, env ...string) *exec.Cmd {
 	cmd := exec.Command(exe)
 	cmd.Env = append(os.Environ(), "PORTTRACE_HELPER=bind", "PT_ADDR="+addr, "PT_PROTO="+proto)
 	cmd.Env = append(cmd.Env, env...)
@@ -488,8 +488,8 @@ func helperCmd(exe string, uid int, proto, addr string, env ...string) *exec.Cmd
 	return cmd
 }
 
-// runHelper starts a helper command inside n.
-func runHelper(t *testing.T, n *testNS, cmd *exec.Cmd) *helper {
+// RunHelper starts a helper command inside n.
+func RunHelper(t *testing.T, n *NS, cmd *exec.Cmd) *Helper {
 	t.Helper()
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -502,22 +502,22 @@ func runHelper(t *testing.T, n *testNS, cmd *exec.Cmd) *helper {
 	cmd.Stderr = os.Stderr
 	// Forked from a thread inside n, the child starts inside n.
 	var startErr error
-	n.run(t, func() { startErr = cmd.Start() })
+	n.Run(t, func() { startErr = cmd.Start() })
 	if startErr != nil {
 		t.Fatal(startErr)
 	}
-	h := &helper{cmd: cmd, stdin: stdin, out: bufio.NewReader(stdout)}
-	t.Cleanup(func() { h.stdin.Close(); _ = h.cmd.Wait() })
+	h := &Helper{Cmd: cmd, Stdin: stdin, Out: bufio.NewReader(stdout)}
+	t.Cleanup(func() { h.Stdin.Close(); _ = h.Cmd.Wait() })
 	return h
 }
 
-// bind tells the helper to bind and returns its answer: the port, or the errno name.
-func (h *helper) bind(t *testing.T) (port uint16, errno string) {
+// Bind tells the helper to Bind and returns its answer: the port, or the errno name.
+func (h *Helper) Bind(t *testing.T) (port uint16, errno string) {
 	t.Helper()
-	if _, err := io.WriteString(h.stdin, "go\n"); err != nil {
+	if _, err := io.WriteString(h.Stdin, "go\n"); err != nil {
 		t.Fatal(err)
 	}
-	line, err := h.out.ReadString('\n')
+	line, err := h.Out.ReadString('\n')
 	if err != nil {
 		t.Fatalf("helper: %v", err)
 	}

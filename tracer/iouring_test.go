@@ -134,14 +134,14 @@ func rawSockaddr4(ap netip.AddrPort) *unix.RawSockaddrInet4 {
 // cannot bind or listen, those two are made by syscalls instead and the
 // test says so.
 func TestKernelIOUring(t *testing.T) {
-	ns := newNetns(t)
+	ns := NewNetns(t)
 	c := startTracer(t, Options{PID: uint32(os.Getpid())})
 	service := netip.MustParseAddrPort("127.0.0.1:7070")
 	ringBindListen := true
 	var client uint16
-	ns.run(t, func() {
+	ns.Run(t, func() {
 		u := newURing(t)
-		ln := newSocket(t, tcp4)
+		ln := NewSocket(t, TCP4)
 		defer unix.Close(ln)
 		sa := rawSockaddr4(service)
 		_, err := u.do(sqe{Opcode: opBind, Fd: int32(ln), Addr: uint64(uintptr(unsafe.Pointer(sa))), Off: unix.SizeofSockaddrInet4})
@@ -152,7 +152,7 @@ func TestKernelIOUring(t *testing.T) {
 			}
 			t.Logf("io_uring cannot bind here (IORING_OP_BIND: %v; needs 6.11): bind and listen by syscall", err)
 			ringBindListen = false
-			if err := unix.Bind(ln, sockaddr(service)); err != nil {
+			if err := unix.Bind(ln, Sockaddr(service)); err != nil {
 				t.Fatal(err)
 			}
 			if err := unix.Listen(ln, 8); err != nil {
@@ -165,12 +165,12 @@ func TestKernelIOUring(t *testing.T) {
 				t.Fatalf("io_uring listen: %v", err)
 			}
 		}
-		fd := newSocket(t, tcp4)
+		fd := NewSocket(t, TCP4)
 		defer unix.Close(fd)
 		if _, err := u.do(sqe{Opcode: opConnect, Fd: int32(fd), Addr: uint64(uintptr(unsafe.Pointer(sa))), Off: unix.SizeofSockaddrInet4}); err != nil {
 			t.Fatalf("io_uring connect: %v", err)
 		}
-		client = localPort(t, fd)
+		client = LocalPort(t, fd)
 		nfd, err := u.do(sqe{Opcode: opAccept, Fd: int32(ln)})
 		if err != nil {
 			t.Fatalf("io_uring accept: %v", err)
@@ -179,7 +179,7 @@ func TestKernelIOUring(t *testing.T) {
 	})
 	var got []string
 	for _, ev := range c.stop(t, ns) {
-		got = append(got, fmt.Sprintf("%s %s %s", ev.Kind, apString(ev.Local), apString(ev.Remote)))
+		got = append(got, fmt.Sprintf("%s %s %s", ev.Kind, AddrString(ev.Local), AddrString(ev.Remote)))
 	}
 	clientAP := netip.AddrPortFrom(service.Addr(), client)
 	bindListen := []string{fmt.Sprintf("bind %s -", service), fmt.Sprintf("listen %s -", service)}

@@ -29,43 +29,43 @@ import (
 )
 
 var (
-	tcp4 = sockSpec{unix.AF_INET, unix.SOCK_STREAM}
-	tcp6 = sockSpec{unix.AF_INET6, unix.SOCK_STREAM}
-	udp4 = sockSpec{unix.AF_INET, unix.SOCK_DGRAM}
-	udp6 = sockSpec{unix.AF_INET6, unix.SOCK_DGRAM}
+	TCP4 = SockSpec{unix.AF_INET, unix.SOCK_STREAM}
+	TCP6 = SockSpec{unix.AF_INET6, unix.SOCK_STREAM}
+	UDP4 = SockSpec{unix.AF_INET, unix.SOCK_DGRAM}
+	UDP6 = SockSpec{unix.AF_INET6, unix.SOCK_DGRAM}
 )
 
 func TestKernelBind(t *testing.T) {
 	type bindCase struct {
 		name string
-		sock sockSpec
+		sock SockSpec
 		addr string
-		th   thread
+		th   Thread
 		port uint16
 	}
 	cases := []*bindCase{
-		{name: "tcp4 fixed port", sock: tcp4, addr: "127.0.0.1:10101"},
-		{name: "tcp4 port 0", sock: tcp4, addr: "127.0.0.1:0"},
-		{name: "tcp4 wildcard well-known", sock: tcp4, addr: "0.0.0.0:80"},
-		{name: "udp4 fixed port", sock: udp4, addr: "127.0.0.1:5353"},
-		{name: "udp4 port 0", sock: udp4, addr: "0.0.0.0:0"},
-		{name: "tcp6 fixed port", sock: tcp6, addr: "[::1]:50000"},
-		{name: "tcp6 port 0", sock: tcp6, addr: "[::]:0"},
-		{name: "udp6 fixed port", sock: udp6, addr: "[::1]:8125"},
-		{name: "udp6 port 0", sock: udp6, addr: "[::1]:0"},
+		{name: "tcp4 fixed port", sock: TCP4, addr: "127.0.0.1:10101"},
+		{name: "tcp4 port 0", sock: TCP4, addr: "127.0.0.1:0"},
+		{name: "tcp4 wildcard well-known", sock: TCP4, addr: "0.0.0.0:80"},
+		{name: "udp4 fixed port", sock: UDP4, addr: "127.0.0.1:5353"},
+		{name: "udp4 port 0", sock: UDP4, addr: "0.0.0.0:0"},
+		{name: "tcp6 fixed port", sock: TCP6, addr: "[::1]:50000"},
+		{name: "tcp6 port 0", sock: TCP6, addr: "[::]:0"},
+		{name: "udp6 fixed port", sock: UDP6, addr: "[::1]:8125"},
+		{name: "udp6 port 0", sock: UDP6, addr: "[::1]:0"},
 	}
 	// One tracer sees every bind, one after another, in order.
-	ns := newNetns(t)
+	ns := NewNetns(t)
 	c := startTracer(t, Options{PID: uint32(os.Getpid())})
 	for _, tc := range cases {
-		ns.run(t, func() {
-			tc.th = self()
-			fd := newSocket(t, tc.sock)
+		ns.Run(t, func() {
+			tc.th = Self()
+			fd := NewSocket(t, tc.sock)
 			defer unix.Close(fd)
-			if err := unix.Bind(fd, sockaddr(netip.MustParseAddrPort(tc.addr))); err != nil {
+			if err := unix.Bind(fd, Sockaddr(netip.MustParseAddrPort(tc.addr))); err != nil {
 				t.Fatalf("%s: bind: %v", tc.name, err)
 			}
-			tc.port = localPort(t, fd)
+			tc.port = LocalPort(t, fd)
 		})
 	}
 	evs := c.stop(t, ns)
@@ -78,13 +78,13 @@ func TestKernelBind(t *testing.T) {
 			ap := netip.MustParseAddrPort(tc.addr)
 			eph := ap.Port() == 0
 			want := fmt.Sprintf("bind ok %s %s local=%s remote=- eph=%t class=%s priv=%t",
-				tc.sock.proto(), tc.sock.fam(), netip.AddrPortFrom(ap.Addr(), tc.port), eph, event.ClassOf(tc.port), tc.port < 1024)
-			if got := brief(ev); got != want {
+				tc.sock.Proto(), tc.sock.Fam(), netip.AddrPortFrom(ap.Addr(), tc.port), eph, event.ClassOf(tc.port), tc.port < 1024)
+			if got := Brief(ev); got != want {
 				t.Errorf("got  %s\nwant %s", got, want)
 			}
-			checkTask(t, ev, tc.th)
-			if ev.Netns != ns.inode || ev.UnprivPortStart != 1024 || ev.PortRange != [2]uint16{32768, 60999} {
-				t.Errorf("netns %d (want %d), unpriv start %d, range %v", ev.Netns, ns.inode, ev.UnprivPortStart, ev.PortRange)
+			CheckTask(t, ev, tc.th)
+			if ev.Netns != ns.Inode || ev.UnprivPortStart != 1024 || ev.PortRange != [2]uint16{32768, 60999} {
+				t.Errorf("netns %d (want %d), unpriv start %d, range %v", ev.Netns, ns.Inode, ev.UnprivPortStart, ev.PortRange)
 			}
 			if ev.Backend == event.BackendAuto {
 				t.Error("backend not set")
@@ -112,13 +112,13 @@ func TestKernelBindDenied(t *testing.T) {
 		{"ipv6 port 443", "", "[::]:443", "EACCES", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ns := newNetns(t)
+			ns := NewNetns(t)
 			if tc.unprivStart != "" {
-				ns.sysctl(t, "net.ipv4.ip_unprivileged_port_start", tc.unprivStart)
+				ns.Sysctl(t, "net.ipv4.ip_unprivileged_port_start", tc.unprivStart)
 			}
-			h := startHelper(t, ns, helperExe(t), 65534, "tcp", tc.addr)
-			c := startTracer(t, Options{PID: uint32(h.cmd.Process.Pid)})
-			port, errno := h.bind(t)
+			h := StartHelper(t, ns, HelperExe(t), 65534, "tcp", tc.addr)
+			c := startTracer(t, Options{PID: uint32(h.Cmd.Process.Pid)})
+			port, errno := h.Bind(t)
 			if errno != tc.errno {
 				t.Fatalf("helper bind: errno %q, want %q", errno, tc.errno)
 			}
@@ -139,11 +139,11 @@ func TestKernelBindDenied(t *testing.T) {
 				fam = "ipv6"
 			}
 			want := fmt.Sprintf("bind %s tcp %s local=%s remote=- eph=false class=%s priv=%t", result, fam, ap, event.ClassOf(ap.Port()), tc.priv)
-			if got := brief(ev); got != want {
+			if got := Brief(ev); got != want {
 				t.Errorf("got  %s\nwant %s", got, want)
 			}
-			if ev.UID != 65534 || ev.PID != uint32(h.cmd.Process.Pid) || ev.CapBind {
-				t.Errorf("uid %d pid %d cap %t, want 65534 %d false", ev.UID, ev.PID, ev.CapBind, h.cmd.Process.Pid)
+			if ev.UID != 65534 || ev.PID != uint32(h.Cmd.Process.Pid) || ev.CapBind {
+				t.Errorf("uid %d pid %d cap %t, want 65534 %d false", ev.UID, ev.PID, ev.CapBind, h.Cmd.Process.Pid)
 			}
 			if tc.errno != "" && !strings.Contains(ev.Reason, "ip_unprivileged_port_start") {
 				t.Errorf("reason %q does not explain the denial", ev.Reason)
@@ -153,55 +153,55 @@ func TestKernelBindDenied(t *testing.T) {
 }
 
 func TestKernelBindInUse(t *testing.T) {
-	ns := newNetns(t)
+	ns := NewNetns(t)
 	c := startTracer(t, Options{PID: uint32(os.Getpid())})
-	var th thread
-	ns.run(t, func() {
-		th = self()
-		a, b := newSocket(t, tcp4), newSocket(t, tcp4)
+	var th Thread
+	ns.Run(t, func() {
+		th = Self()
+		a, b := NewSocket(t, TCP4), NewSocket(t, TCP4)
 		defer unix.Close(a)
 		defer unix.Close(b)
 		ap := netip.MustParseAddrPort("127.0.0.1:10101")
-		if err := unix.Bind(a, sockaddr(ap)); err != nil {
+		if err := unix.Bind(a, Sockaddr(ap)); err != nil {
 			t.Fatal(err)
 		}
 		if err := unix.Listen(a, 1); err != nil {
 			t.Fatal(err)
 		}
-		if err := unix.Bind(b, sockaddr(ap)); err != unix.EADDRINUSE {
+		if err := unix.Bind(b, Sockaddr(ap)); err != unix.EADDRINUSE {
 			t.Errorf("second bind: %v, want EADDRINUSE", err)
 		}
 	})
-	evs := only(c.stop(t, ns), event.KindBind)
+	evs := Only(c.stop(t, ns), event.KindBind)
 	if len(evs) != 2 {
 		t.Fatalf("got %d bind events, want 2", len(evs))
 	}
 	want := "bind failed EADDRINUSE tcp ipv4 local=127.0.0.1:10101 remote=- eph=false class=registered priv=false"
-	if got := brief(&evs[1]); got != want {
+	if got := Brief(&evs[1]); got != want {
 		t.Errorf("got  %s\nwant %s", got, want)
 	}
-	checkTask(t, &evs[1], th)
-	if evs[1].Netns != ns.inode {
-		t.Errorf("netns %d, want %d", evs[1].Netns, ns.inode)
+	CheckTask(t, &evs[1], th)
+	if evs[1].Netns != ns.Inode {
+		t.Errorf("netns %d, want %d", evs[1].Netns, ns.Inode)
 	}
 }
 
 // listen() on a socket never bound makes the kernel pick a port from the
 // netns's ephemeral range.
 func TestKernelListenUnbound(t *testing.T) {
-	ns := newNetns(t)
-	ns.sysctl(t, "net.ipv4.ip_local_port_range", "41000 41999")
+	ns := NewNetns(t)
+	ns.Sysctl(t, "net.ipv4.ip_local_port_range", "41000 41999")
 	c := startTracer(t, Options{PID: uint32(os.Getpid())})
 	var port uint16
-	var tid thread
-	ns.run(t, func() {
-		tid = self()
-		fd := newSocket(t, tcp6)
+	var tid Thread
+	ns.Run(t, func() {
+		tid = Self()
+		fd := NewSocket(t, TCP6)
 		defer unix.Close(fd)
 		if err := unix.Listen(fd, 1); err != nil {
 			t.Fatal(err)
 		}
-		port = localPort(t, fd)
+		port = LocalPort(t, fd)
 	})
 	evs := c.stop(t, ns)
 	if len(evs) != 1 {
@@ -211,10 +211,10 @@ func TestKernelListenUnbound(t *testing.T) {
 		t.Fatalf("kernel chose %d, outside the netns range", port)
 	}
 	want := fmt.Sprintf("listen ok tcp ipv6 local=[::]:%d remote=- eph=true class=registered priv=false", port)
-	if got := brief(&evs[0]); got != want {
+	if got := Brief(&evs[0]); got != want {
 		t.Errorf("got  %s\nwant %s", got, want)
 	}
-	checkTask(t, &evs[0], tid)
+	CheckTask(t, &evs[0], tid)
 	if evs[0].PortRange != [2]uint16{41000, 41999} {
 		t.Errorf("range %v, want the netns's 41000-41999", evs[0].PortRange)
 	}
@@ -224,37 +224,37 @@ func TestKernelListenUnbound(t *testing.T) {
 // ephemeral port from the netns's range, the accept inbound in the
 // accepting thread, on the service port.
 func TestKernelConnectAccept(t *testing.T) {
-	for _, sock := range []sockSpec{tcp4, tcp6} {
-		t.Run(sock.fam(), func(t *testing.T) {
-			ns := newNetns(t)
-			ns.sysctl(t, "net.ipv4.ip_local_port_range", "40000 40999")
+	for _, sock := range []SockSpec{TCP4, TCP6} {
+		t.Run(sock.Fam(), func(t *testing.T) {
+			ns := NewNetns(t)
+			ns.Sysctl(t, "net.ipv4.ip_local_port_range", "40000 40999")
 			c := startTracer(t, Options{PID: uint32(os.Getpid())})
 			addr := netip.MustParseAddr("127.0.0.1")
 			if sock.family == unix.AF_INET6 {
 				addr = netip.IPv6Loopback()
 			}
 			service := netip.AddrPortFrom(addr, 8080)
-			var ctid, atid thread
+			var ctid, atid Thread
 			var cport uint16
-			ns.run(t, func() {
-				ln := newSocket(t, sock)
+			ns.Run(t, func() {
+				ln := NewSocket(t, sock)
 				defer unix.Close(ln)
-				if err := unix.Bind(ln, sockaddr(service)); err != nil {
+				if err := unix.Bind(ln, Sockaddr(service)); err != nil {
 					t.Fatal(err)
 				}
 				if err := unix.Listen(ln, 8); err != nil {
 					t.Fatal(err)
 				}
-				ns.run(t, func() {
-					ctid = self()
-					fd := newSocket(t, sock)
+				ns.Run(t, func() {
+					ctid = Self()
+					fd := NewSocket(t, sock)
 					defer unix.Close(fd)
-					if err := unix.Connect(fd, sockaddr(service)); err != nil {
+					if err := unix.Connect(fd, Sockaddr(service)); err != nil {
 						t.Fatal(err)
 					}
-					cport = localPort(t, fd)
+					cport = LocalPort(t, fd)
 				})
-				atid = self()
+				atid = Self()
 				nfd, _, err := unix.Accept(ln)
 				if err != nil {
 					t.Fatal(err)
@@ -262,7 +262,7 @@ func TestKernelConnectAccept(t *testing.T) {
 				unix.Close(nfd)
 			})
 			evs := c.stop(t, ns)
-			conn, acc := only(evs, event.KindConnect), only(evs, event.KindAccept)
+			conn, acc := Only(evs, event.KindConnect), Only(evs, event.KindAccept)
 			if len(conn) != 1 || len(acc) != 1 {
 				t.Fatalf("got %d connects and %d accepts, want 1 and 1", len(conn), len(acc))
 			}
@@ -270,26 +270,26 @@ func TestKernelConnectAccept(t *testing.T) {
 				t.Fatalf("client port %d outside the netns range", cport)
 			}
 			client := netip.AddrPortFrom(addr, cport)
-			want := fmt.Sprintf("connect ok tcp %s local=%s remote=%s eph=true class=registered priv=false dir=outbound", sock.fam(), client, service)
-			if got := brief(&conn[0]); got != want {
+			want := fmt.Sprintf("connect ok tcp %s local=%s remote=%s eph=true class=registered priv=false dir=outbound", sock.Fam(), client, service)
+			if got := Brief(&conn[0]); got != want {
 				t.Errorf("got  %s\nwant %s", got, want)
 			}
-			checkTask(t, &conn[0], ctid)
-			want = fmt.Sprintf("accept ok tcp %s local=%s remote=%s eph=false class=registered priv=false dir=inbound", sock.fam(), service, client)
-			if got := brief(&acc[0]); got != want {
+			CheckTask(t, &conn[0], ctid)
+			want = fmt.Sprintf("accept ok tcp %s local=%s remote=%s eph=false class=registered priv=false dir=inbound", sock.Fam(), service, client)
+			if got := Brief(&acc[0]); got != want {
 				t.Errorf("got  %s\nwant %s", got, want)
 			}
-			checkTask(t, &acc[0], atid)
+			CheckTask(t, &acc[0], atid)
 		})
 	}
 }
 
 // UDP connect allocates an ephemeral port too.
 func TestKernelConnectUDP(t *testing.T) {
-	for _, sock := range []sockSpec{udp4, udp6} {
-		t.Run(sock.fam(), func(t *testing.T) {
-			ns := newNetns(t)
-			ns.sysctl(t, "net.ipv4.ip_local_port_range", "45000 45099")
+	for _, sock := range []SockSpec{UDP4, UDP6} {
+		t.Run(sock.Fam(), func(t *testing.T) {
+			ns := NewNetns(t)
+			ns.Sysctl(t, "net.ipv4.ip_local_port_range", "45000 45099")
 			c := startTracer(t, Options{PID: uint32(os.Getpid())})
 			addr := netip.MustParseAddr("127.0.0.1")
 			if sock.family == unix.AF_INET6 {
@@ -297,40 +297,40 @@ func TestKernelConnectUDP(t *testing.T) {
 			}
 			dst := netip.AddrPortFrom(addr, 53)
 			var port uint16
-			var tid thread
-			ns.run(t, func() {
-				tid = self()
-				fd := newSocket(t, sock)
+			var tid Thread
+			ns.Run(t, func() {
+				tid = Self()
+				fd := NewSocket(t, sock)
 				defer unix.Close(fd)
-				if err := unix.Connect(fd, sockaddr(dst)); err != nil {
+				if err := unix.Connect(fd, Sockaddr(dst)); err != nil {
 					t.Fatal(err)
 				}
-				port = localPort(t, fd)
+				port = LocalPort(t, fd)
 			})
 			evs := c.stop(t, ns)
 			if len(evs) != 1 {
 				t.Fatalf("got %d events, want 1: %v", len(evs), evs)
 			}
 			want := fmt.Sprintf("connect ok udp %s local=%s remote=%s eph=true class=well-known priv=true dir=outbound",
-				sock.fam(), netip.AddrPortFrom(addr, port), dst)
-			if got := brief(&evs[0]); got != want {
+				sock.Fam(), netip.AddrPortFrom(addr, port), dst)
+			if got := Brief(&evs[0]); got != want {
 				t.Errorf("got  %s\nwant %s", got, want)
 			}
-			checkTask(t, &evs[0], tid)
+			CheckTask(t, &evs[0], tid)
 		})
 	}
 }
 
 // An accept() already blocked when the tracer attaches is reported when it returns.
 func TestKernelAcceptBlockedBeforeAttach(t *testing.T) {
-	ns := newNetns(t)
+	ns := NewNetns(t)
 	service := netip.MustParseAddrPort("127.0.0.1:2222")
 	ready := make(chan int)
 	accepted := make(chan error, 1)
-	ns.goRun(func() {
+	ns.GoRun(func() {
 		ln, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 		if err == nil {
-			err = unix.Bind(ln, sockaddr(service))
+			err = unix.Bind(ln, Sockaddr(service))
 		}
 		if err == nil {
 			err = unix.Listen(ln, 8)
@@ -354,22 +354,22 @@ func TestKernelAcceptBlockedBeforeAttach(t *testing.T) {
 	}
 	waitBlockedIn(t, atid, unix.SYS_ACCEPT)
 	c := startTracer(t, Options{PID: uint32(os.Getpid())})
-	ns.run(t, func() {
-		fd := newSocket(t, tcp4)
+	ns.Run(t, func() {
+		fd := NewSocket(t, TCP4)
 		defer unix.Close(fd)
-		if err := unix.Connect(fd, sockaddr(service)); err != nil {
+		if err := unix.Connect(fd, Sockaddr(service)); err != nil {
 			t.Fatal(err)
 		}
 	})
 	if err := <-accepted; err != nil {
 		t.Fatal(err)
 	}
-	acc := only(c.stop(t, ns), event.KindAccept)
+	acc := Only(c.stop(t, ns), event.KindAccept)
 	if len(acc) != 1 {
 		t.Fatalf("got %d accept events, want 1", len(acc))
 	}
 	if acc[0].TID != uint32(atid) || acc[0].Local != service || acc[0].Direction != event.DirInbound {
-		t.Errorf("got %s tid %d, want tid %d on %s", brief(&acc[0]), acc[0].TID, atid, service)
+		t.Errorf("got %s tid %d, want tid %d on %s", Brief(&acc[0]), acc[0].TID, atid, service)
 	}
 }
 
@@ -392,46 +392,46 @@ func waitBlockedIn(t *testing.T, tid int, nr int) {
 // With the netns's range cut to two ports, the third connect to the same
 // destination fails with EADDRNOTAVAIL and is reported as such.
 func TestKernelConnectExhausted(t *testing.T) {
-	ns := newNetns(t)
-	ns.sysctl(t, "net.ipv4.ip_local_port_range", "40000 40001")
+	ns := NewNetns(t)
+	ns.Sysctl(t, "net.ipv4.ip_local_port_range", "40000 40001")
 	c := startTracer(t, Options{PID: uint32(os.Getpid())})
 	service := netip.MustParseAddrPort("127.0.0.1:9000")
 	var errs []error
-	var th thread
-	ns.run(t, func() {
-		th = self()
-		ln := newSocket(t, tcp4)
+	var th Thread
+	ns.Run(t, func() {
+		th = Self()
+		ln := NewSocket(t, TCP4)
 		defer unix.Close(ln)
-		if err := unix.Bind(ln, sockaddr(service)); err != nil {
+		if err := unix.Bind(ln, Sockaddr(service)); err != nil {
 			t.Fatal(err)
 		}
 		if err := unix.Listen(ln, 8); err != nil {
 			t.Fatal(err)
 		}
 		for i := 0; i < 3; i++ {
-			fd := newSocket(t, tcp4)
+			fd := NewSocket(t, TCP4)
 			defer unix.Close(fd)
-			errs = append(errs, unix.Connect(fd, sockaddr(service)))
+			errs = append(errs, unix.Connect(fd, Sockaddr(service)))
 		}
 	})
 	if errs[0] != nil || errs[1] != nil || errs[2] != unix.EADDRNOTAVAIL {
 		t.Fatalf("connect errors %v, want nil nil EADDRNOTAVAIL", errs)
 	}
-	conn := only(c.stop(t, ns), event.KindConnect)
+	conn := Only(c.stop(t, ns), event.KindConnect)
 	if len(conn) != 3 {
 		t.Fatalf("got %d connect events, want 3", len(conn))
 	}
 	want := "connect failed EADDRNOTAVAIL tcp ipv4 local=- remote=127.0.0.1:9000 eph=false class=registered priv=false dir=outbound"
-	if got := brief(&conn[2]); got != want {
+	if got := Brief(&conn[2]); got != want {
 		t.Errorf("got  %s\nwant %s", got, want)
 	}
 	if !strings.Contains(conn[2].Reason, "ip_local_port_range 40000-40001") {
 		t.Errorf("reason %q does not name the range", conn[2].Reason)
 	}
-	checkTask(t, &conn[2], th)
+	CheckTask(t, &conn[2], th)
 	for _, ev := range conn[:2] {
 		if p := ev.Local.Port(); ev.Result != event.ResultOK || p < 40000 || p > 40001 {
-			t.Errorf("got %s", brief(&ev))
+			t.Errorf("got %s", Brief(&ev))
 		}
 	}
 }
@@ -439,11 +439,11 @@ func TestKernelConnectExhausted(t *testing.T) {
 // Go's net.Listen makes an MPTCP socket where the kernel has MPTCP (Go
 // 1.24+); a plain socket(2) makes TCP. Both binds and listens are seen.
 func TestKernelMPTCPAndPlainTCP(t *testing.T) {
-	ns := newNetns(t)
+	ns := NewNetns(t)
 	c := startTracer(t, Options{PID: uint32(os.Getpid())})
 	wantProto := "tcp"
 	var goPort uint16
-	ns.run(t, func() {
+	ns.Run(t, func() {
 		if fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, unix.IPPROTO_MPTCP); err == nil {
 			unix.Close(fd)
 			wantProto = "mptcp"
@@ -461,9 +461,9 @@ func TestKernelMPTCPAndPlainTCP(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer ln7001.Close()
-		fd := newSocket(t, tcp4)
+		fd := NewSocket(t, TCP4)
 		defer unix.Close(fd)
-		if err := unix.Bind(fd, sockaddr(netip.MustParseAddrPort("127.0.0.1:7000"))); err != nil {
+		if err := unix.Bind(fd, Sockaddr(netip.MustParseAddrPort("127.0.0.1:7000"))); err != nil {
 			t.Fatal(err)
 		}
 		if err := unix.Listen(fd, 1); err != nil {
@@ -492,7 +492,7 @@ func TestKernelMPTCPAndPlainTCP(t *testing.T) {
 		}
 		// Go also binds probe sockets of its own to learn what the host supports.
 		if p := ev.Local.Port(); p == goPort || (p >= 7000 && p <= 7002) || ev.Kind == event.KindConnect {
-			got = append(got, fmt.Sprintf("%s %s %s ephemeral=%v", ev.Kind, event.ProtoName(ev.Proto), apString(ev.Local), ev.Ephemeral))
+			got = append(got, fmt.Sprintf("%s %s %s ephemeral=%v", ev.Kind, event.ProtoName(ev.Proto), AddrString(ev.Local), ev.Ephemeral))
 		}
 	}
 	want := []string{
@@ -521,42 +521,42 @@ func TestKernelMPTCPAndPlainTCP(t *testing.T) {
 // The port filter runs in the kernel and matches local or remote ports,
 // a local port the kernel picked included.
 func TestKernelPortFilter(t *testing.T) {
-	ns := newNetns(t)
+	ns := NewNetns(t)
 	var ports PortSet
 	if err := ports.Set("9999,20000-20001"); err != nil {
 		t.Fatal(err)
 	}
 	// Ports the kernel picks come from the filtered ones.
-	ns.sysctl(t, "net.ipv4.ip_local_port_range", "20000 20001")
+	ns.Sysctl(t, "net.ipv4.ip_local_port_range", "20000 20001")
 	c := startTracer(t, Options{PID: uint32(os.Getpid()), Ports: &ports})
-	ns.run(t, func() {
+	ns.Run(t, func() {
 		for _, p := range []string{"127.0.0.1:9998", "127.0.0.1:9999", "127.0.0.1:20001", "127.0.0.1:20002"} {
-			fd := newSocket(t, udp4)
+			fd := NewSocket(t, UDP4)
 			defer unix.Close(fd)
-			if err := unix.Bind(fd, sockaddr(netip.MustParseAddrPort(p))); err != nil {
+			if err := unix.Bind(fd, Sockaddr(netip.MustParseAddrPort(p))); err != nil {
 				t.Fatal(err)
 			}
 		}
 		// Asked for port 0, matched by the port the kernel chose.
-		fd0 := newSocket(t, tcp4)
+		fd0 := NewSocket(t, TCP4)
 		defer unix.Close(fd0)
-		if err := unix.Bind(fd0, sockaddr(netip.MustParseAddrPort("127.0.0.1:0"))); err != nil {
+		if err := unix.Bind(fd0, Sockaddr(netip.MustParseAddrPort("127.0.0.1:0"))); err != nil {
 			t.Fatal(err)
 		}
 		// Matched by its remote port alone: bound first to a port outside
 		// the set (that bind is not reported), then connected to 9999.
-		fd := newSocket(t, udp4)
+		fd := NewSocket(t, UDP4)
 		defer unix.Close(fd)
-		if err := unix.Bind(fd, sockaddr(netip.MustParseAddrPort("127.0.0.1:30000"))); err != nil {
+		if err := unix.Bind(fd, Sockaddr(netip.MustParseAddrPort("127.0.0.1:30000"))); err != nil {
 			t.Fatal(err)
 		}
-		if err := unix.Connect(fd, sockaddr(netip.MustParseAddrPort("127.0.0.1:9999"))); err != nil {
+		if err := unix.Connect(fd, Sockaddr(netip.MustParseAddrPort("127.0.0.1:9999"))); err != nil {
 			t.Fatal(err)
 		}
 	})
 	var got []string
 	for _, ev := range c.stop(t, ns) {
-		got = append(got, fmt.Sprintf("%s %s %s", ev.Kind, apString(ev.Local), apString(ev.Remote)))
+		got = append(got, fmt.Sprintf("%s %s %s", ev.Kind, AddrString(ev.Local), AddrString(ev.Remote)))
 	}
 	if len(got) != 4 || got[0] != "bind 127.0.0.1:9999 -" || got[1] != "bind 127.0.0.1:20001 -" ||
 		!strings.HasPrefix(got[2], "bind 127.0.0.1:2000") || got[3] != "connect 127.0.0.1:30000 127.0.0.1:9999" {
@@ -566,16 +566,16 @@ func TestKernelPortFilter(t *testing.T) {
 
 // The pid filter runs in the kernel: another process's binds are not seen.
 func TestKernelPIDFilter(t *testing.T) {
-	ns := newNetns(t)
-	h := startHelper(t, ns, helperExe(t), 0, "udp", "127.0.0.1:6001")
+	ns := NewNetns(t)
+	h := StartHelper(t, ns, HelperExe(t), 0, "udp", "127.0.0.1:6001")
 	c := startTracer(t, Options{PID: uint32(os.Getpid())})
-	if _, errno := h.bind(t); errno != "" {
+	if _, errno := h.Bind(t); errno != "" {
 		t.Fatal(errno)
 	}
-	ns.run(t, func() {
-		fd := newSocket(t, udp4)
+	ns.Run(t, func() {
+		fd := NewSocket(t, UDP4)
 		defer unix.Close(fd)
-		if err := unix.Bind(fd, sockaddr(netip.MustParseAddrPort("127.0.0.1:6002"))); err != nil {
+		if err := unix.Bind(fd, Sockaddr(netip.MustParseAddrPort("127.0.0.1:6002"))); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -593,26 +593,26 @@ func TestKernelPIDFilter(t *testing.T) {
 // IPv6 address its four bytes would spell; churn counts the UDP connect
 // under the same destination as one from an IPv4 socket.
 func TestKernelIPv4SockaddrOnIPv6Socket(t *testing.T) {
-	ns := newNetns(t)
+	ns := NewNetns(t)
 	c := startTracer(t, Options{PID: uint32(os.Getpid())})
 	ch := startChurn(t)
 	dst := &unix.SockaddrInet4{Port: 53, Addr: [4]byte{127, 0, 0, 1}}
 	var errs [3]error
 	var port uint16
-	ns.run(t, func() {
-		u := newSocket(t, udp6)
+	ns.Run(t, func() {
+		u := NewSocket(t, UDP6)
 		defer unix.Close(u)
 		errs[0] = unix.Connect(u, dst)
-		port = localPort(t, u)
-		v4 := newSocket(t, udp4)
+		port = LocalPort(t, u)
+		v4 := NewSocket(t, UDP4)
 		defer unix.Close(v4)
 		if err := unix.Connect(v4, dst); err != nil {
 			t.Fatal(err)
 		}
-		tc := newSocket(t, tcp6)
+		tc := NewSocket(t, TCP6)
 		defer unix.Close(tc)
 		errs[1] = unix.Connect(tc, dst)
-		b := newSocket(t, udp6)
+		b := NewSocket(t, UDP6)
 		defer unix.Close(b)
 		errs[2] = unix.Bind(b, &unix.SockaddrInet4{Port: 5300, Addr: [4]byte{127, 0, 0, 1}})
 	})
@@ -624,7 +624,7 @@ func TestKernelIPv4SockaddrOnIPv6Socket(t *testing.T) {
 	for _, ev := range evs {
 		if ev.Family == unix.AF_INET6 {
 			got = append(got, fmt.Sprintf("%s %s %s %s local=%s remote=%s", ev.Kind, ev.ErrnoName(), event.ProtoName(ev.Proto), ev.AddrFamily(),
-				apString(unmapped(ev.Local)), apString(unmapped(ev.Remote))))
+				AddrString(unmapped(ev.Local)), AddrString(unmapped(ev.Remote))))
 		}
 	}
 	want := []string{
@@ -641,14 +641,14 @@ func TestKernelIPv4SockaddrOnIPv6Socket(t *testing.T) {
 	filter.IPv4 = true
 	for _, ev := range evs {
 		if !filter.Wants(&ev, nil) {
-			t.Errorf("-4 drops %s %s", ev.Kind, apString(ev.Remote))
+			t.Errorf("-4 drops %s %s", ev.Kind, AddrString(ev.Remote))
 		}
 	}
 	totals, err := ch.tr.ReadChurn()
 	if err != nil {
 		t.Fatal(err)
 	}
-	key := DestKey{ns.inode, Dest{event.ProtoUDP, netip.MustParseAddrPort("127.0.0.1:53")}}
+	key := DestKey{ns.Inode, Dest{event.ProtoUDP, netip.MustParseAddrPort("127.0.0.1:53")}}
 	if got := totals.Dests[key].Allocs; got != 2 {
 		t.Errorf("churn: %d allocations towards %s, want 2 (one from each socket); destinations %v", got, key.Dest, totals.Dests)
 	}
@@ -664,17 +664,17 @@ func unmapped(ap netip.AddrPort) netip.AddrPort {
 // A process whose executable was deleted after it started: the classic
 // backdoor. The event says so, from the kernel, with the path it ran from.
 func TestKernelDeletedBinary(t *testing.T) {
-	ns := newNetns(t)
+	ns := NewNetns(t)
 	exe := filepath.Join(t.TempDir(), "backdoor")
-	if err := copyFile(helperExe(t), exe); err != nil {
+	if err := CopyFile(HelperExe(t), exe); err != nil {
 		t.Fatal(err)
 	}
-	h := startHelper(t, ns, exe, 0, "tcp", "0.0.0.0:31337")
+	h := StartHelper(t, ns, exe, 0, "tcp", "0.0.0.0:31337")
 	if err := os.Remove(exe); err != nil {
 		t.Fatal(err)
 	}
-	c := startTracer(t, Options{PID: uint32(h.cmd.Process.Pid)})
-	if _, errno := h.bind(t); errno != "" {
+	c := startTracer(t, Options{PID: uint32(h.Cmd.Process.Pid)})
+	if _, errno := h.Bind(t); errno != "" {
 		t.Fatal(errno)
 	}
 	evs := c.stop(t, ns)
@@ -692,29 +692,29 @@ func TestKernelDeletedBinary(t *testing.T) {
 // outbound connection. ports flags that connection, and the established
 // connections of a deleted-binary listener too, not only listeners.
 func TestKernelDeletedBinaryConnection(t *testing.T) {
-	ns := newNetns(t)
+	ns := NewNetns(t)
 	var ln int
-	ns.run(t, func() { ln = listenTCP(t, netip.MustParseAddrPort("127.0.0.1:4444")) })
+	ns.Run(t, func() { ln = ListenTCP(t, netip.MustParseAddrPort("127.0.0.1:4444")) })
 	defer unix.Close(ln)
 	exe := filepath.Join(t.TempDir(), "beacon")
-	if err := copyFile(helperExe(t), exe); err != nil {
+	if err := CopyFile(HelperExe(t), exe); err != nil {
 		t.Fatal(err)
 	}
-	h := startHelper(t, ns, exe, 0, "tcp", "127.0.0.1:0", "PT_CONNECT=127.0.0.1:4444")
+	h := StartHelper(t, ns, exe, 0, "tcp", "127.0.0.1:0", "PT_CONNECT=127.0.0.1:4444")
 	if err := os.Remove(exe); err != nil {
 		t.Fatal(err)
 	}
-	if _, errno := h.bind(t); errno != "" {
+	if _, errno := h.Bind(t); errno != "" {
 		t.Fatal(errno)
 	}
-	socks, _, err := Snapshot(SnapshotOptions{All: true, Netns: []string{ns.path()}})
+	socks, _, err := Snapshot(SnapshotOptions{All: true, Netns: []string{ns.Path()}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	flag := fmt.Sprintf("executable deleted: %s (pid %d)", exe, h.cmd.Process.Pid)
+	flag := fmt.Sprintf("executable deleted: %s (pid %d)", exe, h.Cmd.Process.Pid)
 	found := false
 	for _, s := range socks {
-		held := len(s.Holders) > 0 && s.Holders[0].PID == uint32(h.cmd.Process.Pid)
+		held := len(s.Holders) > 0 && s.Holders[0].PID == uint32(h.Cmd.Process.Pid)
 		if held != slices.Contains(s.Suspicious, flag) {
 			t.Errorf("%s %s -> %s held by the beacon: %t, flags %q", event.ProtoName(s.Proto), s.Local, s.Remote, held, s.Suspicious)
 		}
@@ -733,14 +733,14 @@ func TestKernelDeletedBinaryConnection(t *testing.T) {
 // The kernel's event says it is not, and so do ports and who, which judge
 // by the file's link count rather than by the name /proc shows.
 func TestKernelExeNamedDeleted(t *testing.T) {
-	ns := newNetns(t)
+	ns := NewNetns(t)
 	exe := filepath.Join(t.TempDir(), "fake (deleted)")
-	if err := copyFile(helperExe(t), exe); err != nil {
+	if err := CopyFile(HelperExe(t), exe); err != nil {
 		t.Fatal(err)
 	}
-	h := startHelper(t, ns, exe, 0, "tcp", "127.0.0.1:5005", "PT_LISTEN=1")
-	c := startTracer(t, Options{PID: uint32(h.cmd.Process.Pid), Events: KindsOf(event.KindBind)})
-	if _, errno := h.bind(t); errno != "" {
+	h := StartHelper(t, ns, exe, 0, "tcp", "127.0.0.1:5005", "PT_LISTEN=1")
+	c := startTracer(t, Options{PID: uint32(h.Cmd.Process.Pid), Events: KindsOf(event.KindBind)})
+	if _, errno := h.Bind(t); errno != "" {
 		t.Fatal(errno)
 	}
 	evs := c.stop(t, ns)
@@ -751,7 +751,7 @@ func TestKernelExeNamedDeleted(t *testing.T) {
 	if evs[0].ExeDeleted || evs[0].Exe != exe {
 		t.Errorf("event: exe_deleted %t exe %q, want false %q", evs[0].ExeDeleted, evs[0].Exe, exe)
 	}
-	socks, _, err := Snapshot(SnapshotOptions{Netns: []string{ns.path()}})
+	socks, _, err := Snapshot(SnapshotOptions{Netns: []string{ns.Path()}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -765,7 +765,7 @@ func TestKernelExeNamedDeleted(t *testing.T) {
 	if err := os.Remove(exe); err != nil {
 		t.Fatal(err)
 	}
-	if f := proc.ReadFacts("/proc", uint32(h.cmd.Process.Pid), proc.FactExe); !f.ExeDeleted || f.Exe != exe {
+	if f := proc.ReadFacts("/proc", uint32(h.Cmd.Process.Pid), proc.FactExe); !f.ExeDeleted || f.Exe != exe {
 		t.Errorf("after rm: exe %q deleted %t, want %q true", f.Exe, f.ExeDeleted, exe)
 	}
 }
@@ -774,20 +774,20 @@ func TestKernelExeNamedDeleted(t *testing.T) {
 // that has exited (here: no /proc at all) is still placed in the cgroup
 // it bound from.
 func TestKernelCgroupFromEvent(t *testing.T) {
-	ns := newNetns(t)
+	ns := NewNetns(t)
 	cg := newCgroup(t)
 	dir := cg.Name()
 	root, name := filepath.Dir(dir), filepath.Base(dir)
-	cmd := helperCmd(helperExe(t), 0, "tcp", "127.0.0.1:31338")
+	cmd := HelperCmd(HelperExe(t), 0, "tcp", "127.0.0.1:31338")
 	cmd.SysProcAttr.UseCgroupFD = true
 	cmd.SysProcAttr.CgroupFD = int(cg.Fd())
-	h := runHelper(t, ns, cmd)
-	c := startTracer(t, Options{PID: uint32(h.cmd.Process.Pid)})
-	if _, errno := h.bind(t); errno != "" {
+	h := RunHelper(t, ns, cmd)
+	c := startTracer(t, Options{PID: uint32(h.Cmd.Process.Pid)})
+	if _, errno := h.Bind(t); errno != "" {
 		t.Fatal(errno)
 	}
-	h.stdin.Close()
-	_ = h.cmd.Wait()
+	h.Stdin.Close()
+	_ = h.Cmd.Wait()
 	evs := c.stop(t, ns)
 	if len(evs) != 1 {
 		t.Fatalf("got %d events, want 1", len(evs))
@@ -827,12 +827,12 @@ func cgroup2Mount(t *testing.T) string {
 // binds are made, so the small ring buffer overflows.
 func TestKernelRunLost(t *testing.T) {
 	const n = 500
-	ns := newNetns(t)
+	ns := NewNetns(t)
 	cfg := DefaultConfig()
 	cfg.Output = "json"
 	cfg.PID = uint32(os.Getpid())
 	cfg.Events = KindsOf(event.KindBind)
-	cfg.backend = testBackendName()
+	cfg.backend = BackendName()
 	cfg.ringSize = 4096
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
@@ -844,10 +844,10 @@ func TestKernelRunLost(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- Run(ctx, cfg, out, &stderr) }()
 	bind := func(port int) {
-		ns.run(t, func() {
-			fd := newSocket(t, udp4)
+		ns.Run(t, func() {
+			fd := NewSocket(t, UDP4)
 			defer unix.Close(fd)
-			if err := unix.Bind(fd, sockaddr(netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port)))); err != nil {
+			if err := unix.Bind(fd, Sockaddr(netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port)))); err != nil {
 				t.Fatal(err)
 			}
 		})
@@ -859,7 +859,7 @@ func TestKernelRunLost(t *testing.T) {
 		select {
 		case <-out.first:
 		case err := <-done:
-			skipUnsupported(t, cfg.Backend, err)
+			SkipUnsupported(t, cfg.Backend, err)
 			t.Fatalf("Run returned early: %v", err)
 		case <-time.After(20 * time.Millisecond):
 			continue
@@ -911,7 +911,7 @@ func TestKernelRunLost(t *testing.T) {
 // heldWriter blocks its first Write until release is closed, and says on
 // first when that Write began.
 type heldWriter struct {
-	syncBuilder
+	SyncBuilder
 	first, release chan struct{}
 	once           sync.Once
 }
@@ -921,13 +921,13 @@ func (w *heldWriter) Write(p []byte) (int, error) {
 		close(w.first)
 		<-w.release
 	})
-	return w.syncBuilder.Write(p)
+	return w.SyncBuilder.Write(p)
 }
 
 // checkJSONBind checks every field of a JSON bind event made by this
 // process on 127.0.0.1 over UDP, enrichment included, against what the
 // process knows of itself.
-func checkJSONBind(t *testing.T, line string, ns *testNS, threads map[int]thread, b event.Backend) {
+func checkJSONBind(t *testing.T, line string, ns *NS, threads map[int]Thread, b event.Backend) {
 	t.Helper()
 	var got map[string]any
 	if err := json.Unmarshal([]byte(line), &got); err != nil {
@@ -962,9 +962,9 @@ func checkJSONBind(t *testing.T, line string, ns *testNS, threads map[int]thread
 	}
 	want := map[string]any{
 		"time": got["time"], "event": "bind", "result": "ok",
-		"pid": os.Getpid(), "tid": th.tid, "ppid": os.Getppid(), "uid": os.Getuid(), "user": name,
-		"comm": th.comm, "exe": exe, "exe_deleted": false, "cgroup": proc.CgroupPath(cgroup), "cgroup_id": got["cgroup_id"],
-		"netns": ns.inode, "proto": "udp", "family": "ipv4", "local_addr": "127.0.0.1", "local_port": port, "inode": th.inode,
+		"pid": os.Getpid(), "tid": th.TID, "ppid": os.Getppid(), "uid": os.Getuid(), "user": name,
+		"comm": th.Comm, "exe": exe, "exe_deleted": false, "cgroup": proc.CgroupPath(cgroup), "cgroup_id": got["cgroup_id"],
+		"netns": ns.Inode, "proto": "udp", "family": "ipv4", "local_addr": "127.0.0.1", "local_port": port, "inode": th.Inode,
 		"ephemeral": false, "port_class": "registered", "privileged": false, "backend": backend,
 	}
 	if id, _ := got["cgroup_id"].(float64); id == 0 {
@@ -987,7 +987,7 @@ func checkJSONBind(t *testing.T, line string, ns *testNS, threads map[int]thread
 func TestKernelCatchRate(t *testing.T) {
 	const clients, each = 4, 500
 	const n = clients * each
-	ns := newNetns(t)
+	ns := NewNetns(t)
 	c := startTracer(t, Options{PID: uint32(os.Getpid()), Events: KindsOf(event.KindConnect, event.KindAccept)})
 	service := netip.MustParseAddrPort("127.0.0.1:8081")
 	var mu sync.Mutex
@@ -995,9 +995,9 @@ func TestKernelCatchRate(t *testing.T) {
 	clientTIDs := map[uint32]bool{}
 	var acceptTID uint32
 	ln := -1
-	ns.run(t, func() {
-		ln = newSocket(t, tcp4)
-		if err := unix.Bind(ln, sockaddr(service)); err != nil {
+	ns.Run(t, func() {
+		ln = NewSocket(t, TCP4)
+		if err := unix.Bind(ln, Sockaddr(service)); err != nil {
 			t.Fatal(err)
 		}
 		if err := unix.Listen(ln, 512); err != nil {
@@ -1007,7 +1007,7 @@ func TestKernelCatchRate(t *testing.T) {
 	defer unix.Close(ln)
 	// One thread accepts while several connect at once.
 	accepted := make(chan error, 1)
-	ns.goRun(func() {
+	ns.GoRun(func() {
 		acceptTID = uint32(unix.Gettid())
 		for i := 0; i < n; i++ {
 			nfd, _, err := unix.Accept(ln)
@@ -1021,12 +1021,12 @@ func TestKernelCatchRate(t *testing.T) {
 	})
 	errc := make(chan error, clients)
 	for range clients {
-		ns.goRun(func() {
+		ns.GoRun(func() {
 			tid := uint32(unix.Gettid())
 			for range each {
 				fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 				if err == nil {
-					err = unix.Connect(fd, sockaddr(service))
+					err = unix.Connect(fd, Sockaddr(service))
 				}
 				if err != nil {
 					errc <- err
@@ -1055,7 +1055,7 @@ func TestKernelCatchRate(t *testing.T) {
 		t.Fatalf("accept: %v", err)
 	}
 	evs := c.stop(t, ns)
-	conn, acc := only(evs, event.KindConnect), only(evs, event.KindAccept)
+	conn, acc := Only(evs, event.KindConnect), Only(evs, event.KindAccept)
 	if len(conn) != n || len(acc) != n {
 		t.Fatalf("got %d connects and %d accepts, want %d each", len(conn), len(acc), n)
 	}
@@ -1079,20 +1079,20 @@ func TestKernelCatchRate(t *testing.T) {
 // is still one connect. The listener's accept queue is full, so the SYN is
 // dropped and the connect blocks until the test makes room.
 func TestKernelConnectRestartedAfterSignal(t *testing.T) {
-	ns := newNetns(t)
+	ns := NewNetns(t)
 	c := startTracer(t, Options{PID: uint32(os.Getpid()), Events: KindsOf(event.KindConnect)})
 	service := netip.MustParseAddrPort("127.0.0.1:9100")
 	var ln, first int
-	ns.run(t, func() {
-		ln = newSocket(t, tcp4)
-		if err := unix.Bind(ln, sockaddr(service)); err != nil {
+	ns.Run(t, func() {
+		ln = NewSocket(t, TCP4)
+		if err := unix.Bind(ln, Sockaddr(service)); err != nil {
 			t.Fatal(err)
 		}
 		if err := unix.Listen(ln, 0); err != nil {
 			t.Fatal(err)
 		}
-		first = newSocket(t, tcp4)
-		if err := unix.Connect(first, sockaddr(service)); err != nil {
+		first = NewSocket(t, TCP4)
+		if err := unix.Connect(first, Sockaddr(service)); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -1101,7 +1101,7 @@ func TestKernelConnectRestartedAfterSignal(t *testing.T) {
 
 	tids := make(chan int, 1)
 	done := make(chan error, 1)
-	ns.goRun(func() {
+	ns.GoRun(func() {
 		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 		if err != nil {
 			done <- err
@@ -1109,7 +1109,7 @@ func TestKernelConnectRestartedAfterSignal(t *testing.T) {
 		}
 		defer unix.Close(fd)
 		tids <- unix.Gettid()
-		done <- unix.Connect(fd, sockaddr(service))
+		done <- unix.Connect(fd, Sockaddr(service))
 	})
 	tid := <-tids
 	waitInSyscall(t, tid, unix.SYS_CONNECT)
@@ -1130,13 +1130,13 @@ func TestKernelConnectRestartedAfterSignal(t *testing.T) {
 	conn := c.stop(t, ns)
 	if len(conn) != 2 {
 		for _, ev := range conn {
-			t.Log(brief(&ev))
+			t.Log(Brief(&ev))
 		}
 		t.Fatalf("got %d connect events, want 2 (one per socket)", len(conn))
 	}
 	for _, ev := range conn {
 		if ev.Result != event.ResultOK || ev.Remote != service || !ev.Local.IsValid() {
-			t.Errorf("got %s", brief(&ev))
+			t.Errorf("got %s", Brief(&ev))
 		}
 	}
 }
@@ -1158,10 +1158,10 @@ func waitInSyscall(t *testing.T, tid, nr int) {
 // A non-blocking connect (Go's net.Dial) returns EINPROGRESS: that is a
 // connect under way, reported once, as ok, with its source port.
 func TestKernelConnectNonBlocking(t *testing.T) {
-	ns := newNetns(t)
+	ns := NewNetns(t)
 	c := startTracer(t, Options{PID: uint32(os.Getpid()), Events: KindsOf(event.KindConnect)})
 	var local, remote netip.AddrPort
-	ns.run(t, func() {
+	ns.Run(t, func() {
 		ln, err := net.Listen("tcp4", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
@@ -1180,7 +1180,7 @@ func TestKernelConnectNonBlocking(t *testing.T) {
 		t.Fatalf("got %d connect events, want 1", len(evs))
 	}
 	want := fmt.Sprintf("connect ok tcp ipv4 local=%s remote=%s eph=true class=%s priv=false dir=outbound", local, remote, event.ClassOf(remote.Port()))
-	if got := brief(&evs[0]); got != want {
+	if got := Brief(&evs[0]); got != want {
 		t.Errorf("got  %s\nwant %s", got, want)
 	}
 }
@@ -1191,31 +1191,31 @@ func TestKernelConnectNonBlocking(t *testing.T) {
 // sees the four cases, one after another.
 func TestKernelConnectRefused(t *testing.T) {
 	type refused struct {
-		spec     sockSpec
+		spec     SockSpec
 		addr     string
 		nonblock bool
-		th       thread
+		th       Thread
 	}
 	cases := []*refused{
-		{spec: tcp4, addr: "127.0.0.1:9"},
-		{spec: tcp4, addr: "127.0.0.1:9", nonblock: true},
-		{spec: tcp6, addr: "[::1]:9"},
-		{spec: tcp6, addr: "[::1]:9", nonblock: true},
+		{spec: TCP4, addr: "127.0.0.1:9"},
+		{spec: TCP4, addr: "127.0.0.1:9", nonblock: true},
+		{spec: TCP6, addr: "[::1]:9"},
+		{spec: TCP6, addr: "[::1]:9", nonblock: true},
 	}
-	ns := newNetns(t)
+	ns := NewNetns(t)
 	c := startTracer(t, Options{PID: uint32(os.Getpid()), Events: KindsOf(event.KindConnect)})
 	for _, tc := range cases {
 		var err error
-		ns.run(t, func() {
-			tc.th = self()
-			fd := newSocket(t, tc.spec)
+		ns.Run(t, func() {
+			tc.th = Self()
+			fd := NewSocket(t, tc.spec)
 			defer unix.Close(fd)
 			if tc.nonblock {
 				if err := unix.SetNonblock(fd, true); err != nil {
 					t.Fatal(err)
 				}
 			}
-			err = unix.Connect(fd, sockaddr(netip.MustParseAddrPort(tc.addr)))
+			err = unix.Connect(fd, Sockaddr(netip.MustParseAddrPort(tc.addr)))
 		})
 		if !tc.nonblock && err != unix.ECONNREFUSED {
 			t.Fatalf("connect to %s: %v, want ECONNREFUSED", tc.addr, err)
@@ -1226,12 +1226,12 @@ func TestKernelConnectRefused(t *testing.T) {
 		t.Fatalf("got %d connect events, want %d", len(evs), len(cases))
 	}
 	for i, tc := range cases {
-		t.Run(fmt.Sprintf("%s/nonblock=%t", tc.spec.fam(), tc.nonblock), func(t *testing.T) {
-			want := fmt.Sprintf("connect failed ECONNREFUSED tcp %s local=- remote=%s eph=false class=well-known priv=true dir=outbound", tc.spec.fam(), tc.addr)
-			if got := brief(&evs[i]); got != want {
+		t.Run(fmt.Sprintf("%s/nonblock=%t", tc.spec.Fam(), tc.nonblock), func(t *testing.T) {
+			want := fmt.Sprintf("connect failed ECONNREFUSED tcp %s local=- remote=%s eph=false class=well-known priv=true dir=outbound", tc.spec.Fam(), tc.addr)
+			if got := Brief(&evs[i]); got != want {
 				t.Errorf("got  %s\nwant %s", got, want)
 			}
-			checkTask(t, &evs[i], tc.th)
+			CheckTask(t, &evs[i], tc.th)
 		})
 	}
 }
@@ -1240,26 +1240,26 @@ func TestKernelConnectRefused(t *testing.T) {
 // see it in __inet_stream_connect; no connect(2) is made, so the syscall
 // tracepoints do not.
 func TestKernelConnectFastOpen(t *testing.T) {
-	ns := newNetns(t)
-	ns.sysctl(t, "net.ipv4.tcp_fastopen", "1") // client side on
+	ns := NewNetns(t)
+	ns.Sysctl(t, "net.ipv4.tcp_fastopen", "1") // client side on
 	c := startTracer(t, Options{PID: uint32(os.Getpid()), Events: KindsOf(event.KindConnect)})
 	service := netip.MustParseAddrPort("127.0.0.1:9200")
 	var local uint16
-	ns.run(t, func() {
-		ln := newSocket(t, tcp4)
+	ns.Run(t, func() {
+		ln := NewSocket(t, TCP4)
 		defer unix.Close(ln)
-		if err := unix.Bind(ln, sockaddr(service)); err != nil {
+		if err := unix.Bind(ln, Sockaddr(service)); err != nil {
 			t.Fatal(err)
 		}
 		if err := unix.Listen(ln, 1); err != nil {
 			t.Fatal(err)
 		}
-		fd := newSocket(t, tcp4)
+		fd := NewSocket(t, TCP4)
 		defer unix.Close(fd)
-		if err := unix.Sendto(fd, []byte("x"), unix.MSG_FASTOPEN, sockaddr(service)); err != nil {
+		if err := unix.Sendto(fd, []byte("x"), unix.MSG_FASTOPEN, Sockaddr(service)); err != nil {
 			t.Fatalf("sendto(MSG_FASTOPEN): %v", err)
 		}
-		local = localPort(t, fd)
+		local = LocalPort(t, fd)
 	})
 	evs := c.stop(t, ns)
 	var want []string
@@ -1268,7 +1268,7 @@ func TestKernelConnectFastOpen(t *testing.T) {
 	}
 	var got []string
 	for _, ev := range evs {
-		got = append(got, brief(&ev))
+		got = append(got, Brief(&ev))
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("%s backend: got\n%s\nwant\n%s", c.tr.Backend(), strings.Join(got, "\n"), strings.Join(want, "\n"))
@@ -1283,33 +1283,33 @@ func TestKernelFailuresBeforeProtocol(t *testing.T) {
 	cases := []struct {
 		name string
 		want string // kind, result and errno of the one event
-		call func(t *testing.T, ns *testNS) (pid int, err error)
+		call func(t *testing.T, ns *NS) (pid int, err error)
 	}{
-		{"udp-listen", "listen failed EOPNOTSUPP", func(t *testing.T, ns *testNS) (int, error) {
+		{"udp-listen", "listen failed EOPNOTSUPP", func(t *testing.T, ns *NS) (int, error) {
 			var err error
-			ns.run(t, func() {
-				fd := newSocket(t, udp4)
+			ns.Run(t, func() {
+				fd := NewSocket(t, UDP4)
 				defer unix.Close(fd)
-				if err := unix.Bind(fd, sockaddr(netip.MustParseAddrPort("127.0.0.1:9301"))); err != nil {
+				if err := unix.Bind(fd, Sockaddr(netip.MustParseAddrPort("127.0.0.1:9301"))); err != nil {
 					t.Fatal(err)
 				}
 				err = unix.Listen(fd, 1)
 			})
 			return os.Getpid(), err
 		}},
-		{"udp-accept", "accept failed EOPNOTSUPP", func(t *testing.T, ns *testNS) (int, error) {
+		{"udp-accept", "accept failed EOPNOTSUPP", func(t *testing.T, ns *NS) (int, error) {
 			var err error
-			ns.run(t, func() {
-				fd := newSocket(t, udp4)
+			ns.Run(t, func() {
+				fd := NewSocket(t, UDP4)
 				defer unix.Close(fd)
 				_, _, err = unix.Accept(fd)
 			})
 			return os.Getpid(), err
 		}},
-		{"short-address", "bind failed EINVAL", func(t *testing.T, ns *testNS) (int, error) {
+		{"short-address", "bind failed EINVAL", func(t *testing.T, ns *NS) (int, error) {
 			var err error
-			ns.run(t, func() {
-				fd := newSocket(t, tcp4)
+			ns.Run(t, func() {
+				fd := NewSocket(t, TCP4)
 				defer unix.Close(fd)
 				sa := unix.RawSockaddrInet4{Family: unix.AF_INET, Port: 0x5e24} // 9310, network order
 				_, _, errno := unix.Syscall(unix.SYS_BIND, uintptr(fd), uintptr(unsafe.Pointer(&sa)), 8)
@@ -1317,7 +1317,7 @@ func TestKernelFailuresBeforeProtocol(t *testing.T) {
 			})
 			return os.Getpid(), err
 		}},
-		{"cgroup-bpf-deny", "bind denied EPERM", func(t *testing.T, ns *testNS) (int, error) {
+		{"cgroup-bpf-deny", "bind denied EPERM", func(t *testing.T, ns *NS) (int, error) {
 			cg := newCgroup(t)
 			deny, err := ebpf.NewProgram(&ebpf.ProgramSpec{
 				Type:         ebpf.CGroupSockAddr,
@@ -1334,19 +1334,19 @@ func TestKernelFailuresBeforeProtocol(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer l.Close()
-			cmd := helperCmd(helperExe(t), 0, "tcp", "127.0.0.1:9303")
+			cmd := HelperCmd(HelperExe(t), 0, "tcp", "127.0.0.1:9303")
 			cmd.SysProcAttr.UseCgroupFD = true
 			cmd.SysProcAttr.CgroupFD = int(cg.Fd())
-			h := runHelper(t, ns, cmd)
-			if _, errno := h.bind(t); errno != "EPERM" {
-				return h.cmd.Process.Pid, fmt.Errorf("bind in the cgroup: %q", errno)
+			h := RunHelper(t, ns, cmd)
+			if _, errno := h.Bind(t); errno != "EPERM" {
+				return h.Cmd.Process.Pid, fmt.Errorf("bind in the cgroup: %q", errno)
 			}
-			return h.cmd.Process.Pid, unix.EPERM
+			return h.Cmd.Process.Pid, unix.EPERM
 		}},
 	}
 	// One tracer, one call after another; each call's failure is told
 	// apart by process and kind.
-	ns := newNetns(t)
+	ns := NewNetns(t)
 	c := startTracer(t, Options{})
 	pids := make([]int, len(cases))
 	for i, tc := range cases {
@@ -1396,13 +1396,13 @@ func newCgroup(t *testing.T) *os.File {
 // Each backend's programs pass this kernel's verifier, or the kernel refuses
 // the program type outright and the test says which.
 func TestKernelBackendsLoad(t *testing.T) {
-	needRoot(t)
+	NeedRoot(t)
 	kernel, err := btfKernel()
 	if err != nil {
 		t.Fatal(err)
 	}
 	backends := []event.Backend{event.BackendTracepoint, event.BackendFentry, event.BackendKprobe}
-	if b := testBackend(t); b != event.BackendAuto {
+	if b := Backend(t); b != event.BackendAuto {
 		backends = []event.Backend{b}
 	}
 	for _, b := range backends {
@@ -1433,7 +1433,7 @@ func btfKernel() (*btf.Spec, error) { return btf.LoadKernelSpec() }
 // auto takes the first backend, in the order fentry, kprobe, tracepoint,
 // that starts on its own; PORTTRACE_WANT_AUTO names the one expected.
 func TestKernelAutoBackend(t *testing.T) {
-	needRoot(t)
+	NeedRoot(t)
 	first := event.BackendAuto
 	for _, b := range []event.Backend{event.BackendFentry, event.BackendKprobe, event.BackendTracepoint} {
 		tr, err := New(Options{Backend: b, Events: AllKinds()})
@@ -1464,22 +1464,22 @@ func TestKernelAutoBackend(t *testing.T) {
 // (no free fd) fails in the syscall before the protocol is called, so only
 // the tracepoint backend can report it.
 func TestKernelAcceptFailed(t *testing.T) {
-	ns := newNetns(t)
+	ns := NewNetns(t)
 	c := startTracer(t, Options{PID: uint32(os.Getpid()), Events: KindsOf(event.KindAccept)})
 	notListening := netip.MustParseAddrPort("127.0.0.1:4001")
 	listening := netip.MustParseAddrPort("127.0.0.1:4002")
-	ns.run(t, func() {
-		fd := newSocket(t, tcp4)
+	ns.Run(t, func() {
+		fd := NewSocket(t, TCP4)
 		defer unix.Close(fd)
-		if err := unix.Bind(fd, sockaddr(notListening)); err != nil {
+		if err := unix.Bind(fd, Sockaddr(notListening)); err != nil {
 			t.Fatal(err)
 		}
 		if _, _, err := unix.Accept(fd); err != unix.EINVAL {
 			t.Errorf("accept on a socket not listening: %v, want EINVAL", err)
 		}
-		ln := newSocket(t, tcp4)
+		ln := NewSocket(t, TCP4)
 		defer unix.Close(ln)
-		if err := unix.Bind(ln, sockaddr(listening)); err != nil {
+		if err := unix.Bind(ln, Sockaddr(listening)); err != nil {
 			t.Fatal(err)
 		}
 		if err := unix.Listen(ln, 1); err != nil {
@@ -1491,7 +1491,7 @@ func TestKernelAcceptFailed(t *testing.T) {
 	})
 	var got []string
 	for _, ev := range c.stop(t, ns) {
-		got = append(got, fmt.Sprintf("%s %s %s", ev.Kind, ev.ErrnoName(), apString(ev.Local)))
+		got = append(got, fmt.Sprintf("%s %s %s", ev.Kind, ev.ErrnoName(), AddrString(ev.Local)))
 	}
 	want := []string{"accept EINVAL 127.0.0.1:4001"}
 	if c.tr.Backend() == event.BackendTracepoint {
@@ -1543,14 +1543,14 @@ func withNoFreeFD(fn func() error) error {
 // as lost, and the two add up.
 func TestKernelLostEventsCounted(t *testing.T) {
 	const n = 500
-	ns := newNetns(t)
-	needRoot(t)
-	tr := newTracer(t, Options{Backend: testBackend(t), Events: KindsOf(event.KindBind), PID: uint32(os.Getpid()), RingBufferSize: 4096})
+	ns := NewNetns(t)
+	NeedRoot(t)
+	tr := newTracer(t, Options{Backend: Backend(t), Events: KindsOf(event.KindBind), PID: uint32(os.Getpid()), RingBufferSize: 4096})
 	defer tr.Close()
-	ns.run(t, func() {
+	ns.Run(t, func() {
 		for i := 0; i < n; i++ {
-			fd := newSocket(t, udp4)
-			if err := unix.Bind(fd, sockaddr(netip.MustParseAddrPort("127.0.0.1:0"))); err != nil {
+			fd := NewSocket(t, UDP4)
+			if err := unix.Bind(fd, Sockaddr(netip.MustParseAddrPort("127.0.0.1:0"))); err != nil {
 				t.Fatal(err)
 			}
 			unix.Close(fd)
@@ -1560,7 +1560,7 @@ func TestKernelLostEventsCounted(t *testing.T) {
 	delivered := 0
 	var ev event.Event
 	for tr.Read(&ev) == nil {
-		if ev.Netns == ns.inode {
+		if ev.Netns == ns.Inode {
 			delivered++
 		}
 	}
@@ -1576,13 +1576,13 @@ func TestKernelLostEventsCounted(t *testing.T) {
 // The command's loop end to end: JSON lines out, --count stops it, the
 // summary goes to stderr.
 func TestKernelRunJSON(t *testing.T) {
-	ns := newNetns(t)
+	ns := NewNetns(t)
 	cfg := DefaultConfig()
 	cfg.Output = "json"
 	cfg.PID = uint32(os.Getpid())
 	cfg.Count = 3
 	cfg.Events = KindsOf(event.KindBind)
-	cfg.backend = testBackendName()
+	cfg.backend = BackendName()
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -1591,25 +1591,25 @@ func TestKernelRunJSON(t *testing.T) {
 	go func() { done <- Run(t.Context(), cfg, &stdout, &stderr) }()
 	// Bind until Run has seen three (it attaches in the background).
 	deadline := time.Now().Add(10 * time.Second)
-	threads := map[int]thread{} // by port
+	threads := map[int]Thread{} // by port
 	for port := 20000; ; port++ {
-		ns.run(t, func() {
-			th := self()
-			fd := newSocket(t, udp4)
+		ns.Run(t, func() {
+			th := Self()
+			fd := NewSocket(t, UDP4)
 			defer unix.Close(fd)
 			var st unix.Stat_t
 			if err := unix.Fstat(fd, &st); err != nil {
 				t.Fatal(err)
 			}
-			th.inode = st.Ino
+			th.Inode = st.Ino
 			threads[port] = th
-			if err := unix.Bind(fd, sockaddr(netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port)))); err != nil {
+			if err := unix.Bind(fd, Sockaddr(netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port)))); err != nil {
 				t.Fatal(err)
 			}
 		})
 		select {
 		case err := <-done:
-			skipUnsupported(t, cfg.Backend, err)
+			SkipUnsupported(t, cfg.Backend, err)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -1637,19 +1637,19 @@ func TestKernelRunJSON(t *testing.T) {
 func TestKernelUIDFilter(t *testing.T) {
 	for _, uid := range []uint32{65534, 0} {
 		t.Run(fmt.Sprint(uid), func(t *testing.T) {
-			ns := newNetns(t)
-			nobody := startHelper(t, ns, helperExe(t), 65534, "udp", "127.0.0.1:6101")
-			root := startHelper(t, ns, helperExe(t), 0, "udp", "127.0.0.1:6102")
+			ns := NewNetns(t)
+			nobody := StartHelper(t, ns, HelperExe(t), 65534, "udp", "127.0.0.1:6101")
+			root := StartHelper(t, ns, HelperExe(t), 0, "udp", "127.0.0.1:6102")
 			c := startTracer(t, Options{FilterUID: true, UID: uid})
-			for _, h := range []*helper{nobody, root} {
-				if _, errno := h.bind(t); errno != "" {
+			for _, h := range []*Helper{nobody, root} {
+				if _, errno := h.Bind(t); errno != "" {
 					t.Fatal(errno)
 				}
 			}
-			want := map[uint32]*helper{65534: nobody, 0: root}[uid]
+			want := map[uint32]*Helper{65534: nobody, 0: root}[uid]
 			port := map[uint32]uint16{65534: 6101, 0: 6102}[uid]
 			evs := c.stop(t, ns)
-			if len(evs) != 1 || evs[0].UID != uid || evs[0].Local.Port() != port || evs[0].PID != uint32(want.cmd.Process.Pid) {
+			if len(evs) != 1 || evs[0].UID != uid || evs[0].Local.Port() != port || evs[0].PID != uint32(want.Cmd.Process.Pid) {
 				t.Errorf("got %v, want only uid %d's bind of %d", evs, uid, port)
 			}
 		})

@@ -250,7 +250,7 @@ func TestDecode(t *testing.T) {
 		{8, "listen ok mptcp ipv4 local=127.0.0.1:49200 remote=- eph=true class=dynamic priv=false"},
 		{9, "bind ok tcp ipv4 local=10.0.0.1:443 remote=- eph=false class=well-known priv=false"},
 	} {
-		if got := brief(&evs[tc.i]); got != tc.want {
+		if got := Brief(&evs[tc.i]); got != tc.want {
 			t.Errorf("event %d:\ngot  %s\nwant %s", tc.i, got, tc.want)
 		}
 	}

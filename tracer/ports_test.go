@@ -37,67 +37,67 @@ import (
 // cgroup), scope, class and flags, and the list agrees with ss -tulnp run
 // in the same namespace.
 func TestKernelPortsListeners(t *testing.T) {
-	ns := newNetns(t)
-	ns.sysctl(t, "net.ipv4.ip_unprivileged_port_start", "8000")
-	ns.run(t, func() { addAddr(t, "lo", "10.99.0.1/24") })
+	ns := NewNetns(t)
+	ns.Sysctl(t, "net.ipv4.ip_unprivileged_port_start", "8000")
+	ns.Run(t, func() { addAddr(t, "lo", "10.99.0.1/24") })
 	exe := filepath.Join(t.TempDir(), "implant")
-	if err := copyFile(helperExe(t), exe); err != nil {
+	if err := CopyFile(HelperExe(t), exe); err != nil {
 		t.Fatal(err)
 	}
-	h := startHelper(t, ns, exe, 0, "tcp", "0.0.0.0:31337", "PT_LISTEN=1")
+	h := StartHelper(t, ns, exe, 0, "tcp", "0.0.0.0:31337", "PT_LISTEN=1")
 	if err := os.Remove(exe); err != nil {
 		t.Fatal(err)
 	}
-	if _, errno := h.bind(t); errno != "" {
+	if _, errno := h.Bind(t); errno != "" {
 		t.Fatal(errno)
 	}
 	// An interpreter, as nobody: its name is what gives it away.
 	python := filepath.Join(worldDir(t), "python3")
-	if err := copyFile(helperExe(t), python); err != nil {
+	if err := CopyFile(HelperExe(t), python); err != nil {
 		t.Fatal(err)
 	}
 	before := time.Now()
-	py := startHelper(t, ns, python, 65534, "tcp", "0.0.0.0:8022", "PT_LISTEN=1")
+	py := StartHelper(t, ns, python, 65534, "tcp", "0.0.0.0:8022", "PT_LISTEN=1")
 	after := time.Now()
-	if _, errno := py.bind(t); errno != "" {
+	if _, errno := py.Bind(t); errno != "" {
 		t.Fatal(errno)
 	}
 	// A "#!/usr/bin/python3" script named sshd: comm is the script's name,
 	// exe the interpreter's. A symlink does the same to comm.
 	dir := t.TempDir()
 	interp := filepath.Join(dir, "python3.11")
-	if err := copyFile(helperExe(t), interp); err != nil {
+	if err := CopyFile(HelperExe(t), interp); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.Symlink(interp, filepath.Join(dir, "sshd")); err != nil {
 		t.Fatal(err)
 	}
-	script := startHelper(t, ns, filepath.Join(dir, "sshd"), 0, "tcp", "0.0.0.0:22", "PT_LISTEN=1")
-	if _, errno := script.bind(t); errno != "" {
+	script := StartHelper(t, ns, filepath.Join(dir, "sshd"), 0, "tcp", "0.0.0.0:22", "PT_LISTEN=1")
+	if _, errno := script.Bind(t); errno != "" {
 		t.Fatal(errno)
 	}
 	type listener struct {
-		sock   sockSpec
+		sock   SockSpec
 		addr   string
 		v6only int
 	}
 	ours := []listener{
-		{tcp4, "0.0.0.0:8080", 0},
-		{tcp4, "127.0.0.1:7999", 0},
-		{tcp4, "10.99.0.1:8081", 0},
-		{tcp6, "[::]:8443", 1},
-		{tcp6, "[::]:8444", 0},
-		{udp4, "0.0.0.0:5353", 0},
-		{udp6, "[::1]:5354", 1},
-		{udp6, "[::]:5355", 0},
-		{udp6, "[::]:5356", 1},
+		{TCP4, "0.0.0.0:8080", 0},
+		{TCP4, "127.0.0.1:7999", 0},
+		{TCP4, "10.99.0.1:8081", 0},
+		{TCP6, "[::]:8443", 1},
+		{TCP6, "[::]:8444", 0},
+		{UDP4, "0.0.0.0:5353", 0},
+		{UDP6, "[::1]:5354", 1},
+		{UDP6, "[::]:5355", 0},
+		{UDP6, "[::]:5356", 1},
 	}
-	ns.run(t, func() {
+	ns.Run(t, func() {
 		for _, l := range ours {
 			openListener(t, l.sock, netip.MustParseAddrPort(l.addr), l.v6only)
 		}
 	})
-	socks, _, err := Snapshot(SnapshotOptions{Netns: []string{ns.path()}})
+	socks, _, err := Snapshot(SnapshotOptions{Netns: []string{ns.Path()}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,20 +108,20 @@ func TestKernelPortsListeners(t *testing.T) {
 			switch s.Holders[0].PID {
 			case uint32(os.Getpid()):
 				who = "self"
-			case uint32(h.cmd.Process.Pid):
+			case uint32(h.Cmd.Process.Pid):
 				who = fmt.Sprintf("implant deleted=%t", s.Holders[0].ExeDeleted)
-			case uint32(py.cmd.Process.Pid):
+			case uint32(py.Cmd.Process.Pid):
 				who = "python3"
-			case uint32(script.cmd.Process.Pid):
+			case uint32(script.Cmd.Process.Pid):
 				who = s.Holders[0].Comm
 			}
 		}
 		got = append(got, fmt.Sprintf("%s %s %s %s %s priv=%t %s %q",
 			event.ProtoName(s.Proto), localAddr(&s), s.State, s.Scope, s.PortClass, s.Privileged, who, s.Suspicious))
 	}
-	implant := fmt.Sprintf("executable deleted: %s (pid %d)", exe, h.cmd.Process.Pid)
-	pyFlag := fmt.Sprintf("python3 (pid %d) is a shell, interpreter or relay listening", py.cmd.Process.Pid)
-	scriptFlag := fmt.Sprintf("sshd (pid %d) runs %s, a shell, interpreter or relay, listening", script.cmd.Process.Pid, interp)
+	implant := fmt.Sprintf("executable deleted: %s (pid %d)", exe, h.Cmd.Process.Pid)
+	pyFlag := fmt.Sprintf("python3 (pid %d) is a shell, interpreter or relay listening", py.Cmd.Process.Pid)
+	scriptFlag := fmt.Sprintf("sshd (pid %d) runs %s, a shell, interpreter or relay, listening", script.Cmd.Process.Pid, interp)
 	want := []string{
 		`tcp 0.0.0.0:22 LISTEN all interfaces well-known priv=true sshd ["` + scriptFlag + `"]`,
 		`tcp 127.0.0.1:7999 LISTEN loopback only registered priv=true self []`,
@@ -141,7 +141,7 @@ func TestKernelPortsListeners(t *testing.T) {
 	}
 	for _, s := range socks {
 		if s.Local.Port() == 8022 && len(s.Holders) > 0 {
-			checkHolder(t, &s.Holders[0], py.cmd.Process.Pid, python, 65534, before, after)
+			checkHolder(t, &s.Holders[0], py.Cmd.Process.Pid, python, 65534, before, after)
 		}
 	}
 	crossCheckSS(t, ns, socks)
@@ -149,16 +149,16 @@ func TestKernelPortsListeners(t *testing.T) {
 
 // openListener makes a listener on addr, TCP listening or UDP bound, with
 // IPV6_V6ONLY set to v6only for IPv6, open until the test ends.
-func openListener(t *testing.T, sock sockSpec, addr netip.AddrPort, v6only int) {
+func openListener(t *testing.T, sock SockSpec, addr netip.AddrPort, v6only int) {
 	t.Helper()
-	fd := newSocket(t, sock)
+	fd := NewSocket(t, sock)
 	t.Cleanup(func() { unix.Close(fd) })
 	if sock.family == unix.AF_INET6 {
 		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, v6only); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := unix.Bind(fd, sockaddr(addr)); err != nil {
+	if err := unix.Bind(fd, Sockaddr(addr)); err != nil {
 		t.Fatal(err)
 	}
 	if sock.typ == unix.SOCK_STREAM {
@@ -231,14 +231,14 @@ func checkHolder(t *testing.T, h *Holder, pid int, exe string, uid int, before, 
 // crossCheckSS compares the listeners with ss -tulnp run in the same
 // namespace: addresses as ss writes them (which tells a dual-stack IPv6
 // wildcard from an IPv6-only one), protocols and holding pids.
-func crossCheckSS(t *testing.T, ns *testNS, socks []Socket) {
+func crossCheckSS(t *testing.T, ns *NS, socks []Socket) {
 	t.Helper()
 	if _, err := exec.LookPath("ss"); err != nil {
 		t.Fatal("ss(8) is not installed (package iproute2): the listener list is cross-checked against it")
 	}
 	var out []byte
 	var err error
-	ns.run(t, func() { out, err = exec.Command("ss", "-Htulnp").Output() })
+	ns.Run(t, func() { out, err = exec.Command("ss", "-Htulnp").Output() })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -276,13 +276,13 @@ func crossCheckSS(t *testing.T, ns *testNS, socks []Socket) {
 // glob is skipped without a word, one porttrace may not open is skipped
 // and returned.
 func TestKernelPortsNetnsAll(t *testing.T) {
-	a, b := newNetns(t), newNetns(t)
+	a, b := NewNetns(t), NewNetns(t)
 	// Namespaces held by a process, as --netns all finds them; two in a.
-	ha1 := startHelper(t, a, helperExe(t), 0, "tcp", "127.0.0.1:7101", "PT_LISTEN=1")
-	ha2 := startHelper(t, a, helperExe(t), 0, "udp", "0.0.0.0:7102")
-	hb := startHelper(t, b, helperExe(t), 0, "tcp", "[::]:7103", "PT_LISTEN=1")
-	for _, h := range []*helper{ha1, ha2, hb} {
-		if _, errno := h.bind(t); errno != "" {
+	ha1 := StartHelper(t, a, HelperExe(t), 0, "tcp", "127.0.0.1:7101", "PT_LISTEN=1")
+	ha2 := StartHelper(t, a, HelperExe(t), 0, "udp", "0.0.0.0:7102")
+	hb := StartHelper(t, b, HelperExe(t), 0, "tcp", "[::]:7103", "PT_LISTEN=1")
+	for _, h := range []*Helper{ha1, ha2, hb} {
+		if _, errno := h.Bind(t); errno != "" {
 			t.Fatal(errno)
 		}
 	}
@@ -290,8 +290,8 @@ func TestKernelPortsNetnsAll(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	name := map[uint32]string{a.inode: "a", b.inode: "b"}
-	pids := map[uint32]string{uint32(ha1.cmd.Process.Pid): "ha1", uint32(ha2.cmd.Process.Pid): "ha2", uint32(hb.cmd.Process.Pid): "hb"}
+	name := map[uint32]string{a.Inode: "a", b.Inode: "b"}
+	pids := map[uint32]string{uint32(ha1.Cmd.Process.Pid): "ha1", uint32(ha2.Cmd.Process.Pid): "ha2", uint32(hb.Cmd.Process.Pid): "hb"}
 	var got []string
 	seen := map[[2]uint32]bool{}
 	for _, s := range socks {
@@ -314,10 +314,10 @@ func TestKernelPortsNetnsAll(t *testing.T) {
 	}
 
 	// A process that has exited: its namespace file is gone.
-	gone := exec.Command(helperExe(t))
+	gone := exec.Command(HelperExe(t))
 	gone.Env = append(os.Environ(), "PORTTRACE_HELPER=bind") // stdin at EOF: exits at once
 	_ = gone.Run()
-	files := []string{a.path(), fmt.Sprintf("/proc/%d/ns/net", gone.Process.Pid)}
+	files := []string{a.Path(), fmt.Sprintf("/proc/%d/ns/net", gone.Process.Pid)}
 	socks, unopened, err = snapshotFiles(files, true, false)
 	if err != nil || len(unopened) != 0 || len(socks) != 2 {
 		t.Errorf("with a vanished namespace: %d sockets, unopened %v, error %v; want a's 2, nothing unopened", len(socks), unopened, err)
@@ -352,9 +352,9 @@ func TestKernelPortsNetnsAllUnprivileged(t *testing.T) {
 	}
 	// A process of the same user in a namespace of root's: its namespace
 	// file opens, but entering it takes CAP_SYS_ADMIN.
-	h := startHelper(t, newNetns(t), helperExe(t), 65534, "udp", "127.0.0.1:0")
-	cmd := exec.Command(helperExe(t), "-test.run=^TestKernelPortsNetnsAllUnprivileged$", "-test.count=1", "-test.v")
-	cmd.Env = append(os.Environ(), fmt.Sprintf("PORTTRACE_PORTS_UNPRIVILEGED=%d", h.cmd.Process.Pid))
+	h := StartHelper(t, NewNetns(t), HelperExe(t), 65534, "udp", "127.0.0.1:0")
+	cmd := exec.Command(HelperExe(t), "-test.run=^TestKernelPortsNetnsAllUnprivileged$", "-test.count=1", "-test.v")
+	cmd.Env = append(os.Environ(), fmt.Sprintf("PORTTRACE_PORTS_UNPRIVILEGED=%d", h.Cmd.Process.Pid))
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
 	out, err := cmd.CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "--- PASS") {
@@ -442,23 +442,23 @@ func TestKernelPortsDirection(t *testing.T) {
 	lo := netip.MustParseAddr("127.0.0.1")
 	at := func(port uint16) netip.AddrPort { return netip.AddrPortFrom(lo, port) }
 	// connect makes a client of server, from from if it is valid, and returns it.
-	connect := func(t *testing.T, sock sockSpec, from, server netip.AddrPort) (int, netip.AddrPort) {
-		c := newSocket(t, sock)
+	connect := func(t *testing.T, sock SockSpec, from, server netip.AddrPort) (int, netip.AddrPort) {
+		c := NewSocket(t, sock)
 		if from.IsValid() {
-			if err := unix.Bind(c, sockaddr(from)); err != nil {
+			if err := unix.Bind(c, Sockaddr(from)); err != nil {
 				t.Fatal(err)
 			}
 		}
-		if err := unix.Connect(c, sockaddr(server)); err != nil {
+		if err := unix.Connect(c, Sockaddr(server)); err != nil {
 			t.Fatal(err)
 		}
-		return c, at(localPort(t, c))
+		return c, at(LocalPort(t, c))
 	}
 	// tcpPair is a listener on server and one accepted connection from
 	// from; class is that of the server's port, for all three.
 	tcpPair := func(t *testing.T, from, server netip.AddrPort, class string) ([]int, []string) {
-		ln := listenTCP(t, server)
-		c, cl := connect(t, tcp4, from, server)
+		ln := ListenTCP(t, server)
+		c, cl := connect(t, TCP4, from, server)
 		a, _, err := unix.Accept(ln)
 		if err != nil {
 			t.Fatal(err)
@@ -484,11 +484,11 @@ func TestKernelPortsDirection(t *testing.T) {
 		}},
 		{"client of local DNS", func(t *testing.T) ([]int, []string) {
 			server := at(53)
-			srv := newSocket(t, udp4)
-			if err := unix.Bind(srv, sockaddr(server)); err != nil {
+			srv := NewSocket(t, UDP4)
+			if err := unix.Bind(srv, Sockaddr(server)); err != nil {
 				t.Fatal(err)
 			}
-			c, cl := connect(t, udp4, netip.AddrPort{}, server)
+			c, cl := connect(t, UDP4, netip.AddrPort{}, server)
 			return []int{srv, c}, []string{
 				fmt.Sprintf("udp %s - UNCONN dir= wk*", server),
 				fmt.Sprintf("udp %s %s ESTAB dir=outbound? wk*", cl, server),
@@ -504,16 +504,16 @@ func TestKernelPortsDirection(t *testing.T) {
 				}
 				return fd
 			}
-			srv := reuse(newSocket(t, udp4))
-			if err := unix.Bind(srv, sockaddr(server)); err != nil {
+			srv := reuse(NewSocket(t, UDP4))
+			if err := unix.Bind(srv, Sockaddr(server)); err != nil {
 				t.Fatal(err)
 			}
-			c, cl := connect(t, udp4, netip.AddrPort{}, server)
-			back := reuse(newSocket(t, udp4))
-			if err := unix.Bind(back, sockaddr(server)); err != nil {
+			c, cl := connect(t, UDP4, netip.AddrPort{}, server)
+			back := reuse(NewSocket(t, UDP4))
+			if err := unix.Bind(back, Sockaddr(server)); err != nil {
 				t.Fatal(err)
 			}
-			if err := unix.Connect(back, sockaddr(cl)); err != nil {
+			if err := unix.Connect(back, Sockaddr(cl)); err != nil {
 				t.Fatal(err)
 			}
 			return []int{srv, c, back}, []string{
@@ -524,18 +524,18 @@ func TestKernelPortsDirection(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ns := newNetns(t)
-			ns.sysctl(t, "net.ipv4.ip_local_port_range", "32768 60999")
-			ns.sysctl(t, "net.ipv4.ip_unprivileged_port_start", "30000")
+			ns := NewNetns(t)
+			ns.Sysctl(t, "net.ipv4.ip_local_port_range", "32768 60999")
+			ns.Sysctl(t, "net.ipv4.ip_unprivileged_port_start", "30000")
 			var fds []int
 			var want []string
-			ns.run(t, func() { fds, want = tc.setup(t) })
+			ns.Run(t, func() { fds, want = tc.setup(t) })
 			defer func() {
 				for _, fd := range fds {
 					unix.Close(fd)
 				}
 			}()
-			socks, _, err := Snapshot(SnapshotOptions{All: true, Netns: []string{ns.path()}})
+			socks, _, err := Snapshot(SnapshotOptions{All: true, Netns: []string{ns.Path()}})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -557,7 +557,7 @@ func directions(socks []Socket) []string {
 		if s.DirInferred {
 			dir += "?"
 		}
-		got = append(got, fmt.Sprintf("%s %s %s %s dir=%s %s", event.ProtoName(s.Proto), s.Local, apString(s.Remote), s.State, dir,
+		got = append(got, fmt.Sprintf("%s %s %s %s dir=%s %s", event.ProtoName(s.Proto), s.Local, AddrString(s.Remote), s.State, dir,
 			shortClass(s.PortClass, s.Privileged)))
 	}
 	slices.Sort(got)
@@ -572,38 +572,38 @@ func directions(socks []Socket) []string {
 // 20 to a high port, or both ports in the range. Its class is the remote
 // service port's.
 func TestKernelPortsDirectionRemote(t *testing.T) {
-	here, there := newNetns(t), newNetns(t)
+	here, there := NewNetns(t), NewNetns(t)
 	vethPair(t, here, there, "10.199.0.1/24", "10.199.0.2/24")
-	here.sysctl(t, "net.ipv4.ip_local_port_range", "32768 60999")
-	there.sysctl(t, "net.ipv4.ip_local_port_range", "32768 60999")
+	here.Sysctl(t, "net.ipv4.ip_local_port_range", "32768 60999")
+	there.Sysctl(t, "net.ipv4.ip_local_port_range", "32768 60999")
 	local, remote := netip.MustParseAddr("10.199.0.1"), netip.MustParseAddr("10.199.0.2")
 	var lns []int
-	there.run(t, func() {
+	there.Run(t, func() {
 		for _, port := range []uint16{25, 40000, 50001} {
-			lns = append(lns, listenTCP(t, netip.AddrPortFrom(remote, port)))
+			lns = append(lns, ListenTCP(t, netip.AddrPortFrom(remote, port)))
 		}
 	})
 	var fds []int
 	var inbound netip.AddrPort
-	here.run(t, func() {
-		lns = append(lns, listenTCP(t, netip.AddrPortFrom(local, 8080)))
+	here.Run(t, func() {
+		lns = append(lns, ListenTCP(t, netip.AddrPortFrom(local, 8080)))
 		for _, c := range []struct{ from, to uint16 }{{32250, 25}, {20, 40000}, {37382, 50001}} {
-			fd := newSocket(t, tcp4)
-			if err := unix.Bind(fd, sockaddr(netip.AddrPortFrom(local, c.from))); err != nil {
+			fd := NewSocket(t, TCP4)
+			if err := unix.Bind(fd, Sockaddr(netip.AddrPortFrom(local, c.from))); err != nil {
 				t.Fatal(err)
 			}
-			if err := unix.Connect(fd, sockaddr(netip.AddrPortFrom(remote, c.to))); err != nil {
+			if err := unix.Connect(fd, Sockaddr(netip.AddrPortFrom(remote, c.to))); err != nil {
 				t.Fatal(err)
 			}
 			fds = append(fds, fd)
 		}
 	})
-	there.run(t, func() {
-		fd := newSocket(t, tcp4)
-		if err := unix.Connect(fd, sockaddr(netip.AddrPortFrom(local, 8080))); err != nil {
+	there.Run(t, func() {
+		fd := NewSocket(t, TCP4)
+		if err := unix.Connect(fd, Sockaddr(netip.AddrPortFrom(local, 8080))); err != nil {
 			t.Fatal(err)
 		}
-		inbound = netip.AddrPortFrom(remote, localPort(t, fd))
+		inbound = netip.AddrPortFrom(remote, LocalPort(t, fd))
 		fds = append(fds, fd)
 	})
 	defer func() {
@@ -611,7 +611,7 @@ func TestKernelPortsDirectionRemote(t *testing.T) {
 			unix.Close(fd)
 		}
 	}()
-	socks, _, err := Snapshot(SnapshotOptions{All: true, Netns: []string{here.path()}})
+	socks, _, err := Snapshot(SnapshotOptions{All: true, Netns: []string{here.Path()}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -630,7 +630,7 @@ func TestKernelPortsDirectionRemote(t *testing.T) {
 }
 
 // vethPair joins namespaces a and b with a veth pair, addressed as given.
-func vethPair(t *testing.T, a, b *testNS, addrA, addrB string) {
+func vethPair(t *testing.T, a, b *NS, addrA, addrB string) {
 	t.Helper()
 	up := func(name, cidr string) {
 		l, err := netlink.LinkByName(name)
@@ -647,22 +647,22 @@ func vethPair(t *testing.T, a, b *testNS, addrA, addrB string) {
 			t.Errorf("veth %s %s: %v", name, cidr, err)
 		}
 	}
-	a.run(t, func() {
-		veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "pt-a"}, PeerName: "pt-b", PeerNamespace: netlink.NsFd(b.fd)}
+	a.Run(t, func() {
+		veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "pt-a"}, PeerName: "pt-b", PeerNamespace: netlink.NsFd(b.FD)}
 		if err := netlink.LinkAdd(veth); err != nil {
 			t.Fatalf("adding a veth pair: %v", err)
 		}
 		up("pt-a", addrA)
 	})
-	b.run(t, func() { up("pt-b", addrB) })
+	b.Run(t, func() { up("pt-b", addrB) })
 }
 
 // A listener no process holds: its only file is in flight over a unix
 // socket, the sender's copy closed. ports flags it and who says so.
 func TestKernelPortsOrphan(t *testing.T) {
-	ns := newNetns(t)
+	ns := NewNetns(t)
 	var ln int
-	ns.run(t, func() { ln = listenTCP(t, netip.MustParseAddrPort("127.0.0.1:7200")) })
+	ns.Run(t, func() { ln = ListenTCP(t, netip.MustParseAddrPort("127.0.0.1:7200")) })
 	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -673,7 +673,7 @@ func TestKernelPortsOrphan(t *testing.T) {
 		t.Fatal(err)
 	}
 	unix.Close(ln)
-	socks, _, err := Snapshot(SnapshotOptions{Netns: []string{ns.path()}})
+	socks, _, err := Snapshot(SnapshotOptions{Netns: []string{ns.Path()}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -685,7 +685,7 @@ func TestKernelPortsOrphan(t *testing.T) {
 		t.Errorf("flagged %q, want it to say no process holds it", why)
 	}
 	cfg := DefaultWhoConfig()
-	cfg.Netns = []string{ns.path()}
+	cfg.Netns = []string{ns.Path()}
 	if err := cfg.ParseTarget("7200"); err != nil {
 		t.Fatal(err)
 	}
@@ -706,17 +706,17 @@ func TestKernelPortsPidns(t *testing.T) {
 		portsInPidns(t)
 		return
 	}
-	ns := newNetns(t)
+	ns := NewNetns(t)
 	var fd int
-	ns.run(t, func() { fd = listenTCP(t, netip.MustParseAddrPort("127.0.0.1:7300")) })
+	ns.Run(t, func() { fd = ListenTCP(t, netip.MustParseAddrPort("127.0.0.1:7300")) })
 	defer unix.Close(fd)
-	dup, err := unix.Dup(ns.fd)
+	dup, err := unix.Dup(ns.FD)
 	if err != nil {
 		t.Fatal(err)
 	}
 	nsFile := os.NewFile(uintptr(dup), "netns") // ns keeps its own fd
 	defer nsFile.Close()
-	cmd := exec.Command(helperExe(t), "-test.run=^TestKernelPortsPidns$", "-test.count=1", "-test.v")
+	cmd := exec.Command(HelperExe(t), "-test.run=^TestKernelPortsPidns$", "-test.count=1", "-test.v")
 	cmd.Env = append(os.Environ(), "PORTTRACE_PORTS_PIDNS=1")
 	cmd.ExtraFiles = []*os.File{nsFile} // fd 3
 	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: unix.CLONE_NEWPID | unix.CLONE_NEWNS}
@@ -751,10 +751,10 @@ func portsInPidns(t *testing.T) {
 // returns ErrNobody, and so it does on a port where only a TIME-WAIT
 // socket is left, which it lists.
 func TestKernelWho(t *testing.T) {
-	ns := newNetns(t)
+	ns := NewNetns(t)
 	var fd int
-	ns.run(t, func() {
-		fd = listenTCP(t, netip.MustParseAddrPort("127.0.0.1:10101"))
+	ns.Run(t, func() {
+		fd = ListenTCP(t, netip.MustParseAddrPort("127.0.0.1:10101"))
 		closedConnection(t, netip.MustParseAddrPort("127.0.0.1:10105"))
 	})
 	defer unix.Close(fd)
@@ -771,7 +771,7 @@ func TestKernelWho(t *testing.T) {
 			"port 10105/tcp: nobody holds it, only closed connections linger\n"},
 	} {
 		cfg := DefaultWhoConfig()
-		cfg.Netns = []string{ns.path()}
+		cfg.Netns = []string{ns.Path()}
 		if err := cfg.ParseTarget(tc.target); err != nil {
 			t.Fatal(err)
 		}
@@ -793,9 +793,9 @@ func TestKernelWho(t *testing.T) {
 // the server side closes first, then the client, then the listener.
 func closedConnection(t *testing.T, server netip.AddrPort) {
 	t.Helper()
-	ln := listenTCP(t, server)
-	c := newSocket(t, tcp4)
-	if err := unix.Connect(c, sockaddr(server)); err != nil {
+	ln := ListenTCP(t, server)
+	c := NewSocket(t, TCP4)
+	if err := unix.Connect(c, Sockaddr(server)); err != nil {
 		t.Fatal(err)
 	}
 	a, _, err := unix.Accept(ln)
@@ -836,22 +836,22 @@ func closedConnection(t *testing.T, server netip.AddrPort) {
 // does, with its exe, start time and cgroup, and exits; with nothing bound
 // it times out, or when stopped says that nothing was bound.
 func TestKernelWhoWait(t *testing.T) {
-	ns := newNetns(t)
-	h := startHelper(t, ns, helperExe(t), 0, "tcp", "127.0.0.1:10103")
+	ns := NewNetns(t)
+	h := StartHelper(t, ns, HelperExe(t), 0, "tcp", "127.0.0.1:10103")
 	cfg, out, done := startWhoWait(t, ns, "10103/tcp")
-	if _, errno := h.bind(t); errno != "" {
+	if _, errno := h.Bind(t); errno != "" {
 		t.Fatal(errno)
 	}
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	cg, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", h.cmd.Process.Pid))
+	cg, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", h.Cmd.Process.Pid))
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := regexp.MustCompile(fmt.Sprintf(`bind tcp 127\.0\.0\.1:10103 netns \d+ by pid %d \(.+\), user \S+, exe %s, parent %d, `+
 		`started \d{4}-\d\d-\d\d \d\d:\d\d:\d\d \(\d+s ago\), cgroup %s\n`,
-		h.cmd.Process.Pid, regexp.QuoteMeta(helperExe(t)), os.Getpid(), regexp.QuoteMeta(proc.CgroupPath(cg))))
+		h.Cmd.Process.Pid, regexp.QuoteMeta(HelperExe(t)), os.Getpid(), regexp.QuoteMeta(proc.CgroupPath(cg))))
 	if !want.MatchString(out.String()) {
 		t.Errorf("who --wait said:\n%s\nwant it to match %s", out.String(), want)
 	}
@@ -868,7 +868,7 @@ func TestKernelWhoWait(t *testing.T) {
 	cfg.Timeout = 0
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	errOut := &syncBuilder{}
+	errOut := &SyncBuilder{}
 	go func() { done <- RunWho(ctx, cfg, &strings.Builder{}, errOut) }()
 	waitText(t, errOut, "waiting for a bind", done, cfg.Backend)
 	cancel()
@@ -886,19 +886,19 @@ func TestKernelWhoWait(t *testing.T) {
 func TestKernelPortsWatch(t *testing.T) {
 	for _, output := range []string{"table", "json"} {
 		t.Run(output, func(t *testing.T) {
-			ns := newNetns(t)
-			netns := []string{ns.path()}
+			ns := NewNetns(t)
+			netns := []string{ns.Path()}
 			if output == "table" {
-				netns = append(netns, newNetns(t).path())
+				netns = append(netns, NewNetns(t).Path())
 			}
 			var fd int
-			ns.run(t, func() { fd = listenTCP(t, netip.MustParseAddrPort("0.0.0.0:6665")) })
+			ns.Run(t, func() { fd = ListenTCP(t, netip.MustParseAddrPort("0.0.0.0:6665")) })
 			defer unix.Close(fd)
 			exe := filepath.Join(t.TempDir(), "implant")
-			if err := copyFile(helperExe(t), exe); err != nil {
+			if err := CopyFile(HelperExe(t), exe); err != nil {
 				t.Fatal(err)
 			}
-			h := startHelper(t, ns, exe, 0, "tcp", "0.0.0.0:6666", "PT_LISTEN=1")
+			h := StartHelper(t, ns, exe, 0, "tcp", "0.0.0.0:6666", "PT_LISTEN=1")
 			if err := os.Remove(exe); err != nil {
 				t.Fatal(err)
 			}
@@ -907,23 +907,23 @@ func TestKernelPortsWatch(t *testing.T) {
 			// lives from 0.35 s to 0.65 s, in none of them.
 			t0 := time.Now()
 			time.Sleep(time.Until(t0.Add(350 * time.Millisecond)))
-			if _, errno := h.bind(t); errno != "" {
+			if _, errno := h.Bind(t); errno != "" {
 				t.Fatal(errno)
 			}
 			time.Sleep(time.Until(t0.Add(650 * time.Millisecond)))
-			h.stdin.Close()
-			_ = h.cmd.Wait()
-			pid := h.cmd.Process.Pid
+			h.Stdin.Close()
+			_ = h.Cmd.Wait()
+			pid := h.Cmd.Process.Pid
 			if output == "table" {
 				w.wait(t, fmt.Sprintf("+ listen tcp 0.0.0.0:6666 netns %d pid %d implant (%s)  all interfaces; ! executable deleted: %s (pid %d)\n",
-					ns.inode, pid, userName(0), exe, pid))
-				w.wait(t, fmt.Sprintf("- closed tcp 0.0.0.0:6666 netns %d (was pid %d implant)\n", ns.inode, pid))
+					ns.Inode, pid, userName(0), exe, pid))
+				w.wait(t, fmt.Sprintf("- closed tcp 0.0.0.0:6666 netns %d (was pid %d implant)\n", ns.Inode, pid))
 			} else {
 				w.wait(t, `"event":"closed"`)
 			}
 			w.stop(t)
 			if output == "json" {
-				checkWatchJSON(t, w.out.String(), ns.inode, pid, exe)
+				checkWatchJSON(t, w.out.String(), ns.Inode, pid, exe)
 			}
 		})
 	}
@@ -931,20 +931,20 @@ func TestKernelPortsWatch(t *testing.T) {
 
 // startWhoWait runs who --wait TARGET in ns in the background (for at
 // most 20 s) and returns once it waits, so that a bind from then on counts.
-func startWhoWait(t *testing.T, ns *testNS, target string) (WhoConfig, *syncBuilder, chan error) {
+func startWhoWait(t *testing.T, ns *NS, target string) (WhoConfig, *SyncBuilder, chan error) {
 	t.Helper()
 	cfg := DefaultWhoConfig()
-	cfg.Netns = []string{ns.path()}
+	cfg.Netns = []string{ns.Path()}
 	cfg.Wait = true
 	cfg.Timeout = 20 * time.Second
-	cfg.backend = testBackendName()
+	cfg.backend = BackendName()
 	if err := cfg.ParseTarget(target); err != nil {
 		t.Fatal(err)
 	}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	out, errOut := &syncBuilder{}, &syncBuilder{}
+	out, errOut := &SyncBuilder{}, &SyncBuilder{}
 	done := make(chan error, 1)
 	go func() { done <- RunWho(context.Background(), cfg, out, errOut) }()
 	waitText(t, errOut, "waiting for a bind", done, cfg.Backend)
@@ -953,7 +953,7 @@ func startWhoWait(t *testing.T, ns *testNS, target string) (WhoConfig, *syncBuil
 
 // watching is a ports --watch running in the background.
 type watching struct {
-	out, errOut *syncBuilder
+	out, errOut *SyncBuilder
 	done        chan error
 	cancel      context.CancelFunc
 	backend     event.Backend
@@ -967,12 +967,12 @@ func startWatch(t *testing.T, netns []string, interval time.Duration, output str
 	cfg.Watch = true
 	cfg.Interval = interval
 	cfg.Output = output
-	cfg.backend = testBackendName()
+	cfg.backend = BackendName()
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	w := &watching{out: &syncBuilder{}, errOut: &syncBuilder{}, done: make(chan error, 1), cancel: cancel, backend: cfg.Backend}
+	w := &watching{out: &SyncBuilder{}, errOut: &SyncBuilder{}, done: make(chan error, 1), cancel: cancel, backend: cfg.Backend}
 	t.Cleanup(cancel)
 	go func() { w.done <- RunPorts(ctx, cfg, w.out, w.errOut) }()
 	waitText(t, w.errOut, "watching with", w.done, w.backend)
@@ -1041,32 +1041,32 @@ func checkWatchJSON(t *testing.T, out string, netns uint32, pid int, exe string)
 	}
 }
 
-// syncBuilder is a strings.Builder safe to read while another goroutine writes.
-type syncBuilder struct {
+// SyncBuilder is a strings.Builder safe to read while another goroutine writes.
+type SyncBuilder struct {
 	mu sync.Mutex
 	b  strings.Builder
 }
 
-func (s *syncBuilder) Write(p []byte) (int, error) {
+func (s *SyncBuilder) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.Write(p)
 }
 
-func (s *syncBuilder) String() string {
+func (s *SyncBuilder) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
 }
 
 // waitText waits until w has said want, failing if the command ends first.
-func waitText(t *testing.T, w *syncBuilder, want string, done chan error, b event.Backend) {
+func waitText(t *testing.T, w *SyncBuilder, want string, done chan error, b event.Backend) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !strings.Contains(w.String(), want) {
 		select {
 		case err := <-done:
-			skipUnsupported(t, b, err)
+			SkipUnsupported(t, b, err)
 			t.Fatalf("ended before saying %q: %v\n%s", want, err, w.String())
 		case <-time.After(10 * time.Millisecond):
 		}
@@ -1083,17 +1083,17 @@ func waitText(t *testing.T, w *syncBuilder, want string, done chan error, b even
 func TestKernelPortsWatchV6Only(t *testing.T) {
 	for _, output := range []string{"table", "json"} {
 		t.Run(output, func(t *testing.T) {
-			ns := newNetns(t)
-			w := startWatch(t, []string{ns.path()}, time.Second, output)
-			var th thread
-			ns.run(t, func() {
-				th = self()
-				openListener(t, tcp6, netip.MustParseAddrPort("[::]:6667"), 0)
-				openListener(t, tcp6, netip.MustParseAddrPort("[::]:6668"), 1)
-				openListener(t, udp6, netip.MustParseAddrPort("[::]:6669"), 0)
+			ns := NewNetns(t)
+			w := startWatch(t, []string{ns.Path()}, time.Second, output)
+			var th Thread
+			ns.Run(t, func() {
+				th = Self()
+				openListener(t, TCP6, netip.MustParseAddrPort("[::]:6667"), 0)
+				openListener(t, TCP6, netip.MustParseAddrPort("[::]:6668"), 1)
+				openListener(t, UDP6, netip.MustParseAddrPort("[::]:6669"), 0)
 			})
 			if output == "table" {
-				by := fmt.Sprintf(" pid %d %s (%s)  ", os.Getpid(), th.comm, userName(0))
+				by := fmt.Sprintf(" pid %d %s (%s)  ", os.Getpid(), th.Comm, userName(0))
 				w.wait(t, "+ listen tcp *:6667"+by+"all interfaces, IPv4 and IPv6\n")
 				w.wait(t, "+ listen tcp [::]:6668"+by+"all IPv6 interfaces\n")
 				w.wait(t, "+ bind udp *:6669"+by+"all interfaces, IPv4 and IPv6\n")
@@ -1139,27 +1139,27 @@ func TestKernelPortsWatchV6Only(t *testing.T) {
 // that fails otherwise (the address in use) is told as it happens, and the
 // wait goes on.
 func TestKernelWhoWaitFailedBind(t *testing.T) {
-	ns := newNetns(t)
+	ns := NewNetns(t)
 	var fd int
-	ns.run(t, func() { fd = listenTCP(t, netip.MustParseAddrPort("127.0.0.1:10107")) })
+	ns.Run(t, func() { fd = ListenTCP(t, netip.MustParseAddrPort("127.0.0.1:10107")) })
 	defer unix.Close(fd)
-	inUse := startHelper(t, ns, helperExe(t), 0, "tcp", "127.0.0.1:10107")
-	later := startHelper(t, ns, helperExe(t), 0, "tcp", "127.0.0.1:10107")
+	inUse := StartHelper(t, ns, HelperExe(t), 0, "tcp", "127.0.0.1:10107")
+	later := StartHelper(t, ns, HelperExe(t), 0, "tcp", "127.0.0.1:10107")
 	cfg, out, done := startWhoWait(t, ns, "10107/tcp")
-	if _, errno := inUse.bind(t); errno != "EADDRINUSE" {
+	if _, errno := inUse.Bind(t); errno != "EADDRINUSE" {
 		t.Fatalf("bind of a held port: %q, want EADDRINUSE", errno)
 	}
-	failed := fmt.Sprintf("bind tcp 127.0.0.1:10107 netns %d by pid %d ", ns.inode, inUse.cmd.Process.Pid)
+	failed := fmt.Sprintf("bind tcp 127.0.0.1:10107 netns %d by pid %d ", ns.Inode, inUse.Cmd.Process.Pid)
 	waitText(t, out, "  EADDRINUSE: another socket holds this address and port\n", done, cfg.Backend)
 	unix.Close(fd)
-	if _, errno := later.bind(t); errno != "" {
+	if _, errno := later.Bind(t); errno != "" {
 		t.Fatal(errno)
 	}
 	if err := <-done; err != nil {
 		t.Fatalf("who --wait: %v\n%s", err, out.String())
 	}
 	lines := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")
-	bound := fmt.Sprintf("bind tcp 127.0.0.1:10107 netns %d by pid %d ", ns.inode, later.cmd.Process.Pid)
+	bound := fmt.Sprintf("bind tcp 127.0.0.1:10107 netns %d by pid %d ", ns.Inode, later.Cmd.Process.Pid)
 	if n := len(lines); n < 3 || !strings.Contains(lines[n-2], failed) || !strings.Contains(lines[n-1], bound) ||
 		strings.Contains(lines[n-1], "EADDRINUSE") {
 		t.Errorf("who --wait said:\n%s\nwant the failed bind (%s...) and then the one that held the port (%s...)", out.String(), failed, bound)

@@ -21,11 +21,11 @@ import (
 // five listeners: each "+ listen" has its "- closed", told apart by the
 // socket's inode, which the events carry.
 func TestKernelPortsWatchQuickRepeats(t *testing.T) {
-	ns := newNetns(t)
-	w := startWatch(t, []string{ns.path()}, 300*time.Millisecond, "table")
-	ns.run(t, func() {
+	ns := NewNetns(t)
+	w := startWatch(t, []string{ns.Path()}, 300*time.Millisecond, "table")
+	ns.Run(t, func() {
 		for range 5 {
-			unix.Close(listenTCP(t, netip.MustParseAddrPort("127.0.0.1:7070")))
+			unix.Close(ListenTCP(t, netip.MustParseAddrPort("127.0.0.1:7070")))
 		}
 	})
 	deadline := time.Now().Add(10 * time.Second)
@@ -44,12 +44,12 @@ func TestKernelPortsWatchQuickRepeats(t *testing.T) {
 // own hold on it: removing its name (ip netns delete) leaves the watch
 // running, and a listener opened there afterwards is still seen.
 func TestKernelPortsWatchNamedNetnsRemoved(t *testing.T) {
-	ns := newNetns(t)
+	ns := NewNetns(t)
 	name := filepath.Join(t.TempDir(), "demo")
 	if err := os.WriteFile(name, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := unix.Mount(ns.path(), name, "", unix.MS_BIND, ""); err != nil {
+	if err := unix.Mount(ns.Path(), name, "", unix.MS_BIND, ""); err != nil {
 		t.Fatalf("bind-mounting the namespace: %v", err)
 	}
 	mounted := true
@@ -68,7 +68,7 @@ func TestKernelPortsWatchNamedNetnsRemoved(t *testing.T) {
 	}
 	time.Sleep(300 * time.Millisecond) // a few looks without the name
 	var fd int
-	ns.run(t, func() { fd = listenTCP(t, netip.MustParseAddrPort("127.0.0.1:7071")) })
+	ns.Run(t, func() { fd = ListenTCP(t, netip.MustParseAddrPort("127.0.0.1:7071")) })
 	w.wait(t, "+ listen tcp 127.0.0.1:7071")
 	unix.Close(fd)
 	w.wait(t, "- closed tcp 127.0.0.1:7071")
@@ -82,15 +82,15 @@ func TestKernelWhoWaitNetnsGone(t *testing.T) {
 	saved := netnsCheckEvery
 	netnsCheckEvery = 100 * time.Millisecond
 	defer func() { netnsCheckEvery = saved }()
-	ns := newNetns(t)
+	ns := NewNetns(t)
 	cfg, _, done := startWhoWait(t, ns, "7072/tcp")
 	select {
 	case err := <-done:
 		t.Fatalf("who --wait ended while its namespace lived: %v", err)
 	case <-time.After(5 * netnsCheckEvery):
 	}
-	inode := ns.inode
-	ns.drop()
+	inode := ns.Inode
+	ns.Drop()
 	select {
 	case err := <-done:
 		if !errors.Is(err, errNetnsGone) || !strings.Contains(err.Error(), fmt.Sprint(inode)) {
@@ -122,45 +122,45 @@ func TestKernelStopWhileOutputStalled(t *testing.T) {
 	saved := textout.StallGrace
 	textout.StallGrace = 200 * time.Millisecond
 	defer func() { textout.StallGrace = saved }()
-	ns := newNetns(t)
+	ns := NewNetns(t)
 	bind := func() {
-		ns.run(t, func() {
-			fd := newSocket(t, udp4)
+		ns.Run(t, func() {
+			fd := NewSocket(t, UDP4)
 			defer unix.Close(fd)
-			if err := unix.Bind(fd, sockaddr(netip.MustParseAddrPort("127.0.0.1:0"))); err != nil {
+			if err := unix.Bind(fd, Sockaddr(netip.MustParseAddrPort("127.0.0.1:0"))); err != nil {
 				t.Fatal(err)
 			}
 		})
 	}
 	for _, tc := range []struct {
 		name    string
-		run     func(ctx context.Context, stdout, stderr *syncBuilder, out *blockedWriter) error
+		run     func(ctx context.Context, stdout, stderr *SyncBuilder, out *blockedWriter) error
 		summary string
 	}{
-		{"stream", func(ctx context.Context, _, stderr *syncBuilder, out *blockedWriter) error {
+		{"stream", func(ctx context.Context, _, stderr *SyncBuilder, out *blockedWriter) error {
 			cfg := DefaultConfig()
 			cfg.Output = "json"
 			cfg.PID = uint32(os.Getpid())
-			cfg.backend = testBackendName()
+			cfg.backend = BackendName()
 			if err := cfg.Validate(); err != nil {
 				t.Fatal(err)
 			}
 			return Run(ctx, cfg, out, stderr)
 		}, "porttrace: stopped while the output was not being read: "},
-		{"churn", func(ctx context.Context, _, stderr *syncBuilder, out *blockedWriter) error {
+		{"churn", func(ctx context.Context, _, stderr *SyncBuilder, out *blockedWriter) error {
 			cfg := DefaultChurnConfig()
 			cfg.Interval = 50 * time.Millisecond
-			cfg.backend = testBackendName()
+			cfg.backend = BackendName()
 			if err := cfg.Validate(); err != nil {
 				t.Fatal(err)
 			}
 			return RunChurn(ctx, cfg, out, stderr)
 		}, "porttrace churn: stopped while the output was not being read"},
-		{"ports --watch", func(ctx context.Context, _, stderr *syncBuilder, out *blockedWriter) error {
+		{"ports --watch", func(ctx context.Context, _, stderr *SyncBuilder, out *blockedWriter) error {
 			cfg := DefaultPortsConfig()
 			cfg.Watch = true
-			cfg.Netns = []string{ns.path()}
-			cfg.backend = testBackendName()
+			cfg.Netns = []string{ns.Path()}
+			cfg.backend = BackendName()
 			if err := cfg.Validate(); err != nil {
 				t.Fatal(err)
 			}
@@ -169,7 +169,7 @@ func TestKernelStopWhileOutputStalled(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out := &blockedWriter{first: make(chan struct{})}
-			var stdout, stderr syncBuilder
+			var stdout, stderr SyncBuilder
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			done := make(chan error, 1)
@@ -180,7 +180,7 @@ func TestKernelStopWhileOutputStalled(t *testing.T) {
 				case <-out.first:
 					blocked = true
 				case err := <-done:
-					skipUnsupported(t, testBackend(t), err)
+					SkipUnsupported(t, Backend(t), err)
 					t.Fatalf("ended early: %v", err)
 				case <-time.After(20 * time.Millisecond):
 				}
