@@ -379,3 +379,11 @@ func (p *pidFlag) String() string { return strconv.FormatUint(uint64(*p), 10) }
 
 // Type is what --help shows as the value's kind.
 func (p *pidFlag) Type() string { return "pid" }
+
+func KindsOf(kinds ...event.Kind) KindSet {
+	var s KindSet
+	for _, k := range kinds {
+		s.set |= 1 << k
+	}
+	return s
+}

@@ -311,27 +311,6 @@ func TestWhoTargetRange(t *testing.T) {
 	}
 }
 
-func TestChurnConfigFlags(t *testing.T) {
-	for _, tc := range []struct {
-		args    []string
-		wantErr string
-	}{
-		{args: []string{"--metrics", ":9477", "--metrics-destinations", "5", "-v"}},
-		{args: []string{"--metrics", "localhost:9477"}},
-		{args: []string{"--metrics", "256.1.1.1:9000"}, wantErr: `invalid --metrics "256.1.1.1:9000"`},
-		{args: []string{"--metrics", "metrics.example:9000"}, wantErr: `invalid --metrics "metrics.example:9000"`},
-	} {
-		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
-			c := DefaultChurnConfig()
-			err := parseFlags(t, c.AddFlags, tc.args)
-			if err == nil {
-				err = c.Validate()
-			}
-			checkErr(t, err, tc.wantErr)
-		})
-	}
-}
-
 // --uid takes a name as the tools that list processes do.
 func TestUIDNameFlag(t *testing.T) {
 	u, err := user.Lookup("nobody")

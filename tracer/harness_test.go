@@ -531,3 +531,15 @@ func (h *Helper) Bind(t *testing.T) (port uint16, errno string) {
 	}
 	return uint16(p), ""
 }
+
+func ListenTCP(t *testing.T, ap netip.AddrPort) int {
+	t.Helper()
+	fd := NewSocket(t, TCP4)
+	if err := unix.Bind(fd, Sockaddr(ap)); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Listen(fd, 4096); err != nil {
+		t.Fatal(err)
+	}
+	return fd
+}

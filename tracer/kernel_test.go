@@ -595,7 +595,7 @@ func TestKernelPIDFilter(t *testing.T) {
 func TestKernelIPv4SockaddrOnIPv6Socket(t *testing.T) {
 	ns := NewNetns(t)
 	c := startTracer(t, Options{PID: uint32(os.Getpid())})
-	ch := startChurn(t)
+	ch := startTracer(t, Options{PID: uint32(os.Getpid()), Churn: true, Events: KindsOf(event.KindBind, event.KindConnect)})
 	dst := &unix.SockaddrInet4{Port: 53, Addr: [4]byte{127, 0, 0, 1}}
 	var errs [3]error
 	var port uint16

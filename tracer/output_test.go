@@ -5,10 +5,7 @@ import (
 	"bytes"
 	"encoding/hex"
 	"encoding/json"
-	"flag"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -18,10 +15,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/porttrace/porttrace/tracer/event"
+	"github.com/porttrace/porttrace/tracer/internal/golden"
 	"github.com/porttrace/porttrace/tracer/textout"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
 
 // rawEvents are kernel records as the BPF side writes them, one per case the
 // output must get right.
@@ -126,30 +122,13 @@ func decodedEvents() []event.Event {
 	return evs
 }
 
-func golden(t *testing.T, name string, got []byte) {
-	t.Helper()
-	path := filepath.Join("..", "testdata", name)
-	if *update {
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test ./tracer -run %s -update)", err, t.Name())
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("%s differs from the output:\n%s", path, got)
-	}
-}
-
 func TestJSONGolden(t *testing.T) {
 	var buf []byte
 	for _, ev := range decodedEvents() {
 		buf = AppendJSON(buf, &ev)
 	}
 	buf = AppendLostJSON(buf, 3)
-	golden(t, "events.jsonl", buf)
+	golden.Check(t, "events.jsonl", buf)
 
 	// Each line is valid JSON and carries the contract's field names.
 	for _, line := range bytes.Split(bytes.TrimSpace(buf), []byte("\n")) {
@@ -230,7 +209,7 @@ func TestTableGolden(t *testing.T) {
 					}
 				}
 			}
-			golden(t, tc.file, out.Bytes())
+			golden.Check(t, tc.file, out.Bytes())
 		})
 	}
 }

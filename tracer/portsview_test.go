@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/porttrace/porttrace/tracer/event"
+	"github.com/porttrace/porttrace/tracer/internal/golden"
 	"github.com/porttrace/porttrace/tracer/internal/netns"
 )
 
@@ -61,7 +62,7 @@ func TestPortsTableGolden(t *testing.T) {
 	if err := WritePortsTable(&b, sampleSockets(), false); err != nil {
 		t.Fatal(err)
 	}
-	golden(t, "ports.table", []byte(b.String()))
+	golden.Check(t, "ports.table", []byte(b.String()))
 	for _, line := range strings.Split(b.String(), "\n") {
 		if strings.HasSuffix(line, " ") {
 			t.Errorf("trailing spaces: %q", line)
@@ -75,7 +76,7 @@ func TestPortsJSONGolden(t *testing.T) {
 	for i := range socks {
 		buf = AppendSocketJSON(buf, EventSnapshot, sampleTime, &socks[i])
 	}
-	golden(t, "ports.jsonl", buf)
+	golden.Check(t, "ports.jsonl", buf)
 }
 
 func TestWhoGolden(t *testing.T) {
@@ -101,7 +102,7 @@ func TestWhoGolden(t *testing.T) {
 	if err := WriteWho(&b, 25, "tcp", []Socket{timeWait}, now); err != nil {
 		t.Fatal(err)
 	}
-	golden(t, "who.txt", []byte(b.String()))
+	golden.Check(t, "who.txt", []byte(b.String()))
 }
 
 func TestWhoTarget(t *testing.T) {

@@ -10,11 +10,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/porttrace/porttrace/tracer/event"
 	"github.com/porttrace/porttrace/tracer/internal/proc"
 	"github.com/porttrace/porttrace/tracer/internal/promserve"
 	"github.com/porttrace/porttrace/tracer/textout"
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Run traces until ctx is done, --duration passes or --count events have

@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/porttrace/porttrace/tracer"
+	"github.com/porttrace/porttrace/tracer/churn"
 	"github.com/porttrace/porttrace/tracer/textout"
 )
 
@@ -55,7 +56,7 @@ func run(args []string) int {
 
 func runChurn(args []string) int {
 	const name = "porttrace churn"
-	cfg := tracer.DefaultChurnConfig()
+	cfg := churn.DefaultConfig()
 	fs := newFlagSet("porttrace churn [flags]",
 		"Count ephemeral port allocations in the kernel: rate, failures, range usage and time to exhaustion.")
 	cfg.AddFlags(fs)
@@ -65,7 +66,7 @@ func runChurn(args []string) int {
 	if err := cfg.Validate(); err != nil {
 		return usageError(name, err)
 	}
-	return exit(name, func(ctx context.Context) error { return tracer.RunChurn(ctx, cfg, os.Stdout, os.Stderr) })
+	return exit(name, func(ctx context.Context) error { return churn.Run(ctx, cfg, os.Stdout, os.Stderr) })
 }
 
 func runPorts(args []string) int {

@@ -261,7 +261,8 @@ func TestMetricsAnnounced(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, args := range [][]string{{"-p", "1", "-d", "3s"}, {"churn", "-d", "3s"}} {
+	// churn serves its first report after its first interval.
+	for _, args := range [][]string{{"-p", "1", "-d", "3s"}, {"churn", "-i", "100ms", "-d", "3s"}} {
 		cmd := exec.Command(exe, append(args, "--metrics", "127.0.0.1:0")...)
 		cmd.Env = append(os.Environ(), "PORTTRACE_MAIN=1")
 		stderr, err := cmd.StderrPipe()
@@ -285,6 +286,7 @@ func TestMetricsAnnounced(t *testing.T) {
 			cmd.Wait()
 			t.Fatalf("%v: no line announcing the metrics address", args)
 		}
+		time.Sleep(500 * time.Millisecond)
 		resp, err := http.Get(url)
 		if err != nil {
 			t.Errorf("%v: scraping %s: %v", args, url, err)

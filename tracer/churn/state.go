@@ -1,4 +1,4 @@
-package tracer
+package churn
 
 import (
 	"cmp"
@@ -8,6 +8,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/porttrace/porttrace/tracer"
 	"github.com/porttrace/porttrace/tracer/event"
 	"github.com/porttrace/porttrace/tracer/internal/netns"
 )
@@ -20,9 +21,9 @@ const (
 	topN         = 5
 )
 
-// ChurnReport is one interval of churn: rates, usage and estimates per
+// Report is one interval of churn: rates, usage and estimates per
 // network namespace.
-type ChurnReport struct {
+type Report struct {
 	Time     time.Time
 	Interval time.Duration
 	Netns    []NetnsReport
@@ -54,7 +55,7 @@ type NetnsReport struct {
 
 // DestReport is the churn towards one destination.
 type DestReport struct {
-	Dest         Dest
+	Dest         tracer.Dest
 	AllocsPerSec float64
 	FailsPerSec  float64
 	InUse        int
@@ -77,7 +78,7 @@ type usageSample struct {
 	inUse int
 }
 
-// ChurnState turns successive kernel totals and usage readings into
+// State turns successive kernel totals and usage readings into
 // reports. Not safe for concurrent use.
 //
 // A namespace is reported while the kernel counts allocations in it; the
@@ -85,15 +86,15 @@ type usageSample struct {
 // start, then every scanEvery), so that a namespace already exhausted,
 // whose connects all fail before they allocate or that sees none during
 // the run, is there too.
-type ChurnState struct {
-	prev     *ChurnTotals
+type State struct {
+	prev     *tracer.ChurnTotals
 	history  map[uint32][]float64
 	nsGrowth map[usageKey][]usageSample
-	growth   map[DestKey][]usageSample
+	growth   map[tracer.DestKey][]usageSample
 	host     uint32
 	atRisk   map[uint32]bool
 	scanned  time.Time
-	Summary  ChurnSummary
+	Summary  Summary
 
 	// usage reads a namespace's PortUsage; namespaces lists every
 	// namespace there is. Tests replace both.
@@ -111,27 +112,27 @@ type usageKey struct {
 // scanEvery spaces the looks at every namespace for one at risk.
 const scanEvery = 10 * time.Second
 
-// ChurnSummary is the whole run, for the line printed on exit.
-type ChurnSummary struct {
+// Summary is the whole run, for the line printed on exit.
+type Summary struct {
 	PeakAllocsPerSec float64
 	PeakUsagePct     float64
 	Allocs           uint64
 	Fails            map[string]uint64
-	Busiest          Dest
+	Busiest          tracer.Dest
 	BusiestAllocs    uint64
 }
 
-// NewChurnState starts from the totals read right after attaching.
-func NewChurnState(first *ChurnTotals) *ChurnState {
+// NewState starts from the totals read right after attaching.
+func NewState(first *tracer.ChurnTotals) *State {
 	finder := netns.NewFinder()
-	return &ChurnState{
+	return &State{
 		prev:     first,
 		history:  map[uint32][]float64{},
 		nsGrowth: map[usageKey][]usageSample{},
-		growth:   map[DestKey][]usageSample{},
+		growth:   map[tracer.DestKey][]usageSample{},
 		host:     netns.Self(),
 		atRisk:   map[uint32]bool{},
-		Summary:  ChurnSummary{Fails: map[string]uint64{}},
+		Summary:  Summary{Fails: map[string]uint64{}},
 		usage: func(netns uint32) (*PortUsage, error) {
 			fd, err := finder.Open(netns)
 			if err != nil {
@@ -163,7 +164,7 @@ func atRiskOf(u *PortUsage) bool {
 
 // scan looks at every namespace the kernel has counted nothing in yet and
 // remembers those at risk.
-func (s *ChurnState) scan(now time.Time, counted map[uint32]bool) {
+func (s *State) scan(now time.Time, counted map[uint32]bool) {
 	if !s.scanned.IsZero() && now.Sub(s.scanned) < scanEvery {
 		return
 	}
@@ -179,12 +180,12 @@ func (s *ChurnState) scan(now time.Time, counted map[uint32]bool) {
 }
 
 // Next computes the report for the interval that ends with cur.
-func (s *ChurnState) Next(cur *ChurnTotals) *ChurnReport {
+func (s *State) Next(cur *tracer.ChurnTotals) *Report {
 	dt := cur.Time.Sub(s.prev.Time).Seconds()
 	if dt <= 0 {
 		dt = 1e-9
 	}
-	r := &ChurnReport{Time: cur.Time, Interval: cur.Time.Sub(s.prev.Time), Overflow: cur.Overflow}
+	r := &Report{Time: cur.Time, Interval: cur.Time.Sub(s.prev.Time), Overflow: cur.Overflow}
 	netns := map[uint32]bool{s.host: true}
 	for ns := range cur.Netns {
 		netns[ns] = true
@@ -210,7 +211,7 @@ func (s *ChurnState) Next(cur *ChurnTotals) *ChurnReport {
 	return r
 }
 
-func (s *ChurnState) netnsReport(ns uint32, cur *ChurnTotals, dt float64) NetnsReport {
+func (s *State) netnsReport(ns uint32, cur *tracer.ChurnTotals, dt float64) NetnsReport {
 	nr := NetnsReport{Netns: ns, AllocsTotal: map[string]uint64{}, FailsTotal: map[string]uint64{}, Exhaustion: -1}
 	if n := cur.Netns[ns]; n != nil {
 		nr.AllocsTotal, nr.FailsTotal = n.Allocs, n.Fails
@@ -245,7 +246,7 @@ func (s *ChurnState) netnsReport(ns uint32, cur *ChurnTotals, dt float64) NetnsR
 // rangeUsage fills in what u says of the namespace's range, and when a
 // destination not used yet would find no port: when the ports no one may
 // share fill the range.
-func (s *ChurnState) rangeUsage(nr *NetnsReport, u *PortUsage, now time.Time) {
+func (s *State) rangeUsage(nr *NetnsReport, u *PortUsage, now time.Time) {
 	nr.Range, nr.Reserved, nr.RangeSize = u.Range, u.Reserved, u.Size()
 	nr.InUse, nr.Sockets, nr.TimeWait = u.InUse, u.Sockets, u.TimeWait
 	if nr.RangeSize > 0 {
@@ -260,8 +261,8 @@ func (s *ChurnState) rangeUsage(nr *NetnsReport, u *PortUsage, now time.Time) {
 // destReports joins the kernel's counts by destination with the sockets
 // now open to each, busiest first; the namespace's estimate becomes the
 // soonest of theirs.
-func (s *ChurnState) destReports(nr *NetnsReport, u *PortUsage, cur *ChurnTotals, dt float64) []DestReport {
-	dests := map[Dest]bool{}
+func (s *State) destReports(nr *NetnsReport, u *PortUsage, cur *tracer.ChurnTotals, dt float64) []DestReport {
+	dests := map[tracer.Dest]bool{}
 	for k := range cur.Dests {
 		if k.Netns == nr.Netns {
 			dests[k.Dest] = true
@@ -272,7 +273,7 @@ func (s *ChurnState) destReports(nr *NetnsReport, u *PortUsage, cur *ChurnTotals
 	}
 	var reports []DestReport
 	for d := range dests {
-		key := DestKey{nr.Netns, d}
+		key := tracer.DestKey{Netns: nr.Netns, Dest: d}
 		c, p := cur.Dests[key], s.prev.Dests[key]
 		dr := DestReport{
 			Dest:         d,
@@ -299,7 +300,7 @@ func (s *ChurnState) destReports(nr *NetnsReport, u *PortUsage, cur *ChurnTotals
 }
 
 // procReports are the processes of namespace ns, busiest first.
-func (s *ChurnState) procReports(ns uint32, cur *ChurnTotals, dt float64) []ProcReport {
+func (s *State) procReports(ns uint32, cur *tracer.ChurnTotals, dt float64) []ProcReport {
 	var reports []ProcReport
 	for k, c := range cur.Procs {
 		if k.Netns != ns {
@@ -356,7 +357,7 @@ func eta(headroom int, rate float64) time.Duration {
 }
 
 // AddTotals folds the final kernel totals into the summary.
-func (s *ChurnState) AddTotals(cur *ChurnTotals) {
+func (s *State) AddTotals(cur *tracer.ChurnTotals) {
 	s.Summary.Allocs = 0
 	clear(s.Summary.Fails)
 	for _, n := range cur.Netns {

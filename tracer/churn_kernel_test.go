@@ -1,13 +1,15 @@
-package tracer
+package tracer_test
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -17,40 +19,40 @@ import (
 	"github.com/prometheus/common/model"
 	"golang.org/x/sys/unix"
 
+	"github.com/porttrace/porttrace/tracer"
+	"github.com/porttrace/porttrace/tracer/churn"
 	"github.com/porttrace/porttrace/tracer/event"
 	"github.com/porttrace/porttrace/tracer/internal/promserve"
+	"github.com/porttrace/porttrace/tracer/textout"
 )
 
 // startChurn attaches a churn-mode tracer for this process.
-func startChurn(t *testing.T) *collector {
-	return startTracer(t, Options{PID: uint32(os.Getpid()), Churn: true, Events: KindsOf(event.KindBind, event.KindConnect)})
+func startChurn(t *testing.T) *tracer.Tracer {
+	t.Helper()
+	tracer.NeedRoot(t)
+	b := tracer.Backend(t)
+	tr, err := tracer.New(tracer.Options{Backend: b, PID: uint32(os.Getpid()), Churn: true, Events: tracer.KindsOf(event.KindBind, event.KindConnect)})
+	tracer.SkipUnsupported(t, b, err)
+	if err != nil {
+		t.Fatalf("starting tracer: %v", err)
+	}
+	t.Cleanup(func() { tr.Close() })
+	return tr
 }
 
 // churnIn200Ports makes a namespace whose range is 200 ports, attaches a
-// churn tracer and starts a ChurnState from its first reading.
-func churnIn200Ports(t *testing.T) (*NS, *collector, *ChurnState) {
+// churn tracer and starts a churn.State from its first reading.
+func churnIn200Ports(t *testing.T) (*tracer.NS, *tracer.Tracer, *churn.State) {
 	t.Helper()
-	ns := NewNetns(t)
+	ns := tracer.NewNetns(t)
 	ns.Sysctl(t, "net.ipv4.ip_local_port_range", "40000 40199")
 	c := startChurn(t)
-	first, err := c.tr.ReadChurn()
+	first, err := c.ReadChurn()
 	if err != nil {
 		t.Fatal(err)
 	}
-	state := NewChurnState(first)
+	state := churn.NewState(first)
 	return ns, c, state
-}
-
-func ListenTCP(t *testing.T, ap netip.AddrPort) int {
-	t.Helper()
-	fd := NewSocket(t, TCP4)
-	if err := unix.Bind(fd, Sockaddr(ap)); err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.Listen(fd, 4096); err != nil {
-		t.Fatal(err)
-	}
-	return fd
 }
 
 // Known numbers of TCP connects, UDP connects and binds to port 0 give
@@ -58,56 +60,56 @@ func ListenTCP(t *testing.T, ap netip.AddrPort) int {
 // allocation, not two, and so is a bind(0) with IP_BIND_ADDRESS_NO_PORT
 // (the connect's). Nothing is sent through the ring buffer.
 func TestKernelChurnCounts(t *testing.T) {
-	ns := NewNetns(t)
+	ns := tracer.NewNetns(t)
 	ns.Sysctl(t, "net.ipv4.ip_local_port_range", "40000 40199")
 	c := startChurn(t)
 	svc := netip.MustParseAddrPort("127.0.0.1:9000")
 	var fds []int
 	ns.Run(t, func() {
-		fds = append(fds, ListenTCP(t, svc))
+		fds = append(fds, tracer.ListenTCP(t, svc))
 		for i := 0; i < 30; i++ {
-			fd := NewSocket(t, TCP4)
+			fd := tracer.NewSocket(t, tracer.TCP4)
 			fds = append(fds, fd)
-			if err := unix.Connect(fd, Sockaddr(svc)); err != nil {
+			if err := unix.Connect(fd, tracer.Sockaddr(svc)); err != nil {
 				t.Fatal(err)
 			}
 		}
 		for i := 0; i < 20; i++ {
-			fd := NewSocket(t, UDP4)
+			fd := tracer.NewSocket(t, tracer.UDP4)
 			fds = append(fds, fd)
-			if err := unix.Connect(fd, Sockaddr(netip.MustParseAddrPort("127.0.0.1:53"))); err != nil {
+			if err := unix.Connect(fd, tracer.Sockaddr(netip.MustParseAddrPort("127.0.0.1:53"))); err != nil {
 				t.Fatal(err)
 			}
 		}
 		for i := 0; i < 10; i++ {
-			fd := NewSocket(t, UDP4)
+			fd := tracer.NewSocket(t, tracer.UDP4)
 			fds = append(fds, fd)
-			if err := unix.Bind(fd, Sockaddr(netip.MustParseAddrPort("127.0.0.1:0"))); err != nil {
+			if err := unix.Bind(fd, tracer.Sockaddr(netip.MustParseAddrPort("127.0.0.1:0"))); err != nil {
 				t.Fatal(err)
 			}
 		}
 		for i := 0; i < 5; i++ { // bind(0) first: the connect allocates nothing
-			fd := NewSocket(t, TCP4)
+			fd := tracer.NewSocket(t, tracer.TCP4)
 			fds = append(fds, fd)
-			if err := unix.Bind(fd, Sockaddr(netip.MustParseAddrPort("127.0.0.1:0"))); err != nil {
+			if err := unix.Bind(fd, tracer.Sockaddr(netip.MustParseAddrPort("127.0.0.1:0"))); err != nil {
 				t.Fatal(err)
 			}
-			if err := unix.Connect(fd, Sockaddr(svc)); err != nil {
+			if err := unix.Connect(fd, tracer.Sockaddr(svc)); err != nil {
 				t.Fatal(err)
 			}
 		}
 		// IP_BIND_ADDRESS_NO_PORT: bind(0) takes the address only, the
 		// connect takes the port.
 		for i := 0; i < 3; i++ {
-			fd := NewSocket(t, TCP4)
+			fd := tracer.NewSocket(t, tracer.TCP4)
 			fds = append(fds, fd)
 			if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1); err != nil {
 				t.Fatal(err)
 			}
-			if err := unix.Bind(fd, Sockaddr(netip.MustParseAddrPort("127.0.0.1:0"))); err != nil {
+			if err := unix.Bind(fd, tracer.Sockaddr(netip.MustParseAddrPort("127.0.0.1:0"))); err != nil {
 				t.Fatal(err)
 			}
-			if err := unix.Connect(fd, Sockaddr(svc)); err != nil {
+			if err := unix.Connect(fd, tracer.Sockaddr(svc)); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -117,7 +119,7 @@ func TestKernelChurnCounts(t *testing.T) {
 			unix.Close(fd)
 		}
 	}()
-	tot, err := c.tr.ReadChurn()
+	tot, err := c.ReadChurn()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,11 +131,16 @@ func TestKernelChurnCounts(t *testing.T) {
 	if fmt.Sprint(n.Allocs) != fmt.Sprint(want) || n.TotalFails() != 0 {
 		t.Errorf("allocations %v, failures %v; want %v and none", n.Allocs, n.Fails, want)
 	}
-	if got := tot.Dests[DestKey{ns.Inode, Dest{event.ProtoTCP, svc}}]; got.Allocs != 33 {
+	if got := tot.Dests[tracer.DestKey{Netns: ns.Inode, Dest: tracer.Dest{Proto: event.ProtoTCP, Remote: svc}}]; got.Allocs != 33 {
 		t.Errorf("destination %s: %+v, want 33 allocations", svc, got)
 	}
-	if evs := c.stop(t, ns); len(evs) != 0 {
-		t.Errorf("churn mode sent %d events", len(evs))
+	c.Stop()
+	sent := 0
+	for ev := (event.Event{}); c.Read(&ev) == nil; {
+		sent++
+	}
+	if sent != 0 {
+		t.Errorf("churn mode sent %d events", sent)
 	}
 }
 
@@ -143,7 +150,7 @@ func TestKernelChurnUsageMatchesSS(t *testing.T) {
 	if _, err := exec.LookPath("ss"); err != nil {
 		t.Skip("ss(8) is not installed here: nothing to cross-check against")
 	}
-	ns := NewNetns(t)
+	ns := tracer.NewNetns(t)
 	ns.Sysctl(t, "net.ipv4.ip_local_port_range", "40000 40199")
 	// Loopback connects may take over a TIME_WAIT port to the same peer once
 	// a second has passed (tcp_tw_reuse=2, the default); a slow machine gets
@@ -152,12 +159,12 @@ func TestKernelChurnUsageMatchesSS(t *testing.T) {
 	svc := netip.MustParseAddrPort("127.0.0.1:9000")
 	var ssOut []byte
 	ns.Run(t, func() {
-		ln := ListenTCP(t, svc)
+		ln := tracer.ListenTCP(t, svc)
 		defer unix.Close(ln)
 		var open []int
 		for i := 0; i < 40; i++ {
-			fd := NewSocket(t, TCP4)
-			if err := unix.Connect(fd, Sockaddr(svc)); err != nil {
+			fd := tracer.NewSocket(t, tracer.TCP4)
+			if err := unix.Connect(fd, tracer.Sockaddr(svc)); err != nil {
 				t.Fatal(err)
 			}
 			a, _, err := unix.Accept(ln)
@@ -171,9 +178,9 @@ func TestKernelChurnUsageMatchesSS(t *testing.T) {
 				open = append(open, fd, a)
 			}
 		}
-		u := NewSocket(t, UDP4)
+		u := tracer.NewSocket(t, tracer.UDP4)
 		open = append(open, u)
-		if err := unix.Connect(u, Sockaddr(netip.MustParseAddrPort("127.0.0.1:53"))); err != nil {
+		if err := unix.Connect(u, tracer.Sockaddr(netip.MustParseAddrPort("127.0.0.1:53"))); err != nil {
 			t.Fatal(err)
 		}
 		defer func() {
@@ -188,7 +195,7 @@ func TestKernelChurnUsageMatchesSS(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		u2, err := readUsageHere()
+		u2, err := churn.ReadUsage(ns.FD)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -239,10 +246,10 @@ func TestKernelChurnExhaustion(t *testing.T) {
 	var fds []int
 	var fails int
 	ns.Run(t, func() {
-		fds = append(fds, ListenTCP(t, full), ListenTCP(t, other))
+		fds = append(fds, tracer.ListenTCP(t, full), tracer.ListenTCP(t, other))
 		for i := 0; i < 210; i++ {
-			fd := NewSocket(t, TCP4)
-			err := unix.Connect(fd, Sockaddr(full))
+			fd := tracer.NewSocket(t, tracer.TCP4)
+			err := unix.Connect(fd, tracer.Sockaddr(full))
 			if err == unix.EADDRNOTAVAIL {
 				fails++
 				unix.Close(fd)
@@ -254,8 +261,8 @@ func TestKernelChurnExhaustion(t *testing.T) {
 			fds = append(fds, fd)
 		}
 		for i := 0; i < 3; i++ {
-			fd := NewSocket(t, TCP4)
-			if err := unix.Connect(fd, Sockaddr(other)); err != nil {
+			fd := tracer.NewSocket(t, tracer.TCP4)
+			if err := unix.Connect(fd, tracer.Sockaddr(other)); err != nil {
 				t.Fatalf("other destination: %v", err)
 			}
 			fds = append(fds, fd)
@@ -269,12 +276,12 @@ func TestKernelChurnExhaustion(t *testing.T) {
 	if fails != 10 {
 		t.Fatalf("%d connects failed, want 10 (200 ports, 210 tries)", fails)
 	}
-	cur, err := c.tr.ReadChurn()
+	cur, err := c.ReadChurn()
 	if err != nil {
 		t.Fatal(err)
 	}
 	r := state.Next(cur)
-	var n *NetnsReport
+	var n *churn.NetnsReport
 	for i := range r.Netns {
 		if r.Netns[i].Netns == ns.Inode {
 			n = &r.Netns[i]
@@ -297,7 +304,7 @@ func TestKernelChurnExhaustion(t *testing.T) {
 	if n.InUse != 200 || n.Sockets != 203 || n.UsagePct != 100 {
 		t.Errorf("%d ports in use by %d sockets, %.1f%%; want 200 by 203, 100%%", n.InUse, n.Sockets, n.UsagePct)
 	}
-	dests := map[netip.AddrPort]DestReport{}
+	dests := map[netip.AddrPort]churn.DestReport{}
 	for _, d := range n.Dests {
 		dests[d.Dest.Remote] = d
 	}
@@ -308,7 +315,7 @@ func TestKernelChurnExhaustion(t *testing.T) {
 		t.Errorf("%s: in use %d, headroom %d; want 3 and 197", other, d.InUse, d.Headroom)
 	}
 	var buf strings.Builder
-	if err := WriteChurnTable(&buf, r); err != nil || !strings.Contains(buf.String(), "EXHAUSTED") {
+	if err := churn.WriteTable(&buf, r); err != nil || !strings.Contains(buf.String(), "EXHAUSTED") {
 		t.Errorf("table does not say EXHAUSTED:\n%s", buf.String())
 	}
 }
@@ -320,10 +327,10 @@ func TestKernelChurnMetrics(t *testing.T) {
 	svc := netip.MustParseAddrPort("127.0.0.1:9000")
 	var fds []int
 	ns.Run(t, func() {
-		fds = append(fds, ListenTCP(t, svc))
+		fds = append(fds, tracer.ListenTCP(t, svc))
 		for i := 0; i < 7; i++ {
-			fd := NewSocket(t, TCP4)
-			if err := unix.Connect(fd, Sockaddr(svc)); err != nil {
+			fd := tracer.NewSocket(t, tracer.TCP4)
+			if err := unix.Connect(fd, tracer.Sockaddr(svc)); err != nil {
 				t.Fatal(err)
 			}
 			fds = append(fds, fd)
@@ -334,11 +341,11 @@ func TestKernelChurnMetrics(t *testing.T) {
 			unix.Close(fd)
 		}
 	}()
-	cur, err := c.tr.ReadChurn()
+	cur, err := c.ReadChurn()
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := NewCollector(2)
+	m := churn.NewCollector(2)
 	m.Set(state.Next(cur))
 	srv, err := promserve.Serve("127.0.0.1:0", m, promserve.DefaultLimits, t.Output())
 	if err != nil {
@@ -390,5 +397,68 @@ func TestKernelChurnMetrics(t *testing.T) {
 		if got, ok := value(tc.name, tc.labels); !ok || got != tc.want {
 			t.Errorf("%s%v = %v (found %t), want %v", tc.name, tc.labels, got, ok, tc.want)
 		}
+	}
+}
+
+// blocked never returns from a Write once called: a pipe nobody reads.
+type blocked struct{ first chan struct{} }
+
+func (b *blocked) Write(p []byte) (int, error) {
+	close(b.first)
+	select {}
+}
+
+// Told to stop while nobody reads its output, churn stops at once, says
+// so, and its summary still counts what the kernel counted meanwhile.
+func TestKernelChurnStopWhileOutputStalled(t *testing.T) {
+	saved := textout.StallGrace
+	textout.StallGrace = 200 * time.Millisecond
+	defer func() { textout.StallGrace = saved }()
+	ns := tracer.NewNetns(t)
+	cfg := churn.DefaultConfig()
+	cfg.Interval = 50 * time.Millisecond
+	cfg.Backend = tracer.Backend(t)
+	out := &blocked{first: make(chan struct{})}
+	var stderr tracer.SyncBuilder
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- churn.Run(ctx, cfg, out, &stderr) }()
+	select {
+	case <-out.first:
+	case err := <-done:
+		tracer.SkipUnsupported(t, cfg.Backend, err)
+		t.Fatalf("ended early: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("no report within 10s")
+	}
+	ns.Run(t, func() {
+		for range 50 {
+			fd := tracer.NewSocket(t, tracer.UDP4)
+			if err := unix.Bind(fd, tracer.Sockaddr(netip.MustParseAddrPort("127.0.0.1:0"))); err != nil {
+				t.Fatal(err)
+			}
+			unix.Close(fd)
+		}
+	})
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("still running 5s after it was told to stop")
+	}
+	if !strings.Contains(stderr.String(), "porttrace churn: stopped while the output was not being read") {
+		t.Errorf("stderr does not say the output stalled:\n%s", stderr.String())
+	}
+	// Every process's allocations count, the 50 binds made here among them.
+	m := regexp.MustCompile(`porttrace churn: (\d+) allocations?`).FindStringSubmatch(stderr.String())
+	if m == nil {
+		t.Fatalf("no churn summary on stderr:\n%s", stderr.String())
+	}
+	if n, _ := strconv.Atoi(m[1]); n < 50 {
+		t.Errorf("the summary misses the allocations made while the output stalled:\n%s", stderr.String())
 	}
 }

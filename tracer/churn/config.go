@@ -1,4 +1,9 @@
-package tracer
+// Package churn is `porttrace churn`: ephemeral port allocations counted
+// in the kernel (tracer's churn mode), read once an interval, joined with
+// the usage of each namespace's range from sock_diag, and turned into
+// rates, headroom and time to exhaustion per namespace, destination and
+// process; shown as a table, JSON or Prometheus metrics.
+package churn
 
 import (
 	"errors"
@@ -11,8 +16,8 @@ import (
 	"github.com/porttrace/porttrace/tracer/internal/flagcheck"
 )
 
-// ChurnConfig is what `porttrace churn` takes on the command line.
-type ChurnConfig struct {
+// Config is what `porttrace churn` takes on the command line.
+type Config struct {
 	Interval     time.Duration
 	Output       string
 	Duration     time.Duration
@@ -23,13 +28,13 @@ type ChurnConfig struct {
 	backend      string
 }
 
-// DefaultChurnConfig refreshes every second, as a table.
-func DefaultChurnConfig() ChurnConfig {
-	return ChurnConfig{Interval: time.Second, Output: "table", backend: "auto"}
+// DefaultConfig refreshes every second, as a table.
+func DefaultConfig() Config {
+	return Config{Interval: time.Second, Output: "table", backend: "auto"}
 }
 
 // AddFlags registers the churn flags on fs.
-func (c *ChurnConfig) AddFlags(fs *pflag.FlagSet) {
+func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.DurationVarP(&c.Interval, "interval", "i", c.Interval, "refresh every interval")
 	fs.StringVarP(&c.Output, "output", "o", c.Output, "output format: table or json (one object per interval)")
 	fs.DurationVarP(&c.Duration, "duration", "d", c.Duration, "stop after this long")
@@ -40,7 +45,7 @@ func (c *ChurnConfig) AddFlags(fs *pflag.FlagSet) {
 }
 
 // Validate checks the flags.
-func (c *ChurnConfig) Validate() error {
+func (c *Config) Validate() error {
 	if err := flagcheck.First(flagcheck.Output(c.Output, "table", "json"), flagcheck.Interval(c.Interval), flagcheck.Duration(c.Duration),
 		flagcheck.MetricsAddr(c.Metrics)); err != nil {
 		return err

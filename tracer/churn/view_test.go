@@ -1,4 +1,4 @@
-package tracer
+package churn
 
 import (
 	"encoding/json"
@@ -7,13 +7,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/porttrace/porttrace/tracer"
 	"github.com/porttrace/porttrace/tracer/event"
+	"github.com/porttrace/porttrace/tracer/internal/golden"
 )
 
-func sampleChurnReport() *ChurnReport {
-	svc := Dest{event.ProtoTCP, netip.MustParseAddrPort("127.0.0.1:8080")}
-	dns := Dest{event.ProtoUDP, netip.MustParseAddrPort("[::1]:53")}
-	return &ChurnReport{
+func sampleChurnReport() *Report {
+	svc := tracer.Dest{Proto: event.ProtoTCP, Remote: netip.MustParseAddrPort("127.0.0.1:8080")}
+	dns := tracer.Dest{Proto: event.ProtoUDP, Remote: netip.MustParseAddrPort("[::1]:53")}
+	return &Report{
 		Time:     time.Date(2026, 11, 28, 7, 15, 26, 0, time.UTC),
 		Interval: time.Second,
 		Netns: []NetnsReport{
@@ -46,10 +48,10 @@ func sampleChurnReport() *ChurnReport {
 
 func TestChurnTableGolden(t *testing.T) {
 	var b strings.Builder
-	if err := WriteChurnTable(&b, sampleChurnReport()); err != nil {
+	if err := WriteTable(&b, sampleChurnReport()); err != nil {
 		t.Fatal(err)
 	}
-	golden(t, "churn.table", []byte(b.String()))
+	golden.Check(t, "churn.table", []byte(b.String()))
 	if i := strings.IndexFunc(b.String(), func(r rune) bool { return r < 0x20 && r != '\n' || r == 0x7f }); i >= 0 {
 		t.Errorf("control byte %q in the churn table at offset %d", b.String()[i], i)
 	}
@@ -59,8 +61,8 @@ func TestChurnTableGolden(t *testing.T) {
 }
 
 func TestChurnJSONGolden(t *testing.T) {
-	buf := AppendChurnJSON(nil, sampleChurnReport())
-	golden(t, "churn.jsonl", buf)
+	buf := AppendJSON(nil, sampleChurnReport())
+	golden.Check(t, "churn.jsonl", buf)
 	var v struct {
 		Netns []struct {
 			Netns        uint32            `json:"netns"`

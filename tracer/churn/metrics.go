@@ -1,4 +1,4 @@
-package tracer
+package churn
 
 import (
 	"strconv"
@@ -14,7 +14,7 @@ import (
 // their own when asked for (labels stay low-cardinality otherwise).
 type Collector struct {
 	mu       sync.Mutex
-	report   *ChurnReport
+	report   *Report
 	maxDests int
 
 	allocsDesc, failsDesc, inUseDesc, timeWaitDesc, rangeDesc, etaDesc,
@@ -42,7 +42,7 @@ func NewCollector(maxDests int) *Collector {
 }
 
 // Set replaces the report served.
-func (c *Collector) Set(r *ChurnReport) {
+func (c *Collector) Set(r *Report) {
 	c.mu.Lock()
 	c.report = r
 	c.mu.Unlock()

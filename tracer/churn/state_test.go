@@ -1,17 +1,18 @@
-package tracer
+package churn
 
 import (
 	"net/netip"
 	"testing"
 	"time"
 
+	"github.com/porttrace/porttrace/tracer"
 	"github.com/porttrace/porttrace/tracer/event"
 )
 
 // usageOf builds the reading of a namespace whose range is lo-hi: the
 // ports of each protocol held exclusively, from lo up, and the sockets
 // connected to each destination.
-func usageOf(lo, hi uint16, tcpExclusive, udpExclusive int, byDest map[Dest]int) *PortUsage {
+func usageOf(lo, hi uint16, tcpExclusive, udpExclusive int, byDest map[tracer.Dest]int) *PortUsage {
 	u := newPortUsage()
 	u.Range = [2]uint16{lo, hi}
 	for i := range tcpExclusive {
@@ -30,12 +31,12 @@ func usageOf(lo, hi uint16, tcpExclusive, udpExclusive int, byDest map[Dest]int)
 // fakeChurn is a ChurnState over made-up namespaces: readings[ns] is what
 // their usage reads, in turn (the last one stays).
 type fakeChurn struct {
-	*ChurnState
+	*State
 	readings map[uint32][]*PortUsage
 }
 
-func newFakeChurn(first *ChurnTotals, host uint32, readings map[uint32][]*PortUsage) *fakeChurn {
-	f := &fakeChurn{ChurnState: NewChurnState(first), readings: readings}
+func newFakeChurn(first *tracer.ChurnTotals, host uint32, readings map[uint32][]*PortUsage) *fakeChurn {
+	f := &fakeChurn{State: NewState(first), readings: readings}
 	f.host = host
 	f.usage = func(ns uint32) (*PortUsage, error) {
 		r := f.readings[ns]
@@ -64,12 +65,12 @@ type errString string
 
 func (e errString) Error() string { return string(e) }
 
-func totals(at time.Time, dests map[DestKey]ChurnCounts) *ChurnTotals {
-	ct := &ChurnTotals{Time: at, Netns: map[uint32]*NetnsChurn{}, Dests: dests, Procs: map[ProcKey]ChurnCounts{}}
+func totals(at time.Time, dests map[tracer.DestKey]tracer.ChurnCounts) *tracer.ChurnTotals {
+	ct := &tracer.ChurnTotals{Time: at, Netns: map[uint32]*tracer.NetnsChurn{}, Dests: dests, Procs: map[tracer.ProcKey]tracer.ChurnCounts{}}
 	for k, c := range dests {
 		n := ct.Netns[k.Netns]
 		if n == nil {
-			n = &NetnsChurn{Netns: k.Netns, Allocs: map[string]uint64{}, Fails: map[string]uint64{}}
+			n = &tracer.NetnsChurn{Netns: k.Netns, Allocs: map[string]uint64{}, Fails: map[string]uint64{}}
 			ct.Netns[k.Netns] = n
 		}
 		n.Allocs["connect tcp"] += c.Allocs
@@ -77,7 +78,7 @@ func totals(at time.Time, dests map[DestKey]ChurnCounts) *ChurnTotals {
 	return ct
 }
 
-func netnsOf(t *testing.T, r *ChurnReport, ns uint32) *NetnsReport {
+func netnsOf(t *testing.T, r *Report, ns uint32) *NetnsReport {
 	t.Helper()
 	for i := range r.Netns {
 		if r.Netns[i].Netns == ns {
@@ -88,7 +89,7 @@ func netnsOf(t *testing.T, r *ChurnReport, ns uint32) *NetnsReport {
 	return nil
 }
 
-func destOf(t *testing.T, n *NetnsReport, d Dest) *DestReport {
+func destOf(t *testing.T, n *NetnsReport, d tracer.Dest) *DestReport {
 	t.Helper()
 	for i := range n.Dests {
 		if n.Dests[i].Dest == d {
@@ -102,11 +103,11 @@ func destOf(t *testing.T, n *NetnsReport, d Dest) *DestReport {
 // Rates are of the interval, not of the run: the first reading already
 // holds counts, and they are not counted again.
 func TestChurnRatesPerInterval(t *testing.T) {
-	a := Dest{event.ProtoTCP, netip.MustParseAddrPort("10.0.0.1:443")}
+	a := tracer.Dest{Proto: event.ProtoTCP, Remote: netip.MustParseAddrPort("10.0.0.1:443")}
 	t0 := time.Unix(1000, 0)
-	first := totals(t0, map[DestKey]ChurnCounts{{1, a}: {Allocs: 100, Fails: 4}})
-	f := newFakeChurn(first, 1, map[uint32][]*PortUsage{1: {usageOf(1000, 1999, 0, 0, map[Dest]int{a: 10})}})
-	r := f.Next(totals(t0.Add(2*time.Second), map[DestKey]ChurnCounts{{1, a}: {Allocs: 160, Fails: 10}}))
+	first := totals(t0, map[tracer.DestKey]tracer.ChurnCounts{{Netns: 1, Dest: a}: {Allocs: 100, Fails: 4}})
+	f := newFakeChurn(first, 1, map[uint32][]*PortUsage{1: {usageOf(1000, 1999, 0, 0, map[tracer.Dest]int{a: 10})}})
+	r := f.Next(totals(t0.Add(2*time.Second), map[tracer.DestKey]tracer.ChurnCounts{{Netns: 1, Dest: a}: {Allocs: 160, Fails: 10}}))
 	n := netnsOf(t, r, 1)
 	if d := destOf(t, n, a); d.AllocsPerSec != 30 || d.FailsPerSec != 3 {
 		t.Errorf("destination: %v allocations/s, %v failures/s; want 30 and 3", d.AllocsPerSec, d.FailsPerSec)
@@ -119,9 +120,9 @@ func TestChurnRatesPerInterval(t *testing.T) {
 // Headroom leaves out the ports no connection may share: a TCP listener's
 // or bound socket's, and every UDP socket's, whatever its destination.
 func TestHeadroom(t *testing.T) {
-	tcp := Dest{event.ProtoTCP, netip.MustParseAddrPort("10.0.0.1:443")}
-	udp := Dest{event.ProtoUDP, netip.MustParseAddrPort("10.0.0.1:53")}
-	u := usageOf(1000, 1099, 5, 30, map[Dest]int{tcp: 20, udp: 30})
+	tcp := tracer.Dest{Proto: event.ProtoTCP, Remote: netip.MustParseAddrPort("10.0.0.1:443")}
+	udp := tracer.Dest{Proto: event.ProtoUDP, Remote: netip.MustParseAddrPort("10.0.0.1:53")}
+	u := usageOf(1000, 1099, 5, 30, map[tracer.Dest]int{tcp: 20, udp: 30})
 	for _, tc := range []struct {
 		name string
 		got  int
@@ -141,12 +142,12 @@ func TestHeadroom(t *testing.T) {
 // The namespace's estimate is the soonest of its destinations' (and of a
 // new destination's), never the latest.
 func TestNetnsExhaustionIsTheSoonest(t *testing.T) {
-	fast := Dest{event.ProtoTCP, netip.MustParseAddrPort("10.0.0.1:443")}
-	slow := Dest{event.ProtoTCP, netip.MustParseAddrPort("10.0.0.2:443")}
+	fast := tracer.Dest{Proto: event.ProtoTCP, Remote: netip.MustParseAddrPort("10.0.0.1:443")}
+	slow := tracer.Dest{Proto: event.ProtoTCP, Remote: netip.MustParseAddrPort("10.0.0.2:443")}
 	t0 := time.Unix(1000, 0)
 	f := newFakeChurn(totals(t0, nil), 1, map[uint32][]*PortUsage{1: {
-		usageOf(1000, 1999, 0, 0, map[Dest]int{fast: 100, slow: 100}),
-		usageOf(1000, 1999, 0, 0, map[Dest]int{fast: 200, slow: 110}), // +100/s and +10/s
+		usageOf(1000, 1999, 0, 0, map[tracer.Dest]int{fast: 100, slow: 100}),
+		usageOf(1000, 1999, 0, 0, map[tracer.Dest]int{fast: 200, slow: 110}), // +100/s and +10/s
 	}})
 	f.Next(totals(t0, nil))
 	r := f.Next(totals(t0.Add(time.Second), nil))
@@ -164,9 +165,9 @@ func TestNetnsExhaustionIsTheSoonest(t *testing.T) {
 // more sockets than its range has ports: usage counts the ports, never
 // over 100%, and no destination with headroom makes it EXHAUSTED.
 func TestNetnsUsageCountsPorts(t *testing.T) {
-	a := Dest{event.ProtoTCP, netip.MustParseAddrPort("127.0.0.1:9000")}
-	b := Dest{event.ProtoTCP, netip.MustParseAddrPort("127.0.0.1:9001")}
-	u := usageOf(40000, 40019, 0, 0, map[Dest]int{a: 20, b: 2})
+	a := tracer.Dest{Proto: event.ProtoTCP, Remote: netip.MustParseAddrPort("127.0.0.1:9000")}
+	b := tracer.Dest{Proto: event.ProtoTCP, Remote: netip.MustParseAddrPort("127.0.0.1:9001")}
+	u := usageOf(40000, 40019, 0, 0, map[tracer.Dest]int{a: 20, b: 2})
 	for i := range 20 {
 		u.used.add(40000 + uint16(i))
 	}

@@ -1,4 +1,4 @@
-package tracer
+package churn
 
 import (
 	"fmt"
@@ -14,9 +14,9 @@ import (
 	"github.com/porttrace/porttrace/tracer/textout"
 )
 
-// WriteChurnTable prints one report as a block of text: per network
+// WriteTable prints one report as a block of text: per network
 // namespace a status line, the busiest destinations and processes.
-func WriteChurnTable(w io.Writer, r *ChurnReport) error {
+func WriteTable(w io.Writer, r *Report) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "porttrace churn  %s  every %s", r.Time.In(textout.DisplayZone).Format("15:04:05"), r.Interval.Round(time.Millisecond))
 	if r.Overflow > 0 {
@@ -110,8 +110,8 @@ func Sparkline(values []float64) string {
 	return b.String()
 }
 
-// AppendChurnJSON appends one report as a JSON object and a newline.
-func AppendChurnJSON(buf []byte, r *ChurnReport) []byte {
+// AppendJSON appends one report as a JSON object and a newline.
+func AppendJSON(buf []byte, r *Report) []byte {
 	buf = append(buf, `{"time":"`...)
 	buf = r.Time.UTC().AppendFormat(buf, textout.TimeLayout)
 	buf = append(buf, `","interval_s":`...)

@@ -1,4 +1,4 @@
-package tracer
+package churn
 
 import (
 	"bufio"
@@ -8,19 +8,20 @@ import (
 	"io"
 	"time"
 
+	"github.com/porttrace/porttrace/tracer"
 	"github.com/porttrace/porttrace/tracer/event"
 	"github.com/porttrace/porttrace/tracer/textout"
 )
 
-// RunChurn counts ephemeral port allocations in the kernel and reports
+// Run counts ephemeral port allocations in the kernel and reports
 // them every interval until ctx is done or --duration passes, then prints a
 // summary of the whole run on stderr.
-func RunChurn(ctx context.Context, cfg ChurnConfig, stdout, stderr io.Writer) error {
+func Run(ctx context.Context, cfg Config, stdout, stderr io.Writer) error {
 	var metrics *Collector
 	if cfg.Metrics != "" {
 		metrics = NewCollector(cfg.MetricsDests)
 	}
-	t, _, detach, err := Attach(Options{Backend: cfg.Backend, Events: KindsOf(event.KindBind, event.KindConnect), Churn: true},
+	t, _, detach, err := tracer.Attach(tracer.Options{Backend: cfg.Backend, Events: tracer.KindsOf(event.KindBind, event.KindConnect), Churn: true},
 		metrics, cfg.Metrics, "porttrace churn", "counting", cfg.Verbose, stderr)
 	if err != nil {
 		return err
@@ -30,7 +31,7 @@ func RunChurn(ctx context.Context, cfg ChurnConfig, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	state := NewChurnState(first)
+	state := NewState(first)
 	if cfg.Duration > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, cfg.Duration)
@@ -74,20 +75,20 @@ func RunChurn(ctx context.Context, cfg ChurnConfig, stdout, stderr io.Writer) er
 
 // churnView writes each interval's report where it goes.
 type churnView struct {
-	cfg         ChurnConfig
+	cfg         Config
 	out         *bufio.Writer
 	clearScreen bool // a terminal: each report replaces the last
 	metrics     *Collector
 	buf         []byte
 }
 
-func (v *churnView) report(r *ChurnReport) error {
+func (v *churnView) report(r *Report) error {
 	if v.metrics != nil {
 		v.metrics.Set(r)
 	}
 	var err error
 	if v.cfg.Output == "json" {
-		v.buf = AppendChurnJSON(v.buf[:0], r)
+		v.buf = AppendJSON(v.buf[:0], r)
 		_, err = v.out.Write(v.buf)
 	} else {
 		if v.clearScreen {
@@ -95,7 +96,7 @@ func (v *churnView) report(r *ChurnReport) error {
 		} else {
 			_, _ = v.out.WriteString("\n")
 		}
-		err = WriteChurnTable(v.out, r)
+		err = WriteTable(v.out, r)
 	}
 	if err == nil {
 		err = v.out.Flush()
@@ -107,7 +108,7 @@ func (v *churnView) report(r *ChurnReport) error {
 }
 
 // sayChurnSummary is the line on stderr at the end of a churn run.
-func sayChurnSummary(stderr io.Writer, s *ChurnSummary, stalled bool) {
+func sayChurnSummary(stderr io.Writer, s *Summary, stalled bool) {
 	fmt.Fprintf(stderr, "porttrace churn: %d %s, peak %s/s, peak usage %.1f%%, failures: %s",
 		s.Allocs, textout.Plural(int(s.Allocs), "allocation", "allocations"), rate(s.PeakAllocsPerSec), s.PeakUsagePct, orNone(failString(s.Fails)))
 	if s.BusiestAllocs > 0 {
@@ -122,14 +123,6 @@ func sayChurnSummary(stderr io.Writer, s *ChurnSummary, stalled bool) {
 func orNone(s string) string {
 	if s == "" {
 		return "none"
-	}
-	return s
-}
-
-func KindsOf(kinds ...event.Kind) KindSet {
-	var s KindSet
-	for _, k := range kinds {
-		s.set |= 1 << k
 	}
 	return s
 }

@@ -1,4 +1,4 @@
-package tracer
+package churn
 
 import (
 	"fmt"
@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/porttrace/porttrace/tracer"
 	"github.com/porttrace/porttrace/tracer/event"
 	"github.com/porttrace/porttrace/tracer/internal/netns"
 	"github.com/porttrace/porttrace/tracer/internal/sockdiag"
@@ -29,7 +30,7 @@ type PortUsage struct {
 	InUse    int       // ports of the range some socket holds, each counted once however many share it
 	Sockets  int       // sockets holding a port of the range, TIME_WAIT included (what ss lists)
 	TimeWait int
-	ByDest   map[Dest]int // sockets in the range connected to each destination
+	ByDest   map[tracer.Dest]int // sockets in the range connected to each destination
 
 	used      portBits
 	exclusive map[uint16]*portBits // by protocol: ports no new connection can share
@@ -53,7 +54,7 @@ func (b *portBits) count() (n int) {
 }
 
 func newPortUsage() *PortUsage {
-	return &PortUsage{ByDest: map[Dest]int{}, exclusive: map[uint16]*portBits{event.ProtoTCP: {}, event.ProtoUDP: {}}}
+	return &PortUsage{ByDest: map[tracer.Dest]int{}, exclusive: map[uint16]*portBits{event.ProtoTCP: {}, event.ProtoUDP: {}}}
 }
 
 // Size is the number of ports the kernel may hand out.
@@ -69,7 +70,7 @@ func (u *PortUsage) Exclusive(proto uint16) int {
 }
 
 // Headroom is how many more connections to d can get a local port.
-func (u *PortUsage) Headroom(d Dest) int {
+func (u *PortUsage) Headroom(d tracer.Dest) int {
 	used := u.Exclusive(d.Proto)
 	if d.Proto == event.ProtoTCP {
 		used += u.ByDest[d]
@@ -101,7 +102,7 @@ func readUsageHere() (*PortUsage, error) {
 	u.Range = rng
 	lo, hi := rng[0], rng[1]
 	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_reserved_ports"); err == nil {
-		var reserved PortSet
+		var reserved tracer.PortSet
 		if s := strings.TrimSpace(string(b)); s != "" {
 			if err := reserved.Set(s); err != nil {
 				return nil, fmt.Errorf("ip_local_reserved_ports: %w", err)
@@ -144,6 +145,6 @@ func (u *PortUsage) add(s *sockdiag.Socket, proto uint16) {
 		u.exclusive[proto].add(port)
 	}
 	if connected {
-		u.ByDest[Dest{proto, netip.AddrPortFrom(s.Remote.Addr().Unmap(), s.Remote.Port())}]++
+		u.ByDest[tracer.Dest{Proto: proto, Remote: netip.AddrPortFrom(s.Remote.Addr().Unmap(), s.Remote.Port())}]++
 	}
 }
