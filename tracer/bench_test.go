@@ -19,7 +19,7 @@ func BenchmarkDecodeJSON(b *testing.B) {
 	for i := 0; b.Loop(); i++ {
 		decode(&raws[i%len(raws)], 0, &ev, comms)
 		en.Enrich(&ev)
-		buf = AppendJSON(buf[:0], &ev)
+		buf = event.AppendJSON(buf[:0], &ev)
 	}
 }
 

@@ -2,71 +2,7 @@ package tracer
 
 import (
 	"strconv"
-
-	"github.com/porttrace/porttrace/tracer/event"
-	"github.com/porttrace/porttrace/tracer/textout"
 )
-
-// AppendJSON appends ev as one JSON object and a newline. Field names are
-// the stable event contract (see README); fields the backend could not know
-// are left out. It allocates nothing once buf has grown.
-func AppendJSON(buf []byte, ev *event.Event) []byte {
-	buf = append(buf, `{"time":"`...)
-	buf = ev.Time.UTC().AppendFormat(buf, textout.TimeLayout)
-	buf = append(buf, `","event":"`...)
-	buf = append(buf, ev.Kind.String()...)
-	buf = append(buf, `","result":"`...)
-	buf = append(buf, ev.Result.String()...)
-	buf = append(buf, '"')
-	if ev.Errno != 0 {
-		buf = textout.AppendStr(buf, "errno", ev.ErrnoName())
-		buf = textout.AppendStr(buf, "reason", ev.Reason)
-	}
-	buf = textout.AppendUint(buf, "pid", uint64(ev.PID))
-	buf = textout.AppendUint(buf, "tid", uint64(ev.TID))
-	buf = textout.AppendUint(buf, "ppid", uint64(ev.PPID))
-	buf = textout.AppendUint(buf, "uid", uint64(ev.UID))
-	if ev.User != "" {
-		buf = textout.AppendStr(buf, "user", ev.User)
-	}
-	buf = textout.AppendText(buf, "comm", ev.Comm)
-	if ev.Exe != "" {
-		buf = textout.AppendText(buf, "exe", ev.Exe)
-	}
-	buf = textout.AppendBool(buf, "exe_deleted", ev.ExeDeleted)
-	if ev.Cgroup != "" {
-		buf = textout.AppendText(buf, "cgroup", ev.Cgroup)
-	}
-	buf = textout.AppendUint(buf, "cgroup_id", ev.CgroupID)
-	if ev.HasNet {
-		buf = textout.AppendUint(buf, "netns", uint64(ev.Netns))
-	}
-	if p := event.ProtoName(ev.Proto); p != "" {
-		buf = textout.AppendStr(buf, "proto", p)
-	}
-	if f := ev.AddrFamily(); f != "" {
-		buf = textout.AppendStr(buf, "family", f)
-	}
-	buf = textout.AppendAddrPort(buf, "local_addr", "local_port", ev.Local)
-	buf = textout.AppendAddrPort(buf, "remote_addr", "remote_port", ev.Remote)
-	if ev.Inode != 0 {
-		buf = textout.AppendUint(buf, "inode", uint64(ev.Inode))
-	}
-	if ev.Local.IsValid() {
-		buf = textout.AppendBool(buf, "ephemeral", ev.Ephemeral)
-	}
-	if ev.PortClass != event.ClassNone {
-		buf = textout.AppendStr(buf, "port_class", ev.PortClass.String())
-		if ev.HasNet {
-			buf = textout.AppendBool(buf, "privileged", ev.Privileged)
-		}
-	}
-	if ev.Direction != event.DirNone {
-		buf = textout.AppendStr(buf, "direction", ev.Direction.String())
-	}
-	buf = textout.AppendStr(buf, "backend", ev.Backend.String())
-	return append(buf, "}\n"...)
-}
 
 // AppendLostJSON appends the line that reports dropped events.
 func AppendLostJSON(buf []byte, n uint64) []byte {

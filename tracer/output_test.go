@@ -125,7 +125,7 @@ func decodedEvents() []event.Event {
 func TestJSONGolden(t *testing.T) {
 	var buf []byte
 	for _, ev := range decodedEvents() {
-		buf = AppendJSON(buf, &ev)
+		buf = event.AppendJSON(buf, &ev)
 	}
 	buf = AppendLostJSON(buf, 3)
 	golden.Check(t, "events.jsonl", buf)
@@ -251,7 +251,7 @@ func TestAppendJSONAllocs(t *testing.T) {
 	buf := make([]byte, 0, 4096)
 	allocs := testing.AllocsPerRun(100, func() {
 		for i := range evs {
-			buf = AppendJSON(buf[:0], &evs[i])
+			buf = event.AppendJSON(buf[:0], &evs[i])
 		}
 	})
 	if allocs != 0 {
@@ -265,7 +265,7 @@ func TestAppendJSONAllocs(t *testing.T) {
 func TestJSONStringEscapes(t *testing.T) {
 	for _, in := range []string{"plain", `back\slash "q"`, "x\x1b[2J\x07", "del\x7f", "c1\u009b31m", "rlo\u202e", "raw\xff\x9b"} {
 		ev := event.Event{Kind: event.KindBind, Comm: in}
-		line := AppendJSON(nil, &ev)
+		line := event.AppendJSON(nil, &ev)
 		if i := bytes.IndexFunc(line[:len(line)-1], func(r rune) bool {
 			return r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) || textout.IsBidiControl(r)
 		}); i >= 0 {

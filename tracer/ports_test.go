@@ -558,7 +558,7 @@ func directions(socks []Socket) []string {
 			dir += "?"
 		}
 		got = append(got, fmt.Sprintf("%s %s %s %s dir=%s %s", event.ProtoName(s.Proto), s.Local, AddrString(s.Remote), s.State, dir,
-			shortClass(s.PortClass, s.Privileged)))
+			event.ShortClass(s.PortClass, s.Privileged)))
 	}
 	slices.Sort(got)
 	return got

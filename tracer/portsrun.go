@@ -219,7 +219,7 @@ func (w *portsWatch) event(ev *event.Event) {
 		l.Scope = l.scope()
 	}
 	if w.cfg.Output == "json" {
-		w.buf = AppendJSON(w.buf[:0], ev)
+		w.buf = event.AppendJSON(w.buf[:0], ev)
 		if isListener {
 			w.buf = appendToObject(w.buf, func(b []byte) []byte {
 				if l.HasV6Only {
@@ -569,7 +569,7 @@ func writeWhoEvent(w io.Writer, output string, ev *event.Event, netns bool) erro
 	h := holderFromEvent(ev)
 	var err error
 	if output == "json" {
-		buf := AppendJSON(nil, ev)
+		buf := event.AppendJSON(nil, ev)
 		if !h.Start.IsZero() {
 			buf = appendToObject(buf, func(b []byte) []byte {
 				return textout.AppendStr(b, "start", h.Start.UTC().Format(time.RFC3339))

@@ -35,8 +35,8 @@ func WritePortsTable(w io.Writer, socks []Socket, showNetns bool) error {
 				pid += fmt.Sprintf("+%d", n-1)
 			}
 		}
-		class := shortClass(s.PortClass, s.Privileged)
-		dir := shortDir(s.Direction)
+		class := event.ShortClass(s.PortClass, s.Privileged)
+		dir := event.ShortDir(s.Direction)
 		if s.DirInferred {
 			dir += "?"
 		}

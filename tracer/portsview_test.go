@@ -254,7 +254,7 @@ func TestDirection(t *testing.T) {
 	} {
 		s := Socket{Proto: tc.proto, State: tc.state, Local: ap(tc.local), Remote: ap(tc.remote)}
 		d, inferred := v.direction(&s)
-		got := shortDir(d)
+		got := event.ShortDir(d)
 		if inferred {
 			got += "?"
 		}
@@ -377,11 +377,11 @@ func TestSocketServicePort(t *testing.T) {
 			s.Remote = ap(tc.remote)
 		}
 		v.judge(&s, tc.unpriv)
-		dir := shortDir(s.Direction)
+		dir := event.ShortDir(s.Direction)
 		if s.DirInferred {
 			dir += "?"
 		}
-		if got := dir + " " + shortClass(s.PortClass, s.Privileged); got != tc.want {
+		if got := dir + " " + event.ShortClass(s.PortClass, s.Privileged); got != tc.want {
 			t.Errorf("%s %s -> %s (unprivileged from %d): %q, want %q", event.ProtoName(tc.proto), tc.local, tc.remote, tc.unpriv, got, tc.want)
 		}
 	}

@@ -228,7 +228,7 @@ type jsonWriter struct {
 }
 
 func (j *jsonWriter) Write(ev *event.Event) error {
-	j.buf = AppendJSON(j.buf[:0], ev)
+	j.buf = event.AppendJSON(j.buf[:0], ev)
 	_, err := j.out.Write(j.buf)
 	return err
 }

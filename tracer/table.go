@@ -123,9 +123,9 @@ func (tw *TableWriter) Write(ev *event.Event) error {
 	r = append(r, hostPort(ev.Local, tw.addrMax(len(r))))
 	r = append(r, hostPort(ev.Remote, tw.addrMax(len(r))))
 	if !tw.narrow {
-		r = append(r, shortDir(ev.Direction))
+		r = append(r, event.ShortDir(ev.Direction))
 	}
-	r = append(r, shortClass(ev.PortClass, ev.Privileged))
+	r = append(r, event.ShortClass(ev.PortClass, ev.Privileged))
 	if !tw.narrow {
 		r = append(r, tw.paint(ev, resultWord(ev)))
 	}
@@ -219,34 +219,6 @@ func hostPort(ap netip.AddrPort, max int) string {
 	s := host + ":" + strconv.FormatUint(uint64(ap.Port()), 10)
 	if max > 0 && len(s) > max {
 		return host + "\n:" + s[len(host)+1:]
-	}
-	return s
-}
-
-func shortDir(d event.Direction) string {
-	switch d {
-	case event.DirInbound:
-		return "in"
-	case event.DirOutbound:
-		return "out"
-	}
-	return ""
-}
-
-// shortClass is "wk", "reg" or "dyn", with "*" when the port is privileged
-// in its network namespace.
-func shortClass(class event.PortClass, privileged bool) string {
-	var s string
-	switch class {
-	case event.ClassWellKnown:
-		s = "wk"
-	case event.ClassRegistered:
-		s = "reg"
-	case event.ClassDynamic:
-		s = "dyn"
-	}
-	if privileged {
-		s += "*"
 	}
 	return s
 }
