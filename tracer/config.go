@@ -1,7 +1,6 @@
 package tracer
 
 import (
-	"cmp"
 	"errors"
 	"fmt"
 	"math"
@@ -129,22 +128,13 @@ func (c *Config) Wants(ev *event.Event, procs mainComms) bool {
 			return false
 		}
 	}
-	if c.IPv4 != c.IPv6 && (eventFamily(ev) == "ipv4") != c.IPv4 {
+	if c.IPv4 != c.IPv6 && (ev.AddrFamily() == "ipv4") != c.IPv4 {
 		return false
 	}
 	if c.TCP != c.UDP && (ev.Proto == event.ProtoUDP) != c.UDP {
 		return false
 	}
 	return true
-}
-
-// eventFamily is the family of ev's addresses: an IPv6 socket talking to
-// an IPv4 peer (a dual-stack listener's IPv4 client) counts as IPv4.
-func eventFamily(ev *event.Event) string {
-	if ap := cmp.Or(ev.Remote, ev.Local); ap.IsValid() && ap.Addr().Is4In6() {
-		return "ipv4"
-	}
-	return event.FamilyName(ev.Family)
 }
 
 // PortSet is a set of ports, set from a list such as "25,80,8000-8100".

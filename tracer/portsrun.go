@@ -219,16 +219,17 @@ func (w *portsWatch) event(ev *event.Event) {
 		l.Scope = l.scope()
 	}
 	if w.cfg.Output == "json" {
-		w.buf = event.AppendJSON(w.buf[:0], ev)
+		var more func([]byte) []byte
 		if isListener {
-			w.buf = appendToObject(w.buf, func(b []byte) []byte {
+			more = func(b []byte) []byte {
 				if l.HasV6Only {
 					b = textout.AppendBool(b, "v6only", l.V6Only)
 				}
 				b = textout.AppendStr(b, "scope", l.Scope)
 				return textout.AppendStrings(b, "suspicious", l.Suspicious)
-			})
+			}
 		}
+		w.buf = event.AppendJSONWith(w.buf[:0], ev, more)
 		_, _ = w.out.Write(w.buf)
 	} else {
 		addr, note := sockAddr(ev.Local), ""
@@ -380,12 +381,6 @@ func holderFromEvent(ev *event.Event) Holder {
 		Exe: ev.Exe, ExeDeleted: ev.ExeDeleted, Cgroup: ev.Cgroup, FD: -1}
 	h.Start = proc.ReadFacts("/proc", ev.PID, proc.FactStat).Start
 	return h
-}
-
-// appendToObject adds fields to the JSON object that ends buf ("}\n").
-func appendToObject(buf []byte, fields func([]byte) []byte) []byte {
-	buf = fields(buf[:len(buf)-2])
-	return append(buf, "}\n"...)
 }
 
 func resultNote(ev *event.Event) string {
@@ -569,13 +564,11 @@ func writeWhoEvent(w io.Writer, output string, ev *event.Event, netns bool) erro
 	h := holderFromEvent(ev)
 	var err error
 	if output == "json" {
-		buf := event.AppendJSON(nil, ev)
+		var more func([]byte) []byte
 		if !h.Start.IsZero() {
-			buf = appendToObject(buf, func(b []byte) []byte {
-				return textout.AppendStr(b, "start", h.Start.UTC().Format(time.RFC3339))
-			})
+			more = func(b []byte) []byte { return textout.AppendStr(b, "start", h.Start.UTC().Format(time.RFC3339)) }
 		}
-		_, err = w.Write(buf)
+		_, err = w.Write(event.AppendJSONWith(nil, ev, more))
 	} else {
 		where := ""
 		if netns {

@@ -39,7 +39,11 @@ func ShortClass(class PortClass, privileged bool) string {
 // AppendJSON appends ev as one JSON object and a newline. Field names are
 // the stable event contract (see README); fields the backend could not know
 // are left out. It allocates nothing once buf has grown.
-func AppendJSON(buf []byte, ev *Event) []byte {
+func AppendJSON(buf []byte, ev *Event) []byte { return AppendJSONWith(buf, ev, nil) }
+
+// AppendJSONWith is AppendJSON with the fields more appends added at the
+// end of the object (ports --watch adds a listener's scope and flags).
+func AppendJSONWith(buf []byte, ev *Event, more func([]byte) []byte) []byte {
 	buf = append(buf, `{"time":"`...)
 	buf = ev.Time.UTC().AppendFormat(buf, textout.TimeLayout)
 	buf = append(buf, `","event":"`...)
@@ -94,5 +98,8 @@ func AppendJSON(buf []byte, ev *Event) []byte {
 		buf = textout.AppendStr(buf, "direction", ev.Direction.String())
 	}
 	buf = textout.AppendStr(buf, "backend", ev.Backend.String())
+	if more != nil {
+		buf = more(buf)
+	}
 	return append(buf, "}\n"...)
 }
