@@ -34,6 +34,9 @@ type Config struct {
 	Version  bool
 	Metrics  string
 	Verbose  bool
+	// NoColor keeps colour off a terminal (NO_COLOR in the environment,
+	// which cmd/porttrace reads).
+	NoColor bool
 
 	backend  string
 	user     userFlag // --uid as given: Validate resolves a name into UID

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"time"
 
@@ -214,7 +213,7 @@ func newWriter(cfg Config, out *bufio.Writer, stdout io.Writer) (writer, error) 
 		return &jsonWriter{out: out}, nil
 	}
 	width, tty := textout.TerminalWidth(stdout)
-	color := tty && os.Getenv("NO_COLOR") == ""
+	color := tty && !cfg.NoColor
 	tw, err := NewTableWriter(out, width, color)
 	if err != nil {
 		return nil, err

@@ -38,6 +38,7 @@ func run(args []string) int {
 	}
 	const name = "porttrace"
 	cfg := tracer.DefaultConfig()
+	cfg.NoColor = os.Getenv("NO_COLOR") != "" // https://no-color.org
 	fs := newFlagSet("porttrace [flags]\n       porttrace churn [flags]\n       porttrace ports [flags]\n       porttrace who PORT[/tcp|/udp] [flags]",
 		"Trace bind, listen, connect and accept with the process behind each.")
 	cfg.AddFlags(fs)
