@@ -235,7 +235,7 @@ func closeAll(m *sharedMaps, progs ...*ebpf.Program) error {
 			errs = append(errs, mp.Close())
 		}
 	}
-	return joinErrors(errs...)
+	return JoinErrors(errs...)
 }
 
 // listenFunc is the kernel function every listen() passes through:

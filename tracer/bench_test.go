@@ -23,26 +23,6 @@ func BenchmarkDecodeJSON(b *testing.B) {
 	}
 }
 
-// BenchmarkDecodeTable is the same with the table writer.
-func BenchmarkDecodeTable(b *testing.B) {
-	raws := rawEvents()
-	en := proc.NewEnricherAt(b.TempDir())
-	tw, err := NewTableWriter(discard{}, 0, false)
-	if err != nil {
-		b.Fatal(err)
-	}
-	comms := newInterner()
-	var ev event.Event
-	b.ReportAllocs()
-	for i := 0; b.Loop(); i++ {
-		decode(&raws[i%len(raws)], 0, &ev, comms)
-		en.Enrich(&ev)
-		if err := tw.Write(&ev); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
-
 type discard struct{}
 
 func (discard) Write(p []byte) (int, error) { return len(p), nil }

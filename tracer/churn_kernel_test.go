@@ -400,14 +400,6 @@ func TestKernelChurnMetrics(t *testing.T) {
 	}
 }
 
-// blocked never returns from a Write once called: a pipe nobody reads.
-type blocked struct{ first chan struct{} }
-
-func (b *blocked) Write(p []byte) (int, error) {
-	close(b.first)
-	select {}
-}
-
 // Told to stop while nobody reads its output, churn stops at once, says
 // so, and its summary still counts what the kernel counted meanwhile.
 func TestKernelChurnStopWhileOutputStalled(t *testing.T) {
@@ -418,7 +410,7 @@ func TestKernelChurnStopWhileOutputStalled(t *testing.T) {
 	cfg := churn.DefaultConfig()
 	cfg.Interval = 50 * time.Millisecond
 	cfg.Backend = tracer.Backend(t)
-	out := &blocked{first: make(chan struct{})}
+	out := &blockedOut{first: make(chan struct{})}
 	var stderr tracer.SyncBuilder
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

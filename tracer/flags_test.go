@@ -1,90 +1,20 @@
 package tracer
 
 import (
-	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
 
 	"github.com/porttrace/porttrace/tracer/event"
 	"github.com/porttrace/porttrace/tracer/internal/flagcheck"
+	"github.com/porttrace/porttrace/tracer/internal/flagtest"
 )
 
 // checkErr fails t unless err contains want, or is nil when want is "".
-func checkErr(t *testing.T, err error, want string) {
-	t.Helper()
-	if want == "" && err != nil {
-		t.Fatal(err)
-	}
-	if want != "" && (err == nil || !strings.Contains(err.Error(), want)) {
-		t.Fatalf("error %v, want %q", err, want)
-	}
-}
-
-func TestCountFlag(t *testing.T) {
-	for _, tc := range []struct {
-		in      string
-		want    uint64
-		wantErr string
-	}{
-		{in: "1", want: 1},
-		{in: "18446744073709551615", want: 18446744073709551615},
-		{in: "0", wantErr: "want 1 or more events, at most 18446744073709551615"},
-		{in: "99999999999999999999", wantErr: "want 1 or more events"},
-		{in: "-1", wantErr: "want 1 or more events"},
-		{in: "ten", wantErr: "want 1 or more events"},
-		{in: "", wantErr: "want 1 or more events"},
-	} {
-		t.Run(tc.in, func(t *testing.T) {
-			var n countFlag
-			err := n.Set(tc.in)
-			checkErr(t, err, tc.wantErr)
-			if err == nil && uint64(n) != tc.want {
-				t.Errorf("count %d, want %d", n, tc.want)
-			}
-		})
-	}
-}
-
-func TestUserFlag(t *testing.T) {
-	const rangeErr = "want a user name or an id from 0 to 4294967294"
-	for _, tc := range []struct {
-		in         string
-		setErr     string
-		want       int64
-		resolveErr string
-	}{
-		{in: "0", want: 0},
-		{in: "1000", want: 1000},
-		{in: "4294967294", want: 4294967294},
-		{in: "root", want: 0},
-		{in: "4294967295", setErr: rangeErr + ` (4294967295 is the kernel's "no user")`},
-		{in: "99999999999999999999", setErr: rangeErr},
-		{in: "-1", setErr: rangeErr},
-		{in: "+5", setErr: rangeErr},
-		{in: "", setErr: rangeErr},
-		{in: "no-such-user-here", resolveErr: `invalid --uid "no-such-user-here": no such user; ` + rangeErr},
-	} {
-		t.Run(tc.in, func(t *testing.T) {
-			var u userFlag
-			err := u.Set(tc.in)
-			checkErr(t, err, tc.setErr)
-			if err != nil {
-				return
-			}
-			uid, err := u.resolve()
-			checkErr(t, err, tc.resolveErr)
-			if err == nil && uid != tc.want {
-				t.Errorf("uid %d, want %d", uid, tc.want)
-			}
-		})
-	}
-}
 
 func TestNetnsFlag(t *testing.T) {
 	for _, tc := range []struct {
@@ -112,7 +42,7 @@ func TestNetnsFlag(t *testing.T) {
 					break
 				}
 			}
-			checkErr(t, err, tc.wantErr)
+			flagtest.CheckErr(t, err, tc.wantErr)
 			if err == nil && n.String() != tc.want {
 				t.Errorf("netns %q, want %q", n.String(), tc.want)
 			}
@@ -146,10 +76,10 @@ func TestNetnsFileFlag(t *testing.T) {
 		t.Run(strings.Join(tc.netns, ","), func(t *testing.T) {
 			p := DefaultPortsConfig()
 			p.Netns = tc.netns
-			checkErr(t, p.Validate(), tc.wantErr)
+			flagtest.CheckErr(t, p.Validate(), tc.wantErr)
 			w := DefaultWhoConfig()
 			w.Netns = tc.netns
-			checkErr(t, w.Validate(), tc.wantErr)
+			flagtest.CheckErr(t, w.Validate(), tc.wantErr)
 		})
 	}
 }
@@ -174,7 +104,7 @@ func TestKindSetFlag(t *testing.T) {
 					break
 				}
 			}
-			checkErr(t, err, tc.wantErr)
+			flagtest.CheckErr(t, err, tc.wantErr)
 			if err == nil && k.String() != tc.want {
 				t.Errorf("events %q, want %q", k.String(), tc.want)
 			}
@@ -214,9 +144,9 @@ func TestMetricsFlag(t *testing.T) {
 		t.Run(tc.addr, func(t *testing.T) {
 			err := flagcheck.MetricsAddr(tc.addr)
 			if tc.ok {
-				checkErr(t, err, "")
+				flagtest.CheckErr(t, err, "")
 			} else {
-				checkErr(t, err, "invalid --metrics "+strconv.Quote(tc.addr)+": "+want)
+				flagtest.CheckErr(t, err, "invalid --metrics "+strconv.Quote(tc.addr)+": "+want)
 			}
 		})
 	}
@@ -224,13 +154,6 @@ func TestMetricsFlag(t *testing.T) {
 
 // parseFlags registers a config's flags on a fresh FlagSet and parses
 // args, as main does.
-func parseFlags(t *testing.T, add func(*pflag.FlagSet), args []string) error {
-	t.Helper()
-	fs := pflag.NewFlagSet("porttrace", pflag.ContinueOnError)
-	fs.SetOutput(new(strings.Builder))
-	add(fs)
-	return fs.Parse(args)
-}
 
 func TestPortsConfigFlags(t *testing.T) {
 	for _, tc := range []struct {
@@ -255,11 +178,11 @@ func TestPortsConfigFlags(t *testing.T) {
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			c := DefaultPortsConfig()
-			err := parseFlags(t, c.AddFlags, tc.args)
+			err := flagtest.Parse(t, c.AddFlags, tc.args)
 			if err == nil {
 				err = c.Validate()
 			}
-			checkErr(t, err, tc.wantErr)
+			flagtest.CheckErr(t, err, tc.wantErr)
 			if err == nil && !tc.check(&c) {
 				t.Errorf("unexpected config %+v", c)
 			}
@@ -272,11 +195,11 @@ func TestPortsConfigWithoutFlags(t *testing.T) {
 	c := DefaultPortsConfig()
 	c.Interval = 2 * time.Second
 	c.backend = "kprobe"
-	checkErr(t, c.Validate(), "")
+	flagtest.CheckErr(t, c.Validate(), "")
 	c.Duration = time.Second
-	checkErr(t, c.Validate(), "--duration needs --watch")
+	flagtest.CheckErr(t, c.Validate(), "--duration needs --watch")
 	c.Watch = true
-	checkErr(t, c.Validate(), "")
+	flagtest.CheckErr(t, c.Validate(), "")
 }
 
 func TestWhoConfigFlags(t *testing.T) {
@@ -294,11 +217,11 @@ func TestWhoConfigFlags(t *testing.T) {
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			c := DefaultWhoConfig()
-			err := parseFlags(t, c.AddFlags, tc.args)
+			err := flagtest.Parse(t, c.AddFlags, tc.args)
 			if err == nil {
 				err = c.Validate()
 			}
-			checkErr(t, err, tc.wantErr)
+			flagtest.CheckErr(t, err, tc.wantErr)
 		})
 	}
 }
@@ -307,25 +230,6 @@ func TestWhoConfigFlags(t *testing.T) {
 func TestWhoTargetRange(t *testing.T) {
 	for _, in := range []string{"0", "0/tcp", "99999", "65536/udp", "http", "-1"} {
 		var c WhoConfig
-		checkErr(t, c.ParseTarget(in), "want a port from 1 to 65535")
-	}
-}
-
-// --uid takes a name as the tools that list processes do.
-func TestUIDNameFlag(t *testing.T) {
-	u, err := user.Lookup("nobody")
-	if err != nil {
-		t.Skipf("no user nobody: %v", err)
-	}
-	want, _ := strconv.ParseInt(u.Uid, 10, 64)
-	c := DefaultConfig()
-	if err := parseFlags(t, c.AddFlags, []string{"--uid", "nobody"}); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	if c.UID != want {
-		t.Errorf("--uid nobody: %d, want %d", c.UID, want)
+		flagtest.CheckErr(t, c.ParseTarget(in), "want a port from 1 to 65535")
 	}
 }

@@ -1,13 +1,10 @@
 package tracer
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/hex"
 	"encoding/json"
 	"net/netip"
-	"regexp"
-	"strings"
 	"testing"
 	"time"
 	"unicode/utf8"
@@ -15,7 +12,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/porttrace/porttrace/tracer/event"
-	"github.com/porttrace/porttrace/tracer/internal/golden"
 	"github.com/porttrace/porttrace/tracer/textout"
 )
 
@@ -122,98 +118,6 @@ func decodedEvents() []event.Event {
 	return evs
 }
 
-func TestJSONGolden(t *testing.T) {
-	var buf []byte
-	for _, ev := range decodedEvents() {
-		buf = event.AppendJSON(buf, &ev)
-	}
-	buf = AppendLostJSON(buf, 3)
-	golden.Check(t, "events.jsonl", buf)
-
-	// Each line is valid JSON and carries the contract's field names.
-	for _, line := range bytes.Split(bytes.TrimSpace(buf), []byte("\n")) {
-		var m map[string]any
-		if err := json.Unmarshal(line, &m); err != nil {
-			t.Fatalf("invalid JSON %s: %v", line, err)
-		}
-		if m["event"] == "lost" {
-			continue
-		}
-		for _, key := range []string{"time", "event", "result", "pid", "tid", "ppid", "uid", "comm", "exe_deleted", "backend"} {
-			if _, ok := m[key]; !ok {
-				t.Errorf("line %s lacks %q", line, key)
-			}
-		}
-		if _, err := time.Parse(time.RFC3339Nano, m["time"].(string)); err != nil {
-			t.Errorf("time: %v", err)
-		}
-	}
-}
-
-func TestTableGolden(t *testing.T) {
-	for _, tc := range []struct {
-		file  string
-		width int
-		color bool
-	}{
-		{"events.table", 0, false},
-		{"events-80col.table", 80, false},
-		{"events-80col-color.table", 80, true},
-		{"events-color.table", 200, true},
-	} {
-		t.Run(tc.file, func(t *testing.T) {
-			var out bytes.Buffer
-			tw, err := NewTableWriter(&out, tc.width, tc.color)
-			if err != nil {
-				t.Fatal(err)
-			}
-			w := &tableOut{tw: tw, out: &out, width: tc.width}
-			for _, ev := range decodedEvents() {
-				if err := w.Write(&ev); err != nil {
-					t.Fatal(err)
-				}
-			}
-			if err := w.Close(); err != nil {
-				t.Fatal(err)
-			}
-			// Nothing but our own colour codes reaches the terminal: a
-			// process name cannot carry escapes or control bytes into it.
-			plain := regexp.MustCompile("\x1b\\[1;3[13]m|\x1b\\[0m").ReplaceAll(out.Bytes(), nil)
-			if i := bytes.IndexFunc(plain, func(r rune) bool { return r < 0x20 && r != '\n' || r == 0x7f }); i >= 0 {
-				t.Errorf("control byte %q in the table at offset %d", plain[i], i)
-			}
-			if tc.width == 0 {
-				// Into a pipe every event is one whole line, with no
-				// trailing spaces; only the reason of a failure and a
-				// deleted executable get lines of their own.
-				lines := strings.Split(strings.TrimSuffix(string(plain), "\n"), "\n")
-				rows := 0
-				for _, line := range lines {
-					if strings.HasPrefix(line, "00:00:01 ") {
-						rows++
-					} else if !strings.HasPrefix(line, "TIME ") && !strings.HasPrefix(line, reasonIndent) {
-						t.Errorf("a continued line: %q", line)
-					}
-					if strings.HasSuffix(line, " ") {
-						t.Errorf("trailing spaces: %q", line)
-					}
-				}
-				if rows != len(decodedEvents()) {
-					t.Errorf("%d rows for %d events", rows, len(decodedEvents()))
-				}
-			}
-			if tc.width > 0 {
-				for _, line := range strings.Split(string(plain), "\n") {
-					if n := utf8.RuneCountInString(line); n > tc.width {
-						t.Errorf("%d columns, wider than %d: %q", n, tc.width, line)
-					}
-				}
-			}
-			golden.Check(t, tc.file, out.Bytes())
-		})
-	}
-}
-
 func TestDecode(t *testing.T) {
 	evs := decodedEvents()
 	for _, tc := range []struct {
@@ -284,40 +188,6 @@ func TestJSONStringEscapes(t *testing.T) {
 		if raw, err := hex.DecodeString(m["comm_hex"].(string)); err != nil || string(raw) != in {
 			t.Errorf("%q: comm_hex %v decodes to %q (%v)", in, m["comm_hex"], raw, err)
 		}
-	}
-}
-
-// fakeLost is the kernel's running count of dropped events.
-type fakeLost []uint64
-
-func (f *fakeLost) Lost() (uint64, error) {
-	n := (*f)[0]
-	if len(*f) > 1 {
-		*f = (*f)[1:]
-	}
-	return n, nil
-}
-
-// Each burst of losses is told once, with its own count, not the running
-// total: on stderr, as a lost line and in the metrics.
-func TestLostBursts(t *testing.T) {
-	var stderr strings.Builder
-	var out bytes.Buffer
-	bw := bufio.NewWriter(&out)
-	m := NewMetrics()
-	l := &lostReport{counter: &fakeLost{0, 5, 5, 8}, out: &jsonWriter{out: bw}, stderr: &stderr, metrics: m}
-	for range 4 {
-		l.check()
-	}
-	bw.Flush()
-	if want := "{\"event\":\"lost\",\"count\":5}\n{\"event\":\"lost\",\"count\":3}\n"; out.String() != want {
-		t.Errorf("lost lines\n%s\nwant\n%s", out.String(), want)
-	}
-	if want := "porttrace: 5 events lost: the ring buffer was full\nporttrace: 3 events lost: the ring buffer was full\n"; stderr.String() != want {
-		t.Errorf("stderr\n%s\nwant\n%s", stderr.String(), want)
-	}
-	if l.reported != 8 || m.lost != 8 {
-		t.Errorf("reported %d, metrics %v; want 8 and 8", l.reported, m.lost)
 	}
 }
 

@@ -119,7 +119,7 @@ func (c *WhoConfig) ParseTarget(arg string) error {
 	}
 	if port == 0 {
 		// bind(0) asks for any port: no socket is ever on port 0.
-		return fmt.Errorf("invalid port 0 in %q: %s", arg, portRange)
+		return fmt.Errorf("invalid port 0 in %q: %s", arg, flagcheck.PortRange)
 	}
 	c.Port = port
 	switch {

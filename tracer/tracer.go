@@ -26,9 +26,9 @@ var ErrStopped = errors.New("tracer stopped")
 // ringBufferSize holds about 70,000 events: seconds of a connection storm.
 const ringBufferSize = 8 << 20
 
-// readEvery bounds how long an event can wait in the ring buffer when too
+// ReadEvery bounds how long an event can wait in the ring buffer when too
 // few have gathered to wake the reader.
-const readEvery = 25 * time.Millisecond
+const ReadEvery = 25 * time.Millisecond
 
 // Options select what the kernel side reports. Filters here run in the
 // kernel, before an event costs ring-buffer space.
@@ -108,13 +108,13 @@ func New(o Options) (*Tracer, error) {
 		t.refused = append(t.refused, b)
 	}
 	if t.l == nil {
-		if err := joinErrors(errs...); errors.Is(err, unix.EMFILE) {
+		if err := JoinErrors(errs...); errors.Is(err, unix.EMFILE) {
 			return nil, fmt.Errorf("too many open files while loading (RLIMIT_NOFILE): raise the limit (ulimit -n): %w", err)
 		}
 		if len(order) == 1 {
 			return nil, explain(errs[0])
 		}
-		return nil, fmt.Errorf("no usable backend: %w", explain(joinErrors(errs...)))
+		return nil, fmt.Errorf("no usable backend: %w", explain(JoinErrors(errs...)))
 	}
 	now, boot := time.Now(), monotonicBoot()
 	t.bootOffset = time.Duration(now.UnixNano() - boot)
@@ -148,8 +148,8 @@ func (j joinedErrors) Error() string {
 
 func (j joinedErrors) Unwrap() []error { return j }
 
-// joinErrors joins the non-nil errors, or returns nil when there are none.
-func joinErrors(errs ...error) error {
+// JoinErrors joins the non-nil errors, or returns nil when there are none.
+func JoinErrors(errs ...error) error {
 	var j joinedErrors
 	for _, err := range errs {
 		if err != nil {
@@ -299,7 +299,7 @@ func (t *Tracer) Read(ev *event.Event) error {
 	for {
 		// The kernel wakes the reader only once a batch has gathered
 		// (wakeup_flags in bpf/common.h); the deadline picks up the rest.
-		t.rd.SetDeadline(time.Now().Add(readEvery))
+		t.rd.SetDeadline(time.Now().Add(ReadEvery))
 		if err := t.rd.ReadInto(&t.rec); err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) {
 				continue
@@ -359,7 +359,7 @@ func (t *Tracer) detach() {
 // Close stops the tracer and frees everything it loaded.
 func (t *Tracer) Close() error {
 	t.Stop()
-	return joinErrors(t.rd.Close(), t.l.close())
+	return JoinErrors(t.rd.Close(), t.l.close())
 }
 
 // Capability numbers (linux/capability.h); CAP_BPF and CAP_PERFMON split

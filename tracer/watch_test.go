@@ -7,7 +7,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -137,16 +136,6 @@ func TestKernelStopWhileOutputStalled(t *testing.T) {
 		run     func(ctx context.Context, stdout, stderr *SyncBuilder, out *blockedWriter) error
 		summary string
 	}{
-		{"stream", func(ctx context.Context, _, stderr *SyncBuilder, out *blockedWriter) error {
-			cfg := DefaultConfig()
-			cfg.Output = "json"
-			cfg.PID = uint32(os.Getpid())
-			cfg.backend = BackendName()
-			if err := cfg.Validate(); err != nil {
-				t.Fatal(err)
-			}
-			return Run(ctx, cfg, out, stderr)
-		}, "porttrace: stopped while the output was not being read: "},
 		{"ports --watch", func(ctx context.Context, _, stderr *SyncBuilder, out *blockedWriter) error {
 			cfg := DefaultPortsConfig()
 			cfg.Watch = true
@@ -192,12 +181,7 @@ func TestKernelStopWhileOutputStalled(t *testing.T) {
 				t.Errorf("stderr lacks %q:\n%s", tc.summary, stderr.String())
 			}
 			// The summary counts what happened, written or not.
-			switch tc.name {
-			case "stream":
-				if m := regexp.MustCompile(`(\d+) events? not written`).FindStringSubmatch(stderr.String()); m == nil || m[1] == "0" {
-					t.Errorf("the stream's summary does not count the events it could not write:\n%s", stderr.String())
-				}
-			}
+
 		})
 	}
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/porttrace/porttrace/tracer"
 	"github.com/porttrace/porttrace/tracer/churn"
+	"github.com/porttrace/porttrace/tracer/stream"
 	"github.com/porttrace/porttrace/tracer/textout"
 )
 
@@ -37,7 +38,7 @@ func run(args []string) int {
 		}
 	}
 	const name = "porttrace"
-	cfg := tracer.DefaultConfig()
+	cfg := stream.DefaultConfig()
 	cfg.NoColor = os.Getenv("NO_COLOR") != "" // https://no-color.org
 	fs := newFlagSet("porttrace [flags]\n       porttrace churn [flags]\n       porttrace ports [flags]\n       porttrace who PORT[/tcp|/udp] [flags]",
 		"Trace bind, listen, connect and accept with the process behind each.")
@@ -52,7 +53,7 @@ func run(args []string) int {
 	if err := cfg.Validate(); err != nil {
 		return usageError(name, err)
 	}
-	return exit(name, func(ctx context.Context) error { return tracer.Run(ctx, cfg, os.Stdout, os.Stderr) })
+	return exit(name, func(ctx context.Context) error { return stream.Run(ctx, cfg, os.Stdout, os.Stderr) })
 }
 
 func runChurn(args []string) int {

@@ -4,7 +4,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/spf13/pflag"
+	"github.com/porttrace/porttrace/tracer/internal/flagtest"
 )
 
 func TestChurnConfigFlags(t *testing.T) {
@@ -19,29 +19,11 @@ func TestChurnConfigFlags(t *testing.T) {
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			c := DefaultConfig()
-			err := parseFlags(t, c.AddFlags, tc.args)
+			err := flagtest.Parse(t, c.AddFlags, tc.args)
 			if err == nil {
 				err = c.Validate()
 			}
-			checkErr(t, err, tc.wantErr)
+			flagtest.CheckErr(t, err, tc.wantErr)
 		})
-	}
-}
-
-func parseFlags(t *testing.T, add func(*pflag.FlagSet), args []string) error {
-	t.Helper()
-	fs := pflag.NewFlagSet("porttrace", pflag.ContinueOnError)
-	fs.SetOutput(new(strings.Builder))
-	add(fs)
-	return fs.Parse(args)
-}
-
-func checkErr(t *testing.T, err error, want string) {
-	t.Helper()
-	if want == "" && err != nil {
-		t.Fatal(err)
-	}
-	if want != "" && (err == nil || !strings.Contains(err.Error(), want)) {
-		t.Fatalf("error %v, want %q", err, want)
 	}
 }

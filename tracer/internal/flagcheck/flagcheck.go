@@ -101,3 +101,8 @@ func Backend(s string) (event.Backend, error) {
 	}
 	return b, nil
 }
+
+// PortRange is what every message about a port wants. PortSet itself takes
+// 0, which ip_local_reserved_ports may list; the flags refuse it, as no
+// socket is on port 0 (bind asks with it for any port).
+const PortRange = "want a port from 1 to 65535"

@@ -1,4 +1,4 @@
-package tracer
+package stream
 
 import (
 	"bufio"
@@ -6,14 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
+	"github.com/porttrace/porttrace/tracer"
 	"github.com/porttrace/porttrace/tracer/event"
 	"github.com/porttrace/porttrace/tracer/internal/proc"
-	"github.com/porttrace/porttrace/tracer/internal/promserve"
 	"github.com/porttrace/porttrace/tracer/textout"
 )
 
@@ -26,8 +25,8 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer, stderr io.Writer) er
 	if cfg.Metrics != "" {
 		metrics = NewMetrics()
 	}
-	t, srv, detach, err := Attach(Options{Backend: cfg.Backend, Events: cfg.Events, PID: cfg.PID, FilterUID: cfg.UID >= 0,
-		UID: uint32(cfg.UID), Ports: &cfg.Ports, RingBufferSize: cfg.ringSize}, metrics, cfg.Metrics, "porttrace", "tracing", cfg.Verbose, stderr)
+	t, srv, detach, err := tracer.Attach(tracer.Options{Backend: cfg.Backend, Events: cfg.Events, PID: cfg.PID, FilterUID: cfg.UID >= 0,
+		UID: uint32(cfg.UID), Ports: &cfg.Ports, RingBufferSize: cfg.RingBufferSize}, metrics, cfg.Metrics, "porttrace", "tracing", cfg.Verbose, stderr)
 	if err != nil {
 		return err
 	}
@@ -57,7 +56,7 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer, stderr io.Writer) er
 	}
 	t.Stop()
 	l.lost.check()
-	if err := joinErrors(w.Close(), out.Flush()); errors.Is(err, textout.ErrStalled) {
+	if err := tracer.JoinErrors(w.Close(), out.Flush()); errors.Is(err, textout.ErrStalled) {
 		l.unwritten += l.buffered
 	} else if err != nil {
 		return fmt.Errorf("writing output: %w", err)
@@ -70,38 +69,11 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer, stderr io.Writer) er
 	return nil
 }
 
-// Attach starts a tracer with o and, when addr is set, serves c on its
-// /metrics: the tracer first, so that a machine short of file descriptors
-// is told so before a server says it is listening. cmd names the command
-// and doing what it does, for the lines on stderr. The server is nil
-// without addr; the returned func undoes both.
-func Attach(o Options, c prometheus.Collector, addr, cmd, doing string, verbose bool, stderr io.Writer) (*Tracer, *promserve.Server, func(), error) {
-	if addr != "" {
-		o.ExtraFDs = promserve.DefaultLimits.FDs()
-	}
-	t, err := New(o)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	var srv *promserve.Server
-	stop := func() {}
-	if addr != "" {
-		if srv, err = promserve.Serve(addr, c, promserve.DefaultLimits, stderr); err != nil {
-			t.Close()
-			return nil, nil, nil, err
-		}
-		stop = srv.Close
-		fmt.Fprintf(stderr, "%s: serving metrics on http://%s/metrics\n", cmd, srv.Addr())
-	}
-	fmt.Fprintf(stderr, "%s: %s with %s\n", cmd, doing, t.Describe(verbose))
-	return t, srv, func() { stop(); t.Close() }, nil
-}
-
 // streamLoop reads events until the tracer stops or --count is reached,
 // and writes those the filters want.
 type streamLoop struct {
 	cfg       Config
-	t         *Tracer
+	t         *tracer.Tracer
 	metrics   *Metrics
 	w         writer
 	out       *bufio.Writer
@@ -120,7 +92,7 @@ func (l *streamLoop) run() error {
 	l.lastLost, l.lastFlush = time.Now(), time.Now()
 	for l.cfg.Count == 0 || l.s.total < l.cfg.Count {
 		err := l.t.Read(&ev)
-		if errors.Is(err, ErrStopped) {
+		if errors.Is(err, tracer.ErrStopped) {
 			return nil
 		}
 		if err != nil {
@@ -163,7 +135,7 @@ func (l *streamLoop) write(ev *event.Event) error {
 	}
 	// Flush when the buffer is drained, or at least every readEvery
 	// under a steady stream, and before stopping on --count.
-	if l.t.Pending() && time.Since(l.lastFlush) <= readEvery && l.s.total != l.cfg.Count {
+	if l.t.Pending() && time.Since(l.lastFlush) <= tracer.ReadEvery && l.s.total != l.cfg.Count {
 		return nil
 	}
 	l.lastFlush = time.Now()
@@ -218,7 +190,19 @@ func newWriter(cfg Config, out *bufio.Writer, stdout io.Writer) (writer, error) 
 	if err != nil {
 		return nil, err
 	}
-	return &tableOut{tw: tw, out: out, width: width}, nil
+	return &Table{tw: tw, out: out, width: width}, nil
+}
+
+// NewTable writes events to w as the stream's table, sized for a terminal
+// of width columns (0: into a pipe), coloured or not: each a row, and
+// under it the lines that say why a call failed or that its executable
+// was deleted.
+func NewTable(w io.Writer, width int, color bool) (*Table, error) {
+	tw, err := NewTableWriter(w, width, color)
+	if err != nil {
+		return nil, err
+	}
+	return &Table{tw: tw, out: w, width: width}, nil
 }
 
 type jsonWriter struct {
@@ -239,22 +223,24 @@ func (j *jsonWriter) Lost(n uint64) {
 
 func (j *jsonWriter) Close() error { return nil }
 
-// tableOut adds, under a row that was denied or failed, a line saying why.
-type tableOut struct {
+// Table is the stream's table: a TableWriter's rows, and under a row the
+// lines saying why a call was denied or failed or that its executable was
+// deleted.
+type Table struct {
 	tw    *TableWriter
 	out   io.Writer
 	width int // terminal width, 0 when not a terminal
 }
 
-func (t *tableOut) Write(ev *event.Event) error {
+func (t *Table) Write(ev *event.Event) error {
 	if err := t.tw.Write(ev); err != nil {
 		return err
 	}
 	for n, note := range t.tw.notes(ev) {
-		for i, line := range textout.WrapWords(note, t.width-len(reasonIndent)) {
-			prefix := reasonIndent
+		for i, line := range textout.WrapWords(note, t.width-len(ReasonIndent)) {
+			prefix := ReasonIndent
 			if i > 0 {
-				prefix = strings.Repeat(" ", len(reasonIndent))
+				prefix = strings.Repeat(" ", len(ReasonIndent))
 			} else if n == 0 && t.tw.narrow && ev.Result != event.ResultOK {
 				// The errno leads the note when no RESULT column shows it.
 				errno := ev.ErrnoName()
@@ -268,11 +254,11 @@ func (t *tableOut) Write(ev *event.Event) error {
 	return nil
 }
 
-const reasonIndent = "         \u2514 "
+const ReasonIndent = "         \u2514 "
 
-func (t *tableOut) Lost(n uint64) {}
+func (t *Table) Lost(n uint64) {}
 
-func (t *tableOut) Close() error { return t.tw.Close() }
+func (t *Table) Close() error { return t.tw.Close() }
 
 // summary counts what was written, for the line printed on exit.
 type summary struct {
@@ -304,4 +290,11 @@ func (s *summary) String() string {
 	}
 	return fmt.Sprintf("%d %s (%s), %d denied, %d failed", s.total, textout.Plural(int(s.total), "event", "events"),
 		strings.Join(parts, ", "), s.denied, s.failed)
+}
+
+// AppendLostJSON appends the line that reports dropped events.
+func AppendLostJSON(buf []byte, n uint64) []byte {
+	buf = append(buf, `{"event":"lost","count":`...)
+	buf = strconv.AppendUint(buf, n, 10)
+	return append(buf, "}\n"...)
 }

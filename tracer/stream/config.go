@@ -1,4 +1,8 @@
-package tracer
+// Package stream is porttrace's live stream (`porttrace` with no
+// subcommand): its flags and the filters userspace applies, the loop that
+// reads, enriches and writes each event, the table and JSON views, the
+// summary and the losses told once each, and its Prometheus collector.
+package stream
 
 import (
 	"errors"
@@ -11,6 +15,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/porttrace/porttrace/tracer"
 	"github.com/porttrace/porttrace/tracer/event"
 	"github.com/porttrace/porttrace/tracer/internal/flagcheck"
 )
@@ -18,11 +23,11 @@ import (
 // Config is everything the command line sets.
 type Config struct {
 	Output   string
-	Ports    PortSet
+	Ports    tracer.PortSet
 	PID      uint32
 	UID      int64 // -1: every user
 	Comm     string
-	Events   KindSet
+	Events   tracer.KindSet
 	Failed   bool
 	IPv4     bool
 	IPv6     bool
@@ -37,15 +42,17 @@ type Config struct {
 	// NoColor keeps colour off a terminal (NO_COLOR in the environment,
 	// which cmd/porttrace reads).
 	NoColor bool
+	// RingBufferSize in bytes; 0 is the tracer's default (tests shrink it
+	// to force a loss).
+	RingBufferSize uint32
 
-	backend  string
-	user     userFlag // --uid as given: Validate resolves a name into UID
-	ringSize uint32   // bytes; 0: the default (tests shrink it to force a loss)
+	backend string
+	user    userFlag // --uid as given: Validate resolves a name into UID
 }
 
 // DefaultConfig is a Config with every event and no filter.
 func DefaultConfig() Config {
-	return Config{Output: "table", UID: -1, Events: AllKinds(), backend: "auto"}
+	return Config{Output: "table", UID: -1, Events: tracer.AllKinds(), backend: "auto"}
 }
 
 // AddFlags registers the flags on fs, grouped as the help text shows them.
@@ -75,7 +82,7 @@ func (c *Config) Validate() error {
 		return err
 	}
 	if c.Ports.Has(0) {
-		return fmt.Errorf("invalid --port %q: %s", c.Ports.itemWith(0), portRange)
+		return fmt.Errorf("invalid --port %q: %s", c.Ports.Item(0), flagcheck.PortRange)
 	}
 	if c.IPv4 && c.IPv6 {
 		return errors.New("-4 and -6 together: leaving both out already means both families")
@@ -139,136 +146,6 @@ func (c *Config) Wants(ev *event.Event, procs mainComms) bool {
 	}
 	return true
 }
-
-// PortSet is a set of ports, set from a list such as "25,80,8000-8100".
-type PortSet struct {
-	bits [65536 / 64]uint64
-	spec []string
-}
-
-// Set adds the ports of a comma-separated list of ports and ranges.
-func (p *PortSet) Set(s string) error {
-	for _, item := range strings.Split(s, ",") {
-		item = strings.TrimSpace(item)
-		if item == "" {
-			return fmt.Errorf("an empty item in port list %q: want PORT or FIRST-LAST, comma-separated", s)
-		}
-		lo, hi, isRange := strings.Cut(item, "-")
-		if isRange && (lo == "" || hi == "") {
-			return fmt.Errorf("invalid port range %q: want FIRST-LAST, each a port from 1 to 65535", item)
-		}
-		first, err := parsePort(lo)
-		if err != nil {
-			return err
-		}
-		last := first
-		if isRange {
-			if last, err = parsePort(hi); err != nil {
-				return err
-			}
-			if last < first {
-				return fmt.Errorf("port range %q runs backwards", item)
-			}
-		}
-		for port := int(first); port <= int(last); port++ {
-			p.bits[port/64] |= 1 << (port % 64)
-		}
-		p.spec = append(p.spec, item)
-	}
-	return nil
-}
-
-// portRange is what every message about a port wants. PortSet itself takes
-// 0, which ip_local_reserved_ports may list; the flags refuse it, as no
-// socket is on port 0 (bind asks with it for any port).
-const portRange = "want a port from 1 to 65535"
-
-func parsePort(s string) (uint16, error) {
-	n, err := strconv.ParseUint(s, 10, 16)
-	if err != nil {
-		return 0, fmt.Errorf("invalid port %q: %s", s, portRange)
-	}
-	return uint16(n), nil
-}
-
-// itemWith is the item of the list that set port, for a message.
-func (p *PortSet) itemWith(port uint16) string {
-	for _, item := range p.spec {
-		lo, hi, isRange := strings.Cut(item, "-")
-		first, _ := parsePort(lo)
-		last := first
-		if isRange {
-			last, _ = parsePort(hi)
-		}
-		if first <= port && port <= last {
-			return item
-		}
-	}
-	return strconv.Itoa(int(port))
-}
-
-// Has reports whether port is in the set.
-func (p *PortSet) Has(port uint16) bool { return p.bits[port/64]&(1<<(port%64)) != 0 }
-
-// Empty reports whether no port was set.
-func (p *PortSet) Empty() bool { return len(p.spec) == 0 }
-
-func (p *PortSet) String() string { return strings.Join(p.spec, ",") }
-
-// Type is what --help shows as the value's kind.
-func (p *PortSet) Type() string { return "ports" }
-
-// KindSet is a set of event kinds, set from a list such as "bind,connect".
-type KindSet struct {
-	set  uint8
-	user bool // Set has been called: replace the default instead of adding
-}
-
-// AllKinds is every event kind.
-func AllKinds() KindSet {
-	var k KindSet
-	for _, kind := range []event.Kind{event.KindBind, event.KindListen, event.KindConnect, event.KindAccept} {
-		k.set |= 1 << kind
-	}
-	return k
-}
-
-// Set replaces the default with the kinds in a comma-separated list.
-func (k *KindSet) Set(s string) error {
-	if !k.user {
-		k.set, k.user = 0, true
-	}
-	for _, name := range strings.Split(s, ",") {
-		kind, err := event.ParseKind(strings.TrimSpace(name))
-		if err != nil {
-			return err
-		}
-		if k.Has(kind) {
-			return fmt.Errorf("event %q named twice", kind)
-		}
-		k.set |= 1 << kind
-	}
-	return nil
-}
-
-// Has reports whether kind is in the set.
-func (k *KindSet) Has(kind event.Kind) bool { return kind < 8 && k.set&(1<<kind) != 0 }
-
-// Empty reports whether no kind is set.
-func (k *KindSet) Empty() bool { return k.set == 0 }
-
-func (k *KindSet) String() string {
-	var names []string
-	for kind := event.KindBind; kind <= event.KindAccept; kind++ {
-		if k.Has(kind) {
-			names = append(names, kind.String())
-		}
-	}
-	return strings.Join(names, ",")
-}
-
-// Type is what --help shows as the value's kind.
-func (k *KindSet) Type() string { return "events" }
 
 // countFlag is --count. Its zero value, the default, means no limit, which
 // is why 0 cannot be asked for.
@@ -372,11 +249,3 @@ func (p *pidFlag) String() string { return strconv.FormatUint(uint64(*p), 10) }
 
 // Type is what --help shows as the value's kind.
 func (p *pidFlag) Type() string { return "pid" }
-
-func KindsOf(kinds ...event.Kind) KindSet {
-	var s KindSet
-	for _, k := range kinds {
-		s.set |= 1 << k
-	}
-	return s
-}

@@ -1,0 +1,88 @@
+package stream
+
+import (
+	"os/user"
+	"strconv"
+	"testing"
+
+	"github.com/porttrace/porttrace/tracer/internal/flagtest"
+)
+
+func TestCountFlag(t *testing.T) {
+	for _, tc := range []struct {
+		in      string
+		want    uint64
+		wantErr string
+	}{
+		{in: "1", want: 1},
+		{in: "18446744073709551615", want: 18446744073709551615},
+		{in: "0", wantErr: "want 1 or more events, at most 18446744073709551615"},
+		{in: "99999999999999999999", wantErr: "want 1 or more events"},
+		{in: "-1", wantErr: "want 1 or more events"},
+		{in: "ten", wantErr: "want 1 or more events"},
+		{in: "", wantErr: "want 1 or more events"},
+	} {
+		t.Run(tc.in, func(t *testing.T) {
+			var n countFlag
+			err := n.Set(tc.in)
+			flagtest.CheckErr(t, err, tc.wantErr)
+			if err == nil && uint64(n) != tc.want {
+				t.Errorf("count %d, want %d", n, tc.want)
+			}
+		})
+	}
+}
+
+func TestUserFlag(t *testing.T) {
+	const rangeErr = "want a user name or an id from 0 to 4294967294"
+	for _, tc := range []struct {
+		in         string
+		setErr     string
+		want       int64
+		resolveErr string
+	}{
+		{in: "0", want: 0},
+		{in: "1000", want: 1000},
+		{in: "4294967294", want: 4294967294},
+		{in: "root", want: 0},
+		{in: "4294967295", setErr: rangeErr + ` (4294967295 is the kernel's "no user")`},
+		{in: "99999999999999999999", setErr: rangeErr},
+		{in: "-1", setErr: rangeErr},
+		{in: "+5", setErr: rangeErr},
+		{in: "", setErr: rangeErr},
+		{in: "no-such-user-here", resolveErr: `invalid --uid "no-such-user-here": no such user; ` + rangeErr},
+	} {
+		t.Run(tc.in, func(t *testing.T) {
+			var u userFlag
+			err := u.Set(tc.in)
+			flagtest.CheckErr(t, err, tc.setErr)
+			if err != nil {
+				return
+			}
+			uid, err := u.resolve()
+			flagtest.CheckErr(t, err, tc.resolveErr)
+			if err == nil && uid != tc.want {
+				t.Errorf("uid %d, want %d", uid, tc.want)
+			}
+		})
+	}
+}
+
+// --uid takes a name as the tools that list processes do.
+func TestUIDNameFlag(t *testing.T) {
+	u, err := user.Lookup("nobody")
+	if err != nil {
+		t.Skipf("no user nobody: %v", err)
+	}
+	want, _ := strconv.ParseInt(u.Uid, 10, 64)
+	c := DefaultConfig()
+	if err := flagtest.Parse(t, c.AddFlags, []string{"--uid", "nobody"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if c.UID != want {
+		t.Errorf("--uid nobody: %d, want %d", c.UID, want)
+	}
+}
