@@ -26,13 +26,13 @@ func (p *PortSet) Set(s string) error {
 		if isRange && (lo == "" || hi == "") {
 			return fmt.Errorf("invalid port range %q: want FIRST-LAST, each a port from 1 to 65535", item)
 		}
-		first, err := parsePort(lo)
+		first, err := ParsePort(lo)
 		if err != nil {
 			return err
 		}
 		last := first
 		if isRange {
-			if last, err = parsePort(hi); err != nil {
+			if last, err = ParsePort(hi); err != nil {
 				return err
 			}
 			if last < first {
@@ -47,7 +47,8 @@ func (p *PortSet) Set(s string) error {
 	return nil
 }
 
-func parsePort(s string) (uint16, error) {
+// ParsePort reads a port number, saying the range when it is not one.
+func ParsePort(s string) (uint16, error) {
 	n, err := strconv.ParseUint(s, 10, 16)
 	if err != nil {
 		return 0, fmt.Errorf("invalid port %q: %s", s, flagcheck.PortRange)
@@ -59,10 +60,10 @@ func parsePort(s string) (uint16, error) {
 func (p *PortSet) Item(port uint16) string {
 	for _, item := range p.spec {
 		lo, hi, isRange := strings.Cut(item, "-")
-		first, _ := parsePort(lo)
+		first, _ := ParsePort(lo)
 		last := first
 		if isRange {
-			last, _ = parsePort(hi)
+			last, _ = ParsePort(hi)
 		}
 		if first <= port && port <= last {
 			return item

@@ -1,88 +1,15 @@
 package tracer
 
 import (
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
-	"golang.org/x/sys/unix"
-
-	"github.com/porttrace/porttrace/tracer/event"
 	"github.com/porttrace/porttrace/tracer/internal/flagcheck"
 	"github.com/porttrace/porttrace/tracer/internal/flagtest"
 )
 
 // checkErr fails t unless err contains want, or is nil when want is "".
-
-func TestNetnsFlag(t *testing.T) {
-	for _, tc := range []struct {
-		in      []string // one --netns flag each
-		want    string
-		wantErr string
-	}{
-		{in: []string{"/run/netns/a,/proc/1/ns/net"}, want: "/run/netns/a,/proc/1/ns/net"},
-		{in: []string{"/run/netns/a", "/run/netns/b"}, want: "/run/netns/a,/run/netns/b"},
-		{in: []string{"all"}, want: "all"},
-		{in: []string{""}, wantErr: "empty namespace path: want PATH,... or all"},
-		{in: []string{"/run/netns/a,"}, wantErr: "empty namespace path"},
-		{in: []string{"/x\ny"}, wantErr: "a namespace path with a control character"},
-		{in: []string{"/x\x1b[2Jy"}, wantErr: "control character"},
-		{in: []string{"/x\x7fy"}, wantErr: "control character"},
-		{in: []string{"all,/run/netns/a"}, wantErr: "all is every namespace already: name no other with it"},
-		{in: []string{"/run/netns/a", "all"}, wantErr: "all is every namespace already"},
-		{in: []string{"all", "all"}, wantErr: "all is every namespace already"},
-	} {
-		t.Run(strings.Join(tc.in, " "), func(t *testing.T) {
-			var n netnsFlag
-			var err error
-			for _, s := range tc.in {
-				if err = n.Set(s); err != nil {
-					break
-				}
-			}
-			flagtest.CheckErr(t, err, tc.wantErr)
-			if err == nil && n.String() != tc.want {
-				t.Errorf("netns %q, want %q", n.String(), tc.want)
-			}
-		})
-	}
-}
-
-// Each --netns file is checked before anything runs: a missing one, or one
-// that is no network namespace, is a usage error.
-func TestNetnsFileFlag(t *testing.T) {
-	dir := t.TempDir()
-	fifo := filepath.Join(dir, "fifo")
-	if err := unix.Mkfifo(fifo, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	for _, tc := range []struct {
-		netns   []string
-		wantErr string
-	}{
-		{netns: nil},
-		{netns: []string{"all"}},
-		{netns: []string{"/proc/self/ns/net"}},
-		{netns: []string{filepath.Join(dir, "missing")}, wantErr: `invalid --netns "` + dir + `/missing": no such file or directory`},
-		{netns: []string{"/etc/passwd"}, wantErr: `invalid --netns "/etc/passwd": not a network namespace file (want /run/netns/NAME or /proc/PID/ns/net)`},
-		{netns: []string{dir}, wantErr: "not a network namespace file"},
-		{netns: []string{fifo}, wantErr: "not a network namespace file"},
-		{netns: []string{"/proc/self/ns/user"}, wantErr: "not a network namespace file (a user namespace)"},
-		{netns: []string{"/proc/self/ns/net", "all"}, wantErr: "invalid --netns: all is every namespace already"},
-		{netns: []string{""}, wantErr: "invalid --netns: empty namespace path"},
-	} {
-		t.Run(strings.Join(tc.netns, ","), func(t *testing.T) {
-			p := DefaultPortsConfig()
-			p.Netns = tc.netns
-			flagtest.CheckErr(t, p.Validate(), tc.wantErr)
-			w := DefaultWhoConfig()
-			w.Netns = tc.netns
-			flagtest.CheckErr(t, w.Validate(), tc.wantErr)
-		})
-	}
-}
 
 func TestKindSetFlag(t *testing.T) {
 	for _, tc := range []struct {
@@ -154,82 +81,3 @@ func TestMetricsFlag(t *testing.T) {
 
 // parseFlags registers a config's flags on a fresh FlagSet and parses
 // args, as main does.
-
-func TestPortsConfigFlags(t *testing.T) {
-	for _, tc := range []struct {
-		args    []string
-		check   func(*PortsConfig) bool
-		wantErr string
-	}{
-		{args: nil, check: func(c *PortsConfig) bool { return c.Interval == time.Second && c.Duration == 0 && !c.Verbose }},
-		{args: []string{"-w", "-i", "2s", "-d", "1m", "--backend", "kprobe", "-v"}, check: func(c *PortsConfig) bool {
-			return c.Interval == 2*time.Second && c.Duration == time.Minute && c.Backend == event.BackendKprobe && c.Verbose
-		}},
-		{args: []string{"--netns", "all"}, check: func(c *PortsConfig) bool { return len(c.Netns) == 1 && c.Netns[0] == "all" }},
-		{args: []string{"-i", "2s"}, wantErr: "--interval needs --watch"},
-		{args: []string{"-i", "1s"}, wantErr: "--interval needs --watch"},
-		{args: []string{"--backend", "kprobe"}, wantErr: "--backend needs --watch"},
-		{args: []string{"-d", "5s"}, wantErr: "--duration needs --watch"},
-		{args: []string{"-d", "0"}, wantErr: "--duration needs --watch"},
-		{args: []string{"-w", "-d", "-1s"}, wantErr: "invalid --duration -1s: want 0 (until stopped) or more"},
-		{args: []string{"--netns", ""}, wantErr: "empty namespace path"},
-		{args: []string{"--netns", "all,/proc/self/ns/net"}, wantErr: "all is every namespace already"},
-		{args: []string{"--netns", "/etc/passwd"}, wantErr: "not a network namespace file"},
-	} {
-		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
-			c := DefaultPortsConfig()
-			err := flagtest.Parse(t, c.AddFlags, tc.args)
-			if err == nil {
-				err = c.Validate()
-			}
-			flagtest.CheckErr(t, err, tc.wantErr)
-			if err == nil && !tc.check(&c) {
-				t.Errorf("unexpected config %+v", c)
-			}
-		})
-	}
-}
-
-// A config built in code, without AddFlags, has no flags to ask about.
-func TestPortsConfigWithoutFlags(t *testing.T) {
-	c := DefaultPortsConfig()
-	c.Interval = 2 * time.Second
-	c.backend = "kprobe"
-	flagtest.CheckErr(t, c.Validate(), "")
-	c.Duration = time.Second
-	flagtest.CheckErr(t, c.Validate(), "--duration needs --watch")
-	c.Watch = true
-	flagtest.CheckErr(t, c.Validate(), "")
-}
-
-func TestWhoConfigFlags(t *testing.T) {
-	for _, tc := range []struct {
-		args    []string
-		wantErr string
-	}{
-		{args: []string{"--wait", "--timeout", "0"}},
-		{args: []string{"--wait", "--backend", "kprobe", "-v"}},
-		{args: []string{"--netns", "/proc/self/ns/net"}},
-		{args: []string{"--wait", "--timeout", "-1s"}, wantErr: "invalid --timeout -1s: want 0 (no limit) or more"},
-		{args: []string{"--backend", "kprobe"}, wantErr: "--backend needs --wait"},
-		{args: []string{"--netns", "/x\x1b[2Jy"}, wantErr: "control character"},
-		{args: []string{"--netns", "/nonexistent"}, wantErr: `invalid --netns "/nonexistent": no such file or directory`},
-	} {
-		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
-			c := DefaultWhoConfig()
-			err := flagtest.Parse(t, c.AddFlags, tc.args)
-			if err == nil {
-				err = c.Validate()
-			}
-			flagtest.CheckErr(t, err, tc.wantErr)
-		})
-	}
-}
-
-// Every message about a port wants the same range, whatever was wrong.
-func TestWhoTargetRange(t *testing.T) {
-	for _, in := range []string{"0", "0/tcp", "99999", "65536/udp", "http", "-1"} {
-		var c WhoConfig
-		flagtest.CheckErr(t, c.ParseTarget(in), "want a port from 1 to 65535")
-	}
-}

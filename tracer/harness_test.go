@@ -334,23 +334,23 @@ func CheckTask(t *testing.T, ev *event.Event, th Thread) {
 // Socket helpers: raw syscalls, so the test controls each call exactly.
 
 type SockSpec struct {
-	family int // unix.AF_INET or unix.AF_INET6
-	typ    int // unix.SOCK_STREAM or unix.SOCK_DGRAM
+	Family int // unix.AF_INET or unix.AF_INET6
+	Type   int // unix.SOCK_STREAM or unix.SOCK_DGRAM
 }
 
 func (s SockSpec) Proto() string {
-	if s.typ == unix.SOCK_DGRAM {
+	if s.Type == unix.SOCK_DGRAM {
 		return "udp"
 	}
 	return "tcp"
 }
 
 func (s SockSpec) Fam() string {
-	return map[int]string{unix.AF_INET: "ipv4", unix.AF_INET6: "ipv6"}[s.family]
+	return map[int]string{unix.AF_INET: "ipv4", unix.AF_INET6: "ipv6"}[s.Family]
 }
 
 func NewSocket(t *testing.T, s SockSpec) int {
-	fd, err := unix.Socket(s.family, s.typ|unix.SOCK_CLOEXEC, 0)
+	fd, err := unix.Socket(s.Family, s.Type|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		t.Fatalf("socket: %v", err)
 	}
@@ -542,4 +542,22 @@ func ListenTCP(t *testing.T, ap netip.AddrPort) int {
 		t.Fatal(err)
 	}
 	return fd
+}
+
+// SyncBuilder is a strings.Builder safe to read while another goroutine writes.
+type SyncBuilder struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *SyncBuilder) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *SyncBuilder) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

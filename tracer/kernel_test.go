@@ -7,7 +7,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -226,7 +225,7 @@ func TestKernelConnectAccept(t *testing.T) {
 			ns.Sysctl(t, "net.ipv4.ip_local_port_range", "40000 40999")
 			c := startTracer(t, Options{PID: uint32(os.Getpid())})
 			addr := netip.MustParseAddr("127.0.0.1")
-			if sock.family == unix.AF_INET6 {
+			if sock.Family == unix.AF_INET6 {
 				addr = netip.IPv6Loopback()
 			}
 			service := netip.AddrPortFrom(addr, 8080)
@@ -288,7 +287,7 @@ func TestKernelConnectUDP(t *testing.T) {
 			ns.Sysctl(t, "net.ipv4.ip_local_port_range", "45000 45099")
 			c := startTracer(t, Options{PID: uint32(os.Getpid())})
 			addr := netip.MustParseAddr("127.0.0.1")
-			if sock.family == unix.AF_INET6 {
+			if sock.Family == unix.AF_INET6 {
 				addr = netip.IPv6Loopback()
 			}
 			dst := netip.AddrPortFrom(addr, 53)
@@ -674,88 +673,6 @@ func TestKernelDeletedBinary(t *testing.T) {
 	en.Enrich(&evs[0])
 	if !evs[0].ExeDeleted || evs[0].Comm != "backdoor" || evs[0].Exe != exe {
 		t.Errorf("exe_deleted %t comm %q exe %q, want true backdoor %q", evs[0].ExeDeleted, evs[0].Comm, evs[0].Exe, exe)
-	}
-}
-
-// A connect-back implant: a deleted binary with no listener, only an
-// outbound connection. ports flags that connection, and the established
-// connections of a deleted-binary listener too, not only listeners.
-func TestKernelDeletedBinaryConnection(t *testing.T) {
-	ns := NewNetns(t)
-	var ln int
-	ns.Run(t, func() { ln = ListenTCP(t, netip.MustParseAddrPort("127.0.0.1:4444")) })
-	defer unix.Close(ln)
-	exe := filepath.Join(t.TempDir(), "beacon")
-	if err := CopyFile(HelperExe(t), exe); err != nil {
-		t.Fatal(err)
-	}
-	h := StartHelper(t, ns, exe, 0, "tcp", "127.0.0.1:0", "PT_CONNECT=127.0.0.1:4444")
-	if err := os.Remove(exe); err != nil {
-		t.Fatal(err)
-	}
-	if _, errno := h.Bind(t); errno != "" {
-		t.Fatal(errno)
-	}
-	socks, _, err := Snapshot(SnapshotOptions{All: true, Netns: []string{ns.Path()}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	flag := fmt.Sprintf("executable deleted: %s (pid %d)", exe, h.Cmd.Process.Pid)
-	found := false
-	for _, s := range socks {
-		held := len(s.Holders) > 0 && s.Holders[0].PID == uint32(h.Cmd.Process.Pid)
-		if held != slices.Contains(s.Suspicious, flag) {
-			t.Errorf("%s %s -> %s held by the beacon: %t, flags %q", event.ProtoName(s.Proto), s.Local, s.Remote, held, s.Suspicious)
-		}
-		found = found || held
-	}
-	if !found {
-		t.Fatalf("the beacon's connection is not listed: %+v", socks)
-	}
-	var out strings.Builder
-	if err := WritePortsTable(&out, socks, false); err != nil || !strings.Contains(out.String(), "! "+flag) {
-		t.Errorf("the table does not flag it (%v):\n%s", err, out.String())
-	}
-}
-
-// A file may be named "x (deleted)": that is not a deleted executable.
-// The kernel's event says it is not, and so do ports and who, which judge
-// by the file's link count rather than by the name /proc shows.
-func TestKernelExeNamedDeleted(t *testing.T) {
-	ns := NewNetns(t)
-	exe := filepath.Join(t.TempDir(), "fake (deleted)")
-	if err := CopyFile(HelperExe(t), exe); err != nil {
-		t.Fatal(err)
-	}
-	h := StartHelper(t, ns, exe, 0, "tcp", "127.0.0.1:5005", "PT_LISTEN=1")
-	c := startTracer(t, Options{PID: uint32(h.Cmd.Process.Pid), Events: KindsOf(event.KindBind)})
-	if _, errno := h.Bind(t); errno != "" {
-		t.Fatal(errno)
-	}
-	evs := c.stop(t, ns)
-	if len(evs) != 1 {
-		t.Fatalf("got %d events, want 1", len(evs))
-	}
-	proc.NewEnricher().Enrich(&evs[0])
-	if evs[0].ExeDeleted || evs[0].Exe != exe {
-		t.Errorf("event: exe_deleted %t exe %q, want false %q", evs[0].ExeDeleted, evs[0].Exe, exe)
-	}
-	socks, _, err := Snapshot(SnapshotOptions{Netns: []string{ns.Path()}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(socks) != 1 || len(socks[0].Holders) != 1 {
-		t.Fatalf("want one listener with one holder: %+v", socks)
-	}
-	if h := socks[0].Holders[0]; h.ExeDeleted || h.Exe != exe || len(socks[0].Suspicious) != 0 {
-		t.Errorf("holder: exe %q deleted %t, flags %q; want %q, false, none", h.Exe, h.ExeDeleted, exe, socks[0].Suspicious)
-	}
-	// And once it is deleted, it is, under the name it had.
-	if err := os.Remove(exe); err != nil {
-		t.Fatal(err)
-	}
-	if f := proc.ReadFacts("/proc", uint32(h.Cmd.Process.Pid), proc.FactExe); !f.ExeDeleted || f.Exe != exe {
-		t.Errorf("after rm: exe %q deleted %t, want %q true", f.Exe, f.ExeDeleted, exe)
 	}
 }
 

@@ -1,4 +1,4 @@
-package tracer
+package tracer_test
 
 import (
 	"bufio"
@@ -15,7 +15,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -23,10 +22,12 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/porttrace/porttrace/tracer"
 	"github.com/porttrace/porttrace/tracer/event"
 	"github.com/porttrace/porttrace/tracer/internal/netns"
 	"github.com/porttrace/porttrace/tracer/internal/proc"
 	"github.com/porttrace/porttrace/tracer/internal/sockdiag"
+	"github.com/porttrace/porttrace/tracer/ports"
 	"github.com/porttrace/porttrace/tracer/textout"
 )
 
@@ -37,14 +38,14 @@ import (
 // cgroup), scope, class and flags, and the list agrees with ss -tulnp run
 // in the same namespace.
 func TestKernelPortsListeners(t *testing.T) {
-	ns := NewNetns(t)
+	ns := tracer.NewNetns(t)
 	ns.Sysctl(t, "net.ipv4.ip_unprivileged_port_start", "8000")
 	ns.Run(t, func() { addAddr(t, "lo", "10.99.0.1/24") })
 	exe := filepath.Join(t.TempDir(), "implant")
-	if err := CopyFile(HelperExe(t), exe); err != nil {
+	if err := tracer.CopyFile(tracer.HelperExe(t), exe); err != nil {
 		t.Fatal(err)
 	}
-	h := StartHelper(t, ns, exe, 0, "tcp", "0.0.0.0:31337", "PT_LISTEN=1")
+	h := tracer.StartHelper(t, ns, exe, 0, "tcp", "0.0.0.0:31337", "PT_LISTEN=1")
 	if err := os.Remove(exe); err != nil {
 		t.Fatal(err)
 	}
@@ -53,11 +54,11 @@ func TestKernelPortsListeners(t *testing.T) {
 	}
 	// An interpreter, as nobody: its name is what gives it away.
 	python := filepath.Join(worldDir(t), "python3")
-	if err := CopyFile(HelperExe(t), python); err != nil {
+	if err := tracer.CopyFile(tracer.HelperExe(t), python); err != nil {
 		t.Fatal(err)
 	}
 	before := time.Now()
-	py := StartHelper(t, ns, python, 65534, "tcp", "0.0.0.0:8022", "PT_LISTEN=1")
+	py := tracer.StartHelper(t, ns, python, 65534, "tcp", "0.0.0.0:8022", "PT_LISTEN=1")
 	after := time.Now()
 	if _, errno := py.Bind(t); errno != "" {
 		t.Fatal(errno)
@@ -66,38 +67,38 @@ func TestKernelPortsListeners(t *testing.T) {
 	// exe the interpreter's. A symlink does the same to comm.
 	dir := t.TempDir()
 	interp := filepath.Join(dir, "python3.11")
-	if err := CopyFile(HelperExe(t), interp); err != nil {
+	if err := tracer.CopyFile(tracer.HelperExe(t), interp); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.Symlink(interp, filepath.Join(dir, "sshd")); err != nil {
 		t.Fatal(err)
 	}
-	script := StartHelper(t, ns, filepath.Join(dir, "sshd"), 0, "tcp", "0.0.0.0:22", "PT_LISTEN=1")
+	script := tracer.StartHelper(t, ns, filepath.Join(dir, "sshd"), 0, "tcp", "0.0.0.0:22", "PT_LISTEN=1")
 	if _, errno := script.Bind(t); errno != "" {
 		t.Fatal(errno)
 	}
 	type listener struct {
-		sock   SockSpec
+		sock   tracer.SockSpec
 		addr   string
 		v6only int
 	}
 	ours := []listener{
-		{TCP4, "0.0.0.0:8080", 0},
-		{TCP4, "127.0.0.1:7999", 0},
-		{TCP4, "10.99.0.1:8081", 0},
-		{TCP6, "[::]:8443", 1},
-		{TCP6, "[::]:8444", 0},
-		{UDP4, "0.0.0.0:5353", 0},
-		{UDP6, "[::1]:5354", 1},
-		{UDP6, "[::]:5355", 0},
-		{UDP6, "[::]:5356", 1},
+		{tracer.TCP4, "0.0.0.0:8080", 0},
+		{tracer.TCP4, "127.0.0.1:7999", 0},
+		{tracer.TCP4, "10.99.0.1:8081", 0},
+		{tracer.TCP6, "[::]:8443", 1},
+		{tracer.TCP6, "[::]:8444", 0},
+		{tracer.UDP4, "0.0.0.0:5353", 0},
+		{tracer.UDP6, "[::1]:5354", 1},
+		{tracer.UDP6, "[::]:5355", 0},
+		{tracer.UDP6, "[::]:5356", 1},
 	}
 	ns.Run(t, func() {
 		for _, l := range ours {
 			openListener(t, l.sock, netip.MustParseAddrPort(l.addr), l.v6only)
 		}
 	})
-	socks, _, err := Snapshot(SnapshotOptions{Netns: []string{ns.Path()}})
+	socks, _, err := ports.Snapshot(ports.SnapshotOptions{Netns: []string{ns.Path()}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,7 +118,7 @@ func TestKernelPortsListeners(t *testing.T) {
 			}
 		}
 		got = append(got, fmt.Sprintf("%s %s %s %s %s priv=%t %s %q",
-			event.ProtoName(s.Proto), localAddr(&s), s.State, s.Scope, s.PortClass, s.Privileged, who, s.Suspicious))
+			event.ProtoName(s.Proto), ports.LocalAddr(&s), s.State, s.Scope, s.PortClass, s.Privileged, who, s.Suspicious))
 	}
 	implant := fmt.Sprintf("executable deleted: %s (pid %d)", exe, h.Cmd.Process.Pid)
 	pyFlag := fmt.Sprintf("python3 (pid %d) is a shell, interpreter or relay listening", py.Cmd.Process.Pid)
@@ -149,19 +150,19 @@ func TestKernelPortsListeners(t *testing.T) {
 
 // openListener makes a listener on addr, TCP listening or UDP bound, with
 // IPV6_V6ONLY set to v6only for IPv6, open until the test ends.
-func openListener(t *testing.T, sock SockSpec, addr netip.AddrPort, v6only int) {
+func openListener(t *testing.T, sock tracer.SockSpec, addr netip.AddrPort, v6only int) {
 	t.Helper()
-	fd := NewSocket(t, sock)
+	fd := tracer.NewSocket(t, sock)
 	t.Cleanup(func() { unix.Close(fd) })
-	if sock.family == unix.AF_INET6 {
+	if sock.Family == unix.AF_INET6 {
 		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, v6only); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := unix.Bind(fd, Sockaddr(addr)); err != nil {
+	if err := unix.Bind(fd, tracer.Sockaddr(addr)); err != nil {
 		t.Fatal(err)
 	}
-	if sock.typ == unix.SOCK_STREAM {
+	if sock.Type == unix.SOCK_STREAM {
 		if err := unix.Listen(fd, 8); err != nil {
 			t.Fatal(err)
 		}
@@ -210,7 +211,7 @@ func userName(uid int) string {
 
 // checkHolder asserts what ports and who say about a process against what
 // the test knows of it and what /proc says.
-func checkHolder(t *testing.T, h *Holder, pid int, exe string, uid int, before, after time.Time) {
+func checkHolder(t *testing.T, h *ports.Holder, pid int, exe string, uid int, before, after time.Time) {
 	t.Helper()
 	wantUser := userName(uid)
 	cg, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
@@ -231,7 +232,7 @@ func checkHolder(t *testing.T, h *Holder, pid int, exe string, uid int, before, 
 // crossCheckSS compares the listeners with ss -tulnp run in the same
 // namespace: addresses as ss writes them (which tells a dual-stack IPv6
 // wildcard from an IPv6-only one), protocols and holding pids.
-func crossCheckSS(t *testing.T, ns *NS, socks []Socket) {
+func crossCheckSS(t *testing.T, ns *tracer.NS, socks []ports.Socket) {
 	t.Helper()
 	if _, err := exec.LookPath("ss"); err != nil {
 		t.Fatal("ss(8) is not installed (package iproute2): the listener list is cross-checked against it")
@@ -262,7 +263,7 @@ func crossCheckSS(t *testing.T, ns *NS, socks []Socket) {
 		if len(s.Holders) > 0 {
 			pid = fmt.Sprint(s.Holders[0].PID)
 		}
-		fromUs = append(fromUs, event.ProtoName(s.Proto)+" "+localAddr(&s)+" "+pid)
+		fromUs = append(fromUs, event.ProtoName(s.Proto)+" "+ports.LocalAddr(&s)+" "+pid)
 	}
 	slices.Sort(fromSS)
 	slices.Sort(fromUs)
@@ -276,17 +277,17 @@ func crossCheckSS(t *testing.T, ns *NS, socks []Socket) {
 // glob is skipped without a word, one porttrace may not open is skipped
 // and returned.
 func TestKernelPortsNetnsAll(t *testing.T) {
-	a, b := NewNetns(t), NewNetns(t)
+	a, b := tracer.NewNetns(t), tracer.NewNetns(t)
 	// Namespaces held by a process, as --netns all finds them; two in a.
-	ha1 := StartHelper(t, a, HelperExe(t), 0, "tcp", "127.0.0.1:7101", "PT_LISTEN=1")
-	ha2 := StartHelper(t, a, HelperExe(t), 0, "udp", "0.0.0.0:7102")
-	hb := StartHelper(t, b, HelperExe(t), 0, "tcp", "[::]:7103", "PT_LISTEN=1")
-	for _, h := range []*Helper{ha1, ha2, hb} {
+	ha1 := tracer.StartHelper(t, a, tracer.HelperExe(t), 0, "tcp", "127.0.0.1:7101", "PT_LISTEN=1")
+	ha2 := tracer.StartHelper(t, a, tracer.HelperExe(t), 0, "udp", "0.0.0.0:7102")
+	hb := tracer.StartHelper(t, b, tracer.HelperExe(t), 0, "tcp", "[::]:7103", "PT_LISTEN=1")
+	for _, h := range []*tracer.Helper{ha1, ha2, hb} {
 		if _, errno := h.Bind(t); errno != "" {
 			t.Fatal(errno)
 		}
 	}
-	socks, unopened, err := Snapshot(SnapshotOptions{Netns: []string{"all"}})
+	socks, unopened, err := ports.Snapshot(ports.SnapshotOptions{Netns: []string{"all"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -314,15 +315,15 @@ func TestKernelPortsNetnsAll(t *testing.T) {
 	}
 
 	// A process that has exited: its namespace file is gone.
-	gone := exec.Command(HelperExe(t))
+	gone := exec.Command(tracer.HelperExe(t))
 	gone.Env = append(os.Environ(), "PORTTRACE_HELPER=bind") // stdin at EOF: exits at once
 	_ = gone.Run()
 	files := []string{a.Path(), fmt.Sprintf("/proc/%d/ns/net", gone.Process.Pid)}
-	socks, unopened, err = snapshotFiles(files, true, false)
+	socks, unopened, err = ports.SnapshotFiles(files, true, false)
 	if err != nil || len(unopened) != 0 || len(socks) != 2 {
 		t.Errorf("with a vanished namespace: %d sockets, unopened %v, error %v; want a's 2, nothing unopened", len(socks), unopened, err)
 	}
-	if _, _, err := snapshotFiles(files, false, false); !errors.Is(err, unix.ENOENT) {
+	if _, _, err := ports.SnapshotFiles(files, false, false); !errors.Is(err, unix.ENOENT) {
 		t.Errorf("a named namespace that does not exist: %v, want ENOENT", err)
 	}
 
@@ -352,8 +353,8 @@ func TestKernelPortsNetnsAllUnprivileged(t *testing.T) {
 	}
 	// A process of the same user in a namespace of root's: its namespace
 	// file opens, but entering it takes CAP_SYS_ADMIN.
-	h := StartHelper(t, NewNetns(t), HelperExe(t), 65534, "udp", "127.0.0.1:0")
-	cmd := exec.Command(HelperExe(t), "-test.run=^TestKernelPortsNetnsAllUnprivileged$", "-test.count=1", "-test.v")
+	h := tracer.StartHelper(t, tracer.NewNetns(t), tracer.HelperExe(t), 65534, "udp", "127.0.0.1:0")
+	cmd := exec.Command(tracer.HelperExe(t), "-test.run=^TestKernelPortsNetnsAllUnprivileged$", "-test.count=1", "-test.v")
 	cmd.Env = append(os.Environ(), fmt.Sprintf("PORTTRACE_PORTS_UNPRIVILEGED=%d", h.Cmd.Process.Pid))
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
 	out, err := cmd.CombinedOutput()
@@ -364,51 +365,51 @@ func TestKernelPortsNetnsAllUnprivileged(t *testing.T) {
 
 func netnsAllUnprivileged(t *testing.T, helperPid string) {
 	entered := "/proc/" + helperPid + "/ns/net"
-	_, unopened, err := Snapshot(SnapshotOptions{Netns: []string{"all"}})
+	_, unopened, err := ports.Snapshot(ports.SnapshotOptions{Netns: []string{"all"}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !slices.ContainsFunc(unopened, func(u Unopened) bool { return u.Path == entered && errors.Is(u.Err, unix.EPERM) }) {
+	if !slices.ContainsFunc(unopened, func(u ports.Unopened) bool { return u.Path == entered && errors.Is(u.Err, unix.EPERM) }) {
 		t.Errorf("unopened %v, want %s (EPERM) among them", unopened, entered)
 	}
 	// Root's init, which nobody may open: the glob hides it, but a
 	// process can turn that way between glob and open.
 	self, init := "/proc/self/ns/net", "/proc/1/ns/net"
-	_, unopened, err = snapshotFiles([]string{self, init}, true, false)
+	_, unopened, err = ports.SnapshotFiles([]string{self, init}, true, false)
 	if err != nil || len(unopened) != 1 || unopened[0].Path != init || !errors.Is(unopened[0].Err, unix.EACCES) {
 		t.Errorf("%s: unopened %v, error %v; want it unopened with EACCES", init, unopened, err)
 	}
-	if _, _, err := snapshotFiles([]string{self, init}, false, false); !errors.Is(err, unix.EACCES) {
+	if _, _, err := ports.SnapshotFiles([]string{self, init}, false, false); !errors.Is(err, unix.EACCES) {
 		t.Errorf("--netns %s: %v, want EACCES", init, err)
 	}
 	// Named on the command line, a namespace it may open but not enter
 	// fails, saying what entering takes rather than only EPERM.
 	want := "netns " + entered + ": entering netns: operation not permitted (entering another network namespace needs root or CAP_SYS_ADMIN)"
-	if _, _, err := Snapshot(SnapshotOptions{Netns: []string{entered}}); !errors.Is(err, unix.EPERM) || err.Error() != want {
+	if _, _, err := ports.Snapshot(ports.SnapshotOptions{Netns: []string{entered}}); !errors.Is(err, unix.EPERM) || err.Error() != want {
 		t.Errorf("--netns %s: %v, want %q", entered, err, want)
 	}
 
-	cfg := DefaultPortsConfig()
+	cfg := ports.DefaultConfig()
 	cfg.Netns = []string{"all"}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
 	var out, errOut strings.Builder
-	if err := RunPorts(context.Background(), cfg, &out, &errOut); err != nil {
+	if err := ports.Run(context.Background(), cfg, &out, &errOut); err != nil {
 		t.Fatalf("ports --netns all: %v", err)
 	}
 	checkSkipLine(t, "ports", errOut.String())
 	if !strings.HasPrefix(out.String(), "NETNS") {
 		t.Errorf("ports --netns all printed\n%s", out.String())
 	}
-	w := DefaultWhoConfig()
+	w := ports.DefaultWhoConfig()
 	w.Netns = []string{"all"}
 	if err := w.ParseTarget("1/udp"); err != nil {
 		t.Fatal(err)
 	}
 	errOut.Reset()
-	if err := RunWho(context.Background(), w, &strings.Builder{}, &errOut); !errors.Is(err, ErrNobody) {
-		t.Fatalf("who --netns all: %v, want ErrNobody", err)
+	if err := ports.RunWho(context.Background(), w, &strings.Builder{}, &errOut); !errors.Is(err, ports.ErrNobody) {
+		t.Fatalf("who --netns all: %v, want ports.ErrNobody", err)
 	}
 	checkSkipLine(t, "who", errOut.String())
 }
@@ -442,23 +443,23 @@ func TestKernelPortsDirection(t *testing.T) {
 	lo := netip.MustParseAddr("127.0.0.1")
 	at := func(port uint16) netip.AddrPort { return netip.AddrPortFrom(lo, port) }
 	// connect makes a client of server, from from if it is valid, and returns it.
-	connect := func(t *testing.T, sock SockSpec, from, server netip.AddrPort) (int, netip.AddrPort) {
-		c := NewSocket(t, sock)
+	connect := func(t *testing.T, sock tracer.SockSpec, from, server netip.AddrPort) (int, netip.AddrPort) {
+		c := tracer.NewSocket(t, sock)
 		if from.IsValid() {
-			if err := unix.Bind(c, Sockaddr(from)); err != nil {
+			if err := unix.Bind(c, tracer.Sockaddr(from)); err != nil {
 				t.Fatal(err)
 			}
 		}
-		if err := unix.Connect(c, Sockaddr(server)); err != nil {
+		if err := unix.Connect(c, tracer.Sockaddr(server)); err != nil {
 			t.Fatal(err)
 		}
-		return c, at(LocalPort(t, c))
+		return c, at(tracer.LocalPort(t, c))
 	}
 	// tcpPair is a listener on server and one accepted connection from
 	// from; class is that of the server's port, for all three.
 	tcpPair := func(t *testing.T, from, server netip.AddrPort, class string) ([]int, []string) {
-		ln := ListenTCP(t, server)
-		c, cl := connect(t, TCP4, from, server)
+		ln := tracer.ListenTCP(t, server)
+		c, cl := connect(t, tracer.TCP4, from, server)
 		a, _, err := unix.Accept(ln)
 		if err != nil {
 			t.Fatal(err)
@@ -484,11 +485,11 @@ func TestKernelPortsDirection(t *testing.T) {
 		}},
 		{"client of local DNS", func(t *testing.T) ([]int, []string) {
 			server := at(53)
-			srv := NewSocket(t, UDP4)
-			if err := unix.Bind(srv, Sockaddr(server)); err != nil {
+			srv := tracer.NewSocket(t, tracer.UDP4)
+			if err := unix.Bind(srv, tracer.Sockaddr(server)); err != nil {
 				t.Fatal(err)
 			}
-			c, cl := connect(t, UDP4, netip.AddrPort{}, server)
+			c, cl := connect(t, tracer.UDP4, netip.AddrPort{}, server)
 			return []int{srv, c}, []string{
 				fmt.Sprintf("udp %s - UNCONN dir= wk*", server),
 				fmt.Sprintf("udp %s %s ESTAB dir=outbound? wk*", cl, server),
@@ -504,16 +505,16 @@ func TestKernelPortsDirection(t *testing.T) {
 				}
 				return fd
 			}
-			srv := reuse(NewSocket(t, UDP4))
-			if err := unix.Bind(srv, Sockaddr(server)); err != nil {
+			srv := reuse(tracer.NewSocket(t, tracer.UDP4))
+			if err := unix.Bind(srv, tracer.Sockaddr(server)); err != nil {
 				t.Fatal(err)
 			}
-			c, cl := connect(t, UDP4, netip.AddrPort{}, server)
-			back := reuse(NewSocket(t, UDP4))
-			if err := unix.Bind(back, Sockaddr(server)); err != nil {
+			c, cl := connect(t, tracer.UDP4, netip.AddrPort{}, server)
+			back := reuse(tracer.NewSocket(t, tracer.UDP4))
+			if err := unix.Bind(back, tracer.Sockaddr(server)); err != nil {
 				t.Fatal(err)
 			}
-			if err := unix.Connect(back, Sockaddr(cl)); err != nil {
+			if err := unix.Connect(back, tracer.Sockaddr(cl)); err != nil {
 				t.Fatal(err)
 			}
 			return []int{srv, c, back}, []string{
@@ -524,7 +525,7 @@ func TestKernelPortsDirection(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ns := NewNetns(t)
+			ns := tracer.NewNetns(t)
 			ns.Sysctl(t, "net.ipv4.ip_local_port_range", "32768 60999")
 			ns.Sysctl(t, "net.ipv4.ip_unprivileged_port_start", "30000")
 			var fds []int
@@ -535,7 +536,7 @@ func TestKernelPortsDirection(t *testing.T) {
 					unix.Close(fd)
 				}
 			}()
-			socks, _, err := Snapshot(SnapshotOptions{All: true, Netns: []string{ns.Path()}})
+			socks, _, err := ports.Snapshot(ports.SnapshotOptions{All: true, Netns: []string{ns.Path()}})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -550,14 +551,14 @@ func TestKernelPortsDirection(t *testing.T) {
 
 // directions renders what TestKernelPortsDirection* assert of each socket,
 // "?" after an inferred direction.
-func directions(socks []Socket) []string {
+func directions(socks []ports.Socket) []string {
 	var got []string
 	for _, s := range socks {
 		dir := s.Direction.String()
 		if s.DirInferred {
 			dir += "?"
 		}
-		got = append(got, fmt.Sprintf("%s %s %s %s dir=%s %s", event.ProtoName(s.Proto), s.Local, AddrString(s.Remote), s.State, dir,
+		got = append(got, fmt.Sprintf("%s %s %s %s dir=%s %s", event.ProtoName(s.Proto), s.Local, tracer.AddrString(s.Remote), s.State, dir,
 			event.ShortClass(s.PortClass, s.Privileged)))
 	}
 	slices.Sort(got)
@@ -572,7 +573,7 @@ func directions(socks []Socket) []string {
 // 20 to a high port, or both ports in the range. Its class is the remote
 // service port's.
 func TestKernelPortsDirectionRemote(t *testing.T) {
-	here, there := NewNetns(t), NewNetns(t)
+	here, there := tracer.NewNetns(t), tracer.NewNetns(t)
 	vethPair(t, here, there, "10.199.0.1/24", "10.199.0.2/24")
 	here.Sysctl(t, "net.ipv4.ip_local_port_range", "32768 60999")
 	there.Sysctl(t, "net.ipv4.ip_local_port_range", "32768 60999")
@@ -580,30 +581,30 @@ func TestKernelPortsDirectionRemote(t *testing.T) {
 	var lns []int
 	there.Run(t, func() {
 		for _, port := range []uint16{25, 40000, 50001} {
-			lns = append(lns, ListenTCP(t, netip.AddrPortFrom(remote, port)))
+			lns = append(lns, tracer.ListenTCP(t, netip.AddrPortFrom(remote, port)))
 		}
 	})
 	var fds []int
 	var inbound netip.AddrPort
 	here.Run(t, func() {
-		lns = append(lns, ListenTCP(t, netip.AddrPortFrom(local, 8080)))
+		lns = append(lns, tracer.ListenTCP(t, netip.AddrPortFrom(local, 8080)))
 		for _, c := range []struct{ from, to uint16 }{{32250, 25}, {20, 40000}, {37382, 50001}} {
-			fd := NewSocket(t, TCP4)
-			if err := unix.Bind(fd, Sockaddr(netip.AddrPortFrom(local, c.from))); err != nil {
+			fd := tracer.NewSocket(t, tracer.TCP4)
+			if err := unix.Bind(fd, tracer.Sockaddr(netip.AddrPortFrom(local, c.from))); err != nil {
 				t.Fatal(err)
 			}
-			if err := unix.Connect(fd, Sockaddr(netip.AddrPortFrom(remote, c.to))); err != nil {
+			if err := unix.Connect(fd, tracer.Sockaddr(netip.AddrPortFrom(remote, c.to))); err != nil {
 				t.Fatal(err)
 			}
 			fds = append(fds, fd)
 		}
 	})
 	there.Run(t, func() {
-		fd := NewSocket(t, TCP4)
-		if err := unix.Connect(fd, Sockaddr(netip.AddrPortFrom(local, 8080))); err != nil {
+		fd := tracer.NewSocket(t, tracer.TCP4)
+		if err := unix.Connect(fd, tracer.Sockaddr(netip.AddrPortFrom(local, 8080))); err != nil {
 			t.Fatal(err)
 		}
-		inbound = netip.AddrPortFrom(remote, LocalPort(t, fd))
+		inbound = netip.AddrPortFrom(remote, tracer.LocalPort(t, fd))
 		fds = append(fds, fd)
 	})
 	defer func() {
@@ -611,7 +612,7 @@ func TestKernelPortsDirectionRemote(t *testing.T) {
 			unix.Close(fd)
 		}
 	}()
-	socks, _, err := Snapshot(SnapshotOptions{All: true, Netns: []string{here.Path()}})
+	socks, _, err := ports.Snapshot(ports.SnapshotOptions{All: true, Netns: []string{here.Path()}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -630,7 +631,7 @@ func TestKernelPortsDirectionRemote(t *testing.T) {
 }
 
 // vethPair joins namespaces a and b with a veth pair, addressed as given.
-func vethPair(t *testing.T, a, b *NS, addrA, addrB string) {
+func vethPair(t *testing.T, a, b *tracer.NS, addrA, addrB string) {
 	t.Helper()
 	up := func(name, cidr string) {
 		l, err := netlink.LinkByName(name)
@@ -660,9 +661,9 @@ func vethPair(t *testing.T, a, b *NS, addrA, addrB string) {
 // A listener no process holds: its only file is in flight over a unix
 // socket, the sender's copy closed. ports flags it and who says so.
 func TestKernelPortsOrphan(t *testing.T) {
-	ns := NewNetns(t)
+	ns := tracer.NewNetns(t)
 	var ln int
-	ns.Run(t, func() { ln = ListenTCP(t, netip.MustParseAddrPort("127.0.0.1:7200")) })
+	ns.Run(t, func() { ln = tracer.ListenTCP(t, netip.MustParseAddrPort("127.0.0.1:7200")) })
 	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -673,7 +674,7 @@ func TestKernelPortsOrphan(t *testing.T) {
 		t.Fatal(err)
 	}
 	unix.Close(ln)
-	socks, _, err := Snapshot(SnapshotOptions{Netns: []string{ns.Path()}})
+	socks, _, err := ports.Snapshot(ports.SnapshotOptions{Netns: []string{ns.Path()}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -684,13 +685,13 @@ func TestKernelPortsOrphan(t *testing.T) {
 	if !strings.HasPrefix(why, "no ") || !strings.Contains(why, " holds it") {
 		t.Errorf("flagged %q, want it to say no process holds it", why)
 	}
-	cfg := DefaultWhoConfig()
+	cfg := ports.DefaultWhoConfig()
 	cfg.Netns = []string{ns.Path()}
 	if err := cfg.ParseTarget("7200"); err != nil {
 		t.Fatal(err)
 	}
 	var out strings.Builder
-	if err := RunWho(context.Background(), cfg, &out, &strings.Builder{}); err != nil {
+	if err := ports.RunWho(context.Background(), cfg, &out, &strings.Builder{}); err != nil {
 		t.Errorf("who on a port a socket in flight holds: %v, want it held", err)
 	}
 	if !strings.Contains(out.String(), "  ! "+why) {
@@ -706,9 +707,9 @@ func TestKernelPortsPidns(t *testing.T) {
 		portsInPidns(t)
 		return
 	}
-	ns := NewNetns(t)
+	ns := tracer.NewNetns(t)
 	var fd int
-	ns.Run(t, func() { fd = ListenTCP(t, netip.MustParseAddrPort("127.0.0.1:7300")) })
+	ns.Run(t, func() { fd = tracer.ListenTCP(t, netip.MustParseAddrPort("127.0.0.1:7300")) })
 	defer unix.Close(fd)
 	dup, err := unix.Dup(ns.FD)
 	if err != nil {
@@ -716,7 +717,7 @@ func TestKernelPortsPidns(t *testing.T) {
 	}
 	nsFile := os.NewFile(uintptr(dup), "netns") // ns keeps its own fd
 	defer nsFile.Close()
-	cmd := exec.Command(HelperExe(t), "-test.run=^TestKernelPortsPidns$", "-test.count=1", "-test.v")
+	cmd := exec.Command(tracer.HelperExe(t), "-test.run=^TestKernelPortsPidns$", "-test.count=1", "-test.v")
 	cmd.Env = append(os.Environ(), "PORTTRACE_PORTS_PIDNS=1")
 	cmd.ExtraFiles = []*os.File{nsFile} // fd 3
 	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: unix.CLONE_NEWPID | unix.CLONE_NEWNS}
@@ -734,10 +735,10 @@ func portsInPidns(t *testing.T) {
 	if err := unix.Mount("proc", "/proc", "proc", 0, ""); err != nil {
 		t.Fatal(err)
 	}
-	if !inChildPidns() {
+	if !ports.InChildPidns() {
 		t.Fatal("pid 1 of a new pid namespace with its own /proc does not know it")
 	}
-	socks, _, err := Snapshot(SnapshotOptions{Netns: []string{"/proc/self/fd/3"}})
+	socks, _, err := ports.Snapshot(ports.SnapshotOptions{Netns: []string{"/proc/self/fd/3"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -748,13 +749,13 @@ func portsInPidns(t *testing.T) {
 }
 
 // who on a held port names the holder; on a free port it says so and
-// returns ErrNobody, and so it does on a port where only a TIME-WAIT
+// returns ports.ErrNobody, and so it does on a port where only a TIME-WAIT
 // socket is left, which it lists.
 func TestKernelWho(t *testing.T) {
-	ns := NewNetns(t)
+	ns := tracer.NewNetns(t)
 	var fd int
 	ns.Run(t, func() {
-		fd = ListenTCP(t, netip.MustParseAddrPort("127.0.0.1:10101"))
+		fd = tracer.ListenTCP(t, netip.MustParseAddrPort("127.0.0.1:10101"))
 		closedConnection(t, netip.MustParseAddrPort("127.0.0.1:10105"))
 	})
 	defer unix.Close(fd)
@@ -765,12 +766,12 @@ func TestKernelWho(t *testing.T) {
 	}{
 		{"10101", nil, fmt.Sprintf("pid %d (", os.Getpid())},
 		{"10101/tcp", nil, "127.0.0.1:10101  LISTEN (loopback only)"},
-		{"10101/udp", ErrNobody, "port 10101/udp: nobody holds it"},
-		{"10102", ErrNobody, "port 10102/tcp,udp: nobody holds it"},
-		{"10105/tcp", ErrNobody, "  no process: the kernel keeps this closed connection in TIME-WAIT\n" +
+		{"10101/udp", ports.ErrNobody, "port 10101/udp: nobody holds it"},
+		{"10102", ports.ErrNobody, "port 10102/tcp,udp: nobody holds it"},
+		{"10105/tcp", ports.ErrNobody, "  no process: the kernel keeps this closed connection in TIME-WAIT\n" +
 			"port 10105/tcp: nobody holds it, only closed connections linger\n"},
 	} {
-		cfg := DefaultWhoConfig()
+		cfg := ports.DefaultWhoConfig()
 		cfg.Netns = []string{ns.Path()}
 		if err := cfg.ParseTarget(tc.target); err != nil {
 			t.Fatal(err)
@@ -779,7 +780,7 @@ func TestKernelWho(t *testing.T) {
 			t.Fatal(err)
 		}
 		var out strings.Builder
-		err := RunWho(context.Background(), cfg, &out, &strings.Builder{})
+		err := ports.RunWho(context.Background(), cfg, &out, &strings.Builder{})
 		if !errors.Is(err, tc.err) && err != tc.err {
 			t.Errorf("who %s: error %v, want %v", tc.target, err, tc.err)
 		}
@@ -793,9 +794,9 @@ func TestKernelWho(t *testing.T) {
 // the server side closes first, then the client, then the listener.
 func closedConnection(t *testing.T, server netip.AddrPort) {
 	t.Helper()
-	ln := ListenTCP(t, server)
-	c := NewSocket(t, TCP4)
-	if err := unix.Connect(c, Sockaddr(server)); err != nil {
+	ln := tracer.ListenTCP(t, server)
+	c := tracer.NewSocket(t, tracer.TCP4)
+	if err := unix.Connect(c, tracer.Sockaddr(server)); err != nil {
 		t.Fatal(err)
 	}
 	a, _, err := unix.Accept(ln)
@@ -836,8 +837,8 @@ func closedConnection(t *testing.T, server netip.AddrPort) {
 // does, with its exe, start time and cgroup, and exits; with nothing bound
 // it times out, or when stopped says that nothing was bound.
 func TestKernelWhoWait(t *testing.T) {
-	ns := NewNetns(t)
-	h := StartHelper(t, ns, HelperExe(t), 0, "tcp", "127.0.0.1:10103")
+	ns := tracer.NewNetns(t)
+	h := tracer.StartHelper(t, ns, tracer.HelperExe(t), 0, "tcp", "127.0.0.1:10103")
 	cfg, out, done := startWhoWait(t, ns, "10103/tcp")
 	if _, errno := h.Bind(t); errno != "" {
 		t.Fatal(errno)
@@ -851,7 +852,7 @@ func TestKernelWhoWait(t *testing.T) {
 	}
 	want := regexp.MustCompile(fmt.Sprintf(`bind tcp 127\.0\.0\.1:10103 netns \d+ by pid %d \(.+\), user \S+, exe %s, parent %d, `+
 		`started \d{4}-\d\d-\d\d \d\d:\d\d:\d\d \(\d+s ago\), cgroup %s\n`,
-		h.Cmd.Process.Pid, regexp.QuoteMeta(HelperExe(t)), os.Getpid(), regexp.QuoteMeta(proc.CgroupPath(cg))))
+		h.Cmd.Process.Pid, regexp.QuoteMeta(tracer.HelperExe(t)), os.Getpid(), regexp.QuoteMeta(proc.CgroupPath(cg))))
 	if !want.MatchString(out.String()) {
 		t.Errorf("who --wait said:\n%s\nwant it to match %s", out.String(), want)
 	}
@@ -860,7 +861,7 @@ func TestKernelWhoWait(t *testing.T) {
 	if err := cfg.ParseTarget("10104/tcp"); err != nil {
 		t.Fatal(err)
 	}
-	if err := RunWho(context.Background(), cfg, &strings.Builder{}, &strings.Builder{}); !errors.Is(err, ErrTimeout) {
+	if err := ports.RunWho(context.Background(), cfg, &strings.Builder{}, &strings.Builder{}); !errors.Is(err, ports.ErrTimeout) {
 		t.Errorf("who --wait on a port nobody binds: %v, want a timeout", err)
 	}
 
@@ -868,12 +869,12 @@ func TestKernelWhoWait(t *testing.T) {
 	cfg.Timeout = 0
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	errOut := &SyncBuilder{}
-	go func() { done <- RunWho(ctx, cfg, &strings.Builder{}, errOut) }()
+	errOut := &tracer.SyncBuilder{}
+	go func() { done <- ports.RunWho(ctx, cfg, &strings.Builder{}, errOut) }()
 	waitText(t, errOut, "waiting for a bind", done, cfg.Backend)
 	cancel()
-	if err := <-done; !errors.Is(err, ErrInterrupted) {
-		t.Errorf("who --wait stopped before any bind: %v, want ErrInterrupted", err)
+	if err := <-done; !errors.Is(err, ports.ErrInterrupted) {
+		t.Errorf("who --wait stopped before any bind: %v, want ports.ErrInterrupted", err)
 	}
 }
 
@@ -886,19 +887,19 @@ func TestKernelWhoWait(t *testing.T) {
 func TestKernelPortsWatch(t *testing.T) {
 	for _, output := range []string{"table", "json"} {
 		t.Run(output, func(t *testing.T) {
-			ns := NewNetns(t)
+			ns := tracer.NewNetns(t)
 			netns := []string{ns.Path()}
 			if output == "table" {
-				netns = append(netns, NewNetns(t).Path())
+				netns = append(netns, tracer.NewNetns(t).Path())
 			}
 			var fd int
-			ns.Run(t, func() { fd = ListenTCP(t, netip.MustParseAddrPort("0.0.0.0:6665")) })
+			ns.Run(t, func() { fd = tracer.ListenTCP(t, netip.MustParseAddrPort("0.0.0.0:6665")) })
 			defer unix.Close(fd)
 			exe := filepath.Join(t.TempDir(), "implant")
-			if err := CopyFile(HelperExe(t), exe); err != nil {
+			if err := tracer.CopyFile(tracer.HelperExe(t), exe); err != nil {
 				t.Fatal(err)
 			}
-			h := StartHelper(t, ns, exe, 0, "tcp", "0.0.0.0:6666", "PT_LISTEN=1")
+			h := tracer.StartHelper(t, ns, exe, 0, "tcp", "0.0.0.0:6666", "PT_LISTEN=1")
 			if err := os.Remove(exe); err != nil {
 				t.Fatal(err)
 			}
@@ -931,29 +932,29 @@ func TestKernelPortsWatch(t *testing.T) {
 
 // startWhoWait runs who --wait TARGET in ns in the background (for at
 // most 20 s) and returns once it waits, so that a bind from then on counts.
-func startWhoWait(t *testing.T, ns *NS, target string) (WhoConfig, *SyncBuilder, chan error) {
+func startWhoWait(t *testing.T, ns *tracer.NS, target string) (ports.WhoConfig, *tracer.SyncBuilder, chan error) {
 	t.Helper()
-	cfg := DefaultWhoConfig()
+	cfg := ports.DefaultWhoConfig()
 	cfg.Netns = []string{ns.Path()}
 	cfg.Wait = true
 	cfg.Timeout = 20 * time.Second
-	cfg.backend = BackendName()
 	if err := cfg.ParseTarget(target); err != nil {
 		t.Fatal(err)
 	}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	out, errOut := &SyncBuilder{}, &SyncBuilder{}
+	cfg.Backend = tracer.Backend(t)
+	out, errOut := &tracer.SyncBuilder{}, &tracer.SyncBuilder{}
 	done := make(chan error, 1)
-	go func() { done <- RunWho(context.Background(), cfg, out, errOut) }()
+	go func() { done <- ports.RunWho(context.Background(), cfg, out, errOut) }()
 	waitText(t, errOut, "waiting for a bind", done, cfg.Backend)
 	return cfg, out, done
 }
 
 // watching is a ports --watch running in the background.
 type watching struct {
-	out, errOut *SyncBuilder
+	out, errOut *tracer.SyncBuilder
 	done        chan error
 	cancel      context.CancelFunc
 	backend     event.Backend
@@ -962,19 +963,19 @@ type watching struct {
 // startWatch runs ports --watch --netns netns and returns once it watches.
 func startWatch(t *testing.T, netns []string, interval time.Duration, output string) *watching {
 	t.Helper()
-	cfg := DefaultPortsConfig()
+	cfg := ports.DefaultConfig()
 	cfg.Netns = netns
 	cfg.Watch = true
 	cfg.Interval = interval
 	cfg.Output = output
-	cfg.backend = BackendName()
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
+	cfg.Backend = tracer.Backend(t)
 	ctx, cancel := context.WithCancel(context.Background())
-	w := &watching{out: &SyncBuilder{}, errOut: &SyncBuilder{}, done: make(chan error, 1), cancel: cancel, backend: cfg.Backend}
+	w := &watching{out: &tracer.SyncBuilder{}, errOut: &tracer.SyncBuilder{}, done: make(chan error, 1), cancel: cancel, backend: cfg.Backend}
 	t.Cleanup(cancel)
-	go func() { w.done <- RunPorts(ctx, cfg, w.out, w.errOut) }()
+	go func() { w.done <- ports.Run(ctx, cfg, w.out, w.errOut) }()
 	waitText(t, w.errOut, "watching with", w.done, w.backend)
 	return w
 }
@@ -1041,32 +1042,14 @@ func checkWatchJSON(t *testing.T, out string, netns uint32, pid int, exe string)
 	}
 }
 
-// SyncBuilder is a strings.Builder safe to read while another goroutine writes.
-type SyncBuilder struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *SyncBuilder) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *SyncBuilder) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // waitText waits until w has said want, failing if the command ends first.
-func waitText(t *testing.T, w *SyncBuilder, want string, done chan error, b event.Backend) {
+func waitText(t *testing.T, w *tracer.SyncBuilder, want string, done chan error, b event.Backend) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !strings.Contains(w.String(), want) {
 		select {
 		case err := <-done:
-			SkipUnsupported(t, b, err)
+			tracer.SkipUnsupported(t, b, err)
 			t.Fatalf("ended before saying %q: %v\n%s", want, err, w.String())
 		case <-time.After(10 * time.Millisecond):
 		}
@@ -1083,14 +1066,14 @@ func waitText(t *testing.T, w *SyncBuilder, want string, done chan error, b even
 func TestKernelPortsWatchV6Only(t *testing.T) {
 	for _, output := range []string{"table", "json"} {
 		t.Run(output, func(t *testing.T) {
-			ns := NewNetns(t)
+			ns := tracer.NewNetns(t)
 			w := startWatch(t, []string{ns.Path()}, time.Second, output)
-			var th Thread
+			var th tracer.Thread
 			ns.Run(t, func() {
-				th = Self()
-				openListener(t, TCP6, netip.MustParseAddrPort("[::]:6667"), 0)
-				openListener(t, TCP6, netip.MustParseAddrPort("[::]:6668"), 1)
-				openListener(t, UDP6, netip.MustParseAddrPort("[::]:6669"), 0)
+				th = tracer.Self()
+				openListener(t, tracer.TCP6, netip.MustParseAddrPort("[::]:6667"), 0)
+				openListener(t, tracer.TCP6, netip.MustParseAddrPort("[::]:6668"), 1)
+				openListener(t, tracer.UDP6, netip.MustParseAddrPort("[::]:6669"), 0)
 			})
 			if output == "table" {
 				by := fmt.Sprintf(" pid %d %s (%s)  ", os.Getpid(), th.Comm, userName(0))
@@ -1139,12 +1122,12 @@ func TestKernelPortsWatchV6Only(t *testing.T) {
 // that fails otherwise (the address in use) is told as it happens, and the
 // wait goes on.
 func TestKernelWhoWaitFailedBind(t *testing.T) {
-	ns := NewNetns(t)
+	ns := tracer.NewNetns(t)
 	var fd int
-	ns.Run(t, func() { fd = ListenTCP(t, netip.MustParseAddrPort("127.0.0.1:10107")) })
+	ns.Run(t, func() { fd = tracer.ListenTCP(t, netip.MustParseAddrPort("127.0.0.1:10107")) })
 	defer unix.Close(fd)
-	inUse := StartHelper(t, ns, HelperExe(t), 0, "tcp", "127.0.0.1:10107")
-	later := StartHelper(t, ns, HelperExe(t), 0, "tcp", "127.0.0.1:10107")
+	inUse := tracer.StartHelper(t, ns, tracer.HelperExe(t), 0, "tcp", "127.0.0.1:10107")
+	later := tracer.StartHelper(t, ns, tracer.HelperExe(t), 0, "tcp", "127.0.0.1:10107")
 	cfg, out, done := startWhoWait(t, ns, "10107/tcp")
 	if _, errno := inUse.Bind(t); errno != "EADDRINUSE" {
 		t.Fatalf("bind of a held port: %q, want EADDRINUSE", errno)

@@ -13,8 +13,8 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"github.com/porttrace/porttrace/tracer"
 	"github.com/porttrace/porttrace/tracer/churn"
+	"github.com/porttrace/porttrace/tracer/ports"
 	"github.com/porttrace/porttrace/tracer/stream"
 	"github.com/porttrace/porttrace/tracer/textout"
 )
@@ -73,7 +73,7 @@ func runChurn(args []string) int {
 
 func runPorts(args []string) int {
 	const name = "porttrace ports"
-	cfg := tracer.DefaultPortsConfig()
+	cfg := ports.DefaultConfig()
 	fs := newFlagSet("porttrace ports [flags]",
 		"List what holds every port now (listeners; -a for all sockets), with the processes, and flag the suspicious.")
 	cfg.AddFlags(fs)
@@ -83,12 +83,12 @@ func runPorts(args []string) int {
 	if err := cfg.Validate(); err != nil {
 		return usageError(name, err)
 	}
-	return exit(name, func(ctx context.Context) error { return tracer.RunPorts(ctx, cfg, os.Stdout, os.Stderr) })
+	return exit(name, func(ctx context.Context) error { return ports.Run(ctx, cfg, os.Stdout, os.Stderr) })
 }
 
 func runWho(args []string) int {
 	const name = "porttrace who"
-	cfg := tracer.DefaultWhoConfig()
+	cfg := ports.DefaultWhoConfig()
 	fs := newFlagSet("porttrace who PORT[/tcp|/udp] [flags]",
 		"Tell who holds a port now; with --wait, who binds it next.\n"+
 			"Exits 1 when no process holds the port (sockets a closed connection left in TIME-WAIT are\n"+
@@ -110,8 +110,8 @@ func runWho(args []string) int {
 		return usageError(name, err)
 	}
 	return exit(name, func(ctx context.Context) error {
-		err := tracer.RunWho(ctx, cfg, os.Stdout, os.Stderr)
-		if errors.Is(err, tracer.ErrNobody) {
+		err := ports.RunWho(ctx, cfg, os.Stdout, os.Stderr)
+		if errors.Is(err, ports.ErrNobody) {
 			return errQuiet // already said
 		}
 		return err

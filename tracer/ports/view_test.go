@@ -1,4 +1,4 @@
-package tracer
+package ports
 
 import (
 	"bytes"
@@ -59,7 +59,7 @@ var sampleTime = time.Date(2026, 11, 28, 7, 30, 0, 120000000, time.UTC)
 
 func TestPortsTableGolden(t *testing.T) {
 	var b strings.Builder
-	if err := WritePortsTable(&b, sampleSockets(), false); err != nil {
+	if err := WriteTable(&b, sampleSockets(), false); err != nil {
 		t.Fatal(err)
 	}
 	golden.Check(t, "ports.table", []byte(b.String()))
@@ -325,7 +325,7 @@ func TestPortsViewsEscapeNames(t *testing.T) {
 		Holders: []Holder{evil}, PortClass: event.ClassRegistered, Scope: "all interfaces"}}
 	s[0].Suspicious = suspicious(&s[0])
 	var table, who bytes.Buffer
-	if err := WritePortsTable(&table, s, false); err != nil {
+	if err := WriteTable(&table, s, false); err != nil {
 		t.Fatal(err)
 	}
 	if err := WriteWho(&who, 31337, "tcp", s, time.Now()); err != nil {
@@ -406,7 +406,7 @@ func TestWildcardScope(t *testing.T) {
 		{"[fe80::1%eth0]:547", true, true, "[fe80::1%eth0]:547", "only fe80::1%eth0"},
 	} {
 		s := Socket{Proto: event.ProtoTCP, State: "LISTEN", Local: ap(tc.local), HasV6Only: tc.has, V6Only: tc.v6only}
-		if addr, note := localAddr(&s), s.scope(); addr != tc.addr || note != tc.wantNote {
+		if addr, note := LocalAddr(&s), s.scope(); addr != tc.addr || note != tc.wantNote {
 			t.Errorf("%s v6only=%t (known %t): %s %q, want %s %q", tc.local, tc.v6only, tc.has, addr, note, tc.addr, tc.wantNote)
 		}
 	}
@@ -425,7 +425,7 @@ func TestPortsNetnsNotANamespace(t *testing.T) {
 		}
 	}
 	// Under --netns all such a file (in /run/netns, say) is skipped, not fatal.
-	_, unopened, err := snapshotFiles([]string{"/proc/self/ns/net", "/etc/passwd"}, true, false)
+	_, unopened, err := SnapshotFiles([]string{"/proc/self/ns/net", "/etc/passwd"}, true, false)
 	if err != nil || len(unopened) != 1 || !errors.Is(unopened[0].Err, netns.ErrNotNamespace) {
 		t.Errorf("--netns all with /etc/passwd: unopened %v, error %v", unopened, err)
 	}

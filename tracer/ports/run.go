@@ -1,4 +1,4 @@
-package tracer
+package ports
 
 import (
 	"bufio"
@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/porttrace/porttrace/tracer"
 	"github.com/porttrace/porttrace/tracer/event"
 	"github.com/porttrace/porttrace/tracer/internal/netns"
 	"github.com/porttrace/porttrace/tracer/internal/proc"
@@ -22,13 +23,13 @@ import (
 	"github.com/porttrace/porttrace/tracer/textout"
 )
 
-// RunPorts prints what holds every port now and, with --watch, what changes.
-func RunPorts(ctx context.Context, cfg PortsConfig, stdout, stderr io.Writer) error {
-	var t *Tracer
+// Run prints what holds every port now and, with --watch, what changes.
+func Run(ctx context.Context, cfg Config, stdout, stderr io.Writer) error {
+	var t *tracer.Tracer
 	if cfg.Watch {
 		// Attached before the snapshot, so nothing falls between the two.
 		var err error
-		t, err = New(Options{Backend: cfg.Backend, Events: KindsOf(event.KindBind, event.KindListen)})
+		t, err = tracer.New(tracer.Options{Backend: cfg.Backend, Events: tracer.KindsOf(event.KindBind, event.KindListen)})
 		if err != nil {
 			return err
 		}
@@ -88,14 +89,14 @@ func RunPorts(ctx context.Context, cfg PortsConfig, stdout, stderr io.Writer) er
 
 // writeSnapshot prints what a look found, as a table or one JSON object
 // a socket.
-func writeSnapshot(out *bufio.Writer, cfg PortsConfig, snap []Socket, now time.Time) error {
+func writeSnapshot(out *bufio.Writer, cfg Config, snap []Socket, now time.Time) error {
 	if cfg.Output == "json" {
 		var buf []byte
 		for i := range snap {
 			buf = AppendSocketJSON(buf[:0], EventSnapshot, now, &snap[i])
 			_, _ = out.Write(buf)
 		}
-	} else if err := WritePortsTable(out, snap, len(cfg.Netns) > 0); err != nil {
+	} else if err := WriteTable(out, snap, len(cfg.Netns) > 0); err != nil {
 		return err
 	}
 	if err := out.Flush(); err != nil && !errors.Is(err, textout.ErrStalled) {
@@ -132,7 +133,7 @@ func (k listenerKey) addr() listenerKey { k.inode = 0; return k }
 // portsWatch keeps the listeners of the snapshot current: each bind and
 // listen as the tracer reports it, each listener gone at the next look.
 type portsWatch struct {
-	cfg       PortsConfig
+	cfg       Config
 	out       *bufio.Writer
 	stderr    io.Writer
 	notice    *unopenedNotice
@@ -151,7 +152,7 @@ func (w *portsWatch) netnsNote(netns uint32) string {
 	return " netns " + strconv.FormatUint(uint64(netns), 10)
 }
 
-func (w *portsWatch) run(ctx context.Context, t *Tracer) error {
+func (w *portsWatch) run(ctx context.Context, t *tracer.Tracer) error {
 	inScope, err := netns.Filter(w.cfg.Netns)
 	if err != nil {
 		return err
@@ -234,7 +235,7 @@ func (w *portsWatch) event(ev *event.Event) {
 	} else {
 		addr, note := sockAddr(ev.Local), ""
 		if isListener {
-			addr, note = localAddr(&l), "  "+socketNote(&l)
+			addr, note = LocalAddr(&l), "  "+socketNote(&l)
 		}
 		fmt.Fprintf(w.out, "%s + %s %s %s%s pid %d %s (%s)%s%s\n", ev.Time.In(textout.DisplayZone).Format("15:04:05"), ev.Kind,
 			event.ProtoName(ev.Proto), addr, w.netnsNote(ev.Netns), ev.PID, textout.Printable(ev.Comm), textout.Printable(ev.User), resultNote(ev), textout.Printable(note))
@@ -301,7 +302,7 @@ func (w *portsWatch) look() error {
 			_, _ = w.out.Write(w.buf)
 		} else {
 			fmt.Fprintf(w.out, "%s - closed %s %s%s %s\n", at.In(textout.DisplayZone).Format("15:04:05"), event.ProtoName(s.Proto),
-				localAddr(&s), w.netnsNote(s.Netns), holderNote(&s))
+				LocalAddr(&s), w.netnsNote(s.Netns), holderNote(&s))
 		}
 	}
 	w.known = now
@@ -399,13 +400,13 @@ func holderNote(s *Socket) string {
 
 // RunWho tells who holds a port now and, with --wait, who binds it next.
 func RunWho(ctx context.Context, cfg WhoConfig, stdout, stderr io.Writer) error {
-	var t *Tracer
+	var t *tracer.Tracer
 	if cfg.Wait {
-		var ports PortSet
+		var ports tracer.PortSet
 		_ = ports.Set(strconv.Itoa(int(cfg.Port)))
 		var err error
 		// Attached before looking, so a bind in between is not missed.
-		t, err = New(Options{Backend: cfg.Backend, Events: KindsOf(event.KindBind), Ports: &ports})
+		t, err = tracer.New(tracer.Options{Backend: cfg.Backend, Events: tracer.KindsOf(event.KindBind), Ports: &ports})
 		if err != nil {
 			return err
 		}
@@ -462,7 +463,7 @@ func whoNow(cfg WhoConfig, stdout, stderr io.Writer) (held bool, err error) {
 // whoWait waits for the next bind of the port in the namespaces in scope
 // and reports it; a bind that failed otherwise than by a permission check
 // is reported and the wait goes on.
-func whoWait(ctx context.Context, cfg WhoConfig, t *Tracer, stdout, stderr io.Writer) error {
+func whoWait(ctx context.Context, cfg WhoConfig, t *tracer.Tracer, stdout, stderr io.Writer) error {
 	inScope, err := netns.Filter(cfg.Netns)
 	if err != nil {
 		return err
@@ -486,7 +487,7 @@ func whoWait(ctx context.Context, cfg WhoConfig, t *Tracer, stdout, stderr io.Wr
 	defer sw.Close()
 	var ev event.Event
 	for {
-		if err := t.Read(&ev); errors.Is(err, ErrStopped) {
+		if err := t.Read(&ev); errors.Is(err, tracer.ErrStopped) {
 			return whyNoBind(ctx, cfg)
 		} else if err != nil {
 			return err
@@ -513,7 +514,7 @@ func whoWait(ctx context.Context, cfg WhoConfig, t *Tracer, stdout, stderr io.Wr
 // whyNoBind is the error of a wait that ended with no bind: its namespaces
 // gone, --timeout, or a signal.
 func whyNoBind(ctx context.Context, cfg WhoConfig) error {
-	if cause := context.Cause(ctx); errors.Is(cause, errNetnsGone) {
+	if cause := context.Cause(ctx); errors.Is(cause, ErrNetnsGone) {
 		return fmt.Errorf("no bind of port %d/%s: %w", cfg.Port, cfg.protoName(), cause)
 	}
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
@@ -522,18 +523,18 @@ func whyNoBind(ctx context.Context, cfg WhoConfig) error {
 	return fmt.Errorf("%w: no bind of port %d/%s", ErrInterrupted, cfg.Port, cfg.protoName())
 }
 
-// errNetnsGone ends who --wait on namespaces that no longer exist.
-var errNetnsGone = errors.New("the network namespace is gone")
+// ErrNetnsGone ends who --wait on namespaces that no longer exist.
+var ErrNetnsGone = errors.New("the network namespace is gone")
 
-// netnsCheckEvery spaces the looks for the namespaces who --wait watches
+// NetnsCheckEvery spaces the looks for the namespaces who --wait watches
 // (tests shorten it).
-var netnsCheckEvery = 2 * time.Second
+var NetnsCheckEvery = 2 * time.Second
 
 // watchNamespaces ends ctx with errNetnsGone once none of the namespaces
 // in scope exists any more: no process lives in one, no mount names it,
 // no fd holds it. porttrace holds none, so as not to keep one alive.
 func watchNamespaces(ctx context.Context, inScope map[uint32]bool, gone context.CancelCauseFunc) {
-	tick := time.NewTicker(netnsCheckEvery)
+	tick := time.NewTicker(NetnsCheckEvery)
 	defer tick.Stop()
 	for {
 		select {
@@ -551,7 +552,7 @@ func watchNamespaces(ctx context.Context, inScope map[uint32]bool, gone context.
 		}
 		if len(missing) == len(inScope) {
 			slices.Sort(missing)
-			gone(fmt.Errorf("%w: netns %s", errNetnsGone, strings.Join(missing, ", ")))
+			gone(fmt.Errorf("%w: netns %s", ErrNetnsGone, strings.Join(missing, ", ")))
 			return
 		}
 	}

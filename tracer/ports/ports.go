@@ -1,4 +1,4 @@
-package tracer
+package ports
 
 import (
 	"cmp"
@@ -119,13 +119,13 @@ func Snapshot(o SnapshotOptions) (socks []Socket, unopened []Unopened, err error
 	if err != nil {
 		return nil, nil, err
 	}
-	return snapshotFiles(nsFiles, len(o.Netns) == 1 && o.Netns[0] == "all", o.All)
+	return SnapshotFiles(nsFiles, len(o.Netns) == 1 && o.Netns[0] == "all", o.All)
 }
 
-// snapshotFiles lists the sockets of the namespaces nsFiles, each once;
+// SnapshotFiles lists the sockets of the namespaces nsFiles, each once;
 // all means the files came from --netns all and may vanish or be closed
 // to porttrace.
-func snapshotFiles(nsFiles []string, all, allSockets bool) (socks []Socket, unopened []Unopened, err error) {
+func SnapshotFiles(nsFiles []string, all, allSockets bool) (socks []Socket, unopened []Unopened, err error) {
 	holders, err := socketHolders()
 	if err != nil {
 		return nil, nil, err
@@ -235,7 +235,7 @@ func socketHolders() (*holderIndex, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listing processes: %w", err)
 	}
-	hi := &holderIndex{bySocket: map[uint32][]Holder{}, pidnsChild: inChildPidns()}
+	hi := &holderIndex{bySocket: map[uint32][]Holder{}, pidnsChild: InChildPidns()}
 	en := proc.NewEnricher()
 	for _, p := range procs {
 		fds, err := p.FileDescriptors()
@@ -273,11 +273,11 @@ func socketHolders() (*holderIndex, error) {
 	return hi, nil
 }
 
-// inChildPidns reports whether the /proc porttrace reads is that of a pid
+// InChildPidns reports whether the /proc porttrace reads is that of a pid
 // namespace below the initial one (porttrace in a container): processes
 // outside it, which may hold sockets of a network namespace it shares,
 // are not in it.
-func inChildPidns() bool {
+func InChildPidns() bool {
 	var st unix.Stat_t
 	if err := unix.Stat("/proc/self/ns/pid", &st); err != nil {
 		return false

@@ -1,4 +1,4 @@
-package tracer
+package ports
 
 import (
 	"errors"
@@ -12,13 +12,14 @@ import (
 	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
 
+	"github.com/porttrace/porttrace/tracer"
 	"github.com/porttrace/porttrace/tracer/event"
 	"github.com/porttrace/porttrace/tracer/internal/flagcheck"
 	"github.com/porttrace/porttrace/tracer/internal/netns"
 )
 
-// PortsConfig is what `porttrace ports` takes on the command line.
-type PortsConfig struct {
+// Config is what `porttrace ports` takes on the command line.
+type Config struct {
 	All      bool
 	Output   string
 	Netns    []string
@@ -31,13 +32,13 @@ type PortsConfig struct {
 	flags    *pflag.FlagSet // AddFlags's, to tell a flag given from its default
 }
 
-// DefaultPortsConfig lists the listeners of porttrace's own namespace.
-func DefaultPortsConfig() PortsConfig {
-	return PortsConfig{Output: "table", Interval: time.Second, backend: "auto"}
+// DefaultConfig lists the listeners of porttrace's own namespace.
+func DefaultConfig() Config {
+	return Config{Output: "table", Interval: time.Second, backend: "auto"}
 }
 
 // AddFlags registers the ports flags on fs.
-func (c *PortsConfig) AddFlags(fs *pflag.FlagSet) {
+func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	c.flags = fs
 	fs.BoolVarP(&c.All, "all", "a", c.All, "every socket, not only listeners")
 	fs.StringVarP(&c.Output, "output", "o", c.Output, "output format: table or json (one object per socket or event, its kind in \"event\")")
@@ -50,7 +51,7 @@ func (c *PortsConfig) AddFlags(fs *pflag.FlagSet) {
 }
 
 // Validate checks the flags.
-func (c *PortsConfig) Validate() error {
+func (c *Config) Validate() error {
 	if err := flagcheck.First(flagcheck.Output(c.Output, "table", "json"), flagcheck.Interval(c.Interval), flagcheck.Duration(c.Duration)); err != nil {
 		return err
 	}
@@ -113,7 +114,7 @@ func (c *WhoConfig) AddFlags(fs *pflag.FlagSet) {
 // ParseTarget sets Port and Proto from "PORT", "PORT/tcp" or "PORT/udp".
 func (c *WhoConfig) ParseTarget(arg string) error {
 	portStr, proto, hasProto := strings.Cut(arg, "/")
-	port, err := parsePort(portStr)
+	port, err := tracer.ParsePort(portStr)
 	if err != nil {
 		return err
 	}

@@ -1,4 +1,4 @@
-package tracer
+package ports
 
 import (
 	"cmp"
@@ -15,11 +15,11 @@ import (
 	"github.com/porttrace/porttrace/tracer/textout"
 )
 
-// WritePortsTable prints sockets as a table, one row a socket, its first
+// WriteTable prints sockets as a table, one row a socket, its first
 // holder named and the others counted (PID+N: N more processes hold it;
 // who lists them). Columns are as wide as their widest cell; nothing
 // wraps and no line ends in spaces, on a terminal or into a pipe.
-func WritePortsTable(w io.Writer, socks []Socket, showNetns bool) error {
+func WriteTable(w io.Writer, socks []Socket, showNetns bool) error {
 	header := []any{"PROTO", "LOCAL", "REMOTE", "STATE", "PID", "USER", "COMM", "CLASS", "DIR", "NOTE"}
 	if showNetns {
 		header = append([]any{"NETNS"}, header...)
@@ -40,7 +40,7 @@ func WritePortsTable(w io.Writer, socks []Socket, showNetns bool) error {
 		if s.DirInferred {
 			dir += "?"
 		}
-		row := []any{event.ProtoName(s.Proto), localAddr(s), sockAddr(s.Remote), s.State, pid, user, comm, class, dir, textout.Printable(socketNote(s))}
+		row := []any{event.ProtoName(s.Proto), LocalAddr(s), sockAddr(s.Remote), s.State, pid, user, comm, class, dir, textout.Printable(socketNote(s))}
 		if showNetns {
 			row = append([]any{strconv.FormatUint(uint64(s.Netns), 10)}, row...)
 		}
@@ -88,11 +88,11 @@ func sockAddr(ap netip.AddrPort) string {
 	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()).String()
 }
 
-// localAddr writes a socket's local address as ss -n does, so that the
+// LocalAddr writes a socket's local address as ss -n does, so that the
 // three wildcards, three different reaches, read differently: 0.0.0.0:PORT
 // is IPv4 only, [::]:PORT IPv6 only (or not known to take IPv4), and
 // *:PORT a dual-stack socket on both.
-func localAddr(s *Socket) string {
+func LocalAddr(s *Socket) string {
 	if s.bothFamilies() {
 		return "*:" + strconv.FormatUint(uint64(s.Local.Port()), 10)
 	}
@@ -191,7 +191,7 @@ func WriteWho(w io.Writer, port uint16, proto string, socks []Socket, now time.T
 	for i := range socks {
 		s := &socks[i]
 		held = held || s.Owned()
-		fmt.Fprintf(&b, "%s %s", event.ProtoName(s.Proto), localAddr(s))
+		fmt.Fprintf(&b, "%s %s", event.ProtoName(s.Proto), LocalAddr(s))
 		if s.Remote.IsValid() {
 			fmt.Fprintf(&b, " <-> %s", sockAddr(s.Remote))
 		}

@@ -1,0 +1,286 @@
+package tracer_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/porttrace/porttrace/tracer"
+	"github.com/porttrace/porttrace/tracer/event"
+	"github.com/porttrace/porttrace/tracer/internal/proc"
+	"github.com/porttrace/porttrace/tracer/ports"
+	"github.com/porttrace/porttrace/tracer/textout"
+)
+
+// A connect-back implant: a deleted binary with no listener, only an
+// outbound connection. ports flags that connection, and the established
+// connections of a deleted-binary listener too, not only listeners.
+func TestKernelDeletedBinaryConnection(t *testing.T) {
+	ns := tracer.NewNetns(t)
+	var ln int
+	ns.Run(t, func() { ln = tracer.ListenTCP(t, netip.MustParseAddrPort("127.0.0.1:4444")) })
+	defer unix.Close(ln)
+	exe := filepath.Join(t.TempDir(), "beacon")
+	if err := tracer.CopyFile(tracer.HelperExe(t), exe); err != nil {
+		t.Fatal(err)
+	}
+	h := tracer.StartHelper(t, ns, exe, 0, "tcp", "127.0.0.1:0", "PT_CONNECT=127.0.0.1:4444")
+	if err := os.Remove(exe); err != nil {
+		t.Fatal(err)
+	}
+	if _, errno := h.Bind(t); errno != "" {
+		t.Fatal(errno)
+	}
+	socks, _, err := ports.Snapshot(ports.SnapshotOptions{All: true, Netns: []string{ns.Path()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	flag := fmt.Sprintf("executable deleted: %s (pid %d)", exe, h.Cmd.Process.Pid)
+	found := false
+	for _, s := range socks {
+		held := len(s.Holders) > 0 && s.Holders[0].PID == uint32(h.Cmd.Process.Pid)
+		if held != slices.Contains(s.Suspicious, flag) {
+			t.Errorf("%s %s -> %s held by the beacon: %t, flags %q", event.ProtoName(s.Proto), s.Local, s.Remote, held, s.Suspicious)
+		}
+		found = found || held
+	}
+	if !found {
+		t.Fatalf("the beacon's connection is not listed: %+v", socks)
+	}
+	var out strings.Builder
+	if err := ports.WriteTable(&out, socks, false); err != nil || !strings.Contains(out.String(), "! "+flag) {
+		t.Errorf("the table does not flag it (%v):\n%s", err, out.String())
+	}
+}
+
+// A file may be named "x (deleted)": that is not a deleted executable.
+// The kernel's event says it is not, and so do ports and who, which judge
+// by the file's link count rather than by the name /proc shows.
+func TestKernelExeNamedDeleted(t *testing.T) {
+	ns := tracer.NewNetns(t)
+	exe := filepath.Join(t.TempDir(), "fake (deleted)")
+	if err := tracer.CopyFile(tracer.HelperExe(t), exe); err != nil {
+		t.Fatal(err)
+	}
+	h := tracer.StartHelper(t, ns, exe, 0, "tcp", "127.0.0.1:5005", "PT_LISTEN=1")
+	b := tracer.Backend(t)
+	tr, err := tracer.New(tracer.Options{Backend: b, PID: uint32(h.Cmd.Process.Pid), Events: tracer.KindsOf(event.KindBind)})
+	tracer.SkipUnsupported(t, b, err)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	if _, errno := h.Bind(t); errno != "" {
+		t.Fatal(errno)
+	}
+	tr.Stop()
+	var evs []event.Event
+	for ev := (event.Event{}); tr.Read(&ev) == nil; {
+		if ev.Netns == ns.Inode {
+			evs = append(evs, ev)
+		}
+	}
+	if len(evs) != 1 {
+		t.Fatalf("got %d events, want 1", len(evs))
+	}
+	proc.NewEnricher().Enrich(&evs[0])
+	if evs[0].ExeDeleted || evs[0].Exe != exe {
+		t.Errorf("event: exe_deleted %t exe %q, want false %q", evs[0].ExeDeleted, evs[0].Exe, exe)
+	}
+	socks, _, err := ports.Snapshot(ports.SnapshotOptions{Netns: []string{ns.Path()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(socks) != 1 || len(socks[0].Holders) != 1 {
+		t.Fatalf("want one listener with one holder: %+v", socks)
+	}
+	if h := socks[0].Holders[0]; h.ExeDeleted || h.Exe != exe || len(socks[0].Suspicious) != 0 {
+		t.Errorf("holder: exe %q deleted %t, flags %q; want %q, false, none", h.Exe, h.ExeDeleted, exe, socks[0].Suspicious)
+	}
+	// And once it is deleted, it is, under the name it had.
+	if err := os.Remove(exe); err != nil {
+		t.Fatal(err)
+	}
+	if f := proc.ReadFacts("/proc", uint32(h.Cmd.Process.Pid), proc.FactExe); !f.ExeDeleted || f.Exe != exe {
+		t.Errorf("after rm: exe %q deleted %t, want %q true", f.Exe, f.ExeDeleted, exe)
+	}
+}
+
+// Five listeners that come and go on one address within one interval are
+// five listeners: each "+ listen" has its "- closed", told apart by the
+// socket's inode, which the events carry.
+func TestKernelPortsWatchQuickRepeats(t *testing.T) {
+	ns := tracer.NewNetns(t)
+	w := startWatch(t, []string{ns.Path()}, 300*time.Millisecond, "table")
+	ns.Run(t, func() {
+		for range 5 {
+			unix.Close(tracer.ListenTCP(t, netip.MustParseAddrPort("127.0.0.1:7070")))
+		}
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for strings.Count(w.out.String(), "- closed tcp 127.0.0.1:7070") < 5 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(500 * time.Millisecond) // one more look: nothing more to say
+	w.stop(t)
+	out := w.out.String()
+	if opened, closed := strings.Count(out, "+ listen tcp 127.0.0.1:7070"), strings.Count(out, "- closed tcp 127.0.0.1:7070"); opened != 5 || closed != 5 {
+		t.Errorf("%d listens and %d closes, want 5 and 5:\n%s", opened, closed, out)
+	}
+}
+
+// A namespace named on the command line is watched through porttrace's
+// own hold on it: removing its name (ip netns delete) leaves the watch
+// running, and a listener opened there afterwards is still seen.
+func TestKernelPortsWatchNamedNetnsRemoved(t *testing.T) {
+	ns := tracer.NewNetns(t)
+	name := filepath.Join(t.TempDir(), "demo")
+	if err := os.WriteFile(name, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount(ns.Path(), name, "", unix.MS_BIND, ""); err != nil {
+		t.Fatalf("bind-mounting the namespace: %v", err)
+	}
+	mounted := true
+	defer func() {
+		if mounted {
+			_ = unix.Unmount(name, unix.MNT_DETACH)
+		}
+	}()
+	w := startWatch(t, []string{name}, 100*time.Millisecond, "table")
+	if err := unix.Unmount(name, unix.MNT_DETACH); err != nil {
+		t.Fatal(err)
+	}
+	mounted = false
+	if err := os.Remove(name); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // a few looks without the name
+	var fd int
+	ns.Run(t, func() { fd = tracer.ListenTCP(t, netip.MustParseAddrPort("127.0.0.1:7071")) })
+	w.wait(t, "+ listen tcp 127.0.0.1:7071")
+	unix.Close(fd)
+	w.wait(t, "- closed tcp 127.0.0.1:7071")
+	w.stop(t)
+}
+
+// who --wait on a namespace that is gone (its last holder closed it)
+// stops waiting and says so, instead of waiting for ever; while the
+// namespace lives, it waits.
+func TestKernelWhoWaitNetnsGone(t *testing.T) {
+	saved := ports.NetnsCheckEvery
+	ports.NetnsCheckEvery = 100 * time.Millisecond
+	defer func() { ports.NetnsCheckEvery = saved }()
+	ns := tracer.NewNetns(t)
+	cfg, _, done := startWhoWait(t, ns, "7072/tcp")
+	select {
+	case err := <-done:
+		t.Fatalf("who --wait ended while its namespace lived: %v", err)
+	case <-time.After(5 * ports.NetnsCheckEvery):
+	}
+	inode := ns.Inode
+	ns.Drop()
+	select {
+	case err := <-done:
+		if !errors.Is(err, ports.ErrNetnsGone) || !strings.Contains(err.Error(), fmt.Sprint(inode)) {
+			t.Errorf("who --wait ended with %v, want errNetnsGone naming netns %d", err, inode)
+		}
+	case <-time.After(3*ports.NetnsCheckEvery + 5*time.Second):
+		t.Fatalf("who --wait %s still waits on a namespace that is gone", cfg.Netns[0])
+	}
+}
+
+// blockedWriter never returns from a Write once blocked: a pipe nobody
+// reads. It says on first when the first Write began.
+type blockedWriter struct {
+	first chan struct{}
+	once  bool
+}
+
+// Told to stop while nobody reads its output, each command stops at once
+// and says so on stderr, with its summary.
+func TestKernelStopWhileOutputStalled(t *testing.T) {
+	saved := textout.StallGrace
+	textout.StallGrace = 200 * time.Millisecond
+	defer func() { textout.StallGrace = saved }()
+	ns := tracer.NewNetns(t)
+	bind := func() {
+		ns.Run(t, func() {
+			fd := tracer.NewSocket(t, tracer.UDP4)
+			defer unix.Close(fd)
+			if err := unix.Bind(fd, tracer.Sockaddr(netip.MustParseAddrPort("127.0.0.1:0"))); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	for _, tc := range []struct {
+		name    string
+		run     func(ctx context.Context, stdout, stderr *tracer.SyncBuilder, out *blockedWriter) error
+		summary string
+	}{
+		{"ports --watch", func(ctx context.Context, _, stderr *tracer.SyncBuilder, out *blockedWriter) error {
+			cfg := ports.DefaultConfig()
+			cfg.Watch = true
+			cfg.Netns = []string{ns.Path()}
+			if err := cfg.Validate(); err != nil {
+				t.Fatal(err)
+			}
+			cfg.Backend = tracer.Backend(t)
+			return ports.Run(ctx, cfg, out, stderr)
+		}, "porttrace ports: stopped while the output was not being read"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out := &blockedWriter{first: make(chan struct{})}
+			var stdout, stderr tracer.SyncBuilder
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			done := make(chan error, 1)
+			go func() { done <- tc.run(ctx, &stdout, &stderr, out) }()
+			for blocked := false; !blocked; {
+				bind()
+				select {
+				case <-out.first:
+					blocked = true
+				case err := <-done:
+					tracer.SkipUnsupported(t, tracer.Backend(t), err)
+					t.Fatalf("ended early: %v", err)
+				case <-time.After(20 * time.Millisecond):
+				}
+			}
+			for range 50 {
+				bind() // more to write, all stuck behind the first
+			}
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatal(err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("still running 5s after it was told to stop")
+			}
+			if !strings.Contains(stderr.String(), tc.summary) {
+				t.Errorf("stderr lacks %q:\n%s", tc.summary, stderr.String())
+			}
+			// The summary counts what happened, written or not.
+
+		})
+	}
+}
+
+func (b *blockedWriter) Write(p []byte) (int, error) {
+	if !b.once {
+		b.once = true
+		close(b.first)
+	}
+	select {}
+}
