@@ -1,0 +1,129 @@
+package ports
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/prometheus/procfs"
+	"golang.org/x/sys/unix"
+
+	"github.com/porttrace/porttrace/tracer/internal/proc"
+	"github.com/porttrace/porttrace/tracer/textout"
+)
+
+// holderIndex maps socket inodes to the processes holding them, and says
+// how much of the process table porttrace could read: a socket nobody
+// holds is only an orphan if no holder could have been hidden.
+type holderIndex struct {
+	bySocket   map[uint32][]Holder
+	unreadable int  // processes whose fds porttrace may not read
+	pidnsChild bool // porttrace sees only the processes of its own pid namespace
+}
+
+// socketHolders reads /proc/PID/fd of every process.
+func socketHolders() (*holderIndex, error) {
+	procs, err := procfs.AllProcs()
+	if err != nil {
+		return nil, fmt.Errorf("listing processes: %w", err)
+	}
+	hi := &holderIndex{bySocket: map[uint32][]Holder{}, pidnsChild: InChildPidns()}
+	en := proc.NewEnricher()
+	for _, p := range procs {
+		fds, err := p.FileDescriptors()
+		if errors.Is(err, fs.ErrPermission) {
+			hi.unreadable++
+			continue
+		}
+		if err != nil {
+			continue // gone, or a kernel thread
+		}
+		var h *Holder
+		for _, fd := range fds {
+			target, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%d", p.PID, fd))
+			if errors.Is(err, fs.ErrPermission) {
+				// The fd list may be readable where its links are not
+				// (a process porttrace may not ptrace).
+				hi.unreadable++
+				break
+			}
+			if err != nil || !strings.HasPrefix(target, "socket:[") {
+				continue
+			}
+			inode, err := strconv.ParseUint(strings.TrimSuffix(target[len("socket:["):], "]"), 10, 32)
+			if err != nil {
+				continue
+			}
+			if h == nil {
+				h = describe(p.PID, en)
+			}
+			hh := *h
+			hh.FD = int(fd)
+			hi.bySocket[uint32(inode)] = append(hi.bySocket[uint32(inode)], hh)
+		}
+	}
+	return hi, nil
+}
+
+// InChildPidns reports whether the /proc porttrace reads is that of a pid
+// namespace below the initial one (porttrace in a container): processes
+// outside it, which may hold sockets of a network namespace it shares,
+// are not in it.
+func InChildPidns() bool {
+	var st unix.Stat_t
+	if err := unix.Stat("/proc/self/ns/pid", &st); err != nil {
+		return false
+	}
+	self, err := procfs.Self()
+	if err != nil {
+		return false
+	}
+	status, err := self.NewStatus()
+	if err != nil {
+		return false
+	}
+	return procPidnsChild(st.Ino, len(status.NSpids))
+}
+
+// procPidInitIno is the inode of the initial pid namespace
+// (PROC_PID_INIT_INO, include/linux/proc_ns.h; fixed since Linux 3.8).
+const procPidInitIno = 0xEFFFFFFC
+
+// procPidnsChild decides inChildPidns from the inode of porttrace's pid
+// namespace and the number of pids NSpid in /proc/self/status gives it.
+// NSpid counts the levels from the namespace of that /proc down to
+// porttrace's own, so it is one entry both on the host and in a container
+// with its own /proc: only the first is the whole process table. More
+// entries mean a /proc from above, as a container given the host's has.
+func procPidnsChild(pidnsIno uint64, nspids int) bool {
+	return pidnsIno != procPidInitIno && nspids == 1
+}
+
+// orphanNote is why a socket no process holds deserves a look, worded by
+// what porttrace could see: only with the whole process table in view is
+// it sure no live process holds it.
+func (hi *holderIndex) orphanNote() string {
+	switch {
+	case hi.pidnsChild:
+		return "no process visible in this pid namespace holds it"
+	case hi.unreadable > 0:
+		return fmt.Sprintf("no process porttrace may read holds it (%d %s unreadable)",
+			hi.unreadable, textout.Plural(hi.unreadable, "process", "processes"))
+	}
+	return "no live process holds it"
+}
+
+// describe is a holder as /proc tells of it; a user id porttrace could not
+// read leaves the user unnamed rather than root.
+func describe(pid int, en *proc.Enricher) *Holder {
+	f := proc.ReadFacts("/proc", uint32(pid), proc.FactsAll)
+	h := &Holder{PID: uint32(pid), PPID: f.PPID, UID: f.UID, Comm: f.Comm, Exe: f.Exe, ExeDeleted: f.ExeDeleted,
+		Cgroup: f.Cgroup, Start: f.Start}
+	if f.HasUID {
+		h.User = en.User(h.UID)
+	}
+	return h
+}
