@@ -8,6 +8,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"errors"
 	"flag"
 	"fmt"
@@ -30,6 +31,7 @@ import (
 
 type tracerCase struct {
 	name     string
+	bin      string   // the porttrace binary, when not -porttrace's (-baseline)
 	args     []string // porttrace arguments; nil: no tracer
 	floor    bool     // an empty BPF program on the same tracepoints instead
 	cgroup   bool     // empty programs on the cgroup socket hooks instead
@@ -43,6 +45,7 @@ const bpftraceScript = `tracepoint:syscalls:sys_exit_bind,tracepoint:syscalls:sy
 
 func main() {
 	bin := flag.String("porttrace", "./porttrace", "porttrace binary to measure")
+	baseline := flag.String("baseline", "", "another porttrace binary (an earlier build) to measure beside it, case for case")
 	reps := flag.Int("reps", 15, "repetitions of each case")
 	tcpN := flag.Int("tcp", 8000, "connect+accept+close iterations per TCP run")
 	udpN := flag.Int("udp", 40000, "socket+bind(0)+close iterations per UDP run")
@@ -53,10 +56,41 @@ func main() {
 		fmt.Fprintln(os.Stderr, "bench: needs root (it runs porttrace)")
 		os.Exit(1)
 	}
-	if _, err := os.Stat(*bin); err != nil {
-		fmt.Fprintf(os.Stderr, "bench: %v (run make build first)\n", err)
-		os.Exit(1)
+	for _, b := range []string{*bin, *baseline} {
+		if _, err := os.Stat(b); b != "" && err != nil {
+			fmt.Fprintf(os.Stderr, "bench: %v (run make build first)\n", err)
+			os.Exit(1)
+		}
 	}
+	cases := benchCases(*backends, *baseline)
+	bpftrace, _ := exec.LookPath("bpftrace")
+	if bpftrace != "" {
+		cases = append(cases, tracerCase{name: "bpftrace, same tracepoints > /dev/null", bpftrace: true})
+	}
+	fmt.Printf("porttrace bench: %s, %d CPUs, kernel %s\n", time.Now().Format(time.RFC3339), nprocs(), kernel())
+	fmt.Printf("interleaved, %d repetitions a case: median time; the median (range) of each repetition's ratio\nto the no-tracer run beside it; the ratio of the best runs, the least disturbed by the machine\n\n", *reps)
+	workloads(*bin, cases, *reps, *tcpN, *udpN)
+	startups(*bin, *reps, bpftrace != "")
+	for _, step := range []struct {
+		name string
+		run  func() error
+	}{
+		{"kernel time", func() error { return kernelTime(*bin, cases) }},
+		{"throughput", func() error { return throughput(*bin) }},
+		{"catch rate", func() error { return catchRate(*bin) }},
+		{"memory", func() error { return memory(*bin, *millions) }},
+	} {
+		if err := step.run(); err != nil {
+			fmt.Fprintf(os.Stderr, "bench: %s: %v\n", step.name, err)
+			os.Exit(1)
+		}
+	}
+}
+
+// benchCases are the tracers each workload runs under: none, the floors,
+// porttrace (with each backend of -backends) and, with -baseline, the
+// same porttrace cases with the baseline binary beside them.
+func benchCases(backends, baseline string) []tracerCase {
 	cases := []tracerCase{
 		{name: "no tracer"},
 		{name: "floor: empty program, same tracepoints", floor: true},
@@ -65,36 +99,42 @@ func main() {
 	if features.HaveProgramType(ebpf.Tracing) == nil {
 		cases = append(cases, tracerCase{name: "floor: empty fentry/fexit, same functions", fexit: true})
 	}
-	for _, b := range strings.Split(*backends, ",") {
-		name, args := "porttrace", []string(nil)
-		if b != "" {
-			name, args = "porttrace --backend "+b, []string{"--backend", b}
+	bins := []struct{ label, path string }{{"porttrace", ""}}
+	if baseline != "" {
+		bins = append(bins, struct{ label, path string }{"baseline", baseline})
+	}
+	for _, b := range strings.Split(backends, ",") {
+		for _, bin := range bins {
+			name, args := bin.label, []string(nil)
+			if b != "" {
+				name, args = bin.label+" --backend "+b, []string{"--backend", b}
+			}
+			cases = append(cases,
+				tracerCase{name: name + " -o json > /dev/null", bin: bin.path, args: append([]string{"-o", "json"}, args...)},
+				tracerCase{name: name + " -p 1 (matches nothing)", bin: bin.path, args: append([]string{"-o", "json", "-p", "1"}, args...)},
+				tracerCase{name: name + " churn", bin: bin.path, args: append([]string{"churn", "-o", "json", "-i", "1s"}, args...)},
+			)
 		}
-		cases = append(cases,
-			tracerCase{name: name + " -o json > /dev/null", args: append([]string{"-o", "json"}, args...)},
-			tracerCase{name: name + " -p 1 (matches nothing)", args: append([]string{"-o", "json", "-p", "1"}, args...)},
-			tracerCase{name: name + " churn", args: append([]string{"churn", "-o", "json", "-i", "1s"}, args...)},
-		)
 	}
-	bpftrace, _ := exec.LookPath("bpftrace")
-	if bpftrace != "" {
-		cases = append(cases, tracerCase{name: "bpftrace, same tracepoints > /dev/null", bpftrace: true})
-	}
-	fmt.Printf("porttrace bench: %s, %d CPUs, kernel %s\n", time.Now().Format(time.RFC3339), nprocs(), kernel())
-	fmt.Printf("interleaved, %d repetitions a case: median time; the median (range) of each repetition's ratio\nto the no-tracer run beside it; the ratio of the best runs, the least disturbed by the machine\n\n", *reps)
+	return cases
+}
+
+// workloads times the TCP and UDP loops under each case, interleaved, and
+// prints each case's median and ratios to the no-tracer run beside it.
+func workloads(bin string, cases []tracerCase, reps, tcpN, udpN int) {
 	began := time.Now()
 	for _, wl := range []struct {
 		name string
 		n    int
 		run  func(n int) error
 	}{
-		{fmt.Sprintf("TCP loopback connect+accept+close x%d", *tcpN), *tcpN, tcpLoop},
-		{fmt.Sprintf("UDP socket+bind(0)+close x%d", *udpN), *udpN, udpLoop},
+		{fmt.Sprintf("TCP loopback connect+accept+close x%d", tcpN), tcpN, tcpLoop},
+		{fmt.Sprintf("UDP socket+bind(0)+close x%d", udpN), udpN, udpLoop},
 	} {
 		times := make([][]time.Duration, len(cases))
-		for r := 0; r < *reps; r++ {
+		for r := 0; r < reps; r++ {
 			for i, c := range cases {
-				d, err := measure(*bin, c, func() error { return wl.run(wl.n) })
+				d, err := measure(bin, c, func() error { return wl.run(wl.n) })
 				if err != nil {
 					fmt.Fprintf(os.Stderr, "bench: %s, %s: %v\n", wl.name, c.name, err)
 					os.Exit(1)
@@ -116,15 +156,20 @@ func main() {
 		}
 		fmt.Println()
 	}
+}
+
+// startups times porttrace (and bpftrace, if there) from launch to the
+// first event it captures.
+func startups(bin string, reps int, bpftrace bool) {
 	startupCases := []struct {
 		name string
 		cmd  func() *exec.Cmd
 	}{
 		{"porttrace", func() *exec.Cmd {
-			return exec.Command(*bin, "-o", "json", "-n", "1", "-e", "bind", "--pid", fmt.Sprint(os.Getpid()))
+			return exec.Command(bin, "-o", "json", "-n", "1", "-e", "bind", "--pid", fmt.Sprint(os.Getpid()))
 		}},
 	}
-	if bpftrace != "" {
+	if bpftrace {
 		startupCases = append(startupCases, struct {
 			name string
 			cmd  func() *exec.Cmd
@@ -136,7 +181,7 @@ func main() {
 	}
 	for _, sc := range startupCases {
 		var starts []time.Duration
-		for r := 0; r < *reps; r++ {
+		for r := 0; r < reps; r++ {
 			d, err := startup(sc.cmd())
 			if err != nil {
 				fmt.Fprintf(os.Stderr, "bench: startup of %s: %v\n", sc.name, err)
@@ -147,22 +192,6 @@ func main() {
 		fmt.Printf("startup of %s, launch to first captured event: median %s (of %d: %v)\n", sc.name, median(starts).Round(time.Millisecond), len(starts), roundAll(starts))
 	}
 	fmt.Println()
-	if err := kernelTime(*bin, cases); err != nil {
-		fmt.Fprintf(os.Stderr, "bench: kernel time: %v\n", err)
-		os.Exit(1)
-	}
-	if err := throughput(*bin); err != nil {
-		fmt.Fprintf(os.Stderr, "bench: throughput: %v\n", err)
-		os.Exit(1)
-	}
-	if err := catchRate(*bin); err != nil {
-		fmt.Fprintf(os.Stderr, "bench: catch rate: %v\n", err)
-		os.Exit(1)
-	}
-	if err := memory(*bin, *millions); err != nil {
-		fmt.Fprintf(os.Stderr, "bench: memory: %v\n", err)
-		os.Exit(1)
-	}
 }
 
 // measure runs the workload once under the tracer case and returns its time.
@@ -179,7 +208,7 @@ func measure(bin string, c tracerCase, work func() error) (time.Duration, error)
 	case c.bpftrace:
 		stop, err = startCmd(exec.Command("bpftrace", "-e", bpftraceScript), "Attaching", true)
 	case c.args != nil:
-		stop, err = startCmd(exec.Command(bin, c.args...), " with the ", false)
+		stop, err = startCmd(exec.Command(cmp.Or(c.bin, bin), c.args...), " with the ", false)
 	}
 	if err != nil {
 		return 0, err
@@ -209,7 +238,7 @@ func kernelTime(bin string, cases []tracerCase) error {
 		if c.args == nil {
 			continue
 		}
-		stop, err := startCmd(exec.Command(bin, c.args...), " with the ", false)
+		stop, err := startCmd(exec.Command(cmp.Or(c.bin, bin), c.args...), " with the ", false)
 		if err != nil {
 			return err
 		}
@@ -551,28 +580,12 @@ func catchRate(bin string) error {
 		return nil
 	}
 	const n = 1000
-	ln, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	ln, sa, err := shortLivedServer()
 	if err != nil {
 		return err
 	}
 	defer unix.Close(ln)
-	if err := unix.Bind(ln, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
-		return err
-	}
-	if err := unix.Listen(ln, 1024); err != nil {
-		return err
-	}
-	sa, _ := unix.Getsockname(ln)
 	port := sa.(*unix.SockaddrInet4).Port
-	go func() {
-		for {
-			fd, _, err := unix.Accept(ln)
-			if err != nil {
-				return
-			}
-			go func() { time.Sleep(15 * time.Millisecond); unix.Close(fd) }()
-		}
-	}()
 	cmd := exec.Command(bin, "-o", "json", "-e", "connect", "-p", fmt.Sprint(port))
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -598,11 +611,71 @@ func catchRate(bin string) error {
 			}
 		}
 	}()
-	polled := map[string]bool{}
 	stopPoll := make(chan struct{})
-	pollDone := make(chan struct{})
+	polledc := pollSS(port, stopPoll)
+	for i := 0; i < n; i++ {
+		if err := shortConnection(sa); err != nil {
+			return err
+		}
+	}
+	close(stopPoll)
+	polled := <-polledc
+	cmd.Process.Signal(syscall.SIGINT)
+	<-readDone
+	cmd.Wait()
+	fmt.Printf("catch rate, %d connections of ~10 ms: porttrace %d (%.1f%%), ss -tanp polled every second %d (%.1f%%)\n",
+		n, traced, 100*float64(traced)/n, polled, 100*float64(polled)/n)
+	return nil
+}
+
+// shortLivedServer listens on a loopback port the kernel picks and closes
+// each connection it accepts 15 ms later.
+func shortLivedServer() (int, unix.Sockaddr, error) {
+	ln, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, nil, err
+	}
+	if err := unix.Bind(ln, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err == nil {
+		err = unix.Listen(ln, 1024)
+	}
+	if err != nil {
+		unix.Close(ln)
+		return -1, nil, err
+	}
+	sa, _ := unix.Getsockname(ln)
 	go func() {
-		defer close(pollDone)
+		for {
+			fd, _, err := unix.Accept(ln)
+			if err != nil {
+				return
+			}
+			go func() { time.Sleep(15 * time.Millisecond); unix.Close(fd) }()
+		}
+	}()
+	return ln, sa, nil
+}
+
+// shortConnection connects to sa, lives 10 ms and resets.
+func shortConnection(sa unix.Sockaddr) error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	if err := unix.Connect(fd, sa); err != nil {
+		unix.Close(fd)
+		return err
+	}
+	time.Sleep(10 * time.Millisecond)
+	unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
+	return unix.Close(fd)
+}
+
+// pollSS runs ss -tanp every second, as an operator polling would, until
+// stop is closed, then sends how many client ports it saw to port.
+func pollSS(port int, stop chan struct{}) <-chan int {
+	res := make(chan int, 1)
+	go func() {
+		polled := map[string]bool{}
 		for {
 			o, _ := exec.Command("ss", "-Htanp", fmt.Sprintf("dport = :%d", port)).Output()
 			for _, line := range strings.Split(string(o), "\n") {
@@ -611,32 +684,14 @@ func catchRate(bin string) error {
 				}
 			}
 			select {
-			case <-stopPoll:
+			case <-stop:
+				res <- len(polled)
 				return
 			case <-time.After(time.Second):
 			}
 		}
 	}()
-	for i := 0; i < n; i++ {
-		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-		if err != nil {
-			return err
-		}
-		if err := unix.Connect(fd, sa); err != nil {
-			return err
-		}
-		time.Sleep(10 * time.Millisecond)
-		unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
-		unix.Close(fd)
-	}
-	close(stopPoll)
-	<-pollDone
-	cmd.Process.Signal(syscall.SIGINT)
-	<-readDone
-	cmd.Wait()
-	fmt.Printf("catch rate, %d connections of ~10 ms: porttrace %d (%.1f%%), ss -tanp polled every second %d (%.1f%%)\n",
-		n, traced, 100*float64(traced)/n, len(polled), 100*float64(len(polled))/n)
-	return nil
+	return res
 }
 
 // memory streams a million events through porttrace -o json and reads its
