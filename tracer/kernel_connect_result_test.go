@@ -1,0 +1,215 @@
+package tracer
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/porttrace/porttrace/tracer/event"
+)
+
+// A blocking connect interrupted by a signal is restarted by the kernel; it
+// is still one connect. The listener's accept queue is full, so the SYN is
+// dropped and the connect blocks until the test makes room.
+func TestKernelConnectRestartedAfterSignal(t *testing.T) {
+	ns := NewNetns(t)
+	c := startTracer(t, Options{PID: uint32(os.Getpid()), Events: KindsOf(event.KindConnect)})
+	service := netip.MustParseAddrPort("127.0.0.1:9100")
+	var ln, first int
+	ns.Run(t, func() {
+		ln = NewSocket(t, TCP4)
+		if err := unix.Bind(ln, Sockaddr(service)); err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Listen(ln, 0); err != nil {
+			t.Fatal(err)
+		}
+		first = NewSocket(t, TCP4)
+		if err := unix.Connect(first, Sockaddr(service)); err != nil {
+			t.Fatal(err)
+		}
+	})
+	defer unix.Close(ln)
+	defer unix.Close(first)
+
+	tids := make(chan int, 1)
+	done := make(chan error, 1)
+	ns.GoRun(func() {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			done <- err
+			return
+		}
+		defer unix.Close(fd)
+		tids <- unix.Gettid()
+		done <- unix.Connect(fd, Sockaddr(service))
+	})
+	tid := <-tids
+	waitInSyscall(t, tid, unix.SYS_CONNECT)
+	// Go's handler for SIGURG is SA_RESTART: the kernel restarts connect.
+	if err := unix.Tgkill(os.Getpid(), tid, unix.SIGURG); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	waitInSyscall(t, tid, unix.SYS_CONNECT)
+	nfd, _, err := unix.Accept(ln) // room for the retransmitted SYN
+	if err != nil {
+		t.Fatal(err)
+	}
+	unix.Close(nfd)
+	if err := <-done; err != nil {
+		t.Fatalf("restarted connect: %v", err)
+	}
+	conn := c.stop(t, ns)
+	if len(conn) != 2 {
+		for _, ev := range conn {
+			t.Log(Brief(&ev))
+		}
+		t.Fatalf("got %d connect events, want 2 (one per socket)", len(conn))
+	}
+	for _, ev := range conn {
+		if ev.Result != event.ResultOK || ev.Remote != service || !ev.Local.IsValid() {
+			t.Errorf("got %s", Brief(&ev))
+		}
+	}
+}
+
+// waitInSyscall waits until thread tid of this process sleeps in syscall nr.
+func waitInSyscall(t *testing.T, tid, nr int) {
+	t.Helper()
+	path := fmt.Sprintf("/proc/%d/task/%d/syscall", os.Getpid(), tid)
+	for i := 0; i < 500; i++ {
+		b, _ := os.ReadFile(path)
+		if f := strings.Fields(string(b)); len(f) > 0 && f[0] == fmt.Sprint(nr) {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("thread %d never blocked in syscall %d", tid, nr)
+}
+
+// A non-blocking connect (Go's net.Dial) returns EINPROGRESS: that is a
+// connect under way, reported once, as ok, with its source port.
+func TestKernelConnectNonBlocking(t *testing.T) {
+	ns := NewNetns(t)
+	c := startTracer(t, Options{PID: uint32(os.Getpid()), Events: KindsOf(event.KindConnect)})
+	var local, remote netip.AddrPort
+	ns.Run(t, func() {
+		ln, err := net.Listen("tcp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		conn, err := net.Dial("tcp4", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		local = conn.LocalAddr().(*net.TCPAddr).AddrPort()
+		remote = conn.RemoteAddr().(*net.TCPAddr).AddrPort()
+	})
+	evs := c.stop(t, ns)
+	if len(evs) != 1 {
+		t.Fatalf("got %d connect events, want 1", len(evs))
+	}
+	want := fmt.Sprintf("connect ok tcp ipv4 local=%s remote=%s eph=true class=%s priv=false dir=outbound", local, remote, event.ClassOf(remote.Port()))
+	if got := Brief(&evs[0]); got != want {
+		t.Errorf("got  %s\nwant %s", got, want)
+	}
+}
+
+// A connect refused over loopback is a failed connect on every backend,
+// blocking or not: the refusal arrives before connect() returns, and the
+// port it had taken is released, so no local port is reported. One tracer
+// sees the four cases, one after another.
+func TestKernelConnectRefused(t *testing.T) {
+	type refused struct {
+		spec     SockSpec
+		addr     string
+		nonblock bool
+		th       Thread
+	}
+	cases := []*refused{
+		{spec: TCP4, addr: "127.0.0.1:9"},
+		{spec: TCP4, addr: "127.0.0.1:9", nonblock: true},
+		{spec: TCP6, addr: "[::1]:9"},
+		{spec: TCP6, addr: "[::1]:9", nonblock: true},
+	}
+	ns := NewNetns(t)
+	c := startTracer(t, Options{PID: uint32(os.Getpid()), Events: KindsOf(event.KindConnect)})
+	for _, tc := range cases {
+		var err error
+		ns.Run(t, func() {
+			tc.th = Self()
+			fd := NewSocket(t, tc.spec)
+			defer unix.Close(fd)
+			if tc.nonblock {
+				if err := unix.SetNonblock(fd, true); err != nil {
+					t.Fatal(err)
+				}
+			}
+			err = unix.Connect(fd, Sockaddr(netip.MustParseAddrPort(tc.addr)))
+		})
+		if !tc.nonblock && err != unix.ECONNREFUSED {
+			t.Fatalf("connect to %s: %v, want ECONNREFUSED", tc.addr, err)
+		}
+	}
+	evs := c.stop(t, ns)
+	if len(evs) != len(cases) {
+		t.Fatalf("got %d connect events, want %d", len(evs), len(cases))
+	}
+	for i, tc := range cases {
+		t.Run(fmt.Sprintf("%s/nonblock=%t", tc.spec.Fam(), tc.nonblock), func(t *testing.T) {
+			want := fmt.Sprintf("connect failed ECONNREFUSED tcp %s local=- remote=%s eph=false class=well-known priv=true dir=outbound", tc.spec.Fam(), tc.addr)
+			if got := Brief(&evs[i]); got != want {
+				t.Errorf("got  %s\nwant %s", got, want)
+			}
+			CheckTask(t, &evs[i], tc.th)
+		})
+	}
+}
+
+// TCP Fast Open connects inside sendto(MSG_FASTOPEN): fentry and kprobe
+// see it in __inet_stream_connect; no connect(2) is made, so the syscall
+// tracepoints do not.
+func TestKernelConnectFastOpen(t *testing.T) {
+	ns := NewNetns(t)
+	ns.Sysctl(t, "net.ipv4.tcp_fastopen", "1") // client side on
+	c := startTracer(t, Options{PID: uint32(os.Getpid()), Events: KindsOf(event.KindConnect)})
+	service := netip.MustParseAddrPort("127.0.0.1:9200")
+	var local uint16
+	ns.Run(t, func() {
+		ln := NewSocket(t, TCP4)
+		defer unix.Close(ln)
+		if err := unix.Bind(ln, Sockaddr(service)); err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Listen(ln, 1); err != nil {
+			t.Fatal(err)
+		}
+		fd := NewSocket(t, TCP4)
+		defer unix.Close(fd)
+		if err := unix.Sendto(fd, []byte("x"), unix.MSG_FASTOPEN, Sockaddr(service)); err != nil {
+			t.Fatalf("sendto(MSG_FASTOPEN): %v", err)
+		}
+		local = LocalPort(t, fd)
+	})
+	evs := c.stop(t, ns)
+	var want []string
+	if c.tr.Backend() != event.BackendTracepoint {
+		want = []string{fmt.Sprintf("connect ok tcp ipv4 local=127.0.0.1:%d remote=%s eph=true class=registered priv=false dir=outbound", local, service)}
+	}
+	var got []string
+	for _, ev := range evs {
+		got = append(got, Brief(&ev))
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("%s backend: got\n%s\nwant\n%s", c.tr.Backend(), strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}

@@ -1,0 +1,208 @@
+package tracer
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
+	"golang.org/x/sys/unix"
+
+	"github.com/porttrace/porttrace/tracer/event"
+)
+
+// The port filter runs in the kernel and matches local or remote ports,
+// a local port the kernel picked included.
+func TestKernelPortFilter(t *testing.T) {
+	ns := NewNetns(t)
+	var ports PortSet
+	if err := ports.Set("9999,20000-20001"); err != nil {
+		t.Fatal(err)
+	}
+	// Ports the kernel picks come from the filtered ones.
+	ns.Sysctl(t, "net.ipv4.ip_local_port_range", "20000 20001")
+	c := startTracer(t, Options{PID: uint32(os.Getpid()), Ports: &ports})
+	ns.Run(t, func() {
+		for _, p := range []string{"127.0.0.1:9998", "127.0.0.1:9999", "127.0.0.1:20001", "127.0.0.1:20002"} {
+			fd := NewSocket(t, UDP4)
+			defer unix.Close(fd)
+			if err := unix.Bind(fd, Sockaddr(netip.MustParseAddrPort(p))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// Asked for port 0, matched by the port the kernel chose.
+		fd0 := NewSocket(t, TCP4)
+		defer unix.Close(fd0)
+		if err := unix.Bind(fd0, Sockaddr(netip.MustParseAddrPort("127.0.0.1:0"))); err != nil {
+			t.Fatal(err)
+		}
+		// Matched by its remote port alone: bound first to a port outside
+		// the set (that bind is not reported), then connected to 9999.
+		fd := NewSocket(t, UDP4)
+		defer unix.Close(fd)
+		if err := unix.Bind(fd, Sockaddr(netip.MustParseAddrPort("127.0.0.1:30000"))); err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Connect(fd, Sockaddr(netip.MustParseAddrPort("127.0.0.1:9999"))); err != nil {
+			t.Fatal(err)
+		}
+	})
+	var got []string
+	for _, ev := range c.stop(t, ns) {
+		got = append(got, fmt.Sprintf("%s %s %s", ev.Kind, AddrString(ev.Local), AddrString(ev.Remote)))
+	}
+	if len(got) != 4 || got[0] != "bind 127.0.0.1:9999 -" || got[1] != "bind 127.0.0.1:20001 -" ||
+		!strings.HasPrefix(got[2], "bind 127.0.0.1:2000") || got[3] != "connect 127.0.0.1:30000 127.0.0.1:9999" {
+		t.Errorf("got %q", got)
+	}
+}
+
+// The pid filter runs in the kernel: another process's binds are not seen.
+func TestKernelPIDFilter(t *testing.T) {
+	ns := NewNetns(t)
+	h := StartHelper(t, ns, HelperExe(t), 0, "udp", "127.0.0.1:6001")
+	c := startTracer(t, Options{PID: uint32(os.Getpid())})
+	if _, errno := h.Bind(t); errno != "" {
+		t.Fatal(errno)
+	}
+	ns.Run(t, func() {
+		fd := NewSocket(t, UDP4)
+		defer unix.Close(fd)
+		if err := unix.Bind(fd, Sockaddr(netip.MustParseAddrPort("127.0.0.1:6002"))); err != nil {
+			t.Fatal(err)
+		}
+	})
+	evs := c.stop(t, ns)
+	if len(evs) != 1 || evs[0].Local.Port() != 6002 || evs[0].PID != uint32(os.Getpid()) {
+		t.Errorf("got %v, want only this process's bind of 6002", evs)
+	}
+}
+
+// Each backend's programs pass this kernel's verifier, or the kernel refuses
+// the program type outright and the test says which.
+func TestKernelBackendsLoad(t *testing.T) {
+	NeedRoot(t)
+	kernel, err := btfKernel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	backends := []event.Backend{event.BackendTracepoint, event.BackendFentry, event.BackendKprobe}
+	if b := Backend(t); b != event.BackendAuto {
+		backends = []event.Backend{b}
+	}
+	for _, b := range backends {
+		t.Run(b.String(), func(t *testing.T) {
+			spec, err := loadPorttrace()
+			if err != nil {
+				t.Fatal(err)
+			}
+			fn, onSock := listenFunc(kernel)
+			if err := spec.Variables["listen_on_sk"].Set(onSock); err != nil {
+				t.Fatal(err)
+			}
+			opts := &ebpf.CollectionOptions{Programs: ebpf.ProgramOptions{KernelTypes: kernel}}
+			l, err := loadBackend(b, spec, opts, fn)
+			if errors.Is(err, unix.EPERM) && b == event.BackendFentry {
+				t.Skipf("this kernel refuses to load fexit programs (EPERM): %v", err)
+			}
+			if err != nil {
+				t.Fatalf("%+v", err)
+			}
+			l.close()
+		})
+	}
+}
+
+func btfKernel() (*btf.Spec, error) { return btf.LoadKernelSpec() }
+
+// auto takes the first backend, in the order fentry, kprobe, tracepoint,
+// that starts on its own; PORTTRACE_WANT_AUTO names the one expected.
+func TestKernelAutoBackend(t *testing.T) {
+	NeedRoot(t)
+	first := event.BackendAuto
+	for _, b := range []event.Backend{event.BackendFentry, event.BackendKprobe, event.BackendTracepoint} {
+		tr, err := New(Options{Backend: b, Events: AllKinds()})
+		if err == nil {
+			tr.Close()
+			first = b
+			break
+		}
+	}
+	tr, err := New(Options{Backend: event.BackendAuto, Events: AllKinds()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	if tr.Backend() != first {
+		t.Errorf("auto chose %s, but %s starts", tr.Backend(), first)
+	}
+	if want := os.Getenv("PORTTRACE_WANT_AUTO"); want != "" && tr.Backend().String() != want {
+		t.Errorf("auto chose %s, want %s on this kernel (notes: %v)", tr.Backend(), want, tr.Notes())
+	}
+	if first != event.BackendFentry && len(tr.Notes()) == 0 {
+		t.Error("no note says why the backends before it were refused")
+	}
+}
+
+// Nothing is lost silently: with a ring buffer too small for a burst and a
+// reader that is not reading, every event is either delivered or counted
+// as lost, and the two add up.
+func TestKernelLostEventsCounted(t *testing.T) {
+	const n = 500
+	ns := NewNetns(t)
+	NeedRoot(t)
+	tr := newTracer(t, Options{Backend: Backend(t), Events: KindsOf(event.KindBind), PID: uint32(os.Getpid()), RingBufferSize: 4096})
+	defer tr.Close()
+	ns.Run(t, func() {
+		for i := 0; i < n; i++ {
+			fd := NewSocket(t, UDP4)
+			if err := unix.Bind(fd, Sockaddr(netip.MustParseAddrPort("127.0.0.1:0"))); err != nil {
+				t.Fatal(err)
+			}
+			unix.Close(fd)
+		}
+	})
+	tr.Stop()
+	delivered := 0
+	var ev event.Event
+	for tr.Read(&ev) == nil {
+		if ev.Netns == ns.Inode {
+			delivered++
+		}
+	}
+	lost, err := tr.Lost()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lost == 0 || delivered+int(lost) != n {
+		t.Errorf("delivered %d + lost %d, want a loss and a sum of %d", delivered, lost, n)
+	}
+}
+
+// The uid filter runs in the kernel: only the named user's binds are
+// seen, root (0) a user like any other.
+func TestKernelUIDFilter(t *testing.T) {
+	for _, uid := range []uint32{65534, 0} {
+		t.Run(fmt.Sprint(uid), func(t *testing.T) {
+			ns := NewNetns(t)
+			nobody := StartHelper(t, ns, HelperExe(t), 65534, "udp", "127.0.0.1:6101")
+			root := StartHelper(t, ns, HelperExe(t), 0, "udp", "127.0.0.1:6102")
+			c := startTracer(t, Options{FilterUID: true, UID: uid})
+			for _, h := range []*Helper{nobody, root} {
+				if _, errno := h.Bind(t); errno != "" {
+					t.Fatal(errno)
+				}
+			}
+			want := map[uint32]*Helper{65534: nobody, 0: root}[uid]
+			port := map[uint32]uint16{65534: 6101, 0: 6102}[uid]
+			evs := c.stop(t, ns)
+			if len(evs) != 1 || evs[0].UID != uid || evs[0].Local.Port() != port || evs[0].PID != uint32(want.Cmd.Process.Pid) {
+				t.Errorf("got %v, want only uid %d's bind of %d", evs, uid, port)
+			}
+		})
+	}
+}

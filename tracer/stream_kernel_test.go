@@ -1,0 +1,304 @@
+package tracer_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/user"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/porttrace/porttrace/tracer"
+	"github.com/porttrace/porttrace/tracer/event"
+	"github.com/porttrace/porttrace/tracer/internal/proc"
+	"github.com/porttrace/porttrace/tracer/stream"
+	"github.com/porttrace/porttrace/tracer/textout"
+)
+
+// A loss is reported where the user looks: a {"event":"lost"} line in the
+// JSON stream, a line on stderr and the count in the summary; and what was
+// delivered and what was lost add up. The output is held up while the
+// binds are made, so the small ring buffer overflows.
+func TestKernelRunLost(t *testing.T) {
+	const n = 500
+	ns := tracer.NewNetns(t)
+	cfg := stream.DefaultConfig()
+	cfg.Output = "json"
+	cfg.PID = uint32(os.Getpid())
+	cfg.Events = tracer.KindsOf(event.KindBind)
+	cfg.Backend = tracer.Backend(t)
+	cfg.RingBufferSize = 4096
+	out := &heldWriter{first: make(chan struct{}), release: make(chan struct{})}
+	var stderr strings.Builder
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- stream.Run(ctx, cfg, out, &stderr) }()
+	bind := func(port int) {
+		ns.Run(t, func() {
+			fd := tracer.NewSocket(t, tracer.UDP4)
+			defer unix.Close(fd)
+			if err := unix.Bind(fd, tracer.Sockaddr(netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port)))); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	// Bind until the first event reaches the output (Run attaches in the
+	// background); the output then stays blocked.
+	for port := 20000; ; port++ {
+		bind(port)
+		select {
+		case <-out.first:
+		case err := <-done:
+			tracer.SkipUnsupported(t, cfg.Backend, err)
+			t.Fatalf("Run returned early: %v", err)
+		case <-time.After(20 * time.Millisecond):
+			continue
+		}
+		break
+	}
+	for i := range n {
+		bind(21000 + i)
+	}
+	close(out.release)
+	time.Sleep(100 * time.Millisecond)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	delivered, lost := 0, -1
+	for _, line := range strings.Split(strings.TrimSpace(out.String()), "\n") {
+		var ev struct {
+			Event string `json:"event"`
+			Port  int    `json:"local_port"`
+			Count int    `json:"count"`
+		}
+		if err := json.Unmarshal([]byte(line), &ev); err != nil {
+			t.Fatalf("%v: %s", err, line)
+		}
+		switch {
+		case ev.Event == "lost":
+			if lost != -1 {
+				t.Errorf("a second lost line: %s", line)
+			}
+			lost = ev.Count
+		case ev.Port >= 21000 && ev.Port < 21000+n:
+			delivered++
+		}
+	}
+	if lost <= 0 || delivered+lost != n {
+		t.Fatalf("delivered %d + lost %d, want a loss and a sum of %d", delivered, lost, n)
+	}
+	for _, want := range []string{
+		fmt.Sprintf("porttrace: %d events lost: the ring buffer was full", lost),
+		fmt.Sprintf(", %d lost\n", lost),
+	} {
+		if !strings.Contains(stderr.String(), want) {
+			t.Errorf("stderr lacks %q:\n%s", want, stderr.String())
+		}
+	}
+}
+
+// heldWriter blocks its first Write until release is closed, and says on
+// first when that Write began.
+type heldWriter struct {
+	tracer.SyncBuilder
+	first, release chan struct{}
+	once           sync.Once
+}
+
+func (w *heldWriter) Write(p []byte) (int, error) {
+	w.once.Do(func() {
+		close(w.first)
+		<-w.release
+	})
+	return w.SyncBuilder.Write(p)
+}
+
+// checkJSONBind checks every field of a JSON bind event made by this
+// process on 127.0.0.1 over UDP, enrichment included, against what the
+// process knows of itself.
+func checkJSONBind(t *testing.T, line string, ns *tracer.NS, threads map[int]tracer.Thread, b event.Backend) {
+	t.Helper()
+	var got map[string]any
+	if err := json.Unmarshal([]byte(line), &got); err != nil {
+		t.Fatalf("%v: %s", err, line)
+	}
+	ts, err := time.Parse(time.RFC3339Nano, fmt.Sprint(got["time"]))
+	if err != nil || time.Since(ts) < 0 || time.Since(ts) > time.Minute {
+		t.Errorf("time %v: %v", got["time"], err)
+	}
+	port := int(got["local_port"].(float64))
+	th, ok := threads[port]
+	if !ok {
+		t.Fatalf("a bind of port %d, which the test did not make: %s", port, line)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	exe, _ = filepath.EvalSymlinks(exe)
+	// Without a passwd entry (a bare VM initramfs) the user is its number.
+	name := fmt.Sprint(os.Getuid())
+	if u, err := user.LookupId(name); err == nil {
+		name = u.Username
+	}
+	cgroup, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	backend := b.String()
+	if b == event.BackendAuto {
+		backend = fmt.Sprint(got["backend"]) // checked against the others below
+	}
+	want := map[string]any{
+		"time": got["time"], "event": "bind", "result": "ok",
+		"pid": os.Getpid(), "tid": th.TID, "ppid": os.Getppid(), "uid": os.Getuid(), "user": name,
+		"comm": th.Comm, "exe": exe, "exe_deleted": false, "cgroup": proc.CgroupPath(cgroup), "cgroup_id": got["cgroup_id"],
+		"netns": ns.Inode, "proto": "udp", "family": "ipv4", "local_addr": "127.0.0.1", "local_port": port, "inode": th.Inode,
+		"ephemeral": false, "port_class": "registered", "privileged": false, "backend": backend,
+	}
+	if id, _ := got["cgroup_id"].(float64); id == 0 {
+		t.Errorf("cgroup_id %v", got["cgroup_id"])
+	}
+	if backend != "fentry" && backend != "kprobe" && backend != "tracepoint" {
+		t.Errorf("backend %q", backend)
+	}
+	wantJSON, _ := json.Marshal(want)
+	var norm map[string]any
+	_ = json.Unmarshal(wantJSON, &norm)
+	if !reflect.DeepEqual(got, norm) {
+		t.Errorf("got  %s\nwant %s", line, wantJSON)
+	}
+}
+
+// The command's loop end to end: JSON lines out, --count stops it, the
+// summary goes to stderr.
+func TestKernelRunJSON(t *testing.T) {
+	ns := tracer.NewNetns(t)
+	cfg := stream.DefaultConfig()
+	cfg.Output = "json"
+	cfg.PID = uint32(os.Getpid())
+	cfg.Count = 3
+	cfg.Events = tracer.KindsOf(event.KindBind)
+	cfg.Backend = tracer.Backend(t)
+	var stdout, stderr strings.Builder
+	done := make(chan error, 1)
+	go func() { done <- stream.Run(t.Context(), cfg, &stdout, &stderr) }()
+	// Bind until Run has seen three (it attaches in the background).
+	deadline := time.Now().Add(10 * time.Second)
+	threads := map[int]tracer.Thread{} // by port
+	for port := 20000; ; port++ {
+		ns.Run(t, func() {
+			th := tracer.Self()
+			fd := tracer.NewSocket(t, tracer.UDP4)
+			defer unix.Close(fd)
+			var st unix.Stat_t
+			if err := unix.Fstat(fd, &st); err != nil {
+				t.Fatal(err)
+			}
+			th.Inode = st.Ino
+			threads[port] = th
+			if err := unix.Bind(fd, tracer.Sockaddr(netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port)))); err != nil {
+				t.Fatal(err)
+			}
+		})
+		select {
+		case err := <-done:
+			tracer.SkipUnsupported(t, cfg.Backend, err)
+			if err != nil {
+				t.Fatal(err)
+			}
+			lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
+			if len(lines) != 3 {
+				t.Fatalf("got %d lines, want 3:\n%s", len(lines), stdout.String())
+			}
+			for _, l := range lines {
+				checkJSONBind(t, l, ns, threads, cfg.Backend)
+			}
+			if !strings.Contains(stderr.String(), "porttrace: 3 events (bind 3, listen 0, connect 0, accept 0), 0 denied, 0 failed, 0 lost") {
+				t.Errorf("summary missing from stderr:\n%s", stderr.String())
+			}
+			return
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Run did not stop after 3 events; stdout:\n%s", stdout.String())
+		}
+	}
+}
+
+// Told to stop while nobody reads its output, the stream stops at once,
+// says so, and counts the events it could not write.
+func TestKernelStreamStopWhileOutputStalled(t *testing.T) {
+	saved := textout.StallGrace
+	textout.StallGrace = 200 * time.Millisecond
+	defer func() { textout.StallGrace = saved }()
+	ns := tracer.NewNetns(t)
+	cfg := stream.DefaultConfig()
+	cfg.Output = "json"
+	cfg.PID = uint32(os.Getpid())
+	cfg.Backend = tracer.Backend(t)
+	out := &blockedOut{first: make(chan struct{})}
+	var stderr tracer.SyncBuilder
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- stream.Run(ctx, cfg, out, &stderr) }()
+	bind := func() {
+		ns.Run(t, func() {
+			fd := tracer.NewSocket(t, tracer.UDP4)
+			defer unix.Close(fd)
+			if err := unix.Bind(fd, tracer.Sockaddr(netip.MustParseAddrPort("127.0.0.1:0"))); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	for blocked := false; !blocked; {
+		bind()
+		select {
+		case <-out.first:
+			blocked = true
+		case err := <-done:
+			tracer.SkipUnsupported(t, cfg.Backend, err)
+			t.Fatalf("ended early: %v", err)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	for range 50 {
+		bind() // more to write, all stuck behind the first
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("still running 5s after it was told to stop")
+	}
+	m := regexp.MustCompile(`porttrace: stopped while the output was not being read: (\d+) events? not written`).FindStringSubmatch(stderr.String())
+	if m == nil || m[1] == "0" {
+		t.Errorf("the stream's summary does not count the events it could not write:\n%s", stderr.String())
+	}
+}
+
+// blockedOut never returns from a Write once called: a pipe nobody reads.
+type blockedOut struct {
+	first chan struct{}
+	once  sync.Once
+}
+
+func (b *blockedOut) Write(p []byte) (int, error) {
+	b.once.Do(func() { close(b.first) })
+	select {}
+}
