@@ -31,7 +31,7 @@ func NewCollector(maxDests int) *Collector {
 		maxDests:       maxDests,
 		allocsDesc:     d("ephemeral_allocations_total", "Ephemeral ports allocated (connect autobind, bind to port 0).", "netns", "call"),
 		failsDesc:      d("ephemeral_failures_total", "Ephemeral port allocations that failed, by errno.", "netns", "errno"),
-		inUseDesc:      d("ephemeral_ports_in_use", "Sockets holding a port of the ephemeral range, TIME_WAIT included.", "netns"),
+		inUseDesc:      d("ephemeral_ports_in_use", "Ports of the ephemeral range some socket holds, each counted once, TIME_WAIT included.", "netns"),
 		timeWaitDesc:   d("ephemeral_ports_time_wait", "Sockets in TIME_WAIT holding a port of the ephemeral range.", "netns"),
 		rangeDesc:      d("ephemeral_range_size", "Ports in ip_local_port_range less ip_local_reserved_ports.", "netns"),
 		etaDesc:        d("ephemeral_exhaustion_seconds", "Time until a destination or the range runs out at the current growth (absent when not growing).", "netns"),
