@@ -13,9 +13,9 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"github.com/porttrace/porttrace/internal/ifup"
 	"github.com/porttrace/porttrace/tracer/event"
 	"github.com/porttrace/porttrace/tracer/textout"
 )
@@ -90,7 +90,11 @@ func NewNetns(t *testing.T) *NS {
 			return
 		}
 		n.FD = fd
-		errc <- ifup.Up("lo")
+		lo, err := netlink.LinkByName("lo")
+		if err == nil {
+			err = netlink.LinkSetUp(lo)
+		}
+		errc <- err
 	}()
 	if err := <-errc; err != nil {
 		t.Fatalf("creating netns: %v", err)

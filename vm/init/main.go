@@ -19,9 +19,8 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
-
-	"github.com/porttrace/porttrace/internal/ifup"
 )
 
 // resultPrefix starts each line vm/run.sh reads from the output.
@@ -212,7 +211,14 @@ func setup() error {
 	if err := loadModules(); err != nil {
 		return err
 	}
-	return ifup.Up("lo")
+	lo, err := netlink.LinkByName("lo")
+	if err == nil {
+		err = netlink.LinkSetUp(lo)
+	}
+	if err != nil {
+		return fmt.Errorf("bringing lo up: %w", err)
+	}
+	return nil
 }
 
 // loadModules loads /modules/*.ko[.xz] in name order: the modules the tests
