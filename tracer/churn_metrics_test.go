@@ -18,7 +18,6 @@ import (
 	"github.com/porttrace/porttrace/tracer"
 	"github.com/porttrace/porttrace/tracer/churn"
 	"github.com/porttrace/porttrace/tracer/internal/promserve"
-	"github.com/porttrace/porttrace/tracer/textout"
 )
 
 // /metrics parses as Prometheus text and carries the names, labels and
@@ -104,54 +103,22 @@ func TestKernelChurnMetrics(t *testing.T) {
 // Told to stop while nobody reads its output, churn stops at once, says
 // so, and its summary still counts what the kernel counted meanwhile.
 func TestKernelChurnStopWhileOutputStalled(t *testing.T) {
-	saved := textout.StallGrace
-	textout.StallGrace = 200 * time.Millisecond
-	defer func() { textout.StallGrace = saved }()
 	ns := tracer.NewNetns(t)
-	cfg := churn.DefaultConfig()
-	cfg.Interval = 50 * time.Millisecond
-	cfg.Backend = tracer.Backend(t)
-	out := &blockedOut{first: make(chan struct{})}
-	var stderr tracer.SyncBuilder
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- churn.Run(ctx, cfg, out, &stderr) }()
-	select {
-	case <-out.first:
-	case err := <-done:
-		tracer.SkipUnsupported(t, cfg.Backend, err)
-		t.Fatalf("ended early: %v", err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("no report within 10s")
-	}
-	ns.Run(t, func() {
-		for range 50 {
-			fd := tracer.NewSocket(t, tracer.UDP4)
-			if err := unix.Bind(fd, tracer.Sockaddr(netip.MustParseAddrPort("127.0.0.1:0"))); err != nil {
-				t.Fatal(err)
-			}
-			unix.Close(fd)
-		}
+	stderr := stopStalled(t, ns, func(ctx context.Context, out, stderr io.Writer) error {
+		cfg := churn.DefaultConfig()
+		cfg.Interval = 50 * time.Millisecond
+		cfg.Backend = tracer.Backend(t)
+		return churn.Run(ctx, cfg, out, stderr)
 	})
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("still running 5s after it was told to stop")
-	}
-	if !strings.Contains(stderr.String(), "porttrace churn: stopped while the output was not being read") {
-		t.Errorf("stderr does not say the output stalled:\n%s", stderr.String())
+	if !strings.Contains(stderr, "porttrace churn: stopped while the output was not being read") {
+		t.Errorf("stderr does not say the output stalled:\n%s", stderr)
 	}
 	// Every process's allocations count, the 50 binds made here among them.
-	m := regexp.MustCompile(`porttrace churn: (\d+) allocations?`).FindStringSubmatch(stderr.String())
+	m := regexp.MustCompile(`porttrace churn: (\d+) allocations?`).FindStringSubmatch(stderr)
 	if m == nil {
-		t.Fatalf("no churn summary on stderr:\n%s", stderr.String())
+		t.Fatalf("no churn summary on stderr:\n%s", stderr)
 	}
 	if n, _ := strconv.Atoi(m[1]); n < 50 {
-		t.Errorf("the summary misses the allocations made while the output stalled:\n%s", stderr.String())
+		t.Errorf("the summary misses the allocations made while the output stalled:\n%s", stderr)
 	}
 }

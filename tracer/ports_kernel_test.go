@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -18,7 +19,6 @@ import (
 	"github.com/porttrace/porttrace/tracer/event"
 	"github.com/porttrace/porttrace/tracer/internal/proc"
 	"github.com/porttrace/porttrace/tracer/ports"
-	"github.com/porttrace/porttrace/tracer/textout"
 )
 
 // A connect-back implant: a deleted binary with no listener, only an
@@ -199,88 +199,21 @@ func TestKernelWhoWaitNetnsGone(t *testing.T) {
 	}
 }
 
-// blockedWriter never returns from a Write once blocked: a pipe nobody
-// reads. It says on first when the first Write began.
-type blockedWriter struct {
-	first chan struct{}
-	once  bool
-}
-
-// Told to stop while nobody reads its output, each command stops at once
-// and says so on stderr, with its summary.
-func TestKernelStopWhileOutputStalled(t *testing.T) {
-	saved := textout.StallGrace
-	textout.StallGrace = 200 * time.Millisecond
-	defer func() { textout.StallGrace = saved }()
+// Told to stop while nobody reads its output, ports --watch stops at once
+// and says so, with what it saw.
+func TestKernelPortsWatchStopWhileOutputStalled(t *testing.T) {
 	ns := tracer.NewNetns(t)
-	bind := func() {
-		ns.Run(t, func() {
-			fd := tracer.NewSocket(t, tracer.UDP4)
-			defer unix.Close(fd)
-			if err := unix.Bind(fd, tracer.Sockaddr(netip.MustParseAddrPort("127.0.0.1:0"))); err != nil {
-				t.Fatal(err)
-			}
-		})
+	stderr := stopStalled(t, ns, func(ctx context.Context, out, stderr io.Writer) error {
+		cfg := ports.DefaultConfig()
+		cfg.Watch = true
+		cfg.Netns = []string{ns.Path()}
+		if err := cfg.Validate(); err != nil {
+			return err
+		}
+		cfg.Backend = tracer.Backend(t)
+		return ports.Run(ctx, cfg, out, stderr)
+	})
+	if !strings.Contains(stderr, "porttrace ports: stopped while the output was not being read") {
+		t.Errorf("stderr does not say the output stalled:\n%s", stderr)
 	}
-	for _, tc := range []struct {
-		name    string
-		run     func(ctx context.Context, stdout, stderr *tracer.SyncBuilder, out *blockedWriter) error
-		summary string
-	}{
-		{"ports --watch", func(ctx context.Context, _, stderr *tracer.SyncBuilder, out *blockedWriter) error {
-			cfg := ports.DefaultConfig()
-			cfg.Watch = true
-			cfg.Netns = []string{ns.Path()}
-			if err := cfg.Validate(); err != nil {
-				t.Fatal(err)
-			}
-			cfg.Backend = tracer.Backend(t)
-			return ports.Run(ctx, cfg, out, stderr)
-		}, "porttrace ports: stopped while the output was not being read"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			out := &blockedWriter{first: make(chan struct{})}
-			var stdout, stderr tracer.SyncBuilder
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			done := make(chan error, 1)
-			go func() { done <- tc.run(ctx, &stdout, &stderr, out) }()
-			for blocked := false; !blocked; {
-				bind()
-				select {
-				case <-out.first:
-					blocked = true
-				case err := <-done:
-					tracer.SkipUnsupported(t, tracer.Backend(t), err)
-					t.Fatalf("ended early: %v", err)
-				case <-time.After(20 * time.Millisecond):
-				}
-			}
-			for range 50 {
-				bind() // more to write, all stuck behind the first
-			}
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Fatal(err)
-				}
-			case <-time.After(5 * time.Second):
-				t.Fatal("still running 5s after it was told to stop")
-			}
-			if !strings.Contains(stderr.String(), tc.summary) {
-				t.Errorf("stderr lacks %q:\n%s", tc.summary, stderr.String())
-			}
-			// The summary counts what happened, written or not.
-
-		})
-	}
-}
-
-func (b *blockedWriter) Write(p []byte) (int, error) {
-	if !b.once {
-		b.once = true
-		close(b.first)
-	}
-	select {}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"os/user"
@@ -21,7 +22,6 @@ import (
 	"github.com/porttrace/porttrace/tracer/event"
 	"github.com/porttrace/porttrace/tracer/internal/proc"
 	"github.com/porttrace/porttrace/tracer/stream"
-	"github.com/porttrace/porttrace/tracer/textout"
 )
 
 // A loss is reported where the user looks: a {"event":"lost"} line in the
@@ -240,65 +240,16 @@ func TestKernelRunJSON(t *testing.T) {
 // Told to stop while nobody reads its output, the stream stops at once,
 // says so, and counts the events it could not write.
 func TestKernelStreamStopWhileOutputStalled(t *testing.T) {
-	saved := textout.StallGrace
-	textout.StallGrace = 200 * time.Millisecond
-	defer func() { textout.StallGrace = saved }()
 	ns := tracer.NewNetns(t)
-	cfg := stream.DefaultConfig()
-	cfg.Output = "json"
-	cfg.PID = uint32(os.Getpid())
-	cfg.Backend = tracer.Backend(t)
-	out := &blockedOut{first: make(chan struct{})}
-	var stderr tracer.SyncBuilder
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- stream.Run(ctx, cfg, out, &stderr) }()
-	bind := func() {
-		ns.Run(t, func() {
-			fd := tracer.NewSocket(t, tracer.UDP4)
-			defer unix.Close(fd)
-			if err := unix.Bind(fd, tracer.Sockaddr(netip.MustParseAddrPort("127.0.0.1:0"))); err != nil {
-				t.Fatal(err)
-			}
-		})
-	}
-	for blocked := false; !blocked; {
-		bind()
-		select {
-		case <-out.first:
-			blocked = true
-		case err := <-done:
-			tracer.SkipUnsupported(t, cfg.Backend, err)
-			t.Fatalf("ended early: %v", err)
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-	for range 50 {
-		bind() // more to write, all stuck behind the first
-	}
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("still running 5s after it was told to stop")
-	}
-	m := regexp.MustCompile(`porttrace: stopped while the output was not being read: (\d+) events? not written`).FindStringSubmatch(stderr.String())
+	stderr := stopStalled(t, ns, func(ctx context.Context, out, stderr io.Writer) error {
+		cfg := stream.DefaultConfig()
+		cfg.Output = "json"
+		cfg.PID = uint32(os.Getpid())
+		cfg.Backend = tracer.Backend(t)
+		return stream.Run(ctx, cfg, out, stderr)
+	})
+	m := regexp.MustCompile(`porttrace: stopped while the output was not being read: (\d+) events? not written`).FindStringSubmatch(stderr)
 	if m == nil || m[1] == "0" {
-		t.Errorf("the stream's summary does not count the events it could not write:\n%s", stderr.String())
+		t.Errorf("the stream's summary does not count the events it could not write:\n%s", stderr)
 	}
-}
-
-// blockedOut never returns from a Write once called: a pipe nobody reads.
-type blockedOut struct {
-	first chan struct{}
-	once  sync.Once
-}
-
-func (b *blockedOut) Write(p []byte) (int, error) {
-	b.once.Do(func() { close(b.first) })
-	select {}
 }
