@@ -13,9 +13,6 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"github.com/porttrace/porttrace/tracer/churn"
-	"github.com/porttrace/porttrace/tracer/ports"
-	"github.com/porttrace/porttrace/tracer/stream"
 	"github.com/porttrace/porttrace/tracer/textout"
 )
 
@@ -26,6 +23,7 @@ func main() {
 	os.Exit(run(os.Args[1:]))
 }
 
+// run picks the subcommand by its first word; with none, the stream runs.
 func run(args []string) int {
 	if len(args) > 0 {
 		switch args[0] {
@@ -37,85 +35,7 @@ func run(args []string) int {
 			return runWho(args[1:])
 		}
 	}
-	const name = "porttrace"
-	cfg := stream.DefaultConfig()
-	cfg.NoColor = os.Getenv("NO_COLOR") != "" // https://no-color.org
-	fs := newFlagSet("porttrace [flags]\n       porttrace churn [flags]\n       porttrace ports [flags]\n       porttrace who PORT[/tcp|/udp] [flags]",
-		"Trace bind, listen, connect and accept with the process behind each.")
-	cfg.AddFlags(fs)
-	if code, done := parse(name, fs, args); done {
-		return code
-	}
-	if cfg.Version {
-		fmt.Println("porttrace", version)
-		return 0
-	}
-	if err := cfg.Validate(); err != nil {
-		return usageError(name, err)
-	}
-	return exit(name, func(ctx context.Context) error { return stream.Run(ctx, cfg, os.Stdout, os.Stderr) })
-}
-
-func runChurn(args []string) int {
-	const name = "porttrace churn"
-	cfg := churn.DefaultConfig()
-	fs := newFlagSet("porttrace churn [flags]",
-		"Count ephemeral port allocations in the kernel: rate, failures, range usage and time to exhaustion.")
-	cfg.AddFlags(fs)
-	if code, done := parse(name, fs, args); done {
-		return code
-	}
-	if err := cfg.Validate(); err != nil {
-		return usageError(name, err)
-	}
-	return exit(name, func(ctx context.Context) error { return churn.Run(ctx, cfg, os.Stdout, os.Stderr) })
-}
-
-func runPorts(args []string) int {
-	const name = "porttrace ports"
-	cfg := ports.DefaultConfig()
-	fs := newFlagSet("porttrace ports [flags]",
-		"List what holds every port now (listeners; -a for all sockets), with the processes, and flag the suspicious.")
-	cfg.AddFlags(fs)
-	if code, done := parse(name, fs, args); done {
-		return code
-	}
-	if err := cfg.Validate(); err != nil {
-		return usageError(name, err)
-	}
-	return exit(name, func(ctx context.Context) error { return ports.Run(ctx, cfg, os.Stdout, os.Stderr) })
-}
-
-func runWho(args []string) int {
-	const name = "porttrace who"
-	cfg := ports.DefaultWhoConfig()
-	fs := newFlagSet("porttrace who PORT[/tcp|/udp] [flags]",
-		"Tell who holds a port now; with --wait, who binds it next.\n"+
-			"Exits 1 when no process holds the port (sockets a closed connection left in TIME-WAIT are\n"+
-			"listed but do not count), or when --wait ends with no bind (--timeout, Ctrl-C).")
-	cfg.AddFlags(fs)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			return 0
-		}
-		return usageError(name, err)
-	}
-	if fs.NArg() != 1 {
-		return usageError(name, errors.New("want one PORT[/tcp|/udp]"))
-	}
-	if err := cfg.ParseTarget(fs.Arg(0)); err != nil {
-		return usageError(name, err)
-	}
-	if err := cfg.Validate(); err != nil {
-		return usageError(name, err)
-	}
-	return exit(name, func(ctx context.Context) error {
-		err := ports.RunWho(ctx, cfg, os.Stdout, os.Stderr)
-		if errors.Is(err, ports.ErrNobody) {
-			return errQuiet // already said
-		}
-		return err
-	})
+	return runStream(args)
 }
 
 // errQuiet exits 1 without a message: the command already said why.
