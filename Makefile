@@ -23,7 +23,7 @@ build: ## build the static porttrace binary
 run: build ## build, then trace as root (ARGS="..." for flags)
 	$(AS_ROOT) ./porttrace $(ARGS)
 
-generate: ## recompile bpf/*.c into tracer/porttrace_x86_bpfel.{go,o}
+generate: ## recompile bpf/*.c into tracer/porttrace_{x86,arm64}_bpfel.{go,o}
 	BPF_CLANG=$(BPF_CLANG) BPF_CFLAGS="$(BPF_CFLAGS)" $(GO) generate .
 
 test: ## run unit and kernel tests (as root, through sudo if need be)

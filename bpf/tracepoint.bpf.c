@@ -64,8 +64,10 @@ static __always_inline struct sock *sk_from_fd(int fd)
 }
 
 /*
- * user_regs returns the registers the task entered the kernel with: at
- * syscall exit di and si still hold the first two arguments (x86-64).
+ * user_regs returns the registers the task entered the kernel with. At
+ * syscall exit they still hold the first two arguments, read through
+ * PT_REGS_PARM*_CORE_SYSCALL: di and si on x86-64; orig_x0 and x1 on
+ * arm64, whose x0 holds the return value by then.
  */
 static __always_inline struct pt_regs *user_regs(void)
 {
@@ -95,9 +97,9 @@ int tp_exit_bind(struct trace_event_raw_sys_exit *ctx)
 	if (!task_wanted())
 		return 0;
 	regs = user_regs();
-	if (!bind_request(&e, (void *)regs->si, true))
+	if (!bind_request(&e, (void *)PT_REGS_PARM2_CORE_SYSCALL(regs), true))
 		return 0;
-	sk = sk_from_fd(regs->di);
+	sk = sk_from_fd(PT_REGS_PARM1_CORE_SYSCALL(regs));
 	if (sk)
 		emit_bind(&e, sk, ctx->ret, BACKEND_TRACEPOINT);
 	return 0;
@@ -110,7 +112,7 @@ int tp_exit_listen(struct trace_event_raw_sys_exit *ctx)
 
 	if (!task_wanted())
 		return 0;
-	sk = sk_from_fd(user_regs()->di);
+	sk = sk_from_fd(PT_REGS_PARM1_CORE_SYSCALL(user_regs()));
 	if (sk)
 		emit_listen(sk, ctx->ret, BACKEND_TRACEPOINT);
 	return 0;
@@ -192,7 +194,7 @@ int tp_exit_accept(struct trace_event_raw_sys_exit *ctx)
 	}
 	if (!accept_failure(ret))
 		return 0;
-	sk = sk_from_fd(user_regs()->di); /* the listener */
+	sk = sk_from_fd(PT_REGS_PARM1_CORE_SYSCALL(user_regs())); /* the listener */
 	if (sk)
 		emit_accept_failed(sk, ret, BACKEND_TRACEPOINT);
 	return 0;
