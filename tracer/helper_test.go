@@ -76,7 +76,7 @@ func HelperExe(t *testing.T) string {
 			return
 		}
 		helperPath = dir + "/porttrace-helper"
-		helperErr = CopyFile(self, helperPath)
+		helperErr = copyFile(self, helperPath)
 	})
 	if helperErr != nil {
 		t.Fatalf("copying the test binary: %v", helperErr)
@@ -84,7 +84,16 @@ func HelperExe(t *testing.T) string {
 	return helperPath
 }
 
-func CopyFile(from, to string) error {
+// CopyHelper copies the helper binary to path, so that a test can give a
+// process the name (or the deleted file) it is about.
+func CopyHelper(t *testing.T, path string) {
+	t.Helper()
+	if err := copyFile(HelperExe(t), path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func copyFile(from, to string) error {
 	b, err := os.ReadFile(from)
 	if err != nil {
 		return err

@@ -24,9 +24,7 @@ import (
 func TestKernelDeletedBinary(t *testing.T) {
 	ns := NewNetns(t)
 	exe := filepath.Join(t.TempDir(), "backdoor")
-	if err := CopyFile(HelperExe(t), exe); err != nil {
-		t.Fatal(err)
-	}
+	CopyHelper(t, exe)
 	h := StartHelper(t, ns, exe, 0, "tcp", "0.0.0.0:31337")
 	if err := os.Remove(exe); err != nil {
 		t.Fatal(err)

@@ -30,9 +30,7 @@ func TestKernelDeletedBinaryConnection(t *testing.T) {
 	ns.Run(t, func() { ln = tracer.ListenTCP(t, netip.MustParseAddrPort("127.0.0.1:4444")) })
 	defer unix.Close(ln)
 	exe := filepath.Join(t.TempDir(), "beacon")
-	if err := tracer.CopyFile(tracer.HelperExe(t), exe); err != nil {
-		t.Fatal(err)
-	}
+	tracer.CopyHelper(t, exe)
 	h := tracer.StartHelper(t, ns, exe, 0, "tcp", "127.0.0.1:0", "PT_CONNECT=127.0.0.1:4444")
 	if err := os.Remove(exe); err != nil {
 		t.Fatal(err)
@@ -68,9 +66,7 @@ func TestKernelDeletedBinaryConnection(t *testing.T) {
 func TestKernelExeNamedDeleted(t *testing.T) {
 	ns := tracer.NewNetns(t)
 	exe := filepath.Join(t.TempDir(), "fake (deleted)")
-	if err := tracer.CopyFile(tracer.HelperExe(t), exe); err != nil {
-		t.Fatal(err)
-	}
+	tracer.CopyHelper(t, exe)
 	h := tracer.StartHelper(t, ns, exe, 0, "tcp", "127.0.0.1:5005", "PT_LISTEN=1")
 	b := tracer.Backend(t)
 	tr, err := tracer.New(tracer.Options{Backend: b, PID: uint32(h.Cmd.Process.Pid), Events: tracer.KindsOf(event.KindBind)})

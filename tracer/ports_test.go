@@ -35,9 +35,7 @@ func TestKernelPortsListeners(t *testing.T) {
 	ns.Sysctl(t, "net.ipv4.ip_unprivileged_port_start", "8000")
 	ns.Run(t, func() { addAddr(t, "lo", "10.99.0.1/24") })
 	exe := filepath.Join(t.TempDir(), "implant")
-	if err := tracer.CopyFile(tracer.HelperExe(t), exe); err != nil {
-		t.Fatal(err)
-	}
+	tracer.CopyHelper(t, exe)
 	h := tracer.StartHelper(t, ns, exe, 0, "tcp", "0.0.0.0:31337", "PT_LISTEN=1")
 	if err := os.Remove(exe); err != nil {
 		t.Fatal(err)
@@ -47,9 +45,7 @@ func TestKernelPortsListeners(t *testing.T) {
 	}
 	// An interpreter, as nobody: its name is what gives it away.
 	python := filepath.Join(worldDir(t), "python3")
-	if err := tracer.CopyFile(tracer.HelperExe(t), python); err != nil {
-		t.Fatal(err)
-	}
+	tracer.CopyHelper(t, python)
 	before := time.Now()
 	py := tracer.StartHelper(t, ns, python, 65534, "tcp", "0.0.0.0:8022", "PT_LISTEN=1")
 	after := time.Now()
@@ -60,9 +56,7 @@ func TestKernelPortsListeners(t *testing.T) {
 	// exe the interpreter's. A symlink does the same to comm.
 	dir := t.TempDir()
 	interp := filepath.Join(dir, "python3.11")
-	if err := tracer.CopyFile(tracer.HelperExe(t), interp); err != nil {
-		t.Fatal(err)
-	}
+	tracer.CopyHelper(t, interp)
 	if err := os.Symlink(interp, filepath.Join(dir, "sshd")); err != nil {
 		t.Fatal(err)
 	}

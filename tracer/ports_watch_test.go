@@ -39,9 +39,7 @@ func TestKernelPortsWatch(t *testing.T) {
 			ns.Run(t, func() { fd = tracer.ListenTCP(t, netip.MustParseAddrPort("0.0.0.0:6665")) })
 			defer unix.Close(fd)
 			exe := filepath.Join(t.TempDir(), "implant")
-			if err := tracer.CopyFile(tracer.HelperExe(t), exe); err != nil {
-				t.Fatal(err)
-			}
+			tracer.CopyHelper(t, exe)
 			h := tracer.StartHelper(t, ns, exe, 0, "tcp", "0.0.0.0:6666", "PT_LISTEN=1")
 			if err := os.Remove(exe); err != nil {
 				t.Fatal(err)
