@@ -57,6 +57,13 @@ const volatile bool filter_ports = false; /* true: only ports set in port_filter
 const volatile bool churn_mode = false;
 /* The listen hook: __inet_listen_sk(struct sock *) where it exists (6.12: yes, 6.1: no), else inet_listen(struct socket *). */
 const volatile bool listen_on_sk = false;
+/*
+ * Helpers newer kernels have, as the loader's feature probes found them;
+ * the verifier follows only the branch a knob selects, so a program that
+ * names a helper the kernel lacks still loads.
+ */
+const volatile bool have_task_btf = true;     /* bpf_get_current_task_btf, 5.11 */
+const volatile bool have_task_pt_regs = true; /* bpf_task_pt_regs, 5.15 */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -157,31 +164,43 @@ static __always_inline void fill_task(struct event *e, __u8 kind, __u8 backend)
 }
 
 /*
- * fill_task_rest sets the rest, only for an event that will be sent. The
- * task is walked with direct loads through BTF pointers (5.11+) rather than
- * a helper call a field, in a global function that the verifier checks
- * once rather than at every call site.
+ * fill_task_rest sets the rest, only for an event that will be sent. Where
+ * the kernel has bpf_get_current_task_btf (5.11+) the task is walked with
+ * direct loads through BTF pointers rather than a helper call a field;
+ * before, with bpf_get_current_task and CO-RE reads. A static subprogram:
+ * 5.10's verifier takes no pointer arguments in a global one.
  */
-__noinline int fill_task_rest(struct event *e)
+static __noinline int fill_task_rest(struct event *e)
 {
-	struct task_struct *task = bpf_get_current_task_btf();
 	__u64 ug = bpf_get_current_uid_gid();
-	struct mm_struct *mm = task->mm;
+	const struct cred *cred;
 	struct file *exe;
+	__u32 nlink;
 
-	if (!e)
-		return 0;
 	e->ts_ns = bpf_ktime_get_boot_ns();
 	e->uid = (__u32)ug;
 	e->gid = ug >> 32;
 	e->cgroup_id = bpf_get_current_cgroup_id();
-	e->ppid = task->real_parent->tgid;
+	if (have_task_btf) {
+		struct task_struct *task = bpf_get_current_task_btf();
+		struct mm_struct *mm = task->mm;
 
+		e->ppid = task->real_parent->tgid;
+		exe = mm ? mm->exe_file : NULL;
+		nlink = exe ? exe->f_path.dentry->d_inode->i_nlink : 1;
+		cred = task->cred;
+	} else {
+		struct task_struct *task = (void *)bpf_get_current_task();
+
+		e->ppid = BPF_CORE_READ(task, real_parent, tgid);
+		exe = BPF_CORE_READ(task, mm, exe_file);
+		nlink = exe ? BPF_CORE_READ(exe, f_path.dentry, d_inode, i_nlink) : 1;
+		cred = BPF_CORE_READ(task, cred);
+	}
 	/* A running binary that was unlinked keeps its inode with no links. */
-	exe = mm ? mm->exe_file : NULL;
-	if (exe && exe->f_path.dentry->d_inode->i_nlink == 0)
+	if (nlink == 0)
 		e->flags |= F_EXE_DELETED;
-	if (cred_has_cap(task->cred, CAP_NET_BIND_SERVICE))
+	if (cred_has_cap(cred, CAP_NET_BIND_SERVICE))
 		e->flags |= F_CAP_BIND;
 	return 0;
 }
@@ -285,7 +304,7 @@ static __always_inline bool fill_sock_meta(struct event *e, struct sock *sk)
 
 	proto = sk_protocol(sk);
 	/* An MPTCP subflow is a TCP socket underneath; name what the user opened. */
-	if (proto == IPPROTO_TCP &&
+	if (proto == IPPROTO_TCP && bpf_core_field_exists(struct tcp_sock, is_mptcp) &&
 	    BPF_CORE_READ_BITFIELD_PROBED((struct tcp_sock *)sk, is_mptcp))
 		proto = IPPROTO_MPTCP;
 	if (!proto_wanted(proto))

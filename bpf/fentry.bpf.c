@@ -1,8 +1,14 @@
 //go:build ignore
 /* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
 /*
- * fentry/fexit backend (5.5+; bpf_get_func_ret needs 5.17). Hooks the
- * kernel functions every path goes through, syscall or not:
+ * fentry/fexit backend (5.5+, where the architecture has BPF trampolines:
+ * x86-64 since 5.5, arm64 since 6.0). An fexit program gets the traced
+ * function's return value as the argument after the function's own, which
+ * works on every kernel with fexit, where bpf_get_func_ret needs 5.17: the
+ * loader checks each function's parameter count in the kernel's BTF before
+ * it loads, so the value read is never an argument of a prototype that
+ * changed (fexitArity in tracer/backend.go). Hooks the kernel functions
+ * every path goes through, syscall or not:
  *  - __inet_bind/__inet6_bind, not inet_bind: from 6.12 an MPTCP socket's
  *    bind (Go's net.Listen since 1.24) reaches __inet_bind through
  *    inet_bind_sk without inet_bind, and __inet_bind is where -EACCES is
@@ -21,31 +27,23 @@
  */
 #include "common.h"
 
-static __always_inline long func_ret(void *ctx)
-{
-	__u64 ret = 0;
-
-	bpf_get_func_ret(ctx, &ret);
-	return (long)ret;
-}
-
 SEC("fexit/__inet_bind")
-int BPF_PROG(fexit_inet_bind, struct sock *sk, struct sockaddr *uaddr)
+int BPF_PROG(fexit_inet_bind, struct sock *sk, struct sockaddr *uaddr, int addr_len, u32 flags, int ret)
 {
 	struct event e = {};
 
 	if (task_wanted() && bind_request(&e, uaddr, false))
-		emit_bind(&e, sk, (int)func_ret(ctx), BACKEND_FENTRY);
+		emit_bind(&e, sk, ret, BACKEND_FENTRY);
 	return 0;
 }
 
 SEC("fexit/__inet6_bind")
-int BPF_PROG(fexit_inet6_bind, struct sock *sk, struct sockaddr *uaddr)
+int BPF_PROG(fexit_inet6_bind, struct sock *sk, struct sockaddr *uaddr, int addr_len, u32 flags, int ret)
 {
 	struct event e = {};
 
 	if (task_wanted() && bind_request(&e, uaddr, false))
-		emit_bind(&e, sk, (int)func_ret(ctx), BACKEND_FENTRY);
+		emit_bind(&e, sk, ret, BACKEND_FENTRY);
 	return 0;
 }
 
@@ -72,7 +70,7 @@ static __always_inline int remember_port(struct sock *sk, __u64 hook)
 	return 0;
 }
 
-static __always_inline void connect_done(void *ctx, struct sock *sk, struct sockaddr *uaddr, __u64 hook)
+static __always_inline void connect_done(struct sock *sk, struct sockaddr *uaddr, int ret, __u64 hook)
 {
 	__u64 key = bpf_get_current_pid_tgid() << 8 | hook;
 	__u16 *before = bpf_map_lookup_elem(&port_before, &key);
@@ -82,7 +80,7 @@ static __always_inline void connect_done(void *ctx, struct sock *sk, struct sock
 		return; /* began before porttrace attached, a retry, or filtered out */
 	port = *before;
 	bpf_map_delete_elem(&port_before, &key);
-	emit_connect(sk, uaddr, false, (int)func_ret(ctx), BACKEND_FENTRY, port);
+	emit_connect(sk, uaddr, false, ret, BACKEND_FENTRY, port);
 }
 
 /*
@@ -99,9 +97,10 @@ int BPF_PROG(fentry_inet_stream_connect, struct socket *sock)
 }
 
 SEC("fexit/inet_stream_connect")
-int BPF_PROG(fexit_inet_stream_connect, struct socket *sock, struct sockaddr *uaddr)
+int BPF_PROG(fexit_inet_stream_connect, struct socket *sock, struct sockaddr *uaddr, int addr_len, int flags,
+	     int ret)
 {
-	connect_done(ctx, BPF_CORE_READ(sock, sk), uaddr, H_STREAM);
+	connect_done(BPF_CORE_READ(sock, sk), uaddr, ret, H_STREAM);
 	return 0;
 }
 
@@ -115,9 +114,10 @@ int BPF_PROG(fentry_fastopen_connect, struct socket *sock, struct sockaddr *uadd
 }
 
 SEC("fexit/__inet_stream_connect")
-int BPF_PROG(fexit_fastopen_connect, struct socket *sock, struct sockaddr *uaddr)
+int BPF_PROG(fexit_fastopen_connect, struct socket *sock, struct sockaddr *uaddr, int addr_len, int flags,
+	     int is_sendmsg, int ret)
 {
-	connect_done(ctx, BPF_CORE_READ(sock, sk), uaddr, H_FASTOPEN);
+	connect_done(BPF_CORE_READ(sock, sk), uaddr, ret, H_FASTOPEN);
 	return 0;
 }
 
@@ -128,39 +128,58 @@ int BPF_PROG(fentry_inet_dgram_connect, struct socket *sock)
 }
 
 SEC("fexit/inet_dgram_connect")
-int BPF_PROG(fexit_inet_dgram_connect, struct socket *sock, struct sockaddr *uaddr)
+int BPF_PROG(fexit_inet_dgram_connect, struct socket *sock, struct sockaddr *uaddr, int addr_len, int flags,
+	     int ret)
 {
-	connect_done(ctx, BPF_CORE_READ(sock, sk), uaddr, H_DGRAM);
+	connect_done(BPF_CORE_READ(sock, sk), uaddr, ret, H_DGRAM);
 	return 0;
 }
 
-SEC("fexit/inet_csk_accept")
-int BPF_PROG(fexit_inet_csk_accept, struct sock *sk)
+/*
+ * inet_csk_accept(sk, flags, err, kern) became inet_csk_accept(sk, arg) in
+ * 6.10 (struct proto_accept_arg), so the return value follows a different
+ * argument: one program for each prototype, and the loader loads the one
+ * for the kernel's.
+ */
+static __always_inline void accept_done(struct sock *sk, struct sock *newsk, long err)
 {
-	struct sock *newsk = (struct sock *)func_ret(ctx);
-	__u64 arg1 = 0, arg2 = 0;
-	long err;
-
 	forget_preblocked();
 	if (!task_wanted())
-		return 0;
-	if (newsk) {
+		return;
+	if (newsk)
 		emit_accept(newsk, BACKEND_FENTRY);
-		return 0;
-	}
-	bpf_get_func_arg(ctx, 1, &arg1);
-	bpf_get_func_arg(ctx, 2, &arg2);
-	err = csk_accept_err((void *)arg1, (void *)arg2);
-	if (accept_failure(err))
+	else if (accept_failure(err))
 		emit_accept_failed(sk, err, BACKEND_FENTRY);
+}
+
+SEC("fexit/inet_csk_accept")
+int BPF_PROG(fexit_inet_csk_accept, struct sock *sk, void *arg, struct sock *newsk)
+{
+	accept_done(sk, newsk, newsk ? 0 : csk_accept_err(arg, NULL));
+	return 0;
+}
+
+/*
+ * Older verifiers (5.10's) let no tracing program read an argument that
+ * points to an int (err) from its context, so the slot is read as memory,
+ * as bpf_get_func_arg does on the kernels that have it.
+ */
+SEC("fexit/inet_csk_accept")
+int BPF_PROG(fexit_inet_csk_accept_old, struct sock *sk, int flags, void *err_arg, bool kern, struct sock *newsk)
+{
+	int *err = NULL;
+
+	if (!newsk)
+		bpf_probe_read_kernel(&err, sizeof(err), &ctx[2]);
+	accept_done(sk, newsk, newsk ? 0 : csk_accept_err(NULL, err));
 	return 0;
 }
 
 /* The loader retargets this to __inet_listen_sk where the kernel has it. */
 SEC("fexit/inet_listen")
-int BPF_PROG(fexit_listen, void *arg0)
+int BPF_PROG(fexit_listen, void *arg0, int backlog, int ret)
 {
 	if (task_wanted())
-		emit_listen(listen_sk(arg0), (int)func_ret(ctx), BACKEND_FENTRY);
+		emit_listen(listen_sk(arg0), ret, BACKEND_FENTRY);
 	return 0;
 }

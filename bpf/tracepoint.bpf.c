@@ -3,28 +3,35 @@
 /*
  * Tracepoint backend: syscalls:sys_exit_{bind,listen,connect,accept,
  * accept4}, and sys_enter_connect. Works where kprobes and fentry do not
- * (5.15+ for bpf_task_pt_regs). At exit the arguments are still in the
- * task's saved registers, so one program finds the socket behind the fd and
- * reads what the kernel did to it; connect also looks at the socket before
- * the call. Blind spot: calls that do not pass through these syscalls
- * (io_uring, in-kernel sockets).
+ * (5.8+, for the ring buffer). With bpf_task_pt_regs (5.15) the arguments
+ * are still in the task's saved registers at exit, so one program finds the
+ * socket behind the fd and reads what the kernel did to it; without it, the
+ * loader also attaches sys_enter_{bind,listen,accept,accept4}, which keep
+ * the arguments by thread for the exit (have_task_pt_regs). connect always
+ * looks at the socket before the call. Blind spot: calls that do not pass
+ * through these syscalls (io_uring, in-kernel sockets).
  */
 #include "common.h"
 
+enum syscall_id { SYS_BIND = 1, SYS_LISTEN, SYS_CONNECT, SYS_ACCEPT };
+
 /*
- * A connect in flight: what its exit needs from before the call. The
+ * A call in flight: what its exit needs from before the call. A connect's
  * socket is kept rather than looked up again at exit: the call holds a
  * reference to it, while the fd could meanwhile be closed and reused by
- * another thread.
+ * another thread. The others keep their arguments only where the exit
+ * cannot read them from the saved registers.
  */
 struct args {
 	__u64 sa;   /* user sockaddr pointer */
-	__u64 sk;   /* struct sock */
+	__u64 sk;   /* struct sock, connect only */
+	__s32 fd;
 	__u16 port_before; /* the socket's local port when the call began */
-	__u16 pad[3];
+	__u8 call;  /* enum syscall_id: whose entry this is */
+	__u8 pad;
 };
 
-/* Connects in flight by thread id; LRU so a thread killed mid-call cannot fill it. */
+/* Calls in flight by thread id; LRU so a thread killed mid-call cannot fill it. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
@@ -33,25 +40,52 @@ struct {
 } inflight SEC(".maps");
 
 /*
- * sock_from_fd returns the struct socket behind fd in the current task, or
- * NULL. The task and its fd table are walked with direct loads through BTF
- * pointers; only the fd slot and the file need helper reads.
+ * fd_file returns the file at fd in the current task's table, or NULL.
+ * With bpf_get_current_task_btf the task and its fd table are walked with
+ * direct loads through BTF pointers, and only the fd slot needs a helper
+ * read; without it, every step is a CO-RE read.
  */
+static __always_inline struct file *fd_file(int fd)
+{
+	struct file **fds;
+	struct file *f = NULL;
+	unsigned int max_fds;
+
+	if (fd < 0)
+		return NULL;
+	if (have_task_btf) {
+		struct files_struct *files = bpf_get_current_task_btf()->files;
+		struct fdtable *fdt;
+
+		if (!files)
+			return NULL;
+		fdt = files->fdt;
+		if (!fdt)
+			return NULL;
+		max_fds = fdt->max_fds;
+		fds = fdt->fd;
+	} else {
+		struct task_struct *task = (void *)bpf_get_current_task();
+		struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+
+		if (!fdt)
+			return NULL;
+		max_fds = BPF_CORE_READ(fdt, max_fds);
+		fds = BPF_CORE_READ(fdt, fd);
+	}
+	if ((unsigned int)fd >= max_fds)
+		return NULL;
+	if (bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]))
+		return NULL;
+	return f;
+}
+
+/* sock_from_fd returns the struct socket behind fd in the current task, or NULL. */
 static __always_inline struct socket *sock_from_fd(int fd)
 {
-	struct task_struct *task = bpf_get_current_task_btf();
-	struct files_struct *files = task->files;
-	struct fdtable *fdt;
-	struct file *f = NULL;
+	struct file *f = fd_file(fd);
 
-	if (fd < 0 || !files)
-		return NULL;
-	fdt = files->fdt;
-	if (!fdt || (unsigned int)fd >= fdt->max_fds)
-		return NULL;
-	if (bpf_probe_read_kernel(&f, sizeof(f), &fdt->fd[fd]) || !f)
-		return NULL;
-	if ((BPF_CORE_READ(f, f_inode, i_mode) & S_IFMT) != S_IFSOCK)
+	if (!f || (BPF_CORE_READ(f, f_inode, i_mode) & S_IFMT) != S_IFSOCK)
 		return NULL;
 	return BPF_CORE_READ(f, private_data);
 }
@@ -63,19 +97,28 @@ static __always_inline struct sock *sk_from_fd(int fd)
 	return sock ? BPF_CORE_READ(sock, sk) : NULL;
 }
 
-/*
- * user_regs returns the registers the task entered the kernel with. At
- * syscall exit they still hold the first two arguments, read through
- * PT_REGS_PARM*_CORE_SYSCALL: di and si on x86-64; orig_x0 and x1 on
- * arm64, whose x0 holds the return value by then.
- */
-static __always_inline struct pt_regs *user_regs(void)
+/* stash keeps this thread's arguments of call for its exit. */
+static __always_inline void stash(struct args *a, enum syscall_id call)
 {
-	return (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+
+	a->call = call;
+	bpf_map_update_elem(&inflight, &tid, a, BPF_ANY);
 }
 
-/* take pops the stashed arguments of this thread's connect. */
-static __always_inline bool take(struct args *out)
+/* drop_args forgets this thread's stashed arguments. */
+static __always_inline void drop_args(void)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+
+	bpf_map_delete_elem(&inflight, &tid);
+}
+
+/*
+ * take pops this thread's stashed arguments of call. An entry of another
+ * call (its exit was missed) is dropped, never used.
+ */
+static __always_inline bool take(enum syscall_id call, struct args *out)
 {
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	struct args *a = bpf_map_lookup_elem(&inflight, &tid);
@@ -84,22 +127,79 @@ static __always_inline bool take(struct args *out)
 		return false;
 	*out = *a;
 	bpf_map_delete_elem(&inflight, &tid);
+	return out->call == call;
+}
+
+/*
+ * call_args gives the exit of call its first two arguments: from the
+ * registers the task entered the kernel with, which still hold them at
+ * syscall exit (read through PT_REGS_PARM*_CORE_SYSCALL: di and si on
+ * x86-64; orig_x0 and x1 on arm64, whose x0 holds the return value by
+ * then), or, without bpf_task_pt_regs, from what its entry stashed.
+ */
+static __always_inline bool call_args(enum syscall_id call, int *fd, __u64 *arg2)
+{
+	struct args a;
+
+	if (have_task_pt_regs) {
+		struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+
+		*fd = PT_REGS_PARM1_CORE_SYSCALL(regs);
+		*arg2 = PT_REGS_PARM2_CORE_SYSCALL(regs);
+		return true;
+	}
+	if (!take(call, &a))
+		return false;
+	*fd = a.fd;
+	*arg2 = a.sa;
 	return true;
+}
+
+/* The entries of bind, listen and accept: attached only without bpf_task_pt_regs. */
+static __always_inline int enter(struct trace_event_raw_sys_enter *ctx, enum syscall_id call)
+{
+	struct args a = {};
+
+	if (!task_wanted())
+		return 0;
+	a.fd = ctx->args[0];
+	a.sa = ctx->args[1];
+	stash(&a, call);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_bind")
+int tp_enter_bind(struct trace_event_raw_sys_enter *ctx)
+{
+	return enter(ctx, SYS_BIND);
+}
+
+SEC("tracepoint/syscalls/sys_enter_listen")
+int tp_enter_listen(struct trace_event_raw_sys_enter *ctx)
+{
+	return enter(ctx, SYS_LISTEN);
+}
+
+/* Attached to sys_enter_accept and sys_enter_accept4. */
+SEC("tracepoint/syscalls/sys_enter_accept4")
+int tp_enter_accept(struct trace_event_raw_sys_enter *ctx)
+{
+	return enter(ctx, SYS_ACCEPT);
 }
 
 SEC("tracepoint/syscalls/sys_exit_bind")
 int tp_exit_bind(struct trace_event_raw_sys_exit *ctx)
 {
 	struct event e = {};
-	struct pt_regs *regs;
 	struct sock *sk;
+	__u64 sa;
+	int fd;
 
-	if (!task_wanted())
+	if (!task_wanted() || !call_args(SYS_BIND, &fd, &sa))
 		return 0;
-	regs = user_regs();
-	if (!bind_request(&e, (void *)PT_REGS_PARM2_CORE_SYSCALL(regs), true))
+	if (!bind_request(&e, (void *)sa, true))
 		return 0;
-	sk = sk_from_fd(PT_REGS_PARM1_CORE_SYSCALL(regs));
+	sk = sk_from_fd(fd);
 	if (sk)
 		emit_bind(&e, sk, ctx->ret, BACKEND_TRACEPOINT);
 	return 0;
@@ -109,10 +209,12 @@ SEC("tracepoint/syscalls/sys_exit_listen")
 int tp_exit_listen(struct trace_event_raw_sys_exit *ctx)
 {
 	struct sock *sk;
+	__u64 unused;
+	int fd;
 
-	if (!task_wanted())
+	if (!task_wanted() || !call_args(SYS_LISTEN, &fd, &unused))
 		return 0;
-	sk = sk_from_fd(PT_REGS_PARM1_CORE_SYSCALL(user_regs()));
+	sk = sk_from_fd(fd);
 	if (sk)
 		emit_listen(sk, ctx->ret, BACKEND_TRACEPOINT);
 	return 0;
@@ -127,7 +229,6 @@ int tp_exit_listen(struct trace_event_raw_sys_exit *ctx)
 SEC("tracepoint/syscalls/sys_enter_connect")
 int tp_enter_connect(struct trace_event_raw_sys_enter *ctx)
 {
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	struct args a = {};
 	struct socket *sock;
 	struct sock *sk;
@@ -147,7 +248,7 @@ int tp_enter_connect(struct trace_event_raw_sys_enter *ctx)
 		return 0;
 	a.sa = ctx->args[1];
 	a.sk = (__u64)sk;
-	bpf_map_update_elem(&inflight, &tid, &a, BPF_ANY);
+	stash(&a, SYS_CONNECT);
 	return 0;
 }
 
@@ -156,7 +257,7 @@ int tp_exit_connect(struct trace_event_raw_sys_exit *ctx)
 {
 	struct args a;
 
-	if (take(&a))
+	if (take(SYS_CONNECT, &a))
 		emit_connect((void *)a.sk, (void *)a.sa, true, ctx->ret, BACKEND_TRACEPOINT, a.port_before);
 	return 0;
 }
@@ -175,6 +276,8 @@ int tp_exit_accept(struct trace_event_raw_sys_exit *ctx)
 {
 	long ret = ctx->ret;
 	struct sock *sk;
+	__u64 unused;
+	int fd;
 
 	if (accept_backend != BACKEND_TRACEPOINT) {
 		if (!forget_preblocked() || ret < 0 || !task_wanted())
@@ -186,15 +289,19 @@ int tp_exit_accept(struct trace_event_raw_sys_exit *ctx)
 	}
 	if (!task_wanted())
 		return 0;
-	if (ret >= 0) {
+	if (ret >= 0 || !accept_failure(ret)) {
+		if (!have_task_pt_regs)
+			drop_args(); /* the listener's fd, needed only on failure */
+		if (ret < 0)
+			return 0;
 		sk = sk_from_fd(ret);
 		if (sk)
 			emit_accept(sk, BACKEND_TRACEPOINT);
 		return 0;
 	}
-	if (!accept_failure(ret))
+	if (!call_args(SYS_ACCEPT, &fd, &unused))
 		return 0;
-	sk = sk_from_fd(PT_REGS_PARM1_CORE_SYSCALL(user_regs())); /* the listener */
+	sk = sk_from_fd(fd); /* the listener */
 	if (sk)
 		emit_accept_failed(sk, ret, BACKEND_TRACEPOINT);
 	return 0;

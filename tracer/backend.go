@@ -47,8 +47,9 @@ type loaded struct {
 	preblocked *ebpf.Program
 }
 
-// tracepointObjects is what the tracepoint backend loads: kernel 5.15+
-// (bpf_task_pt_regs; the ring buffer needs 5.8, syscall tracepoints 4.14).
+// tracepointObjects is what the tracepoint backend loads: kernel 5.8+ (the
+// ring buffer; syscall tracepoints are 4.14). The entries of bind, listen
+// and accept are attached only where bpf_task_pt_regs (5.15) is missing.
 type tracepointObjects struct {
 	sharedMaps
 	ExitBind     *ebpf.Program `ebpf:"tp_exit_bind"`
@@ -56,6 +57,9 @@ type tracepointObjects struct {
 	EnterConnect *ebpf.Program `ebpf:"tp_enter_connect"`
 	ExitConnect  *ebpf.Program `ebpf:"tp_exit_connect"`
 	ExitAccept   *ebpf.Program `ebpf:"tp_exit_accept"`
+	EnterBind    *ebpf.Program `ebpf:"tp_enter_bind"`
+	EnterListen  *ebpf.Program `ebpf:"tp_enter_listen"`
+	EnterAccept  *ebpf.Program `ebpf:"tp_enter_accept"`
 }
 
 func tp(kind event.Kind, name string, prog *ebpf.Program) hook {
@@ -64,29 +68,40 @@ func tp(kind event.Kind, name string, prog *ebpf.Program) hook {
 	}}
 }
 
-func loadTracepoint(spec *ebpf.CollectionSpec, opts *ebpf.CollectionOptions) (*loaded, error) {
+func loadTracepoint(spec *ebpf.CollectionSpec, opts *ebpf.CollectionOptions, have helpers) (*loaded, error) {
 	var o tracepointObjects
 	if err := spec.LoadAndAssign(&o, opts); err != nil {
 		return nil, err
 	}
+	// Exits before entries: an exit without its entry is skipped, never misreported.
+	hooks := []hook{
+		tp(event.KindBind, "sys_exit_bind", o.ExitBind),
+		tp(event.KindListen, "sys_exit_listen", o.ExitListen),
+		tp(event.KindConnect, "sys_exit_connect", o.ExitConnect),
+		tp(event.KindConnect, "sys_enter_connect", o.EnterConnect),
+		tp(event.KindAccept, "sys_exit_accept", o.ExitAccept),
+		tp(event.KindAccept, "sys_exit_accept4", o.ExitAccept),
+	}
+	if !have.TaskPtRegs {
+		hooks = append(hooks,
+			tp(event.KindBind, "sys_enter_bind", o.EnterBind),
+			tp(event.KindListen, "sys_enter_listen", o.EnterListen),
+			tp(event.KindAccept, "sys_enter_accept", o.EnterAccept),
+			tp(event.KindAccept, "sys_enter_accept4", o.EnterAccept))
+	}
 	return &loaded{
-		maps: &o.sharedMaps,
-		hooks: []hook{
-			tp(event.KindBind, "sys_exit_bind", o.ExitBind),
-			tp(event.KindListen, "sys_exit_listen", o.ExitListen),
-			tp(event.KindConnect, "sys_exit_connect", o.ExitConnect),
-			tp(event.KindConnect, "sys_enter_connect", o.EnterConnect),
-			tp(event.KindAccept, "sys_exit_accept", o.ExitAccept),
-			tp(event.KindAccept, "sys_exit_accept4", o.ExitAccept),
-		},
+		maps:  &o.sharedMaps,
+		hooks: hooks,
 		close: func() error {
-			return closeAll(&o.sharedMaps, o.ExitBind, o.ExitListen, o.EnterConnect, o.ExitConnect, o.ExitAccept)
+			return closeAll(&o.sharedMaps, o.ExitBind, o.ExitListen, o.EnterConnect, o.ExitConnect, o.ExitAccept,
+				o.EnterBind, o.EnterListen, o.EnterAccept)
 		},
 	}, nil
 }
 
-// fentryObjects is what the fentry backend loads: kernel 5.17+ for
-// bpf_get_func_ret, and a BPF trampoline on the architecture.
+// fentryObjects is what the fentry backend loads: kernel 5.5+ with a BPF
+// trampoline on the architecture (x86-64 5.5, arm64 6.0), and the
+// prototypes its fexit programs were written for (checkFexitParams).
 type fentryObjects struct {
 	sharedMaps
 	Bind4      *ebpf.Program `ebpf:"fexit_inet_bind"`
@@ -117,6 +132,11 @@ func tracing(kind event.Kind, fn string, prog *ebpf.Program) hook {
 
 func loadFentry(spec *ebpf.CollectionSpec, opts *ebpf.CollectionOptions, listenFn string) (*loaded, error) {
 	spec.Programs[porttraceProgFexitListen].AttachTo = listenFn
+	// inet_csk_accept's fexit program is written once for each prototype
+	// (four parameters before 6.10, two since): the one for this kernel's.
+	if n, err := funcParams(opts.Programs.KernelTypes, "inet_csk_accept"); err == nil && n == 4 {
+		spec.Programs[porttraceProgFexitInetCskAccept] = spec.Programs[porttraceProgFexitInetCskAcceptOld]
+	}
 	var o fentryObjects
 	if err := spec.LoadAndAssign(&o, opts); err != nil {
 		return nil, err
@@ -172,11 +192,20 @@ func kprobe(kind event.Kind, fn string, prog *ebpf.Program, ret bool) hook {
 	}
 	return hook{kind, name + fn, func() (link.Link, error) {
 		if ret {
-			return link.Kretprobe(fn, prog, nil)
+			return link.Kretprobe(fn, prog, &link.KprobeOptions{RetprobeMaxActive: retprobeMaxActive, TraceFSPrefix: "porttrace"})
 		}
 		return link.Kprobe(fn, prog, nil)
 	}}
 }
+
+// retprobeMaxActive is how many calls of a function a kretprobe follows at
+// once: the most the kernel allows (KRETPROBE_MAXACTIVE_MAX). By default
+// it follows one per CPU (two, at least ten, where the kernel is
+// preemptible), and each thread sleeping in a blocking connect holds one,
+// so a burst of connects on a non-preemptible kernel (Debian 11's 5.10)
+// lost most of their returns without a word. Setting it takes the tracefs
+// interface (kprobe_events), whose events are named porttrace_*.
+const retprobeMaxActive = 4096
 
 func loadKprobe(spec *ebpf.CollectionSpec, opts *ebpf.CollectionOptions, listenFn string) (*loaded, error) {
 	var o kprobeObjects
@@ -211,10 +240,10 @@ func loadKprobe(spec *ebpf.CollectionSpec, opts *ebpf.CollectionOptions, listenF
 }
 
 // loadBackend loads the programs of backend b, not yet attached.
-func loadBackend(b event.Backend, spec *ebpf.CollectionSpec, opts *ebpf.CollectionOptions, listenFn string) (*loaded, error) {
+func loadBackend(b event.Backend, spec *ebpf.CollectionSpec, opts *ebpf.CollectionOptions, listenFn string, have helpers) (*loaded, error) {
 	switch b {
 	case event.BackendTracepoint:
-		return loadTracepoint(spec, opts)
+		return loadTracepoint(spec, opts, have)
 	case event.BackendFentry:
 		return loadFentry(spec, opts, listenFn)
 	case event.BackendKprobe:

@@ -1,6 +1,7 @@
 package tracer
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -83,10 +84,15 @@ func TestKernelPIDFilter(t *testing.T) {
 }
 
 // Each backend's programs pass this kernel's verifier, or the kernel refuses
-// the program type outright and the test says which.
+// the program type outright and the test says which: with the helpers the
+// kernel has, and without the newer ones (the paths older kernels take).
 func TestKernelBackendsLoad(t *testing.T) {
 	NeedRoot(t)
 	kernel, err := btfKernel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	have, err := probeHelpers()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,29 +101,72 @@ func TestKernelBackendsLoad(t *testing.T) {
 		backends = []event.Backend{b}
 	}
 	for _, b := range backends {
-		t.Run(b.String(), func(t *testing.T) {
-			spec, err := loadPorttrace()
-			if err != nil {
-				t.Fatal(err)
-			}
-			fn, onSock := listenFunc(kernel)
-			if err := spec.Variables["listen_on_sk"].Set(onSock); err != nil {
-				t.Fatal(err)
-			}
-			opts := &ebpf.CollectionOptions{Programs: ebpf.ProgramOptions{KernelTypes: kernel}}
-			l, err := loadBackend(b, spec, opts, fn)
-			if errors.Is(err, unix.EPERM) && b == event.BackendFentry {
-				t.Skipf("this kernel refuses to load fexit programs (EPERM): %v", err)
-			}
-			if err != nil {
-				t.Fatalf("%+v", err)
-			}
-			l.close()
-		})
+		for _, c := range []struct {
+			name string
+			have helpers
+		}{{"probed", have}, {"without-new-helpers", helpers{}}} {
+			t.Run(b.String()+"/"+c.name, func(t *testing.T) {
+				spec, err := loadPorttrace()
+				if err != nil {
+					t.Fatal(err)
+				}
+				fn, onSock := listenFunc(kernel)
+				if err := configure(spec, b, Options{}, onSock, c.have); err != nil {
+					t.Fatal(err)
+				}
+				opts := &ebpf.CollectionOptions{Programs: ebpf.ProgramOptions{KernelTypes: kernel}}
+				l, err := loadBackend(b, spec, opts, fn, c.have)
+				if errors.Is(err, unix.EPERM) && b == event.BackendFentry {
+					t.Skipf("this kernel refuses to load fexit programs (EPERM): %v", err)
+				}
+				if err != nil {
+					t.Fatalf("%+v", err)
+				}
+				l.close()
+			})
+		}
 	}
 }
 
 func btfKernel() (*btf.Spec, error) { return btf.LoadKernelSpec() }
+
+// The fexit programs read each function's return value after the
+// parameters they were written for: every kernel of the matrix has those
+// prototypes, and the check refuses one that does not, naming the function.
+func TestKernelFexitPrototypes(t *testing.T) {
+	kernel, err := btfKernel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fn, _ := listenFunc(kernel)
+	if err := checkFexitParams(kernel, fn); err != nil {
+		t.Fatal(err)
+	}
+	if err := checkFexitParams(kernel, "inet_bind"); err == nil || !strings.Contains(err.Error(), "kernel function inet_bind") {
+		t.Errorf("a function with no expected prototype: got %v", err)
+	}
+	b := &btf.Builder{}
+	intType := &btf.Int{Name: "int", Size: 4, Encoding: btf.Signed}
+	params := make([]btf.FuncParam, 5)
+	for i := range params {
+		params[i] = btf.FuncParam{Name: fmt.Sprintf("a%d", i), Type: intType}
+	}
+	if _, err := b.Add(&btf.Func{Name: "__inet_bind", Type: &btf.FuncProto{Return: intType, Params: params}, Linkage: btf.GlobalFunc}); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := b.Marshal(nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	five, err := btf.LoadSpecFromReader(bytes.NewReader(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = checkFexitParams(five, fn)
+	if !errors.Is(err, ebpf.ErrNotSupported) || !strings.Contains(err.Error(), "__inet_bind takes 5 parameters") {
+		t.Errorf("__inet_bind with 5 parameters: got %v", err)
+	}
+}
 
 // auto takes the first backend, in the order fentry, kprobe, tracepoint,
 // that starts on its own; PORTTRACE_WANT_AUTO names the one expected.
@@ -145,6 +194,9 @@ func TestKernelAutoBackend(t *testing.T) {
 	}
 	if first != event.BackendFentry && len(tr.Notes()) == 0 {
 		t.Error("no note says why the backends before it were refused")
+	}
+	if forceHelpers != nil && tr.Backend() == event.BackendTracepoint && !strings.Contains(tr.Describe(true), "paired with its sys_enter") {
+		t.Errorf("without bpf_task_pt_regs, the description does not say so: %s", tr.Describe(true))
 	}
 }
 

@@ -24,8 +24,10 @@ type porttraceArgs struct {
 	_          structs.HostLayout
 	Sa         uint64
 	Sk         uint64
+	Fd         int32
 	PortBefore uint16
-	Pad        [3]uint16
+	Call       uint8
+	Pad        uint8
 }
 
 type porttraceBackendId uint32
@@ -161,6 +163,7 @@ const (
 	porttraceProgFexitInet6Bind          = "fexit_inet6_bind"
 	porttraceProgFexitInetBind           = "fexit_inet_bind"
 	porttraceProgFexitInetCskAccept      = "fexit_inet_csk_accept"
+	porttraceProgFexitInetCskAcceptOld   = "fexit_inet_csk_accept_old"
 	porttraceProgFexitInetDgramConnect   = "fexit_inet_dgram_connect"
 	porttraceProgFexitInetStreamConnect  = "fexit_inet_stream_connect"
 	porttraceProgFexitListen             = "fexit_listen"
@@ -178,7 +181,10 @@ const (
 	porttraceProgKrpInetDgramConnect     = "krp_inet_dgram_connect"
 	porttraceProgKrpInetStreamConnect    = "krp_inet_stream_connect"
 	porttraceProgKrpListen               = "krp_listen"
+	porttraceProgTpEnterAccept           = "tp_enter_accept"
+	porttraceProgTpEnterBind             = "tp_enter_bind"
 	porttraceProgTpEnterConnect          = "tp_enter_connect"
+	porttraceProgTpEnterListen           = "tp_enter_listen"
 	porttraceProgTpExitAccept            = "tp_exit_accept"
 	porttraceProgTpExitBind              = "tp_exit_bind"
 	porttraceProgTpExitConnect           = "tp_exit_connect"
@@ -186,6 +192,8 @@ const (
 	porttraceVarAcceptBackend            = "accept_backend"
 	porttraceVarChurnMode                = "churn_mode"
 	porttraceVarFilterPorts              = "filter_ports"
+	porttraceVarHaveTaskBtf              = "have_task_btf"
+	porttraceVarHaveTaskPtRegs           = "have_task_pt_regs"
 	porttraceVarLastWakeup               = "last_wakeup"
 	porttraceVarListenOnSk               = "listen_on_sk"
 	porttraceVarTargetPid                = "target_pid"
@@ -248,6 +256,7 @@ type porttraceProgramSpecs struct {
 	FexitInet6Bind          *ebpf.ProgramSpec `ebpf:"fexit_inet6_bind"`
 	FexitInetBind           *ebpf.ProgramSpec `ebpf:"fexit_inet_bind"`
 	FexitInetCskAccept      *ebpf.ProgramSpec `ebpf:"fexit_inet_csk_accept"`
+	FexitInetCskAcceptOld   *ebpf.ProgramSpec `ebpf:"fexit_inet_csk_accept_old"`
 	FexitInetDgramConnect   *ebpf.ProgramSpec `ebpf:"fexit_inet_dgram_connect"`
 	FexitInetStreamConnect  *ebpf.ProgramSpec `ebpf:"fexit_inet_stream_connect"`
 	FexitListen             *ebpf.ProgramSpec `ebpf:"fexit_listen"`
@@ -265,7 +274,10 @@ type porttraceProgramSpecs struct {
 	KrpInetDgramConnect     *ebpf.ProgramSpec `ebpf:"krp_inet_dgram_connect"`
 	KrpInetStreamConnect    *ebpf.ProgramSpec `ebpf:"krp_inet_stream_connect"`
 	KrpListen               *ebpf.ProgramSpec `ebpf:"krp_listen"`
+	TpEnterAccept           *ebpf.ProgramSpec `ebpf:"tp_enter_accept"`
+	TpEnterBind             *ebpf.ProgramSpec `ebpf:"tp_enter_bind"`
 	TpEnterConnect          *ebpf.ProgramSpec `ebpf:"tp_enter_connect"`
+	TpEnterListen           *ebpf.ProgramSpec `ebpf:"tp_enter_listen"`
 	TpExitAccept            *ebpf.ProgramSpec `ebpf:"tp_exit_accept"`
 	TpExitBind              *ebpf.ProgramSpec `ebpf:"tp_exit_bind"`
 	TpExitConnect           *ebpf.ProgramSpec `ebpf:"tp_exit_connect"`
@@ -296,6 +308,8 @@ type porttraceVariableSpecs struct {
 	AcceptBackend    *ebpf.VariableSpec `ebpf:"accept_backend"`
 	ChurnMode        *ebpf.VariableSpec `ebpf:"churn_mode"`
 	FilterPorts      *ebpf.VariableSpec `ebpf:"filter_ports"`
+	HaveTaskBtf      *ebpf.VariableSpec `ebpf:"have_task_btf"`
+	HaveTaskPtRegs   *ebpf.VariableSpec `ebpf:"have_task_pt_regs"`
 	LastWakeup       *ebpf.VariableSpec `ebpf:"last_wakeup"`
 	ListenOnSk       *ebpf.VariableSpec `ebpf:"listen_on_sk"`
 	TargetPid        *ebpf.VariableSpec `ebpf:"target_pid"`
@@ -365,6 +379,8 @@ type porttraceVariables struct {
 	AcceptBackend    *ebpf.Variable `ebpf:"accept_backend"`
 	ChurnMode        *ebpf.Variable `ebpf:"churn_mode"`
 	FilterPorts      *ebpf.Variable `ebpf:"filter_ports"`
+	HaveTaskBtf      *ebpf.Variable `ebpf:"have_task_btf"`
+	HaveTaskPtRegs   *ebpf.Variable `ebpf:"have_task_pt_regs"`
 	LastWakeup       *ebpf.Variable `ebpf:"last_wakeup"`
 	ListenOnSk       *ebpf.Variable `ebpf:"listen_on_sk"`
 	TargetPid        *ebpf.Variable `ebpf:"target_pid"`
@@ -389,6 +405,7 @@ type porttracePrograms struct {
 	FexitInet6Bind          *ebpf.Program `ebpf:"fexit_inet6_bind"`
 	FexitInetBind           *ebpf.Program `ebpf:"fexit_inet_bind"`
 	FexitInetCskAccept      *ebpf.Program `ebpf:"fexit_inet_csk_accept"`
+	FexitInetCskAcceptOld   *ebpf.Program `ebpf:"fexit_inet_csk_accept_old"`
 	FexitInetDgramConnect   *ebpf.Program `ebpf:"fexit_inet_dgram_connect"`
 	FexitInetStreamConnect  *ebpf.Program `ebpf:"fexit_inet_stream_connect"`
 	FexitListen             *ebpf.Program `ebpf:"fexit_listen"`
@@ -406,7 +423,10 @@ type porttracePrograms struct {
 	KrpInetDgramConnect     *ebpf.Program `ebpf:"krp_inet_dgram_connect"`
 	KrpInetStreamConnect    *ebpf.Program `ebpf:"krp_inet_stream_connect"`
 	KrpListen               *ebpf.Program `ebpf:"krp_listen"`
+	TpEnterAccept           *ebpf.Program `ebpf:"tp_enter_accept"`
+	TpEnterBind             *ebpf.Program `ebpf:"tp_enter_bind"`
 	TpEnterConnect          *ebpf.Program `ebpf:"tp_enter_connect"`
+	TpEnterListen           *ebpf.Program `ebpf:"tp_enter_listen"`
 	TpExitAccept            *ebpf.Program `ebpf:"tp_exit_accept"`
 	TpExitBind              *ebpf.Program `ebpf:"tp_exit_bind"`
 	TpExitConnect           *ebpf.Program `ebpf:"tp_exit_connect"`
@@ -422,6 +442,7 @@ func (p *porttracePrograms) Close() error {
 		p.FexitInet6Bind,
 		p.FexitInetBind,
 		p.FexitInetCskAccept,
+		p.FexitInetCskAcceptOld,
 		p.FexitInetDgramConnect,
 		p.FexitInetStreamConnect,
 		p.FexitListen,
@@ -439,7 +460,10 @@ func (p *porttracePrograms) Close() error {
 		p.KrpInetDgramConnect,
 		p.KrpInetStreamConnect,
 		p.KrpListen,
+		p.TpEnterAccept,
+		p.TpEnterBind,
 		p.TpEnterConnect,
+		p.TpEnterListen,
 		p.TpExitAccept,
 		p.TpExitBind,
 		p.TpExitConnect,

@@ -60,6 +60,7 @@ type Tracer struct {
 	backend    event.Backend
 	notes      []string        // why each backend tried before it was refused
 	refused    []event.Backend // those backends
+	without    []string        // the helpers the kernel lacks, and what the backend does instead
 	l          *loaded
 	links      []link.Link
 	rd         *ringbuf.Reader
@@ -91,6 +92,13 @@ func New(o Options) (*Tracer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading the embedded BPF object: %w", err)
 	}
+	have, err := probeHelpers()
+	if err != nil {
+		return nil, err
+	}
+	if forceHelpers != nil {
+		forceHelpers(&have)
+	}
 	order := []event.Backend{event.BackendFentry, event.BackendKprobe, event.BackendTracepoint}
 	if o.Backend != event.BackendAuto {
 		order = []event.Backend{o.Backend}
@@ -98,9 +106,10 @@ func New(o Options) (*Tracer, error) {
 	t := &Tracer{comms: newInterner()}
 	var errs []error
 	for _, b := range order {
-		err := t.start(b, o, spec.Copy(), kernel)
+		err := t.start(b, o, spec.Copy(), kernel, have)
 		if err == nil {
 			t.backend = b
+			t.without = have.missing(b == event.BackendTracepoint)
 			break
 		}
 		errs = append(errs, fmt.Errorf("%s: %w", b, err))
@@ -121,7 +130,8 @@ func New(o Options) (*Tracer, error) {
 	return t, nil
 }
 
-func (t *Tracer) start(b event.Backend, o Options, spec *ebpf.CollectionSpec, kernel *btf.Spec) (err error) {
+func (t *Tracer) start(b event.Backend, o Options, spec *ebpf.CollectionSpec, kernel *btf.Spec, have helpers) (err error) {
+	listenFn, onSock := listenFunc(kernel)
 	switch b {
 	case event.BackendKprobe:
 		if err := kprobesAvailable(); err != nil {
@@ -131,13 +141,15 @@ func (t *Tracer) start(b event.Backend, o Options, spec *ebpf.CollectionSpec, ke
 		if err := fentryAvailable(); err != nil {
 			return err
 		}
+		if err := checkFexitParams(kernel, listenFn); err != nil {
+			return err
+		}
 	}
-	listenFn, onSock := listenFunc(kernel)
-	if err := configure(spec, b, o, onSock); err != nil {
+	if err := configure(spec, b, o, onSock, have); err != nil {
 		return err
 	}
 	opts := &ebpf.CollectionOptions{Programs: ebpf.ProgramOptions{KernelTypes: kernel}}
-	l, err := loadBackend(b, spec, opts, listenFn)
+	l, err := loadBackend(b, spec, opts, listenFn, have)
 	if errors.Is(err, unix.EPERM) && os.Geteuid() == 0 {
 		return errRefused
 	}
@@ -168,7 +180,7 @@ func (t *Tracer) start(b event.Backend, o Options, spec *ebpf.CollectionSpec, ke
 
 // configure sets the knobs of spec before load (bpf/common.h: the const
 // volatile globals) and sizes the ring buffer.
-func configure(spec *ebpf.CollectionSpec, b event.Backend, o Options, listenOnSk bool) error {
+func configure(spec *ebpf.CollectionSpec, b event.Backend, o Options, listenOnSk bool, have helpers) error {
 	var specs porttraceSpecs
 	if err := spec.Assign(&specs); err != nil {
 		return fmt.Errorf("reading the object's specs: %w", err)
@@ -191,6 +203,8 @@ func configure(spec *ebpf.CollectionSpec, b event.Backend, o Options, listenOnSk
 		{vs.TargetUid, uid},
 		{vs.FilterPorts, o.Ports != nil && !o.Ports.Empty()},
 		{vs.ListenOnSk, listenOnSk},
+		{vs.HaveTaskBtf, have.TaskBTF},
+		{vs.HaveTaskPtRegs, have.TaskPtRegs},
 		// The tracepoint program's accept reports preblocked threads for fexit/kretprobe.
 		{vs.AcceptBackend, uint8(b)},
 		{vs.ChurnMode, o.Churn},
@@ -337,19 +351,25 @@ func (t *Tracer) String() string { return t.Describe(true) }
 func (t *Tracer) Describe(verbose bool) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "the %s backend", t.backend)
-	if len(t.notes) == 0 {
-		return b.String()
-	}
 	if verbose {
-		for _, n := range t.notes {
+		for _, n := range append(append([]string{}, t.without...), t.notes...) {
 			fmt.Fprintf(&b, "; %s", n)
 		}
 		return b.String()
 	}
-	names := make([]string, len(t.refused))
-	for i, r := range t.refused {
-		names[i] = r.String()
+	var parts []string
+	if len(t.without) > 0 {
+		parts = append(parts, "older-kernel mode")
 	}
-	fmt.Fprintf(&b, " (%s refused by this kernel; -v says why)", strings.Join(names, " and "))
+	if len(t.refused) > 0 {
+		names := make([]string, len(t.refused))
+		for i, r := range t.refused {
+			names[i] = r.String()
+		}
+		parts = append(parts, strings.Join(names, " and ")+" refused by this kernel")
+	}
+	if len(parts) > 0 {
+		fmt.Fprintf(&b, " (%s; -v says why)", strings.Join(parts, "; "))
+	}
 	return b.String()
 }
