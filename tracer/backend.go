@@ -303,6 +303,34 @@ func kprobesAvailable() error {
 	return fmt.Errorf("kernel has no kprobe PMU and no kprobe_events (CONFIG_KPROBES off?): %w", ebpf.ErrNotSupported)
 }
 
+// removeStaleKprobes deletes the kretprobe events that a porttrace killed
+// before it could remove its own (SIGKILL, a crash) left in tracefs: the
+// kernel refuses (EBUSY) to delete those that a running porttrace uses, so
+// only the dead ones go.
+func removeStaleKprobes() {
+	for _, dir := range []string{"/sys/kernel/tracing", "/sys/kernel/debug/tracing"} {
+		b, err := os.ReadFile(dir + "/kprobe_events")
+		if err != nil {
+			continue
+		}
+		for line := range strings.Lines(string(b)) {
+			// "r4096:porttrace_0123456789abcdef/__inet_bind __inet_bind"
+			_, rest, _ := strings.Cut(line, ":")
+			name, _, _ := strings.Cut(rest, " ")
+			if !strings.HasPrefix(name, "porttrace_") {
+				continue
+			}
+			f, err := os.OpenFile(dir+"/kprobe_events", os.O_WRONLY|os.O_APPEND, 0)
+			if err != nil {
+				return
+			}
+			_, _ = f.WriteString("-:" + name) // EBUSY: still in use
+			f.Close()
+		}
+		return
+	}
+}
+
 // blockedInAccept lists the threads sleeping in accept(2) or accept4(2)
 // right now, from /proc/PID/task/TID/syscall (first field: the syscall
 // number, while the thread is blocked in one).

@@ -31,6 +31,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv("PORTTRACE_HELPER") != "" {
 		os.Exit(HelperMain())
 	}
+	if os.Getenv("PORTTRACE_HOLD_TRACER") != "" {
+		os.Exit(holdTracer()) // kernel_cleanup_test.go
+	}
 	if os.Getenv("PORTTRACE_WITHOUT_HELPERS") == "1" {
 		forceHelpers = func(h *helpers) { *h = helpers{} }
 	}

@@ -137,6 +137,7 @@ func (t *Tracer) start(b event.Backend, o Options, spec *ebpf.CollectionSpec, ke
 		if err := kprobesAvailable(); err != nil {
 			return err
 		}
+		removeStaleKprobes()
 	case event.BackendFentry:
 		if err := fentryAvailable(); err != nil {
 			return err
