@@ -37,6 +37,13 @@ timeout_s=${VM_TIMEOUT:-540}
 jobs=${VM_JOBS:-$(nproc)}
 prefix=porttrace-matrix:
 mkdir -p "$cache"
+# One run at a time on a cache: two would write the same logs and initrds,
+# and each would remove the kernels the other's vm/kernels does not name.
+exec 9>>"$cache/.lock"
+if ! flock -n 9; then
+	echo "test-vm: another run is using $cache; waiting for it to end" >&2
+	flock 9
+fi
 
 die() { echo "test-vm: $*" >&2; exit 1; }
 [[ $jobs =~ ^[1-9][0-9]*$ ]] || die "VM_JOBS=$jobs: want 1 or more"
@@ -55,7 +62,7 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 trap 'exit 129' HUP
 
-for tool in cpio dpkg dpkg-deb apt-cache apt-get timeout; do
+for tool in cpio dpkg dpkg-deb apt-cache apt-get timeout flock; do
 	command -v "$tool" >/dev/null || die "$tool not found (apt-get install cpio)"
 done
 # The churn test cross-checks porttrace against ss(8) in the guests.
@@ -234,18 +241,16 @@ foreign_ss() {
 # kernels: the static kernel-test binary, /init, test2json, ss and its
 # libraries, passwd and group; packed as $cache/initramfs-ARCH.cpio.
 build() {
-	local arch=$1 root=$cache/root-$1 f
+	local arch=$1 root=$cache/root-$1 f go=(env GOARCH="$1" CGO_ENABLED=0 go)
 	echo "test-vm: building the $arch guest"
 	rm -rf "$root" && mkdir -p "$root"
-	export GOARCH=$arch CGO_ENABLED=0
-	go test -c -o "$root/tracer.test" ./tracer
-	go build -o "$root/init" ./vm/init
-	go build -o "$root/test2json" cmd/test2json
-	if [ -n "${VM_BENCH:-}" ]; then
-		go build -o "$root/porttrace" ./cmd/porttrace
-		go build -o "$root/bench" ./bench
+	"${go[@]}" test -c -o "$root/tracer.test" ./tracer
+	"${go[@]}" build -o "$root/init" ./vm/init
+	"${go[@]}" build -o "$root/test2json" cmd/test2json
+	if [ -n "${VM_BENCH:-}" ] && [ "$arch" = amd64 ]; then
+		"${go[@]}" build -o "$root/porttrace" ./cmd/porttrace
+		"${go[@]}" build -o "$root/bench" ./bench
 	fi
-	unset GOARCH CGO_ENABLED
 	# ss(8) and its libraries.
 	if [ "$arch" = "$harch" ]; then
 		for f in "$(command -v ss)" $(ldd "$(command -v ss)" | grep -o '/[^ ]*'); do
@@ -261,8 +266,12 @@ build() {
 	printf '%s\n' 'root:x:0:' 'nogroup:x:65534:' >"$root/etc/group"
 	(cd "$root" && mkdir -p tmp dev proc sys && find . -mindepth 1 | cpio -o -H newc --quiet) >"$cache/initramfs-$arch.cpio"
 }
-# What the cache held before the guests had an architecture each.
+# What the cache held before the guests had an architecture each, and the
+# builds of architectures no line names any more.
 rm -rf "$cache/root" "$cache/initramfs.cpio"
+for a in amd64 arm64; do
+	printf '%s\n' "${builds[@]}" | grep -qx "$a" || rm -rf "$cache/root-$a" "$cache/initramfs-$a.cpio" "$cache/ss-$a"
+done
 for a in "${builds[@]}"; do build "$a"; done
 
 # Modules the tests need that Debian builds as modules, in load order.
@@ -295,12 +304,16 @@ initrd() {
 # CPUs), and one vCPU is also faster on a 2-core host. The guest is told its
 # time limit so that a test that hangs is named before the guest is killed.
 # arm64 guests are QEMU's "virt" machine, booted straight into the kernel
-# (no firmware), with the PL011 serial console.
+# (no firmware), with the PL011 serial console. Debian's arm64 kernel signs
+# return addresses (pointer authentication) in every function; TCG computes
+# the architected algorithm about three times slower than the
+# implementation-defined one pauth-impdef selects, which the kernel runs on
+# just as well.
 boot() {
 	local name=$1 arch=$2 vmlinuz=$3 auto=$4 pattern=$5 log=$cache/$1.log start=$SECONDS rc=0 machine console
 	case $arch in
 	amd64) machine=(qemu-system-x86_64 -M q35 -accel tcg -cpu max) console=ttyS0 ;;
-	arm64) machine=(qemu-system-aarch64 -M virt -accel tcg -cpu max,pauth-impdef=on) console=ttyAMA0 ;;
+	arm64) machine=(qemu-system-aarch64 -M virt -accel tcg -cpu "max,pauth-impdef=on") console=ttyAMA0 ;;
 	esac
 	timeout "$timeout_s" "${machine[@]}" -smp 1 -m 1G \
 		-nographic -no-reboot -nic none \
