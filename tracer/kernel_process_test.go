@@ -1,6 +1,7 @@
 package tracer
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -195,6 +196,35 @@ func TestKernelFailuresBeforeProtocol(t *testing.T) {
 			}
 		})
 	}
+}
+
+// MakeCgroup makes the cgroup v2 path rel (its missing directories) for
+// one test, removing what it made at the test's end, and returns it open
+// (for clone3's CLONE_INTO_CGROUP) with the root it is under.
+func MakeCgroup(t *testing.T, rel string) (*os.File, string) {
+	t.Helper()
+	root := cgroup2Mount(t)
+	var made []string
+	dir := root
+	for _, part := range strings.Split(strings.Trim(rel, "/"), "/") {
+		dir = filepath.Join(dir, part)
+		if err := os.Mkdir(dir, 0o755); err == nil {
+			made = append(made, dir)
+		} else if !errors.Is(err, os.ErrExist) {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		for i := len(made) - 1; i >= 0; i-- {
+			os.Remove(made[i])
+		}
+	})
+	f, err := os.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f, root
 }
 
 // newCgroup makes a cgroup v2 child for one test, removed at its end.

@@ -203,3 +203,53 @@ func TestKernelWhoWaitFailedBind(t *testing.T) {
 		t.Errorf("who --wait said:\n%s\nwant the failed bind (%s...) and then the one that held the port (%s...)", out.String(), failed, bound)
 	}
 }
+
+// who names the container and pod of a holder in a container's cgroup, as
+// ports' JSON does, for the layouts of the kubelet and each runtime.
+func TestKernelWhoNamesWorkload(t *testing.T) {
+	ns := tracer.NewNetns(t)
+	for i, l := range tracer.WorkloadLayouts(t)[:3] {
+		t.Run(strings.ReplaceAll(l.Name, " ", "-"), func(t *testing.T) {
+			port := 10110 + i
+			cg, _ := tracer.MakeCgroup(t, l.Path)
+			cmd := tracer.HelperCmd(tracer.HelperExe(t), 0, "tcp", fmt.Sprintf("127.0.0.1:%d", port), "PT_LISTEN=1")
+			cmd.SysProcAttr.UseCgroupFD = true
+			cmd.SysProcAttr.CgroupFD = int(cg.Fd())
+			h := tracer.RunHelper(t, ns, cmd)
+			if _, errno := h.Bind(t); errno != "" {
+				t.Fatal(errno)
+			}
+			want := "container " + l.ContainerID[:12]
+			if l.Runtime != "" {
+				want = "container " + l.Runtime + " " + l.ContainerID[:12]
+			}
+			if l.UID != "" {
+				want = "pod " + l.UID + ", " + want
+			}
+			for _, output := range []string{"text", "json"} {
+				cfg := ports.DefaultWhoConfig()
+				cfg.Netns = []string{ns.Path()}
+				cfg.Output = output
+				if err := cfg.ParseTarget(fmt.Sprint(port)); err != nil {
+					t.Fatal(err)
+				}
+				if err := cfg.Validate(); err != nil {
+					t.Fatal(err)
+				}
+				var out strings.Builder
+				if err := ports.RunWho(context.Background(), cfg, &out, &strings.Builder{}); err != nil {
+					t.Fatal(err)
+				}
+				if output == "json" {
+					want = fmt.Sprintf(`"container_id":%q`, l.ContainerID)
+					if l.UID != "" {
+						want += fmt.Sprintf(`,"pod_uid":%q`, l.UID)
+					}
+				}
+				if !strings.Contains(out.String(), want) {
+					t.Errorf("who %d -o %s said:\n%s\nwant it to contain %q", port, output, out.String(), want)
+				}
+			}
+		})
+	}
+}

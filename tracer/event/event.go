@@ -182,6 +182,12 @@ type Event struct {
 	Exe    string
 	Cgroup string
 
+	// The workload the cgroup path names (tracer/internal/workload); empty
+	// when it names none, never guessed.
+	ContainerRuntime string // containerd, cri-o, docker, podman
+	ContainerID      string // the runtime's full id
+	PodUID           string // the Kubernetes pod's UID
+
 	Inode  uint32 // of the socket, as sock_diag and /proc/PID/fd name it; 0 if unknown
 	Proto  uint16 // ProtoTCP, ProtoUDP, ProtoMPTCP; 0 if unknown
 	Family uint16 // unix.AF_INET or unix.AF_INET6

@@ -71,6 +71,15 @@ func AppendJSONWith(buf []byte, ev *Event, more func([]byte) []byte) []byte {
 		buf = textout.AppendText(buf, "cgroup", ev.Cgroup)
 	}
 	buf = textout.AppendUint(buf, "cgroup_id", ev.CgroupID)
+	if ev.ContainerRuntime != "" {
+		buf = textout.AppendStr(buf, "container_runtime", ev.ContainerRuntime)
+	}
+	if ev.ContainerID != "" {
+		buf = textout.AppendStr(buf, "container_id", ev.ContainerID)
+	}
+	if ev.PodUID != "" {
+		buf = textout.AppendStr(buf, "pod_uid", ev.PodUID)
+	}
 	if ev.HasNet {
 		buf = textout.AppendUint(buf, "netns", uint64(ev.Netns))
 	}

@@ -121,7 +121,7 @@ func (hi *holderIndex) orphanNote() string {
 func describe(pid int, en *proc.Enricher) *Holder {
 	f := proc.ReadFacts("/proc", uint32(pid), proc.FactsAll)
 	h := &Holder{PID: uint32(pid), PPID: f.PPID, UID: f.UID, Comm: f.Comm, Exe: f.Exe, ExeDeleted: f.ExeDeleted,
-		Cgroup: f.Cgroup, Start: f.Start}
+		Cgroup: f.Cgroup, Workload: en.Workload(f.Cgroup), Start: f.Start}
 	if f.HasUID {
 		h.User = en.User(h.UID)
 	}

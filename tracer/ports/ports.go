@@ -20,6 +20,7 @@ import (
 	"github.com/porttrace/porttrace/tracer/event"
 	"github.com/porttrace/porttrace/tracer/internal/netns"
 	"github.com/porttrace/porttrace/tracer/internal/sockdiag"
+	"github.com/porttrace/porttrace/tracer/internal/workload"
 	"github.com/porttrace/porttrace/tracer/textout"
 )
 
@@ -31,6 +32,7 @@ type Holder struct {
 	Exe            string
 	ExeDeleted     bool
 	Cgroup         string
+	Workload       workload.Identity // what Cgroup names: container, pod
 	Start          time.Time
 	FD             int
 }

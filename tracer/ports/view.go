@@ -12,6 +12,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/porttrace/porttrace/tracer/event"
+	"github.com/porttrace/porttrace/tracer/internal/workload"
 	"github.com/porttrace/porttrace/tracer/textout"
 )
 
@@ -21,6 +22,13 @@ import (
 // wraps and no line ends in spaces, on a terminal or into a pipe.
 func WriteTable(w io.Writer, socks []Socket, showNetns bool) error {
 	header := []any{"PROTO", "LOCAL", "REMOTE", "STATE", "PID", "USER", "COMM", "CLASS", "DIR", "NOTE"}
+	// A CONTAINER column, before NOTE, when a holder of any row is in one.
+	showContainer := slices.ContainsFunc(socks, func(s Socket) bool {
+		return len(s.Holders) > 0 && s.Holders[0].Workload.Known()
+	})
+	if showContainer {
+		header = slices.Insert(header, len(header)-1, any("CONTAINER"))
+	}
 	if showNetns {
 		header = append([]any{"NETNS"}, header...)
 	}
@@ -41,6 +49,13 @@ func WriteTable(w io.Writer, socks []Socket, showNetns bool) error {
 			dir += "?"
 		}
 		row := []any{event.ProtoName(s.Proto), LocalAddr(s), sockAddr(s.Remote), s.State, pid, user, comm, class, dir, textout.Printable(socketNote(s))}
+		if showContainer {
+			ctr := "-"
+			if len(s.Holders) > 0 {
+				ctr = ContainerCell(s.Holders[0].Workload)
+			}
+			row = slices.Insert(row, len(row)-1, any(ctr))
+		}
 		if showNetns {
 			row = append([]any{strconv.FormatUint(uint64(s.Netns), 10)}, row...)
 		}
@@ -149,6 +164,7 @@ func AppendSocketJSON(buf []byte, kind string, at time.Time, s *Socket) []byte {
 		if h.Cgroup != "" {
 			buf = textout.AppendText(buf, "cgroup", h.Cgroup)
 		}
+		buf = appendWorkloadJSON(buf, h.Workload)
 	}
 	buf = append(buf, `,"holders":[`...)
 	for i := range s.Holders {
@@ -173,6 +189,7 @@ func appendHolderJSON(buf []byte, h *Holder) []byte {
 	buf = textout.AppendText(buf, "exe", h.Exe)
 	buf = textout.AppendBool(buf, "exe_deleted", h.ExeDeleted)
 	buf = textout.AppendText(buf, "cgroup", h.Cgroup)
+	buf = appendWorkloadJSON(buf, h.Workload)
 	if !h.Start.IsZero() {
 		buf = textout.AppendStr(buf, "start", h.Start.UTC().Format(time.RFC3339))
 	}
@@ -247,6 +264,53 @@ func portFacts(s *Socket) string {
 	return facts + ", netns " + strconv.FormatUint(uint64(s.Netns), 10)
 }
 
+// ContainerCell is a table's CONTAINER cell: the container's short id,
+// "pod/" and the pod's UID before it when it is in a pod (names, where a
+// runtime tells them, take their place), "-" for none.
+func ContainerCell(w workload.Identity) string {
+	switch {
+	case w.ContainerID != "" && w.PodUID != "":
+		return "pod/" + w.PodUID[:8] + "/" + w.ShortID()
+	case w.ContainerID != "":
+		return w.ShortID()
+	case w.PodUID != "":
+		return "pod/" + w.PodUID[:8]
+	}
+	return "-"
+}
+
+// workloadWords says which workload a holder belongs to: "pod UID,
+// container RUNTIME SHORTID", as much of it as is known.
+func workloadWords(w workload.Identity) string {
+	var parts []string
+	if w.PodUID != "" {
+		parts = append(parts, "pod "+w.PodUID)
+	}
+	if w.ContainerID != "" {
+		c := "container " + w.ShortID()
+		if w.Runtime != "" {
+			c = "container " + w.Runtime + " " + w.ShortID()
+		}
+		parts = append(parts, c)
+	}
+	return strings.Join(parts, ", ")
+}
+
+// appendWorkloadJSON appends the fields of the workload a cgroup names,
+// those it names only, as events write them.
+func appendWorkloadJSON(buf []byte, w workload.Identity) []byte {
+	if w.Runtime != "" {
+		buf = textout.AppendStr(buf, "container_runtime", w.Runtime)
+	}
+	if w.ContainerID != "" {
+		buf = textout.AppendStr(buf, "container_id", w.ContainerID)
+	}
+	if w.PodUID != "" {
+		buf = textout.AppendStr(buf, "pod_uid", w.PodUID)
+	}
+	return buf
+}
+
 // holderLine is one process holding a socket, with what tells it apart
 // from a namesake: exe (deleted?), parent, start time, cgroup. Names and
 // paths come with their control bytes escaped.
@@ -259,6 +323,9 @@ func holderLine(h *Holder, now time.Time) string {
 	fmt.Fprintf(&b, "pid %d (%s), user %s, exe %s, parent %d", h.PID, h.Comm, h.User, exe, h.PPID)
 	if !h.Start.IsZero() {
 		fmt.Fprintf(&b, ", started %s (%s ago)", h.Start.In(textout.DisplayZone).Format("2006-01-02 15:04:05"), now.Sub(h.Start).Round(time.Second))
+	}
+	if w := workloadWords(h.Workload); w != "" {
+		fmt.Fprintf(&b, ", %s", w)
 	}
 	if h.Cgroup != "" {
 		fmt.Fprintf(&b, ", cgroup %s", h.Cgroup)

@@ -15,6 +15,7 @@ import (
 	"github.com/porttrace/porttrace/tracer/event"
 	"github.com/porttrace/porttrace/tracer/internal/golden"
 	"github.com/porttrace/porttrace/tracer/internal/netns"
+	"github.com/porttrace/porttrace/tracer/internal/workload"
 )
 
 func sampleSockets() []Socket {
@@ -26,6 +27,12 @@ func sampleSockets() []Socket {
 	sshd := Holder{PID: 700, PPID: 1, User: "root", Comm: "sshd", Exe: "/usr/sbin/sshd", Cgroup: "/system.slice/ssh.service", Start: start, FD: 3}
 	grafana := Holder{PID: 900, PPID: 1, User: "grafana", UID: 472, Comm: "grafana", Exe: "/usr/share/grafana/bin/grafana", Cgroup: "/system.slice/grafana-server.service", Start: start, FD: 11}
 	sendmail := Holder{PID: 1200, PPID: 1100, User: "smmsp", UID: 115, Comm: "sendmail", Exe: "/usr/lib/sm.bin/sendmail", Start: start.Add(90 * time.Minute), FD: 5}
+	apiCgroup := "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod6d0c1a2b_3c4d_4e5f_8a9b_0c1d2e3f4a5b.slice/cri-containerd-9f3a6c1e2b4d5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8.scope"
+	api := Holder{PID: 48121, PPID: 48100, User: "10001", UID: 10001, Comm: "python3", Exe: "/usr/local/bin/python3.12", Cgroup: apiCgroup,
+		Workload: workload.FromCgroup(apiCgroup), Start: start.Add(30 * time.Minute), FD: 7}
+	redisCgroup := "/libpod_parent/libpod-4c2e0d1f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d"
+	redis := Holder{PID: 5100, PPID: 5090, User: "999", UID: 999, Comm: "redis-server", Exe: "/usr/local/bin/redis-server", Cgroup: redisCgroup,
+		Workload: workload.FromCgroup(redisCgroup), Start: start, FD: 6}
 	ap := netip.MustParseAddrPort
 	s := []Socket{
 		{Netns: 4026531840, Proto: event.ProtoTCP, Family: 10, State: "LISTEN", Local: ap("[::]:22"), V6Only: true, HasV6Only: true, Inode: 1005, Holders: []Holder{sshd},
@@ -47,6 +54,11 @@ func sampleSockets() []Socket {
 		{Netns: 4026531840, Proto: event.ProtoTCP, Family: 2, State: "ESTAB", Local: ap("10.0.0.5:443"), Remote: ap("198.51.100.7:40001"), Inode: 1008,
 			Holders: []Holder{implant}, PortClass: event.ClassRegistered, Direction: event.DirOutbound, DirInferred: true,
 			Suspicious: []string{"executable deleted: /tmp/.x/kworkerd (pid 6666)"}},
+		// A pod's container, and a podman container.
+		{Netns: 4026532301, Proto: event.ProtoTCP, Family: 2, State: "LISTEN", Local: ap("0.0.0.0:8080"), Inode: 1010, Holders: []Holder{api},
+			PortClass: event.ClassRegistered, Scope: "all interfaces"},
+		{Netns: 4026532402, Proto: event.ProtoTCP, Family: 2, State: "LISTEN", Local: ap("0.0.0.0:6379"), Inode: 1011, Holders: []Holder{redis},
+			PortClass: event.ClassRegistered, Scope: "all interfaces"},
 		// A service in the ephemeral range, where a client may take its port.
 		{Netns: 4026531840, Proto: event.ProtoTCP, Family: 2, State: "LISTEN", Local: ap("0.0.0.0:40000"), Inode: 1009, Holders: []Holder{grafana},
 			PortClass: event.ClassRegistered, Ephemeral: true, Scope: "all interfaces"},
@@ -95,6 +107,9 @@ func TestWhoGolden(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := WriteWho(&b, 443, "tcp", sampleSockets()[7:8], now); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteWho(&b, 8080, "tcp", sampleSockets()[8:10], now); err != nil {
 		t.Fatal(err)
 	}
 	timeWait := Socket{Netns: 4026531840, Proto: event.ProtoTCP, Family: 2, State: "TIME-WAIT", Local: netip.MustParseAddrPort("127.0.0.1:25"),

@@ -19,6 +19,7 @@ import (
 	"github.com/porttrace/porttrace/tracer/internal/netns"
 	"github.com/porttrace/porttrace/tracer/internal/proc"
 	"github.com/porttrace/porttrace/tracer/internal/sockdiag"
+	"github.com/porttrace/porttrace/tracer/internal/workload"
 	"github.com/porttrace/porttrace/tracer/textout"
 )
 
@@ -294,7 +295,8 @@ func lookUpV6Only(l *Socket, paths []string) {
 // a holder; the start time is read now, while the process likely lives.
 func holderFromEvent(ev *event.Event) Holder {
 	h := Holder{PID: ev.PID, PPID: ev.PPID, UID: ev.UID, User: ev.User, Comm: ev.Comm,
-		Exe: ev.Exe, ExeDeleted: ev.ExeDeleted, Cgroup: ev.Cgroup, FD: -1}
+		Exe: ev.Exe, ExeDeleted: ev.ExeDeleted, Cgroup: ev.Cgroup, FD: -1,
+		Workload: workload.Identity{Runtime: ev.ContainerRuntime, ContainerID: ev.ContainerID, PodUID: ev.PodUID}}
 	h.Start = proc.ReadFacts("/proc", ev.PID, proc.FactStat).Start
 	return h
 }

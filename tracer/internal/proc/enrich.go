@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/porttrace/porttrace/tracer/event"
+	"github.com/porttrace/porttrace/tracer/internal/workload"
 )
 
 // maxCached bounds the per-process cache; past it, the cache starts over.
@@ -34,6 +35,8 @@ type Enricher struct {
 	procs    map[uint32]*procInfo
 	users    map[uint32]string
 	cgroups  cgroupIndex
+	// workloads caches what each cgroup path says of its workload.
+	workloads map[string]workload.Identity
 
 	// lookupUser is user.LookupId; tests replace it.
 	lookupUser func(uid string) (*user.User, error)
@@ -56,7 +59,8 @@ func NewEnricherAt(procRoot string, cgroup2Roots ...string) *Enricher {
 		cgroup2Roots = defaultCgroup2Roots
 	}
 	return &Enricher{procRoot: procRoot, procs: map[uint32]*procInfo{}, users: map[uint32]string{},
-		cgroups: cgroupIndex{roots: cgroup2Roots}, lookupUser: user.LookupId, userRetry: map[uint32]time.Time{}}
+		cgroups: cgroupIndex{roots: cgroup2Roots}, workloads: map[string]workload.Identity{},
+		lookupUser: user.LookupId, userRetry: map[uint32]time.Time{}}
 }
 
 func (en *Enricher) Enrich(ev *event.Event) {
@@ -66,6 +70,24 @@ func (en *Enricher) Enrich(ev *event.Event) {
 	if path, ok := en.cgroups.path(ev.CgroupID, ev.Time); ok {
 		ev.Cgroup = path
 	}
+	w := en.Workload(ev.Cgroup)
+	ev.ContainerRuntime, ev.ContainerID, ev.PodUID = w.Runtime, w.ContainerID, w.PodUID
+}
+
+// Workload is what cgroup path p says of the workload in it.
+func (en *Enricher) Workload(p string) workload.Identity {
+	if p == "" {
+		return workload.Identity{}
+	}
+	w, ok := en.workloads[p]
+	if !ok {
+		if len(en.workloads) >= maxCached {
+			clear(en.workloads)
+		}
+		w = workload.FromCgroup(p)
+		en.workloads[p] = w
+	}
+	return w
 }
 
 // MainComm is the name of ev's process's main thread (empty when the
