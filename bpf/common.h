@@ -53,6 +53,7 @@ const enum counter *unused_counter __attribute__((unused));
 const volatile __u32 target_pid = 0;     /* 0: every process */
 const volatile __u32 target_uid = -1;    /* -1: every user */
 const volatile bool filter_ports = false; /* true: only ports set in port_filter */
+const volatile bool filter_cgroups = false; /* true: only tasks in (or below) a cgroup of cgroup_filter */
 /* true: count allocations in the churn maps (churn.h) instead of sending events. */
 const volatile bool churn_mode = false;
 /* The listen hook: __inet_listen_sk(struct sock *) where it exists (6.12: yes, 6.1: no), else inet_listen(struct socket *). */
@@ -106,6 +107,39 @@ struct {
 	__type(value, struct port_bitmap);
 } port_filter SEC(".maps");
 
+/*
+ * The cgroup v2 ids (directory inodes) to trace, each with the cgroups
+ * below it, when filter_cgroups is set. Userspace may add to it while
+ * tracing (a container that starts later).
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, __u8);
+} cgroup_filter SEC(".maps");
+
+/* Deeper cgroups are matched by their ancestors at this depth and above. */
+#define MAX_CGROUP_DEPTH 24
+
+/*
+ * cgroup_wanted: the task's cgroup or one of its ancestors is in
+ * cgroup_filter (bpf_get_current_ancestor_cgroup_id, 5.7: 0 past the
+ * task's own level).
+ */
+static __always_inline bool cgroup_wanted(void)
+{
+	for (int level = 0; level <= MAX_CGROUP_DEPTH; level++) {
+		__u64 id = bpf_get_current_ancestor_cgroup_id(level);
+
+		if (!id)
+			return false;
+		if (bpf_map_lookup_elem(&cgroup_filter, &id))
+			return true;
+	}
+	return false;
+}
+
 static __always_inline void count(__u32 idx)
 {
 	__u64 *v = bpf_map_lookup_elem(&counters, &idx);
@@ -120,6 +154,8 @@ static __always_inline bool task_wanted(void)
 	if (target_pid && (bpf_get_current_pid_tgid() >> 32) != target_pid)
 		return false;
 	if (target_uid != (__u32)-1 && (__u32)bpf_get_current_uid_gid() != target_uid)
+		return false;
+	if (filter_cgroups && !cgroup_wanted())
 		return false;
 	return true;
 }

@@ -22,10 +22,12 @@ type sharedMaps struct {
 	Events     *ebpf.Map `ebpf:"events"`
 	Counters   *ebpf.Map `ebpf:"counters"`
 	PortFilter *ebpf.Map `ebpf:"port_filter"`
-	Preblocked *ebpf.Map `ebpf:"preblocked"`
-	ChurnNs    *ebpf.Map `ebpf:"churn_ns"`
-	ChurnDst   *ebpf.Map `ebpf:"churn_dst"`
-	ChurnProc  *ebpf.Map `ebpf:"churn_proc"`
+	// CgroupFilter holds the cgroup ids to trace with their descendants.
+	CgroupFilter *ebpf.Map `ebpf:"cgroup_filter"`
+	Preblocked   *ebpf.Map `ebpf:"preblocked"`
+	ChurnNs      *ebpf.Map `ebpf:"churn_ns"`
+	ChurnDst     *ebpf.Map `ebpf:"churn_dst"`
+	ChurnProc    *ebpf.Map `ebpf:"churn_proc"`
 }
 
 // hook is one attachment: the event kind it reports and how to attach it.
@@ -259,7 +261,7 @@ func closeAll(m *sharedMaps, progs ...*ebpf.Program) error {
 			errs = append(errs, p.Close())
 		}
 	}
-	for _, mp := range []*ebpf.Map{m.Events, m.Counters, m.PortFilter, m.Preblocked, m.ChurnNs, m.ChurnDst, m.ChurnProc} {
+	for _, mp := range []*ebpf.Map{m.Events, m.Counters, m.PortFilter, m.CgroupFilter, m.Preblocked, m.ChurnNs, m.ChurnDst, m.ChurnProc} {
 		if mp != nil {
 			errs = append(errs, mp.Close())
 		}

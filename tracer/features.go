@@ -24,6 +24,9 @@ type helpers struct {
 	// backend reads a syscall's arguments at its exit; without it, it
 	// pairs each sys_exit with its sys_enter by thread.
 	TaskPtRegs bool
+	// AncestorCgroup: bpf_get_current_ancestor_cgroup_id (5.7), which
+	// scoping to cgroups needs; porttrace refuses to scope without it.
+	AncestorCgroup bool
 }
 
 // forceHelpers, when set, edits what probeHelpers found: the tests turn
@@ -40,6 +43,7 @@ func probeHelpers() (helpers, error) {
 	}{
 		{asm.FnGetCurrentTaskBtf, "bpf_get_current_task_btf", &h.TaskBTF},
 		{asm.FnTaskPtRegs, "bpf_task_pt_regs", &h.TaskPtRegs},
+		{asm.FnGetCurrentAncestorCgroupId, "bpf_get_current_ancestor_cgroup_id", &h.AncestorCgroup},
 	} {
 		switch err := features.HaveProgramHelper(ebpf.TracePoint, p.fn); {
 		case err == nil:

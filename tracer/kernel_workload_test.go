@@ -4,9 +4,15 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"maps"
+	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/porttrace/porttrace/tracer/event"
 	"github.com/porttrace/porttrace/tracer/internal/proc"
@@ -86,6 +92,83 @@ func TestKernelWorkloadFromCgroup(t *testing.T) {
 	for _, l := range layouts {
 		if !seen[l.Name] {
 			t.Errorf("%s: no bind event", l.Name)
+		}
+	}
+}
+
+// CgroupID is the cgroup v2 id of the open cgroup directory f.
+func CgroupID(t *testing.T, f *os.File) uint64 {
+	t.Helper()
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Ino
+}
+
+// Scoped to a cgroup, the kernel keeps the calls of its tasks and of
+// those below it, a cgroup made after the tracer started included, and
+// drops the rest; a cgroup added while tracing counts from then on.
+func TestKernelCgroupScope(t *testing.T) {
+	ns := NewNetns(t)
+	base := fmt.Sprintf("/porttrace-scope-%d-%d", os.Getpid(), time.Now().UnixNano())
+	scoped, _ := MakeCgroup(t, base+"/scoped")
+	other, _ := MakeCgroup(t, base+"/other")
+	c := startTracer(t, Options{Events: KindsOf(event.KindBind), Cgroups: []uint64{CgroupID(t, scoped)}})
+	child, _ := MakeCgroup(t, base+"/scoped/later") // made after the tracer started
+	bindIn := func(cg *os.File, port int) uint32 {
+		cmd := HelperCmd(HelperExe(t), 0, "udp", fmt.Sprintf("127.0.0.1:%d", port))
+		cmd.SysProcAttr.UseCgroupFD = true
+		cmd.SysProcAttr.CgroupFD = int(cg.Fd())
+		h := RunHelper(t, ns, cmd)
+		if _, errno := h.Bind(t); errno != "" {
+			t.Fatal(errno)
+		}
+		h.Stdin.Close()
+		_ = h.Cmd.Wait()
+		return uint32(h.Cmd.Process.Pid)
+	}
+	want := map[uint16]bool{}
+	bindIn(scoped, 31350)
+	want[31350] = true
+	bindIn(child, 31351)
+	want[31351] = true
+	bindIn(other, 31352) // not scoped yet
+	ns.Run(t, func() {   // this process, outside both
+		fd := NewSocket(t, UDP4)
+		defer unix.Close(fd)
+		if err := unix.Bind(fd, Sockaddr(netip.MustParseAddrPort("127.0.0.1:31353"))); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if err := c.tr.AddCgroup(CgroupID(t, other)); err != nil {
+		t.Fatal(err)
+	}
+	bindIn(other, 31354)
+	want[31354] = true
+	got := map[uint16]bool{}
+	for _, ev := range c.stop(t, ns) {
+		got[ev.Local.Port()] = true
+	}
+	if !maps.Equal(got, want) {
+		t.Errorf("ports bound: got %v, want %v", slices.Sorted(maps.Keys(got)), slices.Sorted(maps.Keys(want)))
+	}
+}
+
+// --cgroup takes a cgroup as events print it or as its path under the
+// cgroup v2 mount, and says which it could not find.
+func TestKernelCgroupByPath(t *testing.T) {
+	rel := fmt.Sprintf("/porttrace-path-%d-%d/svc", os.Getpid(), time.Now().UnixNano())
+	cg, root := MakeCgroup(t, rel)
+	want := CgroupID(t, cg)
+	for _, p := range []string{rel, root + rel, rel + "/"} {
+		if id, err := proc.CgroupByPath(p); err != nil || id != want {
+			t.Errorf("CgroupByPath(%q) = %d, %v; want %d", p, id, err, want)
+		}
+	}
+	for _, p := range []string{rel + "-gone", "/proc/self", root + "/../.."} {
+		if id, err := proc.CgroupByPath(p); err == nil {
+			t.Errorf("CgroupByPath(%q) = %d, want an error", p, id)
 		}
 	}
 }

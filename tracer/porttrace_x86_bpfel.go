@@ -145,6 +145,7 @@ type porttracePortBitmap struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	porttraceMapCgroupFilter             = "cgroup_filter"
 	porttraceMapChurnDst                 = "churn_dst"
 	porttraceMapChurnNs                  = "churn_ns"
 	porttraceMapChurnProc                = "churn_proc"
@@ -191,6 +192,7 @@ const (
 	porttraceProgTpExitListen            = "tp_exit_listen"
 	porttraceVarAcceptBackend            = "accept_backend"
 	porttraceVarChurnMode                = "churn_mode"
+	porttraceVarFilterCgroups            = "filter_cgroups"
 	porttraceVarFilterPorts              = "filter_ports"
 	porttraceVarHaveTaskBtf              = "have_task_btf"
 	porttraceVarHaveTaskPtRegs           = "have_task_pt_regs"
@@ -288,17 +290,18 @@ type porttraceProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type porttraceMapSpecs struct {
-	ChurnDst   *ebpf.MapSpec `ebpf:"churn_dst"`
-	ChurnNs    *ebpf.MapSpec `ebpf:"churn_ns"`
-	ChurnProc  *ebpf.MapSpec `ebpf:"churn_proc"`
-	Counters   *ebpf.MapSpec `ebpf:"counters"`
-	Events     *ebpf.MapSpec `ebpf:"events"`
-	Inflight   *ebpf.MapSpec `ebpf:"inflight"`
-	Kaccept    *ebpf.MapSpec `ebpf:"kaccept"`
-	Kinflight  *ebpf.MapSpec `ebpf:"kinflight"`
-	PortBefore *ebpf.MapSpec `ebpf:"port_before"`
-	PortFilter *ebpf.MapSpec `ebpf:"port_filter"`
-	Preblocked *ebpf.MapSpec `ebpf:"preblocked"`
+	CgroupFilter *ebpf.MapSpec `ebpf:"cgroup_filter"`
+	ChurnDst     *ebpf.MapSpec `ebpf:"churn_dst"`
+	ChurnNs      *ebpf.MapSpec `ebpf:"churn_ns"`
+	ChurnProc    *ebpf.MapSpec `ebpf:"churn_proc"`
+	Counters     *ebpf.MapSpec `ebpf:"counters"`
+	Events       *ebpf.MapSpec `ebpf:"events"`
+	Inflight     *ebpf.MapSpec `ebpf:"inflight"`
+	Kaccept      *ebpf.MapSpec `ebpf:"kaccept"`
+	Kinflight    *ebpf.MapSpec `ebpf:"kinflight"`
+	PortBefore   *ebpf.MapSpec `ebpf:"port_before"`
+	PortFilter   *ebpf.MapSpec `ebpf:"port_filter"`
+	Preblocked   *ebpf.MapSpec `ebpf:"preblocked"`
 }
 
 // porttraceVariableSpecs contains global variables before they are loaded into the kernel.
@@ -307,6 +310,7 @@ type porttraceMapSpecs struct {
 type porttraceVariableSpecs struct {
 	AcceptBackend    *ebpf.VariableSpec `ebpf:"accept_backend"`
 	ChurnMode        *ebpf.VariableSpec `ebpf:"churn_mode"`
+	FilterCgroups    *ebpf.VariableSpec `ebpf:"filter_cgroups"`
 	FilterPorts      *ebpf.VariableSpec `ebpf:"filter_ports"`
 	HaveTaskBtf      *ebpf.VariableSpec `ebpf:"have_task_btf"`
 	HaveTaskPtRegs   *ebpf.VariableSpec `ebpf:"have_task_pt_regs"`
@@ -343,21 +347,23 @@ func (o *porttraceObjects) Close() error {
 //
 // It can be passed to loadPorttraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type porttraceMaps struct {
-	ChurnDst   *ebpf.Map `ebpf:"churn_dst"`
-	ChurnNs    *ebpf.Map `ebpf:"churn_ns"`
-	ChurnProc  *ebpf.Map `ebpf:"churn_proc"`
-	Counters   *ebpf.Map `ebpf:"counters"`
-	Events     *ebpf.Map `ebpf:"events"`
-	Inflight   *ebpf.Map `ebpf:"inflight"`
-	Kaccept    *ebpf.Map `ebpf:"kaccept"`
-	Kinflight  *ebpf.Map `ebpf:"kinflight"`
-	PortBefore *ebpf.Map `ebpf:"port_before"`
-	PortFilter *ebpf.Map `ebpf:"port_filter"`
-	Preblocked *ebpf.Map `ebpf:"preblocked"`
+	CgroupFilter *ebpf.Map `ebpf:"cgroup_filter"`
+	ChurnDst     *ebpf.Map `ebpf:"churn_dst"`
+	ChurnNs      *ebpf.Map `ebpf:"churn_ns"`
+	ChurnProc    *ebpf.Map `ebpf:"churn_proc"`
+	Counters     *ebpf.Map `ebpf:"counters"`
+	Events       *ebpf.Map `ebpf:"events"`
+	Inflight     *ebpf.Map `ebpf:"inflight"`
+	Kaccept      *ebpf.Map `ebpf:"kaccept"`
+	Kinflight    *ebpf.Map `ebpf:"kinflight"`
+	PortBefore   *ebpf.Map `ebpf:"port_before"`
+	PortFilter   *ebpf.Map `ebpf:"port_filter"`
+	Preblocked   *ebpf.Map `ebpf:"preblocked"`
 }
 
 func (m *porttraceMaps) Close() error {
 	return _PorttraceClose(
+		m.CgroupFilter,
 		m.ChurnDst,
 		m.ChurnNs,
 		m.ChurnProc,
@@ -378,6 +384,7 @@ func (m *porttraceMaps) Close() error {
 type porttraceVariables struct {
 	AcceptBackend    *ebpf.Variable `ebpf:"accept_backend"`
 	ChurnMode        *ebpf.Variable `ebpf:"churn_mode"`
+	FilterCgroups    *ebpf.Variable `ebpf:"filter_cgroups"`
 	FilterPorts      *ebpf.Variable `ebpf:"filter_ports"`
 	HaveTaskBtf      *ebpf.Variable `ebpf:"have_task_btf"`
 	HaveTaskPtRegs   *ebpf.Variable `ebpf:"have_task_pt_regs"`

@@ -41,6 +41,10 @@ type Options struct {
 	FilterUID bool
 	UID       uint32
 	Ports     *PortSet
+	// Cgroups keeps only the tasks in these cgroups (cgroup v2 ids: the
+	// directories' inode numbers) or below them; AddCgroup adds more.
+	// Needs bpf_get_current_ancestor_cgroup_id (5.7).
+	Cgroups []uint64
 
 	// Churn counts ephemeral port allocations in kernel maps (see
 	// ChurnSampler) instead of sending events.
@@ -95,6 +99,9 @@ func New(o Options) (*Tracer, error) {
 	have, err := probeHelpers()
 	if err != nil {
 		return nil, err
+	}
+	if o.Cgroups != nil && !have.AncestorCgroup {
+		return nil, fmt.Errorf("scoping to cgroups needs bpf_get_current_ancestor_cgroup_id (Linux 5.7), which this kernel lacks: %w", ebpf.ErrNotSupported)
 	}
 	if forceHelpers != nil {
 		forceHelpers(&have)
@@ -168,6 +175,11 @@ func (t *Tracer) start(b event.Backend, o Options, spec *ebpf.CollectionSpec, ke
 			return fmt.Errorf("setting the port filter: %w", err)
 		}
 	}
+	for _, id := range o.Cgroups {
+		if err := l.maps.CgroupFilter.Put(id, uint8(1)); err != nil {
+			return fmt.Errorf("setting the cgroup filter: %w", err)
+		}
+	}
 	if err := t.attach(l, o.Events); err != nil {
 		return err
 	}
@@ -203,6 +215,7 @@ func configure(spec *ebpf.CollectionSpec, b event.Backend, o Options, listenOnSk
 		{vs.TargetPid, o.PID},
 		{vs.TargetUid, uid},
 		{vs.FilterPorts, o.Ports != nil && !o.Ports.Empty()},
+		{vs.FilterCgroups, o.Cgroups != nil},
 		{vs.ListenOnSk, listenOnSk},
 		{vs.HaveTaskBtf, have.TaskBTF},
 		{vs.HaveTaskPtRegs, have.TaskPtRegs},
@@ -257,6 +270,15 @@ func (t *Tracer) attachPreblocked(l *loaded) error {
 			return fmt.Errorf("attaching %s: %w", h.name, err)
 		}
 		t.links = append(t.links, lk)
+	}
+	return nil
+}
+
+// AddCgroup adds cgroup id to those traced, while tracing; the tracer must
+// have been started with Options.Cgroups set (empty or not).
+func (t *Tracer) AddCgroup(id uint64) error {
+	if err := t.l.maps.CgroupFilter.Put(id, uint8(1)); err != nil {
+		return fmt.Errorf("adding cgroup %d to the filter: %w", id, err)
 	}
 	return nil
 }

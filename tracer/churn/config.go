@@ -26,6 +26,9 @@ type Config struct {
 	Verbose      bool
 	Backend      event.Backend
 	backend      string
+	// CgroupPaths are --cgroup's, resolved by Validate into Cgroups.
+	CgroupPaths []string
+	Cgroups     []uint64
 }
 
 // DefaultConfig refreshes every second, as a table.
@@ -40,6 +43,7 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.DurationVarP(&c.Duration, "duration", "d", c.Duration, "stop after this long")
 	fs.StringVar(&c.Metrics, "metrics", c.Metrics, "serve Prometheus metrics on this address (e.g. :9477)")
 	fs.IntVar(&c.MetricsDests, "metrics-destinations", c.MetricsDests, "also export the N busiest destinations per netns as series")
+	fs.StringArrayVar(&c.CgroupPaths, "cgroup", c.CgroupPaths, flagcheck.CgroupHelp)
 	fs.StringVar(&c.backend, "backend", c.backend, "kernel hooks: auto, fentry, kprobe or tracepoint")
 	fs.BoolVarP(&c.Verbose, "verbose", "v", c.Verbose, flagcheck.VerboseHelp)
 }
@@ -57,6 +61,9 @@ func (c *Config) Validate() error {
 		return errors.New("--metrics-destinations needs --metrics")
 	}
 	var err error
-	c.Backend, err = flagcheck.Backend(c.backend)
+	if c.Backend, err = flagcheck.Backend(c.backend); err != nil {
+		return err
+	}
+	c.Cgroups, err = flagcheck.Cgroups(c.CgroupPaths)
 	return err
 }

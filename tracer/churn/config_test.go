@@ -16,6 +16,7 @@ func TestChurnConfigFlags(t *testing.T) {
 		{args: []string{"--metrics", "localhost:9477"}},
 		{args: []string{"--metrics", "256.1.1.1:9000"}, wantErr: `invalid --metrics "256.1.1.1:9000"`},
 		{args: []string{"--metrics", "metrics.example:9000"}, wantErr: `invalid --metrics "metrics.example:9000"`},
+		{args: []string{"--cgroup", "/no/such/cgroup-here"}, wantErr: `invalid --cgroup "/no/such/cgroup-here": `},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			c := DefaultConfig()

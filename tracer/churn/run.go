@@ -21,7 +21,7 @@ func Run(ctx context.Context, cfg Config, stdout, stderr io.Writer) error {
 	if cfg.Metrics != "" {
 		metrics = NewCollector(cfg.MetricsDests)
 	}
-	t, _, detach, err := tracer.Attach(tracer.Options{Backend: cfg.Backend, Events: tracer.KindsOf(event.KindBind, event.KindConnect), Churn: true},
+	t, _, detach, err := tracer.Attach(tracer.Options{Backend: cfg.Backend, Events: tracer.KindsOf(event.KindBind, event.KindConnect), Churn: true, Cgroups: cfg.Cgroups},
 		metrics, cfg.Metrics, "porttrace churn", "counting", cfg.Verbose, stderr)
 	if err != nil {
 		return err

@@ -48,6 +48,9 @@ type Config struct {
 
 	backend string
 	user    userFlag // --uid as given: Validate resolves a name into UID
+	// CgroupPaths are --cgroup's, resolved by Validate into Cgroups.
+	CgroupPaths []string
+	Cgroups     []uint64
 }
 
 // DefaultConfig is a Config with every event and no filter.
@@ -70,6 +73,7 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&c.UDP, "udp", c.UDP, "only UDP")
 	fs.DurationVarP(&c.Duration, "duration", "d", c.Duration, "stop after this long (e.g. 30s)")
 	fs.VarP((*countFlag)(&c.Count), "count", "n", "stop after this many events")
+	fs.StringArrayVar(&c.CgroupPaths, "cgroup", c.CgroupPaths, flagcheck.CgroupHelp)
 	fs.StringVar(&c.backend, "backend", c.backend, "kernel hooks: auto, fentry, kprobe or tracepoint")
 	fs.StringVar(&c.Metrics, "metrics", c.Metrics, "serve Prometheus metrics (events by type and result, lost) on this address")
 	fs.BoolVarP(&c.Verbose, "verbose", "v", c.Verbose, flagcheck.VerboseHelp)
@@ -110,7 +114,8 @@ func (c *Config) Validate() error {
 	if c.Events.Empty() {
 		return errors.New("invalid --events: no event selected")
 	}
-	return nil
+	c.Cgroups, err = flagcheck.Cgroups(c.CgroupPaths)
+	return err
 }
 
 // taskCommLen is the kernel's TASK_COMM_LEN less its NUL: longer names are

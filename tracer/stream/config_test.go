@@ -48,6 +48,8 @@ func TestFlags(t *testing.T) {
 		{args: []string{"-n", "0"}, wantErr: "want 1 or more events"},
 		{args: []string{"-n", "99999999999999999999"}, wantErr: `invalid argument "99999999999999999999" for "-n, --count" flag: want 1 or more events, at most 18446744073709551615`},
 		{args: []string{"-e", "bind,bind"}, wantErr: `event "bind" named twice`},
+		{args: []string{"--cgroup", "/no/such/cgroup-here"}, wantErr: `invalid --cgroup "/no/such/cgroup-here": `},
+		{args: nil, check: func(c *Config) bool { return c.Cgroups == nil }},
 		{args: []string{"--metrics", "256.1.1.1:9000"}, wantErr: `invalid --metrics "256.1.1.1:9000": want HOST:PORT or :PORT`},
 		{args: []string{"--metrics", "[::1]:0", "-v"}, check: func(c *Config) bool { return c.Metrics == "[::1]:0" && c.Verbose }},
 		{args: []string{"-d", "soon"}, wantErr: "invalid argument"},

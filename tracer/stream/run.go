@@ -26,7 +26,7 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer, stderr io.Writer) er
 		metrics = NewMetrics()
 	}
 	t, srv, detach, err := tracer.Attach(tracer.Options{Backend: cfg.Backend, Events: cfg.Events, PID: cfg.PID, FilterUID: cfg.UID >= 0,
-		UID: uint32(cfg.UID), Ports: &cfg.Ports, RingBufferSize: cfg.RingBufferSize}, metrics, cfg.Metrics, "porttrace", "tracing", cfg.Verbose, stderr)
+		UID: uint32(cfg.UID), Ports: &cfg.Ports, Cgroups: cfg.Cgroups, RingBufferSize: cfg.RingBufferSize}, metrics, cfg.Metrics, "porttrace", "tracing", cfg.Verbose, stderr)
 	if err != nil {
 		return err
 	}

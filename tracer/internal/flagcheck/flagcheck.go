@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/porttrace/porttrace/tracer/event"
+	"github.com/porttrace/porttrace/tracer/internal/proc"
 )
 
 // VerboseHelp is -v's help, the same for every command.
@@ -106,3 +107,22 @@ func Backend(s string) (event.Backend, error) {
 // 0, which ip_local_reserved_ports may list; the flags refuse it, as no
 // socket is on port 0 (bind asks with it for any port).
 const PortRange = "want a port from 1 to 65535"
+
+// CgroupHelp is --cgroup's help, the same for every command.
+const CgroupHelp = "only tasks in this cgroup or below it, as the cgroup field prints it or its path under /sys/fs/cgroup (repeatable); in-kernel"
+
+// Cgroups resolves --cgroup's paths into cgroup v2 ids: nil without one.
+func Cgroups(paths []string) ([]uint64, error) {
+	if len(paths) == 0 {
+		return nil, nil
+	}
+	ids := make([]uint64, 0, len(paths))
+	for _, p := range paths {
+		id, err := proc.CgroupByPath(p)
+		if err != nil {
+			return nil, fmt.Errorf("invalid --cgroup %q: %w", p, err)
+		}
+		ids = append(ids, id)
+	}
+	return ids, nil
+}

@@ -2,7 +2,9 @@ package proc
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
+	"os"
 	"os/user"
 	"path/filepath"
 	"strconv"
@@ -226,4 +228,31 @@ func (c *cgroupIndex) scan() {
 			return nil
 		})
 	}
+}
+
+// CgroupByPath finds the cgroup v2 directory p names, as events print it
+// (relative to the cgroup v2 root: "/system.slice/ssh.service") or as a
+// path in the file system ("/sys/fs/cgroup/system.slice/ssh.service"), and
+// returns its id (the directory's inode, as the kernel's events carry it).
+func CgroupByPath(p string, roots ...string) (uint64, error) {
+	root, ok := Cgroup2Root(roots...)
+	if !ok {
+		return 0, errors.New("no cgroup v2 file system is mounted (at /sys/fs/cgroup or /sys/fs/cgroup/unified)")
+	}
+	dir := filepath.Join(root, p)
+	if rel, err := filepath.Rel(root, filepath.Clean(p)); err == nil && !strings.HasPrefix(rel, "..") && filepath.IsAbs(p) {
+		dir = filepath.Clean(p) // already under the root
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return 0, fmt.Errorf("no cgroup %s under %s", p, root)
+	}
+	if st.Type != unix.CGROUP2_SUPER_MAGIC {
+		return 0, fmt.Errorf("%s is not a cgroup v2 directory (cgroup v2 is at %s)", dir, root)
+	}
+	fi, err := os.Stat(dir)
+	if err != nil || !fi.IsDir() {
+		return 0, fmt.Errorf("no cgroup %s under %s", p, root)
+	}
+	return fi.Sys().(*syscall.Stat_t).Ino, nil
 }
