@@ -187,6 +187,12 @@ type Event struct {
 	ContainerRuntime string // containerd, cri-o, docker, podman
 	ContainerID      string // the runtime's full id
 	PodUID           string // the Kubernetes pod's UID
+	// Names from the runtime's API, where it answered (an event never
+	// waits for it: the first of a new container may lack them).
+	Container    string // the container's name (in its pod, for Kubernetes)
+	Pod          string
+	K8sNamespace string
+	Image        string
 
 	Inode  uint32 // of the socket, as sock_diag and /proc/PID/fd name it; 0 if unknown
 	Proto  uint16 // ProtoTCP, ProtoUDP, ProtoMPTCP; 0 if unknown

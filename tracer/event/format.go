@@ -80,6 +80,16 @@ func AppendJSONWith(buf []byte, ev *Event, more func([]byte) []byte) []byte {
 	if ev.PodUID != "" {
 		buf = textout.AppendStr(buf, "pod_uid", ev.PodUID)
 	}
+	if ev.Container != "" {
+		buf = textout.AppendText(buf, "container", ev.Container)
+	}
+	if ev.Pod != "" {
+		buf = textout.AppendText(buf, "pod", ev.Pod)
+		buf = textout.AppendText(buf, "k8s_namespace", ev.K8sNamespace)
+	}
+	if ev.Image != "" {
+		buf = textout.AppendText(buf, "image", ev.Image)
+	}
 	if ev.HasNet {
 		buf = textout.AppendUint(buf, "netns", uint64(ev.Netns))
 	}

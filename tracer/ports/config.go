@@ -20,16 +20,18 @@ import (
 
 // Config is what `porttrace ports` takes on the command line.
 type Config struct {
-	All      bool
-	Output   string
-	Netns    []string
-	Watch    bool
-	Interval time.Duration
-	Duration time.Duration
-	Verbose  bool
-	Backend  event.Backend
-	backend  string
-	flags    *pflag.FlagSet // AddFlags's, to tell a flag given from its default
+	All    bool
+	Output string
+	Netns  []string
+	// RuntimeSockets name the container runtime APIs to ask for names.
+	RuntimeSockets []string
+	Watch          bool
+	Interval       time.Duration
+	Duration       time.Duration
+	Verbose        bool
+	Backend        event.Backend
+	backend        string
+	flags          *pflag.FlagSet // AddFlags's, to tell a flag given from its default
 }
 
 // DefaultConfig lists the listeners of porttrace's own namespace.
@@ -43,6 +45,7 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.BoolVarP(&c.All, "all", "a", c.All, "every socket, not only listeners")
 	fs.StringVarP(&c.Output, "output", "o", c.Output, "output format: table or json (one object per socket or event, its kind in \"event\")")
 	fs.Var((*netnsFlag)(&c.Netns), "netns", "network namespace files to look into (/run/netns/NAME, /proc/PID/ns/net), or all")
+	fs.StringArrayVar(&c.RuntimeSockets, "runtime-socket", c.RuntimeSockets, flagcheck.RuntimeSocketHelp)
 	fs.BoolVarP(&c.Watch, "watch", "w", c.Watch, "after the snapshot, report new binds and listens as they happen and closed listeners")
 	fs.DurationVarP(&c.Interval, "interval", "i", c.Interval, "with --watch, how often to look for closed listeners")
 	fs.DurationVarP(&c.Duration, "duration", "d", c.Duration, "with --watch, stop after this long")
@@ -80,10 +83,12 @@ type WhoConfig struct {
 	Timeout time.Duration
 	Output  string
 	Netns   []string
-	Verbose bool
-	Backend event.Backend
-	backend string
-	flags   *pflag.FlagSet // AddFlags's, to tell --backend given from its default
+	// RuntimeSockets name the container runtime APIs to ask for names.
+	RuntimeSockets []string
+	Verbose        bool
+	Backend        event.Backend
+	backend        string
+	flags          *pflag.FlagSet // AddFlags's, to tell --backend given from its default
 }
 
 // ErrNobody means no process holds the port (who without --wait): no
@@ -107,6 +112,7 @@ func (c *WhoConfig) AddFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&c.Timeout, "timeout", c.Timeout, "with --wait, give up after this long (exit 1)")
 	fs.StringVarP(&c.Output, "output", "o", c.Output, "output format: text or json")
 	fs.Var((*netnsFlag)(&c.Netns), "netns", "network namespace files to look into, or all")
+	fs.StringArrayVar(&c.RuntimeSockets, "runtime-socket", c.RuntimeSockets, flagcheck.RuntimeSocketHelp)
 	fs.StringVar(&c.backend, "backend", c.backend, "with --wait, kernel hooks: auto, fentry, kprobe or tracepoint")
 	fs.BoolVarP(&c.Verbose, "verbose", "v", c.Verbose, flagcheck.VerboseHelp)
 }

@@ -1,17 +1,21 @@
 package ports
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"strconv"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/prometheus/procfs"
 	"golang.org/x/sys/unix"
 
 	"github.com/porttrace/porttrace/tracer/internal/proc"
+	"github.com/porttrace/porttrace/tracer/internal/workload"
 	"github.com/porttrace/porttrace/tracer/textout"
 )
 
@@ -126,4 +130,55 @@ func describe(pid int, en *proc.Enricher) *Holder {
 		h.User = en.User(h.UID)
 	}
 	return h
+}
+
+// nameHolders fills in the names of the containers the holders are in,
+// from the runtime's API: a snapshot waits for them, at most namesWait
+// in all, and shows ids where they did not come.
+func nameHolders(socks []Socket, r *workload.Resolver) {
+	if !r.Active() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), namesWait)
+	defer cancel()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	names := map[string]workload.Names{}
+	for i := range socks {
+		for _, h := range socks[i].Holders {
+			id := h.Workload.ContainerID
+			if _, ok := names[id]; id == "" || ok {
+				continue
+			}
+			names[id] = workload.Names{}
+			wg.Go(func() {
+				n, _ := r.Wait(ctx, id)
+				mu.Lock()
+				names[id] = n
+				mu.Unlock()
+			})
+		}
+	}
+	wg.Wait()
+	for i := range socks {
+		for j := range socks[i].Holders {
+			h := &socks[i].Holders[j]
+			h.Names = names[h.Workload.ContainerID]
+		}
+	}
+}
+
+// namesWait bounds how long a snapshot waits for container names.
+const namesWait = 2 * time.Second
+
+// anyContainer reports whether a holder of any socket is in a container.
+func anyContainer(socks []Socket) bool {
+	for i := range socks {
+		for _, h := range socks[i].Holders {
+			if h.Workload.ContainerID != "" {
+				return true
+			}
+		}
+	}
+	return false
 }

@@ -33,6 +33,7 @@ type Holder struct {
 	ExeDeleted     bool
 	Cgroup         string
 	Workload       workload.Identity // what Cgroup names: container, pod
+	Names          workload.Names    // the container's names, where its runtime told them
 	Start          time.Time
 	FD             int
 }

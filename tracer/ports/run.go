@@ -11,6 +11,7 @@ import (
 	"github.com/porttrace/porttrace/tracer"
 	"github.com/porttrace/porttrace/tracer/event"
 	"github.com/porttrace/porttrace/tracer/internal/netns"
+	"github.com/porttrace/porttrace/tracer/internal/workload"
 	"github.com/porttrace/porttrace/tracer/textout"
 )
 
@@ -46,6 +47,10 @@ func Run(ctx context.Context, cfg Config, stdout, stderr io.Writer) error {
 		return err
 	}
 	notice.say(stderr, unopened)
+	names := workload.NewResolver(cfg.RuntimeSockets...)
+	defer names.Close()
+	nameHolders(snap, names)
+	names.Announce(stderr, "porttrace ports", anyContainer(snap))
 	sw := textout.NewStopWriter(ctx, stdout)
 	defer sw.Close()
 	out := bufio.NewWriter(sw)
@@ -59,7 +64,7 @@ func Run(ctx context.Context, cfg Config, stdout, stderr io.Writer) error {
 		return nil
 	}
 	fmt.Fprintf(stderr, "porttrace ports: watching with %s\n", t.Describe(cfg.Verbose))
-	w := &portsWatch{cfg: cfg, out: out, stderr: stderr, notice: notice, known: map[listenerKey]Socket{},
+	w := &portsWatch{cfg: cfg, out: out, stderr: stderr, notice: notice, names: names, known: map[listenerKey]Socket{},
 		manyNetns: len(cfg.Netns) > 1 || (len(cfg.Netns) == 1 && cfg.Netns[0] == "all")}
 	for _, s := range snap {
 		if s.Listening() {

@@ -52,7 +52,7 @@ func WriteTable(w io.Writer, socks []Socket, showNetns bool) error {
 		if showContainer {
 			ctr := "-"
 			if len(s.Holders) > 0 {
-				ctr = ContainerCell(s.Holders[0].Workload)
+				ctr = textout.Printable(ContainerCell(s.Holders[0].Workload, s.Holders[0].Names))
 			}
 			row = slices.Insert(row, len(row)-1, any(ctr))
 		}
@@ -164,7 +164,7 @@ func AppendSocketJSON(buf []byte, kind string, at time.Time, s *Socket) []byte {
 		if h.Cgroup != "" {
 			buf = textout.AppendText(buf, "cgroup", h.Cgroup)
 		}
-		buf = appendWorkloadJSON(buf, h.Workload)
+		buf = appendWorkloadJSON(buf, h.Workload, h.Names)
 	}
 	buf = append(buf, `,"holders":[`...)
 	for i := range s.Holders {
@@ -189,7 +189,7 @@ func appendHolderJSON(buf []byte, h *Holder) []byte {
 	buf = textout.AppendText(buf, "exe", h.Exe)
 	buf = textout.AppendBool(buf, "exe_deleted", h.ExeDeleted)
 	buf = textout.AppendText(buf, "cgroup", h.Cgroup)
-	buf = appendWorkloadJSON(buf, h.Workload)
+	buf = appendWorkloadJSON(buf, h.Workload, h.Names)
 	if !h.Start.IsZero() {
 		buf = textout.AppendStr(buf, "start", h.Start.UTC().Format(time.RFC3339))
 	}
@@ -264,11 +264,16 @@ func portFacts(s *Socket) string {
 	return facts + ", netns " + strconv.FormatUint(uint64(s.Netns), 10)
 }
 
-// ContainerCell is a table's CONTAINER cell: the container's short id,
-// "pod/" and the pod's UID before it when it is in a pod (names, where a
-// runtime tells them, take their place), "-" for none.
-func ContainerCell(w workload.Identity) string {
+// ContainerCell is a table's CONTAINER cell: "pod/container" by name
+// where the runtime named them, else the container's short id, with
+// "pod/" and the pod UID's first 8 digits before it when it is in a pod;
+// "-" for none.
+func ContainerCell(w workload.Identity, n workload.Names) string {
 	switch {
+	case n.Pod != "" && n.Container != "":
+		return n.Pod + "/" + n.Container
+	case n.Container != "":
+		return n.Container
 	case w.ContainerID != "" && w.PodUID != "":
 		return "pod/" + w.PodUID[:8] + "/" + w.ShortID()
 	case w.ContainerID != "":
@@ -279,26 +284,31 @@ func ContainerCell(w workload.Identity) string {
 	return "-"
 }
 
-// workloadWords says which workload a holder belongs to: "pod UID,
-// container RUNTIME SHORTID", as much of it as is known.
-func workloadWords(w workload.Identity) string {
+// workloadWords says which workload a holder belongs to, by name where
+// the runtime named it ("pod checkout-7d9f (namespace shop), container
+// api"), else by id ("pod UID, container RUNTIME SHORTID").
+func workloadWords(w workload.Identity, n workload.Names) string {
 	var parts []string
-	if w.PodUID != "" {
+	switch {
+	case n.Pod != "":
+		parts = append(parts, fmt.Sprintf("pod %s (namespace %s)", n.Pod, n.Namespace))
+	case w.PodUID != "":
 		parts = append(parts, "pod "+w.PodUID)
 	}
-	if w.ContainerID != "" {
-		c := "container " + w.ShortID()
-		if w.Runtime != "" {
-			c = "container " + w.Runtime + " " + w.ShortID()
-		}
-		parts = append(parts, c)
+	switch {
+	case n.Container != "":
+		parts = append(parts, "container "+n.Container)
+	case w.ContainerID != "" && w.Runtime != "":
+		parts = append(parts, "container "+w.Runtime+" "+w.ShortID())
+	case w.ContainerID != "":
+		parts = append(parts, "container "+w.ShortID())
 	}
 	return strings.Join(parts, ", ")
 }
 
 // appendWorkloadJSON appends the fields of the workload a cgroup names,
-// those it names only, as events write them.
-func appendWorkloadJSON(buf []byte, w workload.Identity) []byte {
+// and the names its runtime gave, those known only, as events write them.
+func appendWorkloadJSON(buf []byte, w workload.Identity, n workload.Names) []byte {
 	if w.Runtime != "" {
 		buf = textout.AppendStr(buf, "container_runtime", w.Runtime)
 	}
@@ -307,6 +317,16 @@ func appendWorkloadJSON(buf []byte, w workload.Identity) []byte {
 	}
 	if w.PodUID != "" {
 		buf = textout.AppendStr(buf, "pod_uid", w.PodUID)
+	}
+	if n.Container != "" {
+		buf = textout.AppendText(buf, "container", n.Container)
+	}
+	if n.Pod != "" {
+		buf = textout.AppendText(buf, "pod", n.Pod)
+		buf = textout.AppendText(buf, "k8s_namespace", n.Namespace)
+	}
+	if n.Image != "" {
+		buf = textout.AppendText(buf, "image", n.Image)
 	}
 	return buf
 }
@@ -324,7 +344,7 @@ func holderLine(h *Holder, now time.Time) string {
 	if !h.Start.IsZero() {
 		fmt.Fprintf(&b, ", started %s (%s ago)", h.Start.In(textout.DisplayZone).Format("2006-01-02 15:04:05"), now.Sub(h.Start).Round(time.Second))
 	}
-	if w := workloadWords(h.Workload); w != "" {
+	if w := workloadWords(h.Workload, h.Names); w != "" {
 		fmt.Fprintf(&b, ", %s", w)
 	}
 	if h.Cgroup != "" {

@@ -29,7 +29,8 @@ func sampleSockets() []Socket {
 	sendmail := Holder{PID: 1200, PPID: 1100, User: "smmsp", UID: 115, Comm: "sendmail", Exe: "/usr/lib/sm.bin/sendmail", Start: start.Add(90 * time.Minute), FD: 5}
 	apiCgroup := "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod6d0c1a2b_3c4d_4e5f_8a9b_0c1d2e3f4a5b.slice/cri-containerd-9f3a6c1e2b4d5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8.scope"
 	api := Holder{PID: 48121, PPID: 48100, User: "10001", UID: 10001, Comm: "python3", Exe: "/usr/local/bin/python3.12", Cgroup: apiCgroup,
-		Workload: workload.FromCgroup(apiCgroup), Start: start.Add(30 * time.Minute), FD: 7}
+		Workload: workload.FromCgroup(apiCgroup), Start: start.Add(30 * time.Minute), FD: 7,
+		Names: workload.Names{Container: "api", Pod: "checkout-7d9f", Namespace: "shop", Image: "registry.example/shop/checkout:1.4"}}
 	redisCgroup := "/libpod_parent/libpod-4c2e0d1f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d"
 	redis := Holder{PID: 5100, PPID: 5090, User: "999", UID: 999, Comm: "redis-server", Exe: "/usr/local/bin/redis-server", Cgroup: redisCgroup,
 		Workload: workload.FromCgroup(redisCgroup), Start: start, FD: 6}

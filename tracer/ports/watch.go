@@ -53,6 +53,7 @@ type portsWatch struct {
 	out       *bufio.Writer
 	stderr    io.Writer
 	notice    *unopenedNotice
+	names     *workload.Resolver
 	known     map[listenerKey]Socket
 	manyNetns bool // a line names its namespace: --netns all, or more than one
 	buf       []byte
@@ -78,6 +79,7 @@ func (w *portsWatch) run(ctx context.Context, t *tracer.Tracer) error {
 	go func() {
 		defer close(events)
 		en := proc.NewEnricher()
+		en.NameContainers(w.names)
 		for {
 			var ev event.Event
 			if t.Read(&ev) != nil {
@@ -296,7 +298,8 @@ func lookUpV6Only(l *Socket, paths []string) {
 func holderFromEvent(ev *event.Event) Holder {
 	h := Holder{PID: ev.PID, PPID: ev.PPID, UID: ev.UID, User: ev.User, Comm: ev.Comm,
 		Exe: ev.Exe, ExeDeleted: ev.ExeDeleted, Cgroup: ev.Cgroup, FD: -1,
-		Workload: workload.Identity{Runtime: ev.ContainerRuntime, ContainerID: ev.ContainerID, PodUID: ev.PodUID}}
+		Workload: workload.Identity{Runtime: ev.ContainerRuntime, ContainerID: ev.ContainerID, PodUID: ev.PodUID},
+		Names:    workload.Names{Container: ev.Container, Pod: ev.Pod, Namespace: ev.K8sNamespace, Image: ev.Image}}
 	h.Start = proc.ReadFacts("/proc", ev.PID, proc.FactStat).Start
 	return h
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/porttrace/porttrace/tracer/event"
 	"github.com/porttrace/porttrace/tracer/internal/netns"
 	"github.com/porttrace/porttrace/tracer/internal/proc"
+	"github.com/porttrace/porttrace/tracer/internal/workload"
 	"github.com/porttrace/porttrace/tracer/textout"
 )
 
@@ -70,6 +71,10 @@ func whoNow(cfg WhoConfig, stdout, stderr io.Writer) (held bool, err error) {
 			held = held || s.Owned()
 		}
 	}
+	names := workload.NewResolver(cfg.RuntimeSockets...)
+	defer names.Close()
+	nameHolders(matched, names)
+	names.Announce(stderr, "porttrace who", anyContainer(matched))
 	if cfg.Output != "json" {
 		return held, WriteWho(stdout, cfg.Port, cfg.protoName(), matched, now)
 	}
@@ -104,6 +109,9 @@ func whoWait(ctx context.Context, cfg WhoConfig, t *tracer.Tracer, stdout, stder
 	defer stop()
 	fmt.Fprintf(stderr, "porttrace who: waiting for a bind of port %d/%s with %s\n", cfg.Port, cfg.protoName(), t.Describe(cfg.Verbose))
 	en := proc.NewEnricher()
+	names := workload.NewResolver(cfg.RuntimeSockets...)
+	defer names.Close()
+	en.NameContainers(names)
 	sw := textout.NewStopWriter(ctx, stdout)
 	defer sw.Close()
 	var ev event.Event
@@ -117,6 +125,14 @@ func whoWait(ctx context.Context, cfg WhoConfig, t *tracer.Tracer, stdout, stder
 			continue
 		}
 		en.Enrich(&ev)
+		if ev.ContainerID != "" && ev.Container == "" && names.Active() {
+			// Waiting for a bind is no stream: its one event may wait for its names.
+			wctx, cancel := context.WithTimeout(ctx, namesWait)
+			n, _ := names.Wait(wctx, ev.ContainerID)
+			cancel()
+			ev.Container, ev.Pod, ev.K8sNamespace, ev.Image = n.Container, n.Pod, n.Namespace, n.Image
+		}
+		names.Announce(stderr, "porttrace who", ev.ContainerID != "")
 		if err := writeWhoEvent(sw, cfg.Output, &ev, len(cfg.Netns) > 0); errors.Is(err, textout.ErrStalled) {
 			return fmt.Errorf("%w: stopped while the output was not being read", ErrInterrupted)
 		} else if err != nil {

@@ -51,6 +51,9 @@ type Config struct {
 	// CgroupPaths are --cgroup's, resolved by Validate into Cgroups.
 	CgroupPaths []string
 	Cgroups     []uint64
+	// RuntimeSockets name the container runtime APIs to ask for names
+	// (--runtime-socket; default workload.DockerSockets).
+	RuntimeSockets []string
 }
 
 // DefaultConfig is a Config with every event and no filter.
@@ -74,6 +77,7 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.DurationVarP(&c.Duration, "duration", "d", c.Duration, "stop after this long (e.g. 30s)")
 	fs.VarP((*countFlag)(&c.Count), "count", "n", "stop after this many events")
 	fs.StringArrayVar(&c.CgroupPaths, "cgroup", c.CgroupPaths, flagcheck.CgroupHelp)
+	fs.StringArrayVar(&c.RuntimeSockets, "runtime-socket", c.RuntimeSockets, flagcheck.RuntimeSocketHelp)
 	fs.StringVar(&c.backend, "backend", c.backend, "kernel hooks: auto, fentry, kprobe or tracepoint")
 	fs.StringVar(&c.Metrics, "metrics", c.Metrics, "serve Prometheus metrics (events by type and result, lost) on this address")
 	fs.BoolVarP(&c.Verbose, "verbose", "v", c.Verbose, flagcheck.VerboseHelp)

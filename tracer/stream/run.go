@@ -13,6 +13,7 @@ import (
 	"github.com/porttrace/porttrace/tracer"
 	"github.com/porttrace/porttrace/tracer/event"
 	"github.com/porttrace/porttrace/tracer/internal/proc"
+	"github.com/porttrace/porttrace/tracer/internal/workload"
 	"github.com/porttrace/porttrace/tracer/textout"
 )
 
@@ -49,7 +50,12 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	l := &streamLoop{cfg: cfg, t: t, metrics: metrics, w: w, out: out, sw: sw, s: newSummary(), en: proc.NewEnricher(),
+	names := workload.NewResolver(cfg.RuntimeSockets...)
+	defer names.Close()
+	names.Announce(stderr, "porttrace", false)
+	en := proc.NewEnricher()
+	en.NameContainers(names)
+	l := &streamLoop{cfg: cfg, t: t, metrics: metrics, w: w, out: out, sw: sw, s: newSummary(), en: en, names: names, stderr: stderr,
 		lost: &lostReport{counter: t, out: w, stderr: stderr, metrics: metrics}}
 	if err := l.run(); err != nil {
 		return err
@@ -80,6 +86,8 @@ type streamLoop struct {
 	sw        *textout.StopWriter
 	s         *summary
 	en        *proc.Enricher
+	names     *workload.Resolver
+	stderr    io.Writer
 	lost      *lostReport
 	buffered  uint64 // events written since the last flush
 	unwritten uint64 // events the output never took
@@ -102,6 +110,9 @@ func (l *streamLoop) run() error {
 			continue
 		}
 		l.en.Enrich(&ev)
+		if ev.ContainerID != "" {
+			l.names.Announce(l.stderr, "porttrace", true)
+		}
 		if err := l.write(&ev); err != nil {
 			return err
 		}

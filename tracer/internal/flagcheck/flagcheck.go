@@ -108,6 +108,9 @@ func Backend(s string) (event.Backend, error) {
 // socket is on port 0 (bind asks with it for any port).
 const PortRange = "want a port from 1 to 65535"
 
+// RuntimeSocketHelp is --runtime-socket's help, the same for every command.
+const RuntimeSocketHelp = "name containers through the Docker Engine API (docker, podman) at this socket (repeatable; default /var/run/docker.sock, then /run/podman/podman.sock)"
+
 // CgroupHelp is --cgroup's help, the same for every command.
 const CgroupHelp = "only tasks in this cgroup or below it, as the cgroup field prints it or its path under /sys/fs/cgroup (repeatable); in-kernel"
 

@@ -39,6 +39,8 @@ type Enricher struct {
 	cgroups  cgroupIndex
 	// workloads caches what each cgroup path says of its workload.
 	workloads map[string]workload.Identity
+	// names, when set, names containers from their runtime's API.
+	names *workload.Resolver
 
 	// lookupUser is user.LookupId; tests replace it.
 	lookupUser func(uid string) (*user.User, error)
@@ -74,7 +76,13 @@ func (en *Enricher) Enrich(ev *event.Event) {
 	}
 	w := en.Workload(ev.Cgroup)
 	ev.ContainerRuntime, ev.ContainerID, ev.PodUID = w.Runtime, w.ContainerID, w.PodUID
+	if n, ok := en.names.Names(w.ContainerID); ok {
+		ev.Container, ev.Pod, ev.K8sNamespace, ev.Image = n.Container, n.Pod, n.Namespace, n.Image
+	}
 }
+
+// NameContainers has Enrich name containers through r (nil: ids only).
+func (en *Enricher) NameContainers(r *workload.Resolver) { en.names = r }
 
 // Workload is what cgroup path p says of the workload in it.
 func (en *Enricher) Workload(p string) workload.Identity {
