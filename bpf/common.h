@@ -54,6 +54,7 @@ const volatile __u32 target_pid = 0;     /* 0: every process */
 const volatile __u32 target_uid = -1;    /* -1: every user */
 const volatile bool filter_ports = false; /* true: only ports set in port_filter */
 const volatile bool filter_cgroups = false; /* true: only tasks in (or below) a cgroup of cgroup_filter */
+const volatile bool filter_netns = false;   /* true: only sockets in a network namespace of netns_filter */
 /* true: count allocations in the churn maps (churn.h) instead of sending events. */
 const volatile bool churn_mode = false;
 /* The listen hook: __inet_listen_sk(struct sock *) where it exists (6.12: yes, 6.1: no), else inet_listen(struct socket *). */
@@ -118,6 +119,14 @@ struct {
 	__type(key, __u64);
 	__type(value, __u8);
 } cgroup_filter SEC(".maps");
+
+/* The network namespaces (inode numbers) to trace when filter_netns is set. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, __u8);
+} netns_filter SEC(".maps");
 
 /* Deeper cgroups are matched by their ancestors at this depth and above. */
 #define MAX_CGROUP_DEPTH 24
@@ -353,11 +362,15 @@ static __always_inline bool fill_sock_meta(struct event *e, struct sock *sk)
 		e->sock_ino = sock_ino(sk);
 	if (net) {
 		e->netns = BPF_CORE_READ(net, ns.inum);
+		if (filter_netns && !bpf_map_lookup_elem(&netns_filter, &e->netns))
+			return false;
 		if (!churn_mode) {
 			e->prot_sock = BPF_CORE_READ(net, ipv4.sysctl_ip_prot_sock);
 			net_port_range(net, &e->port_lo, &e->port_hi);
 		}
 		e->flags |= F_HAS_NET;
+	} else if (filter_netns) {
+		return false; /* a namespace it cannot tell is none of those asked for */
 	}
 	return true;
 }

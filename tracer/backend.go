@@ -24,10 +24,12 @@ type sharedMaps struct {
 	PortFilter *ebpf.Map `ebpf:"port_filter"`
 	// CgroupFilter holds the cgroup ids to trace with their descendants.
 	CgroupFilter *ebpf.Map `ebpf:"cgroup_filter"`
-	Preblocked   *ebpf.Map `ebpf:"preblocked"`
-	ChurnNs      *ebpf.Map `ebpf:"churn_ns"`
-	ChurnDst     *ebpf.Map `ebpf:"churn_dst"`
-	ChurnProc    *ebpf.Map `ebpf:"churn_proc"`
+	// NetnsFilter holds the network namespaces to trace.
+	NetnsFilter *ebpf.Map `ebpf:"netns_filter"`
+	Preblocked  *ebpf.Map `ebpf:"preblocked"`
+	ChurnNs     *ebpf.Map `ebpf:"churn_ns"`
+	ChurnDst    *ebpf.Map `ebpf:"churn_dst"`
+	ChurnProc   *ebpf.Map `ebpf:"churn_proc"`
 }
 
 // hook is one attachment: the event kind it reports and how to attach it.
@@ -261,7 +263,7 @@ func closeAll(m *sharedMaps, progs ...*ebpf.Program) error {
 			errs = append(errs, p.Close())
 		}
 	}
-	for _, mp := range []*ebpf.Map{m.Events, m.Counters, m.PortFilter, m.CgroupFilter, m.Preblocked, m.ChurnNs, m.ChurnDst, m.ChurnProc} {
+	for _, mp := range []*ebpf.Map{m.Events, m.Counters, m.PortFilter, m.CgroupFilter, m.NetnsFilter, m.Preblocked, m.ChurnNs, m.ChurnDst, m.ChurnProc} {
 		if mp != nil {
 			errs = append(errs, mp.Close())
 		}

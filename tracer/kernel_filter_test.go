@@ -258,3 +258,23 @@ func TestKernelUIDFilter(t *testing.T) {
 		})
 	}
 }
+
+// Scoped to network namespaces, the kernel keeps the sockets in them and
+// drops the others.
+func TestKernelNetnsScope(t *testing.T) {
+	in, out := NewNetns(t), NewNetns(t)
+	c := startTracer(t, Options{Events: KindsOf(event.KindBind), PID: uint32(os.Getpid()), Netns: []uint32{in.Inode}})
+	for _, n := range []*NS{in, out} {
+		n.Run(t, func() {
+			fd := NewSocket(t, UDP4)
+			defer unix.Close(fd)
+			if err := unix.Bind(fd, Sockaddr(netip.MustParseAddrPort("127.0.0.1:31360"))); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	evs := c.stop(t, nil)
+	if len(evs) != 1 || evs[0].Netns != in.Inode {
+		t.Errorf("got %v, want only the bind in netns %d", evs, in.Inode)
+	}
+}

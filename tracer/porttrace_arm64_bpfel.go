@@ -154,6 +154,7 @@ const (
 	porttraceMapInflight                 = "inflight"
 	porttraceMapKaccept                  = "kaccept"
 	porttraceMapKinflight                = "kinflight"
+	porttraceMapNetnsFilter              = "netns_filter"
 	porttraceMapPortBefore               = "port_before"
 	porttraceMapPortFilter               = "port_filter"
 	porttraceMapPreblocked               = "preblocked"
@@ -193,6 +194,7 @@ const (
 	porttraceVarAcceptBackend            = "accept_backend"
 	porttraceVarChurnMode                = "churn_mode"
 	porttraceVarFilterCgroups            = "filter_cgroups"
+	porttraceVarFilterNetns              = "filter_netns"
 	porttraceVarFilterPorts              = "filter_ports"
 	porttraceVarHaveTaskBtf              = "have_task_btf"
 	porttraceVarHaveTaskPtRegs           = "have_task_pt_regs"
@@ -299,6 +301,7 @@ type porttraceMapSpecs struct {
 	Inflight     *ebpf.MapSpec `ebpf:"inflight"`
 	Kaccept      *ebpf.MapSpec `ebpf:"kaccept"`
 	Kinflight    *ebpf.MapSpec `ebpf:"kinflight"`
+	NetnsFilter  *ebpf.MapSpec `ebpf:"netns_filter"`
 	PortBefore   *ebpf.MapSpec `ebpf:"port_before"`
 	PortFilter   *ebpf.MapSpec `ebpf:"port_filter"`
 	Preblocked   *ebpf.MapSpec `ebpf:"preblocked"`
@@ -311,6 +314,7 @@ type porttraceVariableSpecs struct {
 	AcceptBackend    *ebpf.VariableSpec `ebpf:"accept_backend"`
 	ChurnMode        *ebpf.VariableSpec `ebpf:"churn_mode"`
 	FilterCgroups    *ebpf.VariableSpec `ebpf:"filter_cgroups"`
+	FilterNetns      *ebpf.VariableSpec `ebpf:"filter_netns"`
 	FilterPorts      *ebpf.VariableSpec `ebpf:"filter_ports"`
 	HaveTaskBtf      *ebpf.VariableSpec `ebpf:"have_task_btf"`
 	HaveTaskPtRegs   *ebpf.VariableSpec `ebpf:"have_task_pt_regs"`
@@ -356,6 +360,7 @@ type porttraceMaps struct {
 	Inflight     *ebpf.Map `ebpf:"inflight"`
 	Kaccept      *ebpf.Map `ebpf:"kaccept"`
 	Kinflight    *ebpf.Map `ebpf:"kinflight"`
+	NetnsFilter  *ebpf.Map `ebpf:"netns_filter"`
 	PortBefore   *ebpf.Map `ebpf:"port_before"`
 	PortFilter   *ebpf.Map `ebpf:"port_filter"`
 	Preblocked   *ebpf.Map `ebpf:"preblocked"`
@@ -372,6 +377,7 @@ func (m *porttraceMaps) Close() error {
 		m.Inflight,
 		m.Kaccept,
 		m.Kinflight,
+		m.NetnsFilter,
 		m.PortBefore,
 		m.PortFilter,
 		m.Preblocked,
@@ -385,6 +391,7 @@ type porttraceVariables struct {
 	AcceptBackend    *ebpf.Variable `ebpf:"accept_backend"`
 	ChurnMode        *ebpf.Variable `ebpf:"churn_mode"`
 	FilterCgroups    *ebpf.Variable `ebpf:"filter_cgroups"`
+	FilterNetns      *ebpf.Variable `ebpf:"filter_netns"`
 	FilterPorts      *ebpf.Variable `ebpf:"filter_ports"`
 	HaveTaskBtf      *ebpf.Variable `ebpf:"have_task_btf"`
 	HaveTaskPtRegs   *ebpf.Variable `ebpf:"have_task_pt_regs"`

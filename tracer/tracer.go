@@ -45,6 +45,9 @@ type Options struct {
 	// directories' inode numbers) or below them; AddCgroup adds more.
 	// Needs bpf_get_current_ancestor_cgroup_id (5.7).
 	Cgroups []uint64
+	// Netns keeps only the sockets in these network namespaces (inode
+	// numbers); nil: every namespace.
+	Netns []uint32
 
 	// Churn counts ephemeral port allocations in kernel maps (see
 	// ChurnSampler) instead of sending events.
@@ -175,6 +178,11 @@ func (t *Tracer) start(b event.Backend, o Options, spec *ebpf.CollectionSpec, ke
 			return fmt.Errorf("setting the port filter: %w", err)
 		}
 	}
+	for _, ino := range o.Netns {
+		if err := l.maps.NetnsFilter.Put(ino, uint8(1)); err != nil {
+			return fmt.Errorf("setting the network namespace filter: %w", err)
+		}
+	}
 	for _, id := range o.Cgroups {
 		if err := l.maps.CgroupFilter.Put(id, uint8(1)); err != nil {
 			return fmt.Errorf("setting the cgroup filter: %w", err)
@@ -216,6 +224,7 @@ func configure(spec *ebpf.CollectionSpec, b event.Backend, o Options, listenOnSk
 		{vs.TargetUid, uid},
 		{vs.FilterPorts, o.Ports != nil && !o.Ports.Empty()},
 		{vs.FilterCgroups, o.Cgroups != nil},
+		{vs.FilterNetns, o.Netns != nil},
 		{vs.ListenOnSk, listenOnSk},
 		{vs.HaveTaskBtf, have.TaskBTF},
 		{vs.HaveTaskPtRegs, have.TaskPtRegs},

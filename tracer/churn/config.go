@@ -29,6 +29,8 @@ type Config struct {
 	// CgroupPaths are --cgroup's, resolved by Validate into Cgroups.
 	CgroupPaths []string
 	Cgroups     []uint64
+	// Netns is --netns: namespace files, or all (the default).
+	Netns []string
 }
 
 // DefaultConfig refreshes every second, as a table.
@@ -44,6 +46,7 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.Metrics, "metrics", c.Metrics, "serve Prometheus metrics on this address (e.g. :9477)")
 	fs.IntVar(&c.MetricsDests, "metrics-destinations", c.MetricsDests, "also export the N busiest destinations per netns as series")
 	fs.StringArrayVar(&c.CgroupPaths, "cgroup", c.CgroupPaths, flagcheck.CgroupHelp)
+	fs.Var((*flagcheck.NetnsList)(&c.Netns), "netns", flagcheck.NetnsScopeHelp)
 	fs.StringVar(&c.backend, "backend", c.backend, "kernel hooks: auto, fentry, kprobe or tracepoint")
 	fs.BoolVarP(&c.Verbose, "verbose", "v", c.Verbose, flagcheck.VerboseHelp)
 }
@@ -64,6 +67,8 @@ func (c *Config) Validate() error {
 	if c.Backend, err = flagcheck.Backend(c.backend); err != nil {
 		return err
 	}
-	c.Cgroups, err = flagcheck.Cgroups(c.CgroupPaths)
-	return err
+	if c.Cgroups, err = flagcheck.Cgroups(c.CgroupPaths); err != nil {
+		return err
+	}
+	return flagcheck.Netns(c.Netns)
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/porttrace/porttrace/tracer"
 	"github.com/porttrace/porttrace/tracer/event"
+	"github.com/porttrace/porttrace/tracer/internal/netns"
 	"github.com/porttrace/porttrace/tracer/textout"
 )
 
@@ -17,11 +18,15 @@ import (
 // them every interval until ctx is done or --duration passes, then prints a
 // summary of the whole run on stderr.
 func Run(ctx context.Context, cfg Config, stdout, stderr io.Writer) error {
+	nsScope, err := netns.Inodes(cfg.Netns)
+	if err != nil {
+		return err
+	}
 	var metrics *Collector
 	if cfg.Metrics != "" {
 		metrics = NewCollector(cfg.MetricsDests)
 	}
-	t, _, detach, err := tracer.Attach(tracer.Options{Backend: cfg.Backend, Events: tracer.KindsOf(event.KindBind, event.KindConnect), Churn: true, Cgroups: cfg.Cgroups},
+	t, _, detach, err := tracer.Attach(tracer.Options{Backend: cfg.Backend, Events: tracer.KindsOf(event.KindBind, event.KindConnect), Churn: true, Cgroups: cfg.Cgroups, Netns: nsScope},
 		metrics, cfg.Metrics, "porttrace churn", "counting", cfg.Verbose, stderr)
 	if err != nil {
 		return err

@@ -3,19 +3,14 @@ package ports
 import (
 	"errors"
 	"fmt"
-	"io/fs"
-	"os"
-	"slices"
 	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
-	"golang.org/x/sys/unix"
 
 	"github.com/porttrace/porttrace/tracer"
 	"github.com/porttrace/porttrace/tracer/event"
 	"github.com/porttrace/porttrace/tracer/internal/flagcheck"
-	"github.com/porttrace/porttrace/tracer/internal/netns"
 )
 
 // Config is what `porttrace ports` takes on the command line.
@@ -44,7 +39,7 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	c.flags = fs
 	fs.BoolVarP(&c.All, "all", "a", c.All, "every socket, not only listeners")
 	fs.StringVarP(&c.Output, "output", "o", c.Output, "output format: table or json (one object per socket or event, its kind in \"event\")")
-	fs.Var((*netnsFlag)(&c.Netns), "netns", "network namespace files to look into (/run/netns/NAME, /proc/PID/ns/net), or all")
+	fs.Var((*flagcheck.NetnsList)(&c.Netns), "netns", "network namespace files to look into (/run/netns/NAME, /proc/PID/ns/net), or all")
 	fs.StringArrayVar(&c.RuntimeSockets, "runtime-socket", c.RuntimeSockets, flagcheck.RuntimeSocketHelp)
 	fs.BoolVarP(&c.Watch, "watch", "w", c.Watch, "after the snapshot, report new binds and listens as they happen and closed listeners")
 	fs.DurationVarP(&c.Interval, "interval", "i", c.Interval, "with --watch, how often to look for closed listeners")
@@ -72,7 +67,7 @@ func (c *Config) Validate() error {
 			return errors.New("--duration needs --watch")
 		}
 	}
-	return checkNetnsFlag(c.Netns)
+	return flagcheck.Netns(c.Netns)
 }
 
 // WhoConfig is what `porttrace who PORT[/tcp|/udp]` takes.
@@ -111,7 +106,7 @@ func (c *WhoConfig) AddFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&c.Wait, "wait", c.Wait, "then wait for the next process to bind the port (or be denied it), report it and exit 0; exit 1 if stopped first. Binds that fail otherwise (address in use) are reported and the wait goes on")
 	fs.DurationVar(&c.Timeout, "timeout", c.Timeout, "with --wait, give up after this long (exit 1)")
 	fs.StringVarP(&c.Output, "output", "o", c.Output, "output format: text or json")
-	fs.Var((*netnsFlag)(&c.Netns), "netns", "network namespace files to look into, or all")
+	fs.Var((*flagcheck.NetnsList)(&c.Netns), "netns", "network namespace files to look into, or all")
 	fs.StringArrayVar(&c.RuntimeSockets, "runtime-socket", c.RuntimeSockets, flagcheck.RuntimeSocketHelp)
 	fs.StringVar(&c.backend, "backend", c.backend, "with --wait, kernel hooks: auto, fentry, kprobe or tracepoint")
 	fs.BoolVarP(&c.Verbose, "verbose", "v", c.Verbose, flagcheck.VerboseHelp)
@@ -160,7 +155,7 @@ func (c *WhoConfig) Validate() error {
 	if flagcheck.Changed(c.flags, "backend") && !c.Wait {
 		return errors.New("--backend needs --wait")
 	}
-	return checkNetnsFlag(c.Netns)
+	return flagcheck.Netns(c.Netns)
 }
 
 func (c *WhoConfig) protoMatches(proto uint16) bool {
@@ -168,94 +163,4 @@ func (c *WhoConfig) protoMatches(proto uint16) bool {
 		return proto == event.ProtoTCP || proto == event.ProtoMPTCP
 	}
 	return c.Proto == 0 || proto == c.Proto
-}
-
-// netnsFlag is --netns: network namespace files, or all. Set checks how
-// the list is written; checkNetnsFlag, after parsing, what the files are.
-type netnsFlag []string
-
-// Set adds the paths of a comma-separated list.
-func (n *netnsFlag) Set(s string) error {
-	list := append(slices.Clone(*n), strings.Split(s, ",")...)
-	if err := checkNetnsList(list); err != nil {
-		return err
-	}
-	*n = list
-	return nil
-}
-
-func (n *netnsFlag) String() string { return strings.Join(*n, ",") }
-
-// Type is what --help shows as the value's kind.
-func (n *netnsFlag) Type() string { return "paths" }
-
-// checkNetnsList refuses a --netns list no file could answer: an empty
-// path (the default, porttrace's own namespace, is had by leaving the flag
-// out), a control byte (the path is echoed in messages and on each line
-// of a table), or all with anything else.
-func checkNetnsList(list []string) error {
-	for _, path := range list {
-		if path == "" {
-			return errors.New("empty namespace path: want PATH,... or all")
-		}
-		if strings.ContainsFunc(path, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
-			return errors.New("a namespace path with a control character")
-		}
-	}
-	if len(list) > 1 && slices.Contains(list, "all") {
-		return errors.New("all is every namespace already: name no other with it")
-	}
-	return nil
-}
-
-// checkNetnsFlag checks --netns before anything runs, so a typo is a usage
-// error: every file must exist and be a network namespace. One porttrace
-// may not look at (another user's process, without root) is left for the
-// run to report.
-func checkNetnsFlag(list []string) error {
-	if err := checkNetnsList(list); err != nil {
-		return fmt.Errorf("invalid --netns: %w", err)
-	}
-	for _, path := range list {
-		if path == "all" {
-			continue
-		}
-		if err := checkNetnsFile(path); err != nil {
-			return fmt.Errorf("invalid --netns %q: %w", path, err)
-		}
-	}
-	return nil
-}
-
-// checkNetnsFile opens path as setns(2) will, and asks the kernel what it is.
-func checkNetnsFile(path string) error {
-	st, err := os.Stat(path)
-	if errors.Is(err, fs.ErrPermission) {
-		return nil
-	}
-	if err != nil {
-		return pathCause(err)
-	}
-	if !st.Mode().IsRegular() {
-		// A namespace file is a regular one; opening a FIFO would block.
-		return fmt.Errorf("%w (want /run/netns/NAME or /proc/PID/ns/net)", netns.ErrNotNamespace)
-	}
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	defer unix.Close(fd)
-	return netns.Check(fd)
-}
-
-// pathCause is err without the operation and path an *fs.PathError adds,
-// for a message that names the path already.
-func pathCause(err error) error {
-	if pe, ok := errors.AsType[*fs.PathError](err); ok {
-		return pe.Err
-	}
-	return err
 }

@@ -51,6 +51,8 @@ type Config struct {
 	// CgroupPaths are --cgroup's, resolved by Validate into Cgroups.
 	CgroupPaths []string
 	Cgroups     []uint64
+	// Netns is --netns: namespace files, or all (the default).
+	Netns []string
 	// RuntimeSockets name the container runtime APIs to ask for names
 	// (--runtime-socket; default workload.DockerSockets).
 	RuntimeSockets []string
@@ -77,6 +79,7 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.DurationVarP(&c.Duration, "duration", "d", c.Duration, "stop after this long (e.g. 30s)")
 	fs.VarP((*countFlag)(&c.Count), "count", "n", "stop after this many events")
 	fs.StringArrayVar(&c.CgroupPaths, "cgroup", c.CgroupPaths, flagcheck.CgroupHelp)
+	fs.Var((*flagcheck.NetnsList)(&c.Netns), "netns", flagcheck.NetnsScopeHelp)
 	fs.StringArrayVar(&c.RuntimeSockets, "runtime-socket", c.RuntimeSockets, flagcheck.RuntimeSocketHelp)
 	fs.StringVar(&c.backend, "backend", c.backend, "kernel hooks: auto, fentry, kprobe or tracepoint")
 	fs.StringVar(&c.Metrics, "metrics", c.Metrics, "serve Prometheus metrics (events by type and result, lost) on this address")
@@ -118,8 +121,10 @@ func (c *Config) Validate() error {
 	if c.Events.Empty() {
 		return errors.New("invalid --events: no event selected")
 	}
-	c.Cgroups, err = flagcheck.Cgroups(c.CgroupPaths)
-	return err
+	if c.Cgroups, err = flagcheck.Cgroups(c.CgroupPaths); err != nil {
+		return err
+	}
+	return flagcheck.Netns(c.Netns)
 }
 
 // taskCommLen is the kernel's TASK_COMM_LEN less its NUL: longer names are

@@ -12,6 +12,7 @@ import (
 
 	"github.com/porttrace/porttrace/tracer"
 	"github.com/porttrace/porttrace/tracer/event"
+	"github.com/porttrace/porttrace/tracer/internal/netns"
 	"github.com/porttrace/porttrace/tracer/internal/proc"
 	"github.com/porttrace/porttrace/tracer/internal/workload"
 	"github.com/porttrace/porttrace/tracer/textout"
@@ -22,12 +23,16 @@ import (
 // Told to stop while its output is not being read, it stops all the same
 // (see stopWriter) and says so.
 func Run(ctx context.Context, cfg Config, stdout io.Writer, stderr io.Writer) error {
+	nsScope, err := netns.Inodes(cfg.Netns)
+	if err != nil {
+		return err
+	}
 	var metrics *Metrics
 	if cfg.Metrics != "" {
 		metrics = NewMetrics()
 	}
 	t, srv, detach, err := tracer.Attach(tracer.Options{Backend: cfg.Backend, Events: cfg.Events, PID: cfg.PID, FilterUID: cfg.UID >= 0,
-		UID: uint32(cfg.UID), Ports: &cfg.Ports, Cgroups: cfg.Cgroups, RingBufferSize: cfg.RingBufferSize}, metrics, cfg.Metrics, "porttrace", "tracing", cfg.Verbose, stderr)
+		UID: uint32(cfg.UID), Ports: &cfg.Ports, Cgroups: cfg.Cgroups, Netns: nsScope, RingBufferSize: cfg.RingBufferSize}, metrics, cfg.Metrics, "porttrace", "tracing", cfg.Verbose, stderr)
 	if err != nil {
 		return err
 	}

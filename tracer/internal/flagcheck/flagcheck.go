@@ -111,6 +111,9 @@ const PortRange = "want a port from 1 to 65535"
 // RuntimeSocketHelp is --runtime-socket's help, the same for every command.
 const RuntimeSocketHelp = "name containers through the Docker Engine API (docker, podman) at this socket (repeatable; default /var/run/docker.sock, then /run/podman/podman.sock)"
 
+// NetnsScopeHelp is --netns's help where it scopes a trace.
+const NetnsScopeHelp = "only sockets in these network namespaces (/run/netns/NAME, /proc/PID/ns/net), or all (the default); in-kernel"
+
 // CgroupHelp is --cgroup's help, the same for every command.
 const CgroupHelp = "only tasks in this cgroup or below it, as the cgroup field prints it or its path under /sys/fs/cgroup (repeatable); in-kernel"
 

@@ -161,3 +161,20 @@ func Filter(spec []string) (map[uint32]bool, error) {
 	}
 	return set, nil
 }
+
+// Inodes returns the inodes of the namespaces --netns names, to scope a
+// trace in the kernel: nil for none given or "all", every namespace.
+func Inodes(spec []string) ([]uint32, error) {
+	if len(spec) == 0 {
+		return nil, nil
+	}
+	set, err := Filter(spec)
+	if set == nil || err != nil {
+		return nil, err
+	}
+	inodes := make([]uint32, 0, len(set))
+	for ino := range set {
+		inodes = append(inodes, ino)
+	}
+	return inodes, nil
+}
