@@ -108,18 +108,6 @@ struct {
 	__type(value, struct port_bitmap);
 } port_filter SEC(".maps");
 
-/*
- * The cgroup v2 ids (directory inodes) to trace, each with the cgroups
- * below it, when filter_cgroups is set. Userspace may add to it while
- * tracing (a container that starts later).
- */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 4096);
-	__type(key, __u64);
-	__type(value, __u8);
-} cgroup_filter SEC(".maps");
-
 /* The network namespaces (inode numbers) to trace when filter_netns is set. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -128,25 +116,54 @@ struct {
 	__type(value, __u8);
 } netns_filter SEC(".maps");
 
+/*
+ * Verdicts on cgroup v2 ids (directory inodes) when filter_cgroups is set:
+ * CG_IN traces the cgroup and every cgroup below it, CG_OUT drops that
+ * cgroup's calls. Userspace adds verdicts while tracing (a workload that
+ * starts later).
+ */
+enum { CG_IN = 1, CG_OUT = 2 };
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, __u8);
+} cgroup_filter SEC(".maps");
+
+/*
+ * A cgroup with no verdict of its own or above it: dropped, or, with
+ * judge_unknown, sent for userspace to judge (and to give its verdict,
+ * so that the next call is decided here). So a container that starts
+ * after porttrace loses no call to the time userspace takes to see it.
+ */
+const volatile bool judge_unknown = false;
+
 /* Deeper cgroups are matched by their ancestors at this depth and above. */
 #define MAX_CGROUP_DEPTH 24
 
 /*
- * cgroup_wanted: the task's cgroup or one of its ancestors is in
- * cgroup_filter (bpf_get_current_ancestor_cgroup_id, 5.7: 0 past the
+ * cgroup_wanted applies the verdicts: the task's own cgroup's first, then
+ * its ancestors' (bpf_get_current_ancestor_cgroup_id, 5.7: 0 past the
  * task's own level).
  */
 static __always_inline bool cgroup_wanted(void)
 {
+	__u64 leaf = bpf_get_current_cgroup_id();
+	__u8 *v = bpf_map_lookup_elem(&cgroup_filter, &leaf);
+
+	if (v)
+		return *v == CG_IN;
 	for (int level = 0; level <= MAX_CGROUP_DEPTH; level++) {
 		__u64 id = bpf_get_current_ancestor_cgroup_id(level);
 
 		if (!id)
-			return false;
-		if (bpf_map_lookup_elem(&cgroup_filter, &id))
+			break;
+		v = bpf_map_lookup_elem(&cgroup_filter, &id);
+		if (v && *v == CG_IN)
 			return true;
 	}
-	return false;
+	return judge_unknown;
 }
 
 static __always_inline void count(__u32 idx)

@@ -1,12 +1,16 @@
 package tracer
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"io"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/porttrace/porttrace/tracer/internal/proc"
 	"github.com/porttrace/porttrace/tracer/internal/promserve"
+	"github.com/porttrace/porttrace/tracer/internal/workload"
 )
 
 // Attach starts a tracer with o and, when addr is set, serves c on its
@@ -34,4 +38,27 @@ func Attach(o Options, c prometheus.Collector, addr, cmd, doing string, verbose 
 	}
 	fmt.Fprintf(stderr, "%s: %s with %s\n", cmd, doing, t.Describe(verbose))
 	return t, srv, func() { stop(); t.Close() }, nil
+}
+
+// ScopeWorkloads puts the workloads sel picks in t's scope (t started with
+// Options.Cgroups set, so that nothing else is traced): those running now
+// and, until ctx ends, those that start later. The Watcher judges the
+// calls of cgroups it has not judged yet (Options.JudgeUnknown). stderr is
+// told when none runs yet.
+func ScopeWorkloads(ctx context.Context, t *Tracer, sel workload.Selector, names *workload.Resolver, cmd string, stderr io.Writer) (*workload.Watcher, error) {
+	root, ok := proc.Cgroup2Root()
+	if !ok {
+		return nil, errors.New("--container, --pod and --k8s-namespace need cgroup v2, mounted at /sys/fs/cgroup or /sys/fs/cgroup/unified")
+	}
+	if sel.NeedsNames() && !names.Active() {
+		return nil, fmt.Errorf("%s names a workload, and naming takes a container runtime API: %s", sel, names.Source)
+	}
+	w, n, err := workload.Watch(ctx, root, sel, names, t.SetCgroup)
+	if err != nil {
+		return nil, err
+	}
+	if n == 0 {
+		fmt.Fprintf(stderr, "%s: nothing running matches %s yet; it is traced once it starts\n", cmd, sel)
+	}
+	return w, nil
 }

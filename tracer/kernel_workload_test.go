@@ -1,9 +1,11 @@
 package tracer
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"maps"
 	"net/netip"
 	"os"
@@ -16,6 +18,7 @@ import (
 
 	"github.com/porttrace/porttrace/tracer/event"
 	"github.com/porttrace/porttrace/tracer/internal/proc"
+	"github.com/porttrace/porttrace/tracer/internal/workload"
 )
 
 // WorkloadLayout is a cgroup layout of a container runtime or the kubelet,
@@ -141,7 +144,7 @@ func TestKernelCgroupScope(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
-	if err := c.tr.AddCgroup(CgroupID(t, other)); err != nil {
+	if err := c.tr.SetCgroup(CgroupID(t, other), true); err != nil {
 		t.Fatal(err)
 	}
 	bindIn(other, 31354)
@@ -169,6 +172,141 @@ func TestKernelCgroupByPath(t *testing.T) {
 	for _, p := range []string{rel + "-gone", "/proc/self", root + "/../.."} {
 		if id, err := proc.CgroupByPath(p); err == nil {
 			t.Errorf("CgroupByPath(%q) = %d, want an error", p, id)
+		}
+	}
+}
+
+// --pod and --container scope the kernel to workloads found by their
+// cgroups: a pod's containers, one that starts later included, and a
+// container that starts after porttrace, once its cgroup is seen.
+func TestKernelWorkloadScope(t *testing.T) {
+	random := func() (cid, uid, uidU string) {
+		l := WorkloadLayouts(t)[0]
+		return l.ContainerID, l.UID, strings.ReplaceAll(l.UID, "-", "_")
+	}
+	podPath := func(uidU, cid string) string {
+		return "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod" + uidU + ".slice/cri-containerd-" + cid + ".scope"
+	}
+	bindIn := func(ns *NS, cg *os.File, port int) {
+		t.Helper()
+		cmd := HelperCmd(HelperExe(t), 0, "udp", fmt.Sprintf("127.0.0.1:%d", port))
+		cmd.SysProcAttr.UseCgroupFD = true
+		cmd.SysProcAttr.CgroupFD = int(cg.Fd())
+		h := RunHelper(t, ns, cmd)
+		if _, errno := h.Bind(t); errno != "" {
+			t.Fatal(errno)
+		}
+		h.Stdin.Close()
+		_ = h.Cmd.Wait()
+	}
+	ports := func(c *collector, ns *NS) []uint16 {
+		var got []uint16
+		for _, ev := range c.stop(t, ns) {
+			got = append(got, ev.Local.Port())
+		}
+		slices.Sort(got)
+		return got
+	}
+	t.Run("pod", func(t *testing.T) {
+		ns := NewNetns(t)
+		c1, uid1, uidU1 := random()
+		c2, _, uidU2 := random()
+		c3, _, _ := random()
+		first, _ := MakeCgroup(t, podPath(uidU1, c1))
+		other, _ := MakeCgroup(t, podPath(uidU2, c2))
+		c := startTracer(t, Options{Events: KindsOf(event.KindBind), Cgroups: []uint64{}})
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		var stderr strings.Builder
+		if _, err := ScopeWorkloads(ctx, c.tr, workload.Selector{Pods: []string{uid1}}, nil, "porttrace", &stderr); err != nil {
+			t.Fatal(err)
+		}
+		later, _ := MakeCgroup(t, podPath(uidU1, c3)) // the pod's next container
+		bindIn(ns, first, 31370)
+		bindIn(ns, other, 31371)
+		bindIn(ns, later, 31372)
+		if got := ports(c, ns); !slices.Equal(got, []uint16{31370, 31372}) {
+			t.Errorf("ports bound in scope: %v, want the pod's, 31370 and 31372", got)
+		}
+		if stderr.Len() != 0 {
+			t.Errorf("stderr: %q", stderr.String())
+		}
+	})
+	t.Run("container-started-later", func(t *testing.T) {
+		ns := NewNetns(t)
+		cid, _, _ := random()
+		other, _, _ := random()
+		c := startTracer(t, Options{Events: KindsOf(event.KindBind), Cgroups: []uint64{}})
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		var stderr strings.Builder
+		if _, err := ScopeWorkloads(ctx, c.tr, workload.Selector{Containers: []string{cid[:12]}}, nil, "porttrace", &stderr); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(stderr.String(), "nothing running matches --container "+cid[:12]+" yet") {
+			t.Errorf("stderr: %q", stderr.String())
+		}
+		mine, _ := MakeCgroup(t, "/system.slice/docker-"+cid+".scope")
+		theirs, _ := MakeCgroup(t, "/system.slice/docker-"+other+".scope")
+		// In scope once a scan has seen its cgroup: the kernel's filter says when.
+		var in uint8
+		for deadline := time.Now().Add(10 * time.Second); c.tr.l.maps.CgroupFilter.Lookup(CgroupID(t, mine), &in) != nil; {
+			if time.Now().After(deadline) {
+				t.Fatal("the container's cgroup was not in scope 10s after it was made")
+			}
+			time.Sleep(workload.ScanEvery / 5)
+		}
+		bindIn(ns, mine, 31373)
+		bindIn(ns, theirs, 31374)
+		if got := ports(c, ns); !slices.Equal(got, []uint16{31373}) {
+			t.Errorf("ports bound in scope: %v, want the container's, 31373", got)
+		}
+	})
+}
+
+// With JudgeUnknown, a container that starts after porttrace loses no
+// call to the time between scans: the kernel sends the calls of a cgroup
+// it has no verdict on, the watcher judges them, and from then on the
+// kernel decides.
+func TestKernelWorkloadJudgedAtFirstCall(t *testing.T) {
+	ns := NewNetns(t)
+	cid := WorkloadLayouts(t)[0].ContainerID
+	other := WorkloadLayouts(t)[0].ContainerID
+	c := startTracer(t, Options{Events: KindsOf(event.KindBind), Cgroups: []uint64{}, JudgeUnknown: true})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	w, err := ScopeWorkloads(ctx, c.tr, workload.Selector{Containers: []string{cid[:12]}}, nil, "porttrace", io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mine, root := MakeCgroup(t, "/machine.slice/libpod-"+cid+".scope")
+	theirs, _ := MakeCgroup(t, "/machine.slice/libpod-"+other+".scope")
+	for i, cg := range []*os.File{mine, theirs, mine} { // at once: no scan has run
+		cmd := HelperCmd(HelperExe(t), 0, "udp", fmt.Sprintf("127.0.0.1:%d", 31380+i))
+		cmd.SysProcAttr.UseCgroupFD = true
+		cmd.SysProcAttr.CgroupFD = int(cg.Fd())
+		h := RunHelper(t, ns, cmd)
+		if _, errno := h.Bind(t); errno != "" {
+			t.Fatal(errno)
+		}
+		h.Stdin.Close()
+		_ = h.Cmd.Wait()
+	}
+	en := proc.NewEnricherAt(t.TempDir(), root)
+	var kept []uint16
+	for _, ev := range c.stop(t, ns) {
+		en.Enrich(&ev)
+		if w.Judge(ctx, ev.CgroupID, ev.Cgroup) {
+			kept = append(kept, ev.Local.Port())
+		}
+	}
+	if !slices.Equal(kept, []uint16{31380, 31382}) {
+		t.Errorf("kept the binds of ports %v, want the container's: 31380 and 31382", kept)
+	}
+	for cg, want := range map[*os.File]uint8{mine: cgroupIn, theirs: cgroupOut} {
+		var got uint8
+		if err := c.tr.l.maps.CgroupFilter.Lookup(CgroupID(t, cg), &got); err != nil || got != want {
+			t.Errorf("the kernel's verdict on %s: %d %v, want %d", cg.Name(), got, err, want)
 		}
 	}
 }

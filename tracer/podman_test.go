@@ -16,6 +16,7 @@ import (
 	"github.com/porttrace/porttrace/tracer/internal/proc"
 	"github.com/porttrace/porttrace/tracer/internal/workload"
 	"github.com/porttrace/porttrace/tracer/ports"
+	"github.com/porttrace/porttrace/tracer/stream"
 )
 
 // listenerSource is the program the test's container runs: it listens on
@@ -181,5 +182,48 @@ func TestPodmanContainerNamed(t *testing.T) {
 	}
 	if want := "Docker Engine API at " + sock; !strings.Contains(whoErr.String(), want) {
 		t.Errorf("who's stderr:\n%s\nwant it to name the API: %q", whoErr.String(), want)
+	}
+}
+
+// --container NAME scopes the stream to a container that podman starts
+// after porttrace did: its listen is reported, named; another container's
+// is not.
+func TestPodmanContainerScope(t *testing.T) {
+	tracer.NeedRoot(t)
+	if _, err := exec.LookPath("podman"); err != nil {
+		t.Fatal("podman is not installed (apt-get install podman runc): the container tests need it")
+	}
+	image := podmanImage(t)
+	sock := podmanAPI(t)
+	name := fmt.Sprintf("porttrace-scoped-%d", time.Now().UnixNano())
+	cfg := stream.DefaultConfig()
+	cfg.Output = "json"
+	cfg.Workloads.Containers = []string{name}
+	cfg.RuntimeSockets = []string{sock}
+	cfg.Events = tracer.KindsOf(event.KindListen)
+	cfg.Backend = tracer.Backend(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	out, errOut := &tracer.SyncBuilder{}, &tracer.SyncBuilder{}
+	done := make(chan error, 1)
+	go func() { done <- stream.Run(ctx, cfg, out, errOut) }()
+	waitText(t, errOut, "nothing running matches --container "+name+" yet", done, cfg.Backend)
+
+	run := func(name, addr string) {
+		podman(t, "run", "-d", "--runtime", "runc", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024",
+			"--network", "none", "--name", name, image, addr)
+		t.Cleanup(func() { exec.Command("podman", "rm", "-f", "-t", "0", name).Run() })
+	}
+	run(name+"-other", "127.0.0.1:10131")
+	run(name, "127.0.0.1:10130")
+	waitText(t, out, `"local_port":10130`, done, cfg.Backend)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(out.String(), `"local_port":10131`) {
+		t.Errorf("the other container's listen is in scope:\n%s", out.String())
+	}
+	if want := `"container_runtime":"podman"`; !strings.Contains(out.String(), want) {
+		t.Errorf("want %s in:\n%s", want, out.String())
 	}
 }

@@ -198,6 +198,7 @@ const (
 	porttraceVarFilterPorts              = "filter_ports"
 	porttraceVarHaveTaskBtf              = "have_task_btf"
 	porttraceVarHaveTaskPtRegs           = "have_task_pt_regs"
+	porttraceVarJudgeUnknown             = "judge_unknown"
 	porttraceVarLastWakeup               = "last_wakeup"
 	porttraceVarListenOnSk               = "listen_on_sk"
 	porttraceVarTargetPid                = "target_pid"
@@ -318,6 +319,7 @@ type porttraceVariableSpecs struct {
 	FilterPorts      *ebpf.VariableSpec `ebpf:"filter_ports"`
 	HaveTaskBtf      *ebpf.VariableSpec `ebpf:"have_task_btf"`
 	HaveTaskPtRegs   *ebpf.VariableSpec `ebpf:"have_task_pt_regs"`
+	JudgeUnknown     *ebpf.VariableSpec `ebpf:"judge_unknown"`
 	LastWakeup       *ebpf.VariableSpec `ebpf:"last_wakeup"`
 	ListenOnSk       *ebpf.VariableSpec `ebpf:"listen_on_sk"`
 	TargetPid        *ebpf.VariableSpec `ebpf:"target_pid"`
@@ -395,6 +397,7 @@ type porttraceVariables struct {
 	FilterPorts      *ebpf.Variable `ebpf:"filter_ports"`
 	HaveTaskBtf      *ebpf.Variable `ebpf:"have_task_btf"`
 	HaveTaskPtRegs   *ebpf.Variable `ebpf:"have_task_pt_regs"`
+	JudgeUnknown     *ebpf.Variable `ebpf:"judge_unknown"`
 	LastWakeup       *ebpf.Variable `ebpf:"last_wakeup"`
 	ListenOnSk       *ebpf.Variable `ebpf:"listen_on_sk"`
 	TargetPid        *ebpf.Variable `ebpf:"target_pid"`

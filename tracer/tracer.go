@@ -42,9 +42,12 @@ type Options struct {
 	UID       uint32
 	Ports     *PortSet
 	// Cgroups keeps only the tasks in these cgroups (cgroup v2 ids: the
-	// directories' inode numbers) or below them; AddCgroup adds more.
+	// directories' inode numbers) or below them; SetCgroup adds more.
 	// Needs bpf_get_current_ancestor_cgroup_id (5.7).
 	Cgroups []uint64
+	// JudgeUnknown, with Cgroups, also sends the calls of cgroups that
+	// have no verdict yet, for the caller to judge (SetCgroup).
+	JudgeUnknown bool
 	// Netns keeps only the sockets in these network namespaces (inode
 	// numbers); nil: every namespace.
 	Netns []uint32
@@ -184,7 +187,7 @@ func (t *Tracer) start(b event.Backend, o Options, spec *ebpf.CollectionSpec, ke
 		}
 	}
 	for _, id := range o.Cgroups {
-		if err := l.maps.CgroupFilter.Put(id, uint8(1)); err != nil {
+		if err := l.maps.CgroupFilter.Put(id, uint8(cgroupIn)); err != nil {
 			return fmt.Errorf("setting the cgroup filter: %w", err)
 		}
 	}
@@ -224,6 +227,7 @@ func configure(spec *ebpf.CollectionSpec, b event.Backend, o Options, listenOnSk
 		{vs.TargetUid, uid},
 		{vs.FilterPorts, o.Ports != nil && !o.Ports.Empty()},
 		{vs.FilterCgroups, o.Cgroups != nil},
+		{vs.JudgeUnknown, o.Cgroups != nil && o.JudgeUnknown},
 		{vs.FilterNetns, o.Netns != nil},
 		{vs.ListenOnSk, listenOnSk},
 		{vs.HaveTaskBtf, have.TaskBTF},
@@ -283,11 +287,22 @@ func (t *Tracer) attachPreblocked(l *loaded) error {
 	return nil
 }
 
-// AddCgroup adds cgroup id to those traced, while tracing; the tracer must
-// have been started with Options.Cgroups set (empty or not).
-func (t *Tracer) AddCgroup(id uint64) error {
-	if err := t.l.maps.CgroupFilter.Put(id, uint8(1)); err != nil {
-		return fmt.Errorf("adding cgroup %d to the filter: %w", id, err)
+// Verdicts on a cgroup, as bpf/common.h's cgroup_filter holds them.
+const (
+	cgroupIn  = 1
+	cgroupOut = 2
+)
+
+// SetCgroup gives the kernel a verdict on cgroup id while tracing: in
+// (the cgroup and those below it are traced) or out. The tracer must have
+// been started with Options.Cgroups set, empty or not.
+func (t *Tracer) SetCgroup(id uint64, in bool) error {
+	v := uint8(cgroupOut)
+	if in {
+		v = cgroupIn
+	}
+	if err := t.l.maps.CgroupFilter.Put(id, v); err != nil {
+		return fmt.Errorf("setting cgroup %d in the filter: %w", id, err)
 	}
 	return nil
 }

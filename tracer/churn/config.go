@@ -14,6 +14,7 @@ import (
 
 	"github.com/porttrace/porttrace/tracer/event"
 	"github.com/porttrace/porttrace/tracer/internal/flagcheck"
+	"github.com/porttrace/porttrace/tracer/internal/workload"
 )
 
 // Config is what `porttrace churn` takes on the command line.
@@ -31,6 +32,8 @@ type Config struct {
 	Cgroups     []uint64
 	// Netns is --netns: namespace files, or all (the default).
 	Netns []string
+	// Workloads are --container, --pod and --k8s-namespace.
+	Workloads workload.Selector
 }
 
 // DefaultConfig refreshes every second, as a table.
@@ -47,6 +50,9 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&c.MetricsDests, "metrics-destinations", c.MetricsDests, "also export the N busiest destinations per netns as series")
 	fs.StringArrayVar(&c.CgroupPaths, "cgroup", c.CgroupPaths, flagcheck.CgroupHelp)
 	fs.Var((*flagcheck.NetnsList)(&c.Netns), "netns", flagcheck.NetnsScopeHelp)
+	fs.StringArrayVar(&c.Workloads.Containers, "container", nil, flagcheck.ContainerHelp)
+	fs.StringArrayVar(&c.Workloads.Pods, "pod", nil, flagcheck.PodHelp)
+	fs.StringArrayVar(&c.Workloads.Namespaces, "k8s-namespace", nil, flagcheck.K8sNamespaceHelp)
 	fs.StringVar(&c.backend, "backend", c.backend, "kernel hooks: auto, fentry, kprobe or tracepoint")
 	fs.BoolVarP(&c.Verbose, "verbose", "v", c.Verbose, flagcheck.VerboseHelp)
 }
@@ -68,6 +74,9 @@ func (c *Config) Validate() error {
 		return err
 	}
 	if c.Cgroups, err = flagcheck.Cgroups(c.CgroupPaths); err != nil {
+		return err
+	}
+	if err := flagcheck.Workloads(c.Workloads.Containers, c.Workloads.Pods, c.Workloads.Namespaces); err != nil {
 		return err
 	}
 	return flagcheck.Netns(c.Netns)

@@ -11,6 +11,7 @@ import (
 	"github.com/porttrace/porttrace/tracer"
 	"github.com/porttrace/porttrace/tracer/event"
 	"github.com/porttrace/porttrace/tracer/internal/netns"
+	"github.com/porttrace/porttrace/tracer/internal/workload"
 	"github.com/porttrace/porttrace/tracer/textout"
 )
 
@@ -26,12 +27,30 @@ func Run(ctx context.Context, cfg Config, stdout, stderr io.Writer) error {
 	if cfg.Metrics != "" {
 		metrics = NewCollector(cfg.MetricsDests)
 	}
-	t, _, detach, err := tracer.Attach(tracer.Options{Backend: cfg.Backend, Events: tracer.KindsOf(event.KindBind, event.KindConnect), Churn: true, Cgroups: cfg.Cgroups, Netns: nsScope},
+	cgroups := cfg.Cgroups
+	if !cfg.Workloads.Empty() {
+		cgroups = append([]uint64{}, cgroups...) // set, empty or not: scoped until a workload is found
+	}
+	t, _, detach, err := tracer.Attach(tracer.Options{Backend: cfg.Backend, Events: tracer.KindsOf(event.KindBind, event.KindConnect), Churn: true, Cgroups: cgroups, Netns: nsScope},
 		metrics, cfg.Metrics, "porttrace churn", "counting", cfg.Verbose, stderr)
 	if err != nil {
 		return err
 	}
 	defer detach()
+	if !cfg.Workloads.Empty() {
+		var names *workload.Resolver
+		if cfg.Workloads.NeedsNames() {
+			names = workload.NewResolver()
+			defer names.Close()
+		}
+		wctx, stopWatch := context.WithCancel(ctx)
+		defer stopWatch()
+		// Counted in the kernel, churn has no call to judge: a workload
+		// that starts later is counted from the scan that finds it.
+		if _, err := tracer.ScopeWorkloads(wctx, t, cfg.Workloads, names, "porttrace churn", stderr); err != nil {
+			return err
+		}
+	}
 	first, err := t.ReadChurn()
 	if err != nil {
 		return err

@@ -18,6 +18,7 @@ import (
 	"github.com/porttrace/porttrace/tracer"
 	"github.com/porttrace/porttrace/tracer/event"
 	"github.com/porttrace/porttrace/tracer/internal/flagcheck"
+	"github.com/porttrace/porttrace/tracer/internal/workload"
 )
 
 // Config is everything the command line sets.
@@ -53,6 +54,8 @@ type Config struct {
 	Cgroups     []uint64
 	// Netns is --netns: namespace files, or all (the default).
 	Netns []string
+	// Workloads are --container, --pod and --k8s-namespace.
+	Workloads workload.Selector
 	// RuntimeSockets name the container runtime APIs to ask for names
 	// (--runtime-socket; default workload.DockerSockets).
 	RuntimeSockets []string
@@ -80,6 +83,9 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.VarP((*countFlag)(&c.Count), "count", "n", "stop after this many events")
 	fs.StringArrayVar(&c.CgroupPaths, "cgroup", c.CgroupPaths, flagcheck.CgroupHelp)
 	fs.Var((*flagcheck.NetnsList)(&c.Netns), "netns", flagcheck.NetnsScopeHelp)
+	fs.StringArrayVar(&c.Workloads.Containers, "container", nil, flagcheck.ContainerHelp)
+	fs.StringArrayVar(&c.Workloads.Pods, "pod", nil, flagcheck.PodHelp)
+	fs.StringArrayVar(&c.Workloads.Namespaces, "k8s-namespace", nil, flagcheck.K8sNamespaceHelp)
 	fs.StringArrayVar(&c.RuntimeSockets, "runtime-socket", c.RuntimeSockets, flagcheck.RuntimeSocketHelp)
 	fs.StringVar(&c.backend, "backend", c.backend, "kernel hooks: auto, fentry, kprobe or tracepoint")
 	fs.StringVar(&c.Metrics, "metrics", c.Metrics, "serve Prometheus metrics (events by type and result, lost) on this address")
@@ -122,6 +128,9 @@ func (c *Config) Validate() error {
 		return errors.New("invalid --events: no event selected")
 	}
 	if c.Cgroups, err = flagcheck.Cgroups(c.CgroupPaths); err != nil {
+		return err
+	}
+	if err := flagcheck.Workloads(c.Workloads.Containers, c.Workloads.Pods, c.Workloads.Namespaces); err != nil {
 		return err
 	}
 	return flagcheck.Netns(c.Netns)

@@ -31,12 +31,28 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer, stderr io.Writer) er
 	if cfg.Metrics != "" {
 		metrics = NewMetrics()
 	}
+	names := workload.NewResolver(cfg.RuntimeSockets...)
+	defer names.Close()
+	cgroups := cfg.Cgroups
+	if !cfg.Workloads.Empty() {
+		cgroups = append([]uint64{}, cgroups...) // set, empty or not: scoped until a workload is found
+	}
 	t, srv, detach, err := tracer.Attach(tracer.Options{Backend: cfg.Backend, Events: cfg.Events, PID: cfg.PID, FilterUID: cfg.UID >= 0,
-		UID: uint32(cfg.UID), Ports: &cfg.Ports, Cgroups: cfg.Cgroups, Netns: nsScope, RingBufferSize: cfg.RingBufferSize}, metrics, cfg.Metrics, "porttrace", "tracing", cfg.Verbose, stderr)
+		UID: uint32(cfg.UID), Ports: &cfg.Ports, Cgroups: cgroups, JudgeUnknown: !cfg.Workloads.Empty(), Netns: nsScope,
+		RingBufferSize: cfg.RingBufferSize}, metrics, cfg.Metrics, "porttrace", "tracing", cfg.Verbose, stderr)
 	if err != nil {
 		return err
 	}
 	defer detach()
+	names.Announce(stderr, "porttrace", false)
+	var scope *workload.Watcher
+	if !cfg.Workloads.Empty() {
+		wctx, stopWatch := context.WithCancel(ctx)
+		defer stopWatch()
+		if scope, err = tracer.ScopeWorkloads(wctx, t, cfg.Workloads, names, "porttrace", stderr); err != nil {
+			return err
+		}
+	}
 	if srv != nil {
 		metrics.port = srv.Port()
 	}
@@ -55,12 +71,9 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	names := workload.NewResolver(cfg.RuntimeSockets...)
-	defer names.Close()
-	names.Announce(stderr, "porttrace", false)
 	en := proc.NewEnricher()
 	en.NameContainers(names)
-	l := &streamLoop{cfg: cfg, t: t, metrics: metrics, w: w, out: out, sw: sw, s: newSummary(), en: en, names: names, stderr: stderr,
+	l := &streamLoop{cfg: cfg, t: t, metrics: metrics, w: w, out: out, sw: sw, s: newSummary(), en: en, names: names, scope: scope, ctx: ctx, stderr: stderr,
 		lost: &lostReport{counter: t, out: w, stderr: stderr, metrics: metrics}}
 	if err := l.run(); err != nil {
 		return err
@@ -92,6 +105,8 @@ type streamLoop struct {
 	s         *summary
 	en        *proc.Enricher
 	names     *workload.Resolver
+	scope     *workload.Watcher // --container, --pod, --k8s-namespace; nil without
+	ctx       context.Context
 	stderr    io.Writer
 	lost      *lostReport
 	buffered  uint64 // events written since the last flush
@@ -115,6 +130,11 @@ func (l *streamLoop) run() error {
 			continue
 		}
 		l.en.Enrich(&ev)
+		// The kernel sends the calls of a cgroup it has no verdict on yet
+		// (a workload that started since the last scan): judged here, once.
+		if l.scope != nil && !l.scope.Judge(l.ctx, ev.CgroupID, ev.Cgroup) {
+			continue
+		}
 		if ev.ContainerID != "" {
 			l.names.Announce(l.stderr, "porttrace", true)
 		}

@@ -114,6 +114,26 @@ const RuntimeSocketHelp = "name containers through the Docker Engine API (docker
 // NetnsScopeHelp is --netns's help where it scopes a trace.
 const NetnsScopeHelp = "only sockets in these network namespaces (/run/netns/NAME, /proc/PID/ns/net), or all (the default); in-kernel"
 
+// Workload flags' help, the same for every command.
+const (
+	ContainerHelp    = "only this container, by id (or its first digits) or name (repeatable); in-kernel, and one that starts later too"
+	PodHelp          = "only this Kubernetes pod, by name or UID (repeatable); in-kernel, and one that starts later too"
+	K8sNamespaceHelp = "only the pods of this Kubernetes namespace (repeatable); in-kernel"
+)
+
+// Workloads checks --container, --pod and --k8s-namespace values: names
+// and ids, none empty, none with a control byte (they are echoed).
+func Workloads(sets ...[]string) error {
+	for _, set := range sets {
+		for _, v := range set {
+			if v == "" || strings.ContainsFunc(v, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+				return fmt.Errorf("invalid workload %q: want a name or an id", v)
+			}
+		}
+	}
+	return nil
+}
+
 // CgroupHelp is --cgroup's help, the same for every command.
 const CgroupHelp = "only tasks in this cgroup or below it, as the cgroup field prints it or its path under /sys/fs/cgroup (repeatable); in-kernel"
 

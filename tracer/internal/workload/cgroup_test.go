@@ -70,3 +70,67 @@ func TestShortID(t *testing.T) {
 		t.Errorf("no id: got %q", got)
 	}
 }
+
+func TestSelectorMatches(t *testing.T) {
+	inPod := Identity{Containerd, cid, uid}
+	plain := Identity{Podman, cid, ""}
+	named := Names{Container: "api", Pod: "checkout-7d9f", Namespace: "shop"}
+	for _, c := range []struct {
+		name string
+		sel  Selector
+		id   Identity
+		n    Names
+		want bool
+	}{
+		{"container by full id", Selector{Containers: []string{cid}}, plain, Names{}, true},
+		{"container by short id", Selector{Containers: []string{cid[:12]}}, plain, Names{}, true},
+		{"container by another id", Selector{Containers: []string{"0123456789ab"}}, plain, Names{}, false},
+		{"container by name", Selector{Containers: []string{"api"}}, inPod, named, true},
+		{"container by another name", Selector{Containers: []string{"web"}}, inPod, named, false},
+		{"a name that looks like hex is also a name", Selector{Containers: []string{"cafe"}}, plain, Names{Container: "cafe"}, true},
+		{"pod by uid", Selector{Pods: []string{uid}}, inPod, Names{}, true},
+		{"pod by name", Selector{Pods: []string{"checkout-7d9f"}}, inPod, named, true},
+		{"pod, for a container in none", Selector{Pods: []string{uid}}, plain, Names{}, false},
+		{"namespace", Selector{Namespaces: []string{"shop"}}, inPod, named, true},
+		{"another namespace", Selector{Namespaces: []string{"kube-system"}}, inPod, named, false},
+		{"namespace without names", Selector{Namespaces: []string{"shop"}}, inPod, Names{}, false},
+		{"pod and container, both match", Selector{Pods: []string{"checkout-7d9f"}, Containers: []string{"api"}}, inPod, named, true},
+		{"pod and container, one does not", Selector{Pods: []string{"checkout-7d9f"}, Containers: []string{"web"}}, inPod, named, false},
+		{"either of two containers", Selector{Containers: []string{"web", "api"}}, inPod, named, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if got := c.sel.matches(c.id, c.n); got != c.want {
+				t.Errorf("got %t, want %t", got, c.want)
+			}
+		})
+	}
+}
+
+func TestSelectorNeedsNames(t *testing.T) {
+	for _, c := range []struct {
+		sel  Selector
+		want bool
+	}{
+		{Selector{Containers: []string{cid[:12]}}, false},
+		{Selector{Pods: []string{uid}}, false},
+		{Selector{Containers: []string{"api"}}, true},
+		{Selector{Pods: []string{"checkout-7d9f"}}, true},
+		{Selector{Namespaces: []string{"shop"}}, true},
+	} {
+		if got := c.sel.NeedsNames(); got != c.want {
+			t.Errorf("%+v: got %t, want %t", c.sel, got, c.want)
+		}
+	}
+}
+
+func TestPodDir(t *testing.T) {
+	for path, want := range map[string]string{
+		"/sys/fs/cgroup/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod" + uidU + ".slice/cri-containerd-" + cid + ".scope": "/sys/fs/cgroup/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod" + uidU + ".slice",
+		"/sys/fs/cgroup/kubepods/besteffort/pod" + uid + "/" + cid:                                                                         "/sys/fs/cgroup/kubepods/besteffort/pod" + uid,
+		"/sys/fs/cgroup/machine.slice/libpod-" + cid + ".scope":                                                                            "/sys/fs/cgroup/machine.slice/libpod-" + cid + ".scope",
+	} {
+		if got := podDir(path); got != want {
+			t.Errorf("podDir(%s)\n got %s\nwant %s", path, got, want)
+		}
+	}
+}

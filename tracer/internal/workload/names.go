@@ -49,6 +49,7 @@ type Resolver struct {
 
 	mu      sync.Mutex
 	names   map[string]Names
+	unknown map[string]bool          // ids the runtime said it does not know
 	asked   map[string]chan struct{} // closed when the answer is in names
 	stopped bool
 	wg      sync.WaitGroup
@@ -60,7 +61,7 @@ func NewResolver(sockets ...string) *Resolver {
 	if len(sockets) == 0 {
 		sockets = DockerSockets
 	}
-	r := &Resolver{names: map[string]Names{}, asked: map[string]chan struct{}{}}
+	r := &Resolver{names: map[string]Names{}, unknown: map[string]bool{}, asked: map[string]chan struct{}{}}
 	var why []string
 	for _, s := range sockets {
 		if _, err := os.Stat(s); err != nil {
@@ -163,14 +164,32 @@ func (r *Resolver) ask(id string) chan struct{} {
 		}
 		// A container the runtime does not know (another runtime's, or
 		// gone) is not asked about again until the cache starts over.
-		if err != nil && !errors.Is(err, errNoSuchContainer) {
+		switch {
+		case errors.Is(err, errNoSuchContainer):
+			if len(r.unknown) >= maxNames {
+				clear(r.unknown)
+			}
+			r.unknown[id] = true
+		case err != nil:
 			delete(r.asked, id)
-		} else if len(r.asked) >= maxNames {
+		}
+		if len(r.asked) >= maxNames {
 			clear(r.asked)
 		}
 		close(done)
 	}()
 	return done
+}
+
+// Unknown reports whether the runtime said it has no container id (it
+// belongs to another runtime, or is gone).
+func (r *Resolver) Unknown(id string) bool {
+	if !r.Active() {
+		return false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.unknown[id]
 }
 
 // Close waits for the questions under way.
