@@ -27,6 +27,19 @@ type Names struct {
 // by podman's compatible service (podman.socket), in the order tried.
 var DockerSockets = []string{"/var/run/docker.sock", "/run/podman/podman.sock"}
 
+// runtimeAPI is one container runtime's API, as the resolver uses it.
+type runtimeAPI interface {
+	// inspect gives container id's names; errNoSuchContainer when the
+	// runtime does not know it.
+	inspect(ctx context.Context, id string) (Names, error)
+	// kind names the API for messages: "the Docker Engine API".
+	kind() string
+}
+
+// dialers are the APIs a socket may serve, tried in turn: each returns an
+// API only when the socket answers as that API.
+var dialers = []func(ctx context.Context, socket string) (runtimeAPI, error){dialDocker}
+
 // maxNames bounds the cache of names; past it, it starts over.
 const maxNames = 4096
 
@@ -43,7 +56,7 @@ type Resolver struct {
 	Source string
 
 	socket string
-	client *http.Client
+	api    runtimeAPI
 
 	told bool // Announce has spoken
 
@@ -68,17 +81,20 @@ func NewResolver(sockets ...string) *Resolver {
 			why = append(why, s+": none")
 			continue
 		}
-		c := dockerClient(s)
-		ctx, cancel := context.WithTimeout(context.Background(), askTimeout)
-		err := ping(ctx, c)
-		cancel()
-		if err != nil {
-			why = append(why, fmt.Sprintf("%s: %v", s, err))
-			continue
+		var errs []string
+		for _, dial := range dialers {
+			ctx, cancel := context.WithTimeout(context.Background(), askTimeout)
+			api, err := dial(ctx, s)
+			cancel()
+			if err != nil {
+				errs = append(errs, err.Error())
+				continue
+			}
+			r.socket, r.api = s, api
+			r.Source = "container names from " + api.kind() + " at " + s
+			return r
 		}
-		r.socket, r.client = s, c
-		r.Source = "container names from the Docker Engine API at " + s
-		return r
+		why = append(why, fmt.Sprintf("%s: %s", s, strings.Join(errs, "; ")))
 	}
 	r.Source = "no container runtime API to name containers (" + strings.Join(why, "; ") + "): ids only"
 	return r
@@ -96,7 +112,7 @@ func (r *Resolver) Announce(w io.Writer, cmd string, sawContainer bool) {
 }
 
 // Active reports whether a runtime API answers.
-func (r *Resolver) Active() bool { return r != nil && r.client != nil }
+func (r *Resolver) Active() bool { return r != nil && r.api != nil }
 
 // Names gives what is known of container id now, and asks the runtime in
 // the background when it has not yet.
@@ -152,7 +168,7 @@ func (r *Resolver) ask(id string) chan struct{} {
 	go func() {
 		defer r.wg.Done()
 		ctx, cancel := context.WithTimeout(context.Background(), askTimeout)
-		n, err := inspect(ctx, r.client, id)
+		n, err := r.api.inspect(ctx, id)
 		cancel()
 		r.mu.Lock()
 		defer r.mu.Unlock()
@@ -202,6 +218,22 @@ func (r *Resolver) Close() {
 	r.mu.Unlock()
 	r.wg.Wait()
 }
+
+// docker is the Docker Engine API (docker, podman's compatible service).
+type docker struct{ c *http.Client }
+
+func (docker) kind() string { return "the Docker Engine API" }
+
+// dialDocker returns the Docker Engine API at socket, if it answers a ping.
+func dialDocker(ctx context.Context, socket string) (runtimeAPI, error) {
+	c := dockerClient(socket)
+	if err := ping(ctx, c); err != nil {
+		return nil, err
+	}
+	return docker{c}, nil
+}
+
+func (d docker) inspect(ctx context.Context, id string) (Names, error) { return inspect(ctx, d.c, id) }
 
 // dockerClient talks HTTP over the unix socket at path.
 func dockerClient(path string) *http.Client {
