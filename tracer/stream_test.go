@@ -47,18 +47,21 @@ func TestJSONGolden(t *testing.T) {
 
 func TestTableGolden(t *testing.T) {
 	for _, tc := range []struct {
-		file  string
-		width int
-		color bool
+		file       string
+		width      int
+		color      bool
+		containers bool
 	}{
-		{"events.table", 0, false},
-		{"events-80col.table", 80, false},
-		{"events-80col-color.table", 80, true},
-		{"events-color.table", 200, true},
+		{"events.table", 0, false, false},
+		{"events-80col.table", 80, false, false},
+		{"events-80col-color.table", 80, true, false},
+		{"events-color.table", 200, true, false},
+		{"events-containers.table", 0, false, true},
+		{"events-containers-80col.table", 80, false, true}, // no room: left out
 	} {
 		t.Run(tc.file, func(t *testing.T) {
 			var out bytes.Buffer
-			w, err := stream.NewTable(&out, tc.width, tc.color)
+			w, err := stream.NewTable(&out, tc.width, tc.color, tc.containers)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -111,7 +114,7 @@ func TestTableGolden(t *testing.T) {
 // BenchmarkDecodeTable is BenchmarkDecodeJSON with the table writer.
 func BenchmarkDecodeTable(b *testing.B) {
 	en := proc.NewEnricherAt(b.TempDir())
-	tw, err := stream.NewTableWriter(io.Discard, 0, false)
+	tw, err := stream.NewTableWriter(io.Discard, 0, false, false)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -52,7 +52,7 @@ func WriteTable(w io.Writer, socks []Socket, showNetns bool) error {
 		if showContainer {
 			ctr := "-"
 			if len(s.Holders) > 0 {
-				ctr = textout.Printable(ContainerCell(s.Holders[0].Workload, s.Holders[0].Names))
+				ctr = textout.Printable(workload.Cell(s.Holders[0].Workload, s.Holders[0].Names))
 			}
 			row = slices.Insert(row, len(row)-1, any(ctr))
 		}
@@ -262,26 +262,6 @@ func portFacts(s *Socket) string {
 		facts += ", local port in the ephemeral range"
 	}
 	return facts + ", netns " + strconv.FormatUint(uint64(s.Netns), 10)
-}
-
-// ContainerCell is a table's CONTAINER cell: "pod/container" by name
-// where the runtime named them, else the container's short id, with
-// "pod/" and the pod UID's first 8 digits before it when it is in a pod;
-// "-" for none.
-func ContainerCell(w workload.Identity, n workload.Names) string {
-	switch {
-	case n.Pod != "" && n.Container != "":
-		return n.Pod + "/" + n.Container
-	case n.Container != "":
-		return n.Container
-	case w.ContainerID != "" && w.PodUID != "":
-		return "pod/" + w.PodUID[:8] + "/" + w.ShortID()
-	case w.ContainerID != "":
-		return w.ShortID()
-	case w.PodUID != "":
-		return "pod/" + w.PodUID[:8]
-	}
-	return "-"
 }
 
 // workloadWords says which workload a holder belongs to, by name where

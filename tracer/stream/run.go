@@ -222,7 +222,11 @@ func newWriter(cfg Config, out *bufio.Writer, stdout io.Writer) (writer, error) 
 	}
 	width, tty := textout.TerminalWidth(stdout)
 	color := tty && !cfg.NoColor
-	tw, err := NewTableWriter(out, width, color)
+	containers := !cfg.Workloads.Empty()
+	if root, ok := proc.Cgroup2Root(); ok && !containers {
+		containers = workload.AnyContainer(root)
+	}
+	tw, err := NewTableWriter(out, width, color, containers)
 	if err != nil {
 		return nil, err
 	}
@@ -232,9 +236,9 @@ func newWriter(cfg Config, out *bufio.Writer, stdout io.Writer) (writer, error) 
 // NewTable writes events to w as the stream's table, sized for a terminal
 // of width columns (0: into a pipe), coloured or not: each a row, and
 // under it the lines that say why a call failed or that its executable
-// was deleted.
-func NewTable(w io.Writer, width int, color bool) (*Table, error) {
-	tw, err := NewTableWriter(w, width, color)
+// was deleted; containers adds a CONTAINER column (NewTableWriter).
+func NewTable(w io.Writer, width int, color, containers bool) (*Table, error) {
+	tw, err := NewTableWriter(w, width, color, containers)
 	if err != nil {
 		return nil, err
 	}

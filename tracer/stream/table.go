@@ -3,6 +3,7 @@ package stream
 import (
 	"io"
 	"net/netip"
+	"slices"
 	"strconv"
 
 	"github.com/olekukonko/tablewriter"
@@ -10,6 +11,7 @@ import (
 	twlib "github.com/olekukonko/tablewriter/tw"
 
 	"github.com/porttrace/porttrace/tracer/event"
+	"github.com/porttrace/porttrace/tracer/internal/workload"
 	"github.com/porttrace/porttrace/tracer/textout"
 )
 
@@ -29,6 +31,13 @@ var (
 var (
 	wideWidths   = []int{9, 8, 8, 9, 16, 6, 22, 22, 4, 6, 16}
 	narrowWidths = []int{9, 8, 8, 9, 6, 17, 16, 6}
+)
+
+// The CONTAINER column, in the wide layout only: after COMM, wide enough
+// for "pod/" and a pod UID's first 8 digits and a short id.
+const (
+	containerCol   = 5
+	containerWidth = 27
 )
 
 func sum(ns []int) (s int) {
@@ -53,17 +62,26 @@ type TableWriter struct {
 	tty    bool // on a terminal: a long address puts its port on a line of its own
 	row    []any
 	cols   []int
+	// containers: the wide layout has a CONTAINER column.
+	containers bool
 }
 
 // NewTableWriter starts a table on w sized for a terminal of width columns
 // (0: not a terminal). color marks denials and failures with ANSI colour.
-func NewTableWriter(w io.Writer, width int, color bool) (*TableWriter, error) {
+// containers adds a CONTAINER column after COMM, where the table is wide
+// enough for it (a host that runs containers, a stream scoped to them).
+func NewTableWriter(w io.Writer, width int, color, containers bool) (*TableWriter, error) {
 	cols, header := wideWidths, wideHeader
-	narrow := width > 0 && width < sum(wideWidths)
-	if narrow {
-		cols, header = narrowWidths, narrowHeader
+	if containers {
+		cols = slices.Insert(slices.Clone(cols), containerCol, containerWidth)
+		header = slices.Insert(slices.Clone(header), containerCol, any("CONTAINER"))
 	}
-	tw := &TableWriter{w: w, color: color, narrow: narrow, tty: width > 0, row: make([]any, 0, len(header)), cols: cols}
+	narrow := width > 0 && width < sum(cols)
+	if narrow {
+		cols, header, containers = narrowWidths, narrowHeader, false
+	}
+	tw := &TableWriter{w: w, color: color, narrow: narrow, tty: width > 0, row: make([]any, 0, len(header)), cols: cols,
+		containers: containers}
 	if width == 0 {
 		return tw, tw.line(header)
 	}
@@ -119,7 +137,12 @@ func (tw *TableWriter) Write(ev *event.Event) error {
 	if !tw.narrow {
 		r = append(r, textout.Printable(ev.User))
 	}
-	r = append(r, textout.Printable(ev.Comm), event.ProtoName(ev.Proto))
+	r = append(r, textout.Printable(ev.Comm))
+	if tw.containers {
+		r = append(r, textout.Printable(workload.Cell(workload.Identity{Runtime: ev.ContainerRuntime, ContainerID: ev.ContainerID, PodUID: ev.PodUID},
+			workload.Names{Container: ev.Container, Pod: ev.Pod, Namespace: ev.K8sNamespace})))
+	}
+	r = append(r, event.ProtoName(ev.Proto))
 	r = append(r, hostPort(ev.Local, tw.addrMax(len(r))))
 	r = append(r, hostPort(ev.Remote, tw.addrMax(len(r))))
 	if !tw.narrow {

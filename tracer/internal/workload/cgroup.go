@@ -150,3 +150,23 @@ func isUID(s string) bool {
 	}
 	return true
 }
+
+// Cell is a table's CONTAINER cell: "pod/container" by name
+// where the runtime named them, else the container's short id, with
+// "pod/" and the pod UID's first 8 digits before it when it is in a pod;
+// "-" for none.
+func Cell(w Identity, n Names) string {
+	switch {
+	case n.Pod != "" && n.Container != "":
+		return n.Pod + "/" + n.Container
+	case n.Container != "":
+		return n.Container
+	case w.ContainerID != "" && w.PodUID != "":
+		return "pod/" + w.PodUID[:8] + "/" + w.ShortID()
+	case w.ContainerID != "":
+		return w.ShortID()
+	case w.PodUID != "":
+		return "pod/" + w.PodUID[:8]
+	}
+	return "-"
+}

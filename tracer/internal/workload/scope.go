@@ -282,3 +282,17 @@ func statIno(path string) (uint64, error) {
 	}
 	return st.Ino, nil
 }
+
+// AnyContainer reports whether a container's cgroup is under root now: a
+// host that runs containers gets a CONTAINER column in the stream.
+func AnyContainer(root string) bool {
+	found := false
+	_ = filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err == nil && d.IsDir() && FromCgroup("/"+strings.TrimPrefix(strings.TrimPrefix(path, root), "/")).ContainerID != "" {
+			found = true
+			return filepath.SkipAll
+		}
+		return nil
+	})
+	return found
+}
