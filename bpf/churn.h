@@ -97,6 +97,7 @@ static __always_inline void churn_count(const struct event *e)
 
 		pk.pid = e->pid;
 		pk.netns = e->netns;
+		pk.cgroup_id = bpf_get_current_cgroup_id();
 		__builtin_memcpy(pk.comm, e->comm, sizeof(pk.comm));
 		c = lookup_or_init(&churn_proc, &pk, &zc);
 		if (c) {

@@ -107,6 +107,7 @@ struct churn_proc_key {
 	__u32 pid;
 	__u32 netns;
 	char comm[TASK_COMM_LEN];
+	__u64 cgroup_id; /* the cgroup v2 the process called from: its container, its pod */
 };
 
 struct churn_counts {

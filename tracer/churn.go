@@ -43,9 +43,10 @@ func (n *NetnsChurn) TotalFails() (s uint64) {
 
 // ProcKey names a process that allocated ports.
 type ProcKey struct {
-	PID   uint32
-	Netns uint32
-	Comm  string
+	PID      uint32
+	Netns    uint32
+	Comm     string
+	CgroupID uint64 // the cgroup v2 it called from
 }
 
 // DestKey is a destination within a network namespace.
@@ -141,7 +142,7 @@ func readChurnProcs(m *sharedMaps, ct *ChurnTotals) error {
 	var cv []porttraceChurnCounts
 	it := m.ChurnProc.Iterate()
 	for it.Next(&pk, &cv) {
-		key := ProcKey{pk.Pid, pk.Netns, commString(&pk.Comm)}
+		key := ProcKey{pk.Pid, pk.Netns, commString(&pk.Comm), pk.CgroupId}
 		c := ct.Procs[key]
 		c.add(sumCounts(cv))
 		ct.Procs[key] = c

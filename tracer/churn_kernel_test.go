@@ -11,11 +11,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
 
 	"github.com/porttrace/porttrace/tracer"
 	"github.com/porttrace/porttrace/tracer/churn"
 	"github.com/porttrace/porttrace/tracer/event"
+	"github.com/porttrace/porttrace/tracer/internal/proc"
+	"github.com/porttrace/porttrace/tracer/internal/workload"
 )
 
 // startChurn attaches a churn-mode tracer for this process.
@@ -309,5 +312,82 @@ func TestKernelChurnExhaustion(t *testing.T) {
 	var buf strings.Builder
 	if err := churn.WriteTable(&buf, r); err != nil || !strings.Contains(buf.String(), "EXHAUSTED") {
 		t.Errorf("table does not say EXHAUSTED:\n%s", buf.String())
+	}
+}
+
+// Churn adds up the allocations of a container's processes into a row of
+// its own, and /metrics exports it when --metrics-workloads asks.
+func TestKernelChurnByWorkload(t *testing.T) {
+	tracer.NeedRoot(t)
+	ns := tracer.NewNetns(t)
+	b := tracer.Backend(t)
+	tr, err := tracer.New(tracer.Options{Backend: b, Churn: true, Netns: []uint32{ns.Inode}, Events: tracer.KindsOf(event.KindBind, event.KindConnect)})
+	tracer.SkipUnsupported(t, b, err)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	first, err := tr.ReadChurn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	state := churn.NewState(first)
+	l := tracer.WorkloadLayouts(t)[6] // podman, systemd
+	cg, root := tracer.MakeCgroup(t, l.Path)
+	en := proc.NewEnricherAt(t.TempDir(), root)
+	state.Workload = func(id uint64) (workload.Identity, workload.Names) { return en.CgroupWorkload(id, time.Now()) }
+	for i := range 4 { // three binds to port 0 in the container, one outside it
+		cmd := tracer.HelperCmd(tracer.HelperExe(t), 0, "udp", "127.0.0.1:0")
+		if i < 3 {
+			cmd.SysProcAttr.UseCgroupFD = true
+			cmd.SysProcAttr.CgroupFD = int(cg.Fd())
+		}
+		h := tracer.RunHelper(t, ns, cmd)
+		if _, errno := h.Bind(t); errno != "" {
+			t.Fatal(errno)
+		}
+	}
+	cur, err := tr.ReadChurn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := state.Next(cur)
+	var n *churn.NetnsReport
+	for i := range r.Netns {
+		if r.Netns[i].Netns == ns.Inode {
+			n = &r.Netns[i]
+		}
+	}
+	if n == nil {
+		t.Fatalf("no report for netns %d", ns.Inode)
+	}
+	if len(n.Workloads) != 1 || n.Workloads[0].Workload.ContainerID != l.ContainerID || n.Workloads[0].Allocs != 3 {
+		t.Fatalf("workload rows %+v, want one: container %s, 3 allocations", n.Workloads, l.ContainerID)
+	}
+	m := churn.NewCollector(0, 5)
+	m.Set(r)
+	reg := prometheus.NewPedanticRegistry()
+	if err := reg.Register(m); err != nil {
+		t.Fatal(err)
+	}
+	fams, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, f := range fams {
+		if f.GetName() != "porttrace_ephemeral_workload_allocations_total" {
+			continue
+		}
+		for _, mt := range f.Metric {
+			for _, lp := range mt.Label {
+				if lp.GetName() == "container_id" && lp.GetValue() == l.ContainerID && mt.Counter.GetValue() == 3 {
+					found = true
+				}
+			}
+		}
+	}
+	if !found {
+		t.Errorf("no porttrace_ephemeral_workload_allocations_total 3 for container %s in %v", l.ContainerID, fams)
 	}
 }

@@ -45,7 +45,7 @@ func TestKernelChurnMetrics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := churn.NewCollector(2)
+	m := churn.NewCollector(2, 0)
 	m.Set(state.Next(cur))
 	srv, err := promserve.Serve("127.0.0.1:0", m, promserve.DefaultLimits, t.Output())
 	if err != nil {

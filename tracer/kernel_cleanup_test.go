@@ -2,10 +2,10 @@ package tracer
 
 import (
 	"bufio"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -34,36 +34,41 @@ func holdTracer() int {
 	return 1
 }
 
-// loadedPrograms counts the BPF programs loaded in the kernel that bear
-// the names of porttrace's (as the kernel keeps them: 15 bytes).
-func loadedPrograms(t *testing.T) int {
+// heldPrograms are the ids of the BPF programs process pid holds open,
+// from /proc/PID/fdinfo: its own, whatever else runs on the machine.
+func heldPrograms(t *testing.T, pid int) []ebpf.ProgramID {
 	t.Helper()
-	spec, err := loadPorttrace()
+	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fdinfo", pid))
 	if err != nil {
 		t.Fatal(err)
 	}
-	names := map[string]bool{}
-	for name := range spec.Programs {
-		names[name[:min(len(name), 15)]] = true
-	}
-	n := 0
-	for id := ebpf.ProgramID(0); ; {
-		id, err = ebpf.ProgramGetNextID(id)
-		if errors.Is(err, os.ErrNotExist) {
-			return n
-		}
+	var ids []ebpf.ProgramID
+	for _, fd := range fds {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/%s", pid, fd.Name()))
 		if err != nil {
-			t.Fatal(err)
+			continue
 		}
-		p, err := ebpf.NewProgramFromID(id)
-		if err != nil {
-			continue // unloaded meanwhile
+		for line := range strings.Lines(string(b)) {
+			if v, ok := strings.CutPrefix(line, "prog_id:"); ok {
+				if id, err := strconv.ParseUint(strings.TrimSpace(v), 10, 32); err == nil {
+					ids = append(ids, ebpf.ProgramID(id))
+				}
+			}
 		}
-		if info, err := p.Info(); err == nil && names[info.Name] {
-			n++
-		}
-		p.Close()
 	}
+	return ids
+}
+
+// stillLoaded are those of ids the kernel still has.
+func stillLoaded(ids []ebpf.ProgramID) []ebpf.ProgramID {
+	var left []ebpf.ProgramID
+	for _, id := range ids {
+		if p, err := ebpf.NewProgramFromID(id); err == nil {
+			p.Close()
+			left = append(left, id)
+		}
+	}
+	return left
 }
 
 // porttraceKprobes counts the kprobe events named for porttrace in tracefs.
@@ -92,7 +97,7 @@ func porttraceKprobes() int {
 func TestKernelKilledTracerLeavesNothing(t *testing.T) {
 	NeedRoot(t)
 	newTracer(t, Options{Backend: Backend(t), Events: AllKinds()}).Close()
-	progs, kprobes := loadedPrograms(t), porttraceKprobes()
+	kprobes := porttraceKprobes()
 
 	hold := func() *exec.Cmd {
 		cmd := exec.Command(os.Args[0])
@@ -111,8 +116,9 @@ func TestKernelKilledTracerLeavesNothing(t *testing.T) {
 		return cmd
 	}
 	holder := hold()
-	if got := loadedPrograms(t); got <= progs {
-		t.Fatalf("%d porttrace programs loaded with a tracer holding them, %d before", got, progs)
+	progs := heldPrograms(t, holder.Process.Pid)
+	if len(progs) == 0 {
+		t.Fatal("the tracer holds no BPF program")
 	}
 	heldKprobes := porttraceKprobes()
 
@@ -126,13 +132,13 @@ func TestKernelKilledTracerLeavesNothing(t *testing.T) {
 	holder.Wait()
 	newTracer(t, Options{Backend: Backend(t), Events: AllKinds()}).Close()
 	// The kernel frees a program after its last reference, not always at once.
-	got := loadedPrograms(t)
-	for deadline := time.Now().Add(5 * time.Second); got > progs && time.Now().Before(deadline); {
+	left := stillLoaded(progs)
+	for deadline := time.Now().Add(5 * time.Second); len(left) > 0 && time.Now().Before(deadline); {
 		time.Sleep(50 * time.Millisecond)
-		got = loadedPrograms(t)
+		left = stillLoaded(progs)
 	}
-	if got > progs {
-		t.Errorf("%d porttrace programs loaded after a killed tracer, %d before it", got, progs)
+	if len(left) > 0 {
+		t.Errorf("programs %v of a killed tracer still loaded", left)
 	}
 	if got := porttraceKprobes(); got > kprobes {
 		t.Errorf("%d porttrace kprobe events left after a killed tracer, %d before it", got, kprobes)

@@ -64,10 +64,11 @@ type porttraceChurnNsKey struct {
 }
 
 type porttraceChurnProcKey struct {
-	_     structs.HostLayout
-	Pid   uint32
-	Netns uint32
-	Comm  [16]int8
+	_        structs.HostLayout
+	Pid      uint32
+	Netns    uint32
+	Comm     [16]int8
+	CgroupId uint64
 }
 
 type porttraceCounter uint32

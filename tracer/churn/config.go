@@ -34,6 +34,11 @@ type Config struct {
 	Netns []string
 	// Workloads are --container, --pod and --k8s-namespace.
 	Workloads workload.Selector
+	// RuntimeSockets name the container runtime APIs to ask for names.
+	RuntimeSockets []string
+	// MetricsWorkloads is --metrics-workloads: how many containers a
+	// namespace exports as series.
+	MetricsWorkloads int
 }
 
 // DefaultConfig refreshes every second, as a table.
@@ -53,6 +58,8 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.StringArrayVar(&c.Workloads.Containers, "container", nil, flagcheck.ContainerHelp)
 	fs.StringArrayVar(&c.Workloads.Pods, "pod", nil, flagcheck.PodHelp)
 	fs.StringArrayVar(&c.Workloads.Namespaces, "k8s-namespace", nil, flagcheck.K8sNamespaceHelp)
+	fs.StringArrayVar(&c.RuntimeSockets, "runtime-socket", c.RuntimeSockets, flagcheck.RuntimeSocketHelp)
+	fs.IntVar(&c.MetricsWorkloads, "metrics-workloads", c.MetricsWorkloads, "also export the N busiest containers per netns as series")
 	fs.StringVar(&c.backend, "backend", c.backend, "kernel hooks: auto, fentry, kprobe or tracepoint")
 	fs.BoolVarP(&c.Verbose, "verbose", "v", c.Verbose, flagcheck.VerboseHelp)
 }
@@ -68,6 +75,12 @@ func (c *Config) Validate() error {
 	}
 	if c.MetricsDests > 0 && c.Metrics == "" {
 		return errors.New("--metrics-destinations needs --metrics")
+	}
+	if c.MetricsWorkloads < 0 || c.MetricsWorkloads > 1000 {
+		return fmt.Errorf("invalid --metrics-workloads %d: want 0 to 1000", c.MetricsWorkloads)
+	}
+	if c.MetricsWorkloads > 0 && c.Metrics == "" {
+		return errors.New("--metrics-workloads needs --metrics")
 	}
 	var err error
 	if c.Backend, err = flagcheck.Backend(c.backend); err != nil {

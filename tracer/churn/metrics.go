@@ -13,22 +13,32 @@ import (
 // namespace, with the MaxDests busiest destinations of each as series of
 // their own when asked for (labels stay low-cardinality otherwise).
 type Collector struct {
-	mu       sync.Mutex
-	report   *Report
-	maxDests int
+	mu           sync.Mutex
+	report       *Report
+	maxDests     int
+	maxWorkloads int
 
 	allocsDesc, failsDesc, inUseDesc, timeWaitDesc, rangeDesc, etaDesc,
-	overflowDesc, destInUseDesc, destAllocsDesc *prometheus.Desc
+	overflowDesc, destInUseDesc, destAllocsDesc, workloadAllocsDesc, workloadFailsDesc *prometheus.Desc
 }
 
-// NewCollector serves no report until Set; maxDests destinations of each
-// namespace are exported.
-func NewCollector(maxDests int) *Collector {
+// workloadLabels name a container, or a pod outside its containers: ids
+// always, names where the runtime gave them (empty otherwise).
+var workloadLabels = []string{"netns", "container_id", "pod_uid", "container", "pod", "k8s_namespace"}
+
+// NewCollector serves no report until Set; maxDests destinations and
+// maxWorkloads containers of each namespace are exported.
+func NewCollector(maxDests, maxWorkloads int) *Collector {
 	d := func(name, help string, labels ...string) *prometheus.Desc {
 		return prometheus.NewDesc("porttrace_"+name, help, labels, nil)
 	}
 	return &Collector{
-		maxDests:       maxDests,
+		maxDests:     maxDests,
+		maxWorkloads: maxWorkloads,
+		workloadAllocsDesc: d("ephemeral_workload_allocations_total",
+			"Ephemeral ports allocated by the processes of one container (--metrics-workloads).", workloadLabels...),
+		workloadFailsDesc: d("ephemeral_workload_failures_total",
+			"Ephemeral port allocations that failed in one container (--metrics-workloads).", workloadLabels...),
 		allocsDesc:     d("ephemeral_allocations_total", "Ephemeral ports allocated (connect autobind, bind to port 0).", "netns", "call"),
 		failsDesc:      d("ephemeral_failures_total", "Ephemeral port allocations that failed, by errno.", "netns", "errno"),
 		inUseDesc:      d("ephemeral_ports_in_use", "Ports of the ephemeral range some socket holds, each counted once, TIME_WAIT included.", "netns"),
@@ -51,7 +61,7 @@ func (c *Collector) Set(r *Report) {
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.allocsDesc, c.failsDesc, c.inUseDesc, c.timeWaitDesc, c.rangeDesc,
-		c.etaDesc, c.overflowDesc, c.destInUseDesc, c.destAllocsDesc} {
+		c.etaDesc, c.overflowDesc, c.destInUseDesc, c.destAllocsDesc, c.workloadAllocsDesc, c.workloadFailsDesc} {
 		ch <- d
 	}
 }
@@ -77,6 +87,11 @@ func (c *Collector) collectNetns(ch chan<- prometheus.Metric, n *NetnsReport) {
 	}
 	for errno, v := range n.FailsTotal {
 		ch <- prometheus.MustNewConstMetric(c.failsDesc, prometheus.CounterValue, float64(v), ns, errno)
+	}
+	for _, w := range n.Workloads[:min(c.maxWorkloads, len(n.Workloads))] {
+		labels := []string{ns, w.Workload.ContainerID, w.Workload.PodUID, w.Names.Container, w.Names.Pod, w.Names.Namespace}
+		ch <- prometheus.MustNewConstMetric(c.workloadAllocsDesc, prometheus.CounterValue, float64(w.Allocs), labels...)
+		ch <- prometheus.MustNewConstMetric(c.workloadFailsDesc, prometheus.CounterValue, float64(w.Fails), labels...)
 	}
 	if n.UsageErr != "" {
 		return

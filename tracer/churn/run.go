@@ -11,6 +11,7 @@ import (
 	"github.com/porttrace/porttrace/tracer"
 	"github.com/porttrace/porttrace/tracer/event"
 	"github.com/porttrace/porttrace/tracer/internal/netns"
+	"github.com/porttrace/porttrace/tracer/internal/proc"
 	"github.com/porttrace/porttrace/tracer/internal/workload"
 	"github.com/porttrace/porttrace/tracer/textout"
 )
@@ -25,7 +26,7 @@ func Run(ctx context.Context, cfg Config, stdout, stderr io.Writer) error {
 	}
 	var metrics *Collector
 	if cfg.Metrics != "" {
-		metrics = NewCollector(cfg.MetricsDests)
+		metrics = NewCollector(cfg.MetricsDests, cfg.MetricsWorkloads)
 	}
 	cgroups := cfg.Cgroups
 	if !cfg.Workloads.Empty() {
@@ -37,12 +38,11 @@ func Run(ctx context.Context, cfg Config, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer detach()
+	// Rows and series by container name where a runtime's API answers.
+	names := workload.NewResolver(cfg.RuntimeSockets...)
+	defer names.Close()
+	names.Announce(stderr, "porttrace churn", false)
 	if !cfg.Workloads.Empty() {
-		var names *workload.Resolver
-		if cfg.Workloads.NeedsNames() {
-			names = workload.NewResolver()
-			defer names.Close()
-		}
 		wctx, stopWatch := context.WithCancel(ctx)
 		defer stopWatch()
 		// Counted in the kernel, churn has no call to judge: a workload
@@ -56,6 +56,9 @@ func Run(ctx context.Context, cfg Config, stdout, stderr io.Writer) error {
 		return err
 	}
 	state := NewState(first)
+	en := proc.NewEnricher()
+	en.NameContainers(names)
+	state.Workload = func(id uint64) (workload.Identity, workload.Names) { return en.CgroupWorkload(id, time.Now()) }
 	if cfg.Duration > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, cfg.Duration)

@@ -11,6 +11,7 @@ import (
 	"github.com/porttrace/porttrace/tracer"
 	"github.com/porttrace/porttrace/tracer/event"
 	"github.com/porttrace/porttrace/tracer/internal/netns"
+	"github.com/porttrace/porttrace/tracer/internal/workload"
 )
 
 // How far back the growth of usage is measured for the exhaustion
@@ -50,7 +51,21 @@ type NetnsReport struct {
 	History    []float64 // allocations/s, oldest first
 	Dests      []DestReport
 	Procs      []ProcReport
-	UsageErr   string // why usage could not be read, if it could not
+	// Workloads are the containers (or pods) the processes called from,
+	// busiest first; none where no process was in one.
+	Workloads []WorkloadReport
+	UsageErr  string // why usage could not be read, if it could not
+}
+
+// WorkloadReport is the churn of the processes of one container (or of a
+// pod's cgroup outside its containers).
+type WorkloadReport struct {
+	Workload     workload.Identity
+	Names        workload.Names
+	AllocsPerSec float64
+	FailsPerSec  float64
+	Allocs       uint64
+	Fails        uint64
 }
 
 // DestReport is the churn towards one destination.
@@ -67,6 +82,7 @@ type DestReport struct {
 type ProcReport struct {
 	PID          uint32
 	Comm         string
+	CgroupID     uint64
 	AllocsPerSec float64
 	FailsPerSec  float64
 	Allocs       uint64
@@ -95,6 +111,10 @@ type State struct {
 	atRisk   map[uint32]bool
 	scanned  time.Time
 	Summary  Summary
+
+	// Workload names the container and pod a cgroup id is in (nil:
+	// no workload rows).
+	Workload func(cgroupID uint64) (workload.Identity, workload.Names)
 
 	// usage reads a namespace's PortUsage; namespaces lists every
 	// namespace there is. Tests replace both.
@@ -238,6 +258,7 @@ func (s *State) netnsReport(ns uint32, cur *tracer.ChurnTotals, dt float64) Netn
 	}
 	nr.Dests = s.destReports(&nr, u, cur, dt)
 	nr.Procs = s.procReports(ns, cur, dt)
+	nr.Workloads = s.workloadReports(nr.Procs)
 	s.Summary.PeakAllocsPerSec = math.Max(s.Summary.PeakAllocsPerSec, nr.AllocsPerSec)
 	s.Summary.PeakUsagePct = math.Max(s.Summary.PeakUsagePct, nr.UsagePct)
 	return nr
@@ -308,7 +329,7 @@ func (s *State) procReports(ns uint32, cur *tracer.ChurnTotals, dt float64) []Pr
 		}
 		p := s.prev.Procs[k]
 		reports = append(reports, ProcReport{
-			PID: k.PID, Comm: k.Comm, Allocs: c.Allocs, Fails: c.Fails,
+			PID: k.PID, Comm: k.Comm, CgroupID: k.CgroupID, Allocs: c.Allocs, Fails: c.Fails,
 			AllocsPerSec: float64(c.Allocs-p.Allocs) / dt, FailsPerSec: float64(c.Fails-p.Fails) / dt,
 		})
 	}
@@ -317,6 +338,45 @@ func (s *State) procReports(ns uint32, cur *tracer.ChurnTotals, dt float64) []Pr
 			cmp.Compare(b.Allocs+b.Fails, a.Allocs+a.Fails), cmp.Compare(a.PID, b.PID))
 	})
 	return reports
+}
+
+// workloadReports adds up the processes by the container (or pod) they
+// called from, busiest first.
+func (s *State) workloadReports(procs []ProcReport) []WorkloadReport {
+	if s.Workload == nil {
+		return nil
+	}
+	byID := map[workload.Identity]*WorkloadReport{}
+	var reports []*WorkloadReport
+	for _, p := range procs {
+		id, names := s.Workload(p.CgroupID)
+		if !id.Known() {
+			continue
+		}
+		w := byID[id]
+		if w == nil {
+			w = &WorkloadReport{Workload: id, Names: names}
+			byID[id] = w
+			reports = append(reports, w)
+		}
+		if w.Names == (workload.Names{}) {
+			w.Names = names
+		}
+		w.AllocsPerSec += p.AllocsPerSec
+		w.FailsPerSec += p.FailsPerSec
+		w.Allocs += p.Allocs
+		w.Fails += p.Fails
+	}
+	out := make([]WorkloadReport, len(reports))
+	for i, w := range reports {
+		out[i] = *w
+	}
+	slices.SortFunc(out, func(a, b WorkloadReport) int {
+		return cmp.Or(cmp.Compare(b.AllocsPerSec+b.FailsPerSec, a.AllocsPerSec+a.FailsPerSec),
+			cmp.Compare(b.Allocs+b.Fails, a.Allocs+a.Fails), cmp.Compare(a.Workload.ContainerID, b.Workload.ContainerID),
+			cmp.Compare(a.Workload.PodUID, b.Workload.PodUID))
+	})
+	return out
 }
 
 // grow records a usage sample under key and returns the growth per second

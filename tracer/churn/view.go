@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/porttrace/porttrace/tracer/event"
+	"github.com/porttrace/porttrace/tracer/internal/workload"
 	"github.com/porttrace/porttrace/tracer/textout"
 )
 
@@ -49,6 +50,12 @@ func WriteTable(w io.Writer, r *Report) error {
 					inUse, headroom = "-", "-"
 				}
 				fmt.Fprintf(&b, "  %-28s %7s %7s %7s %9s %s\n", d.Dest, rate(d.AllocsPerSec), rate(d.FailsPerSec), inUse, headroom, etaString(d.Exhaustion))
+			}
+		}
+		if len(n.Workloads) > 0 {
+			fmt.Fprintf(&b, "  %-27s %7s %7s %9s %7s\n", "CONTAINER", "ALLOC/S", "FAIL/S", "ALLOCS", "FAILS")
+			for _, w := range n.Workloads[:min(topN, len(n.Workloads))] {
+				fmt.Fprintf(&b, "  %-27s %7s %7s %9d %7d\n", textout.Printable(workload.Cell(w.Workload, w.Names)), rate(w.AllocsPerSec), rate(w.FailsPerSec), w.Allocs, w.Fails)
 			}
 		}
 		if len(n.Procs) > 0 {
@@ -181,6 +188,20 @@ func appendNetnsJSON(buf []byte, n *NetnsReport) []byte {
 		buf = textout.AppendFloat(buf, "fails_per_s", p.FailsPerSec)
 		buf = textout.AppendUint(buf, "allocs_total", p.Allocs)
 		buf = textout.AppendUint(buf, "fails_total", p.Fails)
+		buf = append(buf, '}')
+	}
+	buf = append(buf, `],"workloads":[`...)
+	for j, w := range n.Workloads {
+		if j > 0 {
+			buf = append(buf, ',')
+		}
+		buf = append(buf, `{"workload":`...)
+		buf = textout.AppendJSONString(buf, workload.Cell(w.Workload, w.Names))
+		buf = workload.AppendJSON(buf, w.Workload, w.Names)
+		buf = textout.AppendFloat(buf, "allocs_per_s", w.AllocsPerSec)
+		buf = textout.AppendFloat(buf, "fails_per_s", w.FailsPerSec)
+		buf = textout.AppendUint(buf, "allocs_total", w.Allocs)
+		buf = textout.AppendUint(buf, "fails_total", w.Fails)
 		buf = append(buf, '}')
 	}
 	buf = append(buf, "]}"...)

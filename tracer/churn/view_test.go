@@ -10,6 +10,7 @@ import (
 	"github.com/porttrace/porttrace/tracer"
 	"github.com/porttrace/porttrace/tracer/event"
 	"github.com/porttrace/porttrace/tracer/internal/golden"
+	"github.com/porttrace/porttrace/tracer/internal/workload"
 )
 
 func sampleChurnReport() *Report {
@@ -35,6 +36,11 @@ func sampleChurnReport() *Report {
 					{PID: 6666, Comm: "\x1b]0;PWN\x07zz", AllocsPerSec: 1, Allocs: 7},
 					{PID: 6667, Comm: "a\nb\tc\xff", AllocsPerSec: 1, Allocs: 3},
 				},
+				Workloads: []WorkloadReport{
+					{Workload: workload.FromCgroup("/kubepods.slice/kubepods-pod6d0c1a2b_3c4d_4e5f_8a9b_0c1d2e3f4a5b.slice/cri-containerd-9f3a6c1e2b4d5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8.scope"),
+						Names: workload.Names{Container: "loadgen", Pod: "loadtest-5c8b", Namespace: "perf"}, AllocsPerSec: 14119, FailsPerSec: 2, Allocs: 28317, Fails: 2},
+					{Workload: workload.FromCgroup("/libpod_parent/libpod-4c2e0d1f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d"), AllocsPerSec: 1, Allocs: 7},
+				},
 			},
 			{
 				Netns: 4026532315, UsageErr: "network namespace 4026532315: no process or mount holds it",
@@ -55,8 +61,8 @@ func TestChurnTableGolden(t *testing.T) {
 	if i := strings.IndexFunc(b.String(), func(r rune) bool { return r < 0x20 && r != '\n' || r == 0x7f }); i >= 0 {
 		t.Errorf("control byte %q in the churn table at offset %d", b.String()[i], i)
 	}
-	if lines := strings.Count(b.String(), "\n"); lines != 17 {
-		t.Errorf("%d lines, want 17: a process name broke a line", lines)
+	if lines := strings.Count(b.String(), "\n"); lines != 20 {
+		t.Errorf("%d lines, want 20: a process name broke a line", lines)
 	}
 }
 

@@ -164,7 +164,7 @@ func AppendSocketJSON(buf []byte, kind string, at time.Time, s *Socket) []byte {
 		if h.Cgroup != "" {
 			buf = textout.AppendText(buf, "cgroup", h.Cgroup)
 		}
-		buf = appendWorkloadJSON(buf, h.Workload, h.Names)
+		buf = workload.AppendJSON(buf, h.Workload, h.Names)
 	}
 	buf = append(buf, `,"holders":[`...)
 	for i := range s.Holders {
@@ -189,7 +189,7 @@ func appendHolderJSON(buf []byte, h *Holder) []byte {
 	buf = textout.AppendText(buf, "exe", h.Exe)
 	buf = textout.AppendBool(buf, "exe_deleted", h.ExeDeleted)
 	buf = textout.AppendText(buf, "cgroup", h.Cgroup)
-	buf = appendWorkloadJSON(buf, h.Workload, h.Names)
+	buf = workload.AppendJSON(buf, h.Workload, h.Names)
 	if !h.Start.IsZero() {
 		buf = textout.AppendStr(buf, "start", h.Start.UTC().Format(time.RFC3339))
 	}
@@ -284,31 +284,6 @@ func workloadWords(w workload.Identity, n workload.Names) string {
 		parts = append(parts, "container "+w.ShortID())
 	}
 	return strings.Join(parts, ", ")
-}
-
-// appendWorkloadJSON appends the fields of the workload a cgroup names,
-// and the names its runtime gave, those known only, as events write them.
-func appendWorkloadJSON(buf []byte, w workload.Identity, n workload.Names) []byte {
-	if w.Runtime != "" {
-		buf = textout.AppendStr(buf, "container_runtime", w.Runtime)
-	}
-	if w.ContainerID != "" {
-		buf = textout.AppendStr(buf, "container_id", w.ContainerID)
-	}
-	if w.PodUID != "" {
-		buf = textout.AppendStr(buf, "pod_uid", w.PodUID)
-	}
-	if n.Container != "" {
-		buf = textout.AppendText(buf, "container", n.Container)
-	}
-	if n.Pod != "" {
-		buf = textout.AppendText(buf, "pod", n.Pod)
-		buf = textout.AppendText(buf, "k8s_namespace", n.Namespace)
-	}
-	if n.Image != "" {
-		buf = textout.AppendText(buf, "image", n.Image)
-	}
-	return buf
 }
 
 // holderLine is one process holding a socket, with what tells it apart

@@ -81,6 +81,18 @@ func (en *Enricher) Enrich(ev *event.Event) {
 	}
 }
 
+// CgroupWorkload is the workload in cgroup id, from its path, and its
+// names where the runtime has told them (without waiting for them).
+func (en *Enricher) CgroupWorkload(id uint64, now time.Time) (workload.Identity, workload.Names) {
+	path, ok := en.cgroups.path(id, now)
+	if !ok {
+		return workload.Identity{}, workload.Names{}
+	}
+	w := en.Workload(path)
+	n, _ := en.names.Names(w.ContainerID)
+	return w, n
+}
+
 // NameContainers has Enrich name containers through r (nil: ids only).
 func (en *Enricher) NameContainers(r *workload.Resolver) { en.names = r }
 

@@ -6,6 +6,8 @@ package workload
 
 import (
 	"strings"
+
+	"github.com/porttrace/porttrace/tracer/textout"
 )
 
 // Identity is what a cgroup path says about the workload in it.
@@ -169,4 +171,30 @@ func Cell(w Identity, n Names) string {
 		return "pod/" + w.PodUID[:8]
 	}
 	return "-"
+}
+
+// AppendJSON appends the fields of the workload a cgroup names,
+// and the names its runtime gave, those known only, as events write them
+// (each field after a comma: not the first of an object).
+func AppendJSON(buf []byte, w Identity, n Names) []byte {
+	if w.Runtime != "" {
+		buf = textout.AppendStr(buf, "container_runtime", w.Runtime)
+	}
+	if w.ContainerID != "" {
+		buf = textout.AppendStr(buf, "container_id", w.ContainerID)
+	}
+	if w.PodUID != "" {
+		buf = textout.AppendStr(buf, "pod_uid", w.PodUID)
+	}
+	if n.Container != "" {
+		buf = textout.AppendText(buf, "container", n.Container)
+	}
+	if n.Pod != "" {
+		buf = textout.AppendText(buf, "pod", n.Pod)
+		buf = textout.AppendText(buf, "k8s_namespace", n.Namespace)
+	}
+	if n.Image != "" {
+		buf = textout.AppendText(buf, "image", n.Image)
+	}
+	return buf
 }
