@@ -218,9 +218,11 @@ func TestKernelWorkloadScope(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		var stderr strings.Builder
-		if _, err := ScopeWorkloads(ctx, c.tr, workload.Selector{Pods: []string{uid1}}, nil, "porttrace", &stderr); err != nil {
+		w, err := ScopeWorkloads(ctx, c.tr, workload.Selector{Pods: []string{uid1}}, nil, "porttrace", &stderr)
+		if err != nil {
 			t.Fatal(err)
 		}
+		defer w.Stop()
 		later, _ := MakeCgroup(t, podPath(uidU1, c3)) // the pod's next container
 		bindIn(ns, first, 31370)
 		bindIn(ns, other, 31371)
@@ -240,9 +242,11 @@ func TestKernelWorkloadScope(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		var stderr strings.Builder
-		if _, err := ScopeWorkloads(ctx, c.tr, workload.Selector{Containers: []string{cid[:12]}}, nil, "porttrace", &stderr); err != nil {
+		w, err := ScopeWorkloads(ctx, c.tr, workload.Selector{Containers: []string{cid[:12]}}, nil, "porttrace", &stderr)
+		if err != nil {
 			t.Fatal(err)
 		}
+		defer w.Stop()
 		if !strings.Contains(stderr.String(), "nothing running matches --container "+cid[:12]+" yet") {
 			t.Errorf("stderr: %q", stderr.String())
 		}
@@ -279,6 +283,7 @@ func TestKernelWorkloadJudgedAtFirstCall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer w.Stop()
 	mine, root := MakeCgroup(t, "/machine.slice/libpod-"+cid+".scope")
 	theirs, _ := MakeCgroup(t, "/machine.slice/libpod-"+other+".scope")
 	for i, cg := range []*os.File{mine, theirs, mine} { // at once: no scan has run

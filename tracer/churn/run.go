@@ -47,9 +47,11 @@ func Run(ctx context.Context, cfg Config, stdout, stderr io.Writer) error {
 		defer stopWatch()
 		// Counted in the kernel, churn has no call to judge: a workload
 		// that starts later is counted from the scan that finds it.
-		if _, err := tracer.ScopeWorkloads(wctx, t, cfg.Workloads, names, "porttrace churn", stderr); err != nil {
+		scope, err := tracer.ScopeWorkloads(wctx, t, cfg.Workloads, names, "porttrace churn", stderr)
+		if err != nil {
 			return err
 		}
+		defer scope.Stop() // before detach: no verdict is set on closed maps
 	}
 	first, err := t.ReadChurn()
 	if err != nil {

@@ -52,6 +52,7 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer, stderr io.Writer) er
 		if scope, err = tracer.ScopeWorkloads(wctx, t, cfg.Workloads, names, "porttrace", stderr); err != nil {
 			return err
 		}
+		defer scope.Stop() // before detach: no verdict is set on closed maps
 	}
 	if srv != nil {
 		metrics.port = srv.Port()

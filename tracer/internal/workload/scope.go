@@ -103,26 +103,33 @@ type Watcher struct {
 	mu      sync.Mutex
 	verdict map[uint64]bool // by cgroup id, those given to set
 	inPaths []string        // the cgroups in scope, relative to root
+
+	stop chan struct{} // closed by Stop
+	done chan struct{} // closed when the scans have stopped
 }
 
 // Watch finds the cgroups of the workloads sel picks under the cgroup v2
 // root: those there now, before it returns (found says how many), and
 // those that appear later, in the background every ScanEvery until ctx
-// ends. A call from a cgroup that no scan has judged yet is judged by
-// Judge, so none is lost to the time between scans. names answers for
-// names (nil: ids and UIDs only).
+// ends or Stop is called. A call from a cgroup that no scan has judged
+// yet is judged by Judge, so none is lost to the time between scans.
+// names answers for names (nil: ids and UIDs only).
 func Watch(ctx context.Context, root string, sel Selector, names *Resolver, set func(id uint64, in bool) error) (*Watcher, int, error) {
-	w := &Watcher{root: root, sel: sel, names: names, set: set, verdict: map[uint64]bool{}}
+	w := &Watcher{root: root, sel: sel, names: names, set: set, verdict: map[uint64]bool{},
+		stop: make(chan struct{}), done: make(chan struct{})}
 	found, err := w.scan(ctx)
 	if err != nil {
 		return nil, found, err
 	}
 	go func() {
+		defer close(w.done)
 		t := time.NewTicker(ScanEvery)
 		defer t.Stop()
 		for {
 			select {
 			case <-ctx.Done():
+				return
+			case <-w.stop:
 				return
 			case <-t.C:
 				_, _ = w.scan(ctx) // a failed set is tried again at the next scan
@@ -130,6 +137,20 @@ func Watch(ctx context.Context, root string, sel Selector, names *Resolver, set 
 		}
 	}()
 	return w, found, nil
+}
+
+// Stop ends the scans and waits for the one under way: after it, set is
+// not called again (from scans; Judge still may).
+func (w *Watcher) Stop() {
+	if w == nil {
+		return
+	}
+	select {
+	case <-w.stop:
+	default:
+		close(w.stop)
+	}
+	<-w.done
 }
 
 // scan walks the cgroup tree once and judges the container cgroups it
