@@ -12,13 +12,20 @@ GO ?= go
 AS_ROOT := $(if $(filter 0,$(shell id -u)),,sudo env "PATH=$$PATH")
 # `make run ARGS="-p 80 -o json"` passes flags to porttrace.
 ARGS ?=
+# `make image` tags $(IMAGE):$(VERSION) and $(IMAGE):latest, the tag
+# deploy/kubernetes/daemonset.yaml runs.
+IMAGE ?= localhost/porttrace
+PODMAN ?= podman
 
-.PHONY: all build run generate test test-vm bench bench-vm lint help clean
+.PHONY: all build image run generate test test-vm bench bench-vm lint help clean
 
 all: build
 
 build: ## build the static porttrace binary
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o porttrace ./cmd/porttrace
+
+image: build ## build the container image IMAGE:VERSION and IMAGE:latest from the static binary (podman; nothing is pulled)
+	$(PODMAN) build --layers=false --platform linux/$$($(GO) env GOARCH) --build-arg VERSION=$(VERSION) -f Containerfile -t $(IMAGE):$(VERSION) -t $(IMAGE):latest .
 
 run: build ## build, then trace as root (ARGS="..." for flags)
 	$(AS_ROOT) ./porttrace $(ARGS)
