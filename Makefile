@@ -34,11 +34,14 @@ generate: ## recompile bpf/*.c into tracer/porttrace_{x86,arm64}_bpfel.{go,o}
 	BPF_CLANG=$(BPF_CLANG) BPF_CFLAGS="$(BPF_CFLAGS)" $(GO) generate .
 
 # The second run takes the paths of kernels before 5.15 (no
-# bpf_task_pt_regs, no bpf_get_current_task_btf) on this one too.
-test: ## run unit and kernel tests (as root, through sudo if need be)
+# bpf_task_pt_regs, no bpf_get_current_task_btf) on this one too. deploy
+# runs last, alone: its containers load porttrace's programs, which the
+# kernel tests count across the whole machine.
+test: ## run unit, kernel and image tests (as root, through sudo if need be)
 	$(GO) vet ./...
-	$(AS_ROOT) CGO_ENABLED=1 $(GO) test -race -count=1 ./...
+	$(AS_ROOT) CGO_ENABLED=1 $(GO) test -race -count=1 $$($(GO) list ./... | grep -v '/deploy$$')
 	$(AS_ROOT) PORTTRACE_BACKEND=tracepoint PORTTRACE_WITHOUT_HELPERS=1 $(GO) test -count=1 -run '^TestKernel' ./tracer
+	$(AS_ROOT) $(GO) test -count=1 ./deploy
 
 test-vm: ## run the kernel tests in QEMU on each kernel of vm/kernels, per backend
 	bash vm/run.sh
