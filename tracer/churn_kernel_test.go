@@ -336,16 +336,9 @@ func TestKernelChurnByWorkload(t *testing.T) {
 	cg, root := tracer.MakeCgroup(t, l.Path)
 	en := proc.NewEnricherAt(t.TempDir(), root)
 	state.Workload = func(id uint64) (workload.Identity, workload.Names) { return en.CgroupWorkload(id, time.Now()) }
-	for i := range 4 { // three binds to port 0 in the container, one outside it
-		cmd := tracer.HelperCmd(tracer.HelperExe(t), 0, "udp", "127.0.0.1:0")
-		if i < 3 {
-			cmd.SysProcAttr.UseCgroupFD = true
-			cmd.SysProcAttr.CgroupFD = int(cg.Fd())
-		}
-		h := tracer.RunHelper(t, ns, cmd)
-		if _, errno := h.Bind(t); errno != "" {
-			t.Fatal(errno)
-		}
+	outside, _ := tracer.MakeCgroup(t, fmt.Sprintf("/porttrace-outside-%d", time.Now().UnixNano()))
+	for _, cg := range []*os.File{cg, cg, cg, outside} { // three binds to port 0 in the container, one outside it
+		tracer.BindIn(t, ns, cg, "udp", "127.0.0.1:0")
 	}
 	cur, err := tr.ReadChurn()
 	if err != nil {

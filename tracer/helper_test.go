@@ -127,6 +127,29 @@ func HelperCmd(exe string, uid int, proto, addr string, env ...string) *exec.Cmd
 	return cmd
 }
 
+// StartHelperIn is StartHelper with the helper started in cgroup cg (an
+// open cgroup v2 directory: clone3's CLONE_INTO_CGROUP, 5.7+).
+func StartHelperIn(t *testing.T, n *NS, cg *os.File, proto, addr string, env ...string) *Helper {
+	t.Helper()
+	cmd := HelperCmd(HelperExe(t), 0, proto, addr, env...)
+	cmd.SysProcAttr.UseCgroupFD = true
+	cmd.SysProcAttr.CgroupFD = int(cg.Fd())
+	return RunHelper(t, n, cmd)
+}
+
+// BindIn binds addr once from a helper in cgroup cg, lets it exit, and
+// returns its pid.
+func BindIn(t *testing.T, n *NS, cg *os.File, proto, addr string) uint32 {
+	t.Helper()
+	h := StartHelperIn(t, n, cg, proto, addr)
+	if _, errno := h.Bind(t); errno != "" {
+		t.Fatalf("bind %s/%s in %s: %s", addr, proto, cg.Name(), errno)
+	}
+	h.Stdin.Close()
+	_ = h.Cmd.Wait()
+	return uint32(h.Cmd.Process.Pid)
+}
+
 // RunHelper starts a helper command inside n.
 func RunHelper(t *testing.T, n *NS, cmd *exec.Cmd) *Helper {
 	t.Helper()

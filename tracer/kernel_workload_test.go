@@ -67,16 +67,7 @@ func TestKernelWorkloadFromCgroup(t *testing.T) {
 	for i, l := range layouts {
 		var cg *os.File
 		cg, root = MakeCgroup(t, l.Path)
-		cmd := HelperCmd(HelperExe(t), 0, "tcp", fmt.Sprintf("127.0.0.1:%d", 31340+i))
-		cmd.SysProcAttr.UseCgroupFD = true
-		cmd.SysProcAttr.CgroupFD = int(cg.Fd())
-		h := RunHelper(t, ns, cmd)
-		if _, errno := h.Bind(t); errno != "" {
-			t.Fatal(errno)
-		}
-		h.Stdin.Close()
-		_ = h.Cmd.Wait()
-		pids[uint32(h.Cmd.Process.Pid)] = l
+		pids[BindIn(t, ns, cg, "tcp", fmt.Sprintf("127.0.0.1:%d", 31340+i))] = l
 	}
 	en := proc.NewEnricherAt(t.TempDir(), root)
 	seen := map[string]bool{}
@@ -87,9 +78,9 @@ func TestKernelWorkloadFromCgroup(t *testing.T) {
 		}
 		seen[l.Name] = true
 		en.Enrich(&ev)
-		if ev.Cgroup != l.Path || ev.ContainerRuntime != l.Runtime || ev.ContainerID != l.ContainerID || ev.PodUID != l.UID {
+		if w := ev.Workload; ev.Cgroup != l.Path || w.Runtime != l.Runtime || w.ContainerID != l.ContainerID || w.PodUID != l.UID {
 			t.Errorf("%s: cgroup %q runtime %q container %q pod %q\nwant %q %q %q %q", l.Name,
-				ev.Cgroup, ev.ContainerRuntime, ev.ContainerID, ev.PodUID, l.Path, l.Runtime, l.ContainerID, l.UID)
+				ev.Cgroup, ev.Workload.Runtime, ev.Workload.ContainerID, ev.Workload.PodUID, l.Path, l.Runtime, l.ContainerID, l.UID)
 		}
 	}
 	for _, l := range layouts {
@@ -119,18 +110,7 @@ func TestKernelCgroupScope(t *testing.T) {
 	other, _ := MakeCgroup(t, base+"/other")
 	c := startTracer(t, Options{Events: KindsOf(event.KindBind), Cgroups: []uint64{CgroupID(t, scoped)}})
 	child, _ := MakeCgroup(t, base+"/scoped/later") // made after the tracer started
-	bindIn := func(cg *os.File, port int) uint32 {
-		cmd := HelperCmd(HelperExe(t), 0, "udp", fmt.Sprintf("127.0.0.1:%d", port))
-		cmd.SysProcAttr.UseCgroupFD = true
-		cmd.SysProcAttr.CgroupFD = int(cg.Fd())
-		h := RunHelper(t, ns, cmd)
-		if _, errno := h.Bind(t); errno != "" {
-			t.Fatal(errno)
-		}
-		h.Stdin.Close()
-		_ = h.Cmd.Wait()
-		return uint32(h.Cmd.Process.Pid)
-	}
+	bindIn := func(cg *os.File, port int) { BindIn(t, ns, cg, "udp", fmt.Sprintf("127.0.0.1:%d", port)) }
 	want := map[uint16]bool{}
 	bindIn(scoped, 31350)
 	want[31350] = true
@@ -187,18 +167,7 @@ func TestKernelWorkloadScope(t *testing.T) {
 	podPath := func(uidU, cid string) string {
 		return "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod" + uidU + ".slice/cri-containerd-" + cid + ".scope"
 	}
-	bindIn := func(ns *NS, cg *os.File, port int) {
-		t.Helper()
-		cmd := HelperCmd(HelperExe(t), 0, "udp", fmt.Sprintf("127.0.0.1:%d", port))
-		cmd.SysProcAttr.UseCgroupFD = true
-		cmd.SysProcAttr.CgroupFD = int(cg.Fd())
-		h := RunHelper(t, ns, cmd)
-		if _, errno := h.Bind(t); errno != "" {
-			t.Fatal(errno)
-		}
-		h.Stdin.Close()
-		_ = h.Cmd.Wait()
-	}
+	bindIn := func(ns *NS, cg *os.File, port int) { BindIn(t, ns, cg, "udp", fmt.Sprintf("127.0.0.1:%d", port)) }
 	ports := func(c *collector, ns *NS) []uint16 {
 		var got []uint16
 		for _, ev := range c.stop(t, ns) {
@@ -287,15 +256,7 @@ func TestKernelWorkloadJudgedAtFirstCall(t *testing.T) {
 	mine, root := MakeCgroup(t, "/machine.slice/libpod-"+cid+".scope")
 	theirs, _ := MakeCgroup(t, "/machine.slice/libpod-"+other+".scope")
 	for i, cg := range []*os.File{mine, theirs, mine} { // at once: no scan has run
-		cmd := HelperCmd(HelperExe(t), 0, "udp", fmt.Sprintf("127.0.0.1:%d", 31380+i))
-		cmd.SysProcAttr.UseCgroupFD = true
-		cmd.SysProcAttr.CgroupFD = int(cg.Fd())
-		h := RunHelper(t, ns, cmd)
-		if _, errno := h.Bind(t); errno != "" {
-			t.Fatal(errno)
-		}
-		h.Stdin.Close()
-		_ = h.Cmd.Wait()
+		BindIn(t, ns, cg, "udp", fmt.Sprintf("127.0.0.1:%d", 31380+i))
 	}
 	en := proc.NewEnricherAt(t.TempDir(), root)
 	var kept []uint16

@@ -116,8 +116,7 @@ func decodedEvents() []event.Event {
 		}
 		if ev.Local.Port() == 49200 { // the Go listener runs in a pod
 			ev.Cgroup = "/kubepods.slice/kubepods-pod6d0c1a2b_3c4d_4e5f_8a9b_0c1d2e3f4a5b.slice/cri-containerd-9f3a6c1e2b4d5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8.scope"
-			w := workload.FromCgroup(ev.Cgroup)
-			ev.ContainerRuntime, ev.ContainerID, ev.PodUID = w.Runtime, w.ContainerID, w.PodUID
+			ev.Workload = workload.FromCgroup(ev.Cgroup)
 		}
 		evs = append(evs, ev)
 	}

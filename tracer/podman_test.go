@@ -154,12 +154,12 @@ func TestPodmanContainerNamed(t *testing.T) {
 		}
 	}
 	en.Enrich(&ev)
-	if ev.ContainerRuntime != "podman" || ev.ContainerID != id {
-		t.Errorf("runtime %q id %q, want podman %s (cgroup %s)", ev.ContainerRuntime, ev.ContainerID, id, ev.Cgroup)
+	if ev.Workload.Runtime != "podman" || ev.Workload.ContainerID != id {
+		t.Errorf("runtime %q id %q, want podman %s (cgroup %s)", ev.Workload.Runtime, ev.Workload.ContainerID, id, ev.Cgroup)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if n, ok := names.Wait(ctx, ev.ContainerID); !ok || n.Container != name || n.Image != strings.TrimPrefix(image, "localhost/") && n.Image != image {
+	if n, ok := names.Wait(ctx, ev.Workload.ContainerID); !ok || n.Container != name || n.Image != strings.TrimPrefix(image, "localhost/") && n.Image != image {
 		t.Errorf("names %+v %t, want container %s image %s", n, ok, name, image)
 	}
 

@@ -212,10 +212,7 @@ func TestKernelWhoNamesWorkload(t *testing.T) {
 		t.Run(strings.ReplaceAll(l.Name, " ", "-"), func(t *testing.T) {
 			port := 10110 + i
 			cg, _ := tracer.MakeCgroup(t, l.Path)
-			cmd := tracer.HelperCmd(tracer.HelperExe(t), 0, "tcp", fmt.Sprintf("127.0.0.1:%d", port), "PT_LISTEN=1")
-			cmd.SysProcAttr.UseCgroupFD = true
-			cmd.SysProcAttr.CgroupFD = int(cg.Fd())
-			h := tracer.RunHelper(t, ns, cmd)
+			h := tracer.StartHelperIn(t, ns, cg, "tcp", fmt.Sprintf("127.0.0.1:%d", port), "PT_LISTEN=1")
 			if _, errno := h.Bind(t); errno != "" {
 				t.Fatal(errno)
 			}

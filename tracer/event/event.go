@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/porttrace/porttrace/tracer/internal/workload"
 )
 
 // Kind is what the process did to the socket.
@@ -182,17 +184,12 @@ type Event struct {
 	Exe    string
 	Cgroup string
 
-	// The workload the cgroup path names (tracer/internal/workload); empty
-	// when it names none, never guessed.
-	ContainerRuntime string // containerd, cri-o, docker, podman
-	ContainerID      string // the runtime's full id
-	PodUID           string // the Kubernetes pod's UID
-	// Names from the runtime's API, where it answered (an event never
-	// waits for it: the first of a new container may lack them).
-	Container    string // the container's name (in its pod, for Kubernetes)
-	Pod          string
-	K8sNamespace string
-	Image        string
+	// The workload the cgroup path names; empty when it names none, never
+	// guessed.
+	Workload workload.Identity
+	// Its names from the runtime's API, where it answered (an event never
+	// waits for them: the first of a new container may lack them).
+	Names workload.Names
 
 	Inode  uint32 // of the socket, as sock_diag and /proc/PID/fd name it; 0 if unknown
 	Proto  uint16 // ProtoTCP, ProtoUDP, ProtoMPTCP; 0 if unknown

@@ -4,6 +4,7 @@ package event
 // every command's -o json shares, and the short forms of the tables.
 
 import (
+	"github.com/porttrace/porttrace/tracer/internal/workload"
 	"github.com/porttrace/porttrace/tracer/textout"
 )
 
@@ -71,25 +72,7 @@ func AppendJSONWith(buf []byte, ev *Event, more func([]byte) []byte) []byte {
 		buf = textout.AppendText(buf, "cgroup", ev.Cgroup)
 	}
 	buf = textout.AppendUint(buf, "cgroup_id", ev.CgroupID)
-	if ev.ContainerRuntime != "" {
-		buf = textout.AppendStr(buf, "container_runtime", ev.ContainerRuntime)
-	}
-	if ev.ContainerID != "" {
-		buf = textout.AppendStr(buf, "container_id", ev.ContainerID)
-	}
-	if ev.PodUID != "" {
-		buf = textout.AppendStr(buf, "pod_uid", ev.PodUID)
-	}
-	if ev.Container != "" {
-		buf = textout.AppendText(buf, "container", ev.Container)
-	}
-	if ev.Pod != "" {
-		buf = textout.AppendText(buf, "pod", ev.Pod)
-		buf = textout.AppendText(buf, "k8s_namespace", ev.K8sNamespace)
-	}
-	if ev.Image != "" {
-		buf = textout.AppendText(buf, "image", ev.Image)
-	}
+	buf = workload.AppendJSON(buf, ev.Workload, ev.Names)
 	if ev.HasNet {
 		buf = textout.AppendUint(buf, "netns", uint64(ev.Netns))
 	}

@@ -298,8 +298,7 @@ func lookUpV6Only(l *Socket, paths []string) {
 func holderFromEvent(ev *event.Event) Holder {
 	h := Holder{PID: ev.PID, PPID: ev.PPID, UID: ev.UID, User: ev.User, Comm: ev.Comm,
 		Exe: ev.Exe, ExeDeleted: ev.ExeDeleted, Cgroup: ev.Cgroup, FD: -1,
-		Workload: workload.Identity{Runtime: ev.ContainerRuntime, ContainerID: ev.ContainerID, PodUID: ev.PodUID},
-		Names:    workload.Names{Container: ev.Container, Pod: ev.Pod, Namespace: ev.K8sNamespace, Image: ev.Image}}
+		Workload: ev.Workload, Names: ev.Names}
 	h.Start = proc.ReadFacts("/proc", ev.PID, proc.FactStat).Start
 	return h
 }

@@ -125,14 +125,13 @@ func whoWait(ctx context.Context, cfg WhoConfig, t *tracer.Tracer, stdout, stder
 			continue
 		}
 		en.Enrich(&ev)
-		if ev.ContainerID != "" && ev.Container == "" && names.Active() {
+		if ev.Workload.ContainerID != "" && ev.Names.Container == "" && names.Active() {
 			// Waiting for a bind is no stream: its one event may wait for its names.
 			wctx, cancel := context.WithTimeout(ctx, namesWait)
-			n, _ := names.Wait(wctx, ev.ContainerID)
+			ev.Names, _ = names.Wait(wctx, ev.Workload.ContainerID)
 			cancel()
-			ev.Container, ev.Pod, ev.K8sNamespace, ev.Image = n.Container, n.Pod, n.Namespace, n.Image
 		}
-		names.Announce(stderr, "porttrace who", ev.ContainerID != "")
+		names.Announce(stderr, "porttrace who", ev.Workload.ContainerID != "")
 		if err := writeWhoEvent(sw, cfg.Output, &ev, len(cfg.Netns) > 0); errors.Is(err, textout.ErrStalled) {
 			return fmt.Errorf("%w: stopped while the output was not being read", ErrInterrupted)
 		} else if err != nil {

@@ -136,7 +136,7 @@ func (l *streamLoop) run() error {
 		if l.scope != nil && !l.scope.Judge(l.ctx, ev.CgroupID, ev.Cgroup) {
 			continue
 		}
-		if ev.ContainerID != "" {
+		if ev.Workload.ContainerID != "" {
 			l.names.Announce(l.stderr, "porttrace", true)
 		}
 		if err := l.write(&ev); err != nil {

@@ -139,8 +139,7 @@ func (tw *TableWriter) Write(ev *event.Event) error {
 	}
 	r = append(r, textout.Printable(ev.Comm))
 	if tw.containers {
-		r = append(r, textout.Printable(workload.Cell(workload.Identity{Runtime: ev.ContainerRuntime, ContainerID: ev.ContainerID, PodUID: ev.PodUID},
-			workload.Names{Container: ev.Container, Pod: ev.Pod, Namespace: ev.K8sNamespace})))
+		r = append(r, textout.Printable(workload.Cell(ev.Workload, ev.Names)))
 	}
 	r = append(r, event.ProtoName(ev.Proto))
 	r = append(r, hostPort(ev.Local, tw.addrMax(len(r))))

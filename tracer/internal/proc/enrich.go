@@ -74,11 +74,8 @@ func (en *Enricher) Enrich(ev *event.Event) {
 	if path, ok := en.cgroups.path(ev.CgroupID, ev.Time); ok {
 		ev.Cgroup = path
 	}
-	w := en.Workload(ev.Cgroup)
-	ev.ContainerRuntime, ev.ContainerID, ev.PodUID = w.Runtime, w.ContainerID, w.PodUID
-	if n, ok := en.names.Names(w.ContainerID); ok {
-		ev.Container, ev.Pod, ev.K8sNamespace, ev.Image = n.Container, n.Pod, n.Namespace, n.Image
-	}
+	ev.Workload = en.Workload(ev.Cgroup)
+	ev.Names, _ = en.names.Names(ev.Workload.ContainerID)
 }
 
 // CgroupWorkload is the workload in cgroup id, from its path, and its
