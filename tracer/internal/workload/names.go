@@ -2,12 +2,9 @@ package workload
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"os"
 	"strings"
 	"sync"
@@ -23,9 +20,17 @@ type Names struct {
 	Image     string
 }
 
+// CRISockets are where containerd and CRI-O serve the Kubernetes CRI API.
+var CRISockets = []string{"/run/containerd/containerd.sock", "/var/run/crio/crio.sock"}
+
 // DockerSockets are where the Docker Engine API is served, by docker and
-// by podman's compatible service (podman.socket), in the order tried.
+// by podman's compatible service (podman.socket).
 var DockerSockets = []string{"/var/run/docker.sock", "/run/podman/podman.sock"}
+
+// DefaultSockets are the sockets NewResolver tries when given none: every
+// one that answers is kept, since a host may run several runtimes (a
+// Kubernetes node with containerd and docker).
+var DefaultSockets = append(append([]string(nil), CRISockets...), DockerSockets...)
 
 // runtimeAPI is one container runtime's API, as the resolver uses it.
 type runtimeAPI interface {
@@ -34,11 +39,17 @@ type runtimeAPI interface {
 	inspect(ctx context.Context, id string) (Names, error)
 	// kind names the API for messages: "the Docker Engine API".
 	kind() string
+	// runtime is the runtime behind the API, as Identity.Runtime names
+	// it: the containers it can name.
+	runtime() string
+	close()
 }
 
 // dialers are the APIs a socket may serve, tried in turn: each returns an
 // API only when the socket answers as that API.
-var dialers = []func(ctx context.Context, socket string) (runtimeAPI, error){dialDocker}
+var dialers = []func(ctx context.Context, socket string) (runtimeAPI, error){dialCRI, dialDocker}
+
+var errNoSuchContainer = errors.New("no such container")
 
 // maxNames bounds the cache of names; past it, it starts over.
 const maxNames = 4096
@@ -46,61 +57,79 @@ const maxNames = 4096
 // askTimeout bounds one question to the runtime.
 const askTimeout = 2 * time.Second
 
-// Resolver gives the names of containers by id from a runtime's API, off
-// the event path: Names answers from a cache at once and, for an id it
-// has not asked about, asks in the background, so an event never waits
+// endpoint is an API that answered, and its socket.
+type endpoint struct {
+	socket string
+	api    runtimeAPI
+}
+
+// Resolver gives the names of containers by id from the runtimes' APIs,
+// off the event path: Names answers from a cache at once and, for an id
+// it has not asked about, asks in the background, so an event never waits
 // for a runtime (the next event of that container has its names).
 type Resolver struct {
-	// Source says which API answers, or why none does, for one line on
+	// Source says which APIs answer, or why none does, for one line on
 	// stderr.
 	Source string
 
-	socket string
-	api    runtimeAPI
+	apis []endpoint // in the order of the sockets
 
 	told bool // Announce has spoken
 
 	mu      sync.Mutex
 	names   map[string]Names
-	unknown map[string]bool          // ids the runtime said it does not know
+	unknown map[string]bool          // ids no runtime asked knows
 	asked   map[string]chan struct{} // closed when the answer is in names
 	stopped bool
 	wg      sync.WaitGroup
 }
 
-// NewResolver finds a runtime API among sockets (DockerSockets when none
-// are given): the first whose socket answers.
+// NewResolver finds the runtime APIs among sockets (DefaultSockets when
+// none are given): each socket is tried as the CRI API, then as the
+// Docker Engine API, and every one that answers is kept.
 func NewResolver(sockets ...string) *Resolver {
 	if len(sockets) == 0 {
-		sockets = DockerSockets
+		sockets = DefaultSockets
 	}
 	r := &Resolver{names: map[string]Names{}, unknown: map[string]bool{}, asked: map[string]chan struct{}{}}
-	var why []string
+	var why, using []string
 	for _, s := range sockets {
 		if _, err := os.Stat(s); err != nil {
 			why = append(why, s+": none")
 			continue
 		}
-		var errs []string
-		for _, dial := range dialers {
-			ctx, cancel := context.WithTimeout(context.Background(), askTimeout)
-			api, err := dial(ctx, s)
-			cancel()
-			if err != nil {
-				errs = append(errs, err.Error())
-				continue
-			}
-			r.socket, r.api = s, api
-			r.Source = "container names from " + api.kind() + " at " + s
-			return r
+		api, err := dial(s)
+		if err != nil {
+			why = append(why, fmt.Sprintf("%s: %v", s, err))
+			continue
 		}
-		why = append(why, fmt.Sprintf("%s: %s", s, strings.Join(errs, "; ")))
+		r.apis = append(r.apis, endpoint{s, api})
+		using = append(using, api.kind()+" at "+s)
 	}
-	r.Source = "no container runtime API to name containers (" + strings.Join(why, "; ") + "): ids only"
+	if len(r.apis) == 0 {
+		r.Source = "no container runtime API to name containers (" + strings.Join(why, "; ") + "): ids only"
+	} else {
+		r.Source = "container names from " + strings.Join(using, ", ")
+	}
 	return r
 }
 
-// Announce says on w, once, which API names containers, or why none
+// dial returns the first API that socket answers as.
+func dial(socket string) (runtimeAPI, error) {
+	var errs []string
+	for _, d := range dialers {
+		ctx, cancel := context.WithTimeout(context.Background(), askTimeout)
+		api, err := d(ctx, socket)
+		cancel()
+		if err == nil {
+			return api, nil
+		}
+		errs = append(errs, err.Error())
+	}
+	return nil, errors.New(strings.Join(errs, "; "))
+}
+
+// Announce says on w, once, which APIs name containers, or why none
 // does: at once when one does; else when the first container is seen
 // (sawContainer), since a host without containers needs no names.
 func (r *Resolver) Announce(w io.Writer, cmd string, sawContainer bool) {
@@ -112,35 +141,49 @@ func (r *Resolver) Announce(w io.Writer, cmd string, sawContainer bool) {
 }
 
 // Active reports whether a runtime API answers.
-func (r *Resolver) Active() bool { return r != nil && r.api != nil }
+func (r *Resolver) Active() bool { return r != nil && len(r.apis) > 0 }
 
-// Names gives what is known of container id now, and asks the runtime in
-// the background when it has not yet.
-func (r *Resolver) Names(id string) (Names, bool) {
-	if !r.Active() || id == "" {
+// Names gives what is known of container id now, and asks the runtimes
+// in the background when it has not yet: NamesOf, for a container whose
+// runtime is not known.
+func (r *Resolver) Names(id string) (Names, bool) { return r.NamesOf(Identity{ContainerID: id}) }
+
+// NamesOf gives what is known of container w now, and asks its runtime in
+// the background when it has not yet: the API of w.Runtime where one
+// answers, else each API in turn until one knows the container.
+func (r *Resolver) NamesOf(w Identity) (Names, bool) {
+	if !r.Active() || w.ContainerID == "" {
 		return Names{}, false
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if n, ok := r.names[id]; ok {
+	if n, ok := r.names[w.ContainerID]; ok {
 		return n, true
 	}
-	r.ask(id)
+	r.ask(w)
 	return Names{}, false
 }
 
-// Wait gives container id's names, asking the runtime and waiting for its
-// answer until ctx ends: for views that show a snapshot, not a stream.
+// Wait gives container id's names, asking the runtimes and waiting for
+// an answer until ctx ends: WaitOf, for a container whose runtime is not
+// known.
 func (r *Resolver) Wait(ctx context.Context, id string) (Names, bool) {
-	if !r.Active() || id == "" {
+	return r.WaitOf(ctx, Identity{ContainerID: id})
+}
+
+// WaitOf gives container w's names, asking its runtime (as NamesOf does)
+// and waiting for the answer until ctx ends: for views that show a
+// snapshot, not a stream.
+func (r *Resolver) WaitOf(ctx context.Context, w Identity) (Names, bool) {
+	if !r.Active() || w.ContainerID == "" {
 		return Names{}, false
 	}
 	r.mu.Lock()
-	if n, ok := r.names[id]; ok {
+	if n, ok := r.names[w.ContainerID]; ok {
 		r.mu.Unlock()
 		return n, true
 	}
-	done := r.ask(id)
+	done := r.ask(w)
 	r.mu.Unlock()
 	select {
 	case <-done:
@@ -149,12 +192,14 @@ func (r *Resolver) Wait(ctx context.Context, id string) (Names, bool) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	n, ok := r.names[id]
+	n, ok := r.names[w.ContainerID]
 	return n, ok
 }
 
-// ask starts one question about id, unless one is under way; r.mu is held.
-func (r *Resolver) ask(id string) chan struct{} {
+// ask starts one question about container w, unless one is under way;
+// r.mu is held.
+func (r *Resolver) ask(w Identity) chan struct{} {
+	id := w.ContainerID
 	if done, ok := r.asked[id]; ok {
 		return done
 	}
@@ -164,12 +209,11 @@ func (r *Resolver) ask(id string) chan struct{} {
 		return done
 	}
 	r.asked[id] = done
+	apis := r.route(w.Runtime)
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
-		ctx, cancel := context.WithTimeout(context.Background(), askTimeout)
-		n, err := r.api.inspect(ctx, id)
-		cancel()
+		n, err := inspectEach(apis, id)
 		r.mu.Lock()
 		defer r.mu.Unlock()
 		if err == nil {
@@ -178,7 +222,7 @@ func (r *Resolver) ask(id string) chan struct{} {
 			}
 			r.names[id] = n
 		}
-		// A container the runtime does not know (another runtime's, or
+		// A container no runtime asked knows (another runtime's, or
 		// gone) is not asked about again until the cache starts over.
 		switch {
 		case errors.Is(err, errNoSuchContainer):
@@ -197,8 +241,46 @@ func (r *Resolver) ask(id string) chan struct{} {
 	return done
 }
 
-// Unknown reports whether the runtime said it has no container id (it
-// belongs to another runtime, or is gone).
+// route gives the APIs to ask about a container of runtime rt: those of
+// that runtime, or every one when none is (or rt is not known: the
+// kubelet's cgroupfs layout does not say).
+func (r *Resolver) route(rt string) []runtimeAPI {
+	var mine, all []runtimeAPI
+	for _, e := range r.apis {
+		all = append(all, e.api)
+		if rt != "" && e.api.runtime() == rt {
+			mine = append(mine, e.api)
+		}
+	}
+	if len(mine) > 0 {
+		return mine
+	}
+	return all
+}
+
+// inspectEach asks apis in turn for container id's names, until one knows
+// it; errNoSuchContainer only when every one said it does not.
+func inspectEach(apis []runtimeAPI, id string) (Names, error) {
+	var failed error
+	for _, api := range apis {
+		ctx, cancel := context.WithTimeout(context.Background(), askTimeout)
+		n, err := api.inspect(ctx, id)
+		cancel()
+		switch {
+		case err == nil:
+			return n, nil
+		case !errors.Is(err, errNoSuchContainer) && failed == nil:
+			failed = fmt.Errorf("%s: %w", api.kind(), err)
+		}
+	}
+	if failed != nil {
+		return Names{}, failed
+	}
+	return Names{}, errNoSuchContainer
+}
+
+// Unknown reports whether no runtime asked has container id (it belongs
+// to another runtime, or is gone).
 func (r *Resolver) Unknown(id string) bool {
 	if !r.Active() {
 		return false
@@ -208,7 +290,7 @@ func (r *Resolver) Unknown(id string) bool {
 	return r.unknown[id]
 }
 
-// Close waits for the questions under way.
+// Close waits for the questions under way and lets the APIs go.
 func (r *Resolver) Close() {
 	if r == nil {
 		return
@@ -217,102 +299,7 @@ func (r *Resolver) Close() {
 	r.stopped = true
 	r.mu.Unlock()
 	r.wg.Wait()
-}
-
-// docker is the Docker Engine API (docker, podman's compatible service).
-type docker struct{ c *http.Client }
-
-func (docker) kind() string { return "the Docker Engine API" }
-
-// dialDocker returns the Docker Engine API at socket, if it answers a ping.
-func dialDocker(ctx context.Context, socket string) (runtimeAPI, error) {
-	c := dockerClient(socket)
-	if err := ping(ctx, c); err != nil {
-		return nil, err
+	for _, e := range r.apis {
+		e.api.close()
 	}
-	return docker{c}, nil
-}
-
-func (d docker) inspect(ctx context.Context, id string) (Names, error) { return inspect(ctx, d.c, id) }
-
-// dockerClient talks HTTP over the unix socket at path.
-func dockerClient(path string) *http.Client {
-	return &http.Client{
-		Transport: &http.Transport{
-			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-				var d net.Dialer
-				return d.DialContext(ctx, "unix", path)
-			},
-			MaxIdleConns: 2,
-		},
-		Timeout: askTimeout,
-	}
-}
-
-// apiVersion is the Docker Engine API version asked for: docker 20.10 and
-// podman 3 serve it.
-const apiVersion = "v1.41"
-
-func ping(ctx context.Context, c *http.Client) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://runtime/_ping", nil)
-	if err != nil {
-		return err
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		return err
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("ping: %s", resp.Status)
-	}
-	return nil
-}
-
-var errNoSuchContainer = errors.New("no such container")
-
-// inspect asks the Docker Engine API about container id. Kubernetes puts
-// the pod's name and namespace, and the container's name in its pod, in
-// the container's labels (docker through cri-dockerd).
-func inspect(ctx context.Context, c *http.Client, id string) (Names, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://runtime/"+apiVersion+"/containers/"+id+"/json", nil)
-	if err != nil {
-		return Names{}, err
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		return Names{}, err
-	}
-	defer resp.Body.Close()
-	switch resp.StatusCode {
-	case http.StatusOK:
-	case http.StatusNotFound:
-		return Names{}, errNoSuchContainer
-	default:
-		return Names{}, fmt.Errorf("inspecting container %s: %s", id, resp.Status)
-	}
-	var body struct {
-		Name   string
-		Config struct {
-			Image  string
-			Labels map[string]string
-		}
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
-		return Names{}, fmt.Errorf("inspecting container %s: %w", id, err)
-	}
-	return namesOf(body.Name, body.Config.Image, body.Config.Labels), nil
-}
-
-// namesOf is a container's names from its inspection: in a pod, the
-// kubelet's labels name the container within it.
-func namesOf(name, image string, labels map[string]string) Names {
-	n := Names{Container: strings.TrimPrefix(name, "/"), Image: image}
-	if pod := labels["io.kubernetes.pod.name"]; pod != "" {
-		n.Pod, n.Namespace = pod, labels["io.kubernetes.pod.namespace"]
-		if c := labels["io.kubernetes.container.name"]; c != "" {
-			n.Container = c
-		}
-	}
-	return n
 }

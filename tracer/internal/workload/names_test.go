@@ -12,17 +12,33 @@ import (
 	"time"
 )
 
-// dockerAPI serves the two calls the resolver makes, as the Docker Engine
+// dockerAPI serves the two calls the resolver makes, as docker's Engine
 // API answers them, from containers by id; it counts inspections.
 func dockerAPI(t *testing.T, containers map[string]any, inspected *atomic.Int32) string {
 	t.Helper()
-	sock := filepath.Join(t.TempDir(), "docker.sock")
+	return engineAPI(t, "docker.sock", nil, containers, inspected)
+}
+
+// podmanAPI is dockerAPI as podman's compatible service answers.
+func podmanAPI(t *testing.T, containers map[string]any, inspected *atomic.Int32) string {
+	t.Helper()
+	return engineAPI(t, "podman.sock", http.Header{"Libpod-Api-Version": {"4.3.1"}}, containers, inspected)
+}
+
+func engineAPI(t *testing.T, name string, header http.Header, containers map[string]any, inspected *atomic.Int32) string {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), name)
 	l, err := net.Listen("unix", sock)
 	if err != nil {
 		t.Fatal(err)
 	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /_ping", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("OK")) })
+	mux.HandleFunc("GET /_ping", func(w http.ResponseWriter, r *http.Request) {
+		for k, v := range header {
+			w.Header()[k] = v
+		}
+		w.Write([]byte("OK"))
+	})
 	mux.HandleFunc("GET /v1.41/containers/{id}/json", func(w http.ResponseWriter, r *http.Request) {
 		inspected.Add(1)
 		c, ok := containers[r.PathValue("id")]

@@ -249,7 +249,7 @@ func (w *Watcher) judge(ctx context.Context, id uint64, rel string) (in, added b
 	if w.sel.NeedsNames() {
 		wctx, cancel := context.WithTimeout(ctx, askTimeout)
 		var ok bool
-		names, ok = w.names.Wait(wctx, wl.ContainerID)
+		names, ok = w.names.WaitOf(wctx, wl)
 		cancel()
 		if !ok && w.names.Active() && !w.names.Unknown(wl.ContainerID) {
 			return false, false, nil // the runtime did not answer: judged again at its next call or scan
