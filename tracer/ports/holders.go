@@ -146,13 +146,14 @@ func nameHolders(socks []Socket, r *workload.Resolver) {
 	names := map[string]workload.Names{}
 	for i := range socks {
 		for _, h := range socks[i].Holders {
-			id := h.Workload.ContainerID
+			w := h.Workload
+			id := w.ContainerID
 			if _, ok := names[id]; id == "" || ok {
 				continue
 			}
 			names[id] = workload.Names{}
 			wg.Go(func() {
-				n, _ := r.Wait(ctx, id)
+				n, _ := r.WaitOf(ctx, w)
 				mu.Lock()
 				names[id] = n
 				mu.Unlock()

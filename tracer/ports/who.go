@@ -128,7 +128,7 @@ func whoWait(ctx context.Context, cfg WhoConfig, t *tracer.Tracer, stdout, stder
 		if ev.Workload.ContainerID != "" && ev.Names.Container == "" && names.Active() {
 			// Waiting for a bind is no stream: its one event may wait for its names.
 			wctx, cancel := context.WithTimeout(ctx, namesWait)
-			ev.Names, _ = names.Wait(wctx, ev.Workload.ContainerID)
+			ev.Names, _ = names.WaitOf(wctx, ev.Workload)
 			cancel()
 		}
 		names.Announce(stderr, "porttrace who", ev.Workload.ContainerID != "")

@@ -109,7 +109,7 @@ func Backend(s string) (event.Backend, error) {
 const PortRange = "want a port from 1 to 65535"
 
 // RuntimeSocketHelp is --runtime-socket's help, the same for every command.
-const RuntimeSocketHelp = "name containers through the Docker Engine API (docker, podman) at this socket (repeatable; default /var/run/docker.sock, then /run/podman/podman.sock)"
+const RuntimeSocketHelp = "name containers through the CRI API or Docker Engine API at this socket (repeatable; default: containerd's, CRI-O's, docker's and podman's sockets)"
 
 // NetnsScopeHelp is --netns's help where it scopes a trace.
 const NetnsScopeHelp = "only sockets in these network namespaces (/run/netns/NAME, /proc/PID/ns/net), or all (the default); in-kernel"

@@ -75,7 +75,7 @@ func (en *Enricher) Enrich(ev *event.Event) {
 		ev.Cgroup = path
 	}
 	ev.Workload = en.Workload(ev.Cgroup)
-	ev.Names, _ = en.names.Names(ev.Workload.ContainerID)
+	ev.Names, _ = en.names.NamesOf(ev.Workload)
 }
 
 // CgroupWorkload is the workload in cgroup id, from its path, and its
@@ -86,7 +86,7 @@ func (en *Enricher) CgroupWorkload(id uint64, now time.Time) (workload.Identity,
 		return workload.Identity{}, workload.Names{}
 	}
 	w := en.Workload(path)
-	n, _ := en.names.Names(w.ContainerID)
+	n, _ := en.names.NamesOf(w)
 	return w, n
 }
 
