@@ -180,7 +180,7 @@ func TestPodmanContainerNamed(t *testing.T) {
 	if want := "container " + name; !strings.Contains(whoOut.String(), want) {
 		t.Errorf("who said:\n%s\nwant it to contain %q", whoOut.String(), want)
 	}
-	if want := "Docker Engine API at " + sock; !strings.Contains(whoErr.String(), want) {
+	if want := "the Docker Engine API (podman) at " + sock; !strings.Contains(whoErr.String(), want) {
 		t.Errorf("who's stderr:\n%s\nwant it to name the API: %q", whoErr.String(), want)
 	}
 }
