@@ -19,12 +19,15 @@ type Collector struct {
 	maxWorkloads int
 
 	allocsDesc, failsDesc, inUseDesc, timeWaitDesc, rangeDesc, etaDesc,
-	overflowDesc, destInUseDesc, destAllocsDesc, workloadAllocsDesc, workloadFailsDesc *prometheus.Desc
+	overflowDesc, destInUseDesc, destAllocsDesc, workloadAllocsDesc, workloadFailsDesc, podAllocsDesc, podFailsDesc *prometheus.Desc
 }
 
 // workloadLabels name a container, or a pod outside its containers: ids
 // always, names where the runtime gave them (empty otherwise).
 var workloadLabels = []string{"netns", "container_id", "pod_uid", "container", "pod", "k8s_namespace"}
+
+// podLabels name a pod: its UID always, its names where the runtime gave them.
+var podLabels = []string{"netns", "pod_uid", "pod", "k8s_namespace"}
 
 // NewCollector serves no report until Set; maxDests destinations and
 // maxWorkloads containers of each namespace are exported.
@@ -39,6 +42,10 @@ func NewCollector(maxDests, maxWorkloads int) *Collector {
 			"Ephemeral ports allocated by the processes of one container (--metrics-workloads).", workloadLabels...),
 		workloadFailsDesc: d("ephemeral_workload_failures_total",
 			"Ephemeral port allocations that failed in one container (--metrics-workloads).", workloadLabels...),
+		podAllocsDesc: d("ephemeral_pod_allocations_total",
+			"Ephemeral ports allocated by the containers of one Kubernetes pod (--metrics-workloads).", podLabels...),
+		podFailsDesc: d("ephemeral_pod_failures_total",
+			"Ephemeral port allocations that failed in one Kubernetes pod (--metrics-workloads).", podLabels...),
 		allocsDesc:     d("ephemeral_allocations_total", "Ephemeral ports allocated (connect autobind, bind to port 0).", "netns", "call"),
 		failsDesc:      d("ephemeral_failures_total", "Ephemeral port allocations that failed, by errno.", "netns", "errno"),
 		inUseDesc:      d("ephemeral_ports_in_use", "Ports of the ephemeral range some socket holds, each counted once, TIME_WAIT included.", "netns"),
@@ -61,7 +68,8 @@ func (c *Collector) Set(r *Report) {
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.allocsDesc, c.failsDesc, c.inUseDesc, c.timeWaitDesc, c.rangeDesc,
-		c.etaDesc, c.overflowDesc, c.destInUseDesc, c.destAllocsDesc, c.workloadAllocsDesc, c.workloadFailsDesc} {
+		c.etaDesc, c.overflowDesc, c.destInUseDesc, c.destAllocsDesc, c.workloadAllocsDesc, c.workloadFailsDesc,
+		c.podAllocsDesc, c.podFailsDesc} {
 		ch <- d
 	}
 }
@@ -92,6 +100,11 @@ func (c *Collector) collectNetns(ch chan<- prometheus.Metric, n *NetnsReport) {
 		labels := []string{ns, w.Workload.ContainerID, w.Workload.PodUID, w.Names.Container, w.Names.Pod, w.Names.Namespace}
 		ch <- prometheus.MustNewConstMetric(c.workloadAllocsDesc, prometheus.CounterValue, float64(w.Allocs), labels...)
 		ch <- prometheus.MustNewConstMetric(c.workloadFailsDesc, prometheus.CounterValue, float64(w.Fails), labels...)
+	}
+	for _, p := range n.Pods[:min(c.maxWorkloads, len(n.Pods))] {
+		labels := []string{ns, p.Workload.PodUID, p.Names.Pod, p.Names.Namespace}
+		ch <- prometheus.MustNewConstMetric(c.podAllocsDesc, prometheus.CounterValue, float64(p.Allocs), labels...)
+		ch <- prometheus.MustNewConstMetric(c.podFailsDesc, prometheus.CounterValue, float64(p.Fails), labels...)
 	}
 	if n.UsageErr != "" {
 		return

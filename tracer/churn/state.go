@@ -52,8 +52,9 @@ type NetnsReport struct {
 	Dests      []DestReport
 	Procs      []ProcReport
 	// Workloads are the containers (or pods) the processes called from,
-	// busiest first; none where no process was in one.
+	// and Pods the pods, busiest first; none where no process was in one.
 	Workloads []WorkloadReport
+	Pods      []WorkloadReport
 	UsageErr  string // why usage could not be read, if it could not
 }
 
@@ -83,6 +84,8 @@ type ProcReport struct {
 	PID          uint32
 	Comm         string
 	CgroupID     uint64
+	Workload     workload.Identity // the container and pod it called from, if any
+	Names        workload.Names
 	AllocsPerSec float64
 	FailsPerSec  float64
 	Allocs       uint64
@@ -258,7 +261,8 @@ func (s *State) netnsReport(ns uint32, cur *tracer.ChurnTotals, dt float64) Netn
 	}
 	nr.Dests = s.destReports(&nr, u, cur, dt)
 	nr.Procs = s.procReports(ns, cur, dt)
-	nr.Workloads = s.workloadReports(nr.Procs)
+	nr.Workloads = byWorkload(nr.Procs)
+	nr.Pods = byPod(nr.Workloads)
 	s.Summary.PeakAllocsPerSec = math.Max(s.Summary.PeakAllocsPerSec, nr.AllocsPerSec)
 	s.Summary.PeakUsagePct = math.Max(s.Summary.PeakUsagePct, nr.UsagePct)
 	return nr
@@ -328,10 +332,14 @@ func (s *State) procReports(ns uint32, cur *tracer.ChurnTotals, dt float64) []Pr
 			continue
 		}
 		p := s.prev.Procs[k]
-		reports = append(reports, ProcReport{
+		r := ProcReport{
 			PID: k.PID, Comm: k.Comm, CgroupID: k.CgroupID, Allocs: c.Allocs, Fails: c.Fails,
 			AllocsPerSec: float64(c.Allocs-p.Allocs) / dt, FailsPerSec: float64(c.Fails-p.Fails) / dt,
-		})
+		}
+		if s.Workload != nil {
+			r.Workload, r.Names = s.Workload(k.CgroupID)
+		}
+		reports = append(reports, r)
 	}
 	slices.SortFunc(reports, func(a, b ProcReport) int {
 		return cmp.Or(cmp.Compare(b.AllocsPerSec+b.FailsPerSec, a.AllocsPerSec+a.FailsPerSec),
@@ -340,25 +348,42 @@ func (s *State) procReports(ns uint32, cur *tracer.ChurnTotals, dt float64) []Pr
 	return reports
 }
 
-// workloadReports adds up the processes by the container (or pod) they
-// called from, busiest first.
-func (s *State) workloadReports(procs []ProcReport) []WorkloadReport {
-	if s.Workload == nil {
-		return nil
+// byWorkload adds up the processes by the container (or pod) they called
+// from, busiest first.
+func byWorkload(procs []ProcReport) []WorkloadReport {
+	return addUp(procs, func(p ProcReport) (workload.Identity, workload.Names) { return p.Workload, p.Names })
+}
+
+// byPod adds up the containers by pod, busiest first.
+func byPod(ws []WorkloadReport) []WorkloadReport {
+	rows := make([]ProcReport, 0, len(ws))
+	for _, w := range ws {
+		if w.Workload.PodUID == "" {
+			continue
+		}
+		rows = append(rows, ProcReport{AllocsPerSec: w.AllocsPerSec, FailsPerSec: w.FailsPerSec, Allocs: w.Allocs, Fails: w.Fails,
+			Workload: workload.Identity{PodUID: w.Workload.PodUID}, Names: workload.Names{Pod: w.Names.Pod, Namespace: w.Names.Namespace}})
 	}
-	byID := map[workload.Identity]*WorkloadReport{}
-	var reports []*WorkloadReport
-	for _, p := range procs {
-		id, names := s.Workload(p.CgroupID)
+	return addUp(rows, func(p ProcReport) (workload.Identity, workload.Names) { return p.Workload, p.Names })
+}
+
+// addUp sums rows by the workload key gives each, leaving out those in
+// none, busiest first.
+func addUp(rows []ProcReport, key func(ProcReport) (workload.Identity, workload.Names)) []WorkloadReport {
+	byID := map[workload.Identity]int{}
+	var out []WorkloadReport
+	for _, p := range rows {
+		id, names := key(p)
 		if !id.Known() {
 			continue
 		}
-		w := byID[id]
-		if w == nil {
-			w = &WorkloadReport{Workload: id, Names: names}
-			byID[id] = w
-			reports = append(reports, w)
+		i, ok := byID[id]
+		if !ok {
+			i = len(out)
+			byID[id] = i
+			out = append(out, WorkloadReport{Workload: id})
 		}
+		w := &out[i]
 		if w.Names == (workload.Names{}) {
 			w.Names = names
 		}
@@ -366,10 +391,6 @@ func (s *State) workloadReports(procs []ProcReport) []WorkloadReport {
 		w.FailsPerSec += p.FailsPerSec
 		w.Allocs += p.Allocs
 		w.Fails += p.Fails
-	}
-	out := make([]WorkloadReport, len(reports))
-	for i, w := range reports {
-		out[i] = *w
 	}
 	slices.SortFunc(out, func(a, b WorkloadReport) int {
 		return cmp.Or(cmp.Compare(b.AllocsPerSec+b.FailsPerSec, a.AllocsPerSec+a.FailsPerSec),

@@ -1,12 +1,16 @@
 package churn
 
 import (
+	"fmt"
 	"net/netip"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/porttrace/porttrace/tracer"
 	"github.com/porttrace/porttrace/tracer/event"
+	"github.com/porttrace/porttrace/tracer/internal/workload"
 )
 
 // usageOf builds the reading of a namespace whose range is lo-hi: the
@@ -203,5 +207,35 @@ func TestQuietExhaustedNetnsReported(t *testing.T) {
 	}
 	if len(got) != 2 || netnsOf(t, r, 2).Exhaustion != 0 {
 		t.Errorf("reported %v, want the host's (1) and the exhausted one (2), at exhaustion 0", got)
+	}
+}
+
+// Processes add up by container, and containers by pod; a process in
+// none is in no row.
+func TestByWorkloadAndPod(t *testing.T) {
+	pod := "6d0c1a2b-3c4d-4e5f-8a9b-0c1d2e3f4a5b"
+	api := workload.Identity{Runtime: "containerd", ContainerID: strings.Repeat("a", 64), PodUID: pod}
+	sidecar := workload.Identity{Runtime: "containerd", ContainerID: strings.Repeat("b", 64), PodUID: pod}
+	redis := workload.Identity{Runtime: "podman", ContainerID: strings.Repeat("c", 64)}
+	inPod := workload.Names{Pod: "checkout-7d9f", Namespace: "shop"}
+	procs := []ProcReport{
+		{PID: 1, AllocsPerSec: 10, Allocs: 100, Workload: api, Names: workload.Names{Container: "api", Pod: "checkout-7d9f", Namespace: "shop"}},
+		{PID: 2, AllocsPerSec: 5, Allocs: 50, Fails: 1, Workload: api},
+		{PID: 3, AllocsPerSec: 1, Allocs: 10, Workload: sidecar, Names: workload.Names{Container: "envoy", Pod: "checkout-7d9f", Namespace: "shop"}},
+		{PID: 4, AllocsPerSec: 20, Allocs: 200, Workload: redis},
+		{PID: 5, AllocsPerSec: 99, Allocs: 990},
+	}
+	ws := byWorkload(procs)
+	got := make([]string, len(ws))
+	for i, w := range ws {
+		got[i] = fmt.Sprintf("%s %.0f/s %d %d", workload.Cell(w.Workload, w.Names), w.AllocsPerSec, w.Allocs, w.Fails)
+	}
+	want := []string{"cccccccccccc 20/s 200 0", "checkout-7d9f/api 15/s 150 1", "checkout-7d9f/envoy 1/s 10 0"}
+	if !slices.Equal(got, want) {
+		t.Errorf("containers:\n got %q\nwant %q", got, want)
+	}
+	pods := byPod(ws)
+	if len(pods) != 1 || pods[0].Workload != (workload.Identity{PodUID: pod}) || pods[0].Names != inPod || pods[0].Allocs != 160 || pods[0].Fails != 1 {
+		t.Errorf("pods: %+v", pods)
 	}
 }

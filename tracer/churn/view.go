@@ -52,9 +52,15 @@ func WriteTable(w io.Writer, r *Report) error {
 				fmt.Fprintf(&b, "  %-28s %7s %7s %7s %9s %s\n", d.Dest, rate(d.AllocsPerSec), rate(d.FailsPerSec), inUse, headroom, etaString(d.Exhaustion))
 			}
 		}
-		if len(n.Workloads) > 0 {
-			fmt.Fprintf(&b, "  %-27s %7s %7s %9s %7s\n", "CONTAINER", "ALLOC/S", "FAIL/S", "ALLOCS", "FAILS")
-			for _, w := range n.Workloads[:min(topN, len(n.Workloads))] {
+		for _, rows := range []struct {
+			title string
+			rows  []WorkloadReport
+		}{{"POD", n.Pods}, {"CONTAINER", n.Workloads}} {
+			if len(rows.rows) == 0 {
+				continue
+			}
+			fmt.Fprintf(&b, "  %-27s %7s %7s %9s %7s\n", rows.title, "ALLOC/S", "FAIL/S", "ALLOCS", "FAILS")
+			for _, w := range rows.rows[:min(topN, len(rows.rows))] {
 				fmt.Fprintf(&b, "  %-27s %7s %7s %9d %7d\n", textout.Printable(workload.Cell(w.Workload, w.Names)), rate(w.AllocsPerSec), rate(w.FailsPerSec), w.Allocs, w.Fails)
 			}
 		}
@@ -184,14 +190,22 @@ func appendNetnsJSON(buf []byte, n *NetnsReport) []byte {
 		buf = append(buf, `{"pid":`...)
 		buf = strconv.AppendUint(buf, uint64(p.PID), 10)
 		buf = textout.AppendText(buf, "comm", p.Comm)
+		buf = workload.AppendJSON(buf, p.Workload, p.Names)
 		buf = textout.AppendFloat(buf, "allocs_per_s", p.AllocsPerSec)
 		buf = textout.AppendFloat(buf, "fails_per_s", p.FailsPerSec)
 		buf = textout.AppendUint(buf, "allocs_total", p.Allocs)
 		buf = textout.AppendUint(buf, "fails_total", p.Fails)
 		buf = append(buf, '}')
 	}
-	buf = append(buf, `],"workloads":[`...)
-	for j, w := range n.Workloads {
+	buf = appendWorkloads(append(buf, `],"workloads":[`...), n.Workloads)
+	buf = appendWorkloads(append(buf, `],"pods":[`...), n.Pods)
+	buf = append(buf, "]}"...)
+	return buf
+}
+
+// appendWorkloads writes container or pod rows as JSON objects.
+func appendWorkloads(buf []byte, rows []WorkloadReport) []byte {
+	for j, w := range rows {
 		if j > 0 {
 			buf = append(buf, ',')
 		}
@@ -204,7 +218,6 @@ func appendNetnsJSON(buf []byte, n *NetnsReport) []byte {
 		buf = textout.AppendUint(buf, "fails_total", w.Fails)
 		buf = append(buf, '}')
 	}
-	buf = append(buf, "]}"...)
 	return buf
 }
 

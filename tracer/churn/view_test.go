@@ -16,6 +16,7 @@ import (
 func sampleChurnReport() *Report {
 	svc := tracer.Dest{Proto: event.ProtoTCP, Remote: netip.MustParseAddrPort("127.0.0.1:8080")}
 	dns := tracer.Dest{Proto: event.ProtoUDP, Remote: netip.MustParseAddrPort("[::1]:53")}
+	loadgen := workload.FromCgroup("/kubepods.slice/kubepods-pod6d0c1a2b_3c4d_4e5f_8a9b_0c1d2e3f4a5b.slice/cri-containerd-9f3a6c1e2b4d5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8.scope")
 	return &Report{
 		Time:     time.Date(2026, 11, 28, 7, 15, 26, 0, time.UTC),
 		Interval: time.Second,
@@ -31,15 +32,20 @@ func sampleChurnReport() *Report {
 					{Dest: dns, AllocsPerSec: 4, InUse: 4, Headroom: 28182, Exhaustion: 117*time.Minute + 25*time.Second},
 				},
 				Procs: []ProcReport{
-					{PID: 4242, Comm: "loadgen", AllocsPerSec: 14119, FailsPerSec: 2, Allocs: 28317, Fails: 2},
+					{PID: 4242, Comm: "loadgen", AllocsPerSec: 14119, FailsPerSec: 2, Allocs: 28317, Fails: 2, Workload: loadgen,
+						Names: workload.Names{Container: "loadgen", Pod: "loadtest-5c8b", Namespace: "perf"}},
 					// A name any local user can give a process (prctl PR_SET_NAME).
 					{PID: 6666, Comm: "\x1b]0;PWN\x07zz", AllocsPerSec: 1, Allocs: 7},
 					{PID: 6667, Comm: "a\nb\tc\xff", AllocsPerSec: 1, Allocs: 3},
 				},
 				Workloads: []WorkloadReport{
-					{Workload: workload.FromCgroup("/kubepods.slice/kubepods-pod6d0c1a2b_3c4d_4e5f_8a9b_0c1d2e3f4a5b.slice/cri-containerd-9f3a6c1e2b4d5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8.scope"),
+					{Workload: loadgen,
 						Names: workload.Names{Container: "loadgen", Pod: "loadtest-5c8b", Namespace: "perf"}, AllocsPerSec: 14119, FailsPerSec: 2, Allocs: 28317, Fails: 2},
 					{Workload: workload.FromCgroup("/libpod_parent/libpod-4c2e0d1f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d"), AllocsPerSec: 1, Allocs: 7},
+				},
+				Pods: []WorkloadReport{
+					{Workload: workload.Identity{PodUID: loadgen.PodUID}, Names: workload.Names{Pod: "loadtest-5c8b", Namespace: "perf"},
+						AllocsPerSec: 14119, FailsPerSec: 2, Allocs: 28317, Fails: 2},
 				},
 			},
 			{
@@ -61,8 +67,8 @@ func TestChurnTableGolden(t *testing.T) {
 	if i := strings.IndexFunc(b.String(), func(r rune) bool { return r < 0x20 && r != '\n' || r == 0x7f }); i >= 0 {
 		t.Errorf("control byte %q in the churn table at offset %d", b.String()[i], i)
 	}
-	if lines := strings.Count(b.String(), "\n"); lines != 20 {
-		t.Errorf("%d lines, want 20: a process name broke a line", lines)
+	if lines := strings.Count(b.String(), "\n"); lines != 22 {
+		t.Errorf("%d lines, want 22: a process name broke a line", lines)
 	}
 }
 

@@ -163,6 +163,8 @@ func Cell(w Identity, n Names) string {
 		return n.Pod + "/" + n.Container
 	case n.Container != "":
 		return n.Container
+	case n.Pod != "" && w.ContainerID == "":
+		return n.Pod
 	case w.ContainerID != "" && w.PodUID != "":
 		return "pod/" + w.PodUID[:8] + "/" + w.ShortID()
 	case w.ContainerID != "":
