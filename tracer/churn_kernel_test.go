@@ -35,6 +35,18 @@ func startChurn(t *testing.T) *tracer.Tracer {
 	return tr
 }
 
+// netnsReport is r's report on namespace inode.
+func netnsReport(t *testing.T, r *churn.Report, inode uint32) *churn.NetnsReport {
+	t.Helper()
+	for i := range r.Netns {
+		if r.Netns[i].Netns == inode {
+			return &r.Netns[i]
+		}
+	}
+	t.Fatalf("no report for netns %d", inode)
+	return nil
+}
+
 // churnIn200Ports makes a namespace whose range is 200 ports, attaches a
 // churn tracer and starts a churn.State from its first reading.
 func churnIn200Ports(t *testing.T) (*tracer.NS, *tracer.Tracer, *churn.State) {
@@ -276,15 +288,7 @@ func TestKernelChurnExhaustion(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := state.Next(cur)
-	var n *churn.NetnsReport
-	for i := range r.Netns {
-		if r.Netns[i].Netns == ns.Inode {
-			n = &r.Netns[i]
-		}
-	}
-	if n == nil {
-		t.Fatal("no report for the test's netns")
-	}
+	n := netnsReport(t, r, ns.Inode)
 	if n.UsageErr != "" {
 		t.Fatal(n.UsageErr)
 	}
@@ -345,15 +349,7 @@ func TestKernelChurnByWorkload(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := state.Next(cur)
-	var n *churn.NetnsReport
-	for i := range r.Netns {
-		if r.Netns[i].Netns == ns.Inode {
-			n = &r.Netns[i]
-		}
-	}
-	if n == nil {
-		t.Fatalf("no report for netns %d", ns.Inode)
-	}
+	n := netnsReport(t, r, ns.Inode)
 	if len(n.Workloads) != 1 || n.Workloads[0].Workload.ContainerID != l.ContainerID || n.Workloads[0].Allocs != 3 {
 		t.Fatalf("workload rows %+v, want one: container %s, 3 allocations", n.Workloads, l.ContainerID)
 	}

@@ -14,7 +14,6 @@ import (
 
 	"github.com/porttrace/porttrace/tracer/event"
 	"github.com/porttrace/porttrace/tracer/internal/flagcheck"
-	"github.com/porttrace/porttrace/tracer/internal/workload"
 )
 
 // Config is what `porttrace churn` takes on the command line.
@@ -27,15 +26,9 @@ type Config struct {
 	Verbose      bool
 	Backend      event.Backend
 	backend      string
-	// CgroupPaths are --cgroup's, resolved by Validate into Cgroups.
-	CgroupPaths []string
-	Cgroups     []uint64
-	// Netns is --netns: namespace files, or all (the default).
-	Netns []string
-	// Workloads are --container, --pod and --k8s-namespace.
-	Workloads workload.Selector
-	// RuntimeSockets name the container runtime APIs to ask for names.
-	RuntimeSockets []string
+	// Scope is --cgroup, --netns, --container, --pod, --k8s-namespace
+	// and --runtime-socket.
+	flagcheck.Scope
 	// MetricsWorkloads is --metrics-workloads: how many containers a
 	// namespace exports as series.
 	MetricsWorkloads int
@@ -53,12 +46,7 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.DurationVarP(&c.Duration, "duration", "d", c.Duration, "stop after this long")
 	fs.StringVar(&c.Metrics, "metrics", c.Metrics, "serve Prometheus metrics on this address (e.g. :9477)")
 	fs.IntVar(&c.MetricsDests, "metrics-destinations", c.MetricsDests, "also export the N busiest destinations per netns as series")
-	fs.StringArrayVar(&c.CgroupPaths, "cgroup", c.CgroupPaths, flagcheck.CgroupHelp)
-	fs.Var((*flagcheck.NetnsList)(&c.Netns), "netns", flagcheck.NetnsScopeHelp)
-	fs.StringArrayVar(&c.Workloads.Containers, "container", nil, flagcheck.ContainerHelp)
-	fs.StringArrayVar(&c.Workloads.Pods, "pod", nil, flagcheck.PodHelp)
-	fs.StringArrayVar(&c.Workloads.Namespaces, "k8s-namespace", nil, flagcheck.K8sNamespaceHelp)
-	fs.StringArrayVar(&c.RuntimeSockets, "runtime-socket", c.RuntimeSockets, flagcheck.RuntimeSocketHelp)
+	c.Scope.AddFlags(fs)
 	fs.IntVar(&c.MetricsWorkloads, "metrics-workloads", c.MetricsWorkloads, "also export the N busiest containers per netns as series")
 	fs.StringVar(&c.backend, "backend", c.backend, "kernel hooks: auto, fentry, kprobe or tracepoint")
 	fs.BoolVarP(&c.Verbose, "verbose", "v", c.Verbose, flagcheck.VerboseHelp)
@@ -86,11 +74,5 @@ func (c *Config) Validate() error {
 	if c.Backend, err = flagcheck.Backend(c.backend); err != nil {
 		return err
 	}
-	if c.Cgroups, err = flagcheck.Cgroups(c.CgroupPaths); err != nil {
-		return err
-	}
-	if err := flagcheck.Workloads(c.Workloads.Containers, c.Workloads.Pods, c.Workloads.Namespaces); err != nil {
-		return err
-	}
-	return flagcheck.Netns(c.Netns)
+	return c.Scope.Validate()
 }

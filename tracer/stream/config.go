@@ -18,7 +18,6 @@ import (
 	"github.com/porttrace/porttrace/tracer"
 	"github.com/porttrace/porttrace/tracer/event"
 	"github.com/porttrace/porttrace/tracer/internal/flagcheck"
-	"github.com/porttrace/porttrace/tracer/internal/workload"
 )
 
 // Config is everything the command line sets.
@@ -49,16 +48,9 @@ type Config struct {
 
 	backend string
 	user    userFlag // --uid as given: Validate resolves a name into UID
-	// CgroupPaths are --cgroup's, resolved by Validate into Cgroups.
-	CgroupPaths []string
-	Cgroups     []uint64
-	// Netns is --netns: namespace files, or all (the default).
-	Netns []string
-	// Workloads are --container, --pod and --k8s-namespace.
-	Workloads workload.Selector
-	// RuntimeSockets name the container runtime APIs to ask for names
-	// (--runtime-socket; default workload.DockerSockets).
-	RuntimeSockets []string
+	// Scope is --cgroup, --netns, --container, --pod, --k8s-namespace
+	// and --runtime-socket.
+	flagcheck.Scope
 }
 
 // DefaultConfig is a Config with every event and no filter.
@@ -81,12 +73,7 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&c.UDP, "udp", c.UDP, "only UDP")
 	fs.DurationVarP(&c.Duration, "duration", "d", c.Duration, "stop after this long (e.g. 30s)")
 	fs.VarP((*countFlag)(&c.Count), "count", "n", "stop after this many events")
-	fs.StringArrayVar(&c.CgroupPaths, "cgroup", c.CgroupPaths, flagcheck.CgroupHelp)
-	fs.Var((*flagcheck.NetnsList)(&c.Netns), "netns", flagcheck.NetnsScopeHelp)
-	fs.StringArrayVar(&c.Workloads.Containers, "container", nil, flagcheck.ContainerHelp)
-	fs.StringArrayVar(&c.Workloads.Pods, "pod", nil, flagcheck.PodHelp)
-	fs.StringArrayVar(&c.Workloads.Namespaces, "k8s-namespace", nil, flagcheck.K8sNamespaceHelp)
-	fs.StringArrayVar(&c.RuntimeSockets, "runtime-socket", c.RuntimeSockets, flagcheck.RuntimeSocketHelp)
+	c.Scope.AddFlags(fs)
 	fs.StringVar(&c.backend, "backend", c.backend, "kernel hooks: auto, fentry, kprobe or tracepoint")
 	fs.StringVar(&c.Metrics, "metrics", c.Metrics, "serve Prometheus metrics (events by type and result, lost) on this address")
 	fs.BoolVarP(&c.Verbose, "verbose", "v", c.Verbose, flagcheck.VerboseHelp)
@@ -127,13 +114,7 @@ func (c *Config) Validate() error {
 	if c.Events.Empty() {
 		return errors.New("invalid --events: no event selected")
 	}
-	if c.Cgroups, err = flagcheck.Cgroups(c.CgroupPaths); err != nil {
-		return err
-	}
-	if err := flagcheck.Workloads(c.Workloads.Containers, c.Workloads.Pods, c.Workloads.Namespaces); err != nil {
-		return err
-	}
-	return flagcheck.Netns(c.Netns)
+	return c.Scope.Validate()
 }
 
 // taskCommLen is the kernel's TASK_COMM_LEN less its NUL: longer names are
