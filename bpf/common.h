@@ -66,6 +66,8 @@ const volatile bool listen_on_sk = false;
  */
 const volatile bool have_task_btf = true;     /* bpf_get_current_task_btf, 5.11 */
 const volatile bool have_task_pt_regs = true; /* bpf_task_pt_regs, 5.15 */
+/* bpf_get_current_ancestor_cgroup_id in tracing programs (not 5.10's) */
+const volatile bool have_ancestor_cgroup = true;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -144,8 +146,10 @@ const volatile bool judge_unknown = false;
 
 /*
  * cgroup_wanted applies the verdicts: the task's own cgroup's first, then
- * its ancestors' (bpf_get_current_ancestor_cgroup_id, 5.7: 0 past the
- * task's own level).
+ * its ancestors'. Those come from bpf_get_current_ancestor_cgroup_id (0
+ * past the task's own level) where tracing programs have it; else from
+ * the task's cgroup v2 and its parents, with CO-RE reads (a cgroup's id
+ * is its kernfs node's).
  */
 static __always_inline bool cgroup_wanted(void)
 {
@@ -154,14 +158,28 @@ static __always_inline bool cgroup_wanted(void)
 
 	if (v)
 		return *v == CG_IN;
-	for (int level = 0; level <= MAX_CGROUP_DEPTH; level++) {
-		__u64 id = bpf_get_current_ancestor_cgroup_id(level);
+	if (have_ancestor_cgroup) {
+		for (int level = 0; level <= MAX_CGROUP_DEPTH; level++) {
+			__u64 id = bpf_get_current_ancestor_cgroup_id(level);
 
-		if (!id)
-			break;
-		v = bpf_map_lookup_elem(&cgroup_filter, &id);
-		if (v && *v == CG_IN)
-			return true;
+			if (!id)
+				break;
+			v = bpf_map_lookup_elem(&cgroup_filter, &id);
+			if (v && *v == CG_IN)
+				return true;
+		}
+	} else {
+		struct task_struct *task = (void *)bpf_get_current_task();
+		struct cgroup *cg = BPF_CORE_READ(task, cgroups, dfl_cgrp);
+
+		for (int i = 0; i <= MAX_CGROUP_DEPTH && cg; i++) {
+			__u64 id = BPF_CORE_READ(cg, kn, id);
+
+			v = bpf_map_lookup_elem(&cgroup_filter, &id);
+			if (v && *v == CG_IN)
+				return true;
+			cg = BPF_CORE_READ(cg, self.parent, cgroup);
+		}
 	}
 	return judge_unknown;
 }

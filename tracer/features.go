@@ -24,8 +24,9 @@ type helpers struct {
 	// backend reads a syscall's arguments at its exit; without it, it
 	// pairs each sys_exit with its sys_enter by thread.
 	TaskPtRegs bool
-	// AncestorCgroup: bpf_get_current_ancestor_cgroup_id (5.7), which
-	// scoping to cgroups needs; porttrace refuses to scope without it.
+	// AncestorCgroup: bpf_get_current_ancestor_cgroup_id in tracing
+	// programs (not in 5.10's), for scoping to cgroups; without it, a
+	// cgroup's ancestors are read through the task with CO-RE.
 	AncestorCgroup bool
 }
 
@@ -57,12 +58,16 @@ func probeHelpers() (helpers, error) {
 }
 
 // missing says which helpers the kernel lacks and what the backend does
-// instead (tracepoint: whether it is the tracepoint backend), for
-// Describe; empty when the kernel has every helper.
-func (h helpers) missing(tracepoint bool) []string {
+// instead (tracepoint: whether it is the tracepoint backend; scoped:
+// whether the trace is scoped to cgroups), for Describe; empty when the
+// kernel has every helper.
+func (h helpers) missing(tracepoint, scoped bool) []string {
 	var notes []string
 	if !h.TaskBTF {
 		notes = append(notes, "no bpf_get_current_task_btf (5.11): the task is read with CO-RE reads")
+	}
+	if !h.AncestorCgroup && scoped {
+		notes = append(notes, "no bpf_get_current_ancestor_cgroup_id in tracing programs: cgroups' ancestors are read with CO-RE reads")
 	}
 	if !h.TaskPtRegs && tracepoint {
 		notes = append(notes, "no bpf_task_pt_regs (5.15): each sys_exit is paired with its sys_enter by thread")

@@ -35,7 +35,7 @@ func TestMain(m *testing.M) {
 		os.Exit(holdTracer()) // kernel_cleanup_test.go
 	}
 	if os.Getenv("PORTTRACE_WITHOUT_HELPERS") == "1" {
-		forceHelpers = func(h *helpers) { h.TaskBTF, h.TaskPtRegs = false, false }
+		forceHelpers = func(h *helpers) { *h = helpers{} }
 	}
 	textout.DisplayZone = time.UTC // golden files hold UTC clock times
 	code := m.Run()

@@ -11,6 +11,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
+	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
 
 	"github.com/porttrace/porttrace/tracer/event"
@@ -88,6 +89,10 @@ func TestKernelPIDFilter(t *testing.T) {
 // kernel has, and without the newer ones (the paths older kernels take).
 func TestKernelBackendsLoad(t *testing.T) {
 	NeedRoot(t)
+	// As New does: kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK.
+	if err := rlimit.RemoveMemlock(); err != nil {
+		t.Fatal(err)
+	}
 	kernel, err := btfKernel()
 	if err != nil {
 		t.Fatal(err)

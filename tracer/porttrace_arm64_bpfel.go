@@ -197,6 +197,7 @@ const (
 	porttraceVarFilterCgroups            = "filter_cgroups"
 	porttraceVarFilterNetns              = "filter_netns"
 	porttraceVarFilterPorts              = "filter_ports"
+	porttraceVarHaveAncestorCgroup       = "have_ancestor_cgroup"
 	porttraceVarHaveTaskBtf              = "have_task_btf"
 	porttraceVarHaveTaskPtRegs           = "have_task_pt_regs"
 	porttraceVarJudgeUnknown             = "judge_unknown"
@@ -313,25 +314,26 @@ type porttraceMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type porttraceVariableSpecs struct {
-	AcceptBackend    *ebpf.VariableSpec `ebpf:"accept_backend"`
-	ChurnMode        *ebpf.VariableSpec `ebpf:"churn_mode"`
-	FilterCgroups    *ebpf.VariableSpec `ebpf:"filter_cgroups"`
-	FilterNetns      *ebpf.VariableSpec `ebpf:"filter_netns"`
-	FilterPorts      *ebpf.VariableSpec `ebpf:"filter_ports"`
-	HaveTaskBtf      *ebpf.VariableSpec `ebpf:"have_task_btf"`
-	HaveTaskPtRegs   *ebpf.VariableSpec `ebpf:"have_task_pt_regs"`
-	JudgeUnknown     *ebpf.VariableSpec `ebpf:"judge_unknown"`
-	LastWakeup       *ebpf.VariableSpec `ebpf:"last_wakeup"`
-	ListenOnSk       *ebpf.VariableSpec `ebpf:"listen_on_sk"`
-	TargetPid        *ebpf.VariableSpec `ebpf:"target_pid"`
-	TargetUid        *ebpf.VariableSpec `ebpf:"target_uid"`
-	UnusedBackendId  *ebpf.VariableSpec `ebpf:"unused_backend_id"`
-	UnusedCounter    *ebpf.VariableSpec `ebpf:"unused_counter"`
-	UnusedEvent      *ebpf.VariableSpec `ebpf:"unused_event"`
-	UnusedEventFlags *ebpf.VariableSpec `ebpf:"unused_event_flags"`
-	UnusedEventKind  *ebpf.VariableSpec `ebpf:"unused_event_kind"`
-	UnusedPortBitmap *ebpf.VariableSpec `ebpf:"unused_port_bitmap"`
-	WakeupBytes      *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
+	AcceptBackend      *ebpf.VariableSpec `ebpf:"accept_backend"`
+	ChurnMode          *ebpf.VariableSpec `ebpf:"churn_mode"`
+	FilterCgroups      *ebpf.VariableSpec `ebpf:"filter_cgroups"`
+	FilterNetns        *ebpf.VariableSpec `ebpf:"filter_netns"`
+	FilterPorts        *ebpf.VariableSpec `ebpf:"filter_ports"`
+	HaveAncestorCgroup *ebpf.VariableSpec `ebpf:"have_ancestor_cgroup"`
+	HaveTaskBtf        *ebpf.VariableSpec `ebpf:"have_task_btf"`
+	HaveTaskPtRegs     *ebpf.VariableSpec `ebpf:"have_task_pt_regs"`
+	JudgeUnknown       *ebpf.VariableSpec `ebpf:"judge_unknown"`
+	LastWakeup         *ebpf.VariableSpec `ebpf:"last_wakeup"`
+	ListenOnSk         *ebpf.VariableSpec `ebpf:"listen_on_sk"`
+	TargetPid          *ebpf.VariableSpec `ebpf:"target_pid"`
+	TargetUid          *ebpf.VariableSpec `ebpf:"target_uid"`
+	UnusedBackendId    *ebpf.VariableSpec `ebpf:"unused_backend_id"`
+	UnusedCounter      *ebpf.VariableSpec `ebpf:"unused_counter"`
+	UnusedEvent        *ebpf.VariableSpec `ebpf:"unused_event"`
+	UnusedEventFlags   *ebpf.VariableSpec `ebpf:"unused_event_flags"`
+	UnusedEventKind    *ebpf.VariableSpec `ebpf:"unused_event_kind"`
+	UnusedPortBitmap   *ebpf.VariableSpec `ebpf:"unused_port_bitmap"`
+	WakeupBytes        *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 }
 
 // porttraceObjects contains all objects after they have been loaded into the kernel.
@@ -391,25 +393,26 @@ func (m *porttraceMaps) Close() error {
 //
 // It can be passed to loadPorttraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type porttraceVariables struct {
-	AcceptBackend    *ebpf.Variable `ebpf:"accept_backend"`
-	ChurnMode        *ebpf.Variable `ebpf:"churn_mode"`
-	FilterCgroups    *ebpf.Variable `ebpf:"filter_cgroups"`
-	FilterNetns      *ebpf.Variable `ebpf:"filter_netns"`
-	FilterPorts      *ebpf.Variable `ebpf:"filter_ports"`
-	HaveTaskBtf      *ebpf.Variable `ebpf:"have_task_btf"`
-	HaveTaskPtRegs   *ebpf.Variable `ebpf:"have_task_pt_regs"`
-	JudgeUnknown     *ebpf.Variable `ebpf:"judge_unknown"`
-	LastWakeup       *ebpf.Variable `ebpf:"last_wakeup"`
-	ListenOnSk       *ebpf.Variable `ebpf:"listen_on_sk"`
-	TargetPid        *ebpf.Variable `ebpf:"target_pid"`
-	TargetUid        *ebpf.Variable `ebpf:"target_uid"`
-	UnusedBackendId  *ebpf.Variable `ebpf:"unused_backend_id"`
-	UnusedCounter    *ebpf.Variable `ebpf:"unused_counter"`
-	UnusedEvent      *ebpf.Variable `ebpf:"unused_event"`
-	UnusedEventFlags *ebpf.Variable `ebpf:"unused_event_flags"`
-	UnusedEventKind  *ebpf.Variable `ebpf:"unused_event_kind"`
-	UnusedPortBitmap *ebpf.Variable `ebpf:"unused_port_bitmap"`
-	WakeupBytes      *ebpf.Variable `ebpf:"wakeup_bytes"`
+	AcceptBackend      *ebpf.Variable `ebpf:"accept_backend"`
+	ChurnMode          *ebpf.Variable `ebpf:"churn_mode"`
+	FilterCgroups      *ebpf.Variable `ebpf:"filter_cgroups"`
+	FilterNetns        *ebpf.Variable `ebpf:"filter_netns"`
+	FilterPorts        *ebpf.Variable `ebpf:"filter_ports"`
+	HaveAncestorCgroup *ebpf.Variable `ebpf:"have_ancestor_cgroup"`
+	HaveTaskBtf        *ebpf.Variable `ebpf:"have_task_btf"`
+	HaveTaskPtRegs     *ebpf.Variable `ebpf:"have_task_pt_regs"`
+	JudgeUnknown       *ebpf.Variable `ebpf:"judge_unknown"`
+	LastWakeup         *ebpf.Variable `ebpf:"last_wakeup"`
+	ListenOnSk         *ebpf.Variable `ebpf:"listen_on_sk"`
+	TargetPid          *ebpf.Variable `ebpf:"target_pid"`
+	TargetUid          *ebpf.Variable `ebpf:"target_uid"`
+	UnusedBackendId    *ebpf.Variable `ebpf:"unused_backend_id"`
+	UnusedCounter      *ebpf.Variable `ebpf:"unused_counter"`
+	UnusedEvent        *ebpf.Variable `ebpf:"unused_event"`
+	UnusedEventFlags   *ebpf.Variable `ebpf:"unused_event_flags"`
+	UnusedEventKind    *ebpf.Variable `ebpf:"unused_event_kind"`
+	UnusedPortBitmap   *ebpf.Variable `ebpf:"unused_port_bitmap"`
+	WakeupBytes        *ebpf.Variable `ebpf:"wakeup_bytes"`
 }
 
 // porttracePrograms contains all programs after they have been loaded into the kernel.

@@ -43,7 +43,8 @@ type Options struct {
 	Ports     *PortSet
 	// Cgroups keeps only the tasks in these cgroups (cgroup v2 ids: the
 	// directories' inode numbers) or below them; SetCgroup adds more.
-	// Needs bpf_get_current_ancestor_cgroup_id (5.7).
+	// Kernels without bpf_get_current_ancestor_cgroup_id in tracing
+	// programs (5.10) walk the cgroup's parents with CO-RE instead.
 	Cgroups []uint64
 	// JudgeUnknown, with Cgroups, also sends the calls of cgroups that
 	// have no verdict yet, for the caller to judge (SetCgroup).
@@ -106,9 +107,6 @@ func New(o Options) (*Tracer, error) {
 	if err != nil {
 		return nil, err
 	}
-	if o.Cgroups != nil && !have.AncestorCgroup {
-		return nil, fmt.Errorf("scoping to cgroups needs bpf_get_current_ancestor_cgroup_id (Linux 5.7), which this kernel lacks: %w", ebpf.ErrNotSupported)
-	}
 	if forceHelpers != nil {
 		forceHelpers(&have)
 	}
@@ -122,7 +120,7 @@ func New(o Options) (*Tracer, error) {
 		err := t.start(b, o, spec.Copy(), kernel, have)
 		if err == nil {
 			t.backend = b
-			t.without = have.missing(b == event.BackendTracepoint)
+			t.without = have.missing(b == event.BackendTracepoint, o.Cgroups != nil)
 			break
 		}
 		errs = append(errs, fmt.Errorf("%s: %w", b, err))
@@ -232,6 +230,7 @@ func configure(spec *ebpf.CollectionSpec, b event.Backend, o Options, listenOnSk
 		{vs.ListenOnSk, listenOnSk},
 		{vs.HaveTaskBtf, have.TaskBTF},
 		{vs.HaveTaskPtRegs, have.TaskPtRegs},
+		{vs.HaveAncestorCgroup, have.AncestorCgroup},
 		// The tracepoint program's accept reports preblocked threads for fexit/kretprobe.
 		{vs.AcceptBackend, uint8(b)},
 		{vs.ChurnMode, o.Churn},
