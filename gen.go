@@ -8,4 +8,4 @@
 // ARCHITECTURE.md says what lives where.
 package porttrace
 
-//go:generate go tool bpf2go -tags linux -target amd64,arm64 -go-package tracer -output-dir tracer -type event -type port_bitmap -type event_kind -type backend_id -type event_flags -type counter -type churn_ns_key -type churn_dst_key -type churn_proc_key -type churn_counts -cc ${BPF_CLANG} -cflags ${BPF_CFLAGS} porttrace bpf/porttrace.bpf.c -- -Ibpf -Ibpf/headers
+//go:generate go tool bpf2go -tags linux -target amd64,arm64 -go-package tracer -output-dir tracer -type event -type port_bitmap -type event_kind -type backend_id -type event_flags -type sock_opt -type counter -type churn_ns_key -type churn_dst_key -type churn_proc_key -type churn_counts -cc ${BPF_CLANG} -cflags ${BPF_CFLAGS} porttrace bpf/porttrace.bpf.c -- -Ibpf -Ibpf/headers

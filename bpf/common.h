@@ -48,6 +48,7 @@ const enum event_kind *unused_event_kind __attribute__((unused));
 const enum backend_id *unused_backend_id __attribute__((unused));
 const enum event_flags *unused_event_flags __attribute__((unused));
 const enum counter *unused_counter __attribute__((unused));
+const enum sock_opt *unused_sock_opt __attribute__((unused));
 
 /* Knobs: set by the loader before load, folded into the programs by the verifier. */
 const volatile __u32 target_pid = 0;     /* 0: every process */
@@ -531,6 +532,57 @@ static __always_inline bool bind_request(struct event *e, const void *sa, bool u
 }
 
 /*
+ * struct inet_sock's freebind, transparent and bind_address_no_port were
+ * bitfields until 6.6, then bits of inet_flags (INET_FLAGS_FREEBIND 11,
+ * INET_FLAGS_TRANSPARENT 15, INET_FLAGS_BIND_ADDRESS_NO_PORT 18: an
+ * anonymous enum, which CO-RE cannot look up, so the bits are written out).
+ */
+struct inet_sock___bits {
+	__u8 freebind: 1;
+	__u8 transparent: 1;
+	__u8 bind_address_no_port: 1;
+} __attribute__((preserve_access_index));
+
+struct inet_sock___flags {
+	unsigned long inet_flags;
+} __attribute__((preserve_access_index));
+
+/* read_sock_opts sets the options that decide whether two binds clash. */
+static __always_inline void read_sock_opts(struct event *e, struct sock *sk)
+{
+	__u8 o = 0;
+
+	if (BPF_CORE_READ_BITFIELD_PROBED(sk, __sk_common.skc_reuse))
+		o |= SO_OPT_REUSEADDR;
+	if (BPF_CORE_READ_BITFIELD_PROBED(sk, __sk_common.skc_reuseport))
+		o |= SO_OPT_REUSEPORT;
+	if (BPF_CORE_READ_BITFIELD_PROBED(sk, __sk_common.skc_ipv6only))
+		o |= SO_OPT_V6ONLY;
+	if (bpf_core_field_exists(((struct inet_sock___flags *)0)->inet_flags)) {
+		unsigned long f = BPF_CORE_READ((struct inet_sock___flags *)sk, inet_flags);
+
+		if (f & (1UL << 11))
+			o |= SO_OPT_FREEBIND;
+		if (f & (1UL << 15))
+			o |= SO_OPT_TRANSPARENT;
+		if (f & (1UL << 18))
+			o |= SO_OPT_BIND_NO_PORT;
+	} else {
+		struct inet_sock___bits *bits = (void *)sk;
+
+		if (BPF_CORE_READ_BITFIELD_PROBED(bits, freebind))
+			o |= SO_OPT_FREEBIND;
+		if (BPF_CORE_READ_BITFIELD_PROBED(bits, transparent))
+			o |= SO_OPT_TRANSPARENT;
+		if (BPF_CORE_READ_BITFIELD_PROBED(bits, bind_address_no_port))
+			o |= SO_OPT_BIND_NO_PORT;
+	}
+	e->sock_opts = o;
+	e->bound_if = BPF_CORE_READ(sk, __sk_common.skc_bound_dev_if);
+	e->flags |= F_HAS_SOCK_OPTS;
+}
+
+/*
  * emit_bind reports a bind on sk that returned ret; e holds what
  * bind_request read, so a failed bind still says which port it wanted.
  */
@@ -551,8 +603,11 @@ static __always_inline void emit_bind(struct event *e, struct sock *sk, long ret
 		return;
 	fill_task(e, EV_BIND, backend);
 	e->err = ret;
-	if (ret == 0 && !churn_mode)
-		local_ephemeral(e, sk);
+	if (!churn_mode) {
+		read_sock_opts(e, sk);
+		if (ret == 0)
+			local_ephemeral(e, sk);
+	}
 	submit(e);
 }
 

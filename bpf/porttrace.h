@@ -37,6 +37,20 @@ enum event_flags {
 	F_CAP_BIND = 1 << 5,        /* the task holds CAP_NET_BIND_SERVICE */
 	F_HAS_PROTO = 1 << 6,       /* proto is known */
 	F_AUTOBIND = 1 << 7,        /* the call asked the kernel for a local port */
+	F_HAS_SOCK_OPTS = 1 << 8,   /* sock_opts and bound_if are known (binds) */
+};
+
+/*
+ * The socket options that decide whether two binds of one address and port
+ * clash, as a bind event reports them (struct event's sock_opts).
+ */
+enum sock_opt {
+	SO_OPT_REUSEADDR = 1 << 0,      /* SO_REUSEADDR */
+	SO_OPT_REUSEPORT = 1 << 1,      /* SO_REUSEPORT */
+	SO_OPT_FREEBIND = 1 << 2,       /* IP_FREEBIND */
+	SO_OPT_TRANSPARENT = 1 << 3,    /* IP_TRANSPARENT */
+	SO_OPT_BIND_NO_PORT = 1 << 4,   /* IP_BIND_ADDRESS_NO_PORT */
+	SO_OPT_V6ONLY = 1 << 5,         /* IPV6_V6ONLY */
 };
 
 /*
@@ -63,8 +77,11 @@ struct event {
 	__u16 family;      /* AF_INET or AF_INET6 */
 	__u8 kind;         /* enum event_kind */
 	__u8 backend;      /* enum backend_id */
-	__u8 pad[2];
+	__u8 sock_opts;    /* enum sock_opt, with F_HAS_SOCK_OPTS */
+	__u8 pad;
 	__u32 sock_ino;    /* inode of the socket (sock_diag's, /proc/PID/fd's); 0 if unknown */
+	__s32 bound_if;    /* SO_BINDTODEVICE's ifindex in the socket's netns; 0: none */
+	__u32 pad2;
 	__u8 laddr[16];
 	__u8 raddr[16];
 	char comm[TASK_COMM_LEN];

@@ -19,6 +19,7 @@ const (
 	flagExeDeleted = uint32(porttraceEventFlagsF_EXE_DELETED)
 	flagCapBind    = uint32(porttraceEventFlagsF_CAP_BIND)
 	flagHasProto   = uint32(porttraceEventFlagsF_HAS_PROTO)
+	flagSockOpts   = uint32(porttraceEventFlagsF_HAS_SOCK_OPTS)
 )
 
 // decode turns a raw kernel event into an Event: addresses, names, result,
@@ -58,6 +59,14 @@ func decode(raw *porttraceEvent, bootOffset time.Duration, ev *event.Event, comm
 	}
 	if raw.Flags&flagHasRemote != 0 {
 		ev.Remote = netip.AddrPortFrom(addrFrom(raw.Family, &raw.Raddr), raw.Rport)
+	}
+	if raw.Flags&flagSockOpts != 0 {
+		ev.HasSockOpts, ev.BoundIf = true, raw.BoundIf
+		for _, b := range sockOptBits {
+			if porttraceSockOpt(raw.SockOpts)&b.raw != 0 {
+				ev.SockOpts |= b.opt
+			}
+		}
 	}
 	if raw.Flags&flagHasNet != 0 {
 		ev.HasNet = true
@@ -110,4 +119,17 @@ func (in *interner) comm(c *[16]int8) string {
 	}
 	in.m[*c] = s
 	return s
+}
+
+// sockOptBits maps bpf/porttrace.h's enum sock_opt to event.SockOpts.
+var sockOptBits = []struct {
+	raw porttraceSockOpt
+	opt event.SockOpts
+}{
+	{porttraceSockOptSO_OPT_REUSEADDR, event.OptReuseAddr},
+	{porttraceSockOptSO_OPT_REUSEPORT, event.OptReusePort},
+	{porttraceSockOptSO_OPT_FREEBIND, event.OptFreebind},
+	{porttraceSockOptSO_OPT_TRANSPARENT, event.OptTransparent},
+	{porttraceSockOptSO_OPT_BIND_NO_PORT, event.OptBindNoPort},
+	{porttraceSockOptSO_OPT_V6ONLY, event.OptV6Only},
 }

@@ -2,6 +2,7 @@ package tracer
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/porttrace/porttrace/tracer/event"
+	"github.com/porttrace/porttrace/tracer/internal/netns"
 )
 
 var (
@@ -202,4 +204,80 @@ func TestKernelListenUnbound(t *testing.T) {
 	if evs[0].PortRange != [2]uint16{41000, 41999} {
 		t.Errorf("range %v, want the netns's 41000-41999", evs[0].PortRange)
 	}
+}
+
+// A bind reports the socket options that decide whether it clashes with
+// another, as the kernel held them, and the interface SO_BINDTODEVICE
+// bound it to, on every backend.
+func TestKernelBindSockOpts(t *testing.T) {
+	ns := NewNetns(t)
+	c := startTracer(t, Options{Events: KindsOf(event.KindBind), PID: uint32(os.Getpid())})
+	type opt struct{ level, name int }
+	cases := []struct {
+		spec SockSpec
+		port uint16
+		opts []opt
+		want event.SockOpts
+	}{
+		{TCP4, 31390, nil, 0},
+		{TCP4, 31391, []opt{{unix.SOL_SOCKET, unix.SO_REUSEADDR}}, event.OptReuseAddr},
+		{UDP4, 31392, []opt{{unix.SOL_SOCKET, unix.SO_REUSEPORT}}, event.OptReusePort},
+		{TCP4, 31393, []opt{{unix.SOL_IP, unix.IP_FREEBIND}, {unix.SOL_IP, unix.IP_TRANSPARENT}}, event.OptFreebind | event.OptTransparent},
+		{TCP4, 31394, []opt{{unix.SOL_IP, unix.IP_BIND_ADDRESS_NO_PORT}, {unix.SOL_SOCKET, unix.SO_REUSEADDR}}, event.OptBindNoPort | event.OptReuseAddr},
+		{TCP6, 31395, []opt{{unix.SOL_IPV6, unix.IPV6_V6ONLY}}, event.OptV6Only},
+	}
+	ns.Run(t, func() {
+		for _, tc := range cases {
+			fd := NewSocket(t, tc.spec)
+			for _, o := range tc.opts {
+				if err := unix.SetsockoptInt(fd, o.level, o.name, 1); err != nil {
+					t.Fatal(err)
+				}
+			}
+			addr := "127.0.0.1"
+			if tc.spec == TCP6 {
+				addr = "::1"
+			}
+			if err := unix.Bind(fd, Sockaddr(netip.AddrPortFrom(netip.MustParseAddr(addr), tc.port))); err != nil {
+				t.Fatal(err)
+			}
+			unix.Close(fd)
+		}
+		fd := NewSocket(t, UDP4)
+		defer unix.Close(fd)
+		if err := unix.BindToDevice(fd, "lo"); err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Bind(fd, Sockaddr(netip.MustParseAddrPort("127.0.0.1:31396"))); err != nil {
+			t.Fatal(err)
+		}
+	})
+	got := map[uint16]event.Event{}
+	for _, ev := range c.stop(t, ns) {
+		got[ev.Local.Port()] = ev
+	}
+	for _, tc := range cases {
+		ev, ok := got[tc.port]
+		if !ok || !ev.HasSockOpts || ev.SockOpts != tc.want || ev.BoundIf != 0 {
+			t.Errorf("bind of %d: sock_opts %v (known %t), bound_if %d; want %v, none", tc.port, ev.SockOpts, ev.HasSockOpts, ev.BoundIf, tc.want)
+		}
+	}
+	lo := netIfIndex(t, ns, "lo")
+	if ev := got[31396]; ev.BoundIf != lo || netns.NewIfNames().Name(ns.Inode, ev.BoundIf) != "lo" {
+		t.Errorf("bind of 31396 on lo: bound_if %d, want %d, named lo", ev.BoundIf, lo)
+	}
+}
+
+// netIfIndex is the index of interface name inside ns.
+func netIfIndex(t *testing.T, ns *NS, name string) int32 {
+	t.Helper()
+	var idx int32
+	ns.Run(t, func() {
+		ifi, err := net.InterfaceByName(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		idx = int32(ifi.Index)
+	})
+	return idx
 }

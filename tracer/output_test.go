@@ -33,8 +33,9 @@ func rawEvents() []porttraceEvent {
 		Backend: uint8(event.BackendTracepoint), CgroupId: 77, Comm: comm("nginx")}
 	with := func(f func(*porttraceEvent)) porttraceEvent { e := base; f(&e); return e }
 	return []porttraceEvent{
-		with(func(e *porttraceEvent) {
-			e.Kind, e.Flags, e.Lport, e.Laddr = uint8(event.KindBind), net|flagHasLocal|flagCapBind, 80, v4(0, 0, 0, 0)
+		with(func(e *porttraceEvent) { // nginx binds its port with SO_REUSEADDR, as servers do
+			e.Kind, e.Flags, e.Lport, e.Laddr = uint8(event.KindBind), net|flagHasLocal|flagCapBind|flagSockOpts, 80, v4(0, 0, 0, 0)
+			e.SockOpts = uint8(porttraceSockOptSO_OPT_REUSEADDR)
 		}),
 		with(func(e *porttraceEvent) {
 			e.Kind, e.Flags, e.Lport, e.Laddr = uint8(event.KindListen), net|flagHasLocal, 80, v4(0, 0, 0, 0)

@@ -100,8 +100,11 @@ type porttraceEvent struct {
 	Family   uint16
 	Kind     uint8
 	Backend  uint8
-	Pad      [2]uint8
+	SockOpts uint8
+	Pad      uint8
 	SockIno  uint32
+	BoundIf  int32
+	Pad2     uint32
 	Laddr    [16]uint8
 	Raddr    [16]uint8
 	Comm     [16]int8
@@ -110,14 +113,15 @@ type porttraceEvent struct {
 type porttraceEventFlags uint32
 
 const (
-	porttraceEventFlagsF_HAS_LOCAL   porttraceEventFlags = 1
-	porttraceEventFlagsF_HAS_REMOTE  porttraceEventFlags = 2
-	porttraceEventFlagsF_HAS_NET     porttraceEventFlags = 4
-	porttraceEventFlagsF_EPHEMERAL   porttraceEventFlags = 8
-	porttraceEventFlagsF_EXE_DELETED porttraceEventFlags = 16
-	porttraceEventFlagsF_CAP_BIND    porttraceEventFlags = 32
-	porttraceEventFlagsF_HAS_PROTO   porttraceEventFlags = 64
-	porttraceEventFlagsF_AUTOBIND    porttraceEventFlags = 128
+	porttraceEventFlagsF_HAS_LOCAL     porttraceEventFlags = 1
+	porttraceEventFlagsF_HAS_REMOTE    porttraceEventFlags = 2
+	porttraceEventFlagsF_HAS_NET       porttraceEventFlags = 4
+	porttraceEventFlagsF_EPHEMERAL     porttraceEventFlags = 8
+	porttraceEventFlagsF_EXE_DELETED   porttraceEventFlags = 16
+	porttraceEventFlagsF_CAP_BIND      porttraceEventFlags = 32
+	porttraceEventFlagsF_HAS_PROTO     porttraceEventFlags = 64
+	porttraceEventFlagsF_AUTOBIND      porttraceEventFlags = 128
+	porttraceEventFlagsF_HAS_SOCK_OPTS porttraceEventFlags = 256
 )
 
 type porttraceEventKind uint32
@@ -141,6 +145,17 @@ type porttracePortBitmap struct {
 	_    structs.HostLayout
 	Bits [1024]uint64
 }
+
+type porttraceSockOpt uint32
+
+const (
+	porttraceSockOptSO_OPT_REUSEADDR    porttraceSockOpt = 1
+	porttraceSockOptSO_OPT_REUSEPORT    porttraceSockOpt = 2
+	porttraceSockOptSO_OPT_FREEBIND     porttraceSockOpt = 4
+	porttraceSockOptSO_OPT_TRANSPARENT  porttraceSockOpt = 8
+	porttraceSockOptSO_OPT_BIND_NO_PORT porttraceSockOpt = 16
+	porttraceSockOptSO_OPT_V6ONLY       porttraceSockOpt = 32
+)
 
 // Names of all BPF objects in the ELF.
 //
@@ -211,6 +226,7 @@ const (
 	porttraceVarUnusedEventFlags         = "unused_event_flags"
 	porttraceVarUnusedEventKind          = "unused_event_kind"
 	porttraceVarUnusedPortBitmap         = "unused_port_bitmap"
+	porttraceVarUnusedSockOpt            = "unused_sock_opt"
 	porttraceVarWakeupBytes              = "wakeup_bytes"
 )
 
@@ -333,6 +349,7 @@ type porttraceVariableSpecs struct {
 	UnusedEventFlags   *ebpf.VariableSpec `ebpf:"unused_event_flags"`
 	UnusedEventKind    *ebpf.VariableSpec `ebpf:"unused_event_kind"`
 	UnusedPortBitmap   *ebpf.VariableSpec `ebpf:"unused_port_bitmap"`
+	UnusedSockOpt      *ebpf.VariableSpec `ebpf:"unused_sock_opt"`
 	WakeupBytes        *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 }
 
@@ -412,6 +429,7 @@ type porttraceVariables struct {
 	UnusedEventFlags   *ebpf.Variable `ebpf:"unused_event_flags"`
 	UnusedEventKind    *ebpf.Variable `ebpf:"unused_event_kind"`
 	UnusedPortBitmap   *ebpf.Variable `ebpf:"unused_port_bitmap"`
+	UnusedSockOpt      *ebpf.Variable `ebpf:"unused_sock_opt"`
 	WakeupBytes        *ebpf.Variable `ebpf:"wakeup_bytes"`
 }
 

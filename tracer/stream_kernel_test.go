@@ -165,7 +165,7 @@ func checkJSONBind(t *testing.T, line string, ns *tracer.NS, threads map[int]tra
 		"pid": os.Getpid(), "tid": th.TID, "ppid": os.Getppid(), "uid": os.Getuid(), "user": name,
 		"comm": th.Comm, "exe": exe, "exe_deleted": false, "cgroup": proc.CgroupPath(cgroup), "cgroup_id": got["cgroup_id"],
 		"netns": ns.Inode, "proto": "udp", "family": "ipv4", "local_addr": "127.0.0.1", "local_port": port, "inode": th.Inode,
-		"ephemeral": false, "port_class": "registered", "privileged": false, "backend": backend,
+		"sock_opts": []any{}, "ephemeral": false, "port_class": "registered", "privileged": false, "backend": backend,
 	}
 	if id, _ := got["cgroup_id"].(float64); id == 0 {
 		t.Errorf("cgroup_id %v", got["cgroup_id"])

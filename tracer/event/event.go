@@ -204,6 +204,13 @@ type Event struct {
 	UnprivPortStart uint32    // net.ipv4.ip_unprivileged_port_start
 	PortRange       [2]uint16 // net.ipv4.ip_local_port_range
 
+	// A bind's socket options and SO_BINDTODEVICE (HasSockOpts): what
+	// decides whether it clashes with another socket's.
+	HasSockOpts bool
+	SockOpts    SockOpts
+	BoundIf     int32  // ifindex in the socket's netns; 0: none
+	BoundIfName string // its name, where porttrace could look it up
+
 	Ephemeral  bool // the kernel chose the local port
 	Direction  Direction
 	PortClass  PortClass // of the service port

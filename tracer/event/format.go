@@ -87,6 +87,15 @@ func AppendJSONWith(buf []byte, ev *Event, more func([]byte) []byte) []byte {
 	if ev.Inode != 0 {
 		buf = textout.AppendUint(buf, "inode", uint64(ev.Inode))
 	}
+	if ev.HasSockOpts {
+		buf = ev.SockOpts.appendJSON(textout.AppendKey(buf, "sock_opts"))
+		switch {
+		case ev.BoundIfName != "":
+			buf = textout.AppendText(buf, "bound_if", ev.BoundIfName)
+		case ev.BoundIf != 0:
+			buf = textout.AppendUint(buf, "bound_ifindex", uint64(ev.BoundIf))
+		}
+	}
 	if ev.Local.IsValid() {
 		buf = textout.AppendBool(buf, "ephemeral", ev.Ephemeral)
 	}

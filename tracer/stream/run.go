@@ -74,7 +74,7 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer, stderr io.Writer) er
 	}
 	en := proc.NewEnricher()
 	en.NameContainers(names)
-	l := &streamLoop{cfg: cfg, t: t, metrics: metrics, w: w, out: out, sw: sw, s: newSummary(), en: en, names: names, scope: scope, ctx: ctx, stderr: stderr,
+	l := &streamLoop{cfg: cfg, t: t, metrics: metrics, w: w, out: out, sw: sw, s: newSummary(), en: en, names: names, ifnames: netns.NewIfNames(), scope: scope, ctx: ctx, stderr: stderr,
 		lost: &lostReport{counter: t, out: w, stderr: stderr, metrics: metrics}}
 	if err := l.run(); err != nil {
 		return err
@@ -106,6 +106,7 @@ type streamLoop struct {
 	s         *summary
 	en        *proc.Enricher
 	names     *workload.Resolver
+	ifnames   *netns.IfNames    // SO_BINDTODEVICE's interfaces, by name
 	scope     *workload.Watcher // --container, --pod, --k8s-namespace; nil without
 	ctx       context.Context
 	stderr    io.Writer
@@ -131,6 +132,9 @@ func (l *streamLoop) run() error {
 			continue
 		}
 		l.en.Enrich(&ev)
+		if ev.BoundIf != 0 && ev.HasNet {
+			ev.BoundIfName = l.ifnames.Name(ev.Netns, ev.BoundIf)
+		}
 		// The kernel sends the calls of a cgroup it has no verdict on yet
 		// (a workload that started since the last scan): judged here, once.
 		if l.scope != nil && !l.scope.Judge(l.ctx, ev.CgroupID, ev.Cgroup) {
