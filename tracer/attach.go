@@ -42,10 +42,15 @@ func Attach(o Options, c prometheus.Collector, addr, cmd, doing string, verbose 
 
 // ScopeWorkloads puts the workloads sel picks in t's scope (t started with
 // Options.Cgroups set, so that nothing else is traced): those running now
-// and, until ctx ends, those that start later. The Watcher judges the
-// calls of cgroups it has not judged yet (Options.JudgeUnknown). stderr is
-// told when none runs yet.
+// and, until ctx ends or the Watcher is stopped, those that start later.
+// The Watcher judges the calls of cgroups it has not judged yet
+// (Options.JudgeUnknown). stderr is told when none runs yet. With no
+// workload asked for, it does nothing and the Watcher is nil (its Stop
+// does nothing).
 func ScopeWorkloads(ctx context.Context, t *Tracer, sel workload.Selector, names *workload.Resolver, cmd string, stderr io.Writer) (*workload.Watcher, error) {
+	if sel.Empty() {
+		return nil, nil
+	}
 	root, ok := proc.Cgroup2Root()
 	if !ok {
 		return nil, errors.New("--container, --pod and --k8s-namespace need cgroup v2, mounted at /sys/fs/cgroup or /sys/fs/cgroup/unified")

@@ -28,11 +28,8 @@ func Run(ctx context.Context, cfg Config, stdout, stderr io.Writer) error {
 	if cfg.Metrics != "" {
 		metrics = NewCollector(cfg.MetricsDests, cfg.MetricsWorkloads)
 	}
-	cgroups := cfg.Cgroups
-	if !cfg.Workloads.Empty() {
-		cgroups = append([]uint64{}, cgroups...) // set, empty or not: scoped until a workload is found
-	}
-	t, _, detach, err := tracer.Attach(tracer.Options{Backend: cfg.Backend, Events: tracer.KindsOf(event.KindBind, event.KindConnect), Churn: true, Cgroups: cgroups, Netns: nsScope},
+	t, _, detach, err := tracer.Attach(tracer.Options{Backend: cfg.Backend, Events: tracer.KindsOf(event.KindBind, event.KindConnect), Churn: true,
+		Cgroups: cfg.KernelCgroups(), Netns: nsScope},
 		metrics, cfg.Metrics, "porttrace churn", "counting", cfg.Verbose, stderr)
 	if err != nil {
 		return err
@@ -42,17 +39,13 @@ func Run(ctx context.Context, cfg Config, stdout, stderr io.Writer) error {
 	names := workload.NewResolver(cfg.RuntimeSockets...)
 	defer names.Close()
 	names.Announce(stderr, "porttrace churn", false)
-	if !cfg.Workloads.Empty() {
-		wctx, stopWatch := context.WithCancel(ctx)
-		defer stopWatch()
-		// Counted in the kernel, churn has no call to judge: a workload
-		// that starts later is counted from the scan that finds it.
-		scope, err := tracer.ScopeWorkloads(wctx, t, cfg.Workloads, names, "porttrace churn", stderr)
-		if err != nil {
-			return err
-		}
-		defer scope.Stop() // before detach: no verdict is set on closed maps
+	// Counted in the kernel, churn has no call to judge: a workload that
+	// starts later is counted from the scan that finds it.
+	scope, err := tracer.ScopeWorkloads(ctx, t, cfg.Workloads, names, "porttrace churn", stderr)
+	if err != nil {
+		return err
 	}
+	defer scope.Stop() // before detach: no verdict is set on closed maps
 	first, err := t.ReadChurn()
 	if err != nil {
 		return err

@@ -33,27 +33,19 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer, stderr io.Writer) er
 	}
 	names := workload.NewResolver(cfg.RuntimeSockets...)
 	defer names.Close()
-	cgroups := cfg.Cgroups
-	if !cfg.Workloads.Empty() {
-		cgroups = append([]uint64{}, cgroups...) // set, empty or not: scoped until a workload is found
-	}
 	t, srv, detach, err := tracer.Attach(tracer.Options{Backend: cfg.Backend, Events: cfg.Events, PID: cfg.PID, FilterUID: cfg.UID >= 0,
-		UID: uint32(cfg.UID), Ports: &cfg.Ports, Cgroups: cgroups, JudgeUnknown: !cfg.Workloads.Empty(), Netns: nsScope,
+		UID: uint32(cfg.UID), Ports: &cfg.Ports, Cgroups: cfg.KernelCgroups(), JudgeUnknown: !cfg.Workloads.Empty(), Netns: nsScope,
 		RingBufferSize: cfg.RingBufferSize}, metrics, cfg.Metrics, "porttrace", "tracing", cfg.Verbose, stderr)
 	if err != nil {
 		return err
 	}
 	defer detach()
 	names.Announce(stderr, "porttrace", false)
-	var scope *workload.Watcher
-	if !cfg.Workloads.Empty() {
-		wctx, stopWatch := context.WithCancel(ctx)
-		defer stopWatch()
-		if scope, err = tracer.ScopeWorkloads(wctx, t, cfg.Workloads, names, "porttrace", stderr); err != nil {
-			return err
-		}
-		defer scope.Stop() // before detach: no verdict is set on closed maps
+	scope, err := tracer.ScopeWorkloads(ctx, t, cfg.Workloads, names, "porttrace", stderr)
+	if err != nil {
+		return err
 	}
+	defer scope.Stop() // before detach: no verdict is set on closed maps
 	if srv != nil {
 		metrics.port = srv.Port()
 	}

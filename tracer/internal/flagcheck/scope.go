@@ -32,6 +32,16 @@ func (s *Scope) AddFlags(fs *pflag.FlagSet) {
 	fs.StringArrayVar(&s.RuntimeSockets, "runtime-socket", s.RuntimeSockets, RuntimeSocketHelp)
 }
 
+// KernelCgroups are the cgroups to hand the kernel's filter
+// (tracer.Options.Cgroups): none, no filter; with workloads asked for, a
+// set even if empty, so that nothing is traced until a workload is found.
+func (s *Scope) KernelCgroups() []uint64 {
+	if s.Workloads.Empty() {
+		return s.Cgroups
+	}
+	return append([]uint64{}, s.Cgroups...)
+}
+
 // Validate checks the scope's flags and resolves --cgroup into ids.
 func (s *Scope) Validate() error {
 	var err error
