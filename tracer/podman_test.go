@@ -159,7 +159,7 @@ func TestPodmanContainerNamed(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if n, ok := names.Wait(ctx, ev.Workload.ContainerID); !ok || n.Container != name || n.Image != strings.TrimPrefix(image, "localhost/") && n.Image != image {
+	if n, ok := names.WaitOf(ctx, ev.Workload); !ok || n.Container != name || n.Image != strings.TrimPrefix(image, "localhost/") && n.Image != image {
 		t.Errorf("names %+v %t, want container %s image %s", n, ok, name, image)
 	}
 

@@ -211,7 +211,7 @@ func testContainerdPod(t *testing.T, c *containerd, r *Resolver) {
 		t.Errorf("containerd's container: %+v %t, want %+v", n, ok, want)
 	}
 	// The sandbox is no container to ContainerStatus.
-	if n, ok := r.Wait(ctx, pod.PodSandboxId); ok || !r.Unknown(pod.PodSandboxId) {
+	if n, ok := r.WaitOf(ctx, Identity{ContainerID: pod.PodSandboxId}); ok || !r.Unknown(pod.PodSandboxId) {
 		t.Errorf("the pod's sandbox: %+v %t, unknown %t", n, ok, r.Unknown(pod.PodSandboxId))
 	}
 }

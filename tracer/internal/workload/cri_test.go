@@ -105,8 +105,8 @@ func TestResolverCRINames(t *testing.T) {
 		t.Errorf("Unknown: %s… %t, %s… %t", gone[:4], r.Unknown(gone), inPod[:4], r.Unknown(inPod))
 	}
 	before := f.asked.Load()
-	r.Wait(ctx, gone)
-	r.Names(inPod)
+	r.WaitOf(ctx, Identity{ContainerID: gone})
+	r.NamesOf(Identity{ContainerID: inPod})
 	if got := f.asked.Load(); got != before {
 		t.Errorf("%d more questions for answers already had", got-before)
 	}
@@ -195,7 +195,7 @@ func TestResolverRoutes(t *testing.T) {
 	// The runtime not known (the kubelet's cgroupfs layout): each API in
 	// turn, until one knows the container.
 	inspected.Store(0)
-	if n, ok := r.Wait(ctx, k8s); !ok || n.Pod != "checkout-7d9f" {
+	if n, ok := r.WaitOf(ctx, Identity{ContainerID: k8s}); !ok || n.Pod != "checkout-7d9f" {
 		t.Errorf("kubelet's container: %+v %t", n, ok)
 	}
 	if got := inspected.Load(); got != 0 {

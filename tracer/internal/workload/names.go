@@ -64,7 +64,7 @@ type endpoint struct {
 }
 
 // Resolver gives the names of containers by id from the runtimes' APIs,
-// off the event path: Names answers from a cache at once and, for an id
+// off the event path: NamesOf answers from a cache at once and, for an id
 // it has not asked about, asks in the background, so an event never waits
 // for a runtime (the next event of that container has its names).
 type Resolver struct {
@@ -143,11 +143,6 @@ func (r *Resolver) Announce(w io.Writer, cmd string, sawContainer bool) {
 // Active reports whether a runtime API answers.
 func (r *Resolver) Active() bool { return r != nil && len(r.apis) > 0 }
 
-// Names gives what is known of container id now, and asks the runtimes
-// in the background when it has not yet: NamesOf, for a container whose
-// runtime is not known.
-func (r *Resolver) Names(id string) (Names, bool) { return r.NamesOf(Identity{ContainerID: id}) }
-
 // NamesOf gives what is known of container w now, and asks its runtime in
 // the background when it has not yet: the API of w.Runtime where one
 // answers, else each API in turn until one knows the container.
@@ -162,13 +157,6 @@ func (r *Resolver) NamesOf(w Identity) (Names, bool) {
 	}
 	r.ask(w)
 	return Names{}, false
-}
-
-// Wait gives container id's names, asking the runtimes and waiting for
-// an answer until ctx ends: WaitOf, for a container whose runtime is not
-// known.
-func (r *Resolver) Wait(ctx context.Context, id string) (Names, bool) {
-	return r.WaitOf(ctx, Identity{ContainerID: id})
 }
 
 // WaitOf gives container w's names, asking its runtime (as NamesOf does)

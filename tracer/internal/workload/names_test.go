@@ -78,17 +78,17 @@ func TestResolverNames(t *testing.T) {
 		{inPod, Names{Container: "api", Pod: "checkout-7d9f", Namespace: "shop", Image: "shop/checkout:1.4"}, true},
 		{gone, Names{}, false},
 	} {
-		if n, ok := r.Wait(ctx, tc.id); n != tc.want || ok != tc.ok {
+		if n, ok := r.WaitOf(ctx, Identity{ContainerID: tc.id}); n != tc.want || ok != tc.ok {
 			t.Errorf("Wait(%s…) = %+v %t, want %+v %t", tc.id[:4], n, ok, tc.want, tc.ok)
 		}
 	}
 	// Answers are kept: no question is asked twice, a container the
 	// runtime does not know included.
 	before := inspected.Load()
-	if n, ok := r.Names(plain); !ok || n.Container != "redis" {
+	if n, ok := r.NamesOf(Identity{ContainerID: plain}); !ok || n.Container != "redis" {
 		t.Errorf("Names after Wait: %+v %t", n, ok)
 	}
-	r.Wait(ctx, gone)
+	r.WaitOf(ctx, Identity{ContainerID: gone})
 	if got := inspected.Load(); got != before {
 		t.Errorf("%d more inspections for answers already had", got-before)
 	}
@@ -102,12 +102,12 @@ func TestResolverNamesDoesNotWait(t *testing.T) {
 	sock := dockerAPI(t, map[string]any{id: map[string]any{"Name": "/web"}}, &inspected)
 	r := NewResolver(sock)
 	defer r.Close()
-	if _, ok := r.Names(id); ok {
+	if _, ok := r.NamesOf(Identity{ContainerID: id}); ok {
 		t.Fatal("Names answered before asking")
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		if n, ok := r.Names(id); ok {
+		if n, ok := r.NamesOf(Identity{ContainerID: id}); ok {
 			if n.Container != "web" {
 				t.Errorf("got %+v", n)
 			}
