@@ -167,7 +167,7 @@ func (w *Watcher) scan(ctx context.Context) (int, error) {
 			return nil
 		}
 		ino := info.Sys().(*syscall.Stat_t).Ino
-		rel := w.rel(path)
+		rel := relPath(w.root, path)
 		if FromCgroup(rel).ContainerID == "" {
 			return nil // not a container: judged by its containers, or when it calls
 		}
@@ -183,8 +183,10 @@ func (w *Watcher) scan(ctx context.Context) (int, error) {
 	return n, firstErr
 }
 
-func (w *Watcher) rel(path string) string {
-	return "/" + strings.TrimPrefix(strings.TrimPrefix(path, w.root), "/")
+// relPath is the directory path under the cgroup v2 root as events name it:
+// "/kubepods.slice/...".
+func relPath(root, path string) string {
+	return "/" + strings.TrimPrefix(strings.TrimPrefix(path, root), "/")
 }
 
 // Judge says whether the calls of cgroup id, at path p relative to the
@@ -217,7 +219,7 @@ func (w *Watcher) find(id uint64) string {
 			return nil
 		}
 		if info, err := d.Info(); err == nil && info.Sys().(*syscall.Stat_t).Ino == id {
-			found = w.rel(path)
+			found = relPath(w.root, path)
 			return filepath.SkipAll
 		}
 		return nil
@@ -309,7 +311,7 @@ func statIno(path string) (uint64, error) {
 func AnyContainer(root string) bool {
 	found := false
 	_ = filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
-		if err == nil && d.IsDir() && FromCgroup("/"+strings.TrimPrefix(strings.TrimPrefix(path, root), "/")).ContainerID != "" {
+		if err == nil && d.IsDir() && FromCgroup(relPath(root, path)).ContainerID != "" {
 			found = true
 			return filepath.SkipAll
 		}
