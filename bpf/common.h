@@ -31,6 +31,7 @@
 #define EADDRNOTAVAIL 99
 #define EINPROGRESS 115
 #define ECONNABORTED 103
+#define ECANCELED 125
 #define ERESTARTSYS 512
 #define ERESTART_RESTARTBLOCK 516
 
@@ -639,17 +640,124 @@ static __always_inline void emit_listen(struct sock *sk, long ret, __u8 backend)
 }
 
 /*
+ * Connects in progress, by the socket that does the handshake: the connect
+ * event as it was reported (the task's identity is known only there: the
+ * handshake ends in softirq), to be sent again as connect_done when the
+ * handshake ends. latency_ns holds the call's start until then. Entries
+ * leave when the socket leaves SYN_SENT/SYN_RECV, or at the latest when it
+ * reaches TCP_CLOSE, which every TCP socket does before it is freed, so
+ * nothing lingers. A plain hash, not an LRU: an LRU would evict a connect
+ * in flight without a word, where a full hash refuses the insert and
+ * CNT_UNFOLLOWED says so. Not preallocated: memory follows the connects
+ * in flight.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u64);
+	__type(value, struct event);
+} connecting SEC(".maps");
+
+/*
+ * handshake_sk is the TCP socket whose states tell how a connect on sk
+ * ends: sk itself, or an MPTCP socket's first subflow (the MPTCP socket's
+ * own states follow the subflow's at their own pace).
+ */
+static __always_inline struct sock *handshake_sk(struct sock *sk, __u16 proto)
+{
+	if (proto == IPPROTO_MPTCP && bpf_core_field_exists(struct mptcp_sock, first)) {
+		struct sock *first = BPF_CORE_READ((struct mptcp_sock *)sk, first);
+
+		if (first)
+			return first;
+	}
+	return sk;
+}
+
+static __always_inline bool in_handshake(int state)
+{
+	return state == TCP_SYN_SENT || state == TCP_SYN_RECV;
+}
+
+/*
+ * outcome turns e, a connect event kept since the call, into its
+ * connect_done: ok once established, else the socket's error, or
+ * ECANCELED when it closed without one (closed or disconnected by its
+ * owner before the handshake ended). seen says the handshake's end is the
+ * transition being seen; a connect whose end was missed (it raced the
+ * insert and is found only at TCP_CLOSE) has no latency.
+ */
+static __always_inline void outcome(struct event *e, struct sock *hs, int newstate, bool seen)
+{
+	__u64 now = bpf_ktime_get_boot_ns();
+	int err = 0;
+
+	e->kind = EV_CONNECT_DONE;
+	if (seen) {
+		e->latency_ns = now - e->latency_ns;
+		e->flags |= F_HAS_LATENCY;
+	} else {
+		e->latency_ns = 0;
+		e->flags &= ~F_HAS_LATENCY;
+	}
+	e->ts_ns = now;
+	if (newstate == TCP_CLOSE) {
+		err = BPF_CORE_READ(hs, sk_err);
+		if (!err)
+			err = ECANCELED;
+	}
+	e->err = -err;
+	e->syn_retrans = BPF_CORE_READ((struct tcp_sock *)hs, total_retrans);
+	e->flags |= F_HAS_RETRANS;
+}
+
+/*
+ * follow_connect keeps e, the connect event just sent for a call that
+ * returned in progress, until its handshake ends. The end may already have
+ * come (a refusal over loopback is handled before connect() returns), or
+ * come while the entry is being inserted: whoever deletes the entry, this
+ * call or the state change, sends connect_done, so it is sent once.
+ */
+static __always_inline void follow_connect(struct event *e, struct sock *sk, __u64 start_ns)
+{
+	struct sock *hs = handshake_sk(sk, e->proto);
+	__u64 key = (__u64)hs;
+	int state;
+
+	e->latency_ns = start_ns;
+	state = BPF_CORE_READ(hs, __sk_common.skc_state);
+	if (in_handshake(state)) {
+		if (bpf_map_update_elem(&connecting, &key, e, BPF_ANY)) {
+			count(CNT_UNFOLLOWED);
+			return;
+		}
+		state = BPF_CORE_READ(hs, __sk_common.skc_state);
+		if (in_handshake(state) || bpf_map_delete_elem(&connecting, &key))
+			return; /* the state change sends it */
+	}
+	outcome(e, hs, state, true);
+	if (bpf_ringbuf_output(&events, e, sizeof(*e), wakeup_flags()))
+		count(CNT_LOST);
+}
+
+/*
  * emit_connect reports an outbound connect. The peer comes from the
  * caller's sockaddr; the local port is the one the kernel now holds, absent
  * when a failure released it. port_before is the socket's local port when
- * the call began: 0 means this connect asked the kernel for one.
+ * the call began: 0 means this connect asked the kernel for one. start_ns
+ * is when the call began (bpf_ktime_get_boot_ns): a TCP connect's latency
+ * runs from there. A TCP or MPTCP connect that returned in progress
+ * (EINPROGRESS: non-blocking; EINTR: a signal, the handshake goes on) is
+ * reported as such and followed to its end (connect_done).
  */
 static __always_inline void emit_connect(struct sock *sk, const void *sa, bool user, long ret, __u8 backend,
-					 __u16 port_before)
+					 __u16 port_before, __u64 start_ns)
 {
 	struct event e = {};
 	struct sk_head h;
 	__u16 sa_family;
+	bool stream;
 
 	if (churn_mode && port_before != 0)
 		return; /* churn counts only the connects that allocate a port */
@@ -661,15 +769,6 @@ static __always_inline void emit_connect(struct sock *sk, const void *sa, bool u
 		return;
 	sockaddr_as_family(e.raddr, sa_family, e.family);
 	e.err = ret;
-	if (in_progress(ret)) {
-		/*
-		 * Still connecting, unless a refusal over loopback already
-		 * closed the socket before the call returned.
-		 */
-		e.err = 0;
-		if (HEAD(&h, __u8, skc_state) == TCP_CLOSE)
-			e.err = -BPF_CORE_READ(sk, sk_err);
-	}
 	head_local(&e, sk, &h);
 	if (e.lport == 0)
 		e.flags &= ~F_HAS_LOCAL;
@@ -678,9 +777,61 @@ static __always_inline void emit_connect(struct sock *sk, const void *sa, bool u
 	fill_task(&e, EV_CONNECT, backend);
 	if (port_before == 0)
 		e.flags |= F_AUTOBIND;
-	if (!churn_mode)
-		local_ephemeral(&e, sk);
+	if (churn_mode) {
+		submit(&e);
+		return;
+	}
+	local_ephemeral(&e, sk);
+	stream = e.proto == IPPROTO_TCP || e.proto == IPPROTO_MPTCP;
+	if (stream && in_progress(ret)) {
+		submit(&e);
+		follow_connect(&e, sk, start_ns);
+		return;
+	}
+	if (stream && start_ns) {
+		e.latency_ns = bpf_ktime_get_boot_ns() - start_ns;
+		e.flags |= F_HAS_LATENCY;
+	}
 	submit(&e);
+}
+
+/*
+ * connect_state follows connects in progress to their end. It sees every
+ * TCP state change (inet_sock_set_state, 4.16; a raw tracepoint, 4.17, so
+ * nothing is copied for the changes it ignores) and looks up only a
+ * handshake's end (SYN_SENT or SYN_RECV to ESTABLISHED or CLOSE) and any
+ * change to TCP_CLOSE, where a connect whose end was missed is found
+ * before its socket is freed. Runs in softirq: the task is not the
+ * connecting one, so the event is the one kept at the connect, with the
+ * outcome written over it.
+ */
+SEC("raw_tp/inet_sock_set_state")
+int BPF_PROG(connect_state, struct sock *sk, int oldstate, int newstate)
+{
+	bool seen = in_handshake(oldstate);
+	struct event *kept, *e;
+	__u64 key = (__u64)sk;
+
+	if (newstate != TCP_CLOSE && !(seen && newstate == TCP_ESTABLISHED))
+		return 0;
+	kept = bpf_map_lookup_elem(&connecting, &key);
+	if (!kept)
+		return 0;
+	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		if (bpf_map_delete_elem(&connecting, &key) == 0)
+			count(CNT_LOST);
+		return 0;
+	}
+	__builtin_memcpy(e, kept, sizeof(*e));
+	if (bpf_map_delete_elem(&connecting, &key)) {
+		bpf_ringbuf_discard(e, 0); /* the connect's exit sent it */
+		return 0;
+	}
+	/* Found late, after ESTABLISHED: the handshake worked. */
+	outcome(e, sk, seen || oldstate == TCP_CLOSE ? newstate : TCP_ESTABLISHED, seen);
+	bpf_ringbuf_submit(e, wakeup_flags());
+	return 0;
 }
 
 /* emit_accept reports the socket accept() returned, in the accepting task. */

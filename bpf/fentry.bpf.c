@@ -48,14 +48,21 @@ int BPF_PROG(fexit_inet6_bind, struct sock *sk, struct sockaddr *uaddr, int addr
 }
 
 /*
- * The socket's local port when a connect begins, by thread and hook: 0
- * means the connect itself asks the kernel for a port (churn counts it).
+ * A connect's start, by thread and hook: when it began, and the socket's
+ * local port then (0 means the connect itself asks the kernel for a port,
+ * which churn counts).
  */
+struct connect_start {
+	__u64 start_ns;
+	__u16 port;
+	__u16 pad[3];
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
 	__type(key, __u64);
-	__type(value, __u16);
+	__type(value, struct connect_start);
 } port_before SEC(".maps");
 
 enum { H_STREAM = 1, H_FASTOPEN, H_DGRAM };
@@ -63,24 +70,24 @@ enum { H_STREAM = 1, H_FASTOPEN, H_DGRAM };
 static __always_inline int remember_port(struct sock *sk, __u64 hook)
 {
 	__u64 key = bpf_get_current_pid_tgid() << 8 | hook;
-	__u16 port = BPF_CORE_READ(sk, __sk_common.skc_num);
+	struct connect_start st = {.start_ns = bpf_ktime_get_boot_ns(), .port = BPF_CORE_READ(sk, __sk_common.skc_num)};
 
 	if (task_wanted())
-		bpf_map_update_elem(&port_before, &key, &port, BPF_ANY);
+		bpf_map_update_elem(&port_before, &key, &st, BPF_ANY);
 	return 0;
 }
 
 static __always_inline void connect_done(struct sock *sk, struct sockaddr *uaddr, int ret, __u64 hook)
 {
 	__u64 key = bpf_get_current_pid_tgid() << 8 | hook;
-	__u16 *before = bpf_map_lookup_elem(&port_before, &key);
-	__u16 port;
+	struct connect_start *before = bpf_map_lookup_elem(&port_before, &key);
+	struct connect_start st;
 
 	if (!before)
 		return; /* began before porttrace attached, a retry, or filtered out */
-	port = *before;
+	st = *before;
 	bpf_map_delete_elem(&port_before, &key);
-	emit_connect(sk, uaddr, false, ret, BACKEND_FENTRY, port);
+	emit_connect(sk, uaddr, false, ret, BACKEND_FENTRY, st.port, st.start_ns);
 }
 
 /*

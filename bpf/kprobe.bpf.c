@@ -20,6 +20,7 @@ enum kprobe_id {
 struct kargs {
 	__u64 obj; /* struct sock * or struct socket * */
 	__u64 sa;  /* kernel sockaddr */
+	__u64 start_ns;    /* connect: when the call began */
 	__u16 port_before; /* connect: the socket's local port at entry */
 	__u16 pad[3];
 };
@@ -40,7 +41,8 @@ static __always_inline __u64 kkey(enum kprobe_id p)
 static __always_inline int kstash(enum kprobe_id p, void *obj, void *sa, __u16 port_before)
 {
 	__u64 key = kkey(p);
-	struct kargs a = {.obj = (__u64)obj, .sa = (__u64)sa, .port_before = port_before};
+	struct kargs a = {.obj = (__u64)obj, .sa = (__u64)sa, .port_before = port_before,
+			  .start_ns = bpf_ktime_get_boot_ns()};
 
 	if (task_wanted())
 		bpf_map_update_elem(&kinflight, &key, &a, BPF_ANY);
@@ -119,7 +121,7 @@ int BPF_KRETPROBE(krp_inet_stream_connect, int ret)
 	struct kargs a;
 
 	if (ktake(P_STREAM, &a))
-		emit_connect((void *)a.obj, (void *)a.sa, false, ret, BACKEND_KPROBE, a.port_before);
+		emit_connect((void *)a.obj, (void *)a.sa, false, ret, BACKEND_KPROBE, a.port_before, a.start_ns);
 	return 0;
 }
 
@@ -141,7 +143,7 @@ int BPF_KRETPROBE(krp_fastopen_connect, int ret)
 	struct kargs a;
 
 	if (ktake(P_FASTOPEN, &a))
-		emit_connect((void *)a.obj, (void *)a.sa, false, ret, BACKEND_KPROBE, a.port_before);
+		emit_connect((void *)a.obj, (void *)a.sa, false, ret, BACKEND_KPROBE, a.port_before, a.start_ns);
 	return 0;
 }
 
@@ -162,7 +164,7 @@ int BPF_KRETPROBE(krp_inet_dgram_connect, int ret)
 		return 0;
 	/* Through a variable: a cast inside BPF_CORE_READ would relocate a.obj too. */
 	sock = (void *)a.obj;
-	emit_connect(BPF_CORE_READ(sock, sk), (void *)a.sa, false, ret, BACKEND_KPROBE, a.port_before);
+	emit_connect(BPF_CORE_READ(sock, sk), (void *)a.sa, false, ret, BACKEND_KPROBE, a.port_before, a.start_ns);
 	return 0;
 }
 

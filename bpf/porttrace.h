@@ -14,6 +14,7 @@ enum event_kind {
 	EV_LISTEN = 2,
 	EV_CONNECT = 3,
 	EV_ACCEPT = 4,
+	EV_CONNECT_DONE = 5, /* how a connect that returned in progress ended */
 };
 
 /* Which backend produced an event. */
@@ -38,6 +39,8 @@ enum event_flags {
 	F_HAS_PROTO = 1 << 6,       /* proto is known */
 	F_AUTOBIND = 1 << 7,        /* the call asked the kernel for a local port */
 	F_HAS_SOCK_OPTS = 1 << 8,   /* sock_opts and bound_if are known (binds) */
+	F_HAS_LATENCY = 1 << 9,     /* latency_ns is known (TCP and MPTCP connects) */
+	F_HAS_RETRANS = 1 << 10,    /* syn_retrans is known (connect_done) */
 };
 
 /*
@@ -60,6 +63,7 @@ enum sock_opt {
 struct event {
 	__u64 ts_ns;       /* bpf_ktime_get_boot_ns() */
 	__u64 cgroup_id;   /* cgroup v2 id of the task */
+	__u64 latency_ns;  /* a connect's: from the call to the handshake's end, with F_HAS_LATENCY */
 	__u32 pid;         /* tgid */
 	__u32 tid;
 	__u32 ppid;
@@ -81,7 +85,7 @@ struct event {
 	__u8 pad;
 	__u32 sock_ino;    /* inode of the socket (sock_diag's, /proc/PID/fd's); 0 if unknown */
 	__s32 bound_if;    /* SO_BINDTODEVICE's ifindex in the socket's netns; 0: none */
-	__u32 pad2;
+	__u32 syn_retrans; /* connect_done: SYNs the kernel sent again, with F_HAS_RETRANS */
 	__u8 laddr[16];
 	__u8 raddr[16];
 	char comm[TASK_COMM_LEN];
@@ -91,6 +95,7 @@ struct event {
 enum counter {
 	CNT_LOST = 0,          /* the ring buffer was full: the event was dropped */
 	CNT_CHURN_OVERFLOW = 1, /* a churn map was full: a key went uncounted */
+	CNT_UNFOLLOWED = 2,    /* a connect in progress found the connecting map full: its outcome is not reported */
 	CNT_MAX = 4,
 };
 

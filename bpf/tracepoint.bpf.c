@@ -25,6 +25,7 @@ enum syscall_id { SYS_BIND = 1, SYS_LISTEN, SYS_CONNECT, SYS_ACCEPT };
 struct args {
 	__u64 sa;   /* user sockaddr pointer */
 	__u64 sk;   /* struct sock, connect only */
+	__u64 start_ns; /* when a connect began */
 	__s32 fd;
 	__u16 port_before; /* the socket's local port when the call began */
 	__u8 call;  /* enum syscall_id: whose entry this is */
@@ -248,6 +249,7 @@ int tp_enter_connect(struct trace_event_raw_sys_enter *ctx)
 		return 0;
 	a.sa = ctx->args[1];
 	a.sk = (__u64)sk;
+	a.start_ns = bpf_ktime_get_boot_ns();
 	stash(&a, SYS_CONNECT);
 	return 0;
 }
@@ -258,7 +260,7 @@ int tp_exit_connect(struct trace_event_raw_sys_exit *ctx)
 	struct args a;
 
 	if (take(SYS_CONNECT, &a))
-		emit_connect((void *)a.sk, (void *)a.sa, true, ctx->ret, BACKEND_TRACEPOINT, a.port_before);
+		emit_connect((void *)a.sk, (void *)a.sa, true, ctx->ret, BACKEND_TRACEPOINT, a.port_before, a.start_ns);
 	return 0;
 }
 

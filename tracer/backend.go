@@ -30,6 +30,20 @@ type sharedMaps struct {
 	ChurnNs     *ebpf.Map `ebpf:"churn_ns"`
 	ChurnDst    *ebpf.Map `ebpf:"churn_dst"`
 	ChurnProc   *ebpf.Map `ebpf:"churn_proc"`
+	// Connecting holds the connects in progress until their handshake ends.
+	Connecting *ebpf.Map `ebpf:"connecting"`
+
+	// ConnectState sends connect_done when a connect in progress ends; every
+	// backend attaches it (a raw tracepoint, 4.17).
+	ConnectState *ebpf.Program `ebpf:"connect_state"`
+}
+
+// connectStateHook follows connects in progress to their end
+// (inet_sock_set_state). Not in churn mode: churn counts allocations.
+func connectStateHook(prog *ebpf.Program) hook {
+	return hook{event.KindConnectDone, "raw tracepoint inet_sock_set_state", func() (link.Link, error) {
+		return link.AttachRawTracepoint(link.RawTracepointOptions{Name: "inet_sock_set_state", Program: prog})
+	}}
 }
 
 // hook is one attachment: the event kind it reports and how to attach it.
@@ -85,6 +99,7 @@ func loadTracepoint(spec *ebpf.CollectionSpec, opts *ebpf.CollectionOptions, hav
 		tp(event.KindConnect, "sys_enter_connect", o.EnterConnect),
 		tp(event.KindAccept, "sys_exit_accept", o.ExitAccept),
 		tp(event.KindAccept, "sys_exit_accept4", o.ExitAccept),
+		connectStateHook(o.ConnectState),
 	}
 	if !have.TaskPtRegs {
 		hooks = append(hooks,
@@ -159,6 +174,7 @@ func loadFentry(spec *ebpf.CollectionSpec, opts *ebpf.CollectionOptions, listenF
 			tracingEntry(event.KindConnect, "__inet_stream_connect", o.TFOEntry),
 			tracingEntry(event.KindConnect, "inet_dgram_connect", o.DgramEntry),
 			tracing(event.KindAccept, "inet_csk_accept", o.Accept),
+			connectStateHook(o.ConnectState),
 		},
 		close: func() error {
 			return closeAll(&o.sharedMaps, o.Bind4, o.Bind6, o.TCP, o.TFO, o.Dgram, o.TCPEntry, o.TFOEntry, o.DgramEntry,
@@ -234,6 +250,7 @@ func loadKprobe(spec *ebpf.CollectionSpec, opts *ebpf.CollectionOptions, listenF
 			kprobe(event.KindConnect, "inet_dgram_connect", o.Dgram, false),
 			kprobe(event.KindAccept, "inet_csk_accept", o.AcceptRet, true),
 			kprobe(event.KindAccept, "inet_csk_accept", o.Accept, false),
+			connectStateHook(o.ConnectState),
 		},
 		close: func() error {
 			return closeAll(&o.sharedMaps, o.Bind4, o.Bind4Ret, o.Bind6, o.Bind6Ret, o.TCP, o.TCPRet,
@@ -258,12 +275,12 @@ func loadBackend(b event.Backend, spec *ebpf.CollectionSpec, opts *ebpf.Collecti
 
 func closeAll(m *sharedMaps, progs ...*ebpf.Program) error {
 	var errs []error
-	for _, p := range progs {
+	for _, p := range append(progs, m.ConnectState) {
 		if p != nil {
 			errs = append(errs, p.Close())
 		}
 	}
-	for _, mp := range []*ebpf.Map{m.Events, m.Counters, m.PortFilter, m.CgroupFilter, m.NetnsFilter, m.Preblocked, m.ChurnNs, m.ChurnDst, m.ChurnProc} {
+	for _, mp := range []*ebpf.Map{m.Events, m.Counters, m.PortFilter, m.CgroupFilter, m.NetnsFilter, m.Preblocked, m.ChurnNs, m.ChurnDst, m.ChurnProc, m.Connecting} {
 		if mp != nil {
 			errs = append(errs, mp.Close())
 		}

@@ -20,6 +20,8 @@ const (
 	flagCapBind    = uint32(porttraceEventFlagsF_CAP_BIND)
 	flagHasProto   = uint32(porttraceEventFlagsF_HAS_PROTO)
 	flagSockOpts   = uint32(porttraceEventFlagsF_HAS_SOCK_OPTS)
+	flagLatency    = uint32(porttraceEventFlagsF_HAS_LATENCY)
+	flagRetrans    = uint32(porttraceEventFlagsF_HAS_RETRANS)
 )
 
 // decode turns a raw kernel event into an Event: addresses, names, result,
@@ -50,9 +52,18 @@ func decode(raw *porttraceEvent, bootOffset time.Duration, ev *event.Event, comm
 	if raw.Err < 0 {
 		ev.Errno = syscall.Errno(-raw.Err)
 		ev.Result = event.ResultFailed
-		if ev.Errno == unix.EACCES || ev.Errno == unix.EPERM {
+		switch {
+		case ev.Errno == unix.EACCES || ev.Errno == unix.EPERM:
 			ev.Result = event.ResultDenied
+		case ev.Kind == event.KindConnect && raw.Flags&flagHasProto != 0 && ev.Proto != event.ProtoUDP && inProgress(ev.Errno):
+			ev.Result = event.ResultInProgress
 		}
+	}
+	if raw.Flags&flagLatency != 0 {
+		ev.HasLatency, ev.Latency = true, time.Duration(raw.LatencyNs)
+	}
+	if raw.Flags&flagRetrans != 0 {
+		ev.HasSynRetransmits, ev.SynRetransmits = true, raw.SynRetrans
 	}
 	if raw.Flags&flagHasLocal != 0 {
 		ev.Local = netip.AddrPortFrom(addrFrom(raw.Family, &raw.Laddr), raw.Lport)
@@ -75,12 +86,19 @@ func decode(raw *porttraceEvent, bootOffset time.Duration, ev *event.Event, comm
 		ev.PortRange = [2]uint16{raw.PortLo, raw.PortHi}
 	}
 	switch ev.Kind {
-	case event.KindConnect:
+	case event.KindConnect, event.KindConnectDone:
 		ev.Direction = event.DirOutbound
 	case event.KindAccept:
 		ev.Direction = event.DirInbound
 	}
 	event.Classify(ev)
+}
+
+// inProgress reports whether a TCP connect that returned errno goes on in
+// the background, as bpf/common.h's in_progress decides: EINPROGRESS, EINTR,
+// or a restart (ERESTARTSYS and its kind, 512-516).
+func inProgress(errno syscall.Errno) bool {
+	return errno == unix.EINPROGRESS || errno == unix.EINTR || (errno >= 512 && errno <= 516)
 }
 
 func addrFrom(family uint16, b *[16]uint8) netip.Addr {

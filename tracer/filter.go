@@ -117,7 +117,13 @@ func (k *KindSet) Set(s string) error {
 }
 
 // Has reports whether kind is in the set.
-func (k *KindSet) Has(kind event.Kind) bool { return kind < 8 && k.set&(1<<kind) != 0 }
+// A connect_done comes with the connects.
+func (k *KindSet) Has(kind event.Kind) bool {
+	if kind == event.KindConnectDone {
+		kind = event.KindConnect
+	}
+	return kind < 8 && k.set&(1<<kind) != 0
+}
 
 // Empty reports whether no kind is set.
 func (k *KindSet) Empty() bool { return k.set == 0 }

@@ -66,17 +66,28 @@ func TestKernelConnectRestartedAfterSignal(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("restarted connect: %v", err)
 	}
-	conn := c.stop(t, ns)
-	if len(conn) != 2 {
-		for _, ev := range conn {
+	evs := c.stop(t, ns)
+	// The first socket's connect, then the interrupted one: its exit saw
+	// ERESTARTSYS and the handshake went on (in progress, then done); the
+	// restarted call is the same connect, not reported again.
+	want := []string{"connect ok", "connect in_progress ERESTARTSYS", "connect_done ok"}
+	if len(evs) != len(want) {
+		for _, ev := range evs {
 			t.Log(Brief(&ev))
 		}
-		t.Fatalf("got %d connect events, want 2 (one per socket)", len(conn))
+		t.Fatalf("got %d connect events, want %d", len(evs), len(want))
 	}
-	for _, ev := range conn {
-		if ev.Result != event.ResultOK || ev.Remote != service || !ev.Local.IsValid() {
-			t.Errorf("got %s", Brief(&ev))
+	for i, ev := range evs {
+		if !strings.HasPrefix(Brief(&ev), want[i]+" ") || ev.Remote != service || !ev.Local.IsValid() {
+			t.Errorf("event %d: got %s, want %s", i, Brief(&ev), want[i])
 		}
+	}
+	if evs[1].Local != evs[2].Local || evs[1].PID != evs[2].PID || evs[1].TID != evs[2].TID {
+		t.Errorf("connect_done is not its connect's: %s (tid %d), %s (tid %d)", Brief(&evs[1]), evs[1].TID, Brief(&evs[2]), evs[2].TID)
+	}
+	if !evs[0].HasLatency || evs[0].Latency <= 0 || !evs[2].HasLatency || evs[2].Latency < 100*time.Millisecond {
+		t.Errorf("latencies: blocking %v (%t), restarted %v (%t), want the restarted one past the 100 ms it waited",
+			evs[0].Latency, evs[0].HasLatency, evs[2].Latency, evs[2].HasLatency)
 	}
 }
 
@@ -94,18 +105,22 @@ func waitInSyscall(t *testing.T, tid, nr int) {
 	t.Fatalf("thread %d never blocked in syscall %d", tid, nr)
 }
 
-// A non-blocking connect (Go's net.Dial) returns EINPROGRESS: that is a
-// connect under way, reported once, as ok, with its source port.
+// A non-blocking connect (Go's net.Dial) returns EINPROGRESS: a connect
+// under way, reported as in progress with its source port, then its
+// outcome, connect_done, with the same task and ports. Over loopback the
+// handshake ends before connect() returns, which the exit sees.
 func TestKernelConnectNonBlocking(t *testing.T) {
 	ns := NewNetns(t)
 	c := startTracer(t, Options{PID: uint32(os.Getpid()), Events: KindsOf(event.KindConnect)})
 	var local, remote netip.AddrPort
+	var th Thread
 	ns.Run(t, func() {
 		ln, err := net.Listen("tcp4", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer ln.Close()
+		th = Self()
 		conn, err := net.Dial("tcp4", ln.Addr().String())
 		if err != nil {
 			t.Fatal(err)
@@ -115,19 +130,29 @@ func TestKernelConnectNonBlocking(t *testing.T) {
 		remote = conn.RemoteAddr().(*net.TCPAddr).AddrPort()
 	})
 	evs := c.stop(t, ns)
-	if len(evs) != 1 {
-		t.Fatalf("got %d connect events, want 1", len(evs))
+	if len(evs) != 2 {
+		t.Fatalf("got %d connect events, want 2", len(evs))
 	}
-	want := fmt.Sprintf("connect ok tcp ipv4 local=%s remote=%s eph=true class=%s priv=false dir=outbound", local, remote, event.ClassOf(remote.Port()))
-	if got := Brief(&evs[0]); got != want {
-		t.Errorf("got  %s\nwant %s", got, want)
+	rest := fmt.Sprintf("tcp ipv4 local=%s remote=%s eph=true class=%s priv=false dir=outbound", local, remote, event.ClassOf(remote.Port()))
+	for i, want := range []string{"connect in_progress EINPROGRESS " + rest, "connect_done ok " + rest} {
+		if got := Brief(&evs[i]); got != want {
+			t.Errorf("got  %s\nwant %s", got, want)
+		}
+		CheckTask(t, &evs[i], th)
+	}
+	if evs[0].HasLatency || !evs[1].HasLatency || evs[1].Latency <= 0 || evs[1].Latency > time.Second {
+		t.Errorf("latency: in progress %t, done %v (%t)", evs[0].HasLatency, evs[1].Latency, evs[1].HasLatency)
+	}
+	if !evs[1].HasSynRetransmits || evs[1].SynRetransmits != 0 {
+		t.Errorf("syn_retransmits %d (%t), want 0", evs[1].SynRetransmits, evs[1].HasSynRetransmits)
 	}
 }
 
-// A connect refused over loopback is a failed connect on every backend,
-// blocking or not: the refusal arrives before connect() returns, and the
-// port it had taken is released, so no local port is reported. One tracer
-// sees the four cases, one after another.
+// A connect refused over loopback: the refusal arrives before connect()
+// returns, and the port it had taken is released, so no local port is
+// reported. A blocking connect fails with it (and its latency); a
+// non-blocking one is in progress, then done, failed. One tracer sees the
+// four cases, one after another.
 func TestKernelConnectRefused(t *testing.T) {
 	type refused struct {
 		spec     SockSpec
@@ -161,16 +186,30 @@ func TestKernelConnectRefused(t *testing.T) {
 		}
 	}
 	evs := c.stop(t, ns)
-	if len(evs) != len(cases) {
-		t.Fatalf("got %d connect events, want %d", len(evs), len(cases))
+	if len(evs) != 6 {
+		for _, ev := range evs {
+			t.Log(Brief(&ev))
+		}
+		t.Fatalf("got %d connect events, want 6", len(evs))
 	}
-	for i, tc := range cases {
+	for _, tc := range cases {
 		t.Run(fmt.Sprintf("%s/nonblock=%t", tc.spec.Fam(), tc.nonblock), func(t *testing.T) {
-			want := fmt.Sprintf("connect failed ECONNREFUSED tcp %s local=- remote=%s eph=false class=well-known priv=true dir=outbound", tc.spec.Fam(), tc.addr)
-			if got := Brief(&evs[i]); got != want {
-				t.Errorf("got  %s\nwant %s", got, want)
+			rest := fmt.Sprintf("tcp %s local=- remote=%s eph=false class=well-known priv=true dir=outbound", tc.spec.Fam(), tc.addr)
+			want := []string{"connect failed ECONNREFUSED " + rest}
+			if tc.nonblock {
+				want = []string{"connect in_progress EINPROGRESS " + rest, "connect_done failed ECONNREFUSED " + rest}
 			}
-			CheckTask(t, &evs[i], tc.th)
+			for _, w := range want {
+				ev := evs[0]
+				evs = evs[1:]
+				if got := Brief(&ev); got != w {
+					t.Errorf("got  %s\nwant %s", got, w)
+				}
+				CheckTask(t, &ev, tc.th)
+				if ev.Result == event.ResultFailed && (!ev.HasLatency || ev.Latency <= 0 || ev.Latency > time.Second) {
+					t.Errorf("%s: latency %v (%t)", ev.Kind, ev.Latency, ev.HasLatency)
+				}
+			}
 		})
 	}
 }

@@ -211,7 +211,16 @@ func TestKernelMPTCPAndPlainTCP(t *testing.T) {
 		}
 	})
 	var got []string
+	done := 0
 	for _, ev := range c.stop(t, ns) {
+		if ev.Kind == event.KindConnectDone {
+			// Each MPTCP connect is followed to its end through its first subflow.
+			if event.ProtoName(ev.Proto) != wantProto || ev.Result != event.ResultOK || !ev.HasLatency {
+				t.Errorf("got %s", Brief(&ev))
+			}
+			done++
+			continue
+		}
 		if ev.Kind == event.KindAccept {
 			continue
 		}
@@ -240,6 +249,9 @@ func TestKernelMPTCPAndPlainTCP(t *testing.T) {
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("got\n%s\nwant\n%s\n(and a connect from an ephemeral port)", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if done != 2 {
+		t.Errorf("got %d connect_done, want 2 (Go's dials are non-blocking)", done)
 	}
 }
 

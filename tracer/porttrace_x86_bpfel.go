@@ -24,6 +24,7 @@ type porttraceArgs struct {
 	_          structs.HostLayout
 	Sa         uint64
 	Sk         uint64
+	StartNs    uint64
 	Fd         int32
 	PortBefore uint16
 	Call       uint8
@@ -71,43 +72,52 @@ type porttraceChurnProcKey struct {
 	CgroupId uint64
 }
 
+type porttraceConnectStart struct {
+	_       structs.HostLayout
+	StartNs uint64
+	Port    uint16
+	Pad     [3]uint16
+}
+
 type porttraceCounter uint32
 
 const (
 	porttraceCounterCNT_LOST           porttraceCounter = 0
 	porttraceCounterCNT_CHURN_OVERFLOW porttraceCounter = 1
+	porttraceCounterCNT_UNFOLLOWED     porttraceCounter = 2
 	porttraceCounterCNT_MAX            porttraceCounter = 4
 )
 
 type porttraceEvent struct {
-	_        structs.HostLayout
-	TsNs     uint64
-	CgroupId uint64
-	Pid      uint32
-	Tid      uint32
-	Ppid     uint32
-	Uid      uint32
-	Gid      uint32
-	Netns    uint32
-	Err      int32
-	Flags    uint32
-	ProtSock uint32
-	PortLo   uint16
-	PortHi   uint16
-	Lport    uint16
-	Rport    uint16
-	Proto    uint16
-	Family   uint16
-	Kind     uint8
-	Backend  uint8
-	SockOpts uint8
-	Pad      uint8
-	SockIno  uint32
-	BoundIf  int32
-	Pad2     uint32
-	Laddr    [16]uint8
-	Raddr    [16]uint8
-	Comm     [16]int8
+	_          structs.HostLayout
+	TsNs       uint64
+	CgroupId   uint64
+	LatencyNs  uint64
+	Pid        uint32
+	Tid        uint32
+	Ppid       uint32
+	Uid        uint32
+	Gid        uint32
+	Netns      uint32
+	Err        int32
+	Flags      uint32
+	ProtSock   uint32
+	PortLo     uint16
+	PortHi     uint16
+	Lport      uint16
+	Rport      uint16
+	Proto      uint16
+	Family     uint16
+	Kind       uint8
+	Backend    uint8
+	SockOpts   uint8
+	Pad        uint8
+	SockIno    uint32
+	BoundIf    int32
+	SynRetrans uint32
+	Laddr      [16]uint8
+	Raddr      [16]uint8
+	Comm       [16]int8
 }
 
 type porttraceEventFlags uint32
@@ -122,21 +132,25 @@ const (
 	porttraceEventFlagsF_HAS_PROTO     porttraceEventFlags = 64
 	porttraceEventFlagsF_AUTOBIND      porttraceEventFlags = 128
 	porttraceEventFlagsF_HAS_SOCK_OPTS porttraceEventFlags = 256
+	porttraceEventFlagsF_HAS_LATENCY   porttraceEventFlags = 512
+	porttraceEventFlagsF_HAS_RETRANS   porttraceEventFlags = 1024
 )
 
 type porttraceEventKind uint32
 
 const (
-	porttraceEventKindEV_BIND    porttraceEventKind = 1
-	porttraceEventKindEV_LISTEN  porttraceEventKind = 2
-	porttraceEventKindEV_CONNECT porttraceEventKind = 3
-	porttraceEventKindEV_ACCEPT  porttraceEventKind = 4
+	porttraceEventKindEV_BIND         porttraceEventKind = 1
+	porttraceEventKindEV_LISTEN       porttraceEventKind = 2
+	porttraceEventKindEV_CONNECT      porttraceEventKind = 3
+	porttraceEventKindEV_ACCEPT       porttraceEventKind = 4
+	porttraceEventKindEV_CONNECT_DONE porttraceEventKind = 5
 )
 
 type porttraceKargs struct {
 	_          structs.HostLayout
 	Obj        uint64
 	Sa         uint64
+	StartNs    uint64
 	PortBefore uint16
 	Pad        [3]uint16
 }
@@ -165,6 +179,7 @@ const (
 	porttraceMapChurnDst                 = "churn_dst"
 	porttraceMapChurnNs                  = "churn_ns"
 	porttraceMapChurnProc                = "churn_proc"
+	porttraceMapConnecting               = "connecting"
 	porttraceMapCounters                 = "counters"
 	porttraceMapEvents                   = "events"
 	porttraceMapInflight                 = "inflight"
@@ -174,6 +189,7 @@ const (
 	porttraceMapPortBefore               = "port_before"
 	porttraceMapPortFilter               = "port_filter"
 	porttraceMapPreblocked               = "preblocked"
+	porttraceProgConnectState            = "connect_state"
 	porttraceProgFentryFastopenConnect   = "fentry_fastopen_connect"
 	porttraceProgFentryInetDgramConnect  = "fentry_inet_dgram_connect"
 	porttraceProgFentryInetStreamConnect = "fentry_inet_stream_connect"
@@ -272,6 +288,7 @@ type porttraceSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type porttraceProgramSpecs struct {
+	ConnectState            *ebpf.ProgramSpec `ebpf:"connect_state"`
 	FentryFastopenConnect   *ebpf.ProgramSpec `ebpf:"fentry_fastopen_connect"`
 	FentryInetDgramConnect  *ebpf.ProgramSpec `ebpf:"fentry_inet_dgram_connect"`
 	FentryInetStreamConnect *ebpf.ProgramSpec `ebpf:"fentry_inet_stream_connect"`
@@ -315,6 +332,7 @@ type porttraceMapSpecs struct {
 	ChurnDst     *ebpf.MapSpec `ebpf:"churn_dst"`
 	ChurnNs      *ebpf.MapSpec `ebpf:"churn_ns"`
 	ChurnProc    *ebpf.MapSpec `ebpf:"churn_proc"`
+	Connecting   *ebpf.MapSpec `ebpf:"connecting"`
 	Counters     *ebpf.MapSpec `ebpf:"counters"`
 	Events       *ebpf.MapSpec `ebpf:"events"`
 	Inflight     *ebpf.MapSpec `ebpf:"inflight"`
@@ -377,6 +395,7 @@ type porttraceMaps struct {
 	ChurnDst     *ebpf.Map `ebpf:"churn_dst"`
 	ChurnNs      *ebpf.Map `ebpf:"churn_ns"`
 	ChurnProc    *ebpf.Map `ebpf:"churn_proc"`
+	Connecting   *ebpf.Map `ebpf:"connecting"`
 	Counters     *ebpf.Map `ebpf:"counters"`
 	Events       *ebpf.Map `ebpf:"events"`
 	Inflight     *ebpf.Map `ebpf:"inflight"`
@@ -394,6 +413,7 @@ func (m *porttraceMaps) Close() error {
 		m.ChurnDst,
 		m.ChurnNs,
 		m.ChurnProc,
+		m.Connecting,
 		m.Counters,
 		m.Events,
 		m.Inflight,
@@ -437,6 +457,7 @@ type porttraceVariables struct {
 //
 // It can be passed to loadPorttraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type porttracePrograms struct {
+	ConnectState            *ebpf.Program `ebpf:"connect_state"`
 	FentryFastopenConnect   *ebpf.Program `ebpf:"fentry_fastopen_connect"`
 	FentryInetDgramConnect  *ebpf.Program `ebpf:"fentry_inet_dgram_connect"`
 	FentryInetStreamConnect *ebpf.Program `ebpf:"fentry_inet_stream_connect"`
@@ -474,6 +495,7 @@ type porttracePrograms struct {
 
 func (p *porttracePrograms) Close() error {
 	return _PorttraceClose(
+		p.ConnectState,
 		p.FentryFastopenConnect,
 		p.FentryInetDgramConnect,
 		p.FentryInetStreamConnect,

@@ -22,7 +22,7 @@ func TestJSONGolden(t *testing.T) {
 	for _, ev := range tracer.DecodedEvents() {
 		buf = event.AppendJSON(buf, &ev)
 	}
-	buf = stream.AppendLostJSON(buf, 3)
+	buf = stream.AppendLostJSON(buf, 3, "")
 	golden.Check(t, "events.jsonl", buf)
 
 	// Each line is valid JSON and carries the contract's field names.

@@ -189,7 +189,7 @@ func (t *Tracer) start(b event.Backend, o Options, spec *ebpf.CollectionSpec, ke
 			return fmt.Errorf("setting the cgroup filter: %w", err)
 		}
 	}
-	if err := t.attach(l, o.Events); err != nil {
+	if err := t.attach(l, o.Events, o.Churn); err != nil {
 		return err
 	}
 	rd, err := ringbuf.NewReader(l.maps.Events)
@@ -212,6 +212,7 @@ func configure(spec *ebpf.CollectionSpec, b event.Backend, o Options, listenOnSk
 		size = o.RingBufferSize
 	}
 	specs.Events.MaxEntries = size
+	specs.Connecting.MaxEntries = MaxConnecting
 	uid := uint32(0xffffffff)
 	if o.FilterUID {
 		uid = o.UID
@@ -246,9 +247,10 @@ func configure(spec *ebpf.CollectionSpec, b event.Backend, o Options, listenOnSk
 
 // attach attaches the hooks of the events asked for, and the one for
 // accepts already waiting when the backend cannot see them otherwise.
-func (t *Tracer) attach(l *loaded, events KindSet) error {
+// Connects are followed to their end unless only counted (churn).
+func (t *Tracer) attach(l *loaded, events KindSet, churn bool) error {
 	for _, h := range l.hooks {
-		if !events.Has(h.kind) {
+		if !events.Has(h.kind) || (h.kind == event.KindConnectDone && churn) {
 			continue
 		}
 		lk, err := h.attach()
@@ -341,9 +343,20 @@ func (t *Tracer) Read(ev *event.Event) error {
 func (t *Tracer) Pending() bool { return t.rd.AvailableBytes() > 0 }
 
 // Lost is how many events the kernel dropped because the ring buffer was full.
-func (t *Tracer) Lost() (uint64, error) {
+func (t *Tracer) Lost() (uint64, error) { return t.counter(porttraceCounterCNT_LOST) }
+
+// Unfollowed is how many connects in progress the kernel could not follow
+// to their end, because MaxConnecting connects were already in progress:
+// their connect_done is never sent.
+func (t *Tracer) Unfollowed() (uint64, error) { return t.counter(porttraceCounterCNT_UNFOLLOWED) }
+
+// MaxConnecting is how many connects in progress the kernel follows at once
+// (bpf/common.h's connecting map).
+const MaxConnecting = 65536
+
+func (t *Tracer) counter(idx porttraceCounter) (uint64, error) {
 	var perCPU []uint64
-	if err := t.l.maps.Counters.Lookup(porttraceCounterCNT_LOST, &perCPU); err != nil {
+	if err := t.l.maps.Counters.Lookup(idx, &perCPU); err != nil {
 		return 0, fmt.Errorf("reading counters: %w", err)
 	}
 	var n uint64

@@ -82,6 +82,39 @@ func reason(ev *Event) string {
 			ev.PortRange[0], ev.PortRange[1])
 	case ev.Kind == KindConnect && ev.Errno == unix.EAGAIN && ev.Proto == ProtoUDP && ev.HasNet:
 		return fmt.Sprintf("no free local port in ip_local_port_range %d-%d", ev.PortRange[0], ev.PortRange[1])
+	case ev.Result == ResultInProgress:
+		return "the handshake goes on; connect_done tells how it ends"
+	case isConnect(ev.Kind):
+		if r := connectReason(ev); r != "" {
+			return r
+		}
 	}
 	return ev.Errno.Error()
+}
+
+func isConnect(k Kind) bool { return k == KindConnect || k == KindConnectDone }
+
+// connectReason says how a TCP connect's handshake failed.
+func connectReason(ev *Event) string {
+	switch ev.Errno {
+	case unix.ECONNREFUSED:
+		if ev.Proto == ProtoUDP {
+			return ""
+		}
+		return "the peer answered with a reset: nothing listens on that port"
+	case unix.ETIMEDOUT:
+		if ev.HasSynRetransmits {
+			return fmt.Sprintf("no answer to the SYN, sent %d times", ev.SynRetransmits+1)
+		}
+		return "no answer to the SYN"
+	case unix.EHOSTUNREACH:
+		return "the host is unreachable (an ICMP error, or no neighbour answered)"
+	case unix.ENETUNREACH:
+		return "the network is unreachable (an ICMP error, or no route)"
+	case unix.ECONNRESET:
+		return "reset during the handshake"
+	case unix.ECANCELED:
+		return "closed or disconnected by its owner before the handshake ended"
+	}
+	return ""
 }

@@ -96,7 +96,16 @@ func TestReason(t *testing.T) {
 		{"connect out of ports",
 			Event{Kind: KindConnect, Errno: unix.EADDRNOTAVAIL, HasNet: true, PortRange: [2]uint16{40000, 40001}},
 			"ip_local_port_range 40000-40001"},
-		{"other errno in words", Event{Kind: KindConnect, Errno: syscall.ECONNREFUSED}, "connection refused"},
+		{"other errno in words", Event{Kind: KindBind, Errno: syscall.ENOTSOCK}, "socket operation on non-socket"},
+		{"UDP's refusal in words", Event{Kind: KindConnect, Proto: ProtoUDP, Errno: syscall.ECONNREFUSED}, "connection refused"},
+		{"TCP refused", Event{Kind: KindConnectDone, Proto: ProtoTCP, Errno: unix.ECONNREFUSED}, "the peer answered with a reset"},
+		{"SYN timeout counts the SYNs",
+			Event{Kind: KindConnectDone, Proto: ProtoTCP, Errno: unix.ETIMEDOUT, HasSynRetransmits: true, SynRetransmits: 1},
+			"no answer to the SYN, sent 2 times"},
+		{"host unreachable", Event{Kind: KindConnect, Proto: ProtoTCP, Errno: unix.EHOSTUNREACH}, "host is unreachable"},
+		{"network unreachable", Event{Kind: KindConnectDone, Proto: ProtoTCP, Errno: unix.ENETUNREACH}, "network is unreachable"},
+		{"closed first", Event{Kind: KindConnectDone, Proto: ProtoTCP, Errno: unix.ECANCELED}, "closed or disconnected by its owner"},
+		{"in progress", Event{Kind: KindConnect, Proto: ProtoTCP, Errno: unix.EINPROGRESS, Result: ResultInProgress}, "connect_done tells"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ev := tc.ev

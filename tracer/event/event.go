@@ -27,9 +27,14 @@ const (
 	KindListen  Kind = 2
 	KindConnect Kind = 3
 	KindAccept  Kind = 4
+	// KindConnectDone is how a connect that returned in progress ended
+	// (Result OK or failed), sent when its handshake ends. It comes with
+	// the connects: --events and the kernel's KindSet name only connect.
+	KindConnectDone Kind = 5
 )
 
-var kindNames = [...]string{KindBind: "bind", KindListen: "listen", KindConnect: "connect", KindAccept: "accept"}
+var kindNames = [...]string{KindBind: "bind", KindListen: "listen", KindConnect: "connect", KindAccept: "accept",
+	KindConnectDone: "connect_done"}
 
 func (k Kind) String() string {
 	if int(k) < len(kindNames) && kindNames[k] != "" {
@@ -41,7 +46,7 @@ func (k Kind) String() string {
 // ParseKind is the inverse of Kind.String.
 func ParseKind(s string) (Kind, error) {
 	for k, name := range kindNames {
-		if name != "" && name == s {
+		if name != "" && name == s && Kind(k) != KindConnectDone {
 			return Kind(k), nil
 		}
 	}
@@ -55,6 +60,9 @@ const (
 	ResultOK     Result = iota
 	ResultDenied        // EACCES or EPERM: a permission check refused it
 	ResultFailed        // any other errno
+	// ResultInProgress is a TCP connect that returned before its handshake
+	// ended (EINPROGRESS, or EINTR: a signal): its connect_done follows.
+	ResultInProgress
 )
 
 func (r Result) String() string {
@@ -63,10 +71,16 @@ func (r Result) String() string {
 		return "ok"
 	case ResultDenied:
 		return "denied"
+	case ResultInProgress:
+		return "in_progress"
 	default:
 		return "failed"
 	}
 }
+
+// Failed reports whether the call or the connect failed: denied or failed,
+// not still in progress.
+func (r Result) Failed() bool { return r == ResultDenied || r == ResultFailed }
 
 // Direction is who opened the connection, from this host's point of view.
 type Direction uint8
@@ -211,6 +225,20 @@ type Event struct {
 	BoundIf     int32  // ifindex in the socket's netns; 0: none
 	BoundIfName string // its name, where porttrace could look it up
 
+	// A TCP connect's latency (HasLatency): from the call to the end of the
+	// handshake, for a blocking connect and for connect_done. A connect_done
+	// also says how many times the kernel sent the SYN again.
+	HasLatency        bool
+	Latency           time.Duration
+	HasSynRetransmits bool
+	SynRetransmits    uint32
+
+	// Holders are the sockets that held the address and port a bind failed
+	// with EADDRINUSE for, as porttrace found them right after the failure
+	// (HasHolders: it looked).
+	HasHolders bool
+	Holders    []Holder
+
 	Ephemeral  bool // the kernel chose the local port
 	Direction  Direction
 	PortClass  PortClass // of the service port
@@ -226,7 +254,7 @@ func (e *Event) AddrFamily() string { return AddrFamily(e.Family, e.Local, e.Rem
 // listen or accept, the remote port of a connect.
 func (e *Event) ServicePort() (uint16, bool) {
 	ap := e.Local
-	if e.Kind == KindConnect {
+	if e.Kind == KindConnect || e.Kind == KindConnectDone {
 		ap = e.Remote
 	}
 	if !ap.IsValid() {
@@ -247,5 +275,32 @@ func (e *Event) ErrnoName() string {
 	if n := unix.ErrnoName(e.Errno); n != "" {
 		return n
 	}
+	if n, ok := restartNames[e.Errno]; ok {
+		return n
+	}
 	return fmt.Sprintf("errno%d", int(e.Errno))
+}
+
+// restartNames are the kernel's own errnos for a call that a signal
+// interrupted and the kernel restarts (include/linux/errno.h): a caller
+// never sees them, but a connect's exit does, and its handshake goes on.
+var restartNames = map[syscall.Errno]string{
+	512: "ERESTARTSYS",
+	513: "ERESTARTNOINTR",
+	514: "ERESTARTNOHAND",
+	516: "ERESTART_RESTARTBLOCK",
+}
+
+// Holder is a socket that held the address and port a bind asked for.
+type Holder struct {
+	Proto    uint16
+	Local    netip.AddrPort
+	Remote   netip.AddrPort // invalid when unconnected
+	State    string         // ss's names: LISTEN, ESTAB, TIME-WAIT, UNCONN
+	PID      int            // 0 when no process holds it (TIME-WAIT, or gone)
+	Comm     string
+	// SockOpts are the holder's options, where porttrace could read them.
+	HasSockOpts bool
+	SockOpts    SockOpts
+	BoundIf     string // SO_BINDTODEVICE's interface, "" when none
 }

@@ -96,8 +96,17 @@ func AppendJSONWith(buf []byte, ev *Event, more func([]byte) []byte) []byte {
 			buf = textout.AppendUint(buf, "bound_ifindex", uint64(ev.BoundIf))
 		}
 	}
+	if ev.HasHolders {
+		buf = appendHolders(textout.AppendKey(buf, "holders"), ev.Holders)
+	}
 	if ev.Local.IsValid() {
 		buf = textout.AppendBool(buf, "ephemeral", ev.Ephemeral)
+	}
+	if ev.HasLatency {
+		buf = textout.AppendUint(buf, "latency_ns", uint64(ev.Latency))
+	}
+	if ev.HasSynRetransmits {
+		buf = textout.AppendUint(buf, "syn_retransmits", uint64(ev.SynRetransmits))
 	}
 	if ev.PortClass != ClassNone {
 		buf = textout.AppendStr(buf, "port_class", ev.PortClass.String())
@@ -113,4 +122,35 @@ func AppendJSONWith(buf []byte, ev *Event, more func([]byte) []byte) []byte {
 		buf = more(buf)
 	}
 	return append(buf, "}\n"...)
+}
+
+// appendHolders writes the holders of a bind's address and port as a JSON
+// array of objects; a field porttrace could not learn is left out.
+func appendHolders(buf []byte, hs []Holder) []byte {
+	buf = append(buf, '[')
+	for i := range hs {
+		h := &hs[i]
+		if i > 0 {
+			buf = append(buf, ',')
+		}
+		buf = append(buf, `{"state":`...)
+		buf = textout.AppendJSONString(buf, h.State)
+		if h.PID != 0 {
+			buf = textout.AppendUint(buf, "pid", uint64(h.PID))
+			buf = textout.AppendText(buf, "comm", h.Comm)
+		}
+		if p := ProtoName(h.Proto); p != "" {
+			buf = textout.AppendStr(buf, "proto", p)
+		}
+		buf = textout.AppendAddrPort(buf, "local_addr", "local_port", h.Local)
+		buf = textout.AppendAddrPort(buf, "remote_addr", "remote_port", h.Remote)
+		if h.HasSockOpts {
+			buf = h.SockOpts.appendJSON(textout.AppendKey(buf, "sock_opts"))
+		}
+		if h.BoundIf != "" {
+			buf = textout.AppendText(buf, "bound_if", h.BoundIf)
+		}
+		buf = append(buf, '}')
+	}
+	return append(buf, ']')
 }

@@ -133,7 +133,7 @@ func (c *Config) Wants(ev *event.Event, procs mainComms) bool {
 	if !c.Events.Has(ev.Kind) {
 		return false
 	}
-	if c.Failed && ev.Result == event.ResultOK {
+	if c.Failed && !ev.Result.Failed() {
 		return false
 	}
 	if c.Comm != "" {

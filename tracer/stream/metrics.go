@@ -10,30 +10,56 @@ import (
 )
 
 // Metrics is what the event stream's /metrics serves: events by kind and
-// result, and the events lost. Labels stay low-cardinality.
+// result, how TCP connects ended and how long their handshakes took, and
+// the events lost. Labels stay low-cardinality (errno names are a fixed set).
 type Metrics struct {
-	mu     sync.Mutex
-	events map[[2]string]float64 // {event, result}
-	lost   float64
-	port   uint16 // where the server listens, to leave its own accepts out
+	mu       sync.Mutex
+	events   map[[2]string]float64 // {event, result}
+	outcomes map[[2]string]float64 // {result, errno}
+	latency  *prometheus.HistogramVec
+	lost     float64
+	port     uint16 // where the server listens, to leave its own accepts out
 
-	eventsDesc, lostDesc *prometheus.Desc
+	eventsDesc, outcomesDesc, lostDesc *prometheus.Desc
 }
+
+// LatencyBuckets are the connect latency histogram's upper bounds in
+// seconds: from a loopback handshake to the SYN timeout of Linux's default
+// tcp_syn_retries (6: 127 s).
+var LatencyBuckets = []float64{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+	1, 2.5, 5, 10, 30, 60, 130}
 
 // NewMetrics returns empty metrics.
 func NewMetrics() *Metrics {
 	return &Metrics{
-		events:     map[[2]string]float64{},
+		events:   map[[2]string]float64{},
+		outcomes: map[[2]string]float64{},
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "porttrace_connect_latency_seconds",
+			Help:    "Time from a TCP connect call to the end of its handshake, by result.",
+			Buckets: LatencyBuckets,
+		}, []string{"result"}),
 		eventsDesc: prometheus.NewDesc("porttrace_events_total", "Socket events reported, by event and result.", []string{"event", "result"}, nil),
-		lostDesc:   prometheus.NewDesc("porttrace_lost_events_total", "Events dropped because the ring buffer was full.", nil, nil),
+		outcomesDesc: prometheus.NewDesc("porttrace_connect_outcomes_total",
+			"TCP connects whose handshake ended, by result and errno (blocking connects and connect_done).", []string{"result", "errno"}, nil),
+		lostDesc: prometheus.NewDesc("porttrace_lost_events_total", "Events dropped because the ring buffer was full.", nil, nil),
 	}
 }
 
-// Event counts one event of the stream.
+// Event counts one event of the stream; a TCP connect whose handshake
+// ended also counts as an outcome, with its latency.
 func (m *Metrics) Event(ev *event.Event) {
 	m.mu.Lock()
 	m.events[[2]string{ev.Kind.String(), ev.Result.String()}]++
+	ended := ev.Kind == event.KindConnectDone ||
+		(ev.Kind == event.KindConnect && ev.Result != event.ResultInProgress && ev.HasLatency)
+	if ended {
+		m.outcomes[[2]string{ev.Result.String(), ev.ErrnoName()}]++
+	}
 	m.mu.Unlock()
+	if ended && ev.HasLatency {
+		m.latency.WithLabelValues(ev.Result.String()).Observe(ev.Latency.Seconds())
+	}
 }
 
 // Lost adds dropped events.
@@ -46,7 +72,9 @@ func (m *Metrics) Lost(n uint64) {
 // Describe implements prometheus.Collector.
 func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 	ch <- m.eventsDesc
+	ch <- m.outcomesDesc
 	ch <- m.lostDesc
+	m.latency.Describe(ch)
 }
 
 // Collect implements prometheus.Collector.
@@ -56,7 +84,11 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	for k, v := range m.events {
 		ch <- prometheus.MustNewConstMetric(m.eventsDesc, prometheus.CounterValue, v, k[0], k[1])
 	}
+	for k, v := range m.outcomes {
+		ch <- prometheus.MustNewConstMetric(m.outcomesDesc, prometheus.CounterValue, v, k[0], k[1])
+	}
 	ch <- prometheus.MustNewConstMetric(m.lostDesc, prometheus.CounterValue, m.lost)
+	m.latency.Collect(ch)
 }
 
 // ownAccept reports whether ev is porttrace accepting a scrape of its own

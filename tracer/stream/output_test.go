@@ -7,9 +7,6 @@ import (
 	"testing"
 )
 
-// fakeLost is the kernel's running count of dropped events.
-type fakeLost []uint64
-
 // Each burst of losses is told once, with its own count, not the running
 // total: on stderr, as a lost line and in the metrics.
 func TestLostBursts(t *testing.T) {
@@ -17,26 +14,39 @@ func TestLostBursts(t *testing.T) {
 	var out bytes.Buffer
 	bw := bufio.NewWriter(&out)
 	m := NewMetrics()
-	l := &lostReport{counter: &fakeLost{0, 5, 5, 8}, out: &jsonWriter{out: bw}, stderr: &stderr, metrics: m}
+	l := &lostReport{counter: &fakeLost{lost: []uint64{0, 5, 5, 8}, unfollowed: []uint64{0, 0, 2, 2}}, out: &jsonWriter{out: bw},
+		stderr: &stderr, metrics: m}
 	for range 4 {
 		l.check()
 	}
 	bw.Flush()
-	if want := "{\"event\":\"lost\",\"count\":5}\n{\"event\":\"lost\",\"count\":3}\n"; out.String() != want {
+	if want := `{"event":"lost","count":5}
+{"event":"lost","count":2,"lost_event":"connect_done"}
+{"event":"lost","count":3}
+`; out.String() != want {
 		t.Errorf("lost lines\n%s\nwant\n%s", out.String(), want)
 	}
-	if want := "porttrace: 5 events lost: the ring buffer was full\nporttrace: 3 events lost: the ring buffer was full\n"; stderr.String() != want {
+	if want := `porttrace: 5 events lost: the ring buffer was full
+porttrace: 2 connect_done events lost: more than 65536 connects were in progress at once
+porttrace: 3 events lost: the ring buffer was full
+`; stderr.String() != want {
 		t.Errorf("stderr\n%s\nwant\n%s", stderr.String(), want)
 	}
-	if l.reported != 8 || m.lost != 8 {
-		t.Errorf("reported %d, metrics %v; want 8 and 8", l.reported, m.lost)
+	if l.reported != 8 || l.unfollowed != 2 || m.lost != 10 {
+		t.Errorf("reported %d and %d, metrics %v; want 8, 2 and 10", l.reported, l.unfollowed, m.lost)
 	}
 }
 
-func (f *fakeLost) Lost() (uint64, error) {
+// fakeLost is the kernel's running counts, one reading a call.
+type fakeLost struct{ lost, unfollowed []uint64 }
+
+func next(f *[]uint64) (uint64, error) {
 	n := (*f)[0]
 	if len(*f) > 1 {
 		*f = (*f)[1:]
 	}
 	return n, nil
 }
+
+func (f *fakeLost) Lost() (uint64, error)       { return next(&f.lost) }
+func (f *fakeLost) Unfollowed() (uint64, error) { return next(&f.unfollowed) }

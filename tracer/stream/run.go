@@ -182,25 +182,41 @@ func (l *streamLoop) write(ev *event.Event) error {
 }
 
 // lostReport tells of events the kernel dropped, each loss once: on
-// stderr, as a lost line of the output, and in the metrics.
+// stderr, as a lost line of the output, and in the metrics. Two losses are
+// counted apart: events the ring buffer had no room for, and the
+// connect_done of connects that the kernel could not follow because
+// tracer.MaxConnecting were already in progress.
 type lostReport struct {
-	counter  interface{ Lost() (uint64, error) }
-	out      writer
-	stderr   io.Writer
-	metrics  *Metrics
-	reported uint64 // the kernel's count when last told
+	counter interface {
+		Lost() (uint64, error)
+		Unfollowed() (uint64, error)
+	}
+	out        writer
+	stderr     io.Writer
+	metrics    *Metrics
+	reported   uint64 // the kernel's count when last told
+	unfollowed uint64 // likewise, of connects not followed
 }
 
 // check reports what the kernel dropped since the last check.
 func (l *lostReport) check() {
-	lost, err := l.counter.Lost()
-	if err != nil || lost <= l.reported {
-		return
+	if lost, err := l.counter.Lost(); err == nil && lost > l.reported {
+		n := lost - l.reported
+		l.reported = lost
+		fmt.Fprintf(l.stderr, "porttrace: %d %s lost: the ring buffer was full\n", n, textout.Plural(int(n), "event", "events"))
+		l.tell(n, "")
 	}
-	n := lost - l.reported
-	l.reported = lost
-	fmt.Fprintf(l.stderr, "porttrace: %d %s lost: the ring buffer was full\n", n, textout.Plural(int(n), "event", "events"))
-	l.out.Lost(n)
+	if lost, err := l.counter.Unfollowed(); err == nil && lost > l.unfollowed {
+		n := lost - l.unfollowed
+		l.unfollowed = lost
+		fmt.Fprintf(l.stderr, "porttrace: %d connect_done %s lost: more than %d connects were in progress at once\n",
+			n, textout.Plural(int(n), "event", "events"), tracer.MaxConnecting)
+		l.tell(n, event.KindConnectDone.String())
+	}
+}
+
+func (l *lostReport) tell(n uint64, kind string) {
+	l.out.Lost(n, kind)
 	if l.metrics != nil {
 		l.metrics.Lost(n)
 	}
@@ -209,7 +225,7 @@ func (l *lostReport) check() {
 // writer is the output format.
 type writer interface {
 	Write(*event.Event) error
-	Lost(n uint64)
+	Lost(n uint64, kind string)
 	Close() error
 }
 
@@ -253,8 +269,8 @@ func (j *jsonWriter) Write(ev *event.Event) error {
 	return err
 }
 
-func (j *jsonWriter) Lost(n uint64) {
-	j.buf = AppendLostJSON(j.buf[:0], n)
+func (j *jsonWriter) Lost(n uint64, kind string) {
+	j.buf = AppendLostJSON(j.buf[:0], n, kind)
 	_, _ = j.out.Write(j.buf)
 }
 
@@ -278,7 +294,7 @@ func (t *Table) Write(ev *event.Event) error {
 			prefix := ReasonIndent
 			if i > 0 {
 				prefix = strings.Repeat(" ", len(ReasonIndent))
-			} else if n == 0 && t.tw.narrow && ev.Result != event.ResultOK {
+			} else if n == 0 && t.tw.narrow && ev.Result.Failed() {
 				// The errno leads the note when no RESULT column shows it.
 				errno := ev.ErrnoName()
 				line = t.tw.paint(ev, errno) + line[len(errno):]
@@ -293,14 +309,14 @@ func (t *Table) Write(ev *event.Event) error {
 
 const ReasonIndent = "         \u2514 "
 
-func (t *Table) Lost(n uint64) {}
+func (t *Table) Lost(n uint64, kind string) {}
 
 func (t *Table) Close() error { return t.tw.Close() }
 
 // summary counts what was written, for the line printed on exit.
 type summary struct {
 	total  uint64
-	byKind [event.KindAccept + 1]uint64
+	byKind [event.KindConnectDone + 1]uint64
 	failed uint64
 	denied uint64
 }
@@ -325,13 +341,20 @@ func (s *summary) String() string {
 	for k := event.KindBind; k <= event.KindAccept; k++ {
 		parts = append(parts, fmt.Sprintf("%s %d", k, s.byKind[k]))
 	}
+	if n := s.byKind[event.KindConnectDone]; n > 0 {
+		parts = append(parts, fmt.Sprintf("%s %d", event.KindConnectDone, n))
+	}
 	return fmt.Sprintf("%d %s (%s), %d denied, %d failed", s.total, textout.Plural(int(s.total), "event", "events"),
 		strings.Join(parts, ", "), s.denied, s.failed)
 }
 
-// AppendLostJSON appends the line that reports dropped events.
-func AppendLostJSON(buf []byte, n uint64) []byte {
+// AppendLostJSON appends the line that reports dropped events: of any
+// kind (kind ""), or only of one (connect_done: connects not followed).
+func AppendLostJSON(buf []byte, n uint64, kind string) []byte {
 	buf = append(buf, `{"event":"lost","count":`...)
 	buf = strconv.AppendUint(buf, n, 10)
+	if kind != "" {
+		buf = textout.AppendStr(buf, "lost_event", kind)
+	}
 	return append(buf, "}\n"...)
 }

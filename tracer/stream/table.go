@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
+	"time"
 
 	"github.com/olekukonko/tablewriter"
 	"github.com/olekukonko/tablewriter/renderer"
@@ -132,7 +133,7 @@ func (tw *TableWriter) line(cells []any) error {
 func (tw *TableWriter) Write(ev *event.Event) error {
 	r := append(tw.row[:0],
 		ev.Time.In(textout.DisplayZone).Format("15:04:05"),
-		ev.Kind.String(),
+		kindWord(ev.Kind),
 		strconv.FormatUint(uint64(ev.PID), 10))
 	if !tw.narrow {
 		r = append(r, textout.Printable(ev.User))
@@ -175,17 +176,52 @@ func (tw *TableWriter) Close() error {
 	return tw.t.Close()
 }
 
-// resultWord is the RESULT cell: "ok" or the errno's name.
-func resultWord(ev *event.Event) string {
-	if ev.Result == event.ResultOK {
-		return "ok"
+// kindWord is the EVENT cell. A connect_done is "done": it reads with the
+// connect in progress above it, whose PID, COMM, LOCAL and REMOTE it shares.
+func kindWord(k event.Kind) string {
+	if k == event.KindConnectDone {
+		return "done"
 	}
-	return ev.ErrnoName()
+	return k.String()
+}
+
+// resultWord is the RESULT cell: "ok", "pending" for a connect in progress,
+// or the errno's name; then how long a TCP handshake took.
+func resultWord(ev *event.Event) string {
+	var s string
+	switch ev.Result {
+	case event.ResultOK:
+		s = "ok"
+	case event.ResultInProgress:
+		s = "pending"
+	default:
+		s = ev.ErrnoName()
+	}
+	if ev.HasLatency {
+		s += " " + ShortDuration(ev.Latency)
+	}
+	return s
+}
+
+// ShortDuration writes a latency in at most 6 characters: 85us, 1.2ms,
+// 52ms, 3.0s, 127s.
+func ShortDuration(d time.Duration) string {
+	switch {
+	case d < time.Millisecond:
+		return strconv.FormatInt(d.Microseconds(), 10) + "us"
+	case d < 10*time.Millisecond:
+		return strconv.FormatFloat(float64(d)/float64(time.Millisecond), 'f', 1, 64) + "ms"
+	case d < time.Second:
+		return strconv.FormatInt(d.Milliseconds(), 10) + "ms"
+	case d < 10*time.Second:
+		return strconv.FormatFloat(d.Seconds(), 'f', 1, 64) + "s"
+	}
+	return strconv.FormatInt(int64(d.Seconds()), 10) + "s"
 }
 
 // paint colours s as ev's result: red for a denial, yellow for a failure.
 func (tw *TableWriter) paint(ev *event.Event, s string) string {
-	if !tw.color || ev.Result == event.ResultOK {
+	if !tw.color || !ev.Result.Failed() {
 		return s
 	}
 	if ev.Result == event.ResultDenied {
@@ -201,7 +237,7 @@ func (tw *TableWriter) paint(ev *event.Event, s string) string {
 func (tw *TableWriter) notes(ev *event.Event) []string {
 	var notes []string
 	switch {
-	case ev.Result == event.ResultOK:
+	case !ev.Result.Failed():
 	case !tw.narrow:
 		notes = append(notes, ev.Reason)
 	default:
