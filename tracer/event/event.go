@@ -293,12 +293,12 @@ var restartNames = map[syscall.Errno]string{
 
 // Holder is a socket that held the address and port a bind asked for.
 type Holder struct {
-	Proto    uint16
-	Local    netip.AddrPort
-	Remote   netip.AddrPort // invalid when unconnected
-	State    string         // ss's names: LISTEN, ESTAB, TIME-WAIT, UNCONN
-	PID      int            // 0 when no process holds it (TIME-WAIT, or gone)
-	Comm     string
+	Proto  uint16
+	Local  netip.AddrPort
+	Remote netip.AddrPort // invalid when unconnected
+	State  string         // ss's names: LISTEN, ESTAB, TIME-WAIT, UNCONN
+	PID    int            // 0 when no process holds it (TIME-WAIT, or gone)
+	Comm   string
 	// SockOpts are the holder's options, where porttrace could read them.
 	HasSockOpts bool
 	SockOpts    SockOpts
