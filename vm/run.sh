@@ -280,7 +280,7 @@ done
 for a in "${builds[@]}"; do build "$a"; done
 
 # Modules the tests need that Debian builds as modules, in load order.
-modules="net/ipv4/inet_diag net/ipv4/tcp_diag net/ipv4/udp_diag drivers/net/veth"
+modules="net/ipv4/inet_diag net/ipv4/tcp_diag net/ipv4/udp_diag drivers/net/veth drivers/net/tun"
 
 # initrd NAME ARCH DIR PATTERN: ARCH's shared initramfs with NAME's modules
 # and, as /skips, the skips vm/kernels allows on PATTERN's kernel appended

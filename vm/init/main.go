@@ -223,8 +223,8 @@ func setup() error {
 
 // loadModules loads /modules/*.ko[.xz] in name order: the modules the tests
 // need that Debian builds as modules (sock_diag's inet_diag, tcp_diag,
-// udp_diag for porttrace churn; veth for a peer in another namespace),
-// which nothing would autoload here.
+// udp_diag for porttrace churn; veth for a peer in another namespace; tun
+// for the tests' fake network), which nothing would autoload here.
 func loadModules() error {
 	paths, _ := filepath.Glob("/modules/*.ko*")
 	sort.Strings(paths)
