@@ -36,6 +36,7 @@ type Peer struct {
 	isn   uint32
 	modes map[netip.Addr]PeerMode
 	seen  map[synKey]bool // PeerDropFirst's first SYNs; the reader's alone
+	syns  map[netip.AddrPort]int // SYNs received, by destination (guarded by mu)
 	done  chan struct{}   // closed when the reader returns
 
 	mu     sync.Mutex // guards closed and timers, and orders the writes
@@ -85,6 +86,14 @@ func (p *Peer) Addr6(mode PeerMode) netip.AddrPort {
 	return netip.AddrPortFrom(netip.AddrFrom16(a), PeerPort)
 }
 
+// SYNs is how many SYNs the peer received for dst: a connect's first and
+// those the kernel sent again.
+func (p *Peer) SYNs(dst netip.AddrPort) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.syns[dst]
+}
+
 // Name is the TUN device's name in the namespace.
 func (p *Peer) Name() string { return p.name }
 
@@ -99,6 +108,7 @@ func NewPeer(t *testing.T, ns *NS, delay time.Duration) *Peer {
 		t: t, delay: delay, isn: rand.Uint32(),
 		modes:  map[netip.Addr]PeerMode{},
 		seen:   map[synKey]bool{},
+		syns:   map[netip.AddrPort]int{},
 		done:   make(chan struct{}),
 		timers: map[*time.Timer]struct{}{},
 	}
@@ -265,6 +275,7 @@ func (p *Peer) answer(pk packet) {
 	defer p.mu.Unlock()
 	flags := pk.flags()
 	if flags&(tcpSYN|tcpACK) == tcpSYN {
+		p.syns[netip.AddrPortFrom(pk.dst, pk.dport())]++
 		synAck := pk.tcpReply(p.isn, pk.seq()+1, tcpSYN|tcpACK)
 		switch mode {
 		case PeerAccept:
