@@ -33,7 +33,7 @@ type outcomeCase struct {
 	wantConn  string // the connect event's result and errno
 	minLat    time.Duration
 	maxLat    time.Duration
-	retrans   bool // the SYN is sent again: syn_retransmits counts what the peer received, less the first
+	retrans   bool  // the SYN is sent again: syn_retransmits counts what the peer received, less the first
 	clientErr error // what the client itself saw
 
 	th  Thread

@@ -35,9 +35,9 @@ type Peer struct {
 	name  string
 	isn   uint32
 	modes map[netip.Addr]PeerMode
-	seen  map[synKey]bool // PeerDropFirst's first SYNs; the reader's alone
+	seen  map[synKey]bool        // PeerDropFirst's first SYNs; the reader's alone
 	syns  map[netip.AddrPort]int // SYNs received, by destination (guarded by mu)
-	done  chan struct{}   // closed when the reader returns
+	done  chan struct{}          // closed when the reader returns
 
 	mu     sync.Mutex // guards closed and timers, and orders the writes
 	closed bool
