@@ -16,3 +16,15 @@ var (
 func DecodeFixture(i int, ev *event.Event) {
 	decode(&fixtures[i%len(fixtures)], 0, ev, comms)
 }
+
+// ConnectsInFlight counts the entries of the kernel's map of connects in
+// progress.
+func (t *Tracer) ConnectsInFlight() (int, error) {
+	var key uint64
+	n := 0
+	it := t.l.maps.Connecting.Iterate()
+	for it.Next(&key, new(porttraceEvent)) {
+		n++
+	}
+	return n, it.Err()
+}

@@ -21,6 +21,9 @@ import (
 // connects to PT_CONNECT if that is),
 // prints "ok PORT" or "err ERRNO", and exits when stdin closes.
 func HelperMain() int {
+	if os.Getenv("PORTTRACE_HELPER") == "blackhole" {
+		return blackholeMain()
+	}
 	in := bufio.NewReader(os.Stdin)
 	if _, err := in.ReadString('\n'); err != nil {
 		return 3
@@ -56,6 +59,32 @@ func HelperMain() int {
 		}
 		fmt.Printf("ok %d\n", port)
 	}
+	_, _ = io.Copy(io.Discard, in)
+	return 0
+}
+
+// blackholeMain, told to on stdin, opens PT_COUNT non-blocking TCP connects
+// to PT_CONNECT (an address that never answers), prints "ok N" with how
+// many are in progress, and exits when stdin closes, which closes them all.
+func blackholeMain() int {
+	in := bufio.NewReader(os.Stdin)
+	if _, err := in.ReadString('\n'); err != nil {
+		return 3
+	}
+	to := netip.MustParseAddrPort(os.Getenv("PT_CONNECT"))
+	count, _ := strconv.Atoi(os.Getenv("PT_COUNT"))
+	n := 0
+	for range count {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK, 0)
+		if err != nil {
+			fmt.Printf("err %v\n", err)
+			return 1
+		}
+		if err := unix.Connect(fd, Sockaddr(to)); err == unix.EINPROGRESS {
+			n++
+		}
+	}
+	fmt.Printf("ok %d\n", n)
 	_, _ = io.Copy(io.Discard, in)
 	return 0
 }

@@ -236,3 +236,81 @@ func exercise(conn net.Conn) error {
 	}
 	return err
 }
+
+// The map of connects in progress is bounded and leaks nothing: 100,000
+// connects to a black hole at once (from several processes: each may open
+// 20,000 files here), more than the kernel follows. Those it follows end
+// as ECANCELED when their processes exit; the rest are counted, not
+// dropped silently; and the map is empty again. A guest of the kernel
+// matrix (one emulated CPU, 1 GiB) makes 5,000 against a bound of 4,096.
+func TestKernelConnectsInFlightBounded(t *testing.T) {
+	const perHelper = 16_000
+	total, bound := 100_000, uint32(DefaultMaxConnecting)
+	if os.Getenv("PORTTRACE_GUEST") != "" {
+		total, bound = 5_000, 4096
+	}
+	ns := NewNetns(t)
+	ns.Sysctl(t, "net.ipv4.ip_local_port_range", "1024 65535")
+	hole := NewPeer(t, ns, 0).Addr(PeerDrop)
+	c := startTracer(t, Options{Netns: []uint32{ns.Inode}, Events: KindsOf(event.KindConnect), RingBufferSize: 64 << 20,
+		MaxConnecting: bound})
+
+	var helpers []*Helper
+	for i, left := 0, total; left > 0; i, left = i+1, left-perHelper {
+		// One destination port each: the local ports run out per destination.
+		to := netip.AddrPortFrom(hole.Addr(), uint16(2000+i))
+		h := RunHelper(t, ns, HelperCmd(HelperExe(t), 0, "tcp", "", "PORTTRACE_HELPER=blackhole",
+			"PT_CONNECT="+to.String(), fmt.Sprintf("PT_COUNT=%d", min(left, perHelper))))
+		helpers = append(helpers, h)
+	}
+	started := 0
+	for _, h := range helpers {
+		n, errno := h.Bind(t) // "ok N": N connects in progress
+		if errno != "" {
+			t.Fatalf("helper: %s", errno)
+		}
+		started += int(n)
+	}
+	if started != total {
+		t.Fatalf("%d connects in progress, want %d", started, total)
+	}
+	if n, err := c.tr.ConnectsInFlight(); err != nil || n != int(bound) {
+		t.Errorf("%d connects in the map (%v), want it full: %d", n, err, bound)
+	}
+	for _, h := range helpers {
+		h.Stdin.Close()
+	}
+	for _, h := range helpers {
+		_ = h.Cmd.Wait()
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		n, err := c.tr.ConnectsInFlight()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d connects still in the map after every socket closed", n)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	unfollowed, err := c.tr.Unfollowed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs := c.stop(t, ns)
+	counts := map[string]int{}
+	for _, ev := range evs {
+		counts[ev.Kind.String()+" "+ev.Result.String()+" "+ev.ErrnoName()]++
+	}
+	want := map[string]int{
+		"connect in_progress EINPROGRESS": total,
+		"connect_done failed ECANCELED":   int(bound),
+	}
+	if fmt.Sprint(counts) != fmt.Sprint(want) || unfollowed != uint64(total)-uint64(bound) {
+		t.Errorf("got %v and %d unfollowed, want %v and %d", counts, unfollowed, want, uint64(total)-uint64(bound))
+	}
+}

@@ -61,6 +61,10 @@ type Options struct {
 	// size; 0 means 8 MiB.
 	RingBufferSize uint32
 
+	// MaxConnecting bounds the connects in progress followed at once; 0
+	// means DefaultMaxConnecting.
+	MaxConnecting uint32
+
 	// ExtraFDs are file descriptors the caller will need besides the
 	// tracer's (a /metrics server): New checks that they are free too.
 	ExtraFDs int
@@ -212,7 +216,10 @@ func configure(spec *ebpf.CollectionSpec, b event.Backend, o Options, listenOnSk
 		size = o.RingBufferSize
 	}
 	specs.Events.MaxEntries = size
-	specs.Connecting.MaxEntries = MaxConnecting
+	specs.Connecting.MaxEntries = DefaultMaxConnecting
+	if o.MaxConnecting != 0 {
+		specs.Connecting.MaxEntries = o.MaxConnecting
+	}
 	uid := uint32(0xffffffff)
 	if o.FilterUID {
 		uid = o.UID
@@ -346,13 +353,14 @@ func (t *Tracer) Pending() bool { return t.rd.AvailableBytes() > 0 }
 func (t *Tracer) Lost() (uint64, error) { return t.counter(porttraceCounterCNT_LOST) }
 
 // Unfollowed is how many connects in progress the kernel could not follow
-// to their end, because MaxConnecting connects were already in progress:
+// to their end, because Options.MaxConnecting were already in progress:
 // their connect_done is never sent.
 func (t *Tracer) Unfollowed() (uint64, error) { return t.counter(porttraceCounterCNT_UNFOLLOWED) }
 
-// MaxConnecting is how many connects in progress the kernel follows at once
-// (bpf/common.h's connecting map).
-const MaxConnecting = 65536
+// DefaultMaxConnecting is how many connects in progress the kernel follows
+// at once (bpf/common.h's connecting map) unless Options say otherwise:
+// about 13 MB of kernel memory when full, none until used.
+const DefaultMaxConnecting = 65536
 
 func (t *Tracer) counter(idx porttraceCounter) (uint64, error) {
 	var perCPU []uint64

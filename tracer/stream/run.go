@@ -185,7 +185,7 @@ func (l *streamLoop) write(ev *event.Event) error {
 // stderr, as a lost line of the output, and in the metrics. Two losses are
 // counted apart: events the ring buffer had no room for, and the
 // connect_done of connects that the kernel could not follow because
-// tracer.MaxConnecting were already in progress.
+// tracer.DefaultMaxConnecting were already in progress.
 type lostReport struct {
 	counter interface {
 		Lost() (uint64, error)
@@ -210,7 +210,7 @@ func (l *lostReport) check() {
 		n := lost - l.unfollowed
 		l.unfollowed = lost
 		fmt.Fprintf(l.stderr, "porttrace: %d connect_done %s lost: more than %d connects were in progress at once\n",
-			n, textout.Plural(int(n), "event", "events"), tracer.MaxConnecting)
+			n, textout.Plural(int(n), "event", "events"), tracer.DefaultMaxConnecting)
 		l.tell(n, event.KindConnectDone.String())
 	}
 }
