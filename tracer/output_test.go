@@ -102,6 +102,30 @@ func rawEvents() []porttraceEvent {
 			e.Kind, e.Flags, e.Lport, e.Laddr = uint8(event.KindBind), net|flagHasLocal, 5353, v4(0, 0, 0, 0)
 			e.Pid, e.Tid, e.Comm = 7001, 7001, comm("C:\\x\x7f\xff")
 		}),
+		// A Go client's connect to a database: in progress, then refused
+		// 52 ms later (connect_done keeps the connect's task and ports).
+		with(func(e *porttraceEvent) {
+			e.Kind, e.Flags, e.Err = uint8(event.KindConnect), net|flagHasLocal|flagHasRemote|flagEphemeral, -int32(unix.EINPROGRESS)
+			e.Lport, e.Laddr, e.Rport, e.Raddr = 41822, v4(10, 0, 0, 7), 5432, v4(10, 0, 0, 5)
+			e.Pid, e.Tid, e.Comm = 8100, 8107, comm("api")
+		}),
+		with(func(e *porttraceEvent) {
+			e.Kind, e.Flags, e.Err = uint8(event.KindConnectDone), net|flagHasLocal|flagHasRemote|flagEphemeral|flagLatency|flagRetrans, -int32(unix.ECONNREFUSED)
+			e.Lport, e.Laddr, e.Rport, e.Raddr = 41822, v4(10, 0, 0, 7), 5432, v4(10, 0, 0, 5)
+			e.Pid, e.Tid, e.Comm, e.TsNs, e.LatencyNs = 8100, 8107, comm("api"), 1_052_000_000, 52_000_000
+		}),
+		// A connect to a black hole: the SYN sent 7 times, then ETIMEDOUT.
+		with(func(e *porttraceEvent) {
+			e.Kind, e.Flags, e.Err = uint8(event.KindConnectDone), net|flagHasLocal|flagHasRemote|flagEphemeral|flagLatency|flagRetrans, -int32(unix.ETIMEDOUT)
+			e.Lport, e.Laddr, e.Rport, e.Raddr = 41900, v4(10, 0, 0, 7), 443, v4(192, 0, 2, 1)
+			e.Pid, e.Tid, e.Comm, e.LatencyNs, e.SynRetrans = 8100, 8108, comm("api"), 127_000_000_000, 6
+		}),
+		// A blocking connect that worked, with its latency.
+		with(func(e *porttraceEvent) {
+			e.Kind, e.Flags = uint8(event.KindConnect), net|flagHasLocal|flagHasRemote|flagEphemeral|flagLatency
+			e.Lport, e.Laddr, e.Rport, e.Raddr = 41901, v4(127, 0, 0, 1), 6379, v4(127, 0, 0, 1)
+			e.Pid, e.Tid, e.Comm, e.LatencyNs = 8200, 8200, comm("redis-cli"), 85_000
+		}),
 	}
 }
 
@@ -138,6 +162,8 @@ func TestDecode(t *testing.T) {
 		{7, "connect ok udp ipv6 local=[::1]:51000 remote=[::1]:53 eph=true class=well-known priv=true dir=outbound"},
 		{8, "listen ok mptcp ipv4 local=127.0.0.1:49200 remote=- eph=true class=dynamic priv=false"},
 		{9, "bind ok tcp ipv4 local=10.0.0.1:443 remote=- eph=false class=well-known priv=false"},
+		{16, "connect in_progress EINPROGRESS tcp ipv4 local=10.0.0.7:41822 remote=10.0.0.5:5432 eph=true class=registered priv=false dir=outbound"},
+		{17, "connect_done failed ECONNREFUSED tcp ipv4 local=10.0.0.7:41822 remote=10.0.0.5:5432 eph=true class=registered priv=false dir=outbound"},
 	} {
 		if got := Brief(&evs[tc.i]); got != tc.want {
 			t.Errorf("event %d:\ngot  %s\nwant %s", tc.i, got, tc.want)
@@ -151,6 +177,12 @@ func TestDecode(t *testing.T) {
 	}
 	if got := evs[0].Time; !got.Equal(time.Unix(1, 0)) {
 		t.Errorf("time %v", got)
+	}
+	if ev := evs[17]; !ev.HasLatency || ev.Latency != 52*time.Millisecond || !ev.HasSynRetransmits || ev.SynRetransmits != 0 {
+		t.Errorf("connect_done: latency %v (%t), syn_retransmits %d (%t)", ev.Latency, ev.HasLatency, ev.SynRetransmits, ev.HasSynRetransmits)
+	}
+	if ev := evs[16]; ev.HasLatency || ev.HasSynRetransmits {
+		t.Error("a connect in progress has a latency or retransmits")
 	}
 }
 
@@ -208,6 +240,7 @@ func TestEnumsMatchTheKernelSide(t *testing.T) {
 		{"EV_LISTEN", uint32(porttraceEventKindEV_LISTEN), uint32(event.KindListen)},
 		{"EV_CONNECT", uint32(porttraceEventKindEV_CONNECT), uint32(event.KindConnect)},
 		{"EV_ACCEPT", uint32(porttraceEventKindEV_ACCEPT), uint32(event.KindAccept)},
+		{"EV_CONNECT_DONE", uint32(porttraceEventKindEV_CONNECT_DONE), uint32(event.KindConnectDone)},
 		{"BACKEND_TRACEPOINT", uint32(porttraceBackendIdBACKEND_TRACEPOINT), uint32(event.BackendTracepoint)},
 		{"BACKEND_FENTRY", uint32(porttraceBackendIdBACKEND_FENTRY), uint32(event.BackendFentry)},
 		{"BACKEND_KPROBE", uint32(porttraceBackendIdBACKEND_KPROBE), uint32(event.BackendKprobe)},
