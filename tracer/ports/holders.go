@@ -2,12 +2,7 @@ package ports
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io/fs"
-	"os"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -30,43 +25,23 @@ type holderIndex struct {
 
 // socketHolders reads /proc/PID/fd of every process.
 func socketHolders() (*holderIndex, error) {
-	procs, err := procfs.AllProcs()
+	socks, err := proc.SocketOwners(nil)
 	if err != nil {
-		return nil, fmt.Errorf("listing processes: %w", err)
+		return nil, err
 	}
-	hi := &holderIndex{bySocket: map[uint32][]Holder{}, pidnsChild: InChildPidns()}
+	hi := &holderIndex{bySocket: map[uint32][]Holder{}, unreadable: socks.Unreadable, pidnsChild: InChildPidns()}
 	en := proc.NewEnricher()
-	for _, p := range procs {
-		fds, err := p.FileDescriptors()
-		if errors.Is(err, fs.ErrPermission) {
-			hi.unreadable++
-			continue
-		}
-		if err != nil {
-			continue // gone, or a kernel thread
-		}
-		var h *Holder
-		for _, fd := range fds {
-			target, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%d", p.PID, fd))
-			if errors.Is(err, fs.ErrPermission) {
-				// The fd list may be readable where its links are not
-				// (a process porttrace may not ptrace).
-				hi.unreadable++
-				break
-			}
-			if err != nil || !strings.HasPrefix(target, "socket:[") {
-				continue
-			}
-			inode, err := strconv.ParseUint(strings.TrimSuffix(target[len("socket:["):], "]"), 10, 32)
-			if err != nil {
-				continue
-			}
+	described := map[int]*Holder{}
+	for inode, fds := range socks.ByInode {
+		for _, f := range fds {
+			h := described[f.PID]
 			if h == nil {
-				h = describe(p.PID, en)
+				h = describe(f.PID, en)
+				described[f.PID] = h
 			}
 			hh := *h
-			hh.FD = int(fd)
-			hi.bySocket[uint32(inode)] = append(hi.bySocket[uint32(inode)], hh)
+			hh.FD = f.FD
+			hi.bySocket[inode] = append(hi.bySocket[inode], hh)
 		}
 	}
 	return hi, nil

@@ -267,13 +267,6 @@ func socketFrom(netns uint32, proto uint16, ds sockdiag.Socket, holders *holderI
 	if len(s.Holders) == 0 && s.Owned() {
 		s.orphan = holders.orphanNote()
 	}
-	switch {
-	case proto == event.ProtoUDP && s.Remote.IsValid():
-		s.State = "ESTAB"
-	case proto == event.ProtoUDP:
-		s.State = "UNCONN"
-	default:
-		s.State = sockdiag.StateName(ds.State)
-	}
+	s.State = ds.StateName(proto)
 	return s
 }

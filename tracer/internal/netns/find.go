@@ -108,10 +108,15 @@ func openIfInode(path string, inode uint32) (int, bool) {
 	return fd, true
 }
 
-// Self is the inode of porttrace's own network namespace.
+// Self is the inode of porttrace's own network namespace: the calling
+// thread's (/proc/thread-self, Linux 3.17+), which is porttrace's own on
+// any goroutine not locked into another namespace. /proc/self/ns/net is
+// the main thread's, and the main thread can be elsewhere: a goroutine
+// that Do ran on it and that entered another namespace does not end the
+// main thread as it ends any other, but parks it there for good.
 func Self() uint32 {
 	var st unix.Stat_t
-	if unix.Stat("/proc/self/ns/net", &st) != nil {
+	if unix.Stat("/proc/thread-self/ns/net", &st) != nil {
 		return 0
 	}
 	return uint32(st.Ino)

@@ -26,9 +26,11 @@ const (
 )
 
 var tcpStates = [...]string{1: "ESTAB", 2: "SYN-SENT", 3: "SYN-RECV", 4: "FIN-WAIT-1", 5: "FIN-WAIT-2",
-	6: "TIME-WAIT", 7: "CLOSE", 8: "CLOSE-WAIT", 9: "LAST-ACK", 10: "LISTEN", 11: "CLOSING", 12: "NEW-SYN-RECV"}
+	6: "TIME-WAIT", 7: "UNCONN", 8: "CLOSE-WAIT", 9: "LAST-ACK", 10: "LISTEN", 11: "CLOSING", 12: "NEW-SYN-RECV"}
 
-// StateName names a TCP state as ss does (ESTAB, TIME-WAIT, LISTEN, ...).
+// StateName names a TCP state as ss does (ESTAB, TIME-WAIT, LISTEN, ...;
+// UNCONN for TCP_CLOSE, a socket bound but neither listening nor
+// connected).
 func StateName(state uint8) string {
 	if int(state) < len(tcpStates) {
 		return tcpStates[state]
@@ -50,11 +52,29 @@ type Socket struct {
 	HasV6Only bool
 }
 
+// StateName names the socket's state as ss does: a TCP state by its
+// name, a UDP socket UNCONN or, connected, ESTAB.
+func (s Socket) StateName(proto uint16) string {
+	switch {
+	case proto == event.ProtoUDP && s.Remote.IsValid():
+		return "ESTAB"
+	case proto == event.ProtoUDP:
+		return "UNCONN"
+	}
+	return StateName(s.State)
+}
+
 const (
 	sizeofInetDiagReqV2 = 56 // struct inet_diag_req_v2
 	sizeofInetDiagMsg   = 72 // struct inet_diag_msg
 	AllStates           = 0xfff
 	ListenStates        = 1<<10 | 1<<7 // TCP_LISTEN, and TCP_CLOSE: an unconnected UDP socket
+	// PortStates are the states of every socket that keeps its port from
+	// a bind: AllStates and TCP_BOUND_INACTIVE (13), the pseudo-state
+	// that asks Linux 6.10+ for TCP sockets bound but neither listening
+	// nor connected (reported as TCP_CLOSE). Older kernels ignore the bit
+	// and cannot dump those.
+	PortStates = AllStates | 1<<13
 )
 
 // Dump dumps the sockets of one family and protocol in the calling
@@ -64,9 +84,18 @@ const (
 // TCP or UDP; a kernel older than the attribute leaves V6Only unknown, and
 // ports says so.
 func Dump(family uint8, proto uint16, states uint32) ([]Socket, error) {
+	return DumpPort(family, proto, states, 0)
+}
+
+// DumpPort is Dump of the sockets whose local port is port (0: any). The
+// kernel filters by port (struct inet_diag_sockid's sport) for listeners,
+// connections, TIME-WAIT and UDP, but not for the bound-only TCP sockets
+// of PortStates: the caller checks the port of what it gets.
+func DumpPort(family uint8, proto uint16, states uint32, port uint16) ([]Socket, error) {
 	req := make([]byte, sizeofInetDiagReqV2)
 	req[0], req[1] = family, uint8(proto)
 	binary.NativeEndian.PutUint32(req[4:], states)
+	binary.BigEndian.PutUint16(req[8:], port) // id.idiag_sport
 	for tries := 1; ; tries++ {
 		nlReq := nl.NewNetlinkRequest(nl.SOCK_DIAG_BY_FAMILY, unix.NLM_F_DUMP)
 		nlReq.AddRawData(req)

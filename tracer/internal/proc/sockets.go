@@ -1,0 +1,102 @@
+package proc
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/prometheus/procfs"
+)
+
+// SocketFD is one fd of a process that refers to a socket.
+type SocketFD struct {
+	PID int
+	FD  int
+}
+
+// Sockets is what a walk of /proc/PID/fd found: the fds that refer to
+// each socket, by inode, in the order of the walk (processes by pid, then
+// fds by number), and how many processes porttrace could not read. A
+// socket nobody was seen to hold is only an orphan if no holder could
+// have been hidden.
+type Sockets struct {
+	ByInode    map[uint32][]SocketFD
+	Unreadable int
+}
+
+// SocketOwners reads /proc/PID/fd of every process keep accepts (nil:
+// every process): the one walk of the fd tables that ports (who holds
+// each socket) and clash (who holds a port a bind wanted) share. A
+// process that exits during the walk is simply left out.
+func SocketOwners(keep func(pid int) bool) (Sockets, error) {
+	procs, err := procfs.AllProcs()
+	if err != nil {
+		return Sockets{}, fmt.Errorf("listing processes: %w", err)
+	}
+	s := Sockets{ByInode: map[uint32][]SocketFD{}}
+	for _, p := range procs {
+		if keep != nil && !keep(p.PID) {
+			continue
+		}
+		fds, err := p.FileDescriptors()
+		if errors.Is(err, fs.ErrPermission) {
+			s.Unreadable++
+			continue
+		}
+		if err != nil {
+			continue // gone, or a kernel thread
+		}
+		dir := "/proc/" + strconv.Itoa(p.PID) + "/fd/"
+		for _, fd := range fds {
+			target, err := os.Readlink(dir + strconv.FormatUint(uint64(fd), 10))
+			if errors.Is(err, fs.ErrPermission) {
+				// The fd list may be readable where its links are not
+				// (a process porttrace may not ptrace).
+				s.Unreadable++
+				break
+			}
+			if err != nil {
+				continue
+			}
+			if inode, ok := socketInode(target); ok {
+				s.ByInode[inode] = append(s.ByInode[inode], SocketFD{PID: p.PID, FD: int(fd)})
+			}
+		}
+	}
+	return s, nil
+}
+
+// socketInode reads the inode out of an fd's link, "socket:[INODE]".
+func socketInode(link string) (uint32, bool) {
+	rest, ok := strings.CutPrefix(link, "socket:[")
+	if !ok {
+		return 0, false
+	}
+	inode, err := strconv.ParseUint(strings.TrimSuffix(rest, "]"), 10, 32)
+	if err != nil {
+		return 0, false
+	}
+	return uint32(inode), true
+}
+
+// NetnsOf is the inode of the network namespace process pid lives in (its
+// main thread's), from one readlink of /proc/PID/ns/net: cheap enough to
+// pass over the processes of other namespaces before reading their fds.
+func NetnsOf(pid int) (uint32, error) {
+	link, err := os.Readlink("/proc/" + strconv.Itoa(pid) + "/ns/net")
+	if err != nil {
+		return 0, err
+	}
+	rest, ok := strings.CutPrefix(link, "net:[")
+	if !ok {
+		return 0, fmt.Errorf("/proc/%d/ns/net links to %q", pid, link)
+	}
+	inode, err := strconv.ParseUint(strings.TrimSuffix(rest, "]"), 10, 32)
+	if err != nil {
+		return 0, fmt.Errorf("/proc/%d/ns/net links to %q: %w", pid, link, err)
+	}
+	return uint32(inode), nil
+}

@@ -1,0 +1,75 @@
+package proc
+
+import (
+	"os"
+	"slices"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// The walk finds this process's socket by inode, at its fd, and passes
+// over the processes keep turns down.
+func TestSocketOwners(t *testing.T) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		t.Fatal(err)
+	}
+	self := os.Getpid()
+	for _, tc := range []struct {
+		name string
+		keep func(pid int) bool
+		want []SocketFD
+	}{
+		{"every process", nil, []SocketFD{{self, fd}}},
+		{"this one", func(pid int) bool { return pid == self }, []SocketFD{{self, fd}}},
+		{"the others", func(pid int) bool { return pid != self }, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := SocketOwners(tc.keep)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := s.ByInode[uint32(st.Ino)]; !slices.Equal(got, tc.want) {
+				t.Errorf("holders of socket %d: %v, want %v", st.Ino, got, tc.want)
+			}
+		})
+	}
+}
+
+func TestSocketInode(t *testing.T) {
+	for _, tc := range []struct {
+		link  string
+		inode uint32
+		ok    bool
+	}{
+		{"socket:[12345]", 12345, true},
+		{"socket:[4294967295]", 4294967295, true},
+		{"socket:[4294967296]", 0, false},
+		{"pipe:[12345]", 0, false},
+		{"/dev/null", 0, false},
+		{"socket:[]", 0, false},
+	} {
+		if inode, ok := socketInode(tc.link); inode != tc.inode || ok != tc.ok {
+			t.Errorf("socketInode(%q) = %d, %t, want %d, %t", tc.link, inode, ok, tc.inode, tc.ok)
+		}
+	}
+}
+
+func TestNetnsOf(t *testing.T) {
+	var st unix.Stat_t
+	if err := unix.Stat("/proc/self/ns/net", &st); err != nil {
+		t.Fatal(err)
+	}
+	if inode, err := NetnsOf(os.Getpid()); err != nil || inode != uint32(st.Ino) {
+		t.Errorf("NetnsOf(self) = %d, %v, want %d", inode, err, st.Ino)
+	}
+	if _, err := NetnsOf(-1); err == nil {
+		t.Error("NetnsOf(-1) did not fail")
+	}
+}
