@@ -17,7 +17,8 @@ import (
 
 // HelperMain is the test binary re-executed as a separate process (for a
 // different uid, or a binary deleted after start). It waits for a line on
-// stdin, binds PT_ADDR over PT_PROTO (and listens if PT_LISTEN is set, or
+// stdin, binds PT_ADDR over PT_PROTO (with SO_REUSEPORT if PT_REUSEPORT is
+// set; and listens if PT_LISTEN is set, or
 // connects to PT_CONNECT if that is),
 // prints "ok PORT" or "err ERRNO", and exits when stdin closes.
 func HelperMain() int {
@@ -37,6 +38,9 @@ func HelperMain() int {
 		typ = unix.SOCK_DGRAM
 	}
 	fd, err := unix.Socket(family, typ, 0)
+	if err == nil && os.Getenv("PT_REUSEPORT") != "" {
+		err = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+	}
 	if err == nil {
 		err = unix.Bind(fd, Sockaddr(ap))
 	}

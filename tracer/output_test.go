@@ -120,6 +120,13 @@ func rawEvents() []porttraceEvent {
 			e.Lport, e.Laddr, e.Rport, e.Raddr = 41900, v4(10, 0, 0, 7), 443, v4(192, 0, 2, 1)
 			e.Pid, e.Tid, e.Comm, e.LatencyNs, e.SynRetrans = 8100, 8108, comm("api"), 127_000_000_000, 6
 		}),
+		// A second nginx finds 8080 taken: by the first, which did not set
+		// SO_REUSEPORT, and by a connection in TIME-WAIT (decodedEvents).
+		with(func(e *porttraceEvent) {
+			e.Kind, e.Flags, e.Err = uint8(event.KindBind), net|flagHasLocal|flagSockOpts, -int32(unix.EADDRINUSE)
+			e.Lport, e.Laddr, e.SockOpts = 8080, v4(0, 0, 0, 0), uint8(porttraceSockOptSO_OPT_REUSEPORT|porttraceSockOptSO_OPT_REUSEADDR)
+			e.Pid, e.Tid = 9100, 9100
+		}),
 		// A blocking connect that worked, with its latency.
 		with(func(e *porttraceEvent) {
 			e.Kind, e.Flags = uint8(event.KindConnect), net|flagHasLocal|flagHasRemote|flagEphemeral|flagLatency
@@ -138,6 +145,14 @@ func decodedEvents() []event.Event {
 		ev.User = map[uint32]string{0: "root", 65534: "nobody", 997: "systemd-timesync"}[ev.UID]
 		if ev.PID == 4242 {
 			ev.Exe, ev.Cgroup = "/usr/sbin/nginx", "/system.slice/nginx.service"
+		}
+		if ev.Errno == unix.EADDRINUSE {
+			ev.HasHolders, ev.Holders = true, []event.Holder{
+				{Proto: event.ProtoTCP, Local: netip.MustParseAddrPort("0.0.0.0:8080"), State: "LISTEN", PID: 812, Comm: "nginx",
+					HasSockOpts: true, SockOpts: event.OptReuseAddr},
+				{Proto: event.ProtoTCP, Local: netip.MustParseAddrPort("10.0.0.7:8080"), Remote: netip.MustParseAddrPort("10.0.0.9:51000"),
+					State: "TIME-WAIT"},
+			}
 		}
 		if ev.Local.Port() == 49200 { // the Go listener runs in a pod
 			ev.Cgroup = "/kubepods.slice/kubepods-pod6d0c1a2b_3c4d_4e5f_8a9b_0c1d2e3f4a5b.slice/cri-containerd-9f3a6c1e2b4d5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8.scope"

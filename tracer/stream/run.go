@@ -66,7 +66,7 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer, stderr io.Writer) er
 	}
 	en := proc.NewEnricher()
 	en.NameContainers(names)
-	l := &streamLoop{cfg: cfg, t: t, metrics: metrics, w: w, out: out, sw: sw, s: newSummary(), en: en, names: names, ifnames: netns.NewIfNames(), scope: scope, ctx: ctx, stderr: stderr,
+	l := &streamLoop{cfg: cfg, t: t, metrics: metrics, w: w, out: out, sw: sw, s: newSummary(), en: en, names: names, ifnames: netns.NewIfNames(), holders: newHolderLookup(stderr), scope: scope, ctx: ctx, stderr: stderr,
 		lost: &lostReport{counter: t, out: w, stderr: stderr, metrics: metrics}}
 	if err := l.run(); err != nil {
 		return err
@@ -99,6 +99,7 @@ type streamLoop struct {
 	en        *proc.Enricher
 	names     *workload.Resolver
 	ifnames   *netns.IfNames    // SO_BINDTODEVICE's interfaces, by name
+	holders   *holderLookup     // what held the port of a bind that found it in use
 	scope     *workload.Watcher // --container, --pod, --k8s-namespace; nil without
 	ctx       context.Context
 	stderr    io.Writer
@@ -135,6 +136,7 @@ func (l *streamLoop) run() error {
 		if ev.Workload.ContainerID != "" {
 			l.names.Announce(l.stderr, "porttrace", true)
 		}
+		l.holders.fill(&ev)
 		if err := l.write(&ev); err != nil {
 			return err
 		}

@@ -250,6 +250,7 @@ func (tw *TableWriter) notes(ev *event.Event) []string {
 		}
 		notes = append(notes, s)
 	}
+	notes = append(notes, holderNotes(ev)...)
 	if ev.ExeDeleted {
 		s := "! executable deleted"
 		if ev.Exe != "" {
