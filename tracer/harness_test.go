@@ -28,6 +28,9 @@ import (
 // does there, on a kernel that has them.
 
 func TestMain(m *testing.M) {
+	// As porttrace's main does: the main thread stays the main
+	// goroutine's, so no test's thread in another namespace becomes it.
+	runtime.LockOSThread()
 	if os.Getenv("PORTTRACE_HELPER") != "" {
 		os.Exit(HelperMain())
 	}

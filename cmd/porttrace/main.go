@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime"
 	"syscall"
 
 	"github.com/spf13/pflag"
@@ -18,6 +19,13 @@ import (
 
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
+
+// init keeps the main thread for the main goroutine. porttrace enters
+// other network namespaces on threads it locks and lets die (netns.Do);
+// Go cannot end the main thread, and would keep one that entered a
+// namespace for good, and /proc/self/ns/net, which porttrace reads as its
+// own namespace, is the main thread's.
+func init() { runtime.LockOSThread() }
 
 func main() {
 	os.Exit(run(os.Args[1:]))
