@@ -6,10 +6,13 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/pflag"
+	"golang.org/x/sys/unix"
 
+	"github.com/porttrace/porttrace/tracer"
 	"github.com/porttrace/porttrace/tracer/event"
 )
 
@@ -95,6 +98,16 @@ func TestWants(t *testing.T) {
 		{"default takes all", func(*Config) {}, func(*event.Event) {}, true},
 		{"--failed drops ok", func(c *Config) { c.Failed = true }, func(*event.Event) {}, false},
 		{"--failed keeps denied", func(c *Config) { c.Failed = true }, func(e *event.Event) { e.Result = event.ResultDenied }, true},
+		{"--failed drops a connect in progress", func(c *Config) { c.Failed = true },
+			func(e *event.Event) { e.Result, e.Errno = event.ResultInProgress, unix.EINPROGRESS }, false},
+		{"--failed keeps a failed outcome", func(c *Config) { c.Failed = true },
+			func(e *event.Event) { e.Kind, e.Result, e.Errno = event.KindConnectDone, event.ResultFailed, unix.ETIMEDOUT }, true},
+		{"--failed drops an outcome that is ok", func(c *Config) { c.Failed = true },
+			func(e *event.Event) { e.Kind = event.KindConnectDone }, false},
+		{"--events connect takes connect_done", func(c *Config) { c.Events = tracer.KindsOf(event.KindConnect) },
+			func(e *event.Event) { e.Kind = event.KindConnectDone }, true},
+		{"--events bind drops connect_done", func(c *Config) { c.Events = tracer.KindsOf(event.KindBind) },
+			func(e *event.Event) { e.Kind = event.KindConnectDone }, false},
 		{"--comm other", func(c *Config) { c.Comm = "nginx" }, func(*event.Event) {}, false},
 		{"--comm longer than the kernel keeps", func(c *Config) { c.Comm = "my-long-service-name" },
 			func(e *event.Event) { e.Comm = "my-long-service" }, true},
@@ -151,12 +164,17 @@ func TestMetricsOwnAccept(t *testing.T) {
 	}
 }
 
-// The stream's /metrics: events by kind and result, and the events lost.
+// The stream's /metrics: events by kind and result, how TCP connects
+// ended (a connect in progress is no outcome; its connect_done is) and how
+// long they took, and the events lost.
 func TestStreamMetrics(t *testing.T) {
 	m := NewMetrics()
 	m.Event(&event.Event{Kind: event.KindBind, Result: event.ResultDenied})
 	m.Event(&event.Event{Kind: event.KindBind, Result: event.ResultDenied})
 	m.Event(&event.Event{Kind: event.KindConnect})
+	m.Event(&event.Event{Kind: event.KindConnect, HasLatency: true, Latency: 800 * time.Microsecond})
+	m.Event(&event.Event{Kind: event.KindConnect, Result: event.ResultInProgress, Errno: unix.EINPROGRESS})
+	m.Event(&event.Event{Kind: event.KindConnectDone, Result: event.ResultFailed, Errno: unix.ETIMEDOUT, HasLatency: true, Latency: 3 * time.Second})
 	m.Lost(3)
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(m)
@@ -171,12 +189,29 @@ func TestStreamMetrics(t *testing.T) {
 			for _, lp := range mt.Label {
 				labels = append(labels, lp.GetName()+"="+lp.GetValue())
 			}
+			if h := mt.Histogram; h != nil {
+				var le []string
+				for _, b := range h.Bucket {
+					if b.GetCumulativeCount() > 0 && b.GetCumulativeCount() == h.GetSampleCount() {
+						le = append(le, fmt.Sprint(b.GetUpperBound()))
+					}
+				}
+				got = append(got, fmt.Sprintf("%s{%s} count=%d sum=%v first bucket holding all: le=%s", f.GetName(),
+					strings.Join(labels, ","), h.GetSampleCount(), h.GetSampleSum(), le[0]))
+				continue
+			}
 			got = append(got, fmt.Sprintf("%s{%s} %v", f.GetName(), strings.Join(labels, ","), mt.Counter.GetValue()))
 		}
 	}
 	want := []string{
+		"porttrace_connect_latency_seconds{result=failed} count=1 sum=3 first bucket holding all: le=5",
+		"porttrace_connect_latency_seconds{result=ok} count=1 sum=0.0008 first bucket holding all: le=0.001",
+		"porttrace_connect_outcomes_total{errno=,result=ok} 1",
+		"porttrace_connect_outcomes_total{errno=ETIMEDOUT,result=failed} 1",
 		"porttrace_events_total{event=bind,result=denied} 2",
-		"porttrace_events_total{event=connect,result=ok} 1",
+		"porttrace_events_total{event=connect,result=in_progress} 1",
+		"porttrace_events_total{event=connect,result=ok} 2",
+		"porttrace_events_total{event=connect_done,result=failed} 1",
 		"porttrace_lost_events_total{} 3",
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
