@@ -101,7 +101,9 @@ func TestWants(t *testing.T) {
 		{"--failed drops a connect in progress", func(c *Config) { c.Failed = true },
 			func(e *event.Event) { e.Result, e.Errno = event.ResultInProgress, unix.EINPROGRESS }, false},
 		{"--failed keeps a failed outcome", func(c *Config) { c.Failed = true },
-			func(e *event.Event) { e.Kind, e.Result, e.Errno = event.KindConnectDone, event.ResultFailed, unix.ETIMEDOUT }, true},
+			func(e *event.Event) {
+				e.Kind, e.Result, e.Errno = event.KindConnectDone, event.ResultFailed, unix.ETIMEDOUT
+			}, true},
 		{"--failed drops an outcome that is ok", func(c *Config) { c.Failed = true },
 			func(e *event.Event) { e.Kind = event.KindConnectDone }, false},
 		{"--events connect takes connect_done", func(c *Config) { c.Events = tracer.KindsOf(event.KindConnect) },
