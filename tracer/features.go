@@ -123,3 +123,12 @@ func funcParams(kernel *btf.Spec, fn string) (int, error) {
 	}
 	return len(proto.Params), nil
 }
+
+// anyContextAlloc tells whether the kernel's BPF hash maps allocate their
+// elements with bpf_mem_alloc (6.1), safe from any context: a map without
+// preallocation may then be written from kprobe and tracepoint programs.
+// Found by the type in the kernel's BTF, not by the version.
+func anyContextAlloc(kernel *btf.Spec) bool {
+	var s *btf.Struct
+	return kernel != nil && kernel.TypeByName("bpf_mem_alloc", &s) == nil
+}

@@ -77,6 +77,15 @@ func blackholeMain() int {
 	}
 	to := netip.MustParseAddrPort(os.Getenv("PT_CONNECT"))
 	count, _ := strconv.Atoi(os.Getenv("PT_COUNT"))
+	// Room for every socket: above the hard limit where root may (a
+	// guest's init), else up to it.
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err == nil {
+		want := uint64(count) + 64
+		if unix.Setrlimit(unix.RLIMIT_NOFILE, &unix.Rlimit{Cur: max(want, lim.Cur), Max: max(want, lim.Max)}) != nil {
+			_ = unix.Setrlimit(unix.RLIMIT_NOFILE, &unix.Rlimit{Cur: lim.Max, Max: lim.Max})
+		}
+	}
 	n := 0
 	for range count {
 		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK, 0)

@@ -183,7 +183,9 @@ func TestKernelIOUring(t *testing.T) {
 	}
 	clientAP := netip.AddrPortFrom(service.Addr(), client)
 	bindListen := []string{fmt.Sprintf("bind %s -", service), fmt.Sprintf("listen %s -", service)}
-	connAcc := []string{fmt.Sprintf("connect %s %s", clientAP, service), fmt.Sprintf("accept %s %s", service, clientAP)}
+	// io_uring connects without blocking: in progress, then connect_done.
+	connAcc := []string{fmt.Sprintf("connect %s %s", clientAP, service), fmt.Sprintf("connect_done %s %s", clientAP, service),
+		fmt.Sprintf("accept %s %s", service, clientAP)}
 	var want []string
 	if c.tr.Backend() != event.BackendTracepoint || !ringBindListen {
 		want = append(want, bindListen...)

@@ -161,7 +161,7 @@ func (t *Tracer) start(b event.Backend, o Options, spec *ebpf.CollectionSpec, ke
 			return err
 		}
 	}
-	if err := configure(spec, b, o, onSock, have); err != nil {
+	if err := configure(spec, b, o, onSock, have, anyContextAlloc(kernel)); err != nil {
 		return err
 	}
 	opts := &ebpf.CollectionOptions{Programs: ebpf.ProgramOptions{KernelTypes: kernel}}
@@ -206,7 +206,7 @@ func (t *Tracer) start(b event.Backend, o Options, spec *ebpf.CollectionSpec, ke
 
 // configure sets the knobs of spec before load (bpf/common.h: the const
 // volatile globals) and sizes the ring buffer.
-func configure(spec *ebpf.CollectionSpec, b event.Backend, o Options, listenOnSk bool, have helpers) error {
+func configure(spec *ebpf.CollectionSpec, b event.Backend, o Options, listenOnSk bool, have helpers, anyContext bool) error {
 	var specs porttraceSpecs
 	if err := spec.Assign(&specs); err != nil {
 		return fmt.Errorf("reading the object's specs: %w", err)
@@ -217,6 +217,13 @@ func configure(spec *ebpf.CollectionSpec, b event.Backend, o Options, listenOnSk
 	}
 	specs.Events.MaxEntries = size
 	specs.Connecting.MaxEntries = DefaultMaxConnecting
+	if !anyContext {
+		// Allocating a map element in a kprobe, tracepoint or raw
+		// tracepoint program is unsafe there: the verifier warns (WARN_ONCE,
+		// which taints the kernel) and PREEMPT_RT refuses it.
+		specs.Connecting.Flags &^= unix.BPF_F_NO_PREALLOC
+		specs.Connecting.MaxEntries = oldKernelMaxConnecting
+	}
 	if o.MaxConnecting != 0 {
 		specs.Connecting.MaxEntries = o.MaxConnecting
 	}
@@ -352,6 +359,9 @@ func (t *Tracer) Pending() bool { return t.rd.AvailableBytes() > 0 }
 // Lost is how many events the kernel dropped because the ring buffer was full.
 func (t *Tracer) Lost() (uint64, error) { return t.counter(porttraceCounterCNT_LOST) }
 
+// MaxConnecting is how many connects in progress the kernel follows at once.
+func (t *Tracer) MaxConnecting() int { return int(t.l.maps.Connecting.MaxEntries()) }
+
 // Unfollowed is how many connects in progress the kernel could not follow
 // to their end, because Options.MaxConnecting were already in progress:
 // their connect_done is never sent.
@@ -359,8 +369,14 @@ func (t *Tracer) Unfollowed() (uint64, error) { return t.counter(porttraceCounte
 
 // DefaultMaxConnecting is how many connects in progress the kernel follows
 // at once (bpf/common.h's connecting map) unless Options say otherwise:
-// about 13 MB of kernel memory when full, none until used.
-const DefaultMaxConnecting = 65536
+// about 13 MB of kernel memory when full, none until used. Kernels whose
+// BPF hash maps cannot allocate from any context (before 6.1's
+// bpf_mem_alloc) get a map allocated in full at load, and so a smaller
+// one, oldKernelMaxConnecting (3 MB).
+const (
+	DefaultMaxConnecting   = 65536
+	oldKernelMaxConnecting = 16384
+)
 
 func (t *Tracer) counter(idx porttraceCounter) (uint64, error) {
 	var perCPU []uint64

@@ -14,7 +14,7 @@ func TestLostBursts(t *testing.T) {
 	var out bytes.Buffer
 	bw := bufio.NewWriter(&out)
 	m := NewMetrics()
-	l := &lostReport{counter: &fakeLost{lost: []uint64{0, 5, 5, 8}, unfollowed: []uint64{0, 0, 2, 2}}, out: &jsonWriter{out: bw},
+	l := &lostReport{counter: &fakeLost{lost: []uint64{0, 5, 5, 8}, unfollowed: []uint64{0, 0, 2, 2}}, maxConnecting: 65536, out: &jsonWriter{out: bw},
 		stderr: &stderr, metrics: m}
 	for range 4 {
 		l.check()

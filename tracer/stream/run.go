@@ -67,7 +67,7 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer, stderr io.Writer) er
 	en := proc.NewEnricher()
 	en.NameContainers(names)
 	l := &streamLoop{cfg: cfg, t: t, metrics: metrics, w: w, out: out, sw: sw, s: newSummary(), en: en, names: names, ifnames: netns.NewIfNames(), holders: newHolderLookup(stderr), scope: scope, ctx: ctx, stderr: stderr,
-		lost: &lostReport{counter: t, out: w, stderr: stderr, metrics: metrics}}
+		lost: &lostReport{counter: t, maxConnecting: t.MaxConnecting(), out: w, stderr: stderr, metrics: metrics}}
 	if err := l.run(); err != nil {
 		return err
 	}
@@ -187,17 +187,18 @@ func (l *streamLoop) write(ev *event.Event) error {
 // stderr, as a lost line of the output, and in the metrics. Two losses are
 // counted apart: events the ring buffer had no room for, and the
 // connect_done of connects that the kernel could not follow because
-// tracer.DefaultMaxConnecting were already in progress.
+// maxConnecting were already in progress.
 type lostReport struct {
 	counter interface {
 		Lost() (uint64, error)
 		Unfollowed() (uint64, error)
 	}
-	out        writer
-	stderr     io.Writer
-	metrics    *Metrics
-	reported   uint64 // the kernel's count when last told
-	unfollowed uint64 // likewise, of connects not followed
+	maxConnecting int // connects in progress the kernel follows at once
+	out           writer
+	stderr        io.Writer
+	metrics       *Metrics
+	reported      uint64 // the kernel's count when last told
+	unfollowed    uint64 // likewise, of connects not followed
 }
 
 // check reports what the kernel dropped since the last check.
@@ -212,7 +213,7 @@ func (l *lostReport) check() {
 		n := lost - l.unfollowed
 		l.unfollowed = lost
 		fmt.Fprintf(l.stderr, "porttrace: %d connect_done %s lost: more than %d connects were in progress at once\n",
-			n, textout.Plural(int(n), "event", "events"), tracer.DefaultMaxConnecting)
+			n, textout.Plural(int(n), "event", "events"), l.maxConnecting)
 		l.tell(n, event.KindConnectDone.String())
 	}
 }
