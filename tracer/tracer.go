@@ -227,6 +227,9 @@ func configure(spec *ebpf.CollectionSpec, b event.Backend, o Options, listenOnSk
 	if o.MaxConnecting != 0 {
 		specs.Connecting.MaxEntries = o.MaxConnecting
 	}
+	if o.Churn || !o.Events.Has(event.KindConnect) {
+		specs.Connecting.MaxEntries = 1 // no connect is followed: no memory for it
+	}
 	uid := uint32(0xffffffff)
 	if o.FilterUID {
 		uid = o.UID
