@@ -28,42 +28,59 @@ func TestKernelRunHolders(t *testing.T) {
 	ns := tracer.NewNetns(t)
 	exe := filepath.Join(t.TempDir(), "holdsport")
 	tracer.CopyHelper(t, exe)
-	for _, tc := range []struct {
+	type holderCase struct {
 		name                   string
 		port                   uint16
 		holderReuse, bindReuse bool
 		wantOpts               []string
 		wantNote               string
-	}{
-		{"only the bind sets SO_REUSEPORT", 31601, false, true, []string{}, "LISTEN, no SO_REUSEPORT"},
-		{"only the holder sets SO_REUSEPORT", 31602, true, false, []string{"reuseport"}, "LISTEN, SO_REUSEPORT"},
-	} {
+		pid                    int
+	}
+	cases := []*holderCase{
+		{"only the bind sets SO_REUSEPORT", 31601, false, true, []string{}, "LISTEN, no SO_REUSEPORT", 0},
+		{"only the holder sets SO_REUSEPORT", 31602, true, false, []string{"reuseport"}, "LISTEN, SO_REUSEPORT", 0},
+	}
+	addr := func(tc *holderCase) netip.AddrPort {
+		return netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), tc.port)
+	}
+	for _, tc := range cases {
+		env := []string{"PT_LISTEN=1"}
+		if tc.holderReuse {
+			env = append(env, "PT_REUSEPORT=1")
+		}
+		h := tracer.StartHelper(t, ns, exe, 0, "tcp", addr(tc).String(), env...)
+		if _, errno := h.Bind(t); errno != "" {
+			t.Fatalf("holder: %s", errno)
+		}
+		tc.pid = h.Cmd.Process.Pid
+	}
+	// Both binds, again and again until the stream has said what it must.
+	bind := func() {
+		ns.Run(t, func() {
+			for _, tc := range cases {
+				fd := tracer.NewSocket(t, tracer.TCP4)
+				if tc.bindReuse {
+					if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1); err != nil {
+						t.Fatal(err)
+					}
+				}
+				err := unix.Bind(fd, tracer.Sockaddr(addr(tc)))
+				unix.Close(fd)
+				if err != unix.EADDRINUSE {
+					t.Fatalf("bind %s: %v, want EADDRINUSE", addr(tc), err)
+				}
+			}
+		})
+	}
+	var wantJSON, wantTable []string
+	for _, tc := range cases {
+		wantJSON = append(wantJSON, fmt.Sprintf(`"local_port":%d`, tc.port))
+		wantTable = append(wantTable, fmt.Sprintf("held by holdsport (pid %d), %s", tc.pid, tc.wantNote))
+	}
+	lines := holdersRun(t, "json", wantJSON, bind)
+	table := holdersRun(t, "table", wantTable, bind)[0]
+	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			addr := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), tc.port)
-			env := []string{"PT_LISTEN=1"}
-			if tc.holderReuse {
-				env = append(env, "PT_REUSEPORT=1")
-			}
-			h := tracer.StartHelper(t, ns, exe, 0, "tcp", addr.String(), env...)
-			if _, errno := h.Bind(t); errno != "" {
-				t.Fatalf("holder: %s", errno)
-			}
-			pid := h.Cmd.Process.Pid
-			bind := func() {
-				ns.Run(t, func() {
-					fd := tracer.NewSocket(t, tracer.TCP4)
-					defer unix.Close(fd)
-					if tc.bindReuse {
-						if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1); err != nil {
-							t.Fatal(err)
-						}
-					}
-					if err := unix.Bind(fd, tracer.Sockaddr(addr)); err != unix.EADDRINUSE {
-						t.Fatalf("bind %s: %v, want EADDRINUSE", addr, err)
-					}
-				})
-			}
-			line := holdersRun(t, "json", fmt.Sprintf(`"local_port":%d`, tc.port), bind)
 			var ev struct {
 				Errno   string
 				Holders []struct {
@@ -74,30 +91,29 @@ func TestKernelRunHolders(t *testing.T) {
 					SockOpts           []string `json:"sock_opts"`
 				}
 			}
-			if err := json.Unmarshal([]byte(line), &ev); err != nil {
-				t.Fatalf("%v: %s", err, line)
+			if err := json.Unmarshal([]byte(lines[i]), &ev); err != nil {
+				t.Fatalf("%v: %s", err, lines[i])
 			}
 			if ev.Errno != "EADDRINUSE" || len(ev.Holders) != 1 {
-				t.Fatalf("got %s", line)
+				t.Fatalf("got %s", lines[i])
 			}
 			got := ev.Holders[0]
-			if got.State != "LISTEN" || got.PID != pid || got.Comm != "holdsport" || got.Proto != "tcp" ||
+			if got.State != "LISTEN" || got.PID != tc.pid || got.Comm != "holdsport" || got.Proto != "tcp" ||
 				got.LocalAddr != "127.0.0.1" || got.LocalPort != tc.port || !reflect.DeepEqual(got.SockOpts, tc.wantOpts) {
-				t.Errorf("holder %+v, want LISTEN by holdsport (pid %d) on %s with %v", got, pid, addr, tc.wantOpts)
+				t.Errorf("holder %+v, want LISTEN by holdsport (pid %d) on %s with %v", got, tc.pid, addr(tc), tc.wantOpts)
 			}
-			want := fmt.Sprintf("held by holdsport (pid %d), %s", pid, tc.wantNote)
-			table := holdersRun(t, "table", want, bind)
-			if !strings.Contains(table, fmt.Sprintf("127.0.0.1:%d", tc.port)) {
+			if !strings.Contains(table, wantTable[i]) {
 				t.Errorf("table:\n%s", table)
 			}
 		})
 	}
 }
 
-// holdersRun runs the stream with output until it writes want, calling
-// bind now and then (the stream attaches in the background), and returns
-// the line that says it (JSON) or all it wrote (table).
-func holdersRun(t *testing.T, output, want string, bind func()) string {
+// holdersRun runs the stream with output until it has written each of
+// want, calling bind now and then (the stream attaches in the background),
+// and returns the first line that says each (JSON), or all it wrote, once
+// (table).
+func holdersRun(t *testing.T, output string, want []string, bind func()) []string {
 	t.Helper()
 	cfg := stream.DefaultConfig()
 	cfg.Output = output
@@ -110,7 +126,15 @@ func holdersRun(t *testing.T, output, want string, bind func()) string {
 	done := make(chan error, 1)
 	go func() { done <- stream.Run(ctx, cfg, &stdout, &stderr) }()
 	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(stdout.String(), want) {
+	said := func() bool {
+		for _, w := range want {
+			if !strings.Contains(stdout.String(), w) {
+				return false
+			}
+		}
+		return true
+	}
+	for !said() {
 		bind()
 		select {
 		case err := <-done:
@@ -127,12 +151,16 @@ func holdersRun(t *testing.T, output, want string, bind func()) string {
 		t.Fatal(err)
 	}
 	if output == "table" {
-		return stdout.String()
+		return []string{stdout.String()}
 	}
-	for _, l := range strings.Split(stdout.String(), "\n") {
-		if strings.Contains(l, want) {
-			return l
+	var lines []string
+	for _, w := range want {
+		for _, l := range strings.Split(stdout.String(), "\n") {
+			if strings.Contains(l, w) {
+				lines = append(lines, l)
+				break
+			}
 		}
 	}
-	return ""
+	return lines
 }
