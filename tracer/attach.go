@@ -37,6 +37,9 @@ func Attach(o Options, c prometheus.Collector, addr, cmd, doing string, verbose 
 		fmt.Fprintf(stderr, "%s: serving metrics on http://%s/metrics\n", cmd, srv.Addr())
 	}
 	fmt.Fprintf(stderr, "%s: %s with %s\n", cmd, doing, t.Describe(verbose))
+	if verbose {
+		fmt.Fprintf(stderr, "%s: started in %s\n", cmd, t.describePhases())
+	}
 	return t, srv, func() { stop(); t.Close() }, nil
 }
 

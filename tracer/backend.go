@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
@@ -40,17 +41,41 @@ type sharedMaps struct {
 
 // connectStateHook follows connects in progress to their end
 // (inet_sock_set_state). Not in churn mode: churn counts allocations.
-func connectStateHook(prog *ebpf.Program) hook {
-	return hook{event.KindConnectDone, "raw tracepoint inet_sock_set_state", func() (link.Link, error) {
-		return link.AttachRawTracepoint(link.RawTracepointOptions{Name: "inet_sock_set_state", Program: prog})
+func connectStateHook(prog **ebpf.Program) hook {
+	return hook{event.KindConnectDone, "raw tracepoint inet_sock_set_state", prog, func() (link.Link, error) {
+		return link.AttachRawTracepoint(link.RawTracepointOptions{Name: "inet_sock_set_state", Program: *prog})
 	}}
 }
 
-// hook is one attachment: the event kind it reports and how to attach it.
+// hook is one attachment: the event kind it reports, its program (the
+// objects' field, filled by the load) and how to attach it. A backend's
+// hooks are known before it loads, so only the programs of the events
+// asked for are verified.
 type hook struct {
 	kind   event.Kind
 	name   string // for messages: "tracepoint syscalls/sys_exit_bind"
+	prog   **ebpf.Program
 	attach func() (link.Link, error)
+}
+
+// wanted tells whether a run that asked for events attaches h; connects
+// are followed to their end unless only counted (churn).
+func (h *hook) wanted(events KindSet, churn bool) bool {
+	return events.Has(h.kind) && !(h.kind == event.KindConnectDone && churn)
+}
+
+// wantedProgs are the programs of the hooks a run attaches, and extra.
+func wantedProgs(hooks []hook, events KindSet, churn bool, extra ...**ebpf.Program) map[**ebpf.Program]bool {
+	want := map[**ebpf.Program]bool{}
+	for i := range hooks {
+		if hooks[i].wanted(events, churn) {
+			want[hooks[i].prog] = true
+		}
+	}
+	for _, p := range extra {
+		want[p] = true
+	}
+	return want
 }
 
 // loaded is a backend whose programs the kernel has verified, not yet attached.
@@ -80,33 +105,33 @@ type tracepointObjects struct {
 	EnterAccept  *ebpf.Program `ebpf:"tp_enter_accept"`
 }
 
-func tp(kind event.Kind, name string, prog *ebpf.Program) hook {
-	return hook{kind, "tracepoint syscalls/" + name, func() (link.Link, error) {
-		return link.Tracepoint("syscalls", name, prog, nil)
+func tp(kind event.Kind, name string, prog **ebpf.Program) hook {
+	return hook{kind, "tracepoint syscalls/" + name, prog, func() (link.Link, error) {
+		return link.Tracepoint("syscalls", name, *prog, nil)
 	}}
 }
 
-func loadTracepoint(spec *ebpf.CollectionSpec, opts *ebpf.CollectionOptions, have helpers) (*loaded, error) {
+func loadTracepoint(spec *ebpf.CollectionSpec, opts *ebpf.CollectionOptions, have helpers, events KindSet, churn bool) (*loaded, error) {
 	var o tracepointObjects
-	if err := spec.LoadAndAssign(&o, opts); err != nil {
-		return nil, err
-	}
 	// Exits before entries: an exit without its entry is skipped, never misreported.
 	hooks := []hook{
-		tp(event.KindBind, "sys_exit_bind", o.ExitBind),
-		tp(event.KindListen, "sys_exit_listen", o.ExitListen),
-		tp(event.KindConnect, "sys_exit_connect", o.ExitConnect),
-		tp(event.KindConnect, "sys_enter_connect", o.EnterConnect),
-		tp(event.KindAccept, "sys_exit_accept", o.ExitAccept),
-		tp(event.KindAccept, "sys_exit_accept4", o.ExitAccept),
-		connectStateHook(o.ConnectState),
+		tp(event.KindBind, "sys_exit_bind", &o.ExitBind),
+		tp(event.KindListen, "sys_exit_listen", &o.ExitListen),
+		tp(event.KindConnect, "sys_exit_connect", &o.ExitConnect),
+		tp(event.KindConnect, "sys_enter_connect", &o.EnterConnect),
+		tp(event.KindAccept, "sys_exit_accept", &o.ExitAccept),
+		tp(event.KindAccept, "sys_exit_accept4", &o.ExitAccept),
+		connectStateHook(&o.ConnectState),
 	}
 	if !have.TaskPtRegs {
 		hooks = append(hooks,
-			tp(event.KindBind, "sys_enter_bind", o.EnterBind),
-			tp(event.KindListen, "sys_enter_listen", o.EnterListen),
-			tp(event.KindAccept, "sys_enter_accept", o.EnterAccept),
-			tp(event.KindAccept, "sys_enter_accept4", o.EnterAccept))
+			tp(event.KindBind, "sys_enter_bind", &o.EnterBind),
+			tp(event.KindListen, "sys_enter_listen", &o.EnterListen),
+			tp(event.KindAccept, "sys_enter_accept", &o.EnterAccept),
+			tp(event.KindAccept, "sys_enter_accept4", &o.EnterAccept))
+	}
+	if err := loadObjects(spec, &o, opts, wantedProgs(hooks, events, churn)); err != nil {
+		return nil, err
 	}
 	return &loaded{
 		maps:  &o.sharedMaps,
@@ -137,19 +162,19 @@ type fentryObjects struct {
 	PreblockedAccept *ebpf.Program `ebpf:"tp_exit_accept"`
 }
 
-func tracingEntry(kind event.Kind, fn string, prog *ebpf.Program) hook {
+func tracingEntry(kind event.Kind, fn string, prog **ebpf.Program) hook {
 	h := tracing(kind, fn, prog)
 	h.name = "fentry " + fn
 	return h
 }
 
-func tracing(kind event.Kind, fn string, prog *ebpf.Program) hook {
-	return hook{kind, "fexit " + fn, func() (link.Link, error) {
-		return link.AttachTracing(link.TracingOptions{Program: prog})
+func tracing(kind event.Kind, fn string, prog **ebpf.Program) hook {
+	return hook{kind, "fexit " + fn, prog, func() (link.Link, error) {
+		return link.AttachTracing(link.TracingOptions{Program: *prog})
 	}}
 }
 
-func loadFentry(spec *ebpf.CollectionSpec, opts *ebpf.CollectionOptions, listenFn string) (*loaded, error) {
+func loadFentry(spec *ebpf.CollectionSpec, opts *ebpf.CollectionOptions, listenFn string, events KindSet, churn bool) (*loaded, error) {
 	spec.Programs[porttraceProgFexitListen].AttachTo = listenFn
 	// inet_csk_accept's fexit program is written once for each prototype
 	// (four parameters before 6.10, two since): the one for this kernel's.
@@ -157,25 +182,30 @@ func loadFentry(spec *ebpf.CollectionSpec, opts *ebpf.CollectionOptions, listenF
 		spec.Programs[porttraceProgFexitInetCskAccept] = spec.Programs[porttraceProgFexitInetCskAcceptOld]
 	}
 	var o fentryObjects
-	if err := spec.LoadAndAssign(&o, opts); err != nil {
+	hooks := []hook{
+		tracing(event.KindBind, "__inet_bind", &o.Bind4),
+		tracing(event.KindBind, "__inet6_bind", &o.Bind6),
+		tracing(event.KindListen, listenFn, &o.Listen),
+		tracing(event.KindConnect, "inet_stream_connect", &o.TCP),
+		tracing(event.KindConnect, "__inet_stream_connect", &o.TFO),
+		tracing(event.KindConnect, "inet_dgram_connect", &o.Dgram),
+		// Entries after exits: an exit without its entry is skipped, never misreported.
+		tracingEntry(event.KindConnect, "inet_stream_connect", &o.TCPEntry),
+		tracingEntry(event.KindConnect, "__inet_stream_connect", &o.TFOEntry),
+		tracingEntry(event.KindConnect, "inet_dgram_connect", &o.DgramEntry),
+		tracing(event.KindAccept, "inet_csk_accept", &o.Accept),
+		connectStateHook(&o.ConnectState),
+	}
+	var extra []**ebpf.Program
+	if events.Has(event.KindAccept) {
+		extra = append(extra, &o.PreblockedAccept)
+	}
+	if err := loadObjects(spec, &o, opts, wantedProgs(hooks, events, churn, extra...)); err != nil {
 		return nil, err
 	}
 	return &loaded{
-		maps: &o.sharedMaps,
-		hooks: []hook{
-			tracing(event.KindBind, "__inet_bind", o.Bind4),
-			tracing(event.KindBind, "__inet6_bind", o.Bind6),
-			tracing(event.KindListen, listenFn, o.Listen),
-			tracing(event.KindConnect, "inet_stream_connect", o.TCP),
-			tracing(event.KindConnect, "__inet_stream_connect", o.TFO),
-			tracing(event.KindConnect, "inet_dgram_connect", o.Dgram),
-			// Entries after exits: an exit without its entry is skipped, never misreported.
-			tracingEntry(event.KindConnect, "inet_stream_connect", o.TCPEntry),
-			tracingEntry(event.KindConnect, "__inet_stream_connect", o.TFOEntry),
-			tracingEntry(event.KindConnect, "inet_dgram_connect", o.DgramEntry),
-			tracing(event.KindAccept, "inet_csk_accept", o.Accept),
-			connectStateHook(o.ConnectState),
-		},
+		maps:  &o.sharedMaps,
+		hooks: hooks,
 		close: func() error {
 			return closeAll(&o.sharedMaps, o.Bind4, o.Bind6, o.TCP, o.TFO, o.Dgram, o.TCPEntry, o.TFOEntry, o.DgramEntry,
 				o.Accept, o.Listen, o.PreblockedAccept)
@@ -205,16 +235,16 @@ type kprobeObjects struct {
 	PreblockedAccept *ebpf.Program `ebpf:"tp_exit_accept"`
 }
 
-func kprobe(kind event.Kind, fn string, prog *ebpf.Program, ret bool) hook {
+func kprobe(kind event.Kind, fn string, prog **ebpf.Program, ret bool) hook {
 	name := "kprobe "
 	if ret {
 		name = "kretprobe "
 	}
-	return hook{kind, name + fn, func() (link.Link, error) {
+	return hook{kind, name + fn, prog, func() (link.Link, error) {
 		if ret {
-			return link.Kretprobe(fn, prog, &link.KprobeOptions{RetprobeMaxActive: retprobeMaxActive, TraceFSPrefix: "porttrace"})
+			return link.Kretprobe(fn, *prog, &link.KprobeOptions{RetprobeMaxActive: retprobeMaxActive, TraceFSPrefix: "porttrace"})
 		}
-		return link.Kprobe(fn, prog, nil)
+		return link.Kprobe(fn, *prog, nil)
 	}}
 }
 
@@ -227,31 +257,36 @@ func kprobe(kind event.Kind, fn string, prog *ebpf.Program, ret bool) hook {
 // interface (kprobe_events), whose events are named porttrace_*.
 const retprobeMaxActive = 4096
 
-func loadKprobe(spec *ebpf.CollectionSpec, opts *ebpf.CollectionOptions, listenFn string) (*loaded, error) {
+func loadKprobe(spec *ebpf.CollectionSpec, opts *ebpf.CollectionOptions, listenFn string, events KindSet, churn bool) (*loaded, error) {
 	var o kprobeObjects
-	if err := spec.LoadAndAssign(&o, opts); err != nil {
+	hooks := []hook{
+		// Return probes first: an entry stash without its return probe would linger.
+		kprobe(event.KindBind, "__inet_bind", &o.Bind4Ret, true),
+		kprobe(event.KindBind, "__inet_bind", &o.Bind4, false),
+		kprobe(event.KindBind, "__inet6_bind", &o.Bind6Ret, true),
+		kprobe(event.KindBind, "__inet6_bind", &o.Bind6, false),
+		kprobe(event.KindListen, listenFn, &o.ListenRet, true),
+		kprobe(event.KindListen, listenFn, &o.Listen, false),
+		kprobe(event.KindConnect, "inet_stream_connect", &o.TCPRet, true),
+		kprobe(event.KindConnect, "inet_stream_connect", &o.TCP, false),
+		kprobe(event.KindConnect, "__inet_stream_connect", &o.TFORet, true),
+		kprobe(event.KindConnect, "__inet_stream_connect", &o.TFO, false),
+		kprobe(event.KindConnect, "inet_dgram_connect", &o.DgramRet, true),
+		kprobe(event.KindConnect, "inet_dgram_connect", &o.Dgram, false),
+		kprobe(event.KindAccept, "inet_csk_accept", &o.AcceptRet, true),
+		kprobe(event.KindAccept, "inet_csk_accept", &o.Accept, false),
+		connectStateHook(&o.ConnectState),
+	}
+	var extra []**ebpf.Program
+	if events.Has(event.KindAccept) {
+		extra = append(extra, &o.PreblockedAccept)
+	}
+	if err := loadObjects(spec, &o, opts, wantedProgs(hooks, events, churn, extra...)); err != nil {
 		return nil, err
 	}
 	return &loaded{
-		maps: &o.sharedMaps,
-		hooks: []hook{
-			// Return probes first: an entry stash without its return probe would linger.
-			kprobe(event.KindBind, "__inet_bind", o.Bind4Ret, true),
-			kprobe(event.KindBind, "__inet_bind", o.Bind4, false),
-			kprobe(event.KindBind, "__inet6_bind", o.Bind6Ret, true),
-			kprobe(event.KindBind, "__inet6_bind", o.Bind6, false),
-			kprobe(event.KindListen, listenFn, o.ListenRet, true),
-			kprobe(event.KindListen, listenFn, o.Listen, false),
-			kprobe(event.KindConnect, "inet_stream_connect", o.TCPRet, true),
-			kprobe(event.KindConnect, "inet_stream_connect", o.TCP, false),
-			kprobe(event.KindConnect, "__inet_stream_connect", o.TFORet, true),
-			kprobe(event.KindConnect, "__inet_stream_connect", o.TFO, false),
-			kprobe(event.KindConnect, "inet_dgram_connect", o.DgramRet, true),
-			kprobe(event.KindConnect, "inet_dgram_connect", o.Dgram, false),
-			kprobe(event.KindAccept, "inet_csk_accept", o.AcceptRet, true),
-			kprobe(event.KindAccept, "inet_csk_accept", o.Accept, false),
-			connectStateHook(o.ConnectState),
-		},
+		maps:  &o.sharedMaps,
+		hooks: hooks,
 		close: func() error {
 			return closeAll(&o.sharedMaps, o.Bind4, o.Bind4Ret, o.Bind6, o.Bind6Ret, o.TCP, o.TCPRet,
 				o.TFO, o.TFORet, o.Dgram, o.DgramRet, o.Accept, o.AcceptRet, o.Listen, o.ListenRet, o.PreblockedAccept)
@@ -260,15 +295,17 @@ func loadKprobe(spec *ebpf.CollectionSpec, opts *ebpf.CollectionOptions, listenF
 	}, nil
 }
 
-// loadBackend loads the programs of backend b, not yet attached.
-func loadBackend(b event.Backend, spec *ebpf.CollectionSpec, opts *ebpf.CollectionOptions, listenFn string, have helpers) (*loaded, error) {
+// loadBackend loads the programs of backend b that the events asked for
+// need, not yet attached.
+func loadBackend(b event.Backend, spec *ebpf.CollectionSpec, opts *ebpf.CollectionOptions, listenFn string, have helpers,
+	events KindSet, churn bool) (*loaded, error) {
 	switch b {
 	case event.BackendTracepoint:
-		return loadTracepoint(spec, opts, have)
+		return loadTracepoint(spec, opts, have, events, churn)
 	case event.BackendFentry:
-		return loadFentry(spec, opts, listenFn)
+		return loadFentry(spec, opts, listenFn, events, churn)
 	case event.BackendKprobe:
-		return loadKprobe(spec, opts, listenFn)
+		return loadKprobe(spec, opts, listenFn, events, churn)
 	}
 	return nil, fmt.Errorf("unknown backend %d", b)
 }
@@ -303,13 +340,17 @@ func listenFunc(kernel *btf.Spec) (fn string, onSock bool) {
 // programs at all, with a two-instruction probe: a kernel that refuses them
 // (EPERM under lockdown or by policy, or no BPF trampoline) is found out
 // before porttrace's maps are created and its programs verified for nothing.
-func fentryAvailable() error {
+func fentryAvailable() error { return fentryProbe() }
+
+// fentryProbe is fentryAvailable's answer, asked once a process: an EPERM
+// is not kept by cilium/ebpf, and asking costs about 15 ms.
+var fentryProbe = sync.OnceValue(func() error {
 	err := features.HaveProgramType(ebpf.Tracing)
 	if errors.Is(err, unix.EPERM) && os.Geteuid() == 0 {
 		return errRefused
 	}
 	return err
-}
+})
 
 // kprobesAvailable tells why kprobes cannot attach, before anything is loaded.
 func kprobesAvailable() error {

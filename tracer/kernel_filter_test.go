@@ -121,7 +121,7 @@ func TestKernelBackendsLoad(t *testing.T) {
 					t.Fatal(err)
 				}
 				opts := &ebpf.CollectionOptions{Programs: ebpf.ProgramOptions{KernelTypes: kernel}}
-				l, err := loadBackend(b, spec, opts, fn, c.have)
+				l, err := loadBackend(b, spec, opts, fn, c.have, AllKinds(), false)
 				if errors.Is(err, unix.EPERM) && b == event.BackendFentry {
 					t.Skipf("this kernel refuses to load fexit programs (EPERM): %v", err)
 				}
@@ -282,5 +282,39 @@ func TestKernelNetnsScope(t *testing.T) {
 	evs := c.stop(t, nil)
 	if len(evs) != 1 || evs[0].Netns != in.Inode {
 		t.Errorf("got %v, want only the bind in netns %d", evs, in.Inode)
+	}
+}
+
+// A backend verifies only the programs of the events asked for: a trace
+// of binds alone loads no connect or accept program (each costs
+// milliseconds of verification at start), and a churn run no program for
+// how connects end. What it loads shares one set of maps.
+func TestKernelLoadsWhatIsAskedFor(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		events KindSet
+		churn  bool
+	}{
+		{"bind", KindsOf(event.KindBind), false},
+		{"connect", KindsOf(event.KindConnect), false},
+		{"churn", KindsOf(event.KindBind, event.KindConnect), true},
+		{"all", AllKinds(), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tr := newTracer(t, Options{Backend: Backend(t), Events: tc.events, Churn: tc.churn})
+			defer tr.Close()
+			loaded := 0
+			for _, h := range tr.l.hooks {
+				if got, want := *h.prog != nil, h.wanted(tc.events, tc.churn); got != want {
+					t.Errorf("%s: loaded %t, want %t", h.name, got, want)
+				}
+				if *h.prog != nil {
+					loaded++
+				}
+			}
+			if loaded == 0 {
+				t.Error("nothing loaded")
+			}
+		})
 	}
 }
