@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -167,6 +168,11 @@ func New(o Options) (*Tracer, error) {
 	}
 	now, boot := time.Now(), monotonicBoot()
 	t.bootOffset = time.Duration(now.UnixNano() - boot)
+	// The kernel's BTF (its file mapped, its types decoded: 10 MB here) and
+	// the object's specs are garbage now: let them go soon rather than at
+	// the first collection, some megabytes of events later, and beside the
+	// first events rather than before them.
+	go debug.FreeOSMemory()
 	return t, nil
 }
 
