@@ -113,7 +113,10 @@ func catchRate(bin string) error {
 		defer close(readDone)
 		sc := bufio.NewScanner(out)
 		for sc.Scan() {
-			if strings.Contains(sc.Text(), `"event":"connect","result":"ok"`) {
+			// A connect a signal interrupted (the Go runtime's own) is
+			// in progress, then done: caught all the same.
+			if l := sc.Text(); strings.Contains(l, `"event":"connect","result":"ok"`) ||
+				strings.Contains(l, `"event":"connect","result":"in_progress"`) {
 				traced++
 			}
 		}
