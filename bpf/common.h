@@ -493,16 +493,44 @@ static __always_inline __u64 wakeup_flags(void)
 	return BPF_RB_NO_WAKEUP;
 }
 
-/* submit counts or sends e; the callers have applied the filters. */
-static __always_inline void submit(struct event *e)
+/*
+ * --sample N: of the events that pass the filters, each CPU sends one in
+ * sample_every and counts the others (CNT_SAMPLED_OUT), so that a consumer
+ * slower than a storm gets a thinned stream it can keep up with, and knows
+ * by how much, rather than a full ring and losses. 0 or 1: every event.
+ */
+const volatile __u32 sample_every = 0;
+
+static __always_inline bool sampled_out(void)
+{
+	__u32 idx = CNT_SAMPLE_TICK;
+	__u64 *tick;
+
+	if (sample_every <= 1)
+		return false;
+	tick = bpf_map_lookup_elem(&counters, &idx);
+	if (!tick)
+		return false;
+	if ((*tick)++ % sample_every == 0)
+		return false;
+	count(CNT_SAMPLED_OUT);
+	return true;
+}
+
+/* submit counts or sends e; the callers have applied the filters. False
+ * when --sample left it out. */
+static __always_inline bool submit(struct event *e)
 {
 	if (churn_mode) {
 		churn_count(e);
-		return;
+		return true;
 	}
+	if (sampled_out())
+		return false;
 	fill_task_rest(e);
 	if (bpf_ringbuf_output(&events, e, sizeof(*e), wakeup_flags()))
 		count(CNT_LOST);
+	return true;
 }
 
 /* A call that the kernel restarts or that goes on in the background did not fail. */
@@ -784,8 +812,10 @@ static __always_inline void emit_connect(struct sock *sk, const void *sa, bool u
 	local_ephemeral(&e, sk);
 	stream = e.proto == IPPROTO_TCP || e.proto == IPPROTO_MPTCP;
 	if (stream && in_progress(ret)) {
-		submit(&e);
-		follow_connect(&e, sk, start_ns);
+		/* A connect left out by --sample is not followed either: no
+		 * connect_done without its connect. */
+		if (submit(&e))
+			follow_connect(&e, sk, start_ns);
 		return;
 	}
 	if (stream && start_ns) {

@@ -96,7 +96,9 @@ enum counter {
 	CNT_LOST = 0,          /* the ring buffer was full: the event was dropped */
 	CNT_CHURN_OVERFLOW = 1, /* a churn map was full: a key went uncounted */
 	CNT_UNFOLLOWED = 2,    /* a connect in progress found the connecting map full: its outcome is not reported */
-	CNT_MAX = 4,
+	CNT_SAMPLED_OUT = 3,   /* left out by --sample: counted, not sent */
+	CNT_SAMPLE_TICK = 4,   /* calls seen by this CPU, for --sample's one in N */
+	CNT_MAX = 8,
 };
 
 /*

@@ -318,3 +318,58 @@ func TestKernelLoadsWhatIsAskedFor(t *testing.T) {
 		})
 	}
 }
+
+// --sample N: on each CPU, one event in N of those the filters pass is
+// sent and the others are counted, exactly; a connect left out is not
+// followed either, so no connect_done comes without its connect. The
+// calls are made on one CPU, so that one in N is exact.
+func TestKernelSample(t *testing.T) {
+	const binds, connects, every = 1000, 20, 10
+	ns := NewNetns(t)
+	c := startTracer(t, Options{PID: uint32(os.Getpid()), Events: KindsOf(event.KindBind, event.KindConnect), Sample: every})
+	ns.Run(t, func() {
+		var all, one unix.CPUSet
+		if err := unix.SchedGetaffinity(0, &all); err != nil {
+			t.Fatal(err)
+		}
+		for cpu := 0; ; cpu++ { // the first CPU this thread may use
+			if all.IsSet(cpu) {
+				one.Set(cpu)
+				break
+			}
+		}
+		if err := unix.SchedSetaffinity(0, &one); err != nil {
+			t.Fatal(err)
+		}
+		for range binds {
+			fd := NewSocket(t, UDP4)
+			if err := unix.Bind(fd, Sockaddr(netip.MustParseAddrPort("127.0.0.1:0"))); err != nil {
+				t.Fatal(err)
+			}
+			unix.Close(fd)
+		}
+		for range connects {
+			fd := NewSocket(t, TCP4)
+			if err := unix.SetNonblock(fd, true); err != nil {
+				t.Fatal(err)
+			}
+			_ = unix.Connect(fd, Sockaddr(netip.MustParseAddrPort("127.0.0.1:9"))) // refused at once
+			unix.Close(fd)
+		}
+	})
+	sampled, err := c.tr.SampledOut()
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs := c.stop(t, ns)
+	kinds := map[event.Kind]int{}
+	for _, ev := range evs {
+		kinds[ev.Kind]++
+	}
+	// Each CPU sends its first call, then one in every: 100 binds of 1,000,
+	// then the 1,001st call and one in ten after it: 2 connects of 20.
+	want := map[event.Kind]int{event.KindBind: binds / every, event.KindConnect: connects / every, event.KindConnectDone: connects / every}
+	if fmt.Sprint(kinds) != fmt.Sprint(want) || sampled != binds+connects-binds/every-connects/every {
+		t.Errorf("sent %v and %d sampled out, want %v and %d", kinds, sampled, want, binds+connects-binds/every-connects/every)
+	}
+}

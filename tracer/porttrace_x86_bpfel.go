@@ -85,7 +85,9 @@ const (
 	porttraceCounterCNT_LOST           porttraceCounter = 0
 	porttraceCounterCNT_CHURN_OVERFLOW porttraceCounter = 1
 	porttraceCounterCNT_UNFOLLOWED     porttraceCounter = 2
-	porttraceCounterCNT_MAX            porttraceCounter = 4
+	porttraceCounterCNT_SAMPLED_OUT    porttraceCounter = 3
+	porttraceCounterCNT_SAMPLE_TICK    porttraceCounter = 4
+	porttraceCounterCNT_MAX            porttraceCounter = 8
 )
 
 type porttraceEvent struct {
@@ -234,6 +236,7 @@ const (
 	porttraceVarJudgeUnknown             = "judge_unknown"
 	porttraceVarLastWakeup               = "last_wakeup"
 	porttraceVarListenOnSk               = "listen_on_sk"
+	porttraceVarSampleEvery              = "sample_every"
 	porttraceVarTargetPid                = "target_pid"
 	porttraceVarTargetUid                = "target_uid"
 	porttraceVarUnusedBackendId          = "unused_backend_id"
@@ -359,6 +362,7 @@ type porttraceVariableSpecs struct {
 	JudgeUnknown       *ebpf.VariableSpec `ebpf:"judge_unknown"`
 	LastWakeup         *ebpf.VariableSpec `ebpf:"last_wakeup"`
 	ListenOnSk         *ebpf.VariableSpec `ebpf:"listen_on_sk"`
+	SampleEvery        *ebpf.VariableSpec `ebpf:"sample_every"`
 	TargetPid          *ebpf.VariableSpec `ebpf:"target_pid"`
 	TargetUid          *ebpf.VariableSpec `ebpf:"target_uid"`
 	UnusedBackendId    *ebpf.VariableSpec `ebpf:"unused_backend_id"`
@@ -441,6 +445,7 @@ type porttraceVariables struct {
 	JudgeUnknown       *ebpf.Variable `ebpf:"judge_unknown"`
 	LastWakeup         *ebpf.Variable `ebpf:"last_wakeup"`
 	ListenOnSk         *ebpf.Variable `ebpf:"listen_on_sk"`
+	SampleEvery        *ebpf.Variable `ebpf:"sample_every"`
 	TargetPid          *ebpf.Variable `ebpf:"target_pid"`
 	TargetUid          *ebpf.Variable `ebpf:"target_uid"`
 	UnusedBackendId    *ebpf.Variable `ebpf:"unused_backend_id"`

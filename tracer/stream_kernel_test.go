@@ -101,6 +101,9 @@ func TestKernelRunLost(t *testing.T) {
 	for _, want := range []string{
 		fmt.Sprintf("porttrace: %d events lost: the ring buffer was full", lost),
 		fmt.Sprintf(", %d lost\n", lost),
+		// The output was held: the advice names it, with what to do instead.
+		"porttrace: the output takes events more slowly than they come (",
+		"--sample N sends one in N",
 	} {
 		if !strings.Contains(stderr.String(), want) {
 			t.Errorf("stderr lacks %q:\n%s", want, stderr.String())

@@ -67,6 +67,10 @@ type Options struct {
 	// means DefaultMaxConnecting.
 	MaxConnecting uint32
 
+	// Sample sends one event in Sample of those that pass the filters, on
+	// each CPU, and counts the others (SampledOut); 0 or 1: every event.
+	Sample uint32
+
 	// ExtraFDs are file descriptors the caller will need besides the
 	// tracer's (a /metrics server): New checks that they are free too.
 	ExtraFDs int
@@ -85,7 +89,8 @@ type Tracer struct {
 	bootOffset time.Duration
 	stopOnce   sync.Once
 	comms      *interner
-	phases     []Phase // how long each step of New took
+	phases     []Phase       // how long each step of New took
+	waited     time.Duration // Read's time waiting for events (Waited)
 }
 
 // Phase is one step of starting a tracer and how long it took, for -v:
@@ -341,6 +346,7 @@ func configure(spec *ebpf.CollectionSpec, b event.Backend, o Options, listenOnSk
 		// The tracepoint program's accept reports preblocked threads for fexit/kretprobe.
 		{vs.AcceptBackend, uint8(b)},
 		{vs.ChurnMode, o.Churn},
+		{vs.SampleEvery, o.Sample},
 		// Wake the reader per batch of 1,024 events, or per quarter of a small ring.
 		{vs.WakeupBytes, min(uint64(1024*unsafe.Sizeof(porttraceEvent{})), uint64(size/4))},
 	} {
@@ -426,8 +432,14 @@ func (t *Tracer) Read(ev *event.Event) error {
 	for {
 		// The kernel wakes the reader only once a batch has gathered
 		// (wakeup_flags in bpf/common.h); the deadline picks up the rest.
-		t.rd.SetDeadline(time.Now().Add(ReadEvery))
-		if err := t.rd.ReadInto(&t.rec); err != nil {
+		now := time.Now()
+		empty := t.rd.AvailableBytes() == 0
+		t.rd.SetDeadline(now.Add(ReadEvery))
+		err := t.rd.ReadInto(&t.rec)
+		if empty {
+			t.waited += time.Since(now)
+		}
+		if err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) {
 				continue
 			}
@@ -444,12 +456,19 @@ func (t *Tracer) Read(ev *event.Event) error {
 	}
 }
 
+// Waited is how long Read has waited, all told, for events to come: the
+// time the reader was not the bottleneck.
+func (t *Tracer) Waited() time.Duration { return t.waited }
+
 // Pending reports whether more events are waiting in the ring buffer, so a
 // writer knows when to flush.
 func (t *Tracer) Pending() bool { return t.rd.AvailableBytes() > 0 }
 
 // Lost is how many events the kernel dropped because the ring buffer was full.
 func (t *Tracer) Lost() (uint64, error) { return t.counter(porttraceCounterCNT_LOST) }
+
+// SampledOut is how many events Options.Sample left out.
+func (t *Tracer) SampledOut() (uint64, error) { return t.counter(porttraceCounterCNT_SAMPLED_OUT) }
 
 // MaxConnecting is how many connects in progress the kernel follows at once.
 func (t *Tracer) MaxConnecting() int { return int(t.l.maps.Connecting.MaxEntries()) }

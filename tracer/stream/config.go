@@ -35,6 +35,7 @@ type Config struct {
 	UDP      bool
 	Duration time.Duration
 	Count    uint64
+	Sample   uint32 // one event in Sample, per CPU; 0 or 1: all
 	Backend  event.Backend
 	Version  bool
 	Metrics  string
@@ -73,6 +74,7 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&c.UDP, "udp", c.UDP, "only UDP")
 	fs.DurationVarP(&c.Duration, "duration", "d", c.Duration, "stop after this long (e.g. 30s)")
 	fs.VarP((*countFlag)(&c.Count), "count", "n", "stop after this many events")
+	fs.Var((*sampleFlag)(&c.Sample), "sample", "send one event in N (on each CPU) and count the rest: a storm thinned for a consumer that cannot keep up; in-kernel")
 	c.Scope.AddFlags(fs)
 	fs.StringVar(&c.backend, "backend", c.backend, "kernel hooks: auto, fentry, kprobe or tracepoint")
 	fs.StringVar(&c.Metrics, "metrics", c.Metrics, "serve Prometheus metrics (events by type and result, lost) on this address")
@@ -168,6 +170,23 @@ func (n *countFlag) String() string { return strconv.FormatUint(uint64(*n), 10) 
 
 // Type is what --help shows as the value's kind.
 func (n *countFlag) Type() string { return "uint" }
+
+// sampleFlag is --sample N: 1 is every event, 0 means nothing.
+type sampleFlag uint32
+
+func (n *sampleFlag) Set(s string) error {
+	v, err := strconv.ParseUint(s, 10, 32)
+	if err != nil || v == 0 {
+		return fmt.Errorf("want 1 (every event) or more, at most %d", uint32(math.MaxUint32))
+	}
+	*n = sampleFlag(v)
+	return nil
+}
+
+func (n *sampleFlag) String() string { return strconv.FormatUint(uint64(*n), 10) }
+
+// Type is what --help shows as the value's kind.
+func (n *sampleFlag) Type() string { return "N" }
 
 // maxUID is the highest user id: (uid_t)-1, 4294967295, is the kernel's
 // "no user" (INVALID_UID), which no process runs as.

@@ -33,6 +33,31 @@ func TestCountFlag(t *testing.T) {
 	}
 }
 
+func TestSampleFlag(t *testing.T) {
+	for _, tc := range []struct {
+		in      string
+		want    uint32
+		wantErr string
+	}{
+		{in: "1", want: 1},
+		{in: "100", want: 100},
+		{in: "4294967295", want: 4294967295},
+		{in: "0", wantErr: "want 1 (every event) or more, at most 4294967295"},
+		{in: "4294967296", wantErr: "want 1 (every event) or more"},
+		{in: "-3", wantErr: "want 1 (every event) or more"},
+		{in: "half", wantErr: "want 1 (every event) or more"},
+	} {
+		t.Run(tc.in, func(t *testing.T) {
+			var n sampleFlag
+			err := n.Set(tc.in)
+			flagtest.CheckErr(t, err, tc.wantErr)
+			if err == nil && uint32(n) != tc.want {
+				t.Errorf("sample %d, want %d", n, tc.want)
+			}
+		})
+	}
+}
+
 func TestUserFlag(t *testing.T) {
 	const rangeErr = "want a user name or an id from 0 to 4294967294"
 	for _, tc := range []struct {

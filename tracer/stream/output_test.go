@@ -50,3 +50,26 @@ func next(f *[]uint64) (uint64, error) {
 
 func (f *fakeLost) Lost() (uint64, error)       { return next(&f.lost) }
 func (f *fakeLost) Unfollowed() (uint64, error) { return next(&f.unfollowed) }
+
+// The advice at a first loss names the bottleneck: the output when most of
+// the time went waiting for it, else the reading; with the rates.
+func TestAdvice(t *testing.T) {
+	for _, tc := range []struct {
+		share float64
+		want  []string
+	}{
+		{0.9, []string{"the output takes events more slowly than they come (1200 events a second written, 30000 lost; 90% of the time waiting for it)",
+			"--sample N", "-o json into a file", "porttrace churn"}},
+		{0.1, []string{"events come faster than porttrace reads them (1200 events a second written, 30000 lost)", "--sample N", "-p, --pid"}},
+	} {
+		got := advice(1200, 30000, tc.share)
+		for _, w := range tc.want {
+			if !strings.Contains(got, w) {
+				t.Errorf("share %.1f: %q lacks %q", tc.share, got, w)
+			}
+		}
+		if strings.Count(got, "\n") != 1 || !strings.HasSuffix(got, "\n") {
+			t.Errorf("not one line: %q", got)
+		}
+	}
+}

@@ -35,7 +35,7 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer, stderr io.Writer) er
 	defer names.Close()
 	t, srv, detach, err := tracer.Attach(tracer.Options{Backend: cfg.Backend, Events: cfg.Events, PID: cfg.PID, FilterUID: cfg.UID >= 0,
 		UID: uint32(cfg.UID), Ports: &cfg.Ports, Cgroups: cfg.KernelCgroups(), JudgeUnknown: !cfg.Workloads.Empty(), Netns: nsScope,
-		RingBufferSize: cfg.RingBufferSize}, metrics, cfg.Metrics, "porttrace", "tracing", cfg.Verbose, stderr)
+		RingBufferSize: cfg.RingBufferSize, Sample: cfg.Sample}, metrics, cfg.Metrics, "porttrace", "tracing", cfg.Verbose, stderr)
 	if err != nil {
 		return err
 	}
@@ -59,7 +59,8 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer, stderr io.Writer) er
 
 	sw := textout.NewStopWriter(ctx, stdout)
 	defer sw.Close()
-	out := bufio.NewWriterSize(sw, 64<<10)
+	tw := &timedWriter{w: sw}
+	out := bufio.NewWriterSize(tw, 64<<10)
 	w, err := newWriter(cfg, out, stdout)
 	if err != nil {
 		return err
@@ -67,7 +68,9 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer, stderr io.Writer) er
 	en := proc.NewEnricher()
 	en.NameContainers(names)
 	l := &streamLoop{cfg: cfg, t: t, metrics: metrics, w: w, out: out, sw: sw, s: newSummary(), en: en, names: names, ifnames: netns.NewIfNames(), holders: newHolderLookup(stderr), scope: scope, ctx: ctx, stderr: stderr,
-		lost: &lostReport{counter: t, maxConnecting: t.MaxConnecting(), out: w, stderr: stderr, metrics: metrics}}
+		lost: &lostReport{counter: t, maxConnecting: t.MaxConnecting(), out: w, stderr: stderr, metrics: metrics,
+			pace: pace{busy: &tw.busy, waited: t.Waited, since: time.Now()}}}
+	l.lost.pace.written = &l.s.total
 	if err := l.run(); err != nil {
 		return err
 	}
@@ -78,12 +81,25 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer, stderr io.Writer) er
 	} else if err != nil {
 		return fmt.Errorf("writing output: %w", err)
 	}
-	fmt.Fprintf(stderr, "porttrace: %s, %d lost\n", l.s, l.lost.reported)
+	fmt.Fprintf(stderr, "porttrace: %s, %d lost%s\n", l.s, l.lost.reported, sampledNote(t, cfg.Sample))
 	if sw.Stalled() {
 		fmt.Fprintf(stderr, "porttrace: stopped while the output was not being read: %d %s not written\n",
 			l.unwritten, textout.Plural(int(l.unwritten), "event", "events"))
 	}
 	return nil
+}
+
+// sampledNote is what the summary adds under --sample: how many events it
+// left out.
+func sampledNote(t interface{ SampledOut() (uint64, error) }, sample uint32) string {
+	if sample <= 1 {
+		return ""
+	}
+	n, err := t.SampledOut()
+	if err != nil {
+		return ""
+	}
+	return fmt.Sprintf(", %d sampled out (one in %d sent)", n, sample)
 }
 
 // streamLoop reads events until the tracer stops or --count is reached,
@@ -199,14 +215,79 @@ type lostReport struct {
 	metrics       *Metrics
 	reported      uint64 // the kernel's count when last told
 	unfollowed    uint64 // likewise, of connects not followed
+	pace          pace   // how fast the output takes events, for the advice on a first loss
+	advised       bool
+}
+
+// pace measures, between two looks, the events written and the share of
+// the loop's working time (its time not spent waiting for events) that
+// went waiting for the output to take them.
+type pace struct {
+	busy     *time.Duration       // time the output took, all told
+	waited   func() time.Duration // time spent waiting for events, all told
+	written  *uint64              // events written, all told
+	since    time.Time
+	busy0    time.Duration
+	waited0  time.Duration
+	written0 uint64
+}
+
+// look returns what happened since the last look: events written a
+// second and the share of the working time the output took.
+func (p *pace) look() (perSec float64, outputShare float64) {
+	now := time.Now()
+	wall := now.Sub(p.since)
+	if wall <= 0 || p.busy == nil || p.written == nil || p.waited == nil {
+		return 0, 0
+	}
+	waited := p.waited()
+	perSec = float64(*p.written-p.written0) / wall.Seconds()
+	if working := wall - (waited - p.waited0); working > 0 {
+		outputShare = min(1, float64(*p.busy-p.busy0)/float64(working))
+	}
+	p.since, p.busy0, p.waited0, p.written0 = now, *p.busy, waited, *p.written
+	return perSec, outputShare
+}
+
+// advice is said once, at the first loss: whether the output or the
+// reading is the bottleneck, at what rates, and what to do instead of
+// losing events.
+func advice(writtenPerSec, lostPerSec, outputShare float64) string {
+	rates := fmt.Sprintf("%.0f events a second written, %.0f lost", writtenPerSec, lostPerSec)
+	if outputShare >= 0.5 {
+		return fmt.Sprintf("porttrace: the output takes events more slowly than they come (%s; %.0f%% of the time waiting for it): "+
+			"a slow terminal or reader; --sample N sends one in N, -o json into a file keeps up longer, porttrace churn counts without events\n",
+			rates, 100*outputShare)
+	}
+	return fmt.Sprintf("porttrace: events come faster than porttrace reads them (%s): --sample N sends one in N; "+
+		"-p, --pid, --cgroup or --netns leave the rest out in the kernel\n", rates)
+}
+
+// timedWriter counts the time its writes take: the output's pace.
+type timedWriter struct {
+	w    io.Writer
+	busy time.Duration
+}
+
+func (t *timedWriter) Write(p []byte) (int, error) {
+	start := time.Now()
+	n, err := t.w.Write(p)
+	t.busy += time.Since(start)
+	return n, err
 }
 
 // check reports what the kernel dropped since the last check.
 func (l *lostReport) check() {
+	start := l.pace.since
+	perSec, share := l.pace.look()
 	if lost, err := l.counter.Lost(); err == nil && lost > l.reported {
 		n := lost - l.reported
 		l.reported = lost
 		fmt.Fprintf(l.stderr, "porttrace: %d %s lost: the ring buffer was full\n", n, textout.Plural(int(n), "event", "events"))
+		if !l.advised && !start.IsZero() {
+			l.advised = true
+			fmt.Fprint(l.stderr, advice(perSec, float64(n)/time.Since(start).Seconds(), share))
+		}
 		l.tell(n, "")
 	}
 	if lost, err := l.counter.Unfollowed(); err == nil && lost > l.unfollowed {
