@@ -17,7 +17,7 @@ ARGS ?=
 IMAGE ?= localhost/porttrace
 PODMAN ?= podman
 
-.PHONY: all build image run generate test test-vm bench bench-vm lint help clean
+.PHONY: all build image run generate test test-vm bench bench-scale bench-vm lint help clean
 
 all: build
 
@@ -48,6 +48,9 @@ test-vm: ## run the kernel tests in QEMU on each kernel of vm/kernels, per backe
 
 bench: build ## measure overhead and startup against no tracer (root)
 	go run ./bench
+
+bench-scale: build ## K parallel loops, K = 1, 2, 4, ... CPUs: events offered, delivered, lost, and the cost (root)
+	go run ./bench -scale
 
 bench-vm: ## per-call kernel time of the fentry and tracepoint backends, in QEMU
 	VM_BENCH='-reps+3+-tcp+300+-udp+1000+-events+0.005+-backends+fentry,tracepoint' bash vm/run.sh

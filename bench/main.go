@@ -41,6 +41,7 @@ func main() {
 	udpN := flag.Int("udp", 40000, "socket+bind(0)+close iterations per UDP run")
 	millions := flag.Float64("events", 1, "millions of events for the memory measurement")
 	backends := flag.String("backends", "", "measure porttrace with each of these backends (comma-separated) instead of its automatic choice")
+	scaleOnly := flag.Bool("scale", false, "only K parallel loops, K = 1, 2, 4, ... CPUs: offered, delivered, lost, wall ratio (make bench-scale)")
 	flag.Parse()
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "bench: needs root (it runs porttrace)")
@@ -51,6 +52,14 @@ func main() {
 			fmt.Fprintf(os.Stderr, "bench: %v (run make build first)\n", err)
 			os.Exit(1)
 		}
+	}
+	if *scaleOnly {
+		fmt.Printf("porttrace bench-scale: %s, %d CPUs, kernel %s\n", time.Now().Format(time.RFC3339), nprocs(), kernel())
+		if err := scale(*bin, *udpN*5, *tcpN*2); err != nil {
+			fmt.Fprintf(os.Stderr, "bench: scale: %v\n", err)
+			os.Exit(1)
+		}
+		return
 	}
 	cases := benchCases(*backends, *baseline)
 	bpftrace, _ := exec.LookPath("bpftrace")
