@@ -104,3 +104,18 @@ func TestTracerDescribe(t *testing.T) {
 		t.Errorf("nothing refused: %q", got)
 	}
 }
+
+// The ring buffer follows the machine: 8 MiB up to 8 CPUs, then 1 MiB a
+// CPU, a power of two, at most 1 GiB.
+func TestDefaultRingBufferSize(t *testing.T) {
+	for _, tc := range []struct {
+		ncpu int
+		want uint32
+	}{
+		{1, 8 << 20}, {2, 8 << 20}, {8, 8 << 20}, {9, 16 << 20}, {16, 16 << 20}, {96, 128 << 20}, {1 << 12, 1 << 30},
+	} {
+		if got := DefaultRingBufferSize(tc.ncpu); got != tc.want {
+			t.Errorf("%d CPUs: %d, want %d", tc.ncpu, got, tc.want)
+		}
+	}
+}

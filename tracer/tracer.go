@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"runtime/debug"
 	"slices"
 	"strings"
@@ -25,8 +26,22 @@ import (
 // already in the ring buffer has been read.
 var ErrStopped = errors.New("tracer stopped")
 
-// ringBufferSize holds about 70,000 events: seconds of a connection storm.
-const ringBufferSize = 8 << 20
+// DefaultRingBufferSize is the ring buffer for ncpu CPUs: 8 MiB (about
+// 58,000 events, seconds of a connection storm on a small machine), or
+// 1 MiB a CPU on a larger one, rounded up to a power of two and at most
+// MaxRingBufferSize: every CPU writes into it, and a node with more cores
+// makes a storm faster.
+func DefaultRingBufferSize(ncpu int) uint32 {
+	size := uint32(8 << 20)
+	for int(size) < ncpu<<20 && size < MaxRingBufferSize {
+		size <<= 1
+	}
+	return size
+}
+
+// MaxRingBufferSize bounds --buffer: the kernel takes up to 2 GiB less a
+// page, and porttrace keeps it sane for a machine it watches.
+const MaxRingBufferSize = 1 << 30
 
 // ReadEvery bounds how long an event can wait in the ring buffer when too
 // few have gathered to wake the reader.
@@ -60,7 +75,7 @@ type Options struct {
 	Churn bool
 
 	// RingBufferSize in bytes, a power of two and a multiple of the page
-	// size; 0 means 8 MiB.
+	// size; 0 means DefaultRingBufferSize for this machine's CPUs.
 	RingBufferSize uint32
 
 	// MaxConnecting bounds the connects in progress followed at once; 0
@@ -287,7 +302,11 @@ func configure(spec *ebpf.CollectionSpec, b event.Backend, o Options, listenOnSk
 	if err := spec.Assign(&specs); err != nil {
 		return fmt.Errorf("reading the object's specs: %w", err)
 	}
-	size := uint32(ringBufferSize)
+	ncpu, err := ebpf.PossibleCPU()
+	if err != nil {
+		ncpu = runtime.NumCPU()
+	}
+	size := DefaultRingBufferSize(ncpu)
 	if o.RingBufferSize != 0 {
 		size = o.RingBufferSize
 	}

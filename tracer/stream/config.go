@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"math"
 	"os/user"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -43,8 +44,7 @@ type Config struct {
 	// NoColor keeps colour off a terminal (NO_COLOR in the environment,
 	// which cmd/porttrace reads).
 	NoColor bool
-	// RingBufferSize in bytes; 0 is the tracer's default (tests shrink it
-	// to force a loss).
+	// RingBufferSize in bytes (--buffer); 0 is the tracer's default.
 	RingBufferSize uint32
 
 	backend string
@@ -74,6 +74,7 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&c.UDP, "udp", c.UDP, "only UDP")
 	fs.DurationVarP(&c.Duration, "duration", "d", c.Duration, "stop after this long (e.g. 30s)")
 	fs.VarP((*countFlag)(&c.Count), "count", "n", "stop after this many events")
+	fs.Var((*bufferFlag)(&c.RingBufferSize), "buffer", "ring buffer size, a power of two: 64M, 1G (default: 8M, or 1M a CPU past 8 CPUs)")
 	fs.Var((*sampleFlag)(&c.Sample), "sample", "send one event in N (on each CPU) and count the rest: a storm thinned for a consumer that cannot keep up; in-kernel")
 	c.Scope.AddFlags(fs)
 	fs.StringVar(&c.backend, "backend", c.backend, "kernel hooks: auto, fentry, kprobe or tracepoint")
@@ -170,6 +171,42 @@ func (n *countFlag) String() string { return strconv.FormatUint(uint64(*n), 10) 
 
 // Type is what --help shows as the value's kind.
 func (n *countFlag) Type() string { return "uint" }
+
+// bufferFlag is --buffer SIZE: bytes, or with K, M or G (powers of 1024).
+// The kernel takes a power of two, a multiple of the page size.
+type bufferFlag uint32
+
+func (b *bufferFlag) Set(s string) error {
+	const want = "want a power of two from 4K to 1G, e.g. 64M"
+	n, unit := s, uint64(1)
+	if i := len(s) - 1; i > 0 {
+		switch s[i] {
+		case 'K', 'k':
+			n, unit = s[:i], 1<<10
+		case 'M', 'm':
+			n, unit = s[:i], 1<<20
+		case 'G', 'g':
+			n, unit = s[:i], 1<<30
+		}
+	}
+	v, err := strconv.ParseUint(n, 10, 32)
+	size := v * unit
+	if err != nil || size < uint64(os.Getpagesize()) || size > tracer.MaxRingBufferSize || size&(size-1) != 0 {
+		return errors.New(want)
+	}
+	*b = bufferFlag(size)
+	return nil
+}
+
+func (b *bufferFlag) String() string {
+	if *b == 0 {
+		return ""
+	}
+	return strconv.FormatUint(uint64(*b), 10)
+}
+
+// Type is what --help shows as the value's kind.
+func (b *bufferFlag) Type() string { return "size" }
 
 // sampleFlag is --sample N: 1 is every event, 0 means nothing.
 type sampleFlag uint32

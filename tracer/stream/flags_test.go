@@ -33,6 +33,36 @@ func TestCountFlag(t *testing.T) {
 	}
 }
 
+func TestBufferFlag(t *testing.T) {
+	const want = "want a power of two from 4K to 1G, e.g. 64M"
+	for _, tc := range []struct {
+		in      string
+		want    uint32
+		wantErr string
+	}{
+		{in: "64M", want: 64 << 20},
+		{in: "1g", want: 1 << 30},
+		{in: "4K", want: 4096},
+		{in: "16777216", want: 16 << 20},
+		{in: "2G", wantErr: want},
+		{in: "3M", wantErr: want},
+		{in: "1K", wantErr: want},
+		{in: "0", wantErr: want},
+		{in: "M", wantErr: want},
+		{in: "-64M", wantErr: want},
+		{in: "64MB", wantErr: want},
+	} {
+		t.Run(tc.in, func(t *testing.T) {
+			var b bufferFlag
+			err := b.Set(tc.in)
+			flagtest.CheckErr(t, err, tc.wantErr)
+			if err == nil && uint32(b) != tc.want {
+				t.Errorf("buffer %d, want %d", b, tc.want)
+			}
+		})
+	}
+}
+
 func TestSampleFlag(t *testing.T) {
 	for _, tc := range []struct {
 		in      string

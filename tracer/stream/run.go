@@ -256,7 +256,7 @@ func advice(writtenPerSec, lostPerSec, outputShare float64) string {
 	rates := fmt.Sprintf("%.0f events a second written, %.0f lost", writtenPerSec, lostPerSec)
 	if outputShare >= 0.5 {
 		return fmt.Sprintf("porttrace: the output takes events more slowly than they come (%s; %.0f%% of the time waiting for it): "+
-			"a slow terminal or reader; --sample N sends one in N, -o json into a file keeps up longer, porttrace churn counts without events\n",
+			"a slow terminal or reader; --sample N sends one in N, -o json into a file keeps up longer, --buffer absorbs bursts, porttrace churn counts without events\n",
 			rates, 100*outputShare)
 	}
 	return fmt.Sprintf("porttrace: events come faster than porttrace reads them (%s): --sample N sends one in N; "+
