@@ -178,6 +178,8 @@ func TestStreamMetrics(t *testing.T) {
 	m.Event(&event.Event{Kind: event.KindConnect, Result: event.ResultInProgress, Errno: unix.EINPROGRESS})
 	m.Event(&event.Event{Kind: event.KindConnectDone, Result: event.ResultFailed, Errno: unix.ETIMEDOUT, HasLatency: true, Latency: 3 * time.Second})
 	m.Lost(3)
+	m.SampledOut(40)
+	m.SampledOut(90) // a total, not an increment
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(m)
 	fams, err := reg.Gather()
@@ -215,6 +217,7 @@ func TestStreamMetrics(t *testing.T) {
 		"porttrace_events_total{event=connect,result=ok} 2",
 		"porttrace_events_total{event=connect_done,result=failed} 1",
 		"porttrace_lost_events_total{} 3",
+		"porttrace_sampled_out_events_total{} 90",
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))

@@ -20,7 +20,9 @@ type Metrics struct {
 	lost     float64
 	port     uint16 // where the server listens, to leave its own accepts out
 
-	eventsDesc, outcomesDesc, lostDesc *prometheus.Desc
+	sampled float64 // left out by --sample
+
+	eventsDesc, outcomesDesc, lostDesc, sampledDesc *prometheus.Desc
 }
 
 // LatencyBuckets are the connect latency histogram's upper bounds in
@@ -43,6 +45,8 @@ func NewMetrics() *Metrics {
 		outcomesDesc: prometheus.NewDesc("porttrace_connect_outcomes_total",
 			"TCP connects whose handshake ended, by result and errno (blocking connects and connect_done).", []string{"result", "errno"}, nil),
 		lostDesc: prometheus.NewDesc("porttrace_lost_events_total", "Events dropped because the ring buffer was full.", nil, nil),
+		sampledDesc: prometheus.NewDesc("porttrace_sampled_out_events_total",
+			"Events left out by --sample, counted in the kernel.", nil, nil),
 	}
 }
 
@@ -69,11 +73,19 @@ func (m *Metrics) Lost(n uint64) {
 	m.mu.Unlock()
 }
 
+// SampledOut sets the events --sample left out, all told.
+func (m *Metrics) SampledOut(n uint64) {
+	m.mu.Lock()
+	m.sampled = float64(n)
+	m.mu.Unlock()
+}
+
 // Describe implements prometheus.Collector.
 func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 	ch <- m.eventsDesc
 	ch <- m.outcomesDesc
 	ch <- m.lostDesc
+	ch <- m.sampledDesc
 	m.latency.Describe(ch)
 }
 
@@ -88,6 +100,7 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(m.outcomesDesc, prometheus.CounterValue, v, k[0], k[1])
 	}
 	ch <- prometheus.MustNewConstMetric(m.lostDesc, prometheus.CounterValue, m.lost)
+	ch <- prometheus.MustNewConstMetric(m.sampledDesc, prometheus.CounterValue, m.sampled)
 	m.latency.Collect(ch)
 }
 

@@ -50,6 +50,7 @@ func next(f *[]uint64) (uint64, error) {
 
 func (f *fakeLost) Lost() (uint64, error)       { return next(&f.lost) }
 func (f *fakeLost) Unfollowed() (uint64, error) { return next(&f.unfollowed) }
+func (f *fakeLost) SampledOut() (uint64, error) { return 0, nil }
 
 // The advice at a first loss names the bottleneck: the output when most of
 // the time went waiting for it, else the reading; with the rates.

@@ -208,6 +208,7 @@ type lostReport struct {
 	counter interface {
 		Lost() (uint64, error)
 		Unfollowed() (uint64, error)
+		SampledOut() (uint64, error)
 	}
 	maxConnecting int // connects in progress the kernel follows at once
 	out           writer
@@ -289,6 +290,9 @@ func (l *lostReport) check() {
 			fmt.Fprint(l.stderr, advice(perSec, float64(n)/time.Since(start).Seconds(), share))
 		}
 		l.tell(n, "")
+	}
+	if n, err := l.counter.SampledOut(); err == nil && n > 0 && l.metrics != nil {
+		l.metrics.SampledOut(n)
 	}
 	if lost, err := l.counter.Unfollowed(); err == nil && lost > l.unfollowed {
 		n := lost - l.unfollowed
