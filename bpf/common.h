@@ -576,16 +576,23 @@ struct inet_sock___flags {
 	unsigned long inet_flags;
 } __attribute__((preserve_access_index));
 
-/* read_sock_opts sets the options that decide whether two binds clash. */
-static __always_inline void read_sock_opts(struct event *e, struct sock *sk)
+/*
+ * read_sock_opts sets the options that decide whether two binds clash.
+ * SO_REUSEADDR, SO_REUSEPORT and IPV6_V6ONLY are bitfields of struct
+ * sock_common, and SO_BINDTODEVICE's ifindex follows them: all inside the
+ * head read_head copied, so they cost no helper call (each field taken at
+ * its CO-RE-relocated place; one moved past the copy fails verification).
+ */
+static __always_inline void read_sock_opts(struct event *e, struct sock *sk, const struct sk_head *h)
 {
+	const struct sock_common *head = (const void *)h->w;
 	__u8 o = 0;
 
-	if (BPF_CORE_READ_BITFIELD_PROBED(sk, __sk_common.skc_reuse))
+	if (BPF_CORE_READ_BITFIELD(head, skc_reuse))
 		o |= SO_OPT_REUSEADDR;
-	if (BPF_CORE_READ_BITFIELD_PROBED(sk, __sk_common.skc_reuseport))
+	if (BPF_CORE_READ_BITFIELD(head, skc_reuseport))
 		o |= SO_OPT_REUSEPORT;
-	if (BPF_CORE_READ_BITFIELD_PROBED(sk, __sk_common.skc_ipv6only))
+	if (BPF_CORE_READ_BITFIELD(head, skc_ipv6only))
 		o |= SO_OPT_V6ONLY;
 	if (bpf_core_field_exists(((struct inet_sock___flags *)0)->inet_flags)) {
 		unsigned long f = BPF_CORE_READ((struct inet_sock___flags *)sk, inet_flags);
@@ -607,7 +614,7 @@ static __always_inline void read_sock_opts(struct event *e, struct sock *sk)
 			o |= SO_OPT_BIND_NO_PORT;
 	}
 	e->sock_opts = o;
-	e->bound_if = BPF_CORE_READ(sk, __sk_common.skc_bound_dev_if);
+	e->bound_if = HEAD(h, int, skc_bound_dev_if);
 	e->flags |= F_HAS_SOCK_OPTS;
 }
 
@@ -633,7 +640,7 @@ static __always_inline void emit_bind(struct event *e, struct sock *sk, long ret
 	fill_task(e, EV_BIND, backend);
 	e->err = ret;
 	if (!churn_mode) {
-		read_sock_opts(e, sk);
+		read_sock_opts(e, sk, &h);
 		if (ret == 0)
 			local_ephemeral(e, sk);
 	}
