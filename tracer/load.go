@@ -1,7 +1,6 @@
 package tracer
 
 import (
-	"errors"
 	"fmt"
 	"reflect"
 	"slices"
@@ -73,7 +72,11 @@ func loadObjects(spec *ebpf.CollectionSpec, to any, opts *ebpf.CollectionOptions
 		})
 	}
 	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
+	// The first failure, in the programs' order: one line, as a load of
+	// them all one after another would have said (the others most often
+	// fail the same way).
+	if i := slices.IndexFunc(errs, func(e error) bool { return e != nil }); i >= 0 {
+		err := errs[i]
 		for _, p := range loaded {
 			if p != nil {
 				p.Close()

@@ -157,7 +157,7 @@ func New(o Options) (*Tracer, error) {
 	if o.Backend != event.BackendAuto {
 		order = []event.Backend{o.Backend}
 	}
-	kernel, spec, have, err := prelude(slices.Contains(order, event.BackendFentry))
+	cache, spec, have, err := prelude(slices.Contains(order, event.BackendFentry))
 	if err != nil {
 		return nil, err
 	}
@@ -167,7 +167,7 @@ func New(o Options) (*Tracer, error) {
 	}
 	var errs []error
 	for _, b := range order {
-		err := t.start(b, o, spec.Copy(), kernel, have, &since)
+		err := t.start(b, o, spec.Copy(), cache, have, &since)
 		if err == nil {
 			t.backend = b
 			t.without = have.missing(b == event.BackendTracepoint, o.Cgroups != nil)
@@ -200,14 +200,18 @@ func New(o Options) (*Tracer, error) {
 // another (about 10 ms each here): the kernel's BTF, porttrace's object, the
 // helpers the kernel has, and, when fentry may be tried, whether the kernel
 // loads tracing programs at all (cilium/ebpf keeps the answer, so start
-// asks again for free).
-func prelude(fentry bool) (kernel *btf.Spec, spec *ebpf.CollectionSpec, have helpers, err error) {
+// asks again for free). The kernel's BTF is read into a cache that every
+// load shares: CO-RE and fexit's attach targets alike find it there, where
+// a load of its own would read it again.
+func prelude(fentry bool) (cache *btf.Cache, spec *ebpf.CollectionSpec, have helpers, err error) {
 	var kernelErr, specErr, haveErr error
+	cache = btf.NewCache()
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		// The first lookup by name indexes every type (5 ms here): done
 		// here, beside the rest, rather than in the first backend's start.
-		if kernel, kernelErr = btf.LoadKernelSpec(); kernelErr == nil {
+		var kernel *btf.Spec
+		if kernel, kernelErr = cache.Kernel(); kernelErr == nil {
 			listenFunc(kernel)
 		}
 	})
@@ -223,10 +227,14 @@ func prelude(fentry bool) (kernel *btf.Spec, spec *ebpf.CollectionSpec, have hel
 	case specErr != nil:
 		return nil, nil, have, fmt.Errorf("reading the embedded BPF object: %w", specErr)
 	}
-	return kernel, spec, have, haveErr
+	return cache, spec, have, haveErr
 }
 
-func (t *Tracer) start(b event.Backend, o Options, spec *ebpf.CollectionSpec, kernel *btf.Spec, have helpers, since *time.Time) (err error) {
+func (t *Tracer) start(b event.Backend, o Options, spec *ebpf.CollectionSpec, cache *btf.Cache, have helpers, since *time.Time) (err error) {
+	kernel, err := cache.Kernel()
+	if err != nil {
+		return err
+	}
 	defer func() {
 		if err != nil {
 			t.mark(b.String()+" refused", since)
@@ -253,7 +261,7 @@ func (t *Tracer) start(b event.Backend, o Options, spec *ebpf.CollectionSpec, ke
 		return err
 	}
 	t.mark(b.String()+" checks", since)
-	opts := &ebpf.CollectionOptions{Programs: ebpf.ProgramOptions{KernelTypes: kernel}}
+	opts := &ebpf.CollectionOptions{Programs: ebpf.ProgramOptions{KernelTypes: kernel}, Cache: cache}
 	l, err := loadBackend(b, spec, opts, listenFn, have, o.Events, o.Churn)
 	t.mark(b.String()+" load", since)
 	if errors.Is(err, unix.EPERM) && os.Geteuid() == 0 {
