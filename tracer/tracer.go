@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"runtime"
 	"runtime/debug"
 	"slices"
 	"strings"
@@ -25,23 +24,6 @@ import (
 // ErrStopped is returned by Read once Stop has been called and every event
 // already in the ring buffer has been read.
 var ErrStopped = errors.New("tracer stopped")
-
-// DefaultRingBufferSize is the ring buffer for ncpu CPUs: 8 MiB (about
-// 58,000 events, seconds of a connection storm on a small machine), or
-// 1 MiB a CPU on a larger one, rounded up to a power of two and at most
-// MaxRingBufferSize: every CPU writes into it, and a node with more cores
-// makes a storm faster.
-func DefaultRingBufferSize(ncpu int) uint32 {
-	size := uint32(8 << 20)
-	for int(size) < ncpu<<20 && size < MaxRingBufferSize {
-		size <<= 1
-	}
-	return size
-}
-
-// MaxRingBufferSize bounds --buffer: the kernel takes up to 2 GiB less a
-// page, and porttrace keeps it sane for a machine it watches.
-const MaxRingBufferSize = 1 << 30
 
 // ReadEvery bounds how long an event can wait in the ring buffer when too
 // few have gathered to wake the reader.
@@ -108,34 +90,6 @@ type Tracer struct {
 	waited     time.Duration // Read's time waiting for events (Waited)
 }
 
-// Phase is one step of starting a tracer and how long it took, for -v:
-// where a slow start goes.
-type Phase struct {
-	Name string
-	Took time.Duration
-}
-
-// describePhases: "31 ms (kernel BTF 12 ms, tracepoint load 15 ms, ...)".
-func (t *Tracer) describePhases() string {
-	var total time.Duration
-	parts := make([]string, len(t.phases))
-	for i, p := range t.phases {
-		total += p.Took
-		parts[i] = fmt.Sprintf("%s %s", p.Name, p.Took.Round(100*time.Microsecond))
-	}
-	return fmt.Sprintf("%s (%s)", total.Round(100*time.Microsecond), strings.Join(parts, ", "))
-}
-
-// Phases says how long each step of New took.
-func (t *Tracer) Phases() []Phase { return t.phases }
-
-// mark ends the phase begun at *since.
-func (t *Tracer) mark(name string, since *time.Time) {
-	now := time.Now()
-	t.phases = append(t.phases, Phase{name, now.Sub(*since)})
-	*since = now
-}
-
 // New loads and attaches the chosen backend, or with BackendAuto the first
 // that works. The reasons others were refused are in Notes.
 func New(o Options) (*Tracer, error) {
@@ -194,40 +148,6 @@ func New(o Options) (*Tracer, error) {
 	// first events rather than before them.
 	go debug.FreeOSMemory()
 	return t, nil
-}
-
-// prelude reads what every backend needs, at once rather than one after
-// another (about 10 ms each here): the kernel's BTF, porttrace's object, the
-// helpers the kernel has, and, when fentry may be tried, whether the kernel
-// loads tracing programs at all (cilium/ebpf keeps the answer, so start
-// asks again for free). The kernel's BTF is read into a cache that every
-// load shares: CO-RE and fexit's attach targets alike find it there, where
-// a load of its own would read it again.
-func prelude(fentry bool) (cache *btf.Cache, spec *ebpf.CollectionSpec, have helpers, err error) {
-	var kernelErr, specErr, haveErr error
-	cache = btf.NewCache()
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		// The first lookup by name indexes every type (5 ms here): done
-		// here, beside the rest, rather than in the first backend's start.
-		var kernel *btf.Spec
-		if kernel, kernelErr = cache.Kernel(); kernelErr == nil {
-			listenFunc(kernel)
-		}
-	})
-	wg.Go(func() { spec, specErr = loadPorttrace() })
-	wg.Go(func() { have, haveErr = probeHelpers() })
-	if fentry {
-		wg.Go(func() { _ = fentryAvailable() })
-	}
-	wg.Wait()
-	switch {
-	case kernelErr != nil:
-		return nil, nil, have, fmt.Errorf("reading kernel BTF (/sys/kernel/btf/vmlinux, CONFIG_DEBUG_INFO_BTF): %w", kernelErr)
-	case specErr != nil:
-		return nil, nil, have, fmt.Errorf("reading the embedded BPF object: %w", specErr)
-	}
-	return cache, spec, have, haveErr
 }
 
 func (t *Tracer) start(b event.Backend, o Options, spec *ebpf.CollectionSpec, cache *btf.Cache, have helpers, since *time.Time) (err error) {
@@ -300,87 +220,6 @@ func (t *Tracer) start(b event.Backend, o Options, spec *ebpf.CollectionSpec, ca
 		return fmt.Errorf("opening the ring buffer: %w", err)
 	}
 	t.l, t.rd = l, rd
-	return nil
-}
-
-// configure sets the knobs of spec before load (bpf/common.h: the const
-// volatile globals) and sizes the ring buffer.
-func configure(spec *ebpf.CollectionSpec, b event.Backend, o Options, listenOnSk bool, have helpers, anyContext bool) error {
-	var specs porttraceSpecs
-	if err := spec.Assign(&specs); err != nil {
-		return fmt.Errorf("reading the object's specs: %w", err)
-	}
-	ncpu, err := ebpf.PossibleCPU()
-	if err != nil {
-		ncpu = runtime.NumCPU()
-	}
-	size := DefaultRingBufferSize(ncpu)
-	if o.RingBufferSize != 0 {
-		size = o.RingBufferSize
-	}
-	specs.Events.MaxEntries = size
-	specs.Connecting.MaxEntries = DefaultMaxConnecting
-	if !anyContext {
-		// Allocating a map element in a kprobe, tracepoint or raw
-		// tracepoint program is unsafe there: the verifier warns (WARN_ONCE,
-		// which taints the kernel) and PREEMPT_RT refuses it.
-		specs.Connecting.Flags &^= unix.BPF_F_NO_PREALLOC
-		specs.Connecting.MaxEntries = oldKernelMaxConnecting
-	}
-	if o.MaxConnecting != 0 {
-		specs.Connecting.MaxEntries = o.MaxConnecting
-	}
-	if o.Churn || !o.Events.Has(event.KindConnect) {
-		specs.Connecting.MaxEntries = 1 // no connect is followed: no memory for it
-	}
-	// Maps this run never fills get one element: a preallocated map costs
-	// its memory and the time to set it up at every start (the cgroup
-	// filter's 65,536 elements, the per-CPU churn maps on every CPU).
-	for _, m := range []struct {
-		spec   *ebpf.MapSpec
-		unused bool
-	}{
-		{specs.CgroupFilter, o.Cgroups == nil},
-		{specs.NetnsFilter, o.Netns == nil},
-		{specs.ChurnNs, !o.Churn},
-		{specs.ChurnDst, !o.Churn},
-		{specs.ChurnProc, !o.Churn},
-		{specs.Preblocked, b == event.BackendTracepoint},
-	} {
-		if m.unused {
-			m.spec.MaxEntries = 1
-		}
-	}
-	uid := uint32(0xffffffff)
-	if o.FilterUID {
-		uid = o.UID
-	}
-	vs := &specs.porttraceVariableSpecs
-	for _, k := range []struct {
-		v   *ebpf.VariableSpec
-		val any
-	}{
-		{vs.TargetPid, o.PID},
-		{vs.TargetUid, uid},
-		{vs.FilterPorts, o.Ports != nil && !o.Ports.Empty()},
-		{vs.FilterCgroups, o.Cgroups != nil},
-		{vs.JudgeUnknown, o.Cgroups != nil && o.JudgeUnknown},
-		{vs.FilterNetns, o.Netns != nil},
-		{vs.ListenOnSk, listenOnSk},
-		{vs.HaveTaskBtf, have.TaskBTF},
-		{vs.HaveTaskPtRegs, have.TaskPtRegs},
-		{vs.HaveAncestorCgroup, have.AncestorCgroup},
-		// The tracepoint program's accept reports preblocked threads for fexit/kretprobe.
-		{vs.AcceptBackend, uint8(b)},
-		{vs.ChurnMode, o.Churn},
-		{vs.SampleEvery, o.Sample},
-		// Wake the reader per batch of 1,024 events, or per quarter of a small ring.
-		{vs.WakeupBytes, min(uint64(1024*unsafe.Sizeof(porttraceEvent{})), uint64(size/4))},
-	} {
-		if err := k.v.Set(k.val); err != nil {
-			return fmt.Errorf("setting %s: %w", k.v.Name, err)
-		}
-	}
 	return nil
 }
 
@@ -490,43 +329,6 @@ func (t *Tracer) Waited() time.Duration { return t.waited }
 // Pending reports whether more events are waiting in the ring buffer, so a
 // writer knows when to flush.
 func (t *Tracer) Pending() bool { return t.rd.AvailableBytes() > 0 }
-
-// Lost is how many events the kernel dropped because the ring buffer was full.
-func (t *Tracer) Lost() (uint64, error) { return t.counter(porttraceCounterCNT_LOST) }
-
-// SampledOut is how many events Options.Sample left out.
-func (t *Tracer) SampledOut() (uint64, error) { return t.counter(porttraceCounterCNT_SAMPLED_OUT) }
-
-// MaxConnecting is how many connects in progress the kernel follows at once.
-func (t *Tracer) MaxConnecting() int { return int(t.l.maps.Connecting.MaxEntries()) }
-
-// Unfollowed is how many connects in progress the kernel could not follow
-// to their end, because Options.MaxConnecting were already in progress:
-// their connect_done is never sent.
-func (t *Tracer) Unfollowed() (uint64, error) { return t.counter(porttraceCounterCNT_UNFOLLOWED) }
-
-// DefaultMaxConnecting is how many connects in progress the kernel follows
-// at once (bpf/common.h's connecting map) unless Options say otherwise:
-// about 13 MB of kernel memory when full, none until used. Kernels whose
-// BPF hash maps cannot allocate from any context (before 6.1's
-// bpf_mem_alloc) get a map allocated in full at load, and so a smaller
-// one, oldKernelMaxConnecting (3 MB).
-const (
-	DefaultMaxConnecting   = 65536
-	oldKernelMaxConnecting = 16384
-)
-
-func (t *Tracer) counter(idx porttraceCounter) (uint64, error) {
-	var perCPU []uint64
-	if err := t.l.maps.Counters.Lookup(idx, &perCPU); err != nil {
-		return 0, fmt.Errorf("reading counters: %w", err)
-	}
-	var n uint64
-	for _, v := range perCPU {
-		n += v
-	}
-	return n, nil
-}
 
 // Stop detaches every hook, so no new event is produced, and makes Read
 // return the events still buffered, then ErrStopped. Safe to call from

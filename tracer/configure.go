@@ -1,0 +1,113 @@
+package tracer
+
+import (
+	"fmt"
+	"runtime"
+	"unsafe"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+
+	"github.com/porttrace/porttrace/tracer/event"
+)
+
+// What a run sizes and sets in the object before it is loaded: the ring
+// buffer, the maps, the knobs.
+
+// DefaultRingBufferSize is the ring buffer for ncpu CPUs: 8 MiB (about
+// 58,000 events, seconds of a connection storm on a small machine), or
+// 1 MiB a CPU on a larger one, rounded up to a power of two and at most
+// MaxRingBufferSize: every CPU writes into it, and a node with more cores
+// makes a storm faster.
+func DefaultRingBufferSize(ncpu int) uint32 {
+	size := uint32(8 << 20)
+	for int(size) < ncpu<<20 && size < MaxRingBufferSize {
+		size <<= 1
+	}
+	return size
+}
+
+// MaxRingBufferSize bounds --buffer: the kernel takes up to 2 GiB less a
+// page, and porttrace keeps it sane for a machine it watches.
+const MaxRingBufferSize = 1 << 30
+
+// configure sets the knobs of spec before load (bpf/common.h: the const
+// volatile globals) and sizes the ring buffer.
+func configure(spec *ebpf.CollectionSpec, b event.Backend, o Options, listenOnSk bool, have helpers, anyContext bool) error {
+	var specs porttraceSpecs
+	if err := spec.Assign(&specs); err != nil {
+		return fmt.Errorf("reading the object's specs: %w", err)
+	}
+	ncpu, err := ebpf.PossibleCPU()
+	if err != nil {
+		ncpu = runtime.NumCPU()
+	}
+	size := DefaultRingBufferSize(ncpu)
+	if o.RingBufferSize != 0 {
+		size = o.RingBufferSize
+	}
+	specs.Events.MaxEntries = size
+	specs.Connecting.MaxEntries = DefaultMaxConnecting
+	if !anyContext {
+		// Allocating a map element in a kprobe, tracepoint or raw
+		// tracepoint program is unsafe there: the verifier warns (WARN_ONCE,
+		// which taints the kernel) and PREEMPT_RT refuses it.
+		specs.Connecting.Flags &^= unix.BPF_F_NO_PREALLOC
+		specs.Connecting.MaxEntries = oldKernelMaxConnecting
+	}
+	if o.MaxConnecting != 0 {
+		specs.Connecting.MaxEntries = o.MaxConnecting
+	}
+	if o.Churn || !o.Events.Has(event.KindConnect) {
+		specs.Connecting.MaxEntries = 1 // no connect is followed: no memory for it
+	}
+	// Maps this run never fills get one element: a preallocated map costs
+	// its memory and the time to set it up at every start (the cgroup
+	// filter's 65,536 elements, the per-CPU churn maps on every CPU).
+	for _, m := range []struct {
+		spec   *ebpf.MapSpec
+		unused bool
+	}{
+		{specs.CgroupFilter, o.Cgroups == nil},
+		{specs.NetnsFilter, o.Netns == nil},
+		{specs.ChurnNs, !o.Churn},
+		{specs.ChurnDst, !o.Churn},
+		{specs.ChurnProc, !o.Churn},
+		{specs.Preblocked, b == event.BackendTracepoint},
+	} {
+		if m.unused {
+			m.spec.MaxEntries = 1
+		}
+	}
+	uid := uint32(0xffffffff)
+	if o.FilterUID {
+		uid = o.UID
+	}
+	vs := &specs.porttraceVariableSpecs
+	for _, k := range []struct {
+		v   *ebpf.VariableSpec
+		val any
+	}{
+		{vs.TargetPid, o.PID},
+		{vs.TargetUid, uid},
+		{vs.FilterPorts, o.Ports != nil && !o.Ports.Empty()},
+		{vs.FilterCgroups, o.Cgroups != nil},
+		{vs.JudgeUnknown, o.Cgroups != nil && o.JudgeUnknown},
+		{vs.FilterNetns, o.Netns != nil},
+		{vs.ListenOnSk, listenOnSk},
+		{vs.HaveTaskBtf, have.TaskBTF},
+		{vs.HaveTaskPtRegs, have.TaskPtRegs},
+		{vs.HaveAncestorCgroup, have.AncestorCgroup},
+		// The tracepoint program's accept reports preblocked threads for fexit/kretprobe.
+		{vs.AcceptBackend, uint8(b)},
+		{vs.ChurnMode, o.Churn},
+		{vs.SampleEvery, o.Sample},
+		// Wake the reader per batch of 1,024 events, or per quarter of a small ring.
+		{vs.WakeupBytes, min(uint64(1024*unsafe.Sizeof(porttraceEvent{})), uint64(size/4))},
+	} {
+		if err := k.v.Set(k.val); err != nil {
+			return fmt.Errorf("setting %s: %w", k.v.Name, err)
+		}
+	}
+	return nil
+}
