@@ -64,16 +64,18 @@ func (h *hook) wanted(events KindSet, churn bool) bool {
 	return events.Has(h.kind) && !(h.kind == event.KindConnectDone && churn)
 }
 
-// wantedProgs are the programs of the hooks a run attaches, and extra.
-func wantedProgs(hooks []hook, events KindSet, churn bool, extra ...**ebpf.Program) map[**ebpf.Program]bool {
+// wantedProgs are the programs of the hooks a run attaches, and, where the
+// backend has one (fexit, kretprobe) and accepts are asked for, the one for
+// accepts already waiting when it attached (attachPreblocked).
+func wantedProgs(hooks []hook, events KindSet, churn bool, preblocked **ebpf.Program) map[**ebpf.Program]bool {
 	want := map[**ebpf.Program]bool{}
 	for i := range hooks {
 		if hooks[i].wanted(events, churn) {
 			want[hooks[i].prog] = true
 		}
 	}
-	for _, p := range extra {
-		want[p] = true
+	if preblocked != nil && events.Has(event.KindAccept) {
+		want[preblocked] = true
 	}
 	return want
 }
@@ -130,7 +132,7 @@ func loadTracepoint(spec *ebpf.CollectionSpec, opts *ebpf.CollectionOptions, hav
 			tp(event.KindAccept, "sys_enter_accept", &o.EnterAccept),
 			tp(event.KindAccept, "sys_enter_accept4", &o.EnterAccept))
 	}
-	if err := loadObjects(spec, &o, opts, wantedProgs(hooks, events, churn)); err != nil {
+	if err := loadObjects(spec, &o, opts, wantedProgs(hooks, events, churn, nil)); err != nil {
 		return nil, err
 	}
 	return &loaded{
@@ -196,11 +198,7 @@ func loadFentry(spec *ebpf.CollectionSpec, opts *ebpf.CollectionOptions, listenF
 		tracing(event.KindAccept, "inet_csk_accept", &o.Accept),
 		connectStateHook(&o.ConnectState),
 	}
-	var extra []**ebpf.Program
-	if events.Has(event.KindAccept) {
-		extra = append(extra, &o.PreblockedAccept)
-	}
-	if err := loadObjects(spec, &o, opts, wantedProgs(hooks, events, churn, extra...)); err != nil {
+	if err := loadObjects(spec, &o, opts, wantedProgs(hooks, events, churn, &o.PreblockedAccept)); err != nil {
 		return nil, err
 	}
 	return &loaded{
@@ -277,11 +275,7 @@ func loadKprobe(spec *ebpf.CollectionSpec, opts *ebpf.CollectionOptions, listenF
 		kprobe(event.KindAccept, "inet_csk_accept", &o.Accept, false),
 		connectStateHook(&o.ConnectState),
 	}
-	var extra []**ebpf.Program
-	if events.Has(event.KindAccept) {
-		extra = append(extra, &o.PreblockedAccept)
-	}
-	if err := loadObjects(spec, &o, opts, wantedProgs(hooks, events, churn, extra...)); err != nil {
+	if err := loadObjects(spec, &o, opts, wantedProgs(hooks, events, churn, &o.PreblockedAccept)); err != nil {
 		return nil, err
 	}
 	return &loaded{
