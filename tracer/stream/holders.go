@@ -71,8 +71,7 @@ func (h *holderLookup) fill(ev *event.Event) {
 	}
 	holders := make([]event.Holder, len(found))
 	for i, f := range found {
-		holders[i] = event.Holder{Proto: f.Proto, Local: f.Local, Remote: f.Remote, State: f.State, PID: f.PID, Comm: f.Comm,
-			HasSockOpts: f.HasSockOpts, SockOpts: f.SockOpts, BoundIf: f.BoundIf}
+		holders[i] = f.Holder
 	}
 	if len(h.cache) >= 1024 {
 		clear(h.cache)

@@ -24,7 +24,7 @@ func TestHolderLookup(t *testing.T) {
 	h := newHolderLookup(&stderr)
 	h.find = func(ns uint32, proto uint16, local netip.AddrPort, v6only bool) ([]clash.Holder, error) {
 		calls = append(calls, event.ProtoName(proto)+" "+local.String())
-		return []clash.Holder{{Proto: proto, Local: local, State: "LISTEN", PID: 812, Comm: "nginx"}}, fail
+		return []clash.Holder{{Holder: event.Holder{Proto: proto, Local: local, State: "LISTEN", PID: 812, Comm: "nginx"}}}, fail
 	}
 	for _, tc := range []struct {
 		name      string

@@ -24,19 +24,17 @@ import (
 	"github.com/porttrace/porttrace/tracer/internal/sockdiag"
 )
 
-// Holder is one socket that holds the address and port a bind asked for.
+// Holder is one socket that holds the address and port a bind asked for:
+// what an event reports of it (its State as ss names it: LISTEN, ESTAB,
+// TIME-WAIT, ...; UNCONN for a UDP socket or a bound-only TCP one; its
+// Local as the socket's family has it, [::]:80 for a dual-stack listener;
+// PID 0 for TIME-WAIT, or a process gone; SockOpts as the socket has them
+// now, where a process holds it and porttrace may look), and what the
+// lookup itself needs.
 type Holder struct {
-	Proto       uint16         // event.ProtoTCP or event.ProtoUDP
-	Local       netip.AddrPort // as the socket's family has it: [::]:80 for a dual-stack listener
-	Remote      netip.AddrPort // invalid when unconnected
-	State       string         // as ss names it: LISTEN, ESTAB, TIME-WAIT, ...; UNCONN for a UDP socket or a bound-only TCP one
-	Inode       uint32         // 0 for a TIME-WAIT socket, which no process holds
-	PID         int            // the first process found holding it; 0 when none (TIME-WAIT, or it went away)
-	OtherPIDs   []int          // further processes holding the same socket (a forking server's workers), ascending
-	Comm        string
-	SockOpts    event.SockOpts // as the socket has them now
-	HasSockOpts bool           // the options could be read (a process holds it and porttrace may look)
-	BoundIf     string         // SO_BINDTODEVICE's interface, named in the socket's namespace; "" when none
+	event.Holder
+	Inode     uint32 // 0 for a TIME-WAIT socket, which no process holds
+	OtherPIDs []int  // further processes holding the same socket (a forking server's workers), ascending
 }
 
 // MaxHolders bounds what one lookup returns and reads: a busy server's
@@ -99,7 +97,7 @@ func Find(ns uint32, proto uint16, local netip.AddrPort, v6only bool) ([]Holder,
 	}
 	var holders []Holder
 	for _, ds := range socks {
-		h := Holder{Proto: proto, Local: ds.Local, Remote: ds.Remote, State: ds.StateName(proto), Inode: ds.Inode}
+		h := Holder{Holder: event.Holder{Proto: proto, Local: ds.Local, Remote: ds.Remote, State: ds.StateName(proto)}, Inode: ds.Inode}
 		describe(&h, ds.Family, owners[ds.Inode])
 		holders = append(holders, h)
 	}

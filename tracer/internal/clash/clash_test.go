@@ -298,8 +298,8 @@ func TestFind(t *testing.T) {
 				if !s.listen {
 					state = "UNCONN"
 				}
-				holders = append(holders, Holder{Proto: s.proto(), Local: netip.MustParseAddrPort(s.addr), State: state,
-					Inode: inodeOf(fd), PID: os.Getpid(), Comm: comm, SockOpts: s.opts, HasSockOpts: true, BoundIf: s.dev})
+				holders = append(holders, held(event.Holder{Proto: s.proto(), Local: netip.MustParseAddrPort(s.addr), State: state,
+					PID: os.Getpid(), Comm: comm, SockOpts: s.opts, HasSockOpts: true, BoundIf: s.dev}, inodeOf(fd)))
 			}
 			var want []Holder
 			for _, i := range tc.want {
@@ -340,8 +340,8 @@ func TestFindTimeWait(t *testing.T) {
 	}
 	waitState(t, ns, 5001, sockdiag.TCPTimeWait)
 	got := findAfter(t, ns, sock{typ: tcp, addr: "127.0.0.1:5001"}, unix.EADDRINUSE)
-	checkHolders(t, got, []Holder{{Proto: event.ProtoTCP, Local: netip.MustParseAddrPort("127.0.0.1:5001"),
-		Remote: netip.MustParseAddrPort("127.0.0.1:5000"), State: "TIME-WAIT"}})
+	checkHolders(t, got, []Holder{held(event.Holder{Proto: event.ProtoTCP, Local: netip.MustParseAddrPort("127.0.0.1:5001"),
+		Remote: netip.MustParseAddrPort("127.0.0.1:5000"), State: "TIME-WAIT"}, 0)})
 }
 
 // waitState waits until the TCP socket on port in ns reaches state.
@@ -389,8 +389,9 @@ func TestFindConnections(t *testing.T) {
 	local := netip.MustParseAddrPort("127.0.0.1:5000")
 	got := findAfter(t, ns, sock{typ: tcp, addr: "127.0.0.1:5000"}, unix.EADDRINUSE)
 	checkHolders(t, got, []Holder{
-		{Proto: event.ProtoTCP, Local: local, State: "LISTEN", Inode: inodeOf(lfd), PID: os.Getpid(), Comm: comm, HasSockOpts: true},
-		{Proto: event.ProtoTCP, Local: local, Remote: client, State: "ESTAB", Inode: inodeOf(afd), PID: os.Getpid(), Comm: comm, HasSockOpts: true},
+		held(event.Holder{Proto: event.ProtoTCP, Local: local, State: "LISTEN", PID: os.Getpid(), Comm: comm, HasSockOpts: true}, inodeOf(lfd)),
+		held(event.Holder{Proto: event.ProtoTCP, Local: local, Remote: client, State: "ESTAB", PID: os.Getpid(), Comm: comm, HasSockOpts: true},
+			inodeOf(afd)),
 	})
 }
 
@@ -429,8 +430,8 @@ func TestFindOtherProcess(t *testing.T) {
 		t.Fatalf("reading the helper's socket: %v", err)
 	}
 	got := findAfter(t, ns, sock{typ: tcp, addr: "127.0.0.1:5000"}, unix.EADDRINUSE)
-	checkHolders(t, got, []Holder{{Proto: event.ProtoTCP, Local: netip.MustParseAddrPort("127.0.0.1:5000"), State: "LISTEN",
-		Inode: inode, PID: cmd.Process.Pid, Comm: holdComm, SockOpts: event.OptReuseAddr, HasSockOpts: true}})
+	checkHolders(t, got, []Holder{held(event.Holder{Proto: event.ProtoTCP, Local: netip.MustParseAddrPort("127.0.0.1:5000"), State: "LISTEN",
+		PID: cmd.Process.Pid, Comm: holdComm, SockOpts: event.OptReuseAddr, HasSockOpts: true}, inode)})
 }
 
 // A TCP socket bound but neither listening nor connected holds its port;
@@ -447,8 +448,8 @@ func TestFindBoundOnly(t *testing.T) {
 	ns := newNetns(t)
 	fd := ns.open(t, sock{typ: tcp, addr: "127.0.0.1:5000"})
 	got := findAfter(t, ns, sock{typ: tcp, addr: "127.0.0.1:5000"}, unix.EADDRINUSE)
-	checkHolders(t, got, []Holder{{Proto: event.ProtoTCP, Local: netip.MustParseAddrPort("127.0.0.1:5000"), State: "UNCONN",
-		Inode: inodeOf(fd), PID: os.Getpid(), Comm: selfComm(t), HasSockOpts: true}})
+	checkHolders(t, got, []Holder{held(event.Holder{Proto: event.ProtoTCP, Local: netip.MustParseAddrPort("127.0.0.1:5000"), State: "UNCONN",
+		PID: os.Getpid(), Comm: selfComm(t), HasSockOpts: true}, inodeOf(fd))})
 }
 
 // Namespace 0 is porttrace's own, as is its inode.
@@ -466,8 +467,8 @@ func TestFindOwnNetns(t *testing.T) {
 		t.Fatal(err)
 	}
 	local := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(sa.(*unix.SockaddrInet4).Port))
-	want := []Holder{{Proto: event.ProtoTCP, Local: local, State: "LISTEN", Inode: inodeOf(fd), PID: os.Getpid(),
-		Comm: selfComm(t), HasSockOpts: true}}
+	want := []Holder{held(event.Holder{Proto: event.ProtoTCP, Local: local, State: "LISTEN", PID: os.Getpid(),
+		Comm: selfComm(t), HasSockOpts: true}, inodeOf(fd))}
 	for _, ns := range []uint32{0, netns.Self()} {
 		got, err := Find(ns, event.ProtoTCP, local, false)
 		if err != nil {
@@ -517,13 +518,13 @@ func TestDescribe(t *testing.T) {
 		want Holder
 	}{
 		{"live", []proc.SocketFD{{PID: self, FD: fd}},
-			Holder{PID: self, Comm: comm, SockOpts: event.OptReuseAddr, HasSockOpts: true}},
+			held(event.Holder{PID: self, Comm: comm, SockOpts: event.OptReuseAddr, HasSockOpts: true}, 0)},
 		{"exited, then live", []proc.SocketFD{{PID: dead, FD: fd}, {PID: self, FD: fd}},
-			Holder{PID: self, Comm: comm, SockOpts: event.OptReuseAddr, HasSockOpts: true}},
+			held(event.Holder{PID: self, Comm: comm, SockOpts: event.OptReuseAddr, HasSockOpts: true}, 0)},
 		{"exited", []proc.SocketFD{{PID: dead, FD: fd}}, Holder{}},
-		{"fd reused", []proc.SocketFD{{PID: self, FD: 0}}, Holder{PID: self, Comm: comm}},
+		{"fd reused", []proc.SocketFD{{PID: self, FD: 0}}, held(event.Holder{PID: self, Comm: comm}, 0)},
 		{"shared", []proc.SocketFD{{PID: self, FD: fd}, {PID: dead + 2, FD: 3}, {PID: dead + 1, FD: 3}, {PID: self, FD: 9}},
-			Holder{PID: self, OtherPIDs: []int{dead + 1, dead + 2}, Comm: comm, SockOpts: event.OptReuseAddr, HasSockOpts: true}},
+			Holder{Holder: event.Holder{PID: self, Comm: comm, SockOpts: event.OptReuseAddr, HasSockOpts: true}, OtherPIDs: []int{dead + 1, dead + 2}}},
 		{"none", nil, Holder{}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -534,3 +535,6 @@ func TestDescribe(t *testing.T) {
 		})
 	}
 }
+
+// held is the Holder of socket inode that h describes.
+func held(h event.Holder, inode uint32) Holder { return Holder{Holder: h, Inode: inode} }
