@@ -2,6 +2,7 @@ package tracer
 
 import (
 	"fmt"
+	"maps"
 	"reflect"
 	"slices"
 	"sync"
@@ -46,12 +47,12 @@ func loadObjects(spec *ebpf.CollectionSpec, to any, opts *ebpf.CollectionOptions
 	}
 	slices.Sort(progs)
 
-	maps, err := loadNamed[*ebpf.Map](spec, sortedKeys(mapNames), opts)
+	made, err := loadNamed[*ebpf.Map](spec, slices.Sorted(maps.Keys(mapNames)), opts)
 	if err != nil {
 		return err
 	}
 	defer func() {
-		for name, m := range maps {
+		for name, m := range made {
 			// The programs hold what they use; to keeps what it names.
 			if _, kept := fields[name]; !kept || err != nil {
 				m.Close()
@@ -62,7 +63,7 @@ func loadObjects(spec *ebpf.CollectionSpec, to any, opts *ebpf.CollectionOptions
 	loaded := make([]*ebpf.Program, len(progs))
 	errs := make([]error, len(progs))
 	withMaps := *opts
-	withMaps.MapReplacements = maps
+	withMaps.MapReplacements = made
 	var wg sync.WaitGroup
 	for i, name := range progs {
 		wg.Go(func() {
@@ -87,7 +88,7 @@ func loadObjects(spec *ebpf.CollectionSpec, to any, opts *ebpf.CollectionOptions
 	for i, name := range progs {
 		fields[name].Set(reflect.ValueOf(loaded[i]))
 	}
-	for name, m := range maps {
+	for name, m := range made {
 		if f, ok := fields[name]; ok {
 			f.Set(reflect.ValueOf(m))
 		}
@@ -130,13 +131,4 @@ func taggedFields(v reflect.Value) map[string]reflect.Value {
 		}
 	}
 	return out
-}
-
-func sortedKeys(m map[string]bool) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }
