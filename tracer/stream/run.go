@@ -233,13 +233,14 @@ type pace struct {
 	written0 uint64
 }
 
-// look returns what happened since the last look: events written a
-// second and the share of the working time the output took.
-func (p *pace) look() (perSec float64, outputShare float64) {
+// look returns what happened since the last look: how long ago that was,
+// events written a second and the share of the working time the output
+// took (all 0 without the measures).
+func (p *pace) look() (wall time.Duration, perSec float64, outputShare float64) {
 	now := time.Now()
-	wall := now.Sub(p.since)
+	wall = now.Sub(p.since)
 	if wall <= 0 || p.busy == nil || p.written == nil || p.waited == nil {
-		return 0, 0
+		return 0, 0, 0
 	}
 	waited := p.waited()
 	perSec = float64(*p.written-p.written0) / wall.Seconds()
@@ -247,7 +248,7 @@ func (p *pace) look() (perSec float64, outputShare float64) {
 		outputShare = min(1, float64(*p.busy-p.busy0)/float64(working))
 	}
 	p.since, p.busy0, p.waited0, p.written0 = now, *p.busy, waited, *p.written
-	return perSec, outputShare
+	return wall, perSec, outputShare
 }
 
 // advice is said once, at the first loss: whether the output or the
@@ -279,15 +280,14 @@ func (t *timedWriter) Write(p []byte) (int, error) {
 
 // check reports what the kernel dropped since the last check.
 func (l *lostReport) check() {
-	start := l.pace.since
-	perSec, share := l.pace.look()
+	wall, perSec, share := l.pace.look()
 	if lost, err := l.counter.Lost(); err == nil && lost > l.reported {
 		n := lost - l.reported
 		l.reported = lost
 		fmt.Fprintf(l.stderr, "porttrace: %d %s lost: the ring buffer was full\n", n, textout.Plural(int(n), "event", "events"))
-		if !l.advised && !start.IsZero() {
+		if !l.advised && wall > 0 {
 			l.advised = true
-			fmt.Fprint(l.stderr, advice(perSec, float64(n)/time.Since(start).Seconds(), share))
+			fmt.Fprint(l.stderr, advice(perSec, float64(n)/wall.Seconds(), share))
 		}
 		l.tell(n, "")
 	}
