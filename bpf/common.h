@@ -71,10 +71,29 @@ const volatile bool have_task_pt_regs = true; /* bpf_task_pt_regs, 5.15 */
 /* bpf_get_current_ancestor_cgroup_id in tracing programs (not 5.10's) */
 const volatile bool have_ancestor_cgroup = true;
 
-struct {
+/*
+ * Events go out through a ring buffer per CPU, or per group of
+ * cpus_per_ring neighbouring CPUs on a machine with more CPUs than
+ * MAX_RINGS: with one ring that every CPU reserves from, the CPUs of a
+ * large node spend a storm waiting for its lock and its producer cache
+ * line, and one reader falls behind. Userspace makes the rings (all the
+ * same size), puts them in this array, reads each on its own and merges
+ * them back into time order. A ring buffer in an array of maps: 5.8.
+ */
+#define MAX_RINGS 64
+struct ring {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 1 << 22); /* resized by the loader */
-} events SEC(".maps");
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, MAX_RINGS); /* resized by the loader */
+	__type(key, __u32);
+	__array(values, struct ring);
+} rings SEC(".maps");
+
+const volatile __u32 cpus_per_ring = 1;
 
 /* Per-CPU counters, enum counter; userspace sums and reports them. */
 struct {
@@ -480,17 +499,39 @@ static __always_inline void sockaddr_as_family(__u8 addr[16], __u16 sa_family, _
 const volatile __u64 wakeup_bytes = 1024 * sizeof(struct event);
 #define WAKEUP_NS (5 * 1000 * 1000)
 
-__u64 last_wakeup = 0; /* shared by all CPUs; a lost race costs one wakeup */
+/* Per ring; a race between the CPUs of a group costs one wakeup. */
+__u64 last_wakeup[MAX_RINGS] = {};
 
-static __always_inline __u64 wakeup_flags(void)
+/*
+ * this_ring is the ring of the CPU running the program, and its index in
+ * *idx; NULL only if userspace left it out (the event is counted lost).
+ */
+static __always_inline void *this_ring(__u32 *idx)
+{
+	*idx = bpf_get_smp_processor_id() / cpus_per_ring;
+	return bpf_map_lookup_elem(&rings, idx);
+}
+
+static __always_inline __u64 wakeup_flags(void *ring, __u32 idx)
 {
 	__u64 now = bpf_ktime_get_ns();
+	__u64 *last = &last_wakeup[idx & (MAX_RINGS - 1)];
 
-	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes || now - last_wakeup > WAKEUP_NS) {
-		last_wakeup = now;
+	if (bpf_ringbuf_query(ring, BPF_RB_AVAIL_DATA) >= wakeup_bytes || now - *last > WAKEUP_NS) {
+		*last = now;
 		return BPF_RB_FORCE_WAKEUP;
 	}
 	return BPF_RB_NO_WAKEUP;
+}
+
+/* send copies e into this CPU's ring, or counts it lost. */
+static __always_inline void send(struct event *e)
+{
+	__u32 idx;
+	void *ring = this_ring(&idx);
+
+	if (!ring || bpf_ringbuf_output(ring, e, sizeof(*e), wakeup_flags(ring, idx)))
+		count(CNT_LOST);
 }
 
 /*
@@ -528,8 +569,7 @@ static __always_inline bool submit(struct event *e)
 	if (sampled_out())
 		return false;
 	fill_task_rest(e);
-	if (bpf_ringbuf_output(&events, e, sizeof(*e), wakeup_flags()))
-		count(CNT_LOST);
+	send(e);
 	return true;
 }
 
@@ -772,8 +812,7 @@ static __always_inline void follow_connect(struct event *e, struct sock *sk, __u
 			return; /* the state change sends it */
 	}
 	outcome(e, hs, state, true);
-	if (bpf_ringbuf_output(&events, e, sizeof(*e), wakeup_flags()))
-		count(CNT_LOST);
+	send(e);
 }
 
 /*
@@ -848,13 +887,16 @@ int BPF_PROG(connect_state, struct sock *sk, int oldstate, int newstate)
 	bool seen = in_handshake(oldstate);
 	struct event *kept, *e;
 	__u64 key = (__u64)sk;
+	void *ring;
+	__u32 idx;
 
 	if (newstate != TCP_CLOSE && !(seen && newstate == TCP_ESTABLISHED))
 		return 0;
 	kept = bpf_map_lookup_elem(&connecting, &key);
 	if (!kept)
 		return 0;
-	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	ring = this_ring(&idx);
+	e = ring ? bpf_ringbuf_reserve(ring, sizeof(*e), 0) : NULL;
 	if (!e) {
 		if (bpf_map_delete_elem(&connecting, &key) == 0)
 			count(CNT_LOST);
@@ -867,7 +909,7 @@ int BPF_PROG(connect_state, struct sock *sk, int oldstate, int newstate)
 	}
 	/* Found late, after ESTABLISHED: the handshake worked. */
 	outcome(e, sk, seen || oldstate == TCP_CLOSE ? newstate : TCP_ESTABLISHED, seen);
-	bpf_ringbuf_submit(e, wakeup_flags());
+	bpf_ringbuf_submit(e, wakeup_flags(ring, idx));
 	return 0;
 }
 

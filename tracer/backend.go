@@ -20,7 +20,7 @@ import (
 
 // sharedMaps are the maps every backend writes to.
 type sharedMaps struct {
-	Events     *ebpf.Map `ebpf:"events"`
+	Rings      *ebpf.Map `ebpf:"rings"`
 	Counters   *ebpf.Map `ebpf:"counters"`
 	PortFilter *ebpf.Map `ebpf:"port_filter"`
 	// CgroupFilter holds the cgroup ids to trace with their descendants.
@@ -311,7 +311,7 @@ func closeAll(m *sharedMaps, progs ...*ebpf.Program) error {
 			errs = append(errs, p.Close())
 		}
 	}
-	for _, mp := range []*ebpf.Map{m.Events, m.Counters, m.PortFilter, m.CgroupFilter, m.NetnsFilter, m.Preblocked, m.ChurnNs, m.ChurnDst, m.ChurnProc, m.Connecting} {
+	for _, mp := range []*ebpf.Map{m.Rings, m.Counters, m.PortFilter, m.CgroupFilter, m.NetnsFilter, m.Preblocked, m.ChurnNs, m.ChurnDst, m.ChurnProc, m.Connecting} {
 		if mp != nil {
 			errs = append(errs, mp.Close())
 		}

@@ -105,17 +105,25 @@ func TestTracerDescribe(t *testing.T) {
 	}
 }
 
-// The ring buffer follows the machine: 8 MiB up to 8 CPUs, then 1 MiB a
-// CPU, a power of two, at most 1 GiB.
-func TestDefaultRingBufferSize(t *testing.T) {
+// A ring a CPU, neighbours sharing past MaxRings; 8 MiB in all, at least
+// 2 MiB a ring.
+func TestRingLayout(t *testing.T) {
 	for _, tc := range []struct {
-		ncpu int
-		want uint32
+		ncpu, rings, perRing int
+		size                 uint32
 	}{
-		{1, 8 << 20}, {2, 8 << 20}, {8, 8 << 20}, {9, 16 << 20}, {16, 16 << 20}, {96, 128 << 20}, {1 << 12, 1 << 30},
+		{1, 1, 1, 8 << 20}, {2, 2, 1, 4 << 20}, {3, 3, 1, 2 << 20}, {4, 4, 1, 2 << 20}, {16, 16, 1, 2 << 20},
+		{64, 64, 1, 2 << 20}, {65, 33, 2, 2 << 20}, {96, 48, 2, 2 << 20}, {128, 64, 2, 2 << 20}, {129, 43, 3, 2 << 20}, {4096, 64, 64, 2 << 20},
 	} {
-		if got := DefaultRingBufferSize(tc.ncpu); got != tc.want {
-			t.Errorf("%d CPUs: %d, want %d", tc.ncpu, got, tc.want)
+		rings, perRing := ringLayout(tc.ncpu)
+		if rings != tc.rings || perRing != tc.perRing {
+			t.Errorf("%d CPUs: %d rings of %d CPUs, want %d of %d", tc.ncpu, rings, perRing, tc.rings, tc.perRing)
+		}
+		if (rings-1)*perRing >= tc.ncpu || rings*perRing < tc.ncpu {
+			t.Errorf("%d CPUs: %d rings of %d CPUs leave a ring empty or a CPU out", tc.ncpu, rings, perRing)
+		}
+		if got := DefaultRingBufferSize(tc.ncpu); got != tc.size {
+			t.Errorf("%d CPUs: %d bytes a ring, want %d", tc.ncpu, got, tc.size)
 		}
 	}
 }

@@ -14,25 +14,8 @@ import (
 // What a run sizes and sets in the object before it is loaded: the ring
 // buffer, the maps, the knobs.
 
-// DefaultRingBufferSize is the ring buffer for ncpu CPUs: 8 MiB (about
-// 58,000 events, seconds of a connection storm on a small machine), or
-// 1 MiB a CPU on a larger one, rounded up to a power of two and at most
-// MaxRingBufferSize: every CPU writes into it, and a node with more cores
-// makes a storm faster.
-func DefaultRingBufferSize(ncpu int) uint32 {
-	size := uint32(8 << 20)
-	for int(size) < ncpu<<20 && size < MaxRingBufferSize {
-		size <<= 1
-	}
-	return size
-}
-
-// MaxRingBufferSize bounds --buffer: the kernel takes up to 2 GiB less a
-// page, and porttrace keeps it sane for a machine it watches.
-const MaxRingBufferSize = 1 << 30
-
 // configure sets the knobs of spec before load (bpf/common.h: the const
-// volatile globals) and sizes the ring buffer.
+// volatile globals) and sizes the rings.
 func configure(spec *ebpf.CollectionSpec, b event.Backend, o Options, listenOnSk bool, have helpers, anyContext bool) error {
 	var specs porttraceSpecs
 	if err := spec.Assign(&specs); err != nil {
@@ -46,7 +29,9 @@ func configure(spec *ebpf.CollectionSpec, b event.Backend, o Options, listenOnSk
 	if o.RingBufferSize != 0 {
 		size = o.RingBufferSize
 	}
-	specs.Events.MaxEntries = size
+	rings, perRing := ringLayout(ncpu)
+	specs.Rings.MaxEntries = uint32(rings)
+	specs.Rings.InnerMap.MaxEntries = size
 	specs.Connecting.MaxEntries = DefaultMaxConnecting
 	if !anyContext {
 		// Allocating a map element in a kprobe, tracepoint or raw
@@ -102,6 +87,7 @@ func configure(spec *ebpf.CollectionSpec, b event.Backend, o Options, listenOnSk
 		{vs.AcceptBackend, uint8(b)},
 		{vs.ChurnMode, o.Churn},
 		{vs.SampleEvery, o.Sample},
+		{vs.CpusPerRing, uint32(perRing)},
 		// Wake the reader per batch of 1,024 events, or per quarter of a small ring.
 		{vs.WakeupBytes, min(uint64(1024*unsafe.Sizeof(porttraceEvent{})), uint64(size/4))},
 	} {

@@ -183,7 +183,6 @@ const (
 	porttraceMapChurnProc                = "churn_proc"
 	porttraceMapConnecting               = "connecting"
 	porttraceMapCounters                 = "counters"
-	porttraceMapEvents                   = "events"
 	porttraceMapInflight                 = "inflight"
 	porttraceMapKaccept                  = "kaccept"
 	porttraceMapKinflight                = "kinflight"
@@ -191,6 +190,7 @@ const (
 	porttraceMapPortBefore               = "port_before"
 	porttraceMapPortFilter               = "port_filter"
 	porttraceMapPreblocked               = "preblocked"
+	porttraceMapRings                    = "rings"
 	porttraceProgConnectState            = "connect_state"
 	porttraceProgFentryFastopenConnect   = "fentry_fastopen_connect"
 	porttraceProgFentryInetDgramConnect  = "fentry_inet_dgram_connect"
@@ -227,6 +227,7 @@ const (
 	porttraceProgTpExitListen            = "tp_exit_listen"
 	porttraceVarAcceptBackend            = "accept_backend"
 	porttraceVarChurnMode                = "churn_mode"
+	porttraceVarCpusPerRing              = "cpus_per_ring"
 	porttraceVarFilterCgroups            = "filter_cgroups"
 	porttraceVarFilterNetns              = "filter_netns"
 	porttraceVarFilterPorts              = "filter_ports"
@@ -337,7 +338,6 @@ type porttraceMapSpecs struct {
 	ChurnProc    *ebpf.MapSpec `ebpf:"churn_proc"`
 	Connecting   *ebpf.MapSpec `ebpf:"connecting"`
 	Counters     *ebpf.MapSpec `ebpf:"counters"`
-	Events       *ebpf.MapSpec `ebpf:"events"`
 	Inflight     *ebpf.MapSpec `ebpf:"inflight"`
 	Kaccept      *ebpf.MapSpec `ebpf:"kaccept"`
 	Kinflight    *ebpf.MapSpec `ebpf:"kinflight"`
@@ -345,6 +345,7 @@ type porttraceMapSpecs struct {
 	PortBefore   *ebpf.MapSpec `ebpf:"port_before"`
 	PortFilter   *ebpf.MapSpec `ebpf:"port_filter"`
 	Preblocked   *ebpf.MapSpec `ebpf:"preblocked"`
+	Rings        *ebpf.MapSpec `ebpf:"rings"`
 }
 
 // porttraceVariableSpecs contains global variables before they are loaded into the kernel.
@@ -353,6 +354,7 @@ type porttraceMapSpecs struct {
 type porttraceVariableSpecs struct {
 	AcceptBackend      *ebpf.VariableSpec `ebpf:"accept_backend"`
 	ChurnMode          *ebpf.VariableSpec `ebpf:"churn_mode"`
+	CpusPerRing        *ebpf.VariableSpec `ebpf:"cpus_per_ring"`
 	FilterCgroups      *ebpf.VariableSpec `ebpf:"filter_cgroups"`
 	FilterNetns        *ebpf.VariableSpec `ebpf:"filter_netns"`
 	FilterPorts        *ebpf.VariableSpec `ebpf:"filter_ports"`
@@ -401,7 +403,6 @@ type porttraceMaps struct {
 	ChurnProc    *ebpf.Map `ebpf:"churn_proc"`
 	Connecting   *ebpf.Map `ebpf:"connecting"`
 	Counters     *ebpf.Map `ebpf:"counters"`
-	Events       *ebpf.Map `ebpf:"events"`
 	Inflight     *ebpf.Map `ebpf:"inflight"`
 	Kaccept      *ebpf.Map `ebpf:"kaccept"`
 	Kinflight    *ebpf.Map `ebpf:"kinflight"`
@@ -409,6 +410,7 @@ type porttraceMaps struct {
 	PortBefore   *ebpf.Map `ebpf:"port_before"`
 	PortFilter   *ebpf.Map `ebpf:"port_filter"`
 	Preblocked   *ebpf.Map `ebpf:"preblocked"`
+	Rings        *ebpf.Map `ebpf:"rings"`
 }
 
 func (m *porttraceMaps) Close() error {
@@ -419,7 +421,6 @@ func (m *porttraceMaps) Close() error {
 		m.ChurnProc,
 		m.Connecting,
 		m.Counters,
-		m.Events,
 		m.Inflight,
 		m.Kaccept,
 		m.Kinflight,
@@ -427,6 +428,7 @@ func (m *porttraceMaps) Close() error {
 		m.PortBefore,
 		m.PortFilter,
 		m.Preblocked,
+		m.Rings,
 	)
 }
 
@@ -436,6 +438,7 @@ func (m *porttraceMaps) Close() error {
 type porttraceVariables struct {
 	AcceptBackend      *ebpf.Variable `ebpf:"accept_backend"`
 	ChurnMode          *ebpf.Variable `ebpf:"churn_mode"`
+	CpusPerRing        *ebpf.Variable `ebpf:"cpus_per_ring"`
 	FilterCgroups      *ebpf.Variable `ebpf:"filter_cgroups"`
 	FilterNetns        *ebpf.Variable `ebpf:"filter_netns"`
 	FilterPorts        *ebpf.Variable `ebpf:"filter_ports"`

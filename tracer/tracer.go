@@ -9,12 +9,10 @@ import (
 	"strings"
 	"sync"
 	"time"
-	"unsafe"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
-	"github.com/cilium/ebpf/ringbuf"
 	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
 
@@ -56,8 +54,9 @@ type Options struct {
 	// ChurnSampler) instead of sending events.
 	Churn bool
 
-	// RingBufferSize in bytes, a power of two and a multiple of the page
-	// size; 0 means DefaultRingBufferSize for this machine's CPUs.
+	// RingBufferSize is the size of each CPU's ring buffer in bytes, a
+	// power of two and a multiple of the page size; 0 means
+	// DefaultRingBufferSize for this machine's CPUs.
 	RingBufferSize uint32
 
 	// MaxConnecting bounds the connects in progress followed at once; 0
@@ -81,11 +80,9 @@ type Tracer struct {
 	without    []string        // the helpers the kernel lacks, and what the backend does instead
 	l          *loaded
 	links      []link.Link
-	rd         *ringbuf.Reader
-	rec        ringbuf.Record
+	r          *readers
 	bootOffset time.Duration
 	stopOnce   sync.Once
-	comms      *interner
 	phases     []Phase       // how long each step of New took
 	waited     time.Duration // Read's time waiting for events (Waited)
 }
@@ -93,7 +90,7 @@ type Tracer struct {
 // New loads and attaches the chosen backend, or with BackendAuto the first
 // that works. The reasons others were refused are in Notes.
 func New(o Options) (*Tracer, error) {
-	t := &Tracer{comms: newInterner()}
+	t := &Tracer{}
 	since := time.Now()
 	if err := checkPrivileges(); err != nil {
 		return nil, err
@@ -119,6 +116,8 @@ func New(o Options) (*Tracer, error) {
 	if forceHelpers != nil {
 		forceHelpers(&have)
 	}
+	now, boot := time.Now(), monotonicBoot()
+	t.bootOffset = time.Duration(now.UnixNano() - boot)
 	var errs []error
 	for _, b := range order {
 		err := t.start(b, o, spec.Copy(), cache, have, &since)
@@ -140,8 +139,6 @@ func New(o Options) (*Tracer, error) {
 		}
 		return nil, fmt.Errorf("no usable backend: %w", explain(JoinErrors(errs...)))
 	}
-	now, boot := time.Now(), monotonicBoot()
-	t.bootOffset = time.Duration(now.UnixNano() - boot)
 	// The kernel's BTF (its file mapped, its types decoded: 10 MB here) and
 	// the object's specs are garbage now: let them go soon rather than at
 	// the first collection, some megabytes of events later, and beside the
@@ -211,15 +208,21 @@ func (t *Tracer) start(b event.Backend, o Options, spec *ebpf.CollectionSpec, ca
 			return fmt.Errorf("setting the cgroup filter: %w", err)
 		}
 	}
+	// The rings are in place before the first event.
+	rs := spec.Maps["rings"]
+	rds, err := openRings(l.maps.Rings, rs.InnerMap, int(rs.MaxEntries))
+	if err != nil {
+		return err
+	}
 	if err := t.attach(l, o.Events, o.Churn); err != nil {
+		for _, rd := range rds {
+			rd.Close()
+		}
 		return err
 	}
 	t.mark(b.String()+" attach", since)
-	rd, err := ringbuf.NewReader(l.maps.Events)
-	if err != nil {
-		return fmt.Errorf("opening the ring buffer: %w", err)
-	}
-	t.l, t.rd = l, rd
+	t.l = l
+	t.startReaders(rds)
 	return nil
 }
 
@@ -292,54 +295,6 @@ func (t *Tracer) Backend() event.Backend { return t.backend }
 // Notes says why backends tried before the chosen one were refused.
 func (t *Tracer) Notes() []string { return t.notes }
 
-// Read blocks for the next event and decodes it into ev. After Stop it
-// returns what is left in the ring buffer, then ErrStopped.
-func (t *Tracer) Read(ev *event.Event) error {
-	for {
-		// The kernel wakes the reader only once a batch has gathered
-		// (wakeup_flags in bpf/common.h); the deadline picks up the rest.
-		now := time.Now()
-		empty := t.rd.AvailableBytes() == 0
-		t.rd.SetDeadline(now.Add(ReadEvery))
-		err := t.rd.ReadInto(&t.rec)
-		if empty {
-			t.waited += time.Since(now)
-		}
-		if err != nil {
-			if errors.Is(err, os.ErrDeadlineExceeded) {
-				continue
-			}
-			if errors.Is(err, ringbuf.ErrFlushed) || errors.Is(err, ringbuf.ErrClosed) {
-				return ErrStopped
-			}
-			return fmt.Errorf("reading the ring buffer: %w", err)
-		}
-		if len(t.rec.RawSample) < int(unsafe.Sizeof(porttraceEvent{})) {
-			continue
-		}
-		decode((*porttraceEvent)(unsafe.Pointer(&t.rec.RawSample[0])), t.bootOffset, ev, t.comms)
-		return nil
-	}
-}
-
-// Waited is how long Read has waited, all told, for events to come: the
-// time the reader was not the bottleneck.
-func (t *Tracer) Waited() time.Duration { return t.waited }
-
-// Pending reports whether more events are waiting in the ring buffer, so a
-// writer knows when to flush.
-func (t *Tracer) Pending() bool { return t.rd.AvailableBytes() > 0 }
-
-// Stop detaches every hook, so no new event is produced, and makes Read
-// return the events still buffered, then ErrStopped. Safe to call from
-// another goroutine and more than once.
-func (t *Tracer) Stop() {
-	t.stopOnce.Do(func() {
-		t.detach()
-		_ = t.rd.Flush()
-	})
-}
-
 // detach closes the links in parallel: each tracepoint detach waits for an
 // RCU grace period (~60 ms), which one after another adds up to most of a
 // second on exit.
@@ -355,7 +310,7 @@ func (t *Tracer) detach() {
 // Close stops the tracer and frees everything it loaded.
 func (t *Tracer) Close() error {
 	t.Stop()
-	return JoinErrors(t.rd.Close(), t.l.close())
+	return JoinErrors(t.r.close(), t.l.close())
 }
 
 func monotonicBoot() int64 {

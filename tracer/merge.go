@@ -1,0 +1,250 @@
+package tracer
+
+import (
+	"time"
+
+	"github.com/porttrace/porttrace/tracer/event"
+)
+
+// The kernel writes events into a ring per CPU (bpf/common.h: rings), each
+// read and decoded on a goroutine of its own (rings.go); merger puts them
+// back into the order of their timestamps for Read.
+//
+// A ring is in order, or nearly: a program interrupted by another on the
+// same CPU (a state change in softirq during a connect's exit) commits
+// after it, a few microseconds out; the reader sorts each batch. Across
+// rings, an event can go out once no ring can still produce an earlier
+// one: every other ring either holds a later event already, or its reader
+// found it empty after the event's time plus mergeSlack (the longest an
+// event takes from its timestamp to its commit in the program). So the
+// window is what the rings hold and mergeSlack: an event waits at most
+// mergeSlack, and the time to ask idle rings, beyond its arrival. Memory is
+// bounded by batchesPerRing batches of batchSize events a ring: a reader
+// whose batches are all queued here waits, and its ring fills and counts
+// its losses, as a single slow reader would.
+
+const (
+	// mergeSlack is 1 ms: a program runs for microseconds between its
+	// timestamp and its commit, with interrupts; a task preempted there for
+	// longer (PREEMPT kernels) can come out of order, counted by Reordered.
+	mergeSlack     = int64(time.Millisecond)
+	batchSize      = 128
+	batchesPerRing = 4
+)
+
+// batch is what a ring's reader hands the merge: events in ts order.
+type batch struct {
+	ring int
+	evs  []event.Event
+	ts   []int64 // boot time of evs, ascending
+	mark int64   // > 0: the ring was found empty at this boot time, after evs
+	last bool    // nothing more comes from this ring (stopped, or err)
+	err  error
+}
+
+func (b *batch) reset() {
+	b.evs, b.ts, b.mark, b.last, b.err = b.evs[:0], b.ts[:0], 0, false, nil
+}
+
+// sort puts a nearly sorted batch in ts order (insertion sort: linear when
+// in order, as batches almost always are).
+func (b *batch) sort() {
+	for i := 1; i < len(b.ts); i++ {
+		for j := i; j > 0 && b.ts[j] < b.ts[j-1]; j-- {
+			b.ts[j], b.ts[j-1] = b.ts[j-1], b.ts[j]
+			b.evs[j], b.evs[j-1] = b.evs[j-1], b.evs[j]
+		}
+	}
+}
+
+// ringState is what the merge knows of one ring.
+type ringState struct {
+	q      []*batch // received, oldest first; q[0].evs[pos] is the head
+	pos    int
+	seen   int64 // the latest timestamp received from it
+	mark   int64 // when its reader last found it empty
+	done   bool
+	wakeup bool // asked for a fresh mark, not yet answered
+}
+
+func (r *ringState) head() (int64, bool) {
+	if len(r.q) == 0 {
+		return 0, false
+	}
+	return r.q[0].ts[r.pos], true
+}
+
+// frontier is how early an event this ring has not handed over yet can
+// be, when it has none queued.
+func (r *ringState) frontier() int64 {
+	if r.done {
+		return maxTs
+	}
+	return max(r.mark-mergeSlack, r.seen)
+}
+
+const maxTs = int64(^uint64(0) >> 1)
+
+// merger is the k-way merge of the rings' batches. Only Read's goroutine
+// uses it.
+type merger struct {
+	in    chan *batch   // from the readers; room for all their batches, so a send never blocks
+	free  []chan *batch // per ring, the batches its reader may fill
+	rings []ringState
+	live  int            // rings not done
+	wake  func(ring int) // asks an idle ring's reader for a fresh mark
+	now   func() int64   // boot time
+	timer *time.Timer    // until the head is mergeSlack old
+	err   error          // the first reader's error
+
+	run      int   // the ring events go out from, while its head is <= bound
+	bound    int64 // no other ring can hand over anything earlier
+	queued   int
+	last     int64
+	reorders uint64
+	waited   time.Duration
+}
+
+func newMerger(rings int, wake func(int), now func() int64) *merger {
+	m := &merger{
+		in:    make(chan *batch, rings*batchesPerRing),
+		free:  make([]chan *batch, rings),
+		rings: make([]ringState, rings),
+		live:  rings,
+		wake:  wake,
+		now:   now,
+		run:   -1,
+	}
+	for i := range m.free {
+		m.free[i] = make(chan *batch, batchesPerRing)
+		for range batchesPerRing {
+			m.free[i] <- &batch{ring: i, evs: make([]event.Event, 0, batchSize), ts: make([]int64, 0, batchSize)}
+		}
+	}
+	return m
+}
+
+// next gives the earliest event no ring can precede any more, waiting for
+// the readers as long as it takes; ErrStopped once every ring is done and
+// drained; a reader's error at once.
+func (m *merger) next(ev *event.Event) error {
+	for {
+		if m.err != nil {
+			return m.err
+		}
+		if m.run >= 0 {
+			if ts, ok := m.rings[m.run].head(); ok && ts <= m.bound {
+				m.pop(m.run, ev)
+				return nil
+			}
+			m.run = -1
+		}
+		r, h := m.pick()
+		if r >= 0 && h <= m.bound {
+			m.run = r
+			continue
+		}
+		if r < 0 && m.live == 0 {
+			return ErrStopped
+		}
+		m.await(r, h)
+	}
+}
+
+// pick finds the ring with the earliest head, and sets bound to what the
+// others allow: their heads, or for those with nothing queued, their
+// frontier.
+func (m *merger) pick() (ring int, head int64) {
+	ring, head, m.bound = -1, maxTs, maxTs
+	for i := range m.rings {
+		ts, ok := m.rings[i].head()
+		if ok && ts < head {
+			if ring >= 0 {
+				m.bound = min(m.bound, head)
+			}
+			ring, head = i, ts
+			continue
+		}
+		if !ok {
+			ts = m.rings[i].frontier()
+		}
+		m.bound = min(m.bound, ts)
+	}
+	return ring, head
+}
+
+// await waits for a batch. With an event waiting (head of ring r), rings
+// with nothing queued whose frontier holds it back are asked for a fresh
+// mark once it is mergeSlack old.
+func (m *merger) await(r int, head int64) {
+	start := time.Now()
+	defer func() { m.waited += time.Since(start) }()
+	if r < 0 {
+		m.add(<-m.in)
+		return
+	}
+	if d := head + mergeSlack - m.now(); d > 0 {
+		if m.timer == nil {
+			m.timer = time.NewTimer(time.Duration(d))
+		} else {
+			m.timer.Reset(time.Duration(d))
+		}
+		select {
+		case b := <-m.in:
+			m.timer.Stop()
+			m.add(b)
+			return
+		case <-m.timer.C:
+		}
+	}
+	for i := range m.rings {
+		s := &m.rings[i]
+		if _, ok := s.head(); !ok && !s.done && !s.wakeup && s.frontier() < head {
+			s.wakeup = true
+			m.wake(i)
+		}
+	}
+	m.add(<-m.in)
+}
+
+func (m *merger) add(b *batch) {
+	s := &m.rings[b.ring]
+	s.wakeup = false
+	if b.err != nil && m.err == nil {
+		m.err = b.err
+	}
+	if b.last {
+		s.done = true
+		m.live--
+	}
+	s.mark = max(s.mark, b.mark)
+	if len(b.evs) == 0 {
+		m.free[b.ring] <- b
+		return
+	}
+	s.seen = max(s.seen, b.ts[len(b.ts)-1])
+	s.q = append(s.q, b)
+	m.queued += len(b.evs)
+}
+
+func (m *merger) pop(ring int, ev *event.Event) {
+	s := &m.rings[ring]
+	b := s.q[0]
+	ts := b.ts[s.pos]
+	*ev = b.evs[s.pos]
+	b.evs[s.pos] = event.Event{} // let go of its strings
+	s.pos++
+	m.queued--
+	if s.pos == len(b.evs) {
+		s.q[0] = nil
+		s.q, s.pos = s.q[1:], 0
+		m.free[ring] <- b
+	}
+	if ts < m.last {
+		m.reorders++
+	}
+	m.last = max(m.last, ts)
+}
+
+// pending says whether events are queued or on their way.
+func (m *merger) pending() bool { return m.queued > 0 || len(m.in) > 0 }

@@ -1,0 +1,200 @@
+package tracer
+
+import (
+	"errors"
+	"slices"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/porttrace/porttrace/tracer/event"
+)
+
+const ms = int64(time.Millisecond)
+
+// sent is one batch a fake reader hands the merge: ts in ms, mark in ms
+// (0: none), last.
+type sent struct {
+	ring int
+	ts   []int64
+	mark int64
+	last bool
+}
+
+// feed sends b as ring b.ring's reader would, from its free batches; the
+// events' PID is their timestamp in ms, to follow them.
+func feed(t *testing.T, m *merger, b sent) {
+	t.Helper()
+	var fb *batch
+	select {
+	case fb = <-m.free[b.ring]:
+	default:
+		t.Fatalf("ring %d has no free batch: the merge holds them all", b.ring)
+	}
+	fb.reset()
+	for _, ts := range b.ts {
+		fb.evs = append(fb.evs, event.Event{PID: uint32(ts)})
+		fb.ts = append(fb.ts, ts*ms)
+	}
+	fb.mark, fb.last = b.mark*ms, b.last
+	fb.sort()
+	m.in <- fb
+}
+
+// drain reads what the merge can give without waiting for another batch.
+func drain(m *merger) []int64 {
+	var got []int64
+	for {
+		m.run = -1
+		if r, h := m.pick(); r < 0 || h > m.bound {
+			return got
+		}
+		var ev event.Event
+		if err := m.next(&ev); err != nil {
+			return got
+		}
+		got = append(got, int64(ev.PID))
+	}
+}
+
+func TestMergeOrder(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		rings int
+		in    []sent
+		want  []int64
+	}{
+		{"one ring goes out as it comes", 1,
+			[]sent{{0, []int64{1, 2, 3}, 0, false}},
+			[]int64{1, 2, 3}},
+		{"a batch is sorted", 1,
+			[]sent{{0, []int64{2, 1, 3}, 0, false}},
+			[]int64{1, 2, 3}},
+		{"two rings interleave", 2,
+			[]sent{{0, []int64{1, 4, 6}, 10, false}, {1, []int64{2, 3, 5}, 10, false}},
+			[]int64{1, 2, 3, 4, 5, 6}},
+		{"an empty ring's mark lets the other's earlier events out", 2,
+			[]sent{{0, []int64{1, 2, 8}, 0, false}, {1, nil, 5, false}},
+			// 8 waits: ring 1 was empty at 5, so it may still send 4 on.
+			[]int64{1, 2}},
+		{"a ring's own latest event bounds what it can still send", 2,
+			[]sent{{0, []int64{1, 2, 9}, 0, false}, {1, []int64{3}, 0, false}},
+			[]int64{1, 2, 3}},
+		{"a stopped ring holds nothing back", 2,
+			[]sent{{0, []int64{1, 7}, 0, false}, {1, []int64{3}, 0, true}},
+			[]int64{1, 3, 7}},
+		{"three rings", 3,
+			[]sent{{0, []int64{5, 9}, 20, true}, {1, []int64{1, 6}, 20, true}, {2, []int64{2, 3, 4, 10}, 20, true}},
+			[]int64{1, 2, 3, 4, 5, 6, 9, 10}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := newMerger(tc.rings, func(int) {}, func() int64 { return 0 })
+			for _, b := range tc.in {
+				feed(t, m, b)
+			}
+			for len(m.in) > 0 {
+				m.add(<-m.in)
+			}
+			if got := drain(m); !slices.Equal(got, tc.want) {
+				t.Errorf("got %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+// An event held back by an idle ring goes out once that ring, asked,
+// answers that it was still empty mergeSlack after the event; the merge
+// asks only the rings holding it back, and not before the event is
+// mergeSlack old.
+func TestMergeAsksIdleRings(t *testing.T) {
+	var now atomic.Int64
+	now.Store(10 * ms)
+	var asked []int
+	var m *merger
+	m = newMerger(3, func(i int) {
+		asked = append(asked, i)
+		b := <-m.free[i] // the reader of an idle ring has its batches
+		b.reset()
+		b.mark = now.Load()
+		m.in <- b
+	}, now.Load)
+	feed(t, m, sent{ring: 0, ts: []int64{10}})
+	feed(t, m, sent{ring: 2, ts: []int64{30}})
+	var ev event.Event
+	done := make(chan error)
+	go func() { done <- m.next(&ev) }()
+	select {
+	case err := <-done:
+		t.Fatalf("the event went out before ring 1 said it was empty past it: %d, %v", ev.PID, err)
+	case <-time.After(20 * time.Millisecond):
+	}
+	now.Store(12 * ms)
+	if err := <-done; err != nil || ev.PID != 10 {
+		t.Fatalf("got %d, %v; want the event at 10 ms", ev.PID, err)
+	}
+	if len(asked) == 0 || slices.ContainsFunc(asked, func(i int) bool { return i != 1 }) {
+		t.Errorf("asked rings %v, want ring 1 only: ring 2 held an event, ring 0 the one waiting", asked)
+	}
+	// Each answer came after a wait of mergeSlack, not in a busy loop.
+	if len(asked) > 25 {
+		t.Errorf("asked ring 1 %d times in 20 ms", len(asked))
+	}
+}
+
+func TestMergeStopsAndErrs(t *testing.T) {
+	m := newMerger(2, func(int) {}, func() int64 { return 0 })
+	feed(t, m, sent{ring: 0, ts: []int64{1, 2}, last: true})
+	feed(t, m, sent{ring: 1, ts: []int64{3}, last: true})
+	var ev event.Event
+	var got []int64
+	for {
+		err := m.next(&ev)
+		if errors.Is(err, ErrStopped) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, int64(ev.PID))
+	}
+	if !slices.Equal(got, []int64{1, 2, 3}) {
+		t.Errorf("got %v before ErrStopped, want [1 2 3]", got)
+	}
+	for i := range m.free {
+		if len(m.free[i]) != batchesPerRing {
+			t.Errorf("ring %d: %d batches given back, want %d", i, len(m.free[i]), batchesPerRing)
+		}
+	}
+
+	m = newMerger(2, func(int) {}, func() int64 { return 0 })
+	b := <-m.free[1]
+	b.reset()
+	b.err, b.last = errors.New("reading ring buffer 1: bad"), true
+	m.in <- b
+	feed(t, m, sent{ring: 0, ts: []int64{1}})
+	if err := m.next(&ev); err == nil || err.Error() != "reading ring buffer 1: bad" {
+		t.Errorf("got %v, want ring 1's error", err)
+	}
+}
+
+// A ring that sends an event earlier than it had let the merge assume
+// (one that took longer than mergeSlack to commit) is counted.
+func TestMergeCountsReorders(t *testing.T) {
+	m := newMerger(2, func(int) {}, func() int64 { return 0 })
+	feed(t, m, sent{ring: 0, ts: []int64{5}})
+	feed(t, m, sent{ring: 1, ts: []int64{6}})
+	for len(m.in) > 0 {
+		m.add(<-m.in)
+	}
+	got := drain(m)
+	feed(t, m, sent{ring: 0, ts: []int64{4}, last: true})
+	feed(t, m, sent{ring: 1, last: true})
+	var ev event.Event
+	for m.next(&ev) == nil {
+		got = append(got, int64(ev.PID))
+	}
+	// 6 waited for ring 0, which had sent 5; its 4 still came after 5.
+	if !slices.Equal(got, []int64{5, 4, 6}) || m.reorders != 1 {
+		t.Errorf("got %v with %d reorders, want [5 4 6] with 1", got, m.reorders)
+	}
+}

@@ -1,0 +1,228 @@
+package tracer
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+	"unsafe"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/ringbuf"
+
+	"github.com/porttrace/porttrace/tracer/event"
+)
+
+// The ring buffers: one a CPU (bpf/common.h: rings), each read by a
+// goroutine of its own that decodes its events in batches; merge.go puts
+// them back in time order. With one ring, every CPU of a large node
+// reserved from the same lock and cache line, and one goroutine read,
+// decoded and wrote everything: about half a million events a second on
+// 16 CPUs, whatever the load.
+
+// MaxRings bounds the rings (bpf/common.h's MAX_RINGS): past 64 CPUs,
+// neighbouring CPUs share one, so that a large machine does not need
+// hundreds of file descriptors and goroutines.
+const MaxRings = 64
+
+// ringLayout is how many rings ncpu possible CPUs get, and how many
+// neighbouring CPUs share each.
+func ringLayout(ncpu int) (rings, cpusPerRing int) {
+	ncpu = max(ncpu, 1)
+	cpusPerRing = (ncpu + MaxRings - 1) / MaxRings
+	return (ncpu + cpusPerRing - 1) / cpusPerRing, cpusPerRing
+}
+
+// DefaultRingBufferSize is the size of each ring for ncpu CPUs: 8 MiB in
+// all (about 58,000 events, seconds of a storm on a small machine) split
+// over the rings, but at least 2 MiB a ring: a single busy CPU fills only
+// its own ring, at up to a few hundred thousand events a second, and its
+// reader must find room after being kept off the CPU for tens of
+// milliseconds.
+func DefaultRingBufferSize(ncpu int) uint32 {
+	rings, _ := ringLayout(ncpu)
+	size := uint32(8 << 20)
+	for size > 2<<20 && int(size)*rings > 8<<20 {
+		size >>= 1
+	}
+	return size
+}
+
+// MaxRingBufferSize bounds --buffer, a ring's size: the kernel takes up to
+// 2 GiB less a page, and porttrace keeps it sane for a machine it watches.
+const MaxRingBufferSize = 1 << 30
+
+// openRings makes n rings after spec (the inner map of rings), puts them
+// in the array the programs look them up in, and opens a reader on each.
+func openRings(outer *ebpf.Map, spec *ebpf.MapSpec, n int) ([]*ringbuf.Reader, error) {
+	var rds []*ringbuf.Reader
+	fail := func(err error) ([]*ringbuf.Reader, error) {
+		for _, rd := range rds {
+			rd.Close()
+		}
+		return nil, err
+	}
+	for i := range n {
+		m, err := ebpf.NewMap(spec)
+		if err != nil {
+			return fail(fmt.Errorf("making ring buffer %d: %w", i, err))
+		}
+		err = outer.Put(uint32(i), m)
+		var rd *ringbuf.Reader
+		if err == nil {
+			rd, err = ringbuf.NewReader(m)
+		}
+		// The array and the reader hold the ring.
+		m.Close()
+		if err != nil {
+			return fail(fmt.Errorf("opening ring buffer %d: %w", i, err))
+		}
+		rds = append(rds, rd)
+	}
+	return rds, nil
+}
+
+// readers is the reading side: the rings, their readers' goroutines, the merge.
+type readers struct {
+	rds      []*ringbuf.Reader
+	m        *merger
+	quit     chan struct{}
+	stopping chan struct{}
+	wg       sync.WaitGroup
+}
+
+func (t *Tracer) startReaders(rds []*ringbuf.Reader) {
+	r := &readers{rds: rds, quit: make(chan struct{}), stopping: make(chan struct{})}
+	r.m = newMerger(len(rds), func(i int) { _ = rds[i].Flush() }, monotonicBoot)
+	for i, rd := range rds {
+		r.wg.Go(func() { r.read(i, rd, t.bootOffset) })
+	}
+	t.r = r
+}
+
+// read reads ring i until it is stopped or closed: batches of events in
+// the ring's order, each with the time the ring was found empty after it
+// (its mark), if it was. Idle, it sends a fresh mark every ReadEvery, or at
+// once when the merge asks (Flush).
+func (r *readers) read(i int, rd *ringbuf.Reader, bootOffset time.Duration) {
+	var rec ringbuf.Record
+	comms := newInterner()
+	for {
+		var b *batch
+		select {
+		case b = <-r.m.free[i]:
+		case <-r.quit:
+			return
+		}
+		b.reset()
+		for len(b.evs) < batchSize {
+			mark := monotonicBoot()
+			if rd.AvailableBytes() == 0 && len(b.evs) > 0 {
+				b.mark = mark
+				break
+			}
+			rd.SetDeadline(time.Now().Add(ReadEvery))
+			err := rd.ReadInto(&rec)
+			if err == nil {
+				if len(rec.RawSample) >= int(unsafe.Sizeof(porttraceEvent{})) {
+					raw := (*porttraceEvent)(unsafe.Pointer(&rec.RawSample[0]))
+					b.evs = b.evs[:len(b.evs)+1]
+					decode(raw, bootOffset, &b.evs[len(b.evs)-1], comms)
+					b.ts = append(b.ts, int64(raw.TsNs))
+				}
+				continue
+			}
+			if errors.Is(err, os.ErrClosed) {
+				b.last = true
+				break
+			}
+			// Stopped: the hooks are gone, so an empty ring stays empty.
+			if errors.Is(err, ringbuf.ErrFlushed) && r.stopped() {
+				if rd.AvailableBytes() == 0 {
+					b.last = true
+					break
+				}
+				continue
+			}
+			if !errors.Is(err, ringbuf.ErrFlushed) && !errors.Is(err, os.ErrDeadlineExceeded) {
+				b.err, b.last = fmt.Errorf("reading ring buffer %d: %w", i, err), true
+				break
+			}
+			// Idle, or asked: answer with a mark if the ring is still empty.
+			mark = monotonicBoot()
+			if rd.AvailableBytes() == 0 {
+				b.mark = mark
+				break
+			}
+		}
+		b.sort()
+		r.m.in <- b
+		if b.last {
+			return
+		}
+	}
+}
+
+func (r *readers) stopped() bool {
+	select {
+	case <-r.stopping:
+		return true
+	default:
+		return false
+	}
+}
+
+// Read blocks for the next event, in time order across the CPUs' rings,
+// and decodes it into ev. After Stop it returns what is left in the rings,
+// then ErrStopped.
+func (t *Tracer) Read(ev *event.Event) error { return t.r.m.next(ev) }
+
+// Reordered counts the events Read gave out of time order: one that took
+// longer than mergeSlack from its timestamp to its ring.
+func (t *Tracer) Reordered() uint64 { return t.r.m.reorders }
+
+// Waited is how long Read has waited, all told, for events to come: the
+// time the reader was not the bottleneck.
+func (t *Tracer) Waited() time.Duration { return t.r.m.waited }
+
+// Rings is how many ring buffers the events come through.
+func (t *Tracer) Rings() int { return len(t.r.rds) }
+
+// Pending reports whether more events are waiting, in the rings or read
+// and not yet taken, so a writer knows when to flush.
+func (t *Tracer) Pending() bool {
+	if t.r.m.pending() {
+		return true
+	}
+	for _, rd := range t.r.rds {
+		if rd.AvailableBytes() > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// Stop detaches every hook, so no new event is produced, and makes Read
+// return the events still buffered, then ErrStopped. Safe to call from
+// another goroutine and more than once.
+func (t *Tracer) Stop() {
+	t.stopOnce.Do(func() {
+		t.detach()
+		close(t.r.stopping)
+		for _, rd := range t.r.rds {
+			_ = rd.Flush()
+		}
+	})
+}
+
+// close ends the readers' goroutines and closes the rings.
+func (r *readers) close() error {
+	close(r.quit)
+	var errs []error
+	for _, rd := range r.rds {
+		errs = append(errs, rd.Close())
+	}
+	r.wg.Wait()
+	return JoinErrors(errs...)
+}
