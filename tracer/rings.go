@@ -109,6 +109,9 @@ func (r *readers) read(i int, rd *ringbuf.Reader, bootOffset time.Duration) {
 	var rec ringbuf.Record
 	comms := newInterner()
 	for {
+		if r.closing() {
+			return
+		}
 		var b *batch
 		select {
 		case b = <-r.m.free[i]:
@@ -133,7 +136,7 @@ func (r *readers) read(i int, rd *ringbuf.Reader, bootOffset time.Duration) {
 				}
 				continue
 			}
-			if errors.Is(err, os.ErrClosed) {
+			if errors.Is(err, os.ErrClosed) || r.closing() {
 				b.last = true
 				break
 			}
@@ -161,6 +164,15 @@ func (r *readers) read(i int, rd *ringbuf.Reader, bootOffset time.Duration) {
 		if b.last {
 			return
 		}
+	}
+}
+
+func (r *readers) closing() bool {
+	select {
+	case <-r.quit:
+		return true
+	default:
+		return false
 	}
 }
 
@@ -216,13 +228,17 @@ func (t *Tracer) Stop() {
 	})
 }
 
-// close ends the readers' goroutines and closes the rings.
+// close ends the readers' goroutines, woken if they wait on their ring,
+// then closes the rings.
 func (r *readers) close() error {
 	close(r.quit)
+	for _, rd := range r.rds {
+		_ = rd.Flush()
+	}
+	r.wg.Wait()
 	var errs []error
 	for _, rd := range r.rds {
 		errs = append(errs, rd.Close())
 	}
-	r.wg.Wait()
 	return JoinErrors(errs...)
 }

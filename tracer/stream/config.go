@@ -74,7 +74,7 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&c.UDP, "udp", c.UDP, "only UDP")
 	fs.DurationVarP(&c.Duration, "duration", "d", c.Duration, "stop after this long (e.g. 30s)")
 	fs.VarP((*countFlag)(&c.Count), "count", "n", "stop after this many events")
-	fs.Var((*bufferFlag)(&c.RingBufferSize), "buffer", "ring buffer size, a power of two: 64M, 1G (default: 8M, or 1M a CPU past 8 CPUs)")
+	fs.Var((*bufferFlag)(&c.RingBufferSize), "buffer", "each CPU's ring buffer, a power of two: 4M, 64M (default: 8M in all over up to 4 CPUs, else 2M a CPU)")
 	fs.Var((*sampleFlag)(&c.Sample), "sample", "send one event in N (on each CPU) and count the rest: a storm thinned for a consumer that cannot keep up; in-kernel")
 	c.Scope.AddFlags(fs)
 	fs.StringVar(&c.backend, "backend", c.backend, "kernel hooks: auto, fentry, kprobe or tracepoint")
