@@ -55,7 +55,7 @@ func main() {
 	}
 	if *scaleOnly {
 		fmt.Printf("porttrace bench-scale: %s, %d CPUs, kernel %s\n", time.Now().Format(time.RFC3339), nprocs(), kernel())
-		if err := scale(*bin, *udpN*5, *tcpN*2); err != nil {
+		if err := scale(*bin, *baseline, *udpN*5, *tcpN*2); err != nil {
 			fmt.Fprintf(os.Stderr, "bench: scale: %v\n", err)
 			os.Exit(1)
 		}

@@ -15,8 +15,13 @@ import (
 // /dev/null and with porttrace churn, in one run. For each: the events
 // offered a second (what the loops made), those the stream delivered and
 // those it lost (from its own summary: every event is one or the other),
-// and the wall time against no tracer.
-func scale(bin string, udpN, tcpN int) error {
+// and the wall time against no tracer. With a baseline binary, its stream
+// is measured beside porttrace's, case for case.
+func scale(bin, baseline string, udpN, tcpN int) error {
+	bins := []struct{ name, path string }{{"porttrace", bin}}
+	if baseline != "" {
+		bins = append(bins, struct{ name, path string }{"baseline", baseline})
+	}
 	fmt.Println("K loops at once, one thread each; offered: events the loops made a second; delivered and lost: the stream's own count")
 	for _, w := range []struct {
 		name      string
@@ -40,14 +45,16 @@ func scale(bin string, udpN, tcpN int) error {
 			offered := float64(k*w.perLoop*w.perIter) / base.Seconds()
 			fmt.Printf("  %-3d %-26s %10s %12.0f %12s %10s %8s\n", k, "no tracer", base.Round(time.Millisecond), offered, "", "", "1.00x")
 
-			events, lost, took, err := summary(bin, []string{"-o", "json", "-e", w.eventsArg, "--pid", fmt.Sprint(os.Getpid())}, run)
-			if err != nil {
-				return err
+			for _, b := range bins {
+				events, lost, took, err := summary(b.path, []string{"-o", "json", "-e", w.eventsArg, "--pid", fmt.Sprint(os.Getpid())}, run)
+				if err != nil {
+					return err
+				}
+				fmt.Printf("  %-3d %-26s %10s %12.0f %12d %10d %7.2fx\n", k, b.name+" -o json", took.Round(time.Millisecond),
+					float64(events+lost)/took.Seconds(), events, lost, took.Seconds()/base.Seconds())
 			}
-			fmt.Printf("  %-3d %-26s %10s %12.0f %12d %10d %7.2fx\n", k, "porttrace -o json", took.Round(time.Millisecond),
-				float64(events+lost)/took.Seconds(), events, lost, took.Seconds()/base.Seconds())
 
-			took, err = underChurn(bin, run)
+			took, err := underChurn(bin, run)
 			if err != nil {
 				return err
 			}

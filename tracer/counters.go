@@ -30,14 +30,23 @@ const (
 	oldKernelMaxConnecting = 16384
 )
 
+// LostByCPU is Lost CPU by CPU, indexed by CPU number: which CPUs found
+// their ring full (a ring a CPU, but for MaxRings).
+func (t *Tracer) LostByCPU() ([]uint64, error) { return t.perCPU(porttraceCounterCNT_LOST) }
+
 func (t *Tracer) counter(idx porttraceCounter) (uint64, error) {
-	var perCPU []uint64
-	if err := t.l.maps.Counters.Lookup(idx, &perCPU); err != nil {
-		return 0, fmt.Errorf("reading counters: %w", err)
-	}
+	perCPU, err := t.perCPU(idx)
 	var n uint64
 	for _, v := range perCPU {
 		n += v
 	}
-	return n, nil
+	return n, err
+}
+
+func (t *Tracer) perCPU(idx porttraceCounter) ([]uint64, error) {
+	var perCPU []uint64
+	if err := t.l.maps.Counters.Lookup(idx, &perCPU); err != nil {
+		return nil, fmt.Errorf("reading counters: %w", err)
+	}
+	return perCPU, nil
 }

@@ -38,7 +38,10 @@ porttrace: 3 events lost: the ring buffer was full
 }
 
 // fakeLost is the kernel's running counts, one reading a call.
-type fakeLost struct{ lost, unfollowed []uint64 }
+type fakeLost struct {
+	lost, unfollowed []uint64
+	byCPU            [][]uint64
+}
 
 func next(f *[]uint64) (uint64, error) {
 	n := (*f)[0]
@@ -51,6 +54,39 @@ func next(f *[]uint64) (uint64, error) {
 func (f *fakeLost) Lost() (uint64, error)       { return next(&f.lost) }
 func (f *fakeLost) Unfollowed() (uint64, error) { return next(&f.unfollowed) }
 func (f *fakeLost) SampledOut() (uint64, error) { return 0, nil }
+func (f *fakeLost) LostByCPU() ([]uint64, error) {
+	if len(f.byCPU) == 0 {
+		return nil, nil
+	}
+	b := f.byCPU[0]
+	f.byCPU = f.byCPU[1:]
+	return b, nil
+}
+
+// The CPUs whose rings were full are named, those that lost most first,
+// with what each lost since the last loss told.
+func TestLostWhere(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		byCPU [][]uint64
+		want  []string
+	}{
+		{"one ring", [][]uint64{{7}}, []string{"the ring buffer was full"}},
+		{"one CPU of four", [][]uint64{{0, 0, 9, 0}}, []string{"the ring buffers of CPU 2 (9) were full"}},
+		{"most first", [][]uint64{{1, 5, 0, 3}}, []string{"the ring buffers of CPU 1 (5), CPU 3 (3) and CPU 0 (1) were full"}},
+		{"past three", [][]uint64{{1, 5, 2, 3, 4}}, []string{"the ring buffers of CPU 1 (5), CPU 4 (4), CPU 3 (3) and 2 more were full"}},
+		{"since the last", [][]uint64{{0, 5}, {4, 5}}, []string{"the ring buffers of CPU 1 (5) were full", "the ring buffers of CPU 0 (4) were full"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := &lostReport{counter: &fakeLost{byCPU: tc.byCPU}}
+			for i, w := range tc.want {
+				if got := l.where(); got != w {
+					t.Errorf("loss %d: %q, want %q", i, got, w)
+				}
+			}
+		})
+	}
+}
 
 // The advice at a first loss names the bottleneck: the output when most of
 // the time went waiting for it, else the reading; with the rates.

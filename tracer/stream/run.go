@@ -2,10 +2,12 @@ package stream
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -207,6 +209,7 @@ func (l *streamLoop) write(ev *event.Event) error {
 type lostReport struct {
 	counter interface {
 		Lost() (uint64, error)
+		LostByCPU() ([]uint64, error)
 		Unfollowed() (uint64, error)
 		SampledOut() (uint64, error)
 	}
@@ -215,6 +218,7 @@ type lostReport struct {
 	stderr        io.Writer
 	metrics       *Metrics
 	reported      uint64 // the kernel's count when last told
+	reportedByCPU []uint64
 	unfollowed    uint64 // likewise, of connects not followed
 	pace          pace   // how fast the output takes events, for the advice on a first loss
 	advised       bool
@@ -284,7 +288,7 @@ func (l *lostReport) check() {
 	if lost, err := l.counter.Lost(); err == nil && lost > l.reported {
 		n := lost - l.reported
 		l.reported = lost
-		fmt.Fprintf(l.stderr, "porttrace: %d %s lost: the ring buffer was full\n", n, textout.Plural(int(n), "event", "events"))
+		fmt.Fprintf(l.stderr, "porttrace: %d %s lost: %s\n", n, textout.Plural(int(n), "event", "events"), l.where())
 		if !l.advised && wall > 0 {
 			l.advised = true
 			fmt.Fprint(l.stderr, advice(perSec, float64(n)/wall.Seconds(), share))
@@ -301,6 +305,42 @@ func (l *lostReport) check() {
 			n, textout.Plural(int(n), "event", "events"), l.maxConnecting)
 		l.tell(n, event.KindConnectDone.String())
 	}
+}
+
+// where says which CPUs' rings were full since the last loss told, the
+// three that lost most.
+func (l *lostReport) where() string {
+	byCPU, err := l.counter.LostByCPU()
+	if err != nil || len(byCPU) < 2 {
+		return "the ring buffer was full"
+	}
+	type cpuLost struct {
+		cpu int
+		n   uint64
+	}
+	var full []cpuLost
+	for cpu, n := range byCPU {
+		if cpu < len(l.reportedByCPU) {
+			n -= l.reportedByCPU[cpu]
+		}
+		if n > 0 {
+			full = append(full, cpuLost{cpu, n})
+		}
+	}
+	l.reportedByCPU = byCPU
+	slices.SortStableFunc(full, func(a, b cpuLost) int { return cmp.Compare(b.n, a.n) })
+	var parts []string
+	for i, c := range full {
+		if i == 3 {
+			parts = append(parts, fmt.Sprintf("%d more", len(full)-3))
+			break
+		}
+		parts = append(parts, fmt.Sprintf("CPU %d (%d)", c.cpu, c.n))
+	}
+	if len(parts) == 0 {
+		return "the ring buffers were full"
+	}
+	return "the ring buffers of " + textout.List(parts) + " were full"
 }
 
 func (l *lostReport) tell(n uint64, kind string) {

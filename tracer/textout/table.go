@@ -74,6 +74,14 @@ func Plural(n int, one, many string) string {
 	return many
 }
 
+// List joins items as a sentence does: "a", "a and b", "a, b and c".
+func List(items []string) string {
+	if len(items) < 2 {
+		return strings.Join(items, "")
+	}
+	return strings.Join(items[:len(items)-1], ", ") + " and " + items[len(items)-1]
+}
+
 // DisplayZone is the time zone of the clock times humans read (table,
 // churn, ports, who); JSON is always UTC. Tests set it to UTC before any
 // test runs.
