@@ -5,7 +5,7 @@ import "fmt"
 // What the kernel counts beside the events (bpf/porttrace.h's enum
 // counter), and the bounds a run holds it to.
 
-// Lost is how many events the kernel dropped because the ring buffer was full.
+// Lost is how many events the kernel dropped because a ring buffer was full.
 func (t *Tracer) Lost() (uint64, error) { return t.counter(porttraceCounterCNT_LOST) }
 
 // SampledOut is how many events Options.Sample left out.
