@@ -343,8 +343,8 @@ func TestKernelSchemaPortsAndWho(t *testing.T) {
 		if err := ports.RunWho(t.Context(), who, &out, &strings.Builder{}); !errors.Is(err, tc.err) {
 			t.Errorf("who %d: %v, want %v", tc.port, err, tc.err)
 		}
-		if counts := schematest.CheckLines(t, schematest.Who, []byte(out.String())); counts["snapshot"] == 0 {
-			t.Errorf("who %d wrote no socket", tc.port)
+		if counts := schematest.CheckLines(t, schematest.Who, []byte(out.String())); counts["who"] != 1 || !strings.Contains(out.String(), `"sockets":[{`) {
+			t.Errorf("who %d wrote no who object with its sockets:\n%s", tc.port, out.String())
 		}
 	}
 }

@@ -68,7 +68,14 @@ func TestExitCodes(t *testing.T) {
 		stdout string
 	}{
 		{[]string{"--version"}, 0, "", "porttrace "},
-		{[]string{"-h"}, 0, "usage: porttrace", ""},
+		{[]string{"version"}, 0, "", "porttrace "},
+		// Help is on stdout, with examples, for every command and either way.
+		{[]string{"-h"}, 0, "", "Trace bind, listen"},
+		{[]string{"help"}, 0, "", "Trace bind, listen"},
+		{[]string{"help", "who"}, 0, "", "Tell who holds a port now"},
+		{[]string{"ports", "--help"}, 0, "", "List what holds every port now"},
+		{[]string{"prots"}, 2, `porttrace: unknown command "prots": did you mean ports?`, ""},
+		{[]string{"completion", "bash"}, 0, "", "# bash completion V2 for porttrace"},
 		{[]string{"-o", "yaml"}, 2, `porttrace: invalid --output "yaml": want table or json`, ""},
 		{[]string{"--port", "80-70"}, 2, "porttrace: invalid argument", ""},
 		{[]string{"-p", "-5"}, 2, `invalid port range "-5": want FIRST-LAST`, ""},
@@ -96,11 +103,14 @@ func TestExitCodes(t *testing.T) {
 		{[]string{"churn", "--bogus"}, 2, "porttrace churn: unknown flag: --bogus", ""},
 		{[]string{"churn", "extra"}, 2, `porttrace churn: unexpected argument "extra"`, ""},
 		{[]string{"churn", "--metrics", "metrics.example:9477"}, 2, `porttrace churn: invalid --metrics "metrics.example:9477"`, ""},
-		{[]string{"churn", "--metrics", busyAddr}, 1, "porttrace churn: --metrics: listen tcp " + busyAddr, ""},
-		{[]string{"who", "80", "--wait", "--timeout", "-1s"}, 2, "porttrace who: invalid --timeout -1s: want 0 (no limit) or more", ""},
+		{[]string{"churn", "--metrics", busyAddr}, 3, "porttrace churn: --metrics: listen tcp " + busyAddr, ""},
+		// The stream's flags before a subcommand's name are that command's.
+		{[]string{"-o", "xml", "ports"}, 2, `porttrace ports: invalid --output "xml"`, ""},
+		{[]string{"-d", "-5s", "churn"}, 2, "porttrace churn: invalid --duration -5s", ""},
+		{[]string{"who", "80", "--wait", "-d", "-1s"}, 2, "porttrace who: invalid --duration -1s: want 0 (no limit) or more", ""},
 		{[]string{"churn", "-i", "1ms"}, 2, "porttrace churn: invalid --interval 1ms", ""},
 		{[]string{"churn", "--metrics-destinations", "5"}, 2, "porttrace churn: --metrics-destinations needs --metrics", ""},
-		{[]string{"churn", "-h"}, 0, "usage: porttrace churn", ""},
+		{[]string{"churn", "-h"}, 0, "", "Count ephemeral port allocations"},
 		{[]string{"ports", "-o", "xml"}, 2, `porttrace ports: invalid --output "xml"`, ""},
 		{[]string{"ports", "--bogus"}, 2, "porttrace ports: unknown flag: --bogus", ""},
 		{[]string{"ports", "--netns", missing}, 2, `porttrace ports: invalid --netns "` + missing + `": no such file or directory`, ""},
@@ -120,7 +130,7 @@ func TestExitCodes(t *testing.T) {
 		{[]string{"who", "80/sctp"}, 2, `porttrace who: invalid protocol "sctp"`, ""},
 		{[]string{"who", "0"}, 2, `porttrace who: invalid port 0 in "0": want a port from 1 to 65535`, ""},
 		{[]string{"who", "99999"}, 2, `porttrace who: invalid port "99999": want a port from 1 to 65535`, ""},
-		{[]string{"who", "80", "--timeout", "1s"}, 2, "porttrace who: --timeout needs --wait", ""},
+		{[]string{"who", "80", "--duration", "1s"}, 2, "porttrace who: --duration needs --wait", ""},
 		{[]string{"who", "80", "--backend", "kprobe"}, 2, "porttrace who: --backend needs --wait", ""},
 		{[]string{"who", "80", "--netns", missing}, 2, `porttrace who: invalid --netns "` + missing + `": no such file or directory`, ""},
 		{[]string{"who", "80", "--netns", "/etc/passwd"}, 2, "porttrace who: invalid --netns", ""},
@@ -132,6 +142,9 @@ func TestExitCodes(t *testing.T) {
 			if code != tc.code || !strings.Contains(stderr, tc.stderr) || !strings.HasPrefix(stdout, tc.stdout) {
 				t.Errorf("exit %d, stdout %q, stderr %q; want exit %d, stderr with %q", code, stdout, stderr, tc.code, tc.stderr)
 			}
+			if tc.code != 0 && stdout != "" {
+				t.Errorf("an error wrote to stdout: %q", stdout)
+			}
 			if tc.code != 0 && strings.Count(strings.TrimSpace(stderr), "\n") != 0 {
 				t.Errorf("usage error is not one line: %q", stderr)
 			}
@@ -142,9 +155,23 @@ func TestExitCodes(t *testing.T) {
 	}
 }
 
+// who's --timeout, now -d/--duration as everywhere else, still works, and
+// says so on stderr.
+func TestDeprecatedTimeout(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, stderr := porttrace(t, exe, 0, "who", "80", "--timeout", "1s")
+	want := "Flag --timeout has been deprecated, use -d/--duration\nporttrace who: --timeout needs --wait\n"
+	if code != 2 || stdout != "" || stderr != want {
+		t.Errorf("exit %d, stdout %q, stderr %q; want 2 and stderr %q", code, stdout, stderr, want)
+	}
+}
+
 func isControl(r rune) bool { return r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) }
 
-// Without privileges porttrace says what is missing, on one line, and exits 1.
+// Without privileges porttrace says what is missing, on one line, and exits 3.
 func TestNotRoot(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to run a copy of itself as another user")
@@ -170,13 +197,18 @@ func TestNotRoot(t *testing.T) {
 		t.Fatal(err)
 	}
 	code, _, stderr := porttrace(t, exe, 65534, "-d", "1s")
-	if code != 1 || !strings.Contains(stderr, "run porttrace as root") || strings.Count(strings.TrimSpace(stderr), "\n") != 0 {
-		t.Errorf("exit %d, stderr %q; want 1 and one line asking for root", code, stderr)
+	if code != 3 || !strings.Contains(stderr, "run porttrace as root") || strings.Count(strings.TrimSpace(stderr), "\n") != 0 {
+		t.Errorf("exit %d, stderr %q; want 3 and one line asking for root", code, stderr)
 	}
 	// A runtime error names the subcommand that failed.
 	code, _, stderr = porttrace(t, exe, 65534, "churn", "-d", "1s")
-	if code != 1 || !strings.HasPrefix(stderr, "porttrace churn: ") || strings.Count(strings.TrimSpace(stderr), "\n") != 0 {
-		t.Errorf("churn: exit %d, stderr %q; want 1 and one line from porttrace churn", code, stderr)
+	if code != 3 || !strings.HasPrefix(stderr, "porttrace churn: ") || strings.Count(strings.TrimSpace(stderr), "\n") != 0 {
+		t.Errorf("churn: exit %d, stderr %q; want 3 and one line from porttrace churn", code, stderr)
+	}
+	// who could not look: 3, not the 1 of a free port.
+	code, _, stderr = porttrace(t, exe, 65534, "who", "22", "--wait", "-d", "1s")
+	if code != 3 || !strings.HasPrefix(stderr, "porttrace who: ") {
+		t.Errorf("who --wait: exit %d, stderr %q; want 3 and one line from porttrace who", code, stderr)
 	}
 }
 
@@ -244,9 +276,9 @@ func TestTooFewFileDescriptors(t *testing.T) {
 		if ee, ok := err.(*exec.ExitError); ok {
 			code = ee.ExitCode()
 		}
-		if code != 1 || !strings.Contains(stderr.String(), "too many open files: porttrace needs about") ||
+		if code != 3 || !strings.Contains(stderr.String(), "too many open files: porttrace needs about") ||
 			strings.Count(strings.TrimSpace(stderr.String()), "\n") != 0 {
-			t.Errorf("%v under ulimit -n 30: exit %d, stderr %q; want 1 and one line on file descriptors", args, code, stderr.String())
+			t.Errorf("%v under ulimit -n 30: exit %d, stderr %q; want 3 and one line on file descriptors", args, code, stderr.String())
 		}
 	}
 }

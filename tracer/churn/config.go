@@ -41,14 +41,14 @@ func DefaultConfig() Config {
 
 // AddFlags registers the churn flags on fs.
 func (c *Config) AddFlags(fs *pflag.FlagSet) {
-	fs.DurationVarP(&c.Interval, "interval", "i", c.Interval, "refresh every interval")
-	fs.StringVarP(&c.Output, "output", "o", c.Output, "output format: table or json (one object per interval)")
-	fs.DurationVarP(&c.Duration, "duration", "d", c.Duration, "stop after this long")
-	fs.StringVar(&c.Metrics, "metrics", c.Metrics, "serve Prometheus metrics on this address (e.g. :9477)")
-	fs.IntVar(&c.MetricsDests, "metrics-destinations", c.MetricsDests, "also export the N busiest destinations per netns as series")
+	fs.DurationVarP(&c.Interval, "interval", "i", c.Interval, "refresh every `DURATION`")
+	fs.StringVarP(&c.Output, "output", "o", c.Output, "output `FORMAT`: table or json (one object per interval)")
+	fs.DurationVarP(&c.Duration, "duration", "d", c.Duration, "stop after this long: a `DURATION` such as 30s or 5m")
+	fs.StringVar(&c.Metrics, "metrics", c.Metrics, "serve Prometheus metrics on this `ADDR` (HOST:PORT or :PORT, e.g. :9477)")
+	fs.IntVar(&c.MetricsDests, "metrics-destinations", c.MetricsDests, "also export the `N` busiest destinations per netns as series")
 	c.Scope.AddFlags(fs)
-	fs.IntVar(&c.MetricsWorkloads, "metrics-workloads", c.MetricsWorkloads, "also export the N busiest containers per netns as series")
-	fs.StringVar(&c.backend, "backend", c.backend, "kernel hooks: auto, fentry, kprobe or tracepoint")
+	fs.IntVar(&c.MetricsWorkloads, "metrics-workloads", c.MetricsWorkloads, "also export the `N` busiest containers per netns as series")
+	fs.StringVar(&c.backend, "backend", c.backend, "the kernel hooks, a `BACKEND`: auto, fentry, kprobe or tracepoint")
 	fs.BoolVarP(&c.Verbose, "verbose", "v", c.Verbose, flagcheck.VerboseHelp)
 }
 

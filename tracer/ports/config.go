@@ -38,13 +38,13 @@ func DefaultConfig() Config {
 func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	c.flags = fs
 	fs.BoolVarP(&c.All, "all", "a", c.All, "every socket, not only listeners")
-	fs.StringVarP(&c.Output, "output", "o", c.Output, "output format: table or json (one object per socket or event, its kind in \"event\")")
+	fs.StringVarP(&c.Output, "output", "o", c.Output, "output `FORMAT`: table or json (one object per socket or event, its kind in \"event\")")
 	fs.Var((*flagcheck.NetnsList)(&c.Netns), "netns", "network namespace files to look into (/run/netns/NAME, /proc/PID/ns/net), or all")
 	fs.StringArrayVar(&c.RuntimeSockets, "runtime-socket", c.RuntimeSockets, flagcheck.RuntimeSocketHelp)
 	fs.BoolVarP(&c.Watch, "watch", "w", c.Watch, "after the snapshot, report new binds and listens as they happen and closed listeners")
-	fs.DurationVarP(&c.Interval, "interval", "i", c.Interval, "with --watch, how often to look for closed listeners")
-	fs.DurationVarP(&c.Duration, "duration", "d", c.Duration, "with --watch, stop after this long")
-	fs.StringVar(&c.backend, "backend", c.backend, "with --watch, kernel hooks: auto, fentry, kprobe or tracepoint")
+	fs.DurationVarP(&c.Interval, "interval", "i", c.Interval, "with --watch, how often to look for closed listeners: a `DURATION`")
+	fs.DurationVarP(&c.Duration, "duration", "d", c.Duration, "with --watch, stop after this long: a `DURATION` such as 30s or 5m")
+	fs.StringVar(&c.backend, "backend", c.backend, "with --watch, the kernel hooks, a `BACKEND`: auto, fentry, kprobe or tracepoint")
 	fs.BoolVarP(&c.Verbose, "verbose", "v", c.Verbose, flagcheck.VerboseHelp)
 }
 
@@ -104,11 +104,14 @@ func DefaultWhoConfig() WhoConfig { return WhoConfig{Output: "text", backend: "a
 func (c *WhoConfig) AddFlags(fs *pflag.FlagSet) {
 	c.flags = fs
 	fs.BoolVar(&c.Wait, "wait", c.Wait, "then wait for the next process to bind the port (or be denied it), report it and exit 0; exit 1 if stopped first. Binds that fail otherwise (address in use) are reported and the wait goes on")
-	fs.DurationVar(&c.Timeout, "timeout", c.Timeout, "with --wait, give up after this long (exit 1)")
-	fs.StringVarP(&c.Output, "output", "o", c.Output, "output format: text or json")
+	fs.DurationVarP(&c.Timeout, "duration", "d", c.Timeout, "with --wait, give up after this long (exit 1): a `DURATION` such as 30s or 5m")
+	// --timeout was its name before -d/--duration, as every command has it.
+	fs.DurationVar(&c.Timeout, "timeout", c.Timeout, "")
+	_ = fs.MarkDeprecated("timeout", "use -d/--duration")
+	fs.StringVarP(&c.Output, "output", "o", c.Output, "output `FORMAT`: text or json")
 	fs.Var((*flagcheck.NetnsList)(&c.Netns), "netns", "network namespace files to look into, or all")
 	fs.StringArrayVar(&c.RuntimeSockets, "runtime-socket", c.RuntimeSockets, flagcheck.RuntimeSocketHelp)
-	fs.StringVar(&c.backend, "backend", c.backend, "with --wait, kernel hooks: auto, fentry, kprobe or tracepoint")
+	fs.StringVar(&c.backend, "backend", c.backend, "with --wait, the kernel hooks, a `BACKEND`: auto, fentry, kprobe or tracepoint")
 	fs.BoolVarP(&c.Verbose, "verbose", "v", c.Verbose, flagcheck.VerboseHelp)
 }
 
@@ -141,11 +144,15 @@ func (c *WhoConfig) Validate() error {
 	if err := flagcheck.Output(c.Output, "text", "json"); err != nil {
 		return err
 	}
+	limit := "--duration"
+	if flagcheck.Changed(c.flags, "timeout") {
+		limit = "--timeout"
+	}
 	if c.Timeout < 0 {
-		return fmt.Errorf("invalid --timeout %s: want 0 (no limit) or more", c.Timeout)
+		return fmt.Errorf("invalid %s %s: want 0 (no limit) or more", limit, c.Timeout)
 	}
 	if c.Timeout != 0 && !c.Wait {
-		return errors.New("--timeout needs --wait")
+		return fmt.Errorf("%s needs --wait", limit)
 	}
 	b, err := flagcheck.Backend(c.backend)
 	if err != nil {

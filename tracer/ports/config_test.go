@@ -99,6 +99,9 @@ func TestWhoConfigFlags(t *testing.T) {
 		wantErr string
 	}{
 		{args: []string{"--wait", "--timeout", "0"}},
+		{args: []string{"--wait", "-d", "5m"}},
+		{args: []string{"-d", "5m"}, wantErr: "--duration needs --wait"},
+		{args: []string{"--wait", "--duration", "-1s"}, wantErr: "invalid --duration -1s: want 0 (no limit) or more"},
 		{args: []string{"--wait", "--backend", "kprobe", "-v"}},
 		{args: []string{"--netns", "/proc/self/ns/net"}},
 		{args: []string{"--wait", "--timeout", "-1s"}, wantErr: "invalid --timeout -1s: want 0 (no limit) or more"},

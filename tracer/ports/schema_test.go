@@ -3,6 +3,7 @@ package ports
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"net/netip"
 	"os"
 	"strings"
@@ -127,5 +128,54 @@ func TestSchemaWhoBind(t *testing.T) {
 	}
 	if n := strings.Count(out.String(), `"start"`); n != 1 {
 		t.Errorf("%d lines with a start, want this process's alone:\n%s", n, out.Bytes())
+	}
+}
+
+// who -o json writes one object, held or not: the free port's has empty
+// holders and sockets; a held one lists each process once, without an fd.
+func TestSchemaWho(t *testing.T) {
+	socks := sampleSockets()
+	twice := socks[0]
+	twice.Holders = append([]Holder{}, socks[0].Holders...)
+	for _, tc := range []struct {
+		name        string
+		held        bool
+		sockets     []Socket
+		wantHolders int
+	}{
+		{"free", false, nil, 0},
+		{"held", true, socks, 0},
+		{"one process, two sockets", true, []Socket{socks[0], twice}, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out := AppendWhoJSON(nil, sampleTime, 8080, "tcp,udp", tc.held, tc.sockets)
+			if counts := schematest.CheckLines(t, schematest.Who, out); counts["who"] != 1 {
+				t.Errorf("lines by event: %v", counts)
+			}
+			var got struct {
+				Held    bool             `json:"held"`
+				Holders []map[string]any `json:"holders"`
+				Sockets []map[string]any `json:"sockets"`
+			}
+			if err := json.Unmarshal(out, &got); err != nil {
+				t.Fatal(err)
+			}
+			pids := map[any]bool{}
+			for _, h := range got.Holders {
+				if pids[h["pid"]] {
+					t.Errorf("pid %v listed twice", h["pid"])
+				}
+				pids[h["pid"]] = true
+				if _, ok := h["fd"]; ok {
+					t.Errorf("a holder with an fd: %v", h)
+				}
+			}
+			if got.Held != tc.held || got.Holders == nil || got.Sockets == nil || len(got.Sockets) != len(tc.sockets) {
+				t.Errorf("%s", out)
+			}
+			if tc.wantHolders != 0 && len(got.Holders) != tc.wantHolders {
+				t.Errorf("%d holders, want %d: %s", len(got.Holders), tc.wantHolders, out)
+			}
+		})
 	}
 }

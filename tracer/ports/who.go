@@ -78,12 +78,45 @@ func whoNow(cfg WhoConfig, stdout, stderr io.Writer) (held bool, err error) {
 	if cfg.Output != "json" {
 		return held, WriteWho(stdout, cfg.Port, cfg.protoName(), matched, now)
 	}
-	var buf []byte
-	for i := range matched {
-		buf = AppendSocketJSON(buf, EventSnapshot, now, &matched[i])
-	}
-	_, err = stdout.Write(buf)
+	_, err = stdout.Write(AppendWhoJSON(nil, now, cfg.Port, cfg.protoName(), held, matched))
 	return held, err
+}
+
+// AppendWhoJSON appends who's answer as one JSON object and a newline,
+// whether or not the port is held, so that a script reads one object
+// either way: `held`, the processes holding the port's sockets (each
+// once, by pid; the sockets say which fd), and the sockets on it.
+func AppendWhoJSON(buf []byte, at time.Time, port uint16, proto string, held bool, sockets []Socket) []byte {
+	buf = append(buf, `{"time":"`...)
+	buf = at.UTC().AppendFormat(buf, textout.TimeLayout)
+	buf = append(buf, `","event":"who"`...)
+	buf = textout.AppendUint(buf, "port", uint64(port))
+	buf = textout.AppendStr(buf, "proto", proto)
+	buf = textout.AppendBool(buf, "held", held)
+	buf = append(buf, `,"holders":[`...)
+	seen := map[uint32]bool{}
+	for i := range sockets {
+		for _, h := range sockets[i].Holders {
+			if seen[h.PID] {
+				continue
+			}
+			if len(seen) > 0 {
+				buf = append(buf, ',')
+			}
+			seen[h.PID] = true
+			h.FD = -1
+			buf = appendHolderJSON(buf, &h)
+		}
+	}
+	buf = append(buf, `],"sockets":[`...)
+	for i := range sockets {
+		if i > 0 {
+			buf = append(buf, ',')
+		}
+		line := AppendSocketJSON(nil, EventSnapshot, at, &sockets[i])
+		buf = append(buf, line[:len(line)-1]...)
+	}
+	return append(buf, "]}\n"...)
 }
 
 // whoWait waits for the next bind of the port in the namespaces in scope

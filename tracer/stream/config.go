@@ -38,7 +38,6 @@ type Config struct {
 	Count    uint64
 	Sample   uint32 // one event in Sample, per CPU; 0 or 1: all
 	Backend  event.Backend
-	Version  bool
 	Metrics  string
 	Verbose  bool
 	// NoColor keeps colour off a terminal (NO_COLOR in the environment,
@@ -61,26 +60,25 @@ func DefaultConfig() Config {
 
 // AddFlags registers the flags on fs, grouped as the help text shows them.
 func (c *Config) AddFlags(fs *pflag.FlagSet) {
-	fs.StringVarP(&c.Output, "output", "o", c.Output, "output format: table or json")
-	fs.VarP(&c.Ports, "port", "p", "only these ports, local or remote (e.g. 25,80,8000-8100); in-kernel")
-	fs.Var((*pidFlag)(&c.PID), "pid", "only this process (tgid); in-kernel")
-	fs.Var(&c.user, "uid", "only this user (a name or an id); in-kernel")
-	fs.StringVar(&c.Comm, "comm", c.Comm, "only processes with this command name (the calling thread's or the process's; first 15 bytes)")
-	fs.VarP(&c.Events, "events", "e", "events to trace: bind,listen,connect,accept")
+	fs.StringVarP(&c.Output, "output", "o", c.Output, "output `FORMAT`: table or json")
+	fs.VarP(&c.Ports, "port", "p", "only these ports, local or remote: a `LIST` such as 25,80,8000-8100; in-kernel")
+	fs.Var((*pidFlag)(&c.PID), "pid", "only this process (its `PID`, the tgid); in-kernel")
+	fs.Var(&c.user, "uid", "only this `USER`, by name or id; in-kernel")
+	fs.StringVar(&c.Comm, "comm", c.Comm, "only processes with this command `NAME` (the calling thread's or the process's; first 15 bytes)")
+	fs.VarP(&c.Events, "events", "e", "the events to trace, a `LIST` of bind,listen,connect,accept (connect includes connect_done); the others are not attached")
 	fs.BoolVar(&c.Failed, "failed", c.Failed, "only denied or failed calls")
 	fs.BoolVarP(&c.IPv4, "ipv4", "4", c.IPv4, "only IPv4")
 	fs.BoolVarP(&c.IPv6, "ipv6", "6", c.IPv6, "only IPv6")
 	fs.BoolVar(&c.TCP, "tcp", c.TCP, "only TCP (and MPTCP)")
 	fs.BoolVar(&c.UDP, "udp", c.UDP, "only UDP")
-	fs.DurationVarP(&c.Duration, "duration", "d", c.Duration, "stop after this long (e.g. 30s)")
-	fs.VarP((*countFlag)(&c.Count), "count", "n", "stop after this many events")
-	fs.Var((*bufferFlag)(&c.RingBufferSize), "buffer", "each CPU's ring buffer, a power of two: 4M, 64M (default: 8M in all over up to 4 CPUs, else 2M a CPU)")
+	fs.DurationVarP(&c.Duration, "duration", "d", c.Duration, "stop after this long: a `DURATION` such as 30s or 5m")
+	fs.VarP((*countFlag)(&c.Count), "count", "n", "stop after `N` events")
+	fs.Var((*bufferFlag)(&c.RingBufferSize), "buffer", "each CPU's ring buffer: a `SIZE`, a power of two such as 4M or 64M (default: 8M in all over up to 4 CPUs, else 2M a CPU)")
 	fs.Var((*sampleFlag)(&c.Sample), "sample", "send one event in N (on each CPU) and count the rest: a storm thinned for a consumer that cannot keep up; in-kernel")
 	c.Scope.AddFlags(fs)
-	fs.StringVar(&c.backend, "backend", c.backend, "kernel hooks: auto, fentry, kprobe or tracepoint")
-	fs.StringVar(&c.Metrics, "metrics", c.Metrics, "serve Prometheus metrics (events by type and result, lost) on this address")
+	fs.StringVar(&c.backend, "backend", c.backend, "the kernel hooks, a `BACKEND`: auto, fentry, kprobe or tracepoint")
+	fs.StringVar(&c.Metrics, "metrics", c.Metrics, "serve Prometheus metrics (events by type and result, lost) on this `ADDR` (HOST:PORT or :PORT)")
 	fs.BoolVarP(&c.Verbose, "verbose", "v", c.Verbose, flagcheck.VerboseHelp)
-	fs.BoolVar(&c.Version, "version", c.Version, "print the version and exit")
 }
 
 // Validate checks what flags alone cannot and resolves named values.

@@ -109,16 +109,16 @@ func Backend(s string) (event.Backend, error) {
 const PortRange = "want a port from 1 to 65535"
 
 // RuntimeSocketHelp is --runtime-socket's help, the same for every command.
-const RuntimeSocketHelp = "name containers through the CRI API or Docker Engine API at this socket (repeatable; default: containerd's, CRI-O's, docker's and podman's sockets)"
+const RuntimeSocketHelp = "name containers through the CRI API or Docker Engine API at this socket `PATH` (repeatable; default: containerd's, CRI-O's, docker's and podman's sockets)"
 
 // NetnsScopeHelp is --netns's help where it scopes a trace.
 const NetnsScopeHelp = "only sockets in these network namespaces (/run/netns/NAME, /proc/PID/ns/net), or all (the default); in-kernel"
 
 // Workload flags' help, the same for every command.
 const (
-	ContainerHelp    = "only this container, by id (or its first digits) or name (repeatable); in-kernel, and one that starts later too"
-	PodHelp          = "only this Kubernetes pod, by name or UID (repeatable); in-kernel, and one that starts later too"
-	K8sNamespaceHelp = "only the pods of this Kubernetes namespace (repeatable); in-kernel"
+	ContainerHelp    = "only this container, by `ID|NAME` (an id or its first digits, or a name; repeatable); in-kernel, and one that starts later too"
+	PodHelp          = "only this Kubernetes pod, by `NAME|UID` (repeatable); in-kernel, and one that starts later too"
+	K8sNamespaceHelp = "only the pods of this Kubernetes namespace, by `NAME` (repeatable); in-kernel"
 )
 
 // Workloads checks --container, --pod and --k8s-namespace values: names
@@ -135,7 +135,7 @@ func Workloads(sets ...[]string) error {
 }
 
 // CgroupHelp is --cgroup's help, the same for every command.
-const CgroupHelp = "only tasks in this cgroup or below it, as the cgroup field prints it or its path under /sys/fs/cgroup (repeatable); in-kernel"
+const CgroupHelp = "only tasks in this cgroup or below it: a `PATH` as the cgroup field prints it, or its path under /sys/fs/cgroup (repeatable); in-kernel"
 
 // Cgroups resolves --cgroup's paths into cgroup v2 ids: nil without one.
 func Cgroups(paths []string) ([]uint64, error) {

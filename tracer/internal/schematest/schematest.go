@@ -23,6 +23,7 @@ const (
 	Socket     = "socket"
 	WatchEvent = "watch-event"
 	WhoBind    = "who-bind"
+	WhoNow     = "who"
 	Churn      = "churn"
 )
 
@@ -123,8 +124,8 @@ var (
 	}
 	Who Pick = func(ev string) string {
 		switch ev {
-		case "snapshot":
-			return Socket
+		case "who":
+			return WhoNow
 		case "bind":
 			return WhoBind
 		}
