@@ -30,6 +30,9 @@ image: build ## build the container image IMAGE:VERSION and IMAGE:latest from th
 run: build ## build, then trace as root (ARGS="..." for flags)
 	$(AS_ROOT) ./porttrace $(ARGS)
 
+man: ## write the man pages, one a command, into man/ (from the commands' help)
+	VERSION=$(VERSION) $(GO) run ./internal/cli/mangen man
+
 generate: ## recompile bpf/*.c into tracer/porttrace_{x86,arm64}_bpfel.{go,o}
 	BPF_CLANG=$(BPF_CLANG) BPF_CFLAGS="$(BPF_CFLAGS)" $(GO) generate .
 
@@ -60,7 +63,7 @@ lint: ## gofmt and go vet
 	$(GO) vet ./...
 
 clean:
-	rm -f porttrace
+	rm -rf porttrace man
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "%-12s %s\n", $$1, $$2}'
