@@ -12,17 +12,29 @@ GO ?= go
 AS_ROOT := $(if $(filter 0,$(shell id -u)),,sudo env "PATH=$$PATH")
 # `make run ARGS="-p 80 -o json"` passes flags to porttrace.
 ARGS ?=
+# `make build BIN=path` writes the binary there.
+BIN ?= porttrace
+# `make release` makes the release files in dist/ for these architectures
+# (packaging/release.sh says what they are).
+RELEASE_ARCHS ?= amd64 arm64
 # `make image` tags $(IMAGE):$(VERSION) and $(IMAGE):latest, the tag
 # deploy/kubernetes/daemonset.yaml runs.
 IMAGE ?= localhost/porttrace
 PODMAN ?= podman
 
-.PHONY: all build image run generate test test-vm bench bench-scale bench-vm lint help clean
+.PHONY: all build release test-release image run generate test test-vm bench bench-scale bench-vm lint help clean
 
 all: build
 
 build: ## build the static porttrace binary
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o porttrace ./cmd/porttrace
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o $(BIN) ./cmd/porttrace
+
+release: ## dist/: for linux amd64 and arm64 the binary's tar.gz, .deb and .rpm, and SHA256SUMS
+	VERSION=$(VERSION) GO=$(GO) MAKE=$(MAKE) bash packaging/release.sh $(RELEASE_ARCHS)
+
+# It installs the .deb on this machine and removes it after.
+test-release: ## make release, check dist/, install the amd64 .deb, trace with it, remove it (root)
+	$(AS_ROOT) PORTTRACE_RELEASE_TEST=1 $(GO) test -count=1 -timeout 20m -v -run '^TestRelease$$' ./packaging
 
 image: build ## build the container image IMAGE:VERSION and IMAGE:latest from the static binary (podman; nothing is pulled)
 	$(PODMAN) build --layers=false --platform linux/$$($(GO) env GOARCH) --build-arg VERSION=$(VERSION) -f Containerfile -t $(IMAGE):$(VERSION) -t $(IMAGE):latest .
@@ -63,7 +75,7 @@ lint: ## gofmt and go vet
 	$(GO) vet ./...
 
 clean:
-	rm -rf porttrace man
+	rm -rf porttrace man dist
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "%-12s %s\n", $$1, $$2}'
