@@ -23,10 +23,8 @@ import (
 	"time"
 )
 
-// versionArgs make the installed binary print "porttrace VERSION": the
-// one line to change ({"version"}) when `porttrace version` replaces
-// `porttrace --version`.
-var versionArgs = []string{"--version"}
+// versionArgs make the installed binary print "porttrace VERSION".
+var versionArgs = []string{"version"}
 
 // What each package installs, and nothing else.
 var packaged = []string{
