@@ -77,7 +77,7 @@ func TestImage(t *testing.T) {
 				t.Errorf("bind event %s = %v, want %v", c.what, c.got, c.want)
 			}
 		}
-		getMetrics(t, metrics, stderr, "porttrace_events_total{event=\"bind\",result=\"ok\"}")
+		getMetrics(t, metrics, stderr, "porttrace_events_total{errno=\"\",event=\"bind\",result=\"ok\"}")
 	})
 
 	t.Run("churn", func(t *testing.T) {

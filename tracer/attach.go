@@ -13,13 +13,14 @@ import (
 	"github.com/porttrace/porttrace/tracer/internal/workload"
 )
 
-// Attach starts a tracer with o and, when addr is set, serves c on its
+// Attach starts a tracer with o and, when web.Addr is set, serves c on its
 // /metrics: the tracer first, so that a machine short of file descriptors
-// is told so before a server says it is listening. cmd names the command
+// is told so before a server says it is listening, and so that
+// porttrace_build_info names the backend chosen. cmd names the command
 // and doing what it does, for the lines on stderr. The server is nil
-// without addr; the returned func undoes both.
-func Attach(o Options, c prometheus.Collector, addr, cmd, doing string, verbose bool, stderr io.Writer) (*Tracer, *promserve.Server, func(), error) {
-	if addr != "" {
+// without web.Addr; the returned func undoes both.
+func Attach(o Options, c prometheus.Collector, web promserve.Config, cmd, doing string, verbose bool, stderr io.Writer) (*Tracer, *promserve.Server, func(), error) {
+	if web.Addr != "" {
 		o.ExtraFDs = promserve.DefaultLimits.FDs()
 	}
 	t, err := New(o)
@@ -28,13 +29,14 @@ func Attach(o Options, c prometheus.Collector, addr, cmd, doing string, verbose 
 	}
 	var srv *promserve.Server
 	stop := func() {}
-	if addr != "" {
-		if srv, err = promserve.Serve(addr, c, promserve.DefaultLimits, stderr); err != nil {
+	if web.Addr != "" {
+		web.Backend = t.Backend().String()
+		if srv, err = promserve.Serve(web, c, stderr); err != nil {
 			t.Close()
 			return nil, nil, nil, err
 		}
 		stop = srv.Close
-		fmt.Fprintf(stderr, "%s: serving metrics on http://%s/metrics\n", cmd, srv.Addr())
+		fmt.Fprintf(stderr, "%s: serving metrics on %s\n", cmd, srv.URL())
 	}
 	fmt.Fprintf(stderr, "%s: %s with %s\n", cmd, doing, t.Describe(verbose))
 	if verbose {

@@ -47,7 +47,7 @@ func TestKernelChurnMetrics(t *testing.T) {
 	}
 	m := churn.NewCollector(2, 0)
 	m.Set(state.Next(cur))
-	srv, err := promserve.Serve("127.0.0.1:0", m, promserve.DefaultLimits, t.Output())
+	srv, err := promserve.Serve(promserve.Config{Addr: "127.0.0.1:0"}, m, t.Output())
 	if err != nil {
 		t.Fatal(err)
 	}

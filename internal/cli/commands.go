@@ -19,6 +19,7 @@ import (
 // -v, --backend) are found either side.
 func NewRoot(version string, stdout, stderr io.Writer) *cobra.Command {
 	cfg := stream.DefaultConfig()
+	cfg.BuildVersion = version
 	cfg.NoColor = os.Getenv("NO_COLOR") != "" // https://no-color.org
 	root := setup(&cobra.Command{
 		Use:   "porttrace",
@@ -46,14 +47,15 @@ questions of an incident: churn (ephemeral ports used and left), ports
 	root.SetErr(stderr)
 	root.SetVersionTemplate("porttrace {{.Version}}\n")
 	cfg.AddFlags(root.Flags())
-	root.AddCommand(newChurn(stdout, stderr), newPorts(stdout, stderr), newWho(stdout, stderr), newVersion(version, stdout))
+	root.AddCommand(newChurn(version, stdout, stderr), newPorts(stdout, stderr), newWho(stdout, stderr), newVersion(version, stdout))
 	root.SuggestionsMinimumDistance = 2
 	tidy(root)
 	return root
 }
 
-func newChurn(stdout, stderr io.Writer) *cobra.Command {
+func newChurn(version string, stdout, stderr io.Writer) *cobra.Command {
 	cfg := churn.DefaultConfig()
+	cfg.BuildVersion = version
 	cmd := setup(&cobra.Command{
 		Use:   "churn",
 		Short: "Count ephemeral port allocations: rate, failures, range used, time to exhaustion",

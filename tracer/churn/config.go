@@ -14,6 +14,7 @@ import (
 
 	"github.com/porttrace/porttrace/tracer/event"
 	"github.com/porttrace/porttrace/tracer/internal/flagcheck"
+	"github.com/porttrace/porttrace/tracer/internal/promserve"
 )
 
 // Config is what `porttrace churn` takes on the command line.
@@ -32,6 +33,11 @@ type Config struct {
 	// MetricsWorkloads is --metrics-workloads: how many containers a
 	// namespace exports as series.
 	MetricsWorkloads int
+	// WebConfig is --web.config.file: TLS and basic auth for --metrics.
+	WebConfig string
+	// BuildVersion is the binary's version, which cmd/porttrace sets:
+	// porttrace_build_info and the landing page of --metrics show it.
+	BuildVersion string
 }
 
 // DefaultConfig refreshes every second, as a table.
@@ -46,6 +52,7 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.DurationVarP(&c.Duration, "duration", "d", c.Duration, "stop after this long: a `DURATION` such as 30s or 5m")
 	fs.StringVar(&c.Metrics, "metrics", c.Metrics, "serve Prometheus metrics on this `ADDR` (HOST:PORT or :PORT, e.g. :9477)")
 	fs.IntVar(&c.MetricsDests, "metrics-destinations", c.MetricsDests, "also export the `N` busiest destinations per netns as series")
+	fs.StringVar(&c.WebConfig, "web.config.file", c.WebConfig, promserve.WebConfigHelp)
 	c.Scope.AddFlags(fs)
 	fs.IntVar(&c.MetricsWorkloads, "metrics-workloads", c.MetricsWorkloads, "also export the `N` busiest containers per netns as series")
 	fs.StringVar(&c.backend, "backend", c.backend, "the kernel hooks, a `BACKEND`: auto, fentry, kprobe or tracepoint")
@@ -55,7 +62,7 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 // Validate checks the flags.
 func (c *Config) Validate() error {
 	if err := flagcheck.First(flagcheck.Output(c.Output, "table", "json"), flagcheck.Interval(c.Interval), flagcheck.Duration(c.Duration),
-		flagcheck.MetricsAddr(c.Metrics)); err != nil {
+		flagcheck.MetricsAddr(c.Metrics), promserve.CheckWebConfig(c.WebConfig, c.Metrics)); err != nil {
 		return err
 	}
 	if c.MetricsDests < 0 || c.MetricsDests > 1000 {

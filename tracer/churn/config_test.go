@@ -17,6 +17,9 @@ func TestChurnConfigFlags(t *testing.T) {
 		{args: []string{"--metrics", "256.1.1.1:9000"}, wantErr: `invalid --metrics "256.1.1.1:9000"`},
 		{args: []string{"--metrics", "metrics.example:9000"}, wantErr: `invalid --metrics "metrics.example:9000"`},
 		{args: []string{"--cgroup", "/no/such/cgroup-here"}, wantErr: `invalid --cgroup "/no/such/cgroup-here": `},
+		{args: []string{"--web.config.file", "/no/such/web.yml"}, wantErr: "--web.config.file needs --metrics"},
+		{args: []string{"--metrics", ":9477", "--web.config.file", "/no/such/web.yml"},
+			wantErr: `invalid --web.config.file "/no/such/web.yml": open /no/such/web.yml: no such file or directory`},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			c := DefaultConfig()

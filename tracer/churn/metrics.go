@@ -7,11 +7,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/porttrace/porttrace/tracer/event"
+	"github.com/porttrace/porttrace/tracer/internal/promserve"
 )
 
 // Collector is what churn's /metrics serves: the latest report, by
 // namespace, with the MaxDests busiest destinations of each as series of
-// their own when asked for (labels stay low-cardinality otherwise).
+// their own when asked for (labels stay low-cardinality otherwise). What
+// the kernel counts is exported as counters of the totals since porttrace
+// started, never as rates: Prometheus takes rate() over whatever window
+// the query asks, where a rate of porttrace's interval would be sampled.
 type Collector struct {
 	mu           sync.Mutex
 	report       *Report
@@ -19,7 +23,7 @@ type Collector struct {
 	maxWorkloads int
 
 	allocsDesc, failsDesc, inUseDesc, timeWaitDesc, rangeDesc, etaDesc,
-	overflowDesc, destInUseDesc, destAllocsDesc, workloadAllocsDesc, workloadFailsDesc, podAllocsDesc, podFailsDesc *prometheus.Desc
+	overflowDesc, destInUseDesc, destAllocsDesc, destFailsDesc, workloadAllocsDesc, workloadFailsDesc, podAllocsDesc, podFailsDesc *prometheus.Desc
 }
 
 // workloadLabels name a container, or a pod outside its containers: ids
@@ -54,7 +58,8 @@ func NewCollector(maxDests, maxWorkloads int) *Collector {
 		etaDesc:        d("ephemeral_exhaustion_seconds", "Time until a destination or the range runs out at the current growth (absent when not growing).", "netns"),
 		overflowDesc:   d("churn_map_overflow_total", "Churn keys not counted because a kernel map was full."),
 		destInUseDesc:  d("ephemeral_destination_ports_in_use", "Ephemeral ports in use towards one destination (--metrics-destinations).", "netns", "proto", "destination"),
-		destAllocsDesc: d("ephemeral_destination_allocations_per_second", "Allocation rate towards one destination (--metrics-destinations).", "netns", "proto", "destination"),
+		destAllocsDesc: d("ephemeral_destination_allocations_total", "Ephemeral ports allocated towards one destination (--metrics-destinations).", "netns", "proto", "destination"),
+		destFailsDesc:  d("ephemeral_destination_failures_total", "Ephemeral port allocations towards one destination that failed (--metrics-destinations).", "netns", "proto", "destination"),
 	}
 }
 
@@ -68,7 +73,7 @@ func (c *Collector) Set(r *Report) {
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.allocsDesc, c.failsDesc, c.inUseDesc, c.timeWaitDesc, c.rangeDesc,
-		c.etaDesc, c.overflowDesc, c.destInUseDesc, c.destAllocsDesc, c.workloadAllocsDesc, c.workloadFailsDesc,
+		c.etaDesc, c.overflowDesc, c.destInUseDesc, c.destAllocsDesc, c.destFailsDesc, c.workloadAllocsDesc, c.workloadFailsDesc,
 		c.podAllocsDesc, c.podFailsDesc} {
 		ch <- d
 	}
@@ -118,6 +123,12 @@ func (c *Collector) collectNetns(ch chan<- prometheus.Metric, n *NetnsReport) {
 	for _, d := range n.Dests[:min(c.maxDests, len(n.Dests))] {
 		proto, dest := event.ProtoName(d.Dest.Proto), d.Dest.Remote.String()
 		ch <- prometheus.MustNewConstMetric(c.destInUseDesc, prometheus.GaugeValue, float64(d.InUse), ns, proto, dest)
-		ch <- prometheus.MustNewConstMetric(c.destAllocsDesc, prometheus.GaugeValue, d.AllocsPerSec, ns, proto, dest)
+		ch <- prometheus.MustNewConstMetric(c.destAllocsDesc, prometheus.CounterValue, float64(d.Allocs), ns, proto, dest)
+		ch <- prometheus.MustNewConstMetric(c.destFailsDesc, prometheus.CounterValue, float64(d.Fails), ns, proto, dest)
 	}
+}
+
+// server is how --metrics serves.
+func (c *Config) server() promserve.Config {
+	return promserve.Config{Addr: c.Metrics, WebConfig: c.WebConfig, Version: c.BuildVersion}
 }

@@ -30,7 +30,7 @@ func Run(ctx context.Context, cfg Config, stdout, stderr io.Writer) error {
 	}
 	t, _, detach, err := tracer.Attach(tracer.Options{Backend: cfg.Backend, Events: tracer.KindsOf(event.KindBind, event.KindConnect), Churn: true,
 		Cgroups: cfg.KernelCgroups(), Netns: nsScope},
-		metrics, cfg.Metrics, "porttrace churn", "counting", cfg.Verbose, stderr)
+		metrics, cfg.server(), "porttrace churn", "counting", cfg.Verbose, stderr)
 	if err != nil {
 		return err
 	}

@@ -71,12 +71,13 @@ type WorkloadReport struct {
 
 // DestReport is the churn towards one destination.
 type DestReport struct {
-	Dest         tracer.Dest
-	AllocsPerSec float64
-	FailsPerSec  float64
-	InUse        int
-	Headroom     int
-	Exhaustion   time.Duration // negative: not growing
+	Dest          tracer.Dest
+	AllocsPerSec  float64
+	FailsPerSec   float64
+	Allocs, Fails uint64 // since porttrace started: /metrics's counters
+	InUse         int
+	Headroom      int
+	Exhaustion    time.Duration // negative: not growing
 }
 
 // ProcReport is the churn of one process.
@@ -304,8 +305,9 @@ func (s *State) destReports(nr *NetnsReport, u *PortUsage, cur *tracer.ChurnTota
 			Dest:         d,
 			AllocsPerSec: float64(c.Allocs-p.Allocs) / dt,
 			FailsPerSec:  float64(c.Fails-p.Fails) / dt,
-			InUse:        u.ByDest[d],
-			Exhaustion:   -1,
+			Allocs:       c.Allocs, Fails: c.Fails,
+			InUse:      u.ByDest[d],
+			Exhaustion: -1,
 		}
 		if nr.UsageErr == "" {
 			dr.Headroom = u.Headroom(d)
@@ -346,58 +348,6 @@ func (s *State) procReports(ns uint32, cur *tracer.ChurnTotals, dt float64) []Pr
 			cmp.Compare(b.Allocs+b.Fails, a.Allocs+a.Fails), cmp.Compare(a.PID, b.PID))
 	})
 	return reports
-}
-
-// byWorkload adds up the processes by the container (or pod) they called
-// from, busiest first.
-func byWorkload(procs []ProcReport) []WorkloadReport {
-	return addUp(procs, func(p ProcReport) (workload.Identity, workload.Names) { return p.Workload, p.Names })
-}
-
-// byPod adds up the containers by pod, busiest first.
-func byPod(ws []WorkloadReport) []WorkloadReport {
-	rows := make([]ProcReport, 0, len(ws))
-	for _, w := range ws {
-		if w.Workload.PodUID == "" {
-			continue
-		}
-		rows = append(rows, ProcReport{AllocsPerSec: w.AllocsPerSec, FailsPerSec: w.FailsPerSec, Allocs: w.Allocs, Fails: w.Fails,
-			Workload: workload.Identity{PodUID: w.Workload.PodUID}, Names: workload.Names{Pod: w.Names.Pod, Namespace: w.Names.Namespace}})
-	}
-	return addUp(rows, func(p ProcReport) (workload.Identity, workload.Names) { return p.Workload, p.Names })
-}
-
-// addUp sums rows by the workload key gives each, leaving out those in
-// none, busiest first.
-func addUp(rows []ProcReport, key func(ProcReport) (workload.Identity, workload.Names)) []WorkloadReport {
-	byID := map[workload.Identity]int{}
-	var out []WorkloadReport
-	for _, p := range rows {
-		id, names := key(p)
-		if !id.Known() {
-			continue
-		}
-		i, ok := byID[id]
-		if !ok {
-			i = len(out)
-			byID[id] = i
-			out = append(out, WorkloadReport{Workload: id})
-		}
-		w := &out[i]
-		if w.Names == (workload.Names{}) {
-			w.Names = names
-		}
-		w.AllocsPerSec += p.AllocsPerSec
-		w.FailsPerSec += p.FailsPerSec
-		w.Allocs += p.Allocs
-		w.Fails += p.Fails
-	}
-	slices.SortFunc(out, func(a, b WorkloadReport) int {
-		return cmp.Or(cmp.Compare(b.AllocsPerSec+b.FailsPerSec, a.AllocsPerSec+a.FailsPerSec),
-			cmp.Compare(b.Allocs+b.Fails, a.Allocs+a.Fails), cmp.Compare(a.Workload.ContainerID, b.Workload.ContainerID),
-			cmp.Compare(a.Workload.PodUID, b.Workload.PodUID))
-	})
-	return out
 }
 
 // grow records a usage sample under key and returns the growth per second

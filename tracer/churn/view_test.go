@@ -28,8 +28,8 @@ func sampleChurnReport() *Report {
 				FailsTotal:  map[string]uint64{"EADDRNOTAVAIL": 2},
 				Exhaustion:  0, History: []float64{0, 7000, 14115},
 				Dests: []DestReport{
-					{Dest: svc, AllocsPerSec: 14115, FailsPerSec: 2, InUse: 28186, Headroom: 0, Exhaustion: 0},
-					{Dest: dns, AllocsPerSec: 4, InUse: 4, Headroom: 28182, Exhaustion: 117*time.Minute + 25*time.Second},
+					{Dest: svc, AllocsPerSec: 14115, FailsPerSec: 2, Allocs: 28313, Fails: 2, InUse: 28186, Headroom: 0, Exhaustion: 0},
+					{Dest: dns, AllocsPerSec: 4, Allocs: 4, InUse: 4, Headroom: 28182, Exhaustion: 117*time.Minute + 25*time.Second},
 				},
 				Procs: []ProcReport{
 					{PID: 4242, Comm: "loadgen", AllocsPerSec: 14119, FailsPerSec: 2, Allocs: 28317, Fails: 2, Workload: loadgen,
@@ -52,7 +52,7 @@ func sampleChurnReport() *Report {
 				Netns: 4026532315, UsageErr: "network namespace 4026532315: no process or mount holds it",
 				AllocsPerSec: 3, AllocsTotal: map[string]uint64{"bind udp": 3}, FailsTotal: map[string]uint64{},
 				Exhaustion: -1, History: []float64{3},
-				Dests: []DestReport{{Dest: svc, AllocsPerSec: 3, Exhaustion: -1}},
+				Dests: []DestReport{{Dest: svc, AllocsPerSec: 3, Allocs: 3, Exhaustion: -1}},
 			},
 		},
 	}

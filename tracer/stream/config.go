@@ -19,6 +19,7 @@ import (
 	"github.com/porttrace/porttrace/tracer"
 	"github.com/porttrace/porttrace/tracer/event"
 	"github.com/porttrace/porttrace/tracer/internal/flagcheck"
+	"github.com/porttrace/porttrace/tracer/internal/promserve"
 )
 
 // Config is everything the command line sets.
@@ -40,6 +41,11 @@ type Config struct {
 	Backend  event.Backend
 	Metrics  string
 	Verbose  bool
+	// WebConfig is --web.config.file: TLS and basic auth for --metrics.
+	WebConfig string
+	// BuildVersion is the binary's version, which cmd/porttrace sets:
+	// porttrace_build_info and the landing page of --metrics show it.
+	BuildVersion string
 	// NoColor keeps colour off a terminal (NO_COLOR in the environment,
 	// which cmd/porttrace reads).
 	NoColor bool
@@ -60,7 +66,7 @@ func DefaultConfig() Config {
 
 // AddFlags registers the flags on fs, grouped as the help text shows them.
 func (c *Config) AddFlags(fs *pflag.FlagSet) {
-	fs.StringVarP(&c.Output, "output", "o", c.Output, "output `FORMAT`: table or json")
+	fs.StringVarP(&c.Output, "output", "o", c.Output, "output `FORMAT`: table, json, or none (no events printed: with --metrics, an exporter only)")
 	fs.VarP(&c.Ports, "port", "p", "only these ports, local or remote: a `LIST` such as 25,80,8000-8100; in-kernel")
 	fs.Var((*pidFlag)(&c.PID), "pid", "only this process (its `PID`, the tgid); in-kernel")
 	fs.Var(&c.user, "uid", "only this `USER`, by name or id; in-kernel")
@@ -77,14 +83,18 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.Var((*sampleFlag)(&c.Sample), "sample", "send one event in N (on each CPU) and count the rest: a storm thinned for a consumer that cannot keep up; in-kernel")
 	c.Scope.AddFlags(fs)
 	fs.StringVar(&c.backend, "backend", c.backend, "the kernel hooks, a `BACKEND`: auto, fentry, kprobe or tracepoint")
-	fs.StringVar(&c.Metrics, "metrics", c.Metrics, "serve Prometheus metrics (events by type and result, lost) on this `ADDR` (HOST:PORT or :PORT)")
+	fs.StringVar(&c.Metrics, "metrics", c.Metrics, "serve Prometheus metrics (events by type, result and errno, lost) on this `ADDR` (HOST:PORT or :PORT)")
+	fs.StringVar(&c.WebConfig, "web.config.file", c.WebConfig, promserve.WebConfigHelp)
 	fs.BoolVarP(&c.Verbose, "verbose", "v", c.Verbose, flagcheck.VerboseHelp)
 }
 
 // Validate checks what flags alone cannot and resolves named values.
 func (c *Config) Validate() error {
-	if err := flagcheck.Output(c.Output, "table", "json"); err != nil {
+	if err := flagcheck.Output(c.Output, "table", "json", "none"); err != nil {
 		return err
+	}
+	if c.Output == "none" && c.Metrics == "" {
+		return errors.New("-o none prints no events: it needs --metrics to export them")
 	}
 	if c.Ports.Has(0) {
 		return fmt.Errorf("invalid --port %q: %s", c.Ports.Item(0), flagcheck.PortRange)
@@ -105,7 +115,8 @@ func (c *Config) Validate() error {
 	if c.UID < -1 || c.UID > maxUID {
 		return fmt.Errorf("invalid --uid %d: %s", c.UID, uidRange)
 	}
-	if err := flagcheck.First(flagcheck.Duration(c.Duration), flagcheck.MetricsAddr(c.Metrics)); err != nil {
+	if err := flagcheck.First(flagcheck.Duration(c.Duration), flagcheck.MetricsAddr(c.Metrics),
+		promserve.CheckWebConfig(c.WebConfig, c.Metrics)); err != nil {
 		return err
 	}
 	var err error

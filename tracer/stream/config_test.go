@@ -58,6 +58,11 @@ func TestFlags(t *testing.T) {
 		{args: nil, check: func(c *Config) bool { return c.Cgroups == nil }},
 		{args: []string{"--metrics", "256.1.1.1:9000"}, wantErr: `invalid --metrics "256.1.1.1:9000": want HOST:PORT or :PORT`},
 		{args: []string{"--metrics", "[::1]:0", "-v"}, check: func(c *Config) bool { return c.Metrics == "[::1]:0" && c.Verbose }},
+		{args: []string{"-o", "none", "--metrics", ":9471"}, check: func(c *Config) bool { return c.Output == "none" }},
+		{args: []string{"-o", "none"}, wantErr: "-o none prints no events: it needs --metrics to export them"},
+		{args: []string{"--web.config.file", "/no/such/web.yml"}, wantErr: "--web.config.file needs --metrics"},
+		{args: []string{"--metrics", ":9471", "--web.config.file", "/no/such/web.yml"},
+			wantErr: `invalid --web.config.file "/no/such/web.yml": open /no/such/web.yml: no such file or directory`},
 		{args: []string{"-d", "soon"}, wantErr: "invalid argument"},
 		{args: []string{"-d", "-1s"}, wantErr: "invalid --duration -1s"},
 		{args: []string{"--nope"}, wantErr: "unknown flag: --nope"},
@@ -166,13 +171,13 @@ func TestMetricsOwnAccept(t *testing.T) {
 	}
 }
 
-// The stream's /metrics: events by kind and result, how TCP connects
+// The stream's /metrics: events by kind, result and errno, how TCP connects
 // ended (a connect in progress is no outcome; its connect_done is) and how
 // long they took, and the events lost.
 func TestStreamMetrics(t *testing.T) {
 	m := NewMetrics()
-	m.Event(&event.Event{Kind: event.KindBind, Result: event.ResultDenied})
-	m.Event(&event.Event{Kind: event.KindBind, Result: event.ResultDenied})
+	m.Event(&event.Event{Kind: event.KindBind, Result: event.ResultDenied, Errno: unix.EACCES})
+	m.Event(&event.Event{Kind: event.KindBind, Result: event.ResultDenied, Errno: unix.EACCES})
 	m.Event(&event.Event{Kind: event.KindConnect})
 	m.Event(&event.Event{Kind: event.KindConnect, HasLatency: true, Latency: 800 * time.Microsecond})
 	m.Event(&event.Event{Kind: event.KindConnect, Result: event.ResultInProgress, Errno: unix.EINPROGRESS})
@@ -212,10 +217,10 @@ func TestStreamMetrics(t *testing.T) {
 		"porttrace_connect_latency_seconds{result=ok} count=1 sum=0.0008 first bucket holding all: le=0.001",
 		"porttrace_connect_outcomes_total{errno=,result=ok} 1",
 		"porttrace_connect_outcomes_total{errno=ETIMEDOUT,result=failed} 1",
-		"porttrace_events_total{event=bind,result=denied} 2",
-		"porttrace_events_total{event=connect,result=in_progress} 1",
-		"porttrace_events_total{event=connect,result=ok} 2",
-		"porttrace_events_total{event=connect_done,result=failed} 1",
+		"porttrace_events_total{errno=,event=connect,result=ok} 2",
+		"porttrace_events_total{errno=EACCES,event=bind,result=denied} 2",
+		"porttrace_events_total{errno=EINPROGRESS,event=connect,result=in_progress} 1",
+		"porttrace_events_total{errno=ETIMEDOUT,event=connect_done,result=failed} 1",
 		"porttrace_lost_events_total{} 3",
 		"porttrace_sampled_out_events_total{} 90",
 	}

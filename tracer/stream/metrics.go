@@ -2,19 +2,22 @@ package stream
 
 import (
 	"os"
+	"strings"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/porttrace/porttrace/tracer/event"
+	"github.com/porttrace/porttrace/tracer/internal/promserve"
 )
 
-// Metrics is what the event stream's /metrics serves: events by kind and
-// result, how TCP connects ended and how long their handshakes took, and
-// the events lost. Labels stay low-cardinality (errno names are a fixed set).
+// Metrics is what the event stream's /metrics serves: events by kind,
+// result and errno, how TCP connects ended and how long their handshakes
+// took, and the events lost. Labels stay low-cardinality: kinds and
+// results are enums, and errno is bounded by errnoLabel.
 type Metrics struct {
 	mu       sync.Mutex
-	events   map[[2]string]float64 // {event, result}
+	events   map[[3]string]float64 // {event, result, errno}
 	outcomes map[[2]string]float64 // {result, errno}
 	latency  *prometheus.HistogramVec
 	lost     float64
@@ -34,14 +37,15 @@ var LatencyBuckets = []float64{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.
 // NewMetrics returns empty metrics.
 func NewMetrics() *Metrics {
 	return &Metrics{
-		events:   map[[2]string]float64{},
+		events:   map[[3]string]float64{},
 		outcomes: map[[2]string]float64{},
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "porttrace_connect_latency_seconds",
 			Help:    "Time from a TCP connect call to the end of its handshake, by result.",
 			Buckets: LatencyBuckets,
 		}, []string{"result"}),
-		eventsDesc: prometheus.NewDesc("porttrace_events_total", "Socket events reported, by event and result.", []string{"event", "result"}, nil),
+		eventsDesc: prometheus.NewDesc("porttrace_events_total",
+			`Socket events reported, by event, result and errno ("" when the call succeeded).`, []string{"event", "result", "errno"}, nil),
 		outcomesDesc: prometheus.NewDesc("porttrace_connect_outcomes_total",
 			"TCP connects whose handshake ended, by result and errno (blocking connects and connect_done).", []string{"result", "errno"}, nil),
 		lostDesc: prometheus.NewDesc("porttrace_lost_events_total", "Events dropped because the ring buffer was full.", nil, nil),
@@ -54,11 +58,12 @@ func NewMetrics() *Metrics {
 // ended also counts as an outcome, with its latency.
 func (m *Metrics) Event(ev *event.Event) {
 	m.mu.Lock()
-	m.events[[2]string{ev.Kind.String(), ev.Result.String()}]++
+	errno := errnoLabel(ev)
+	m.events[[3]string{ev.Kind.String(), ev.Result.String(), errno}]++
 	ended := ev.Kind == event.KindConnectDone ||
 		(ev.Kind == event.KindConnect && ev.Result != event.ResultInProgress && ev.HasLatency)
 	if ended {
-		m.outcomes[[2]string{ev.Result.String(), ev.ErrnoName()}]++
+		m.outcomes[[2]string{ev.Result.String(), errno}]++
 	}
 	m.mu.Unlock()
 	if ended && ev.HasLatency {
@@ -94,7 +99,7 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for k, v := range m.events {
-		ch <- prometheus.MustNewConstMetric(m.eventsDesc, prometheus.CounterValue, v, k[0], k[1])
+		ch <- prometheus.MustNewConstMetric(m.eventsDesc, prometheus.CounterValue, v, k[0], k[1], k[2])
 	}
 	for k, v := range m.outcomes {
 		ch <- prometheus.MustNewConstMetric(m.outcomesDesc, prometheus.CounterValue, v, k[0], k[1])
@@ -108,4 +113,25 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 // metrics: noise in the stream it is watching.
 func (m *Metrics) ownAccept(ev *event.Event) bool {
 	return m.port != 0 && ev.Kind == event.KindAccept && ev.PID == uint32(os.Getpid()) && ev.Local.Port() == m.port
+}
+
+// errnoLabel is ev's errno as a label value: "" when the call succeeded,
+// as the JSON leaves errno out then (Prometheus stores an empty label as
+// no label, so an ok call's series has event and result alone), the name
+// ErrnoName gives it otherwise, and "other" for a number the kernel
+// returned that has no name. ErrnoName's names are a fixed table
+// (golang.org/x/sys's Linux errnos and the kernel's restart codes), so the
+// label takes a bounded set of values; only its fallback, "errno" and the
+// number, could grow with whatever a kernel returns, and it is folded.
+func errnoLabel(ev *event.Event) string {
+	name := ev.ErrnoName()
+	if strings.HasPrefix(name, "errno") {
+		return "other"
+	}
+	return name
+}
+
+// server is how --metrics serves.
+func (c *Config) server() promserve.Config {
+	return promserve.Config{Addr: c.Metrics, WebConfig: c.WebConfig, Version: c.BuildVersion}
 }

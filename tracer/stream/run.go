@@ -37,7 +37,7 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer, stderr io.Writer) er
 	defer names.Close()
 	t, srv, detach, err := tracer.Attach(tracer.Options{Backend: cfg.Backend, Events: cfg.Events, PID: cfg.PID, FilterUID: cfg.UID >= 0,
 		UID: uint32(cfg.UID), Ports: &cfg.Ports, Cgroups: cfg.KernelCgroups(), JudgeUnknown: !cfg.Workloads.Empty(), Netns: nsScope,
-		RingBufferSize: cfg.RingBufferSize, Sample: cfg.Sample}, metrics, cfg.Metrics, "porttrace", "tracing", cfg.Verbose, stderr)
+		RingBufferSize: cfg.RingBufferSize, Sample: cfg.Sample}, metrics, cfg.server(), "porttrace", "tracing", cfg.Verbose, stderr)
 	if err != nil {
 		return err
 	}
@@ -63,7 +63,7 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer, stderr io.Writer) er
 	defer sw.Close()
 	tw := &timedWriter{w: sw}
 	out := bufio.NewWriterSize(tw, 64<<10)
-	w, err := newWriter(cfg, out, stdout)
+	w, err := openWriter(cfg, out, stdout)
 	if err != nil {
 		return err
 	}

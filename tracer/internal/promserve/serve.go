@@ -1,7 +1,9 @@
-// Package promserve serves a Prometheus collector on /metrics, hardened
-// for a tool run on machines in trouble: timeouts for every phase of a
-// request, a cap on connections, and its own errors said once rather than
-// every second, escaped.
+// Package promserve serves a Prometheus collector on /metrics as an
+// exporter: beside the collector, porttrace_build_info and the Go and
+// process collectors, a landing page on /, TLS and basic auth from an
+// exporter toolkit web configuration; hardened for a tool run on machines
+// in trouble: timeouts for every phase of a request, a cap on connections,
+// and its own errors said once rather than every second, escaped.
 package promserve
 
 import (
@@ -17,6 +19,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/exporter-toolkit/web"
 
 	"github.com/porttrace/porttrace/tracer/textout"
 )
@@ -47,27 +50,67 @@ var DefaultLimits = Limits{
 // at the limit.
 func (l Limits) FDs() int { return l.Conns + 4 }
 
+// Config is how a server serves: where, with what TLS and
+// authentication, and what it says of the binary besides the collector.
+type Config struct {
+	// Addr is --metrics: where to listen.
+	Addr string
+	// WebConfig is --web.config.file: the exporter toolkit's web
+	// configuration (TLS, basic auth), read again on each connection so
+	// that a renewed certificate needs no restart; "" for plain HTTP.
+	WebConfig string
+	// Version is the binary's version ("unknown" when empty) and Backend
+	// the tracer's: both label porttrace_build_info, and the landing page
+	// shows them.
+	Version, Backend string
+	// Limits bound the clients; DefaultLimits when zero.
+	Limits Limits
+}
+
 // Server is a running /metrics server.
 type Server struct {
 	addr string
 	port uint16
+	url  string
 	stop func()
 }
 
-// Serve serves c on addr's /metrics until Close. It fails at once if addr
+// Serve serves c on cfg.Addr's /metrics, with porttrace_build_info and the
+// Go and process collectors beside it and a landing page on /, until
+// Close. It fails at once if the web configuration is bad or cfg.Addr
 // cannot be listened on; what goes wrong later is said on stderr.
-func Serve(addr string, c prometheus.Collector, lim Limits, stderr io.Writer) (*Server, error) {
-	reg := prometheus.NewRegistry()
-	if err := reg.Register(c); err != nil {
+func Serve(cfg Config, c prometheus.Collector, stderr io.Writer) (*Server, error) {
+	if cfg.Limits == (Limits{}) {
+		cfg.Limits = DefaultLimits
+	}
+	if cfg.Version == "" {
+		cfg.Version = "unknown"
+	}
+	tlsOn, err := readWebConfig(cfg.WebConfig)
+	if err != nil {
 		return nil, err
 	}
-	ln, err := net.Listen("tcp", addr)
+	reg, err := newRegistry(c, cfg)
+	if err != nil {
+		return nil, err
+	}
+	landing, err := newLanding(cfg)
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("--metrics: %w", err)
 	}
-	logger := log.New(newOnceWriter(stderr, "porttrace: metrics server: "), "", 0)
+	said := newOnceWriter(stderr, "porttrace: metrics server: ")
+	logger := log.New(said, "", 0)
+	// GET (and HEAD) alone: a scrape is a GET, and a POST that announces
+	// a body and never sends it would hold the answer until the timeouts.
+	// Any other path is 404.
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: logger}))
+	mux.Handle("GET /metrics", promhttp.InstrumentMetricHandler(reg, promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: logger})))
+	mux.Handle("GET /{$}", landing)
+	lim := cfg.Limits
 	srv := &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: lim.ReadHeader,
@@ -79,11 +122,17 @@ func Serve(addr string, c prometheus.Collector, lim Limits, stderr io.Writer) (*
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		if err := srv.Serve(newLimitListener(ln, lim.Conns)); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		flags := &web.FlagConfig{WebConfigFile: &cfg.WebConfig}
+		if err := web.Serve(newLimitListener(ln, lim.Conns), srv, flags, slogTo(said)); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			logger.Print(err)
 		}
 	}()
-	return &Server{addr: ln.Addr().String(), port: uint16(ln.Addr().(*net.TCPAddr).Port),
+	addr := ln.Addr().String()
+	scheme := "http"
+	if tlsOn {
+		scheme = "https"
+	}
+	return &Server{addr: addr, port: uint16(ln.Addr().(*net.TCPAddr).Port), url: scheme + "://" + addr + "/metrics",
 		stop: func() { srv.Close(); <-done }}, nil
 }
 
@@ -93,6 +142,9 @@ func (s *Server) Addr() string { return s.addr }
 
 // Port is the port of Addr.
 func (s *Server) Port() uint16 { return s.port }
+
+// URL is where to scrape: https when the web configuration turns TLS on.
+func (s *Server) URL() string { return s.url }
 
 // Close stops the server and waits for it.
 func (s *Server) Close() { s.stop() }

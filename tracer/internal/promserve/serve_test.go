@@ -56,7 +56,7 @@ func (s *syncBuf) String() string {
 func serveTest(t *testing.T, lim Limits) (m *Server, errOut *syncBuf) {
 	t.Helper()
 	errOut = &syncBuf{}
-	m, err := Serve("127.0.0.1:0", testCollector(), lim, errOut)
+	m, err := Serve(Config{Addr: "127.0.0.1:0", Limits: lim}, testCollector(), errOut)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,7 +138,7 @@ func TestServerServerConnLimit(t *testing.T) {
 func TestServerServerStopWhileFull(t *testing.T) {
 	lim := DefaultLimits
 	lim.Conns = 1
-	m, err := Serve("127.0.0.1:0", testCollector(), lim, io.Discard)
+	m, err := Serve(Config{Addr: "127.0.0.1:0", Limits: lim}, testCollector(), io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
