@@ -51,17 +51,25 @@ func TestTableGolden(t *testing.T) {
 		width      int
 		color      bool
 		containers bool
+		columns    []string
 	}{
-		{"events.table", 0, false, false},
-		{"events-80col.table", 80, false, false},
-		{"events-80col-color.table", 80, true, false},
-		{"events-color.table", 200, true, false},
-		{"events-containers.table", 0, false, true},
-		{"events-containers-80col.table", 80, false, true}, // no room: left out
+		{"events.table", 0, false, false, nil},
+		{"events-80col.table", 80, false, false, nil},
+		{"events-80col-color.table", 80, true, false, nil},
+		{"events-color.table", 200, true, false, nil},
+		{"events-containers.table", 0, false, true, nil},
+		{"events-containers-80col.table", 80, false, true, nil}, // no room: left out
+		// -o wide: every column, on a terminal as into a pipe.
+		{"events-wide.table", 0, false, true, stream.WideLayout(true)},
+		{"events-wide-120col.table", 120, false, false, stream.WideLayout(false)},
+		// -o columns=: those named, in their order; without RESULT or
+		// USER, the line under a failure says them.
+		{"events-columns.table", 0, false, false, []string{"time", "pid", "comm", "local", "remote", "errno", "latency"}},
+		{"events-columns-all.table", 0, false, false, stream.ColumnNames()},
 	} {
 		t.Run(tc.file, func(t *testing.T) {
 			var out bytes.Buffer
-			w, err := stream.NewTable(&out, tc.width, tc.color, tc.containers)
+			w, err := stream.NewTable(&out, tc.width, tc.color, tc.containers, tc.columns)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -99,7 +107,9 @@ func TestTableGolden(t *testing.T) {
 					t.Errorf("%d rows for %d events", rows, len(tracer.DecodedEvents()))
 				}
 			}
-			if tc.width > 0 {
+			// The layouts porttrace picks fit the terminal; those asked
+			// for (-o wide, columns=) are as wide as their columns.
+			if tc.width > 0 && tc.columns == nil {
 				for _, line := range strings.Split(string(plain), "\n") {
 					if n := utf8.RuneCountInString(line); n > tc.width {
 						t.Errorf("%d columns, wider than %d: %q", n, tc.width, line)

@@ -25,6 +25,8 @@ import (
 // Config is everything the command line sets.
 type Config struct {
 	Output   string
+	// Columns are -o columns='s, in their order (Validate reads them).
+	Columns []string
 	Ports    tracer.PortSet
 	PID      uint32
 	UID      int64 // -1: every user
@@ -66,7 +68,8 @@ func DefaultConfig() Config {
 
 // AddFlags registers the flags on fs, grouped as the help text shows them.
 func (c *Config) AddFlags(fs *pflag.FlagSet) {
-	fs.StringVarP(&c.Output, "output", "o", c.Output, "output `FORMAT`: table, json, or none (no events printed: with --metrics, an exporter only)")
+	fs.StringVarP(&c.Output, "output", "o", c.Output, "output `FORMAT`: table; wide (every column); columns=NAME,... of "+
+		strings.Join(ColumnNames(), ",")+"; json; or none (no events printed: with --metrics, an exporter only)")
 	fs.VarP(&c.Ports, "port", "p", "only these ports, local or remote: a `LIST` such as 25,80,8000-8100; in-kernel")
 	fs.Var((*pidFlag)(&c.PID), "pid", "only this process (its `PID`, the tgid); in-kernel")
 	fs.Var(&c.user, "uid", "only this `USER`, by name or id; in-kernel")
@@ -90,7 +93,13 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 
 // Validate checks what flags alone cannot and resolves named values.
 func (c *Config) Validate() error {
-	if err := flagcheck.Output(c.Output, "table", "json", "none"); err != nil {
+	if list, ok := strings.CutPrefix(c.Output, "columns="); ok {
+		cols, err := ParseColumns(list)
+		if err != nil {
+			return fmt.Errorf("invalid --output %q: %w", c.Output, err)
+		}
+		c.Columns = cols
+	} else if err := flagcheck.Output(c.Output, "table", "wide", "json", "none", "columns=NAME,..."); err != nil {
 		return err
 	}
 	if c.Output == "none" && c.Metrics == "" {

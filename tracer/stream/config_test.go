@@ -60,6 +60,14 @@ func TestFlags(t *testing.T) {
 		{args: []string{"--metrics", "[::1]:0", "-v"}, check: func(c *Config) bool { return c.Metrics == "[::1]:0" && c.Verbose }},
 		{args: []string{"-o", "none", "--metrics", ":9471"}, check: func(c *Config) bool { return c.Output == "none" }},
 		{args: []string{"-o", "none"}, wantErr: "-o none prints no events: it needs --metrics to export them"},
+		{args: []string{"-o", "wide"}, check: func(c *Config) bool { return c.Output == "wide" && c.Columns == nil }},
+		{args: []string{"-o", "columns=time,PID,comm,errno"}, check: func(c *Config) bool {
+			return strings.Join(c.Columns, ",") == "time,pid,comm,errno"
+		}},
+		{args: []string{"-o", "columns=time,bogus"}, wantErr: `invalid --output "columns=time,bogus": no column "bogus": want some of time,event,pid,`},
+		{args: []string{"-o", "columns=pid,pid"}, wantErr: `column "pid" named twice`},
+		{args: []string{"-o", "columns="}, wantErr: `an empty column name in ""`},
+		{args: []string{"-o", "columns=pid,"}, wantErr: `an empty column name in "pid,"`},
 		{args: []string{"--web.config.file", "/no/such/web.yml"}, wantErr: "--web.config.file needs --metrics"},
 		{args: []string{"--metrics", ":9471", "--web.config.file", "/no/such/web.yml"},
 			wantErr: `invalid --web.config.file "/no/such/web.yml": open /no/such/web.yml: no such file or directory`},

@@ -367,7 +367,16 @@ func newWriter(cfg Config, out *bufio.Writer, stdout io.Writer) (writer, error) 
 	if root, ok := proc.Cgroup2Root(); ok && !containers {
 		containers = workload.AnyContainer(root)
 	}
-	tw, err := NewTableWriter(out, width, color, containers)
+	var tw *TableWriter
+	var err error
+	switch {
+	case cfg.Columns != nil:
+		tw, err = NewColumnsWriter(out, width, color, cfg.Columns)
+	case cfg.Output == "wide":
+		tw, err = NewColumnsWriter(out, width, color, WideLayout(containers))
+	default:
+		tw, err = NewTableWriter(out, width, color, containers)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -377,9 +386,16 @@ func newWriter(cfg Config, out *bufio.Writer, stdout io.Writer) (writer, error) 
 // NewTable writes events to w as the stream's table, sized for a terminal
 // of width columns (0: into a pipe), coloured or not: each a row, and
 // under it the lines that say why a call failed or that its executable
-// was deleted; containers adds a CONTAINER column (NewTableWriter).
-func NewTable(w io.Writer, width int, color, containers bool) (*Table, error) {
-	tw, err := NewTableWriter(w, width, color, containers)
+// was deleted; containers adds a CONTAINER column (NewTableWriter). names,
+// when not nil, are the columns (NewColumnsWriter).
+func NewTable(w io.Writer, width int, color, containers bool, names []string) (*Table, error) {
+	var tw *TableWriter
+	var err error
+	if names != nil {
+		tw, err = NewColumnsWriter(w, width, color, names)
+	} else {
+		tw, err = NewTableWriter(w, width, color, containers)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -422,7 +438,7 @@ func (t *Table) Write(ev *event.Event) error {
 			prefix := ReasonIndent
 			if i > 0 {
 				prefix = strings.Repeat(" ", len(ReasonIndent))
-			} else if n == 0 && t.tw.narrow && ev.Result.Failed() {
+			} else if n == 0 && !t.tw.hasResult && ev.Result.Failed() {
 				// The errno leads the note when no RESULT column shows it.
 				errno := ev.ErrnoName()
 				line = t.tw.paint(ev, errno) + line[len(errno):]

@@ -12,33 +12,7 @@ import (
 	twlib "github.com/olekukonko/tablewriter/tw"
 
 	"github.com/porttrace/porttrace/tracer/event"
-	"github.com/porttrace/porttrace/tracer/internal/workload"
 	"github.com/porttrace/porttrace/tracer/textout"
-)
-
-// The wide layout has a column for everything; the narrow one fits 80
-// columns by leaving out what another column already says (DIR follows
-// from EVENT in the stream) or what a line of its own says better: USER
-// and RESULT move to the line under a denied or failed call.
-var (
-	wideHeader   = []any{"TIME", "EVENT", "PID", "USER", "COMM", "PROTO", "LOCAL", "REMOTE", "DIR", "CLASS", "RESULT"}
-	narrowHeader = []any{"TIME", "EVENT", "PID", "COMM", "PROTO", "LOCAL", "REMOTE", "CLASS"}
-)
-
-// Column widths, right padding included. wideWidths fit any IPv4 address,
-// the longest comm and errno name; narrowWidths fit 79 columns,
-// where an address too long for its column puts its port on a second line
-// and any other long cell wraps inside its column.
-var (
-	wideWidths   = []int{9, 8, 8, 9, 16, 6, 22, 22, 4, 6, 16}
-	narrowWidths = []int{9, 8, 8, 9, 6, 17, 16, 6}
-)
-
-// The CONTAINER column, in the wide layout only: after COMM, wide enough
-// for "pod/" and a pod UID's first 8 digits and a short id.
-const (
-	containerCol   = 5
-	containerWidth = 27
 )
 
 func sum(ns []int) (s int) {
@@ -55,43 +29,71 @@ func sum(ns []int) (s int) {
 // and friends, a cell longer than its column pushes the rest of the row
 // along, and no line ends in spaces.
 type TableWriter struct {
-	t      *tablewriter.Table // nil into a pipe
-	w      io.Writer
-	buf    []byte
-	color  bool
-	narrow bool
-	tty    bool // on a terminal: a long address puts its port on a line of its own
-	row    []any
-	cols   []int
-	// containers: the wide layout has a CONTAINER column.
-	containers bool
+	t       *tablewriter.Table // nil into a pipe
+	w       io.Writer
+	buf     []byte
+	color   bool
+	tty     bool // on a terminal: a long address puts its port on a line of its own
+	row     []any
+	columns []column
+	cols    []int // their widths
+	// Whether USER and RESULT are columns; where not, the line under a
+	// denied or failed call says them.
+	hasUser, hasResult bool
 }
 
 // NewTableWriter starts a table on w sized for a terminal of width columns
 // (0: not a terminal). color marks denials and failures with ANSI colour.
 // containers adds a CONTAINER column after COMM, where the table is wide
 // enough for it (a host that runs containers, a stream scoped to them).
+// A terminal narrower than the table gets the layout that fits 80.
 func NewTableWriter(w io.Writer, width int, color, containers bool) (*TableWriter, error) {
-	cols, header := wideWidths, wideHeader
+	layout := defaultLayout
 	if containers {
-		cols = slices.Insert(slices.Clone(cols), containerCol, containerWidth)
-		header = slices.Insert(slices.Clone(header), containerCol, any("CONTAINER"))
+		layout = withContainer(layout)
 	}
-	narrow := width > 0 && width < sum(cols)
-	if narrow {
-		cols, header, containers = narrowWidths, narrowHeader, false
+	if width > 0 && width < sum(widthsOf(layoutColumns(layout))) {
+		return newColumnsWriter(w, width, color, narrowLayout, narrowWidths)
 	}
-	tw := &TableWriter{w: w, color: color, narrow: narrow, tty: width > 0, row: make([]any, 0, len(header)), cols: cols,
-		containers: containers}
+	return NewColumnsWriter(w, width, color, layout)
+}
+
+// narrowWidths fit 79 columns, where an address too long for its column
+// puts its port on a second line and any other long cell wraps inside its
+// column.
+var narrowWidths = []int{9, 8, 8, 9, 6, 17, 16, 6}
+
+// NewColumnsWriter starts a table of the named columns (-o wide, -o
+// columns=; ParseColumns), the same on any terminal.
+func NewColumnsWriter(w io.Writer, width int, color bool, names []string) (*TableWriter, error) {
+	return newColumnsWriter(w, width, color, names, widthsOf(layoutColumns(names)))
+}
+
+func newColumnsWriter(w io.Writer, width int, color bool, names []string, widths []int) (*TableWriter, error) {
+	cols := layoutColumns(names)
+	header := make([]any, len(cols))
+	for i, c := range cols {
+		header[i] = c.header
+	}
+	tw := &TableWriter{w: w, color: color, tty: width > 0, row: make([]any, 0, len(cols)), columns: cols, cols: widths,
+		hasUser: slices.Contains(names, "user"), hasResult: slices.Contains(names, "result")}
 	if width == 0 {
 		return tw, tw.line(header)
 	}
-	tw.t = newStreamTable(w, cols)
+	tw.t = newStreamTable(w, tw.cols)
 	if err := tw.t.Start(); err != nil {
 		return nil, err
 	}
 	tw.t.Header(header...)
 	return tw, nil
+}
+
+func widthsOf(cols []column) []int {
+	ws := make([]int, len(cols))
+	for i, c := range cols {
+		ws[i] = c.width
+	}
+	return ws
 }
 
 func newStreamTable(w io.Writer, cols []int) *tablewriter.Table {
@@ -131,26 +133,9 @@ func (tw *TableWriter) line(cells []any) error {
 
 // Write prints one event.
 func (tw *TableWriter) Write(ev *event.Event) error {
-	r := append(tw.row[:0],
-		ev.Time.In(textout.DisplayZone).Format("15:04:05"),
-		kindWord(ev.Kind),
-		strconv.FormatUint(uint64(ev.PID), 10))
-	if !tw.narrow {
-		r = append(r, textout.Printable(ev.User))
-	}
-	r = append(r, textout.Printable(ev.Comm))
-	if tw.containers {
-		r = append(r, textout.Printable(workload.Cell(ev.Workload, ev.Names)))
-	}
-	r = append(r, event.ProtoName(ev.Proto))
-	r = append(r, hostPort(ev.Local, tw.addrMax(len(r))))
-	r = append(r, hostPort(ev.Remote, tw.addrMax(len(r))))
-	if !tw.narrow {
-		r = append(r, event.ShortDir(ev.Direction))
-	}
-	r = append(r, event.ShortClass(ev.PortClass, ev.Privileged))
-	if !tw.narrow {
-		r = append(r, tw.paint(ev, resultWord(ev)))
+	r := tw.row[:0]
+	for i, c := range tw.columns {
+		r = append(r, c.cell(tw, ev, i))
 	}
 	tw.row = r
 	if tw.t == nil {
@@ -231,18 +216,18 @@ func (tw *TableWriter) paint(ev *event.Event, s string) string {
 }
 
 // notes are the lines under an event: why a call was denied or failed
-// (in the narrow layout led by the errno and the user that RESULT and
-// USER would show), and that the process's executable was deleted, as
+// (led by the errno, and the user, when no RESULT or USER column shows
+// them), and that the process's executable was deleted, as
 // an implant that removed itself leaves it.
 func (tw *TableWriter) notes(ev *event.Event) []string {
 	var notes []string
 	switch {
 	case !ev.Result.Failed():
-	case !tw.narrow:
+	case tw.hasResult:
 		notes = append(notes, ev.Reason)
 	default:
 		s := ev.ErrnoName()
-		if ev.User != "" {
+		if ev.User != "" && !tw.hasUser {
 			s += " (user " + textout.Printable(ev.User) + ")"
 		}
 		if ev.Reason != "" {
