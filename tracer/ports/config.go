@@ -17,6 +17,9 @@ import (
 type Config struct {
 	All    bool
 	Output string
+	// Columns are -o wide's or -o columns='s (Validate sets them); nil:
+	// the default table.
+	Columns []string
 	Netns  []string
 	// RuntimeSockets name the container runtime APIs to ask for names.
 	RuntimeSockets []string
@@ -38,7 +41,8 @@ func DefaultConfig() Config {
 func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	c.flags = fs
 	fs.BoolVarP(&c.All, "all", "a", c.All, "every socket, not only listeners")
-	fs.StringVarP(&c.Output, "output", "o", c.Output, "output `FORMAT`: table or json (one object per socket or event, its kind in \"event\")")
+	fs.StringVarP(&c.Output, "output", "o", c.Output, "output `FORMAT`: table; wide (every column); columns=NAME,... of "+
+		strings.Join(ColumnNames(), ",")+"; or json (one object per socket or event, its kind in \"event\")")
 	fs.Var((*flagcheck.NetnsList)(&c.Netns), "netns", "network namespace files to look into (/run/netns/NAME, /proc/PID/ns/net), or all")
 	fs.StringArrayVar(&c.RuntimeSockets, "runtime-socket", c.RuntimeSockets, flagcheck.RuntimeSocketHelp)
 	fs.BoolVarP(&c.Watch, "watch", "w", c.Watch, "after the snapshot, report new binds and listens as they happen and closed listeners")
@@ -50,7 +54,18 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 
 // Validate checks the flags.
 func (c *Config) Validate() error {
-	if err := flagcheck.First(flagcheck.Output(c.Output, "table", "json"), flagcheck.Interval(c.Interval), flagcheck.Duration(c.Duration)); err != nil {
+	if list, ok := strings.CutPrefix(c.Output, "columns="); ok {
+		cols, err := ParseColumns(list)
+		if err != nil {
+			return fmt.Errorf("invalid --output %q: %w", c.Output, err)
+		}
+		c.Columns = cols
+	} else if c.Output == "wide" {
+		c.Columns = wideLayout
+	} else if err := flagcheck.Output(c.Output, "table", "wide", "json", "columns=NAME,..."); err != nil {
+		return err
+	}
+	if err := flagcheck.First(flagcheck.Interval(c.Interval), flagcheck.Duration(c.Duration)); err != nil {
 		return err
 	}
 	var err error

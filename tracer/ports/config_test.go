@@ -2,6 +2,7 @@ package ports
 
 import (
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -57,6 +58,11 @@ func TestPortsConfigFlags(t *testing.T) {
 			return c.Interval == 2*time.Second && c.Duration == time.Minute && c.Backend == event.BackendKprobe && c.Verbose
 		}},
 		{args: []string{"--netns", "all"}, check: func(c *Config) bool { return len(c.Netns) == 1 && c.Netns[0] == "all" }},
+		{args: []string{"-o", "wide"}, check: func(c *Config) bool { return slices.Equal(c.Columns, wideLayout) }},
+		{args: []string{"-o", "columns=local,STATE,pid"}, check: func(c *Config) bool { return strings.Join(c.Columns, ",") == "local,state,pid" }},
+		{args: []string{"-o", "columns=local,nope"}, wantErr: `invalid --output "columns=local,nope": no column "nope": want some of netns,proto,`},
+		{args: []string{"-o", "columns=pid,pid"}, wantErr: `column "pid" named twice`},
+		{args: []string{"-o", "xml"}, wantErr: `invalid --output "xml": want table or wide or json or columns=NAME,...`},
 		{args: []string{"-i", "2s"}, wantErr: "--interval needs --watch"},
 		{args: []string{"-i", "1s"}, wantErr: "--interval needs --watch"},
 		{args: []string{"--backend", "kprobe"}, wantErr: "--backend needs --watch"},

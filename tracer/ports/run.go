@@ -92,6 +92,10 @@ func writeSnapshot(out *bufio.Writer, cfg Config, snap []Socket, now time.Time) 
 			buf = AppendSocketJSON(buf[:0], EventSnapshot, now, &snap[i])
 			_, _ = out.Write(buf)
 		}
+	} else if cfg.Columns != nil {
+		if err := WriteColumns(out, snap, cfg.Columns); err != nil {
+			return err
+		}
 	} else if err := WriteTable(out, snap, len(cfg.Netns) > 0); err != nil {
 		return err
 	}

@@ -21,43 +21,28 @@ import (
 // who lists them). Columns are as wide as their widest cell; nothing
 // wraps and no line ends in spaces, on a terminal or into a pipe.
 func WriteTable(w io.Writer, socks []Socket, showNetns bool) error {
-	header := []any{"PROTO", "LOCAL", "REMOTE", "STATE", "PID", "USER", "COMM", "CLASS", "DIR", "NOTE"}
-	// A CONTAINER column, before NOTE, when a holder of any row is in one.
-	showContainer := slices.ContainsFunc(socks, func(s Socket) bool {
-		return len(s.Holders) > 0 && s.Holders[0].Workload.Known()
-	})
-	if showContainer {
-		header = slices.Insert(header, len(header)-1, any("CONTAINER"))
-	}
-	if showNetns {
-		header = append([]any{"NETNS"}, header...)
+	return WriteColumns(w, socks, tableLayout(socks, showNetns))
+}
+
+// WriteColumns writes socks as a table of the named columns (-o wide, -o
+// columns=; ParseColumns).
+func WriteColumns(w io.Writer, socks []Socket, names []string) error {
+	cols := make([]column, len(names))
+	header := make([]any, len(names))
+	for i, name := range names {
+		cols[i] = columns[slices.IndexFunc(columns, func(c column) bool { return c.name == name })]
+		header[i] = cols[i].header
 	}
 	rows := [][]any{header}
 	for i := range socks {
-		s := &socks[i]
-		pid, user, comm := "-", "-", "-"
-		if len(s.Holders) > 0 {
-			h := s.Holders[0]
-			pid, user, comm = strconv.Itoa(int(h.PID)), textout.Printable(h.User), textout.Printable(h.Comm)
-			if n := distinctPIDs(s.Holders); n > 1 {
-				pid += fmt.Sprintf("+%d", n-1)
+		row := make([]any, len(cols))
+		for j, c := range cols {
+			row[j] = c.cell(&socks[i])
+		}
+		if j := slices.Index(names, "pid"); j >= 0 {
+			if n := distinctPIDs(socks[i].Holders); n > 1 {
+				row[j] = row[j].(string) + fmt.Sprintf("+%d", n-1)
 			}
-		}
-		class := event.ShortClass(s.PortClass, s.Privileged)
-		dir := event.ShortDir(s.Direction)
-		if s.DirInferred {
-			dir += "?"
-		}
-		row := []any{event.ProtoName(s.Proto), LocalAddr(s), sockAddr(s.Remote), s.State, pid, user, comm, class, dir, textout.Printable(socketNote(s))}
-		if showContainer {
-			ctr := "-"
-			if len(s.Holders) > 0 {
-				ctr = textout.Printable(workload.Cell(s.Holders[0].Workload, s.Holders[0].Names))
-			}
-			row = slices.Insert(row, len(row)-1, any(ctr))
-		}
-		if showNetns {
-			row = append([]any{strconv.FormatUint(uint64(s.Netns), 10)}, row...)
 		}
 		rows = append(rows, row)
 	}

@@ -71,15 +71,37 @@ func sampleSockets() []Socket {
 var sampleTime = time.Date(2026, 11, 28, 7, 30, 0, 120000000, time.UTC)
 
 func TestPortsTableGolden(t *testing.T) {
-	var b strings.Builder
-	if err := WriteTable(&b, sampleSockets(), false); err != nil {
-		t.Fatal(err)
-	}
-	golden.Check(t, "ports.table", []byte(b.String()))
-	for _, line := range strings.Split(b.String(), "\n") {
-		if strings.HasSuffix(line, " ") {
-			t.Errorf("trailing spaces: %q", line)
-		}
+	for _, tc := range []struct {
+		file    string
+		columns []string // nil: the default table
+	}{
+		{"ports.table", nil},
+		{"ports-wide.table", wideLayout},
+		{"ports-columns.table", []string{"local", "state", "pid", "exe", "fd", "inode"}},
+		{"ports-columns-all.table", ColumnNames()},
+	} {
+		t.Run(tc.file, func(t *testing.T) {
+			var b strings.Builder
+			var err error
+			if tc.columns == nil {
+				err = WriteTable(&b, sampleSockets(), false)
+			} else {
+				err = WriteColumns(&b, sampleSockets(), tc.columns)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			golden.Check(t, tc.file, []byte(b.String()))
+			lines := strings.Split(strings.TrimSuffix(b.String(), "\n"), "\n")
+			if len(lines) != len(sampleSockets())+1 {
+				t.Errorf("%d lines for %d sockets and a header", len(lines), len(sampleSockets()))
+			}
+			for _, line := range lines {
+				if strings.HasSuffix(line, " ") {
+					t.Errorf("trailing spaces: %q", line)
+				}
+			}
+		})
 	}
 }
 
