@@ -20,7 +20,7 @@ type Config struct {
 	// Columns are -o wide's or -o columns='s (Validate sets them); nil:
 	// the default table.
 	Columns []string
-	Netns  []string
+	Netns   []string
 	// RuntimeSockets name the container runtime APIs to ask for names.
 	RuntimeSockets []string
 	Watch          bool

@@ -24,9 +24,9 @@ import (
 
 // Config is everything the command line sets.
 type Config struct {
-	Output   string
+	Output string
 	// Columns are -o columns='s, in their order (Validate reads them).
-	Columns []string
+	Columns  []string
 	Ports    tracer.PortSet
 	PID      uint32
 	UID      int64 // -1: every user

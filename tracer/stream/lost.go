@@ -159,4 +159,3 @@ func (l *lostReport) tell(n uint64, kind string) {
 		l.metrics.Lost(n)
 	}
 }
-
