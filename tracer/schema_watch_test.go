@@ -126,7 +126,7 @@ func TestKernelSchemaWhoWait(t *testing.T) {
 		t.Fatalf("who --wait did not end on the bind:\n%s", out.String())
 	}
 	counts := schematest.CheckLines(t, schematest.Who, []byte(out.String()))
-	if counts["snapshot"] != 1 || counts["bind"] != 2 || !strings.Contains(out.String(), `"start":"`) {
+	if counts["who"] != 1 || counts["bind"] != 2 || !strings.Contains(out.String(), `"start":"`) || !strings.Contains(out.String(), `"held":true`) {
 		t.Errorf("lines by event: %v\n%s", counts, out.String())
 	}
 }
