@@ -1,12 +1,11 @@
 package ports
 
 import (
-	"fmt"
 	"slices"
 	"strconv"
-	"strings"
 
 	"github.com/porttrace/porttrace/tracer/event"
+	"github.com/porttrace/porttrace/tracer/internal/flagcheck"
 	"github.com/porttrace/porttrace/tracer/internal/workload"
 	"github.com/porttrace/porttrace/tracer/textout"
 )
@@ -86,22 +85,7 @@ func ColumnNames() []string {
 }
 
 // ParseColumns reads -o's columns=NAME,...: known names, each once.
-func ParseColumns(list string) ([]string, error) {
-	var names []string
-	for _, name := range strings.Split(list, ",") {
-		name = strings.ToLower(strings.TrimSpace(name))
-		switch {
-		case name == "":
-			return nil, fmt.Errorf("an empty column name in %q", list)
-		case !slices.Contains(ColumnNames(), name):
-			return nil, fmt.Errorf("no column %q: want some of %s", name, strings.Join(ColumnNames(), ","))
-		case slices.Contains(names, name):
-			return nil, fmt.Errorf("column %q named twice", name)
-		}
-		names = append(names, name)
-	}
-	return names, nil
-}
+func ParseColumns(list string) ([]string, error) { return flagcheck.Columns(list, ColumnNames()) }
 
 // tableLayout is the default table's columns for socks.
 func tableLayout(socks []Socket, showNetns bool) []string {

@@ -1,12 +1,11 @@
 package stream
 
 import (
-	"fmt"
 	"slices"
 	"strconv"
-	"strings"
 
 	"github.com/porttrace/porttrace/tracer/event"
+	"github.com/porttrace/porttrace/tracer/internal/flagcheck"
 	"github.com/porttrace/porttrace/tracer/internal/workload"
 	"github.com/porttrace/porttrace/tracer/textout"
 )
@@ -108,22 +107,7 @@ func ColumnNames() []string {
 }
 
 // ParseColumns reads -o's columns=NAME,...: known names, each once.
-func ParseColumns(list string) ([]string, error) {
-	var names []string
-	for _, name := range strings.Split(list, ",") {
-		name = strings.ToLower(strings.TrimSpace(name))
-		switch {
-		case name == "":
-			return nil, fmt.Errorf("an empty column name in %q", list)
-		case !slices.Contains(ColumnNames(), name):
-			return nil, fmt.Errorf("no column %q: want some of %s", name, strings.Join(ColumnNames(), ","))
-		case slices.Contains(names, name):
-			return nil, fmt.Errorf("column %q named twice", name)
-		}
-		names = append(names, name)
-	}
-	return names, nil
-}
+func ParseColumns(list string) ([]string, error) { return flagcheck.Columns(list, ColumnNames()) }
 
 // layoutColumns are the columns of names, which ParseColumns or a layout
 // gave.

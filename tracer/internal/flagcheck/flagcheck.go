@@ -152,3 +152,22 @@ func Cgroups(paths []string) ([]uint64, error) {
 	}
 	return ids, nil
 }
+
+// Columns reads -o columns=NAME,... of a table whose columns are known:
+// names among them, each once, in the order given (any case).
+func Columns(list string, known []string) ([]string, error) {
+	var names []string
+	for _, name := range strings.Split(list, ",") {
+		name = strings.ToLower(strings.TrimSpace(name))
+		switch {
+		case name == "":
+			return nil, fmt.Errorf("an empty column name in %q", list)
+		case !slices.Contains(known, name):
+			return nil, fmt.Errorf("no column %q: want some of %s", name, strings.Join(known, ","))
+		case slices.Contains(names, name):
+			return nil, fmt.Errorf("column %q named twice", name)
+		}
+		names = append(names, name)
+	}
+	return names, nil
+}
