@@ -157,27 +157,8 @@ func TestKernelSchemaStreamLost(t *testing.T) {
 	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- stream.Run(ctx, cfg, out, &strings.Builder{}) }()
-	bind := func(port int) {
-		ns.Run(t, func() {
-			fd := tracer.NewSocket(t, tracer.UDP4)
-			defer unix.Close(fd)
-			if err := unix.Bind(fd, tracer.Sockaddr(netip.AddrPortFrom(loopback, uint16(port)))); err != nil {
-				t.Fatal(err)
-			}
-		})
-	}
-	for port := 20000; ; port++ {
-		bind(port)
-		select {
-		case <-out.first:
-		case err := <-done:
-			tracer.SkipUnsupported(t, cfg.Backend, err)
-			t.Fatalf("the stream ended: %v", err)
-		case <-time.After(20 * time.Millisecond):
-			continue
-		}
-		break
-	}
+	bind := func(port int) { bindUDP(t, ns, netip.AddrPortFrom(loopback, uint16(port))) }
+	bindUntilFirst(t, bind, out.first, done, cfg.Backend)
 	for i := range 500 {
 		bind(21000 + i)
 	}

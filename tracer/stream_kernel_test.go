@@ -44,29 +44,10 @@ func TestKernelRunLost(t *testing.T) {
 	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- stream.Run(ctx, cfg, out, &stderr) }()
-	bind := func(port int) {
-		ns.Run(t, func() {
-			fd := tracer.NewSocket(t, tracer.UDP4)
-			defer unix.Close(fd)
-			if err := unix.Bind(fd, tracer.Sockaddr(netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port)))); err != nil {
-				t.Fatal(err)
-			}
-		})
-	}
+	bind := func(port int) { bindUDP(t, ns, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port))) }
 	// Bind until the first event reaches the output (Run attaches in the
 	// background); the output then stays blocked.
-	for port := 20000; ; port++ {
-		bind(port)
-		select {
-		case <-out.first:
-		case err := <-done:
-			tracer.SkipUnsupported(t, cfg.Backend, err)
-			t.Fatalf("Run returned early: %v", err)
-		case <-time.After(20 * time.Millisecond):
-			continue
-		}
-		break
-	}
+	bindUntilFirst(t, bind, out.first, done, cfg.Backend)
 	for i := range n {
 		bind(21000 + i)
 	}
@@ -267,5 +248,33 @@ func TestKernelStreamStopWhileOutputStalled(t *testing.T) {
 	m := regexp.MustCompile(`porttrace: stopped while the output was not being read: (\d+) events? not written`).FindStringSubmatch(stderr)
 	if m == nil || m[1] == "0" {
 		t.Errorf("the stream's summary does not count the events it could not write:\n%s", stderr)
+	}
+}
+
+// bindUDP binds a UDP socket to addr in ns, and closes it.
+func bindUDP(t *testing.T, ns *tracer.NS, addr netip.AddrPort) {
+	ns.Run(t, func() {
+		fd := tracer.NewSocket(t, tracer.UDP4)
+		defer unix.Close(fd)
+		if err := unix.Bind(fd, tracer.Sockaddr(addr)); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+// bindUntilFirst binds ports from 20000 up until a stream that attaches in
+// the background (done says if it ended) writes its first event.
+func bindUntilFirst(t *testing.T, bind func(port int), first <-chan struct{}, done <-chan error, b event.Backend) {
+	t.Helper()
+	for port := 20000; ; port++ {
+		bind(port)
+		select {
+		case <-first:
+			return
+		case err := <-done:
+			tracer.SkipUnsupported(t, b, err)
+			t.Fatalf("the stream ended early: %v", err)
+		case <-time.After(20 * time.Millisecond):
+		}
 	}
 }
