@@ -76,7 +76,7 @@ func TestExitCodes(t *testing.T) {
 		{[]string{"ports", "--help"}, 0, "", "List what holds every port now"},
 		{[]string{"prots"}, 2, `porttrace: unknown command "prots": did you mean ports?`, ""},
 		{[]string{"completion", "bash"}, 0, "", "# bash completion V2 for porttrace"},
-		{[]string{"-o", "yaml"}, 2, `porttrace: invalid --output "yaml": want table or json`, ""},
+		{[]string{"-o", "yaml"}, 2, `porttrace: invalid --output "yaml": want table, wide, json, none or columns=NAME,...`, ""},
 		{[]string{"--port", "80-70"}, 2, "porttrace: invalid argument", ""},
 		{[]string{"-p", "-5"}, 2, `invalid port range "-5": want FIRST-LAST`, ""},
 		{[]string{"-p", "80,"}, 2, `an empty item in port list "80,"`, ""},

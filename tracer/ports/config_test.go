@@ -62,7 +62,7 @@ func TestPortsConfigFlags(t *testing.T) {
 		{args: []string{"-o", "columns=local,STATE,pid"}, check: func(c *Config) bool { return strings.Join(c.Columns, ",") == "local,state,pid" }},
 		{args: []string{"-o", "columns=local,nope"}, wantErr: `invalid --output "columns=local,nope": no column "nope": want some of netns,proto,`},
 		{args: []string{"-o", "columns=pid,pid"}, wantErr: `column "pid" named twice`},
-		{args: []string{"-o", "xml"}, wantErr: `invalid --output "xml": want table or wide or json or columns=NAME,...`},
+		{args: []string{"-o", "xml"}, wantErr: `invalid --output "xml": want table, wide, json or columns=NAME,...`},
 		{args: []string{"-i", "2s"}, wantErr: "--interval needs --watch"},
 		{args: []string{"-i", "1s"}, wantErr: "--interval needs --watch"},
 		{args: []string{"--backend", "kprobe"}, wantErr: "--backend needs --watch"},

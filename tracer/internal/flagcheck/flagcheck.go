@@ -37,7 +37,11 @@ func Output(output string, formats ...string) error {
 	if slices.Contains(formats, output) {
 		return nil
 	}
-	return fmt.Errorf("invalid --output %q: want %s", output, strings.Join(formats, " or "))
+	want := formats[len(formats)-1]
+	if len(formats) > 1 {
+		want = strings.Join(formats[:len(formats)-1], ", ") + " or " + want
+	}
+	return fmt.Errorf("invalid --output %q: want %s", output, want)
 }
 
 // Interval refuses an --interval under 10ms.
