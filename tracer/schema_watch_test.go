@@ -48,7 +48,9 @@ func TestKernelSchemaPortsWatch(t *testing.T) {
 			}
 		}
 	})
-	w.wait(t, `"family":"ipv6"`)
+	// Both listens written: the IPv6 one's v6only was looked up while its
+	// socket was open.
+	waitCount(t, w.out, `"event":"listen"`, 2)
 	for _, fd := range fds {
 		unix.Close(fd)
 	}
