@@ -23,6 +23,12 @@ import (
 	"github.com/porttrace/porttrace/tracer/stream"
 )
 
+// The exporter tests need root and a tracer, but are named TestExporter*,
+// not TestKernel*: they check /metrics with Debian's promtool and
+// Prometheus server, which `make test` has on the host and the kernel
+// matrix's guests do not. What they count in the kernel, every kernel's
+// stream and churn tests check.
+
 // exporterPort is the port the exporter tests bind in their namespaces.
 const exporterPort = 24242
 
@@ -43,7 +49,7 @@ func runExporter(t *testing.T, b event.Backend, fn func(ctx context.Context, std
 	go func() { done <- fn(ctx, stdout, stderr) }()
 	stop := sync.OnceFunc(func() {
 		cancel()
-		if err := <-done; err != nil {
+		if err := <-done; err != nil && !t.Skipped() {
 			t.Errorf("run: %v", err)
 		}
 	})
@@ -86,7 +92,7 @@ func bindTwice(t *testing.T, ns *tracer.NS) {
 // over TLS with basic auth from --web.config.file, counts each event by
 // its errno, names the build, and passes promtool; the summary on stderr
 // still counts the events.
-func TestKernelStreamExporter(t *testing.T) {
+func TestExporterStream(t *testing.T) {
 	ns := tracer.NewNetns(t)
 	web := promtest.NewWeb(t)
 	cfg := stream.DefaultConfig()
@@ -154,7 +160,7 @@ func TestKernelStreamExporter(t *testing.T) {
 // churn's /metrics counts allocations towards a destination as a
 // counter of the kernel's total (ephemeral_destination_allocations_total),
 // with no rate among its series, and passes promtool.
-func TestKernelChurnExporter(t *testing.T) {
+func TestExporterChurn(t *testing.T) {
 	ns := tracer.NewNetns(t)
 	cfg := churn.DefaultConfig()
 	cfg.Output, cfg.Interval, cfg.Metrics, cfg.MetricsDests, cfg.BuildVersion = "json", 100*time.Millisecond, "127.0.0.1:0", 3, "9.9.9-test"
@@ -203,7 +209,7 @@ func TestKernelChurnExporter(t *testing.T) {
 
 // A real Prometheus server scrapes the stream's /metrics, and its API
 // then answers for porttrace_build_info and porttrace_events_total.
-func TestKernelPrometheusScrape(t *testing.T) {
+func TestExporterPrometheusScrape(t *testing.T) {
 	ns := tracer.NewNetns(t)
 	cfg := stream.DefaultConfig()
 	cfg.Output, cfg.Metrics, cfg.BuildVersion = "json", "127.0.0.1:0", "9.9.9-test"
