@@ -108,6 +108,9 @@ func (t *Tracer) startReaders(rds []*ringbuf.Reader) {
 func (r *readers) read(i int, rd *ringbuf.Reader, bootOffset time.Duration) {
 	var rec ringbuf.Record
 	comms := newInterner()
+	// Set again at each look that finds the ring empty; until then, a
+	// ring holding only discarded records does not block for ever.
+	rd.SetDeadline(time.Now().Add(ReadEvery))
 	for {
 		if r.closing() {
 			return
@@ -119,13 +122,19 @@ func (r *readers) read(i int, rd *ringbuf.Reader, bootOffset time.Duration) {
 			return
 		}
 		b.reset()
+		woken := false // by the deadline or the merge's Flush, with nothing read
 		for len(b.evs) < batchSize {
-			mark := monotonicBoot()
-			if rd.AvailableBytes() == 0 && len(b.evs) > 0 {
-				b.mark = mark
-				break
+			// The clock and the deadline only when the ring looks empty:
+			// not once a record in a storm. A mark is taken before the look
+			// that finds the ring empty.
+			if rd.AvailableBytes() == 0 {
+				mark := monotonicBoot()
+				if rd.AvailableBytes() == 0 && (len(b.evs) > 0 || woken) {
+					b.mark = mark
+					break
+				}
+				rd.SetDeadline(time.Now().Add(ReadEvery))
 			}
-			rd.SetDeadline(time.Now().Add(ReadEvery))
 			err := rd.ReadInto(&rec)
 			if err == nil {
 				if len(rec.RawSample) >= int(unsafe.Sizeof(porttraceEvent{})) {
@@ -152,12 +161,9 @@ func (r *readers) read(i int, rd *ringbuf.Reader, bootOffset time.Duration) {
 				b.err, b.last = fmt.Errorf("reading ring buffer %d: %w", i, err), true
 				break
 			}
-			// Idle, or asked: answer with a mark if the ring is still empty.
-			mark = monotonicBoot()
-			if rd.AvailableBytes() == 0 {
-				b.mark = mark
-				break
-			}
+			// Idle, or asked: the next look answers with a mark if the
+			// ring is still empty.
+			woken = true
 		}
 		b.sort()
 		r.m.in <- b
