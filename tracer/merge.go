@@ -231,8 +231,7 @@ func (m *merger) pop(ring int, ev *event.Event) {
 	s := &m.rings[ring]
 	b := s.q[0]
 	ts := b.ts[s.pos]
-	*ev = b.evs[s.pos]
-	b.evs[s.pos] = event.Event{} // let go of its strings
+	*ev = b.evs[s.pos] // the batch's copy is written over when the batch is read into again
 	s.pos++
 	m.queued--
 	if s.pos == len(b.evs) {
