@@ -1,13 +1,9 @@
 package churn
 
 import (
-	"bytes"
 	"regexp"
 	"strings"
 	"testing"
-
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/common/expfmt"
 
 	"github.com/porttrace/porttrace/tracer/internal/golden"
 	"github.com/porttrace/porttrace/tracer/internal/promtest"
@@ -20,21 +16,9 @@ import (
 func TestChurnMetricsGolden(t *testing.T) {
 	c := NewCollector(2, 2)
 	c.Set(sampleChurnReport())
-	reg := prometheus.NewPedanticRegistry()
-	reg.MustRegister(c)
-	fams, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var buf bytes.Buffer
-	enc := expfmt.NewEncoder(&buf, expfmt.NewFormat(expfmt.TypeTextPlain))
-	for _, f := range fams {
-		if err := enc.Encode(f); err != nil {
-			t.Fatal(err)
-		}
-	}
-	golden.Check(t, "metrics-churn.prom", buf.Bytes())
-	for _, m := range regexp.MustCompile(`(?m)^# TYPE (\S+) (\S+)$`).FindAllStringSubmatch(buf.String(), -1) {
+	scrape := promtest.Scrape(t, c)
+	golden.Check(t, "metrics-churn.prom", scrape)
+	for _, m := range regexp.MustCompile(`(?m)^# TYPE (\S+) (\S+)$`).FindAllStringSubmatch(string(scrape), -1) {
 		name, typ := m[1], m[2]
 		if strings.Contains(name, "per_second") || strings.HasSuffix(name, "_rate") {
 			t.Errorf("%s is a rate: export the total, Prometheus computes rates", name)
@@ -43,5 +27,5 @@ func TestChurnMetricsGolden(t *testing.T) {
 			t.Errorf("%s is a %s: counters, and only they, end in _total", name, typ)
 		}
 	}
-	promtest.CheckMetrics(t, buf.Bytes())
+	promtest.CheckMetrics(t, scrape)
 }

@@ -2,17 +2,15 @@ package stream
 
 import (
 	"bufio"
-	"bytes"
 	"strings"
 	"syscall"
 	"testing"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/common/expfmt"
 	"golang.org/x/sys/unix"
 
 	"github.com/porttrace/porttrace/tracer/event"
 	"github.com/porttrace/porttrace/tracer/internal/golden"
+	"github.com/porttrace/porttrace/tracer/internal/promtest"
 )
 
 // The errno label of porttrace_events_total takes the fixed set of names
@@ -59,26 +57,7 @@ func TestStreamMetricsGolden(t *testing.T) {
 		m.Event(&ev)
 	}
 	m.Lost(2)
-	golden.Check(t, "metrics-stream.prom", scrape(t, m))
-}
-
-// scrape is what /metrics would serve of c alone.
-func scrape(t *testing.T, c prometheus.Collector) []byte {
-	t.Helper()
-	reg := prometheus.NewPedanticRegistry()
-	reg.MustRegister(c)
-	fams, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var buf bytes.Buffer
-	enc := expfmt.NewEncoder(&buf, expfmt.NewFormat(expfmt.TypeTextPlain))
-	for _, f := range fams {
-		if err := enc.Encode(f); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return buf.Bytes()
+	golden.Check(t, "metrics-stream.prom", promtest.Scrape(t, m))
 }
 
 // -o none writes nothing, lost lines included.
