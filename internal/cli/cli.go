@@ -146,20 +146,21 @@ func noArgs(cmd *cobra.Command, args []string) error {
 	return usage(fmt.Errorf("unexpected argument %q", args[0]))
 }
 
-// setup sets what every command shares: help on stdout, errors said once
-// by Run, flags in the order they are added, flag errors as usage errors.
+// setup sets what every command shares: errors said once by Run, flag
+// errors as usage errors (tidy does the rest, once the tree is whole).
 func setup(cmd *cobra.Command) *cobra.Command {
 	cmd.SilenceUsage = true
 	cmd.SilenceErrors = true
-	cmd.Flags().SortFlags = false
 	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usage(err) })
 	return cmd
 }
 
 // tidy readies the help of cmd and the commands under it: cobra's own
-// flags and commands added now rather than at run time, and bool flags
-// shown as "--failed" rather than pflag's "--failed[=true|false]".
+// flags and commands added now rather than at run time, flags in the order
+// they are added, bool flags shown as "--failed" rather than pflag's
+// "--failed[=true|false]", and suggestions for a misspelt command.
 func tidy(cmd *cobra.Command) {
+	cmd.SuggestionsMinimumDistance = 2
 	cmd.InitDefaultHelpFlag()
 	if !cmd.HasParent() {
 		cmd.InitDefaultHelpCmd()
@@ -175,7 +176,6 @@ func tidy(cmd *cobra.Command) {
 		})
 	}
 	for _, c := range cmd.Commands() {
-		c.SuggestionsMinimumDistance = 2
 		tidy(c)
 	}
 }

@@ -48,7 +48,6 @@ questions of an incident: churn (ephemeral ports used and left), ports
 	root.SetVersionTemplate("porttrace {{.Version}}\n")
 	cfg.AddFlags(root.Flags())
 	root.AddCommand(newChurn(version, stdout, stderr), newPorts(stdout, stderr), newWho(stdout, stderr), newVersion(version, stdout))
-	root.SuggestionsMinimumDistance = 2
 	tidy(root)
 	return root
 }
