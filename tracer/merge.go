@@ -1,6 +1,7 @@
 package tracer
 
 import (
+	"sync/atomic"
 	"time"
 
 	"github.com/porttrace/porttrace/tracer/event"
@@ -88,7 +89,10 @@ const maxTs = int64(^uint64(0) >> 1)
 // merger is the k-way merge of the rings' batches. Only Read's goroutine
 // uses it.
 type merger struct {
-	in    chan *batch   // from the readers; room for all their batches, so a send never blocks
+	in    chan *batch   // from the readers, by send; room for all their batches, so a send never blocks
+	// inflight counts the events in batches sent and not yet added: the
+	// readers' idle marks, batches of none, are no sign of events to come.
+	inflight atomic.Int64
 	free  []chan *batch // per ring, the batches its reader may fill
 	rings []ringState
 	live  int            // rings not done
@@ -207,7 +211,14 @@ func (m *merger) await(r int, head int64) {
 	m.add(<-m.in)
 }
 
+// send hands b to the merge (the readers' side).
+func (m *merger) send(b *batch) {
+	m.inflight.Add(int64(len(b.evs)))
+	m.in <- b
+}
+
 func (m *merger) add(b *batch) {
+	m.inflight.Add(-int64(len(b.evs)))
 	s := &m.rings[b.ring]
 	s.wakeup = false
 	if b.err != nil && m.err == nil {
@@ -246,4 +257,4 @@ func (m *merger) pop(ring int, ev *event.Event) {
 }
 
 // pending says whether events are queued or on their way.
-func (m *merger) pending() bool { return m.queued > 0 || len(m.in) > 0 }
+func (m *merger) pending() bool { return m.queued > 0 || m.inflight.Load() > 0 }

@@ -38,7 +38,7 @@ func feed(t *testing.T, m *merger, b sent) {
 	}
 	fb.mark, fb.last = b.mark*ms, b.last
 	fb.sort()
-	m.in <- fb
+	m.send(fb)
 }
 
 // drain reads what the merge can give without waiting for another batch.
@@ -116,7 +116,7 @@ func TestMergeAsksIdleRings(t *testing.T) {
 		b := <-m.free[i] // the reader of an idle ring has its batches
 		b.reset()
 		b.mark = now.Load()
-		m.in <- b
+		m.send(b)
 	}, now.Load)
 	feed(t, m, sent{ring: 0, ts: []int64{10}})
 	feed(t, m, sent{ring: 2, ts: []int64{30}})
@@ -170,7 +170,7 @@ func TestMergeStopsAndErrs(t *testing.T) {
 	b := <-m.free[1]
 	b.reset()
 	b.err, b.last = errors.New("reading ring buffer 1: bad"), true
-	m.in <- b
+	m.send(b)
 	feed(t, m, sent{ring: 0, ts: []int64{1}})
 	if err := m.next(&ev); err == nil || err.Error() != "reading ring buffer 1: bad" {
 		t.Errorf("got %v, want ring 1's error", err)
@@ -196,5 +196,30 @@ func TestMergeCountsReorders(t *testing.T) {
 	// 6 waited for ring 0, which had sent 5; its 4 still came after 5.
 	if !slices.Equal(got, []int64{5, 4, 6}) || m.reorders != 1 {
 		t.Errorf("got %v with %d reorders, want [5 4 6] with 1", got, m.reorders)
+	}
+}
+
+// Pending tells the stream when to flush: a reader's idle mark, a batch
+// of no events, is no event to wait for; a batch of events is, until the
+// last of them has gone out.
+func TestMergePending(t *testing.T) {
+	m := newMerger(2, func(int) {}, func() int64 { return 0 })
+	feed(t, m, sent{ring: 1, mark: 5})
+	if m.pending() {
+		t.Error("pending with only an idle mark sent")
+	}
+	feed(t, m, sent{ring: 0, ts: []int64{1, 2}, last: true})
+	if !m.pending() {
+		t.Error("not pending with a batch of events sent")
+	}
+	feed(t, m, sent{ring: 1, last: true})
+	var ev event.Event
+	for range 2 {
+		if err := m.next(&ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if m.pending() {
+		t.Error("pending once every event has gone out")
 	}
 }

@@ -166,7 +166,7 @@ func (r *readers) read(i int, rd *ringbuf.Reader, bootOffset time.Duration) {
 			woken = true
 		}
 		b.sort()
-		r.m.in <- b
+		r.m.send(b)
 		if b.last {
 			return
 		}
