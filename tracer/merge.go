@@ -89,17 +89,17 @@ const maxTs = int64(^uint64(0) >> 1)
 // merger is the k-way merge of the rings' batches. Only Read's goroutine
 // uses it.
 type merger struct {
-	in    chan *batch   // from the readers, by send; room for all their batches, so a send never blocks
+	in chan *batch // from the readers, by send; room for all their batches, so a send never blocks
 	// inflight counts the events in batches sent and not yet added: the
 	// readers' idle marks, batches of none, are no sign of events to come.
 	inflight atomic.Int64
-	free  []chan *batch // per ring, the batches its reader may fill
-	rings []ringState
-	live  int            // rings not done
-	wake  func(ring int) // asks an idle ring's reader for a fresh mark
-	now   func() int64   // boot time
-	timer *time.Timer    // until the head is mergeSlack old
-	err   error          // the first reader's error
+	free     []chan *batch // per ring, the batches its reader may fill
+	rings    []ringState
+	live     int            // rings not done
+	wake     func(ring int) // asks an idle ring's reader for a fresh mark
+	now      func() int64   // boot time
+	timer    *time.Timer    // until the head is mergeSlack old
+	err      error          // the first reader's error
 
 	run      int   // the ring events go out from, while its head is <= bound
 	bound    int64 // no other ring can hand over anything earlier
