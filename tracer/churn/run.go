@@ -50,7 +50,7 @@ func Run(ctx context.Context, cfg Config, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	state := NewState(first)
+	state := NewState(first, nsScope)
 	en := proc.NewEnricher()
 	en.NameContainers(names)
 	state.Workload = func(id uint64) (workload.Identity, workload.Names) { return en.CgroupWorkload(id, time.Now()) }

@@ -102,7 +102,8 @@ type usageSample struct {
 // reports. Not safe for concurrent use.
 //
 // A namespace is reported while the kernel counts allocations in it; the
-// host's always; and one found at risk by a look at every namespace (at
+// host's always, or with --netns each namespace it names instead (the
+// host's, outside that scope, counts nothing); and one found at risk by a look at every namespace (at
 // start, then every scanEvery), so that a namespace already exhausted,
 // whose connects all fail before they allocate or that sees none during
 // the run, is there too.
@@ -112,6 +113,7 @@ type State struct {
 	nsGrowth map[usageKey][]usageSample
 	growth   map[tracer.DestKey][]usageSample
 	host     uint32
+	scope    map[uint32]bool // --netns; nil: every namespace
 	atRisk   map[uint32]bool
 	scanned  time.Time
 	Summary  Summary
@@ -146,10 +148,19 @@ type Summary struct {
 	BusiestAllocs    uint64
 }
 
-// NewState starts from the totals read right after attaching.
-func NewState(first *tracer.ChurnTotals) *State {
+// NewState starts from the totals read right after attaching. scope is
+// the namespaces --netns named (nil: all of them).
+func NewState(first *tracer.ChurnTotals, scope []uint32) *State {
 	finder := netns.NewFinder()
+	var in map[uint32]bool
+	if len(scope) > 0 {
+		in = map[uint32]bool{}
+		for _, ns := range scope {
+			in[ns] = true
+		}
+	}
 	return &State{
+		scope:    in,
 		prev:     first,
 		history:  map[uint32][]float64{},
 		nsGrowth: map[usageKey][]usageSample{},
@@ -186,15 +197,15 @@ func atRiskOf(u *PortUsage) bool {
 	return false
 }
 
-// scan looks at every namespace the kernel has counted nothing in yet and
-// remembers those at risk.
+// scan looks at every namespace in scope that the kernel has counted
+// nothing in yet and remembers those at risk.
 func (s *State) scan(now time.Time, counted map[uint32]bool) {
 	if !s.scanned.IsZero() && now.Sub(s.scanned) < scanEvery {
 		return
 	}
 	s.scanned = now
 	for _, ns := range s.namespaces() {
-		if counted[ns] || s.atRisk[ns] {
+		if counted[ns] || s.atRisk[ns] || (s.scope != nil && !s.scope[ns]) {
 			continue
 		}
 		if u, err := s.usage(ns); err == nil && atRiskOf(u) {
@@ -210,7 +221,13 @@ func (s *State) Next(cur *tracer.ChurnTotals) *Report {
 		dt = 1e-9
 	}
 	r := &Report{Time: cur.Time, Interval: cur.Time.Sub(s.prev.Time), Overflow: cur.Overflow}
-	netns := map[uint32]bool{s.host: true}
+	netns := map[uint32]bool{}
+	if s.scope == nil {
+		netns[s.host] = true
+	}
+	for ns := range s.scope {
+		netns[ns] = true
+	}
 	for ns := range cur.Netns {
 		netns[ns] = true
 	}

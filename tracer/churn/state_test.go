@@ -40,7 +40,7 @@ type fakeChurn struct {
 }
 
 func newFakeChurn(first *tracer.ChurnTotals, host uint32, readings map[uint32][]*PortUsage) *fakeChurn {
-	f := &fakeChurn{State: NewState(first), readings: readings}
+	f := &fakeChurn{State: NewState(first, nil), readings: readings}
 	f.host = host
 	f.usage = func(ns uint32) (*PortUsage, error) {
 		r := f.readings[ns]
@@ -207,6 +207,44 @@ func TestQuietExhaustedNetnsReported(t *testing.T) {
 	}
 	if len(got) != 2 || netnsOf(t, r, 2).Exhaustion != 0 {
 		t.Errorf("reported %v, want the host's (1) and the exhausted one (2), at exhaustion 0", got)
+	}
+}
+
+// With --netns the namespaces named are the rows, idle or not, and the
+// host's is not: outside the scope the kernel counts nothing there. The
+// look for namespaces at risk keeps to the scope too.
+func TestScopedNetnsRows(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	for _, tc := range []struct {
+		scope []uint32
+		want  []uint32
+	}{
+		{nil, []uint32{1, 2}},            // the host's and the exhausted one
+		{[]uint32{3}, []uint32{3}},       // idle, but named
+		{[]uint32{2, 3}, []uint32{2, 3}}, // both named
+		{[]uint32{1}, []uint32{1}},       // the host's alone: 2 is outside
+	} {
+		f := newFakeChurn(totals(t0, nil), 1, map[uint32][]*PortUsage{
+			1: {usageOf(1000, 1999, 0, 0, nil)},
+			2: {usageOf(1000, 1099, 0, 100, nil)}, // every UDP port taken
+			3: {usageOf(1000, 1099, 10, 10, nil)},
+		})
+		f.scope = nil
+		if tc.scope != nil {
+			f.scope = map[uint32]bool{}
+			for _, ns := range tc.scope {
+				f.scope[ns] = true
+			}
+		}
+		r := f.Next(totals(t0.Add(time.Second), nil))
+		var got []uint32
+		for _, n := range r.Netns {
+			got = append(got, n.Netns)
+		}
+		slices.Sort(got)
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("scope %v: rows %v, want %v", tc.scope, got, tc.want)
+		}
 	}
 }
 
