@@ -58,7 +58,7 @@ func churnIn200Ports(t *testing.T) (*tracer.NS, *tracer.Tracer, *churn.State) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	state := churn.NewState(first)
+	state := churn.NewState(first, nil)
 	return ns, c, state
 }
 
@@ -335,7 +335,7 @@ func TestKernelChurnByWorkload(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	state := churn.NewState(first)
+	state := churn.NewState(first, nil)
 	l := tracer.WorkloadLayouts(t)[6] // podman, systemd
 	cg, root := tracer.MakeCgroup(t, l.Path)
 	en := proc.NewEnricherAt(t.TempDir(), root)

@@ -237,9 +237,12 @@ func (s *State) Next(cur *tracer.ChurnTotals) *Report {
 	}
 	for ns := range netns {
 		nr := s.netnsReport(ns, cur, dt)
-		if nr.UsageErr != "" && nr.AllocsPerSec == 0 && nr.FailsPerSec == 0 {
+		// A namespace that is gone and quiet: nothing to watch. One that
+		// --netns named stays, with why its usage is unknown (a missing
+		// CAP_SYS_ADMIN), rather than vanish from the report.
+		if nr.UsageErr != "" && nr.AllocsPerSec == 0 && nr.FailsPerSec == 0 && !s.scope[ns] {
 			delete(s.atRisk, ns)
-			continue // a namespace that is gone and quiet: nothing to watch
+			continue
 		}
 		r.Netns = append(r.Netns, nr)
 	}

@@ -223,6 +223,7 @@ func TestScopedNetnsRows(t *testing.T) {
 		{[]uint32{3}, []uint32{3}},       // idle, but named
 		{[]uint32{2, 3}, []uint32{2, 3}}, // both named
 		{[]uint32{1}, []uint32{1}},       // the host's alone: 2 is outside
+		{[]uint32{4}, []uint32{4}},       // named, its usage unreadable
 	} {
 		f := newFakeChurn(totals(t0, nil), 1, map[uint32][]*PortUsage{
 			1: {usageOf(1000, 1999, 0, 0, nil)},
