@@ -90,7 +90,10 @@ func ReadUsage(nsFd int) (*PortUsage, error) {
 		u, err = readUsageHere()
 		return err
 	})
-	return u, err
+	if err != nil {
+		return nil, fmt.Errorf("%w%s", err, netns.AdminHint(err))
+	}
+	return u, nil
 }
 
 func readUsageHere() (*PortUsage, error) {

@@ -180,12 +180,8 @@ func snapshotFile(path string, seen map[uint32]bool, allSockets bool, holders *h
 		here, err = snapshotHere(inode, allSockets, holders)
 		return err
 	})
-	if errors.Is(err, netns.ErrEntering) && errors.Is(err, unix.EPERM) {
-		// setns(2) says only EPERM; say what it takes.
-		return nil, fmt.Errorf("netns %s: %w (entering another network namespace needs root or CAP_SYS_ADMIN)", path, err)
-	}
 	if err != nil {
-		return nil, fmt.Errorf("netns %s: %w", path, err)
+		return nil, fmt.Errorf("netns %s: %w%s", path, err, netns.AdminHint(err))
 	}
 	return here, nil
 }

@@ -49,6 +49,17 @@ func Vanished(err error) bool {
 
 var ErrEntering = errors.New("entering netns")
 
+// AdminHint is what to add to err, where setns(2) refused with EPERM: what
+// entering a namespace takes, since setns says only "operation not
+// permitted". Said where one namespace fails, not in lists of those
+// skipped.
+func AdminHint(err error) string {
+	if errors.Is(err, ErrEntering) && errors.Is(err, unix.EPERM) {
+		return " (entering another network namespace needs root or CAP_SYS_ADMIN)"
+	}
+	return ""
+}
+
 // ErrNotNamespace is a --netns file that is no network namespace: setns(2)
 // would say only "invalid argument".
 var ErrNotNamespace = errors.New("not a network namespace file")
