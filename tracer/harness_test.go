@@ -45,6 +45,9 @@ func TestMain(m *testing.M) {
 	if helperPath != "" {
 		os.RemoveAll(filepath.Dir(helperPath))
 	}
+	if binaryPath != "" {
+		os.RemoveAll(filepath.Dir(binaryPath)) // fault_test.go
+	}
 	os.Exit(code)
 }
 

@@ -22,7 +22,7 @@ import (
 
 // Exit statuses, one table in the README ("Exit status").
 const (
-	ExitOK      = 0 // done, or stopped by a signal, --duration or --count
+	ExitOK      = 0 // done, or stopped by a signal, --duration, --count or the output's reader leaving
 	ExitNobody  = 1 // who: nobody holds the port, or --wait ended with no bind
 	ExitUsage   = 2 // a flag or argument is wrong, or two conflict
 	ExitRuntime = 3 // it could not run: not root, no BTF, no backend, a namespace it cannot enter
@@ -59,10 +59,23 @@ func (n nobody) Error() string {
 func Run(args []string, version string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	root := NewRoot(Version(version), stdout, stderr)
+	// SIGPIPE handled rather than left to kill porttrace: a write to a
+	// pipe with no reader then fails with EPIPE, and porttrace stops as
+	// below, detaching from the kernel on its way out.
+	pipe := make(chan os.Signal, 1)
+	signal.Notify(pipe, syscall.SIGPIPE)
+	defer signal.Stop(pipe)
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	quiet := &quietWriter{w: stderr}
+	defer watchReader(stdout, func() {
+		quiet.shut.Store(true)
+		cancel(errReaderGone)
+	})()
+	root := NewRoot(Version(version), stdout, quiet)
 	root.SetArgs(args)
 	cmd, err := root.ExecuteContextC(ctx)
-	if err == nil {
+	if err == nil || readerGone(ctx, err) {
 		return ExitOK
 	}
 	if cmd == nil {
