@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -133,5 +134,73 @@ func TestFaultReaderGone(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestFaultFullDisk: stdout /dev/full, where every write fails with
+// ENOSPC. Each command says so on one line of stderr and exits 3 (it
+// could not run, README's exit statuses), without a hang or a stack.
+func TestFaultFullDisk(t *testing.T) {
+	const whoPort = 24250
+	cases := outputCases()
+	cases = append(cases[:len(cases)-1],
+		outputCase{name: "ports", prepare: holdSockets(10),
+			args: func(ns *tracer.NS) []string { return []string{"ports", "--netns", ns.Path()} }},
+		outputCase{name: "who json", prepare: holdSocketOn(whoPort),
+			args: func(ns *tracer.NS) []string {
+				return []string{"who", "-o", "json", "--netns", ns.Path(), strconv.Itoa(whoPort)}
+			}})
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			ns := tracer.NewNetns(t)
+			if c.prepare != nil {
+				c.prepare(t, ns)
+			}
+			full, err := os.OpenFile("/dev/full", os.O_WRONLY, 0)
+			if err != nil {
+				t.Skipf("no /dev/full: %v", err)
+			}
+			p := startPorttrace(t, full, c.ready, c.args(ns)...)
+			for deadline := time.Now().Add(10 * time.Second); ; {
+				if c.traffic != nil {
+					c.traffic(t, ns)
+				}
+				if p.wait(20 * time.Millisecond) {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("still running 10s into a full disk:\n%s", p.stderr.String())
+				}
+			}
+			stderr := p.stderr.String()
+			cmd := "porttrace"
+			if sub := c.args(ns)[0]; !strings.HasPrefix(sub, "-") {
+				cmd += " " + sub
+			}
+			want := cmd + ": writing output: no space left on device\n"
+			if !strings.HasSuffix(stderr, want) || strings.Count(stderr, "no space left") != 1 {
+				t.Errorf("stderr does not end with %q, once:\n%s", want, stderr)
+			}
+			if strings.Contains(stderr, "goroutine ") || strings.Contains(stderr, "panic") {
+				t.Errorf("a stack on stderr:\n%s", stderr)
+			}
+			if p.code != 3 {
+				t.Errorf("status %d, want 3", p.code)
+			}
+		})
+	}
+}
+
+// holdSocketOn binds a UDP socket to 127.0.0.1:port in ns, held until the
+// test's end: someone holds the port, for who.
+func holdSocketOn(port uint16) func(t *testing.T, ns *tracer.NS) {
+	return func(t *testing.T, ns *tracer.NS) {
+		ns.Run(t, func() {
+			fd := tracer.NewSocket(t, tracer.UDP4)
+			t.Cleanup(func() { unix.Close(fd) })
+			if err := unix.Bind(fd, tracer.Sockaddr(lo4(port))); err != nil {
+				t.Fatal(err)
+			}
+		})
 	}
 }

@@ -25,7 +25,7 @@ const (
 	ExitOK      = 0 // done, or stopped by a signal, --duration, --count or the output's reader leaving
 	ExitNobody  = 1 // who: nobody holds the port, or --wait ended with no bind
 	ExitUsage   = 2 // a flag or argument is wrong, or two conflict
-	ExitRuntime = 3 // it could not run: not root, no BTF, no backend, a namespace it cannot enter
+	ExitRuntime = 3 // it could not run: not root, no BTF, no backend, a namespace it cannot enter, output it cannot write
 )
 
 // usageError marks an error of the command line, as opposed to one met

@@ -124,7 +124,7 @@ func (v *churnView) report(r *Report) error {
 		err = v.out.Flush()
 	}
 	if err != nil && !errors.Is(err, textout.ErrStalled) {
-		return fmt.Errorf("writing output: %w", err)
+		return textout.OutputError(err)
 	}
 	return err
 }

@@ -94,13 +94,13 @@ func writeSnapshot(out *bufio.Writer, cfg Config, snap []Socket, now time.Time) 
 		}
 	} else if cfg.Columns != nil {
 		if err := WriteColumns(out, snap, cfg.Columns); err != nil {
-			return err
+			return textout.OutputError(err)
 		}
 	} else if err := WriteTable(out, snap, len(cfg.Netns) > 0); err != nil {
-		return err
+		return textout.OutputError(err)
 	}
 	if err := out.Flush(); err != nil && !errors.Is(err, textout.ErrStalled) {
-		return fmt.Errorf("writing output: %w", err)
+		return textout.OutputError(err)
 	} else if err != nil {
 		return err
 	}

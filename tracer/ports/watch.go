@@ -116,7 +116,7 @@ func (w *portsWatch) run(ctx context.Context, t *tracer.Tracer) error {
 		if err := w.out.Flush(); errors.Is(err, textout.ErrStalled) {
 			return err
 		} else if err != nil {
-			return fmt.Errorf("writing output: %w", err)
+			return textout.OutputError(err)
 		}
 	}
 }

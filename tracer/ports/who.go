@@ -76,10 +76,10 @@ func whoNow(cfg WhoConfig, stdout, stderr io.Writer) (held bool, err error) {
 	nameHolders(matched, names)
 	names.Announce(stderr, "porttrace who", anyContainer(matched))
 	if cfg.Output != "json" {
-		return held, WriteWho(stdout, cfg.Port, cfg.protoName(), matched, now)
+		return held, textout.OutputError(WriteWho(stdout, cfg.Port, cfg.protoName(), matched, now))
 	}
 	_, err = stdout.Write(AppendWhoJSON(nil, now, cfg.Port, cfg.protoName(), held, matched))
-	return held, err
+	return held, textout.OutputError(err)
 }
 
 // AppendWhoJSON appends who's answer as one JSON object and a newline,
@@ -168,7 +168,7 @@ func whoWait(ctx context.Context, cfg WhoConfig, t *tracer.Tracer, stdout, stder
 		if err := writeWhoEvent(sw, cfg.Output, &ev, len(cfg.Netns) > 0); errors.Is(err, textout.ErrStalled) {
 			return fmt.Errorf("%w: stopped while the output was not being read", ErrInterrupted)
 		} else if err != nil {
-			return err
+			return textout.OutputError(err)
 		}
 		// A bind that worked, or that a permission check refused, is the
 		// one waited for: someone holds the port, or tried and may not.

@@ -79,7 +79,7 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer, stderr io.Writer) er
 	if err := tracer.JoinErrors(w.Close(), out.Flush()); errors.Is(err, textout.ErrStalled) {
 		l.unwritten += l.buffered
 	} else if err != nil {
-		return fmt.Errorf("writing output: %w", err)
+		return textout.OutputError(err)
 	}
 	fmt.Fprintf(stderr, "porttrace: %s, %d lost%s\n", l.s, l.lost.reported, sampledNote(t, cfg.Sample))
 	if sw.Stalled() {
@@ -173,7 +173,7 @@ func (l *streamLoop) write(ev *event.Event) error {
 		l.buffered = 0
 		return nil
 	} else if err != nil {
-		return fmt.Errorf("writing output: %w", err)
+		return textout.OutputError(err)
 	}
 	l.buffered++
 	l.s.add(ev)
@@ -193,7 +193,7 @@ func (l *streamLoop) write(ev *event.Event) error {
 	if err := l.out.Flush(); errors.Is(err, textout.ErrStalled) {
 		l.unwritten += l.buffered
 	} else if err != nil {
-		return fmt.Errorf("writing output: %w", err)
+		return textout.OutputError(err)
 	}
 	l.buffered = 0
 	return nil

@@ -3,7 +3,9 @@ package textout
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"io/fs"
 	"time"
 )
 
@@ -82,4 +84,20 @@ func (s *StopWriter) Close() {
 		s.closed = true
 		close(s.req)
 	}
+}
+
+// OutputError is err, met writing the output, as every command says it:
+// "writing output: no space left on device", without the "write
+// /dev/stdout" that os.File puts before the errno, which names the
+// output no better. It keeps nil and ErrStalled as they are, and the errno
+// for errors.Is.
+func OutputError(err error) error {
+	if err == nil || errors.Is(err, ErrStalled) {
+		return err
+	}
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		err = pe.Err
+	}
+	return fmt.Errorf("writing output: %w", err)
 }
