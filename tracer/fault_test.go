@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"io"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -212,4 +213,32 @@ func (l *lineReader) waitFor(from int, sub string, d time.Duration) bool {
 			return false
 		}
 	}
+}
+
+// metric scrapes url and returns the value of the sample name (without
+// labels), and whether it was there.
+func metric(t *testing.T, url, name string) (float64, bool) {
+	t.Helper()
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := client.Get(url)
+	if err != nil {
+		t.Fatalf("scraping %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("scraping %s: %s, %v", url, resp.Status, err)
+	}
+	for line := range strings.Lines(string(body)) {
+		rest, ok := strings.CutPrefix(strings.TrimSpace(line), name+" ")
+		if !ok {
+			continue
+		}
+		v, err := strconv.ParseFloat(rest, 64)
+		if err != nil {
+			t.Fatalf("%s: %q: %v", name, line, err)
+		}
+		return v, true
+	}
+	return 0, false
 }
