@@ -99,6 +99,16 @@ func (r *running) wait(d time.Duration) bool {
 	}
 }
 
+// exited reports whether porttrace has ended.
+func (r *running) exited() bool {
+	select {
+	case <-r.done:
+		return true
+	default:
+		return false
+	}
+}
+
 // metricsURL is the /metrics address porttrace announced on stderr.
 func (r *running) metricsURL(t *testing.T) string {
 	t.Helper()

@@ -30,19 +30,26 @@ import (
 type Limits struct {
 	ReadHeader, Read, Write, Idle time.Duration
 	Conns                         int
+	// HeaderBytes caps a request's header (net/http allows 4 KiB more);
+	// 0 is net/http's 1 MiB.
+	HeaderBytes int
 }
 
 // DefaultLimits: a scrape is one small request answered from memory,
 // so 5s to send its header and 10s to read or write it (Prometheus's
 // default scrape_timeout) are generous; 30s idle keeps a connection across
 // scrapes 15s apart. 32 connections serve several scrapers and a few curls
-// while staying far below a 1024 descriptor limit.
+// while staying far below a 1024 descriptor limit. A scrape's header is a
+// few hundred bytes (Accept, User-Agent, the scrape timeout, perhaps
+// Authorization): 32 KiB leaves room for proxies, where net/http's 1 MiB
+// would let each connection hold a megabyte, 32 MiB in all.
 var DefaultLimits = Limits{
-	ReadHeader: 5 * time.Second,
-	Read:       10 * time.Second,
-	Write:      10 * time.Second,
-	Idle:       30 * time.Second,
-	Conns:      32,
+	ReadHeader:  5 * time.Second,
+	Read:        10 * time.Second,
+	Write:       10 * time.Second,
+	Idle:        30 * time.Second,
+	Conns:       32,
+	HeaderBytes: 32 << 10,
 }
 
 // FDs is how many file descriptors a server under l may hold: its
@@ -117,6 +124,7 @@ func Serve(cfg Config, c prometheus.Collector, stderr io.Writer) (*Server, error
 		ReadTimeout:       lim.Read,
 		WriteTimeout:      lim.Write,
 		IdleTimeout:       lim.Idle,
+		MaxHeaderBytes:    lim.HeaderBytes,
 		ErrorLog:          logger,
 	}
 	done := make(chan struct{})

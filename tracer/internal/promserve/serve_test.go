@@ -10,6 +10,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -102,6 +103,41 @@ func TestServerServerTimeouts(t *testing.T) {
 	}
 	if s := errOut.String(); s != "" {
 		t.Errorf("timeouts reported on stderr: %q", s)
+	}
+}
+
+// A header over the limit is refused with 431 and the connection closed,
+// and one within it is answered.
+func TestServerHeaderLimit(t *testing.T) {
+	lim := shortLimits
+	lim.HeaderBytes = 1 << 10
+	m, _ := serveTest(t, lim)
+	for _, tc := range []struct {
+		name   string
+		header int
+		want   string
+	}{
+		{"within", 512, "HTTP/1.1 200 "},
+		{"over, by more than net/http's slack", lim.HeaderBytes + 8<<10, "HTTP/1.1 431 "},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := net.Dial("tcp", m.Addr())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			go io.WriteString(c, "GET /metrics HTTP/1.1\r\nHost: porttrace\r\nConnection: close\r\nX-Pad: "+strings.Repeat("a", tc.header)+"\r\n\r\n")
+			c.SetReadDeadline(time.Now().Add(3 * time.Second))
+			// The server closes with the rest of the header unread: a
+			// reset may follow its answer.
+			got, err := io.ReadAll(c)
+			if err != nil && !errors.Is(err, syscall.ECONNRESET) {
+				t.Fatalf("reading the answer: %v", err)
+			}
+			if !strings.HasPrefix(string(got), tc.want) {
+				t.Errorf("answer %.40q, want %q", got, tc.want)
+			}
+		})
 	}
 }
 
