@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -111,14 +112,15 @@ func TestFaultReaderGone(t *testing.T) {
 				if mode == "then an event" {
 					c.traffic(t, ns)
 				}
-				if !p.wait(5 * time.Second) {
-					t.Fatalf("still running 5s after head exited:\n%s", p.stderr.String())
+				if !p.wait(time.Second) {
+					// Where it is, from the runtime: SIGQUIT dumps every
+					// goroutine on stderr.
+					p.cmd.Process.Signal(syscall.SIGQUIT)
+					p.wait(5 * time.Second)
+					t.Fatalf("still running 1s after head exited:\n%s", p.stderr.String())
 				}
 				took := p.ended.Sub(headEnded)
 				t.Logf("ended %v after head exited, status %d", took.Round(time.Millisecond), p.code)
-				if took > time.Second {
-					t.Errorf("took %v to end after head exited, want well under 1s", took)
-				}
 				if p.code != 0 {
 					t.Errorf("status %d, want 0", p.code)
 				}
