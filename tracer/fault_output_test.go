@@ -206,3 +206,27 @@ func holdSocketOn(port uint16) func(t *testing.T, ns *tracer.NS) {
 		})
 	}
 }
+
+// TestFaultReaderGoneNoOutput: `-o none` writes nothing to stdout, so
+// its reader leaving (a journal restarted, say) ends nothing: the exporter
+// goes on serving.
+func TestFaultReaderGoneNoOutput(t *testing.T) {
+	ns := tracer.NewNetns(t)
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := startPorttrace(t, w, true, "--backend", tracer.BackendName(), "-o", "none", "--netns", ns.Path(), "--metrics", "127.0.0.1:0")
+	url := p.metricsURL(t)
+	r.Close()
+	if p.wait(2 * time.Second) {
+		t.Fatalf("ended, status %d, when the reader of an output it does not write left:\n%s", p.code, p.stderr.String())
+	}
+	if _, ok := metric(t, url, "porttrace_build_info"); !ok {
+		t.Error("no porttrace_build_info on /metrics")
+	}
+	p.stop(t)
+	if p.code != 0 {
+		t.Errorf("status %d, want 0:\n%s", p.code, p.stderr.String())
+	}
+}

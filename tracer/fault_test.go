@@ -225,8 +225,8 @@ func (l *lineReader) waitFor(from int, sub string, d time.Duration) bool {
 	}
 }
 
-// metric scrapes url and returns the value of the sample name (without
-// labels), and whether it was there.
+// metric scrapes url and returns the value of the first sample of name,
+// and whether there was one.
 func metric(t *testing.T, url, name string) (float64, bool) {
 	t.Helper()
 	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
@@ -240,11 +240,11 @@ func metric(t *testing.T, url, name string) (float64, bool) {
 		t.Fatalf("scraping %s: %s, %v", url, resp.Status, err)
 	}
 	for line := range strings.Lines(string(body)) {
-		rest, ok := strings.CutPrefix(strings.TrimSpace(line), name+" ")
-		if !ok {
+		line = strings.TrimSpace(line)
+		if !strings.HasPrefix(line, name+" ") && !strings.HasPrefix(line, name+"{") {
 			continue
 		}
-		v, err := strconv.ParseFloat(rest, 64)
+		v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
 		if err != nil {
 			t.Fatalf("%s: %q: %v", name, line, err)
 		}

@@ -68,12 +68,21 @@ func Run(args []string, version string, stdout, stderr io.Writer) int {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	quiet := &quietWriter{w: stderr}
-	defer watchReader(stdout, func() {
-		quiet.shut.Store(true)
-		cancel(errReaderGone)
-	})()
 	root := NewRoot(Version(version), stdout, quiet)
 	root.SetArgs(args)
+	// Watched once the flags are read: -o none writes nothing to stdout,
+	// whose reader (a journal, say) may then come and go.
+	stopWatch := func() {}
+	defer func() { stopWatch() }()
+	root.PersistentPreRun = func(cmd *cobra.Command, _ []string) {
+		if o := cmd.Flags().Lookup("output"); o != nil && o.Value.String() == "none" {
+			return
+		}
+		stopWatch = watchReader(stdout, func() {
+			quiet.shut.Store(true)
+			cancel(errReaderGone)
+		})
+	}
 	cmd, err := root.ExecuteContextC(ctx)
 	if err == nil || readerGone(ctx, err) {
 		return ExitOK
