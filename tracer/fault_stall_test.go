@@ -15,9 +15,9 @@ import (
 )
 
 // Under TestFaultStalledReader: how long nobody reads, and how much
-// porttrace's resident memory may grow meanwhile. The kernel's ring
-// buffers (8 MiB in all on most machines) are mapped into porttrace and
-// count once filled; the rest is the output's buffer and the Go heap.
+// porttrace's resident memory may grow meanwhile. The ring buffers are
+// mapped whole into porttrace when it starts, and count in its VmRSS from
+// then: what may grow is its own, the output's buffer and the Go heap.
 const (
 	stallFor      = 8 * time.Second
 	stallRSSBound = 20 << 20
