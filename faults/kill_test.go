@@ -1,0 +1,155 @@
+package faults
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+)
+
+// kernelObjects are the ids of the BPF programs, maps and links one
+// process holds, from /proc/PID/fdinfo.
+type kernelObjects struct {
+	progs []ebpf.ProgramID
+	maps  []ebpf.MapID
+	links []link.ID
+}
+
+func heldObjects(t *testing.T, pid int) kernelObjects {
+	t.Helper()
+	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fdinfo", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var o kernelObjects
+	for _, fd := range fds {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/%s", pid, fd.Name()))
+		if err != nil {
+			continue
+		}
+		// A link's fdinfo names its program too: the link is what the
+		// fd is, and the program is counted from its own fd.
+		isLink := strings.Contains(string(b), "link_id:")
+		for line := range strings.Lines(string(b)) {
+			key, v, ok := strings.Cut(line, ":")
+			if !ok {
+				continue
+			}
+			id, err := strconv.ParseUint(strings.TrimSpace(v), 10, 32)
+			if err != nil {
+				continue
+			}
+			switch {
+			case key == "link_id":
+				o.links = append(o.links, link.ID(id))
+			case key == "prog_id" && !isLink:
+				o.progs = append(o.progs, ebpf.ProgramID(id))
+			case key == "map_id":
+				o.maps = append(o.maps, ebpf.MapID(id))
+			}
+		}
+	}
+	return o
+}
+
+// left are those of o the kernel still has: an id that does not open
+// (ENOENT) is gone.
+func (o kernelObjects) left() []string {
+	var left []string
+	for _, id := range o.progs {
+		if p, err := ebpf.NewProgramFromID(id); !errors.Is(err, os.ErrNotExist) {
+			if err == nil {
+				p.Close()
+			}
+			left = append(left, fmt.Sprintf("program %d", id))
+		}
+	}
+	for _, id := range o.maps {
+		if m, err := ebpf.NewMapFromID(id); !errors.Is(err, os.ErrNotExist) {
+			if err == nil {
+				m.Close()
+			}
+			left = append(left, fmt.Sprintf("map %d", id))
+		}
+	}
+	for _, id := range o.links {
+		if l, err := link.NewFromID(id); !errors.Is(err, os.ErrNotExist) {
+			if err == nil {
+				l.Close()
+			}
+			left = append(left, fmt.Sprintf("link %d", id))
+		}
+	}
+	return left
+}
+
+// porttrace -o json killed with SIGKILL while events flow leaves none of
+// its programs, maps or links in the kernel: each goes with the last fd,
+// and porttrace pins nothing. Only the ids that process held are looked
+// at, so other porttraces running on the machine do not count.
+func TestFaultKilledWhileStreaming(t *testing.T) {
+	bin := porttraceBin(t)
+	ports := freePorts(t, 1)
+	r := start(t, exec.Command(bin, "-o", "json", "-p", portList(ports)))
+	r.waitReady(t)
+
+	// Events flowing: a bind a millisecond until the kill.
+	stop := make(chan struct{})
+	flowing := make(chan struct{})
+	go func() {
+		defer close(flowing)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			_ = bind(ports[0])
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	defer func() { close(stop); <-flowing }()
+	select {
+	case m := <-r.lines:
+		if m["event"] != "bind" || num(m, "local_port") != int(ports[0]) {
+			t.Fatalf("first line %v, want a bind to port %d", m, ports[0])
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("no event within 10s; stderr: %s", r.stderr.String())
+	}
+
+	held := heldObjects(t, r.cmd.Process.Pid)
+	if len(held.progs) == 0 || len(held.maps) == 0 {
+		t.Fatalf("porttrace holds %d programs and %d maps: want some of each", len(held.progs), len(held.maps))
+	}
+	// Each is found while porttrace runs: what is not found after is gone.
+	if left, n := held.left(), len(held.progs)+len(held.maps)+len(held.links); len(left) != n {
+		t.Fatalf("%d of the %d objects porttrace holds found by id", len(left), n)
+	}
+	t.Logf("porttrace held %d programs, %d maps, %d links", len(held.progs), len(held.maps), len(held.links))
+	if err := r.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	r.wait(t, 10*time.Second)
+	if ws := r.cmd.ProcessState.Sys().(syscall.WaitStatus); ws.Signal() != syscall.SIGKILL {
+		t.Fatalf("porttrace ended with %v, not killed", r.cmd.ProcessState)
+	}
+	// The kernel frees an object after its last reference, not always at
+	// once (a program after an RCU grace period).
+	left := held.left()
+	for deadline := time.Now().Add(5 * time.Second); len(left) > 0 && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+		left = held.left()
+	}
+	if len(left) > 0 {
+		t.Errorf("left in the kernel by a killed porttrace: %s", strings.Join(left, ", "))
+	}
+}
