@@ -30,8 +30,8 @@ const procTTL = 2 * time.Second
 // cgroup path (from the event's cgroup id where it can) and user name. Each process is read from /proc once per
 // procTTL, or again when its main thread's name changes (an exec); the
 // name of any other thread says nothing, since threads name themselves.
-// A process that has already exited keeps its kernel fields and simply
-// lacks these.
+// A process that has already exited, or exec'd another program since the
+// call, keeps its kernel fields and simply lacks these (readProc).
 type Enricher struct {
 	procRoot string
 	procs    map[uint32]*procInfo
@@ -128,7 +128,7 @@ func (en *Enricher) proc(ev *event.Event) *procInfo {
 		if len(en.procs) >= maxCached {
 			clear(en.procs)
 		}
-		p = en.readProc(ev.PID)
+		p = en.readProc(ev)
 		p.read = ev.Time
 		if ev.TID == ev.PID {
 			p.comm = ev.Comm
@@ -138,8 +138,29 @@ func (en *Enricher) proc(ev *event.Event) *procInfo {
 	return p
 }
 
-func (en *Enricher) readProc(pid uint32) *procInfo {
-	f := ReadFacts(en.procRoot, pid, FactExe|FactCgroup)
+// readProc reads what /proc says of ev's process, if it is still the
+// process that made the call. Between the call and this read the process
+// may have exec'd another program, or exited and had its pid taken by
+// another: its exe would then be the other program's. So the thread that
+// made the call is looked at after the read. If it is there, it must
+// still have the name the kernel put in the event: an exec renames it
+// after the new program. If it is gone (it ended, or an exec in another
+// thread ended it), the main thread must have that name: most threads
+// keep the process's name, and an exec'd program's main thread has its
+// own. Else what was read is left out. An exec into a program of the same
+// name, or a thread renamed back, is not told apart; a thread with a name
+// of its own that ended before the read loses its exe, which is then
+// missing, never wrong.
+func (en *Enricher) readProc(ev *event.Event) *procInfo {
+	f := ReadFacts(en.procRoot, ev.PID, FactExe|FactCgroup)
+	dir := fmt.Sprintf("%s/%d", en.procRoot, ev.PID)
+	comm, err := os.ReadFile(fmt.Sprintf("%s/task/%d/comm", dir, ev.TID))
+	if errors.Is(err, fs.ErrNotExist) && ev.TID != ev.PID {
+		comm, err = os.ReadFile(dir + "/comm")
+	}
+	if err != nil || strings.TrimSuffix(string(comm), "\n") != ev.Comm {
+		return &procInfo{}
+	}
 	return &procInfo{exe: f.Exe, cgroup: f.Cgroup}
 }
 

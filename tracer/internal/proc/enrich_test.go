@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -30,6 +31,8 @@ func TestEnricherCache(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "cgroup"), []byte("0::/system.slice/server.service\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	setThread(t, dir, 42, "server")
+	setThread(t, dir, 43, "worker-1")
 	en := NewEnricher()
 	en.procRoot = root
 	t0 := time.Unix(1000, 0)
@@ -39,6 +42,7 @@ func TestEnricherCache(t *testing.T) {
 		t.Fatalf("exe %q cgroup %q", ev.Exe, ev.Cgroup)
 	}
 	setExe("/usr/bin/other")
+	setThread(t, dir, 42, "other")
 	for _, tc := range []struct {
 		name string
 		ev   event.Event
@@ -64,6 +68,69 @@ func TestEnricherCache(t *testing.T) {
 	en.Enrich(&gone)
 	if gone.Exe != "" || gone.Comm != "gone" {
 		t.Errorf("an exited process: exe %q comm %q", gone.Exe, gone.Comm)
+	}
+}
+
+// setThread makes thread tid of the process at dir, named comm.
+func setThread(t *testing.T, dir string, tid int, comm string) {
+	t.Helper()
+	task := filepath.Join(dir, "task", strconv.Itoa(tid))
+	if err := os.MkdirAll(task, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(task, "comm"), []byte(comm+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// What /proc says of a process is kept only if the thread that made the
+// call is still there under the name the event gives it, or, gone, the
+// main thread has that name: otherwise the process has exec'd another
+// program since (the thread is renamed after it), or exited and its pid
+// is another's, and its exe is left out rather than another program's
+// given.
+func TestEnricherProcessChangedSinceEvent(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		threads map[int]string // of pid 42 when /proc is read
+		ev      event.Event
+		want    string
+	}{
+		{"the main thread, as at the call", map[int]string{42: "server"}, event.Event{PID: 42, TID: 42, Comm: "server"}, "/usr/bin/sleep"},
+		{"another thread, as at the call", map[int]string{42: "server", 43: "worker"}, event.Event{PID: 42, TID: 43, Comm: "worker"}, "/usr/bin/sleep"},
+		{"exec'd since: the thread renamed", map[int]string{42: "sleep"}, event.Event{PID: 42, TID: 42, Comm: "server"}, ""},
+		{"exec'd from another thread: the caller gone", map[int]string{42: "sleep"}, event.Event{PID: 42, TID: 43, Comm: "worker"}, ""},
+		{"exited, the pid another's", map[int]string{42: "bash"}, event.Event{PID: 42, TID: 42, Comm: "server"}, ""},
+		{"another thread that ended, named as the process", map[int]string{42: "server"}, event.Event{PID: 42, TID: 43, Comm: "server"}, "/usr/bin/sleep"},
+		{"another thread that ended, named otherwise: left out", map[int]string{42: "server"}, event.Event{PID: 42, TID: 43, Comm: "worker"}, ""},
+		{"exited, nothing on the pid", nil, event.Event{PID: 42, TID: 42, Comm: "server"}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			root := t.TempDir()
+			dir := filepath.Join(root, "42")
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if tc.threads != nil {
+				if err := os.Symlink("/usr/bin/sleep", filepath.Join(dir, "exe")); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for tid, comm := range tc.threads {
+				setThread(t, dir, tid, comm)
+			}
+			if main, ok := tc.threads[42]; ok {
+				if err := os.WriteFile(filepath.Join(dir, "comm"), []byte(main+"\n"), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			en := NewEnricherAt(root)
+			ev := tc.ev
+			en.Enrich(&ev)
+			if ev.Exe != tc.want {
+				t.Errorf("exe %q, want %q", ev.Exe, tc.want)
+			}
+		})
 	}
 }
 
