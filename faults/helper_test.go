@@ -52,7 +52,8 @@ func setupThenExec() error {
 		f := strings.Split(op, ":")
 		switch {
 		case f[0] == "umount" && len(f) == 2:
-			if err := unix.Unmount(f[1], unix.MNT_DETACH); err != nil {
+			// EINVAL: not mounted there, which is what is wanted.
+			if err := unix.Unmount(f[1], unix.MNT_DETACH); err != nil && err != unix.EINVAL {
 				return fmt.Errorf("umount %s: %w", f[1], err)
 			}
 		case f[0] == "bind" && len(f) == 3:

@@ -106,13 +106,18 @@ func checkFreeFDs(extra int) error {
 }
 
 // ensureTracefs mounts tracefs where it is missing: the syscall
-// tracepoints and kprobe_events live there.
-func ensureTracefs() {
+// tracepoints and kprobe_events live there. Mounting takes CAP_SYS_ADMIN;
+// without it the error says what to do, for New to put first should no
+// backend work (fentry needs no tracefs, so one may).
+func ensureTracefs() error {
 	if _, err := os.Stat("/sys/kernel/tracing/events"); err == nil {
-		return
+		return nil
 	}
 	if _, err := os.Stat("/sys/kernel/debug/tracing/events"); err == nil {
-		return
+		return nil
 	}
-	_ = unix.Mount("nodev", "/sys/kernel/tracing", "tracefs", 0, "")
+	if err := unix.Mount("nodev", "/sys/kernel/tracing", "tracefs", 0, ""); err != nil {
+		return fmt.Errorf("tracefs is not mounted and porttrace could not mount it at /sys/kernel/tracing (%w): mount it (mount -t tracefs nodev /sys/kernel/tracing) or give porttrace CAP_SYS_ADMIN", err)
+	}
+	return nil
 }

@@ -98,10 +98,11 @@ func New(o Options) (*Tracer, error) {
 	if err := checkFreeFDs(o.ExtraFDs); err != nil {
 		return nil, err
 	}
-	ensureTracefs()
-	// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK.
+	tracefsErr := ensureTracefs()
+	// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; later ones
+	// to the memory cgroup, and RemoveMemlock then leaves the limit alone.
 	if err := rlimit.RemoveMemlock(); err != nil {
-		return nil, fmt.Errorf("raising RLIMIT_MEMLOCK: %w", err)
+		return nil, fmt.Errorf("raising RLIMIT_MEMLOCK, which this kernel (before 5.11) charges BPF memory to: %w: raise it (ulimit -l unlimited, LimitMEMLOCK=infinity) or give porttrace CAP_SYS_RESOURCE", err)
 	}
 	t.mark("checks", &since)
 	order := []event.Backend{event.BackendFentry, event.BackendKprobe, event.BackendTracepoint}
@@ -135,9 +136,9 @@ func New(o Options) (*Tracer, error) {
 			return nil, fmt.Errorf("too many open files while loading (RLIMIT_NOFILE): raise the limit (ulimit -n): %w", err)
 		}
 		if len(order) == 1 {
-			return nil, explain(errs[0])
+			return nil, JoinErrors(tracefsErr, explain(errs[0]))
 		}
-		return nil, fmt.Errorf("no usable backend: %w", explain(JoinErrors(errs...)))
+		return nil, JoinErrors(tracefsErr, fmt.Errorf("no usable backend: %w", explain(JoinErrors(errs...))))
 	}
 	// The kernel's BTF (its file mapped, its types decoded: 10 MB here) and
 	// the object's specs are garbage now: let them go soon rather than at
