@@ -18,6 +18,7 @@ import (
 // Run prints what holds every port now and, with --watch, what changes.
 func Run(ctx context.Context, cfg Config, stdout, stderr io.Writer) error {
 	var t *tracer.Tracer
+	var watched []*netns.Held
 	if cfg.Watch {
 		// Attached before the snapshot, so nothing falls between the two.
 		var err error
@@ -29,12 +30,19 @@ func Run(ctx context.Context, cfg Config, stdout, stderr io.Writer) error {
 		// A namespace named on the command line is watched through an fd
 		// of porttrace's own: its name may go (ip netns delete) while
 		// processes inside still listen.
-		held, release, err := netns.Hold(cfg.Netns)
+		held, err := netns.Hold(cfg.Netns)
 		if err != nil {
 			return err
 		}
-		defer release()
-		cfg.Netns = held
+		defer func() {
+			for _, h := range held {
+				h.Close()
+			}
+		}()
+		if held != nil {
+			cfg.Netns = heldPaths(held)
+		}
+		watched = held
 		if cfg.Duration > 0 {
 			var cancel context.CancelFunc
 			ctx, cancel = context.WithTimeout(ctx, cfg.Duration)
@@ -64,7 +72,7 @@ func Run(ctx context.Context, cfg Config, stdout, stderr io.Writer) error {
 		return nil
 	}
 	fmt.Fprintf(stderr, "porttrace ports: watching with %s\n", t.Describe(cfg.Verbose))
-	w := &portsWatch{cfg: cfg, out: out, stderr: stderr, notice: notice, names: names, known: map[listenerKey]Socket{},
+	w := &portsWatch{cfg: cfg, held: watched, out: out, stderr: stderr, notice: notice, names: names, known: map[listenerKey]Socket{},
 		manyNetns: len(cfg.Netns) > 1 || (len(cfg.Netns) == 1 && cfg.Netns[0] == "all")}
 	for _, s := range snap {
 		if s.Listening() {

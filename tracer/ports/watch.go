@@ -50,6 +50,7 @@ func (k listenerKey) addr() listenerKey { k.inode = 0; return k }
 // listen as the tracer reports it, each listener gone at the next look.
 type portsWatch struct {
 	cfg       Config
+	held      []*netns.Held // the namespaces --netns named, held open; nil for all or none
 	out       *bufio.Writer
 	stderr    io.Writer
 	notice    *unopenedNotice
@@ -110,6 +111,9 @@ func (w *portsWatch) run(ctx context.Context, t *tracer.Tracer) error {
 		case <-tick.C:
 			if err := w.look(); err != nil {
 				return err
+			}
+			if w.held != nil && w.dropGone() {
+				return w.out.Flush()
 			}
 		}
 
@@ -315,4 +319,39 @@ func holderNote(s *Socket) string {
 		return ""
 	}
 	return fmt.Sprintf("(was pid %d %s)", s.Holders[0].PID, textout.Printable(s.Holders[0].Comm))
+}
+
+// dropGone lets go of each watched namespace that only porttrace still
+// keeps (netns.Held.Orphaned: deleted, its last process gone), once the
+// look that saw its listeners close is made, saying so; true when none is
+// left to watch. Held open, a namespace is never destroyed, so gone here
+// is nothing else keeping it.
+func (w *portsWatch) dropGone() bool {
+	var left, gone []*netns.Held
+	for _, h := range w.held {
+		if h.Orphaned() {
+			gone = append(gone, h)
+		} else {
+			left = append(left, h)
+		}
+	}
+	for i, h := range gone {
+		end := ""
+		if len(left) == 0 && i == len(gone)-1 {
+			end = ": stopping"
+		}
+		fmt.Fprintf(w.stderr, "porttrace ports: network namespace %s is gone%s\n", textout.Printable(h.Named), end)
+		h.Close()
+	}
+	w.held = left
+	w.cfg.Netns = heldPaths(left)
+	return len(left) == 0
+}
+
+func heldPaths(held []*netns.Held) []string {
+	paths := make([]string, len(held))
+	for i, h := range held {
+		paths[i] = h.Path
+	}
+	return paths
 }

@@ -10,36 +10,9 @@ import (
 	"fmt"
 	"path/filepath"
 	"runtime"
-	"strconv"
 
 	"golang.org/x/sys/unix"
 )
-
-// Hold opens the namespaces named in spec and returns paths to
-// them through porttrace's own fds (/proc/self/fd/N), which stay valid
-// whatever becomes of the names; "all" and no namespace are returned as
-// they are.
-func Hold(spec []string) (paths []string, release func(), err error) {
-	if len(spec) == 0 || (len(spec) == 1 && spec[0] == "all") {
-		return spec, func() {}, nil
-	}
-	var fds []int
-	release = func() {
-		for _, fd := range fds {
-			unix.Close(fd)
-		}
-	}
-	for _, p := range spec {
-		fd, err := unix.Open(p, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			release()
-			return nil, nil, fmt.Errorf("opening netns %s: %w", p, err)
-		}
-		fds = append(fds, fd)
-		paths = append(paths, "/proc/self/fd/"+strconv.Itoa(fd))
-	}
-	return paths, release, nil
-}
 
 // Vanished reports whether opening a namespace failed because its process
 // exited after the glob found it.
