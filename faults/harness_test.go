@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -176,26 +177,30 @@ func (r *run) drain() []map[string]any {
 	return all
 }
 
-// freePorts finds n TCP ports free on 127.0.0.1 now (the kernel chose
-// them; they are closed again before porttrace starts).
+// freePorts finds n TCP ports free on 127.0.0.1 now, below the
+// ephemeral range (ip_local_port_range): no other process on the machine
+// gets one of them from the kernel between this look and the test's bind,
+// as it could a port the kernel chose.
 func freePorts(t *testing.T, n int) []uint16 {
 	t.Helper()
-	var ports []uint16
-	var fds []int
-	for range n {
-		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		fds = append(fds, fd)
-		if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
-			t.Fatal(err)
-		}
-		sa, _ := unix.Getsockname(fd)
-		ports = append(ports, uint16(sa.(*unix.SockaddrInet4).Port))
+	low := 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		fmt.Sscan(string(b), &low)
 	}
-	for _, fd := range fds {
-		unix.Close(fd)
+	if low < 12000 {
+		t.Skipf("ip_local_port_range starts at %d: no room below it", low)
+	}
+	var ports []uint16
+	seen := map[uint16]bool{}
+	for tries := 0; len(ports) < n && tries < 100*n; tries++ {
+		p := uint16(low - 10000 + rand.IntN(10000))
+		if !seen[p] && bind(p) == nil {
+			seen[p] = true
+			ports = append(ports, p)
+		}
+	}
+	if len(ports) < n {
+		t.Fatalf("found %d free ports of %d", len(ports), n)
 	}
 	return ports
 }
