@@ -149,8 +149,8 @@ func (en *Enricher) proc(ev *event.Event) *procInfo {
 // keep the process's name, and an exec'd program's main thread has its
 // own. Else what was read is left out. An exec into a program of the same
 // name, or a thread renamed back, is not told apart; a thread with a name
-// of its own that ended before the read loses its exe, which is then
-// missing, never wrong.
+// of its own that ended before the read loses its exe: missing rather
+// than another program's.
 func (en *Enricher) readProc(ev *event.Event) *procInfo {
 	f := ReadFacts(en.procRoot, ev.PID, FactExe|FactCgroup)
 	dir := fmt.Sprintf("%s/%d", en.procRoot, ev.PID)
