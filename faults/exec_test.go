@@ -41,7 +41,7 @@ func TestFaultExecOrExitBeforeProcRead(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			const n = 100
 			ports := freePorts(t, 1)
-			r := start(t, exec.Command(bin, "-o", "json", "-p", portList(ports), "-e", "bind"))
+			r := start(t, exec.Command(bin, "--backend", backend(), "-o", "json", "-p", portList(ports), "-e", "bind"))
 			r.waitReady(t)
 			pids := map[int]bool{}
 			var helpers []*exec.Cmd

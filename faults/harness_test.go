@@ -46,6 +46,17 @@ var (
 	binErr    error
 )
 
+// backend is the --backend the tests run porttrace with:
+// PORTTRACE_BACKEND, else tracepoint, which every kernel porttrace runs on
+// has, and which adds nothing to tracefs's kprobe_events, which a test of
+// ./tracer, run beside these by go test ./..., counts across the machine.
+func backend() string {
+	if b := os.Getenv("PORTTRACE_BACKEND"); b != "" && b != "auto" {
+		return b
+	}
+	return "tracepoint"
+}
+
 // porttraceBin builds the command once per test binary.
 func porttraceBin(t *testing.T) string {
 	t.Helper()

@@ -98,7 +98,7 @@ func (o kernelObjects) left() []string {
 func TestFaultKilledWhileStreaming(t *testing.T) {
 	bin := porttraceBin(t)
 	ports := freePorts(t, 1)
-	r := start(t, exec.Command(bin, "-o", "json", "-p", portList(ports)))
+	r := start(t, exec.Command(bin, "--backend", backend(), "-o", "json", "-p", portList(ports)))
 	r.waitReady(t)
 
 	// Events flowing: a bind a millisecond until the kill.

@@ -22,7 +22,7 @@ func TestFaultManyAtOnce(t *testing.T) {
 			ports := freePorts(t, binds)
 			runs := make([]*run, procs)
 			for i := range runs {
-				runs[i] = start(t, exec.Command(bin, "-o", "json", "-p", portList(ports)))
+				runs[i] = start(t, exec.Command(bin, "--backend", backend(), "-o", "json", "-p", portList(ports)))
 			}
 			for _, r := range runs {
 				r.waitReady(t)

@@ -43,7 +43,11 @@ func TestFaultMissingMounts(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ports := freePorts(t, 1)
-			cmd := helper("setup", append(tc.env, "PT_EXEC="+jsonArgs(bin, "-o", "json", "-p", portList(ports)))...)
+			b := backend()
+			if strings.HasPrefix(tc.name, "tracefs") {
+				b = "tracepoint" // the backend that needs tracefs
+			}
+			cmd := helper("setup", append(tc.env, "PT_EXEC="+jsonArgs(bin, "--backend", b, "-o", "json", "-p", portList(ports)))...)
 			r := start(t, cmd)
 			if tc.refused != nil {
 				code := r.wait(t, 30*time.Second)

@@ -61,7 +61,7 @@ func TestFaultNetnsDeleted(t *testing.T) {
 			}
 			t.Cleanup(func() { last.Process.Kill(); last.Wait() })
 
-			r := start(t, exec.Command(bin, append(tc.args, "--netns", path)...))
+			r := start(t, exec.Command(bin, append(tc.args, "--backend", backend(), "--netns", path)...))
 			r.waitReady(t)
 			port := freePorts(t, 1)[0]
 			b := exec.Command("ip", "netns", "exec", name, os.Args[0])
