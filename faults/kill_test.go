@@ -91,16 +91,42 @@ func (o kernelObjects) left() []string {
 	return left
 }
 
-// porttrace -o json killed with SIGKILL while events flow leaves none of
-// its programs, maps or links in the kernel: each goes with the last fd,
-// and porttrace pins nothing. Only the ids that process held are looked
-// at, so other porttraces running on the machine do not count.
-func TestFaultKilledWhileStreaming(t *testing.T) {
+// porttrace killed with SIGKILL while events flow leaves none of its
+// programs, maps or links in the kernel: each goes with the last fd, and
+// porttrace pins nothing. Only the ids that process held are looked at,
+// so other porttraces running on the machine do not count. The stream,
+// churn (its counting maps) and ports --watch, each mid-run.
+func TestFaultKilledMidRun(t *testing.T) {
 	bin := porttraceBin(t)
-	ports := freePorts(t, 1)
-	r := start(t, exec.Command(bin, "--backend", backend(), "-o", "json", "-p", portList(ports)))
-	r.waitReady(t)
+	for _, tc := range []struct {
+		name string
+		args []string // PORT stands for the port bound
+		// first tells the line that shows the run is under way.
+		first func(m map[string]any, port int) bool
+	}{
+		{"stream", []string{"-o", "json", "-p", "PORT"}, func(m map[string]any, port int) bool {
+			return m["event"] == "bind" && num(m, "local_port") == port
+		}},
+		{"churn", []string{"churn", "-o", "json", "-i", "100ms"}, func(m map[string]any, _ int) bool { return true }},
+		{"ports --watch", []string{"ports", "--watch", "-o", "json"}, func(m map[string]any, port int) bool {
+			return m["event"] == "bind" && num(m, "local_port") == port
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ports := freePorts(t, 1)
+			args := []string{"--backend", backend()}
+			for _, a := range tc.args {
+				args = append(args, strings.ReplaceAll(a, "PORT", portList(ports)))
+			}
+			r := start(t, exec.Command(bin, args...))
+			r.waitReady(t)
+			killMidRun(t, r, ports[0], tc.first)
+		})
+	}
+}
 
+func killMidRun(t *testing.T, r *run, port uint16, first func(map[string]any, int) bool) {
+	t.Helper()
 	// Events flowing: a bind a millisecond until the kill.
 	stop := make(chan struct{})
 	flowing := make(chan struct{})
@@ -112,18 +138,18 @@ func TestFaultKilledWhileStreaming(t *testing.T) {
 				return
 			default:
 			}
-			_ = bind(ports[0])
+			_ = bind(port)
 			time.Sleep(time.Millisecond)
 		}
 	}()
 	defer func() { close(stop); <-flowing }()
-	select {
-	case m := <-r.lines:
-		if m["event"] != "bind" || num(m, "local_port") != int(ports[0]) {
-			t.Fatalf("first line %v, want a bind to port %d", m, ports[0])
+	for under := false; !under; {
+		select {
+		case m := <-r.lines:
+			under = first(m, int(port))
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no line showing it at work within 10s; stderr: %s", r.stderr.String())
 		}
-	case <-time.After(10 * time.Second):
-		t.Fatalf("no event within 10s; stderr: %s", r.stderr.String())
 	}
 
 	held := heldObjects(t, r.cmd.Process.Pid)
