@@ -13,7 +13,8 @@ import (
 // Several porttraces at once each get every event, each on rings of its
 // own: N processes scoped to the same ports see every one of the binds
 // made on them, by port and pid, none lost, none twice, and each, stopped
-// with SIGINT, exits 0 with a summary that counts them.
+// with SIGINT or at the end of its -d, exits 0 with a summary that counts
+// them.
 func TestFaultManyAtOnce(t *testing.T) {
 	bin := porttraceBin(t)
 	for _, procs := range []int{2, 10} {
@@ -21,8 +22,14 @@ func TestFaultManyAtOnce(t *testing.T) {
 			const binds = 50
 			ports := freePorts(t, binds)
 			runs := make([]*run, procs)
+			// Every other one stops at its -d, the rest at SIGINT.
+			const duration = 8 * time.Second
 			for i := range runs {
-				runs[i] = start(t, exec.Command(bin, "--backend", backend(), "-o", "json", "-p", portList(ports)))
+				args := []string{"--backend", backend(), "-o", "json", "-p", portList(ports)}
+				if i%2 == 1 {
+					args = append(args, "-d", duration.String())
+				}
+				runs[i] = start(t, exec.Command(bin, args...))
 			}
 			for _, r := range runs {
 				r.waitReady(t)
@@ -34,12 +41,14 @@ func TestFaultManyAtOnce(t *testing.T) {
 			}
 			// The binds are in every ring now: stopping, porttrace
 			// drains its rings before the summary.
-			for _, r := range runs {
-				r.cmd.Process.Signal(syscall.SIGINT)
+			for i, r := range runs {
+				if i%2 == 0 {
+					r.cmd.Process.Signal(syscall.SIGINT)
+				}
 			}
 			summary := regexp.MustCompile(`porttrace: 50 events \(bind 50, listen 0, connect 0, accept 0\), 0 denied, 0 failed, 0 lost\n`)
 			for i, r := range runs {
-				if code := r.wait(t, 20*time.Second); code != 0 {
+				if code := r.wait(t, duration+20*time.Second); code != 0 {
 					t.Errorf("porttrace %d exited %d: %s", i, code, r.stderr.String())
 				}
 				seen := map[int]int{}
