@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -56,11 +57,11 @@ func Hold(spec []string) ([]*Held, error) {
 
 // Orphaned reports whether only porttrace keeps the held namespace: its
 // name leads elsewhere or nowhere, /run/netns names it no more, no process
-// or thread is in it and no fd but this one holds it open. Nothing can then
-// bind in it again: it is gone but for porttrace's fd. A bind mount of it
-// outside /run/netns, or in another mount namespace, or a socket of it
-// held outside it, is not seen. The walk of every fd is made only where
-// nothing cheaper found it.
+// or thread is in it (but porttrace's own) and no fd but this one holds it
+// open. Nothing can then bind in it again: it is gone but for porttrace's
+// fd. A bind mount of it outside /run/netns, or in another mount
+// namespace, or a socket of it held outside it, is not seen. The walk of
+// every fd is made only where nothing cheaper found it.
 func (h *Held) Orphaned() bool {
 	if h.fd < 0 {
 		return true
@@ -74,6 +75,9 @@ func (h *Held) Orphaned() bool {
 	if unix.Stat(h.Named, &st) == nil && uint32(st.Ino) == h.Inode {
 		return false
 	}
+	// porttrace's own threads there are only looking (Do), and one that
+	// just did may not have ended yet.
+	self := fmt.Sprintf("/proc/%d/", os.Getpid())
 	for _, pattern := range []string{"/run/netns/*", "/proc/[0-9]*/task/[0-9]*/ns/net"} {
 		m, _ := filepath.Glob(pattern)
 		for _, p := range m {
@@ -81,7 +85,7 @@ func (h *Held) Orphaned() bool {
 				if unix.Stat(p, &st) == nil && uint32(st.Ino) == h.Inode {
 					return false
 				}
-			} else if is(p) {
+			} else if !strings.HasPrefix(p, self) && is(p) {
 				return false
 			}
 		}
