@@ -1,9 +1,11 @@
 package tracer
 
 import (
+	"fmt"
 	"net/netip"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -23,6 +25,23 @@ const (
 	flagLatency    = uint32(porttraceEventFlagsF_HAS_LATENCY)
 	flagRetrans    = uint32(porttraceEventFlagsF_HAS_RETRANS)
 )
+
+// recordSize is the size of struct event, the one record the BPF side
+// writes to the ring buffers.
+const recordSize = int(unsafe.Sizeof(porttraceEvent{}))
+
+// decodeRecord decodes one ring-buffer record. A record of any other size
+// than struct event's is an error, not an event: the BPF object and the
+// Go types disagree (built from different bpf/porttrace.h), and every
+// field read from it would be garbage.
+func decodeRecord(sample []byte, bootOffset time.Duration, ev *event.Event, comms *interner) (tsNs uint64, err error) {
+	if len(sample) != recordSize {
+		return 0, fmt.Errorf("a ring buffer record of %d bytes, want %d (struct event): the BPF object does not match this build", len(sample), recordSize)
+	}
+	raw := (*porttraceEvent)(unsafe.Pointer(&sample[0]))
+	decode(raw, bootOffset, ev, comms)
+	return raw.TsNs, nil
+}
 
 // decode turns a raw kernel event into an Event: addresses, names, result,
 // and the classification of its ports. bootOffset converts the kernel's

@@ -6,7 +6,6 @@ import (
 	"os"
 	"sync"
 	"time"
-	"unsafe"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/ringbuf"
@@ -137,12 +136,14 @@ func (r *readers) read(i int, rd *ringbuf.Reader, bootOffset time.Duration) {
 			}
 			err := rd.ReadInto(&rec)
 			if err == nil {
-				if len(rec.RawSample) >= int(unsafe.Sizeof(porttraceEvent{})) {
-					raw := (*porttraceEvent)(unsafe.Pointer(&rec.RawSample[0]))
-					b.evs = b.evs[:len(b.evs)+1]
-					decode(raw, bootOffset, &b.evs[len(b.evs)-1], comms)
-					b.ts = append(b.ts, int64(raw.TsNs))
+				b.evs = b.evs[:len(b.evs)+1]
+				ts, err := decodeRecord(rec.RawSample, bootOffset, &b.evs[len(b.evs)-1], comms)
+				if err != nil {
+					b.evs = b.evs[:len(b.evs)-1]
+					b.err, b.last = fmt.Errorf("reading ring buffer %d: %w", i, err), true
+					break
 				}
+				b.ts = append(b.ts, int64(ts))
 				continue
 			}
 			if errors.Is(err, os.ErrClosed) || r.closing() {
