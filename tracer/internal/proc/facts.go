@@ -12,7 +12,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/prometheus/procfs"
 	"golang.org/x/sys/unix"
 )
 
@@ -63,28 +62,21 @@ func ReadFacts(procRoot string, pid uint32, what What) Facts {
 			f.Comm = strings.TrimSuffix(string(b), "\n")
 		}
 	}
-	if what&(FactStat|FactUID) == 0 {
-		return f
-	}
-	fs, err := procfs.NewFS(procRoot)
-	if err != nil {
-		return f
-	}
-	p, err := fs.Proc(int(pid))
-	if err != nil {
-		return f
-	}
 	if what&FactStat != 0 {
-		if st, err := p.Stat(); err == nil {
-			f.PPID, f.HasStat = uint32(st.PPID), true
-			if start, err := st.StartTime(); err == nil {
-				f.Start = time.Unix(0, int64(start*1e9))
+		if b, err := os.ReadFile(dir + "/stat"); err == nil {
+			var ticks uint64
+			if f.PPID, ticks, f.HasStat = parseStat(b); f.HasStat {
+				if b, err := os.ReadFile(procRoot + "/stat"); err == nil {
+					if boot, ok := parseBootTime(b); ok {
+						f.Start, _ = startTime(boot, ticks)
+					}
+				}
 			}
 		}
 	}
 	if what&FactUID != 0 {
-		if status, err := p.NewStatus(); err == nil {
-			f.UID, f.HasUID = uint32(status.UIDs[1]), true
+		if b, err := os.ReadFile(dir + "/status"); err == nil {
+			f.UID, f.HasUID = parseStatusUID(b)
 		}
 	}
 	return f
