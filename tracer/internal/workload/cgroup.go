@@ -78,7 +78,9 @@ func FromCgroup(p string) Identity {
 		// cgroupfs layouts name a container cgroup by its bare id: the
 		// kubelet's under the pod, docker's under /docker.
 		if isContainerID(part) && i > 0 && (id.PodUID != "" && strings.HasPrefix(parts[i-1], "pod") || parts[i-1] == "docker" && i == 1) {
-			id.ContainerID = part
+			// The runtime is docker's under /docker; under a pod the
+			// path does not say it, whatever a cgroup above named.
+			id.Runtime, id.ContainerID = "", part
 			if parts[i-1] == "docker" {
 				id.Runtime = Docker
 			}
