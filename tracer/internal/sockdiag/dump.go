@@ -142,14 +142,33 @@ func parseDiagMsg(b []byte) (Socket, error) {
 	if binary.BigEndian.Uint16(b[6:8]) != 0 {
 		ds.Remote = addr(b[24:40], b[6:8])
 	}
-	attrs, err := nl.ParseRouteAttr(b[sizeofInetDiagMsg:])
-	if err != nil {
+	var err error
+	if ds.V6Only, ds.HasV6Only, err = v6Only(b[sizeofInetDiagMsg:]); err != nil {
 		return Socket{}, fmt.Errorf("sock_diag attributes: %w", err)
 	}
-	for _, a := range attrs {
-		if a.Attr.Type == netlink.INET_DIAG_SKV6ONLY && len(a.Value) > 0 {
-			ds.V6Only, ds.HasV6Only = a.Value[0] != 0, true
-		}
-	}
 	return ds, nil
+}
+
+// v6Only reads INET_DIAG_SKV6ONLY from the attributes after struct
+// inet_diag_msg: struct nlattr (length, type) and a value, each padded to
+// 4 bytes, the last one's padding possibly left off. A length shorter
+// than the header or past the message, or bytes too few for a header, is
+// an error. (nl.ParseRouteAttr, used before, cut past the message, and
+// panicked, when the last attribute had no padding.)
+func v6Only(b []byte) (v6only, has bool, err error) {
+	const hdr = 4 // sizeof(struct nlattr)
+	for len(b) > 0 {
+		if len(b) < hdr {
+			return false, false, fmt.Errorf("%d bytes after the last attribute, too few for another", len(b))
+		}
+		n := int(binary.NativeEndian.Uint16(b))
+		if n < hdr || n > len(b) {
+			return false, false, fmt.Errorf("an attribute of %d bytes with %d left", n, len(b))
+		}
+		if binary.NativeEndian.Uint16(b[2:]) == netlink.INET_DIAG_SKV6ONLY && n > hdr {
+			v6only, has = b[hdr] != 0, true
+		}
+		b = b[min(len(b), (n+hdr-1)&^(hdr-1)):]
+	}
+	return v6only, has, nil
 }
