@@ -69,7 +69,8 @@ func decode(raw *porttraceEvent, bootOffset time.Duration, ev *event.Event, comm
 		ev.Proto = raw.Proto
 	}
 	if raw.Err < 0 {
-		ev.Errno = syscall.Errno(-raw.Err)
+		// In 64 bits: -raw.Err of the least int32 is itself, negative.
+		ev.Errno = syscall.Errno(-int64(raw.Err))
 		ev.Result = event.ResultFailed
 		switch {
 		case ev.Errno == unix.EACCES || ev.Errno == unix.EPERM:

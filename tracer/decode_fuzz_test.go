@@ -3,12 +3,16 @@ package tracer
 import (
 	"bytes"
 	"encoding/json"
+	"regexp"
 	"strings"
 	"testing"
 	"unsafe"
 
 	"github.com/porttrace/porttrace/tracer/event"
 )
+
+// errnoName is the pattern of docs/schema's errno.
+var errnoName = regexp.MustCompile(`^(E[A-Z0-9_]+|errno[0-9]+)$`)
 
 // recordBytes is raw as the ring buffer hands it over.
 func recordBytes(raw *porttraceEvent) []byte {
@@ -19,7 +23,7 @@ func recordBytes(raw *porttraceEvent) []byte {
 // content: every enum value, flag and errno the kernel side could send,
 // and records shorter or longer than struct event. A record of the wrong
 // size is an error; any other decodes into an event whose JSON is one
-// valid line.
+// valid line, its errno named as the schema has it.
 func FuzzDecode(f *testing.F) {
 	for _, raw := range rawEvents() {
 		b := recordBytes(&raw)
@@ -49,6 +53,9 @@ func FuzzDecode(f *testing.F) {
 		}
 		if bytes.IndexByte(line, '\n') != len(line)-1 {
 			t.Fatalf("not one line ending in a newline: %q", line)
+		}
+		if ev.Errno != 0 && !errnoName.MatchString(ev.ErrnoName()) {
+			t.Fatalf("errno %q", ev.ErrnoName())
 		}
 		// The ring readers intern command names: the same event.
 		var interned event.Event
