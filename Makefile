@@ -21,8 +21,10 @@ RELEASE_ARCHS ?= amd64 arm64
 # deploy/kubernetes/daemonset.yaml runs.
 IMAGE ?= localhost/porttrace
 PODMAN ?= podman
+# `make fuzz` runs each fuzz target this long.
+FUZZTIME ?= 10s
 
-.PHONY: all build release test-release image run generate test test-vm bench bench-scale bench-vm lint help clean
+.PHONY: all build release test-release image run generate test test-vm fuzz bench bench-scale bench-vm lint help clean
 
 all: build
 
@@ -57,6 +59,19 @@ test: ## run unit, kernel and image tests (as root, through sudo if need be)
 	$(AS_ROOT) CGO_ENABLED=1 $(GO) test -race -count=1 $$($(GO) list ./... | grep -v '/deploy$$')
 	$(AS_ROOT) PORTTRACE_BACKEND=tracepoint PORTTRACE_WITHOUT_HELPERS=1 $(GO) test -count=1 -run '^TestKernel' ./tracer
 	$(AS_ROOT) $(GO) test -count=1 ./deploy
+
+# The targets are every func FuzzX of a _test.go, found here so that a new
+# one is run too; go test takes one -fuzz target a run. New inputs that
+# widen coverage go to the Go build cache; testdata/fuzz/ gets only a
+# failing input, to commit with its fix.
+fuzz: ## run each fuzz target for FUZZTIME (default 10s), one after another
+	@set -e; for dir in $$(git grep -l '^func Fuzz' -- '*_test.go' | xargs -n1 dirname | sort -u); do \
+		list=$$($(GO) test -list '^Fuzz' ./$$dir); \
+		for target in $$(echo "$$list" | grep '^Fuzz'); do \
+			echo "== $$target (./$$dir)"; \
+			$(GO) test -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) ./$$dir; \
+		done; \
+	done
 
 test-vm: ## run the kernel tests in QEMU on each kernel of vm/kernels, per backend
 	bash vm/run.sh
