@@ -36,7 +36,7 @@ const recordSize = int(unsafe.Sizeof(porttraceEvent{}))
 // field read from it would be garbage.
 func decodeRecord(sample []byte, bootOffset time.Duration, ev *event.Event, comms *interner) (tsNs uint64, err error) {
 	if len(sample) != recordSize {
-		return 0, fmt.Errorf("a ring buffer record of %d bytes, want %d (struct event): the BPF object does not match this build", len(sample), recordSize)
+		return 0, fmt.Errorf("a record of %d bytes, want %d (struct event): the BPF object does not match this build", len(sample), recordSize)
 	}
 	raw := (*porttraceEvent)(unsafe.Pointer(&sample[0]))
 	decode(raw, bootOffset, ev, comms)
