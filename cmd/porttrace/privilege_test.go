@@ -124,8 +124,12 @@ func runTraced(t *testing.T, cmd *exec.Cmd, start func()) (code int, stdout, std
 	return 0, o.String(), e.String()
 }
 
-// denied is how porttrace says it lacks what tracing needs.
-const denied = "permission denied: run porttrace as root"
+// denied is how porttrace says it lacks what tracing needs, noEndWatch
+// that it cannot watch its --netns namespaces for their end.
+const (
+	denied     = "permission denied: run porttrace as root"
+	noEndWatch = "it will not see --netns namespaces end"
+)
 
 // A scenario runs a command of the table with caps and says what came of
 // it in a word: "ok" when every fact is there, "denied" when it could not
@@ -220,9 +224,12 @@ func streamScenario(t *testing.T, caps []string) string {
 		if err == nil {
 			s.Close()
 		}
-	}, "-o", "json", "--events", "bind", "-p", strconv.Itoa(port), "-d", "3s")
+	}, "-o", "json", "--events", "bind", "-p", strconv.Itoa(port), "-d", "3s", "--netns", "/proc/self/ns/net,"+namedNetns(t))
 	if code != 0 {
 		return verdict(code, stderr)
+	}
+	if strings.Contains(stderr, noEndWatch) {
+		return "no end watch"
 	}
 	for _, ev := range jsonLines(t, stdout) {
 		if ev["local_port"] == float64(port) && ev["pid"] == float64(os.Getpid()) {
@@ -243,6 +250,8 @@ func churnScenario(t *testing.T, caps []string) string {
 		return "netns unreadable"
 	case code != 0:
 		return verdict(code, stderr)
+	case strings.Contains(stderr, noEndWatch):
+		return "no end watch"
 	}
 	for _, r := range jsonLines(t, stdout) {
 		rows, _ := r["netns"].([]any)
@@ -341,8 +350,8 @@ var scenarios = map[string]scenario{
 // without is what a command does with one of the capabilities it uses
 // left out, as the README says under its table.
 var without = map[string]map[string]string{
-	"porttrace":            {"sys_ptrace": "no exe"},
-	"porttrace churn":      {"sys_admin": "usage unknown", "sys_ptrace": "netns unreadable"},
+	"porttrace":            {"sys_ptrace": "no exe", "net_admin": "no end watch"},
+	"porttrace churn":      {"sys_admin": "usage unknown", "sys_ptrace": "netns unreadable", "net_admin": "no end watch"},
 	"porttrace ports":      {"sys_admin": "netns denied", "sys_ptrace": "no holder"},
 	"porttrace who":        {"sys_admin": "netns denied", "sys_ptrace": "no holder"},
 	"porttrace who --wait": {"sys_ptrace": "no exe"},

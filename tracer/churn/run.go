@@ -37,7 +37,7 @@ func Run(ctx context.Context, cfg Config, stdout, stderr io.Writer) error {
 	defer detach()
 	// A namespace of --netns destroyed (deleted, its last process gone)
 	// ends the trace once none is left, said on stderr.
-	ctx, stopGone := netns.UntilGone(ctx, cfg.Netns, netns.SayGone(stderr, "porttrace churn"))
+	ctx, stopGone := netns.UntilGone(ctx, cfg.Netns, stderr, "porttrace churn")
 	defer stopGone()
 	// Rows and series by container name where a runtime's API answers.
 	names := workload.NewResolver(cfg.RuntimeSockets...)

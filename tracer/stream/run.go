@@ -42,7 +42,7 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer, stderr io.Writer) er
 	defer detach()
 	// A namespace of --netns destroyed (deleted, its last process gone)
 	// ends the trace once none is left, said on stderr.
-	ctx, stopGone := netns.UntilGone(ctx, cfg.Netns, netns.SayGone(stderr, "porttrace"))
+	ctx, stopGone := netns.UntilGone(ctx, cfg.Netns, stderr, "porttrace")
 	defer stopGone()
 	names.Announce(stderr, "porttrace", false)
 	scope, err := tracer.ScopeWorkloads(ctx, t, cfg.Workloads, names, "porttrace", stderr)

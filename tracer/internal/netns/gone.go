@@ -51,8 +51,18 @@ func Gone(paths []string, gone func(path string)) (stop func(), err error) {
 	// Subscribed first, each namespace held open until it has its id: no
 	// end falls between the two.
 	ids := map[int32][]string{} // two paths may name one namespace
+	self := Self()
 	for _, p := range paths {
+		// porttrace's own namespace cannot go while porttrace is in it,
+		// and its nsid in itself would only clutter `ip netns list-id`.
+		var st unix.Stat_t
+		if unix.Stat(p, &st) == nil && uint32(st.Ino) == self {
+			continue
+		}
 		id, err := nsid(p)
+		if errors.Is(err, unix.EPERM) {
+			err = fmt.Errorf("%w (giving it an nsid, to hear of its end, needs CAP_NET_ADMIN)", err)
+		}
 		if err != nil {
 			unix.Close(sock)
 			return nil, fmt.Errorf("watching netns %s: %w", p, err)
@@ -138,11 +148,11 @@ func deletedIDs(b []byte) []int32 {
 	return ids
 }
 
-// UntilGone is ctx, ended once every namespace at paths is gone; say is
-// told of each as it goes, with whether it was the last. Paths of none
-// ("all", or no --netns) watch nothing. Where the namespaces cannot be
-// watched (see Gone), ctx is returned as it is.
-func UntilGone(ctx context.Context, paths []string, say func(path string, last bool)) (context.Context, func()) {
+// UntilGone is ctx, ended once every namespace at paths is gone; each is
+// said on w as it goes, as command cmd's line, the last with ": stopping".
+// Paths of none ("all", or no --netns) watch nothing. Where the namespaces
+// cannot be watched (see Gone), that is said and ctx runs on.
+func UntilGone(ctx context.Context, paths []string, w io.Writer, cmd string) (context.Context, func()) {
 	if len(paths) == 0 || (len(paths) == 1 && paths[0] == "all") {
 		return ctx, func() {}
 	}
@@ -154,25 +164,20 @@ func UntilGone(ctx context.Context, paths []string, say func(path string, last b
 		left--
 		last := left == 0
 		mu.Unlock()
-		say(path, last)
-		if last {
-			cancel()
-		}
-	})
-	if err != nil {
-		return ctx, cancel
-	}
-	return ctx, func() { stop(); cancel() }
-}
-
-// SayGone is UntilGone's say for command cmd: a line on w for each
-// namespace gone, the last saying that cmd stops.
-func SayGone(w io.Writer, cmd string) func(path string, last bool) {
-	return func(path string, last bool) {
 		end := ""
 		if last {
 			end = ": stopping"
 		}
 		fmt.Fprintf(w, "%s: network namespace %s is gone%s\n", cmd, textout.Printable(path), end)
+		if last {
+			cancel()
+		}
+	})
+	if err != nil {
+		// Said, since the trace would then go on after its namespaces
+		// are gone, watching nothing.
+		fmt.Fprintf(w, "%s: it will not see --netns namespaces end: %s\n", cmd, textout.Printable(err.Error()))
+		return ctx, cancel
 	}
+	return ctx, func() { stop(); cancel() }
 }
