@@ -23,8 +23,32 @@ IMAGE ?= localhost/porttrace
 PODMAN ?= podman
 # `make fuzz` runs each fuzz target this long.
 FUZZTIME ?= 10s
+# `make mutate` runs gremlins over the packages whose code is pure logic,
+# the decisions every view prints: the event model, its classification
+# and reasons (tracer/event), the escaping and the JSON and table writers
+# (tracer/textout), the stream's filters, table and loss lines
+# (tracer/stream), churn's arithmetic: rates, headroom, time to
+# exhaustion (tracer/churn), what a socket means (tracer/ports), and the
+# shared flag checks. Their unit tests must pin exact behaviour, so a
+# changed operator or boundary fails one. MUTATE_SKIP leaves out the files
+# of those packages that drive the kernel, /proc, netlink or a server, or
+# only wire flags and loops: the kernel tests of tracer/ cover those, and
+# gremlins runs a package's own tests only.
+MUTATE_PKGS := tracer/event tracer/textout tracer/stream tracer/churn tracer/ports tracer/internal/flagcheck
+MUTATE_SKIP := tracer/textout/stall.go \
+	tracer/stream/run.go tracer/stream/holders.go tracer/stream/none.go tracer/stream/metrics.go \
+	tracer/churn/run.go tracer/churn/usage_read.go tracer/churn/metrics.go tracer/churn/config.go tracer/churn/view.go \
+	tracer/ports/ports.go tracer/ports/holders.go tracer/ports/who.go tracer/ports/watch.go tracer/ports/run.go \
+	tracer/ports/view.go tracer/ports/columns.go tracer/ports/config.go \
+	tracer/internal/flagcheck/netns.go
+# The least test efficacy, killed / (killed + lived) mutants, in percent,
+# of each package and of all. One worker a core at most: each mutant
+# builds and runs a package's tests; the timeout is that of the coverage
+# run times the coefficient, room for a loaded machine.
+MUTATE_THRESHOLD ?= 85
+GREMLINS_FLAGS ?= --workers 2 --timeout-coefficient 20
 
-.PHONY: all build release test-release image run generate test test-vm fuzz bench bench-scale bench-vm lint help clean
+.PHONY: all build release test-release image run generate test test-vm fuzz bench bench-scale bench-vm lint mutate mutate-changed help clean
 
 all: build
 
@@ -88,6 +112,12 @@ bench-vm: ## per-call kernel time of the fentry and tracepoint backends, in QEMU
 lint: ## gofmt and go vet
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) vet ./...
+
+mutate: ## mutation testing (gremlins) of MUTATE_PKGS: efficacy per package and overall, fails below MUTATE_THRESHOLD
+	MUTATE_SKIP="$(MUTATE_SKIP)" MUTATE_THRESHOLD=$(MUTATE_THRESHOLD) GREMLINS_FLAGS="$(GREMLINS_FLAGS)" GO=$(GO) bash .ci/mutate $(MUTATE_PKGS)
+
+mutate-changed: ## make mutate on the MUTATE_PKGS changed against origin/main (else the last commit)
+	MUTATE_SKIP="$(MUTATE_SKIP)" MUTATE_THRESHOLD=$(MUTATE_THRESHOLD) GREMLINS_FLAGS="$(GREMLINS_FLAGS)" GO=$(GO) bash .ci/mutate --changed $(MUTATE_PKGS)
 
 clean:
 	rm -rf porttrace man dist
