@@ -172,6 +172,15 @@ func (c *Config) Wants(ev *event.Event, procs mainComms) bool {
 	return true
 }
 
+// options is what the kernel is asked for: the events and the filters it
+// applies itself. --uid 0 keeps root's events like any other user's; only
+// -1, the default, asks for no user filter.
+func (c *Config) options(nsScope []uint32) tracer.Options {
+	return tracer.Options{Backend: c.Backend, Events: c.Events, PID: c.PID, FilterUID: c.UID >= 0,
+		UID: uint32(c.UID), Ports: &c.Ports, Cgroups: c.KernelCgroups(), JudgeUnknown: !c.Workloads.Empty(), Netns: nsScope,
+		RingBufferSize: c.RingBufferSize, Sample: c.Sample}
+}
+
 // countFlag is --count. Its zero value, the default, means no limit, which
 // is why 0 cannot be asked for.
 type countFlag uint64

@@ -8,39 +8,43 @@ import (
 )
 
 // Each burst of losses is told once, with its own count, not the running
-// total: on stderr, as a lost line and in the metrics.
+// total: on stderr, as a lost line and in the metrics. A count that has
+// not moved tells nothing; a second burst of either kind tells only what
+// it added.
 func TestLostBursts(t *testing.T) {
 	var stderr strings.Builder
 	var out bytes.Buffer
 	bw := bufio.NewWriter(&out)
 	m := NewMetrics()
-	l := &lostReport{counter: &fakeLost{lost: []uint64{0, 5, 5, 8}, unfollowed: []uint64{0, 0, 2, 2}}, maxConnecting: 65536, out: &jsonWriter{out: bw},
+	l := &lostReport{counter: &fakeLost{lost: []uint64{0, 5, 5, 8, 8}, unfollowed: []uint64{0, 0, 2, 2, 6}, sampled: []uint64{0, 0, 3, 3, 9}}, maxConnecting: 65536, out: &jsonWriter{out: bw},
 		stderr: &stderr, metrics: m}
-	for range 4 {
+	for range 5 {
 		l.check()
 	}
 	bw.Flush()
 	if want := `{"event":"lost","count":5}
 {"event":"lost","count":2,"lost_event":"connect_done"}
 {"event":"lost","count":3}
+{"event":"lost","count":4,"lost_event":"connect_done"}
 `; out.String() != want {
 		t.Errorf("lost lines\n%s\nwant\n%s", out.String(), want)
 	}
 	if want := `porttrace: 5 events lost: the ring buffer was full
 porttrace: 2 connect_done events lost: more than 65536 connects were in progress at once
 porttrace: 3 events lost: the ring buffer was full
+porttrace: 4 connect_done events lost: more than 65536 connects were in progress at once
 `; stderr.String() != want {
 		t.Errorf("stderr\n%s\nwant\n%s", stderr.String(), want)
 	}
-	if l.reported != 8 || l.unfollowed != 2 || m.lost != 10 {
-		t.Errorf("reported %d and %d, metrics %v; want 8, 2 and 10", l.reported, l.unfollowed, m.lost)
+	if l.reported != 8 || l.unfollowed != 6 || m.lost != 14 || m.sampled != 9 {
+		t.Errorf("reported %d and %d, metrics %v lost and %v sampled out; want 8, 6, 14 and 9", l.reported, l.unfollowed, m.lost, m.sampled)
 	}
 }
 
 // fakeLost is the kernel's running counts, one reading a call.
 type fakeLost struct {
-	lost, unfollowed []uint64
-	byCPU            [][]uint64
+	lost, unfollowed, sampled []uint64
+	byCPU                     [][]uint64
 }
 
 func next(f *[]uint64) (uint64, error) {
@@ -53,7 +57,12 @@ func next(f *[]uint64) (uint64, error) {
 
 func (f *fakeLost) Lost() (uint64, error)       { return next(&f.lost) }
 func (f *fakeLost) Unfollowed() (uint64, error) { return next(&f.unfollowed) }
-func (f *fakeLost) SampledOut() (uint64, error) { return 0, nil }
+func (f *fakeLost) SampledOut() (uint64, error) {
+	if len(f.sampled) == 0 {
+		return 0, nil
+	}
+	return next(&f.sampled)
+}
 func (f *fakeLost) LostByCPU() ([]uint64, error) {
 	if len(f.byCPU) == 0 {
 		return nil, nil

@@ -33,9 +33,7 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer, stderr io.Writer) er
 	}
 	names := workload.NewResolver(cfg.RuntimeSockets...)
 	defer names.Close()
-	t, srv, detach, err := tracer.Attach(tracer.Options{Backend: cfg.Backend, Events: cfg.Events, PID: cfg.PID, FilterUID: cfg.UID >= 0,
-		UID: uint32(cfg.UID), Ports: &cfg.Ports, Cgroups: cfg.KernelCgroups(), JudgeUnknown: !cfg.Workloads.Empty(), Netns: nsScope,
-		RingBufferSize: cfg.RingBufferSize, Sample: cfg.Sample}, metrics, cfg.server(), "porttrace", "tracing", cfg.Verbose, stderr)
+	t, srv, detach, err := tracer.Attach(cfg.options(nsScope), metrics, cfg.server(), "porttrace", "tracing", cfg.Verbose, stderr)
 	if err != nil {
 		return err
 	}
