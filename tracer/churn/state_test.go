@@ -278,3 +278,35 @@ func TestByWorkloadAndPod(t *testing.T) {
 		t.Errorf("pods: %+v", pods)
 	}
 }
+
+// A process's rates are of the interval too, and a process the first
+// reading already counted is not counted again; the busiest comes first,
+// named by its cgroup's workload.
+func TestProcRatesPerInterval(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	web := tracer.ProcKey{PID: 10, Netns: 1, Comm: "web", CgroupID: 5}
+	cron := tracer.ProcKey{PID: 20, Netns: 1, Comm: "cron"}
+	other := tracer.ProcKey{PID: 30, Netns: 2, Comm: "elsewhere"}
+	first := totals(t0, nil)
+	first.Procs = map[tracer.ProcKey]tracer.ChurnCounts{web: {Allocs: 1000, Fails: 10}, cron: {Allocs: 5}}
+	f := newFakeChurn(first, 1, map[uint32][]*PortUsage{1: {usageOf(1000, 1999, 0, 0, nil)}})
+	api := workload.Identity{Runtime: "podman", ContainerID: strings.Repeat("a", 64)}
+	f.Workload = func(id uint64) (workload.Identity, workload.Names) {
+		if id == 5 {
+			return api, workload.Names{Container: "api"}
+		}
+		return workload.Identity{}, workload.Names{}
+	}
+	cur := totals(t0.Add(4*time.Second), nil)
+	cur.Procs = map[tracer.ProcKey]tracer.ChurnCounts{web: {Allocs: 1040, Fails: 18}, cron: {Allocs: 105}, other: {Allocs: 9}}
+	n := netnsOf(t, f.Next(cur), 1)
+	var got []string
+	for _, p := range n.Procs {
+		got = append(got, fmt.Sprintf("%d %s %s %g/s %g/s %d %d", p.PID, p.Comm, workload.Cell(p.Workload, p.Names),
+			p.AllocsPerSec, p.FailsPerSec, p.Allocs, p.Fails))
+	}
+	want := []string{"20 cron - 25/s 0/s 105 0", "10 web api 10/s 2/s 1040 18"}
+	if !slices.Equal(got, want) {
+		t.Errorf("processes:\n got %q\nwant %q", got, want)
+	}
+}
