@@ -310,3 +310,41 @@ func TestProcRatesPerInterval(t *testing.T) {
 		t.Errorf("processes:\n got %q\nwant %q", got, want)
 	}
 }
+
+// The summary's totals are the last reading's, added over namespaces and
+// read afresh each time, not added to the last.
+func TestAddTotals(t *testing.T) {
+	s := NewState(totals(time.Unix(1000, 0), nil))
+	cur := &tracer.ChurnTotals{Netns: map[uint32]*tracer.NetnsChurn{
+		1: {Allocs: map[string]uint64{"connect tcp": 10, "bind udp": 5}, Fails: map[string]uint64{"EADDRNOTAVAIL": 2}},
+		2: {Allocs: map[string]uint64{"connect tcp": 1}, Fails: map[string]uint64{"EADDRNOTAVAIL": 1, "EAGAIN": 4}},
+	}}
+	s.AddTotals(cur)
+	s.AddTotals(cur)
+	if s.Summary.Allocs != 16 || s.Summary.Fails["EADDRNOTAVAIL"] != 3 || s.Summary.Fails["EAGAIN"] != 4 || len(s.Summary.Fails) != 2 {
+		t.Errorf("summary %d allocations, failures %v; want 16 and EADDRNOTAVAIL 3, EAGAIN 4", s.Summary.Allocs, s.Summary.Fails)
+	}
+}
+
+// Namespaces the kernel counted nothing in are looked at once at the
+// start and then every scanEvery, not at every reading.
+func TestScanSpacing(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	f := newFakeChurn(totals(t0, nil), 1, map[uint32][]*PortUsage{
+		1: {usageOf(1000, 1099, 0, 0, nil)},
+		2: {usageOf(1000, 1099, 0, 0, nil), usageOf(1000, 1099, 0, 100, nil)}, // exhausted at the second look
+	})
+	for _, tc := range []struct {
+		at    time.Duration
+		want2 bool
+	}{{time.Second, false}, {scanEvery, false}, {time.Second + scanEvery, true}} {
+		r := f.Next(totals(t0.Add(tc.at), nil))
+		got2 := false
+		for _, n := range r.Netns {
+			got2 = got2 || n.Netns == 2
+		}
+		if got2 != tc.want2 {
+			t.Errorf("at %v: namespace 2 reported %t, want %t", tc.at, got2, tc.want2)
+		}
+	}
+}
