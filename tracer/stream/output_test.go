@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"strings"
 	"testing"
+	"time"
 )
 
 // Each burst of losses is told once, with its own count, not the running
@@ -117,5 +118,59 @@ func TestAdvice(t *testing.T) {
 		if strings.Count(got, "\n") != 1 || !strings.HasSuffix(got, "\n") {
 			t.Errorf("not one line: %q", got)
 		}
+	}
+}
+
+// The output is the bottleneck from half the working time on.
+func TestAdviceThreshold(t *testing.T) {
+	for share, want := range map[float64]string{0.5: "the output takes events more slowly", 0.49: "events come faster than porttrace reads them"} {
+		if got := advice(1, 1, share); !strings.Contains(got, want) {
+			t.Errorf("share %.2f: %q, want %q", share, got, want)
+		}
+	}
+}
+
+// pace measures between two looks: events written a second, and the share
+// of the time not spent waiting for events that the output took.
+func TestPace(t *testing.T) {
+	var busy, waited time.Duration
+	var written uint64
+	p := pace{busy: &busy, waited: func() time.Duration { return waited }, written: &written, since: time.Now().Add(-2 * time.Second)}
+	busy, waited, written = time.Second, 500*time.Millisecond, 100
+	wall, perSec, share := p.look()
+	if wall < 2*time.Second || wall > 3*time.Second || perSec < 100/3.0 || perSec > 50 || share < 1/2.5 || share > 1/1.5 {
+		t.Errorf("first look: %v, %.1f/s, share %.2f; want 2s, 50/s, 0.67", wall, perSec, share)
+	}
+	// The second look counts from the first: the output took all the
+	// working time since (more than all, as measured: capped at 1).
+	p.since = time.Now().Add(-time.Second)
+	busy, waited, written = busy+2*time.Second, waited, written+10
+	wall, perSec, share = p.look()
+	if wall < time.Second || wall > 2*time.Second || perSec < 5 || perSec > 10 || share != 1 {
+		t.Errorf("second look: %v, %.1f/s, share %.2f; want 1s, 10/s, 1", wall, perSec, share)
+	}
+	// All the time waiting for events: the output took none of it.
+	p.since = time.Now().Add(-time.Second)
+	waited += 5 * time.Second
+	if _, _, share = p.look(); share != 0 {
+		t.Errorf("waiting only: share %.2f, want 0", share)
+	}
+	if wall, perSec, share := (&pace{since: time.Now().Add(-time.Second)}).look(); wall != 0 || perSec != 0 || share != 0 {
+		t.Errorf("no measures: %v %v %v, want zeros", wall, perSec, share)
+	}
+}
+
+// The advice comes with the first loss only.
+func TestAdviceOnce(t *testing.T) {
+	var stderr strings.Builder
+	var busy time.Duration
+	var written uint64
+	l := &lostReport{counter: &fakeLost{lost: []uint64{0, 5, 9}, unfollowed: []uint64{0}}, out: noOutput{}, stderr: &stderr,
+		pace: pace{busy: &busy, waited: func() time.Duration { return 0 }, written: &written, since: time.Now().Add(-time.Second)}}
+	for range 3 {
+		l.check()
+	}
+	if n := strings.Count(stderr.String(), "--sample N"); n != 1 || !strings.Contains(stderr.String(), "4 events lost") {
+		t.Errorf("advice %d times in\n%s", n, stderr.String())
 	}
 }
