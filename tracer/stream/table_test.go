@@ -187,3 +187,50 @@ func TestTableNarrowTerminal(t *testing.T) {
 		}
 	}
 }
+
+// CONTAINER goes after COMM, in a copy: the layouts stay as they are.
+func TestLayouts(t *testing.T) {
+	if got := strings.Join(WideLayout(true), ","); got != "time,event,pid,ppid,uid,user,comm,container,exe,cgroup,netns,proto,local,remote,dir,class,result" {
+		t.Errorf("wide with containers: %s", got)
+	}
+	w := WideLayout(false)
+	w[0] = "changed"
+	if got := strings.Join(WideLayout(false), ","); got != "time,event,pid,ppid,uid,user,comm,exe,cgroup,netns,proto,local,remote,dir,class,result" {
+		t.Errorf("wide: %s", got)
+	}
+	var out strings.Builder
+	if _, err := NewTableWriter(&out, 0, false, true); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(strings.Fields(out.String()), " "); got != "TIME EVENT PID USER COMM CONTAINER PROTO LOCAL REMOTE DIR CLASS RESULT" {
+		t.Errorf("default with containers: %s", got)
+	}
+	if strings.Join(defaultLayout, ",") != "time,event,pid,user,comm,proto,local,remote,dir,class,result" {
+		t.Errorf("the default layout changed: %v", defaultLayout)
+	}
+}
+
+// On a terminal an address longer than its column puts its port on a
+// line of its own; into a pipe it never does.
+func TestTableLongAddress(t *testing.T) {
+	ev := event.Event{Kind: event.KindConnect, Local: netip.MustParseAddrPort("[2001:db8::1234:5678]:40000")}
+	for _, width := range []int{0, 200} {
+		var out strings.Builder
+		tw, err := NewColumnsWriter(&out, width, false, []string{"event", "local"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := tw.Write(&ev); err != nil {
+			t.Fatal(err)
+		}
+		if err := tw.Close(); err != nil {
+			t.Fatal(err)
+		}
+		lines := strings.Split(strings.TrimRight(out.String(), "\n"), "\n")
+		split := len(lines) == 3 && strings.HasSuffix(strings.TrimSpace(lines[1]), "[2001:db8::1234:5678]") && strings.TrimSpace(lines[2]) == ":40000"
+		whole := len(lines) == 2 && strings.HasSuffix(lines[1], "[2001:db8::1234:5678]:40000")
+		if width > 0 && !split || width == 0 && !whole {
+			t.Errorf("width %d:\n%s", width, out.String())
+		}
+	}
+}
