@@ -144,7 +144,7 @@ func TestPace(t *testing.T) {
 	// The second look counts from the first: the output took all the
 	// working time since (more than all, as measured: capped at 1).
 	p.since = time.Now().Add(-time.Second)
-	busy, waited, written = busy+2*time.Second, waited, written+10
+	busy, written = busy+2*time.Second, written+10
 	wall, perSec, share = p.look()
 	if wall < time.Second || wall > 2*time.Second || perSec < 5 || perSec > 10 || share != 1 {
 		t.Errorf("second look: %v, %.1f/s, share %.2f; want 1s, 10/s, 1", wall, perSec, share)
