@@ -31,6 +31,7 @@ func TestAppendJSONString(t *testing.T) {
 		{"\u202a\u202e", `"\u202a\u202e"`},
 		{"\u2029\u202f\u2065\u206a", "\"\u2029\u202f\u2065\u206a\""}, // next to the bidi controls: kept
 		{"raw\xffend", `"raw\ufffdend"`},
+		{"\x80", `"\ufffd"`},              // the first byte past ASCII, alone
 		{"\xc3", `"\ufffd"`},              // a cut rune
 		{"\xe6\x97\xa5\xff", `"日\ufffd"`}, // a valid rune, then a bad byte
 	} {

@@ -43,6 +43,8 @@ func TestWrapWords(t *testing.T) {
 		{"a b c", 0, []string{"a b c"}},
 		{"a b c", -1, []string{"a b c"}},
 		{"a b c", 5, []string{"a b c"}},
+		{"a  b", 4, []string{"a  b"}}, // it fits: left as it is
+		{"a  b", 3, []string{"a b"}},  // too long as it is: the words rewrapped
 		{"a b c", 4, []string{"a b", "c"}},
 		{"a b c", 3, []string{"a b", "c"}},
 		{"a b c", 2, []string{"a", "b", "c"}},
