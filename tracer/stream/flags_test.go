@@ -63,6 +63,15 @@ func TestBufferFlag(t *testing.T) {
 	}
 }
 
+// The default, none, shows as nothing: the help says what it is.
+func TestBufferFlagString(t *testing.T) {
+	for b, want := range map[bufferFlag]string{0: "", 4096: "4096", 64 << 20: "67108864"} {
+		if got := b.String(); got != want {
+			t.Errorf("%d: %q, want %q", uint32(b), got, want)
+		}
+	}
+}
+
 func TestSampleFlag(t *testing.T) {
 	for _, tc := range []struct {
 		in      string

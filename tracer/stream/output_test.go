@@ -131,29 +131,36 @@ func TestAdviceThreshold(t *testing.T) {
 }
 
 // pace measures between two looks: events written a second, and the share
-// of the time not spent waiting for events that the output took.
+// of the time not spent waiting for events that the output took. Each
+// look counts from the one before.
 func TestPace(t *testing.T) {
 	var busy, waited time.Duration
 	var written uint64
-	p := pace{busy: &busy, waited: func() time.Duration { return waited }, written: &written, since: time.Now().Add(-2 * time.Second)}
-	busy, waited, written = time.Second, 500*time.Millisecond, 100
-	wall, perSec, share := p.look()
-	if wall < 2*time.Second || wall > 3*time.Second || perSec < 100/3.0 || perSec > 50 || share < 1/2.5 || share > 1/1.5 {
-		t.Errorf("first look: %v, %.1f/s, share %.2f; want 2s, 50/s, 0.67", wall, perSec, share)
-	}
-	// The second look counts from the first: the output took all the
-	// working time since (more than all, as measured: capped at 1).
-	p.since = time.Now().Add(-time.Second)
-	busy, written = busy+2*time.Second, written+10
-	wall, perSec, share = p.look()
-	if wall < time.Second || wall > 2*time.Second || perSec < 5 || perSec > 10 || share != 1 {
-		t.Errorf("second look: %v, %.1f/s, share %.2f; want 1s, 10/s, 1", wall, perSec, share)
-	}
-	// All the time waiting for events: the output took none of it.
-	p.since = time.Now().Add(-time.Second)
-	waited += 5 * time.Second
-	if _, _, share = p.look(); share != 0 {
-		t.Errorf("waiting only: share %.2f, want 0", share)
+	p := pace{busy: &busy, waited: func() time.Duration { return waited }, written: &written}
+	for i, tc := range []struct {
+		ago           time.Duration // since the last look
+		busy, waited  time.Duration // added since
+		written       uint64
+		perSec, share func(wall time.Duration) float64
+	}{
+		{2 * time.Second, time.Second, 500 * time.Millisecond, 100,
+			func(w time.Duration) float64 { return 100 / w.Seconds() },
+			func(w time.Duration) float64 { return float64(time.Second) / float64(w-500*time.Millisecond) }},
+		{4 * time.Second, time.Second, 2 * time.Second, 200,
+			func(w time.Duration) float64 { return 200 / w.Seconds() },
+			func(w time.Duration) float64 { return float64(time.Second) / float64(w-2*time.Second) }},
+		// More output time than working time, as measured: capped at 1.
+		{time.Second, 3 * time.Second, 0, 0, func(time.Duration) float64 { return 0 }, func(time.Duration) float64 { return 1 }},
+		// All the time waiting for events: the output took none of it.
+		{time.Second, 0, 5 * time.Second, 10,
+			func(w time.Duration) float64 { return 10 / w.Seconds() }, func(time.Duration) float64 { return 0 }},
+	} {
+		p.since = time.Now().Add(-tc.ago)
+		busy, waited, written = busy+tc.busy, waited+tc.waited, written+tc.written
+		wall, perSec, share := p.look()
+		if wall < tc.ago || perSec != tc.perSec(wall) || share != min(1, tc.share(wall)) {
+			t.Errorf("look %d: %v, %.2f/s, share %.3f; want %v or more, %.2f/s, %.3f", i, wall, perSec, share, tc.ago, tc.perSec(wall), tc.share(wall))
+		}
 	}
 	if wall, perSec, share := (&pace{since: time.Now().Add(-time.Second)}).look(); wall != 0 || perSec != 0 || share != 0 {
 		t.Errorf("no measures: %v %v %v, want zeros", wall, perSec, share)
@@ -165,12 +172,14 @@ func TestAdviceOnce(t *testing.T) {
 	var stderr strings.Builder
 	var busy time.Duration
 	var written uint64
-	l := &lostReport{counter: &fakeLost{lost: []uint64{0, 5, 9}, unfollowed: []uint64{0}}, out: noOutput{}, stderr: &stderr,
-		pace: pace{busy: &busy, waited: func() time.Duration { return 0 }, written: &written, since: time.Now().Add(-time.Second)}}
+	l := &lostReport{counter: &fakeLost{lost: []uint64{10, 14, 14}, unfollowed: []uint64{0}}, out: noOutput{}, stderr: &stderr,
+		pace: pace{busy: &busy, waited: func() time.Duration { return 0 }, written: &written, since: time.Now().Add(-2 * time.Second)}}
 	for range 3 {
 		l.check()
 	}
-	if n := strings.Count(stderr.String(), "--sample N"); n != 1 || !strings.Contains(stderr.String(), "4 events lost") {
+	// 10 lost over the 2s before the first look.
+	if n := strings.Count(stderr.String(), "--sample N"); n != 1 || !strings.Contains(stderr.String(), "4 events lost") ||
+		!strings.Contains(stderr.String(), "(0 events a second written, 5 lost)") {
 		t.Errorf("advice %d times in\n%s", n, stderr.String())
 	}
 }

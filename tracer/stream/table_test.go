@@ -210,13 +210,22 @@ func TestLayouts(t *testing.T) {
 	}
 }
 
-// On a terminal an address longer than its column puts its port on a
-// line of its own; into a pipe it never does.
+// On a terminal an address longer than its column (22, less the space
+// after it) puts its port on a line of its own; into a pipe it never does.
 func TestTableLongAddress(t *testing.T) {
-	ev := event.Event{Kind: event.KindConnect, Local: netip.MustParseAddrPort("[2001:db8::1234:5678]:40000")}
-	for _, width := range []int{0, 200} {
+	for _, tc := range []struct {
+		width int
+		local string
+		split bool
+	}{
+		{0, "[2001:db8::1234:5678]:40000", false},
+		{200, "[2001:db8::1234:5678]:40000", true},
+		{200, "[2001:db8::1:2]:40000", false}, // 21: fits
+		{200, "[2001:db8::1:23]:40000", true}, // 22: no room for the space
+	} {
+		ev := event.Event{Kind: event.KindConnect, Local: netip.MustParseAddrPort(tc.local)}
 		var out strings.Builder
-		tw, err := NewColumnsWriter(&out, width, false, []string{"event", "local"})
+		tw, err := NewColumnsWriter(&out, tc.width, false, []string{"event", "local"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -226,11 +235,12 @@ func TestTableLongAddress(t *testing.T) {
 		if err := tw.Close(); err != nil {
 			t.Fatal(err)
 		}
+		host, port, _ := strings.Cut(strings.TrimPrefix(tc.local, "["), "]:")
 		lines := strings.Split(strings.TrimRight(out.String(), "\n"), "\n")
-		split := len(lines) == 3 && strings.HasSuffix(strings.TrimSpace(lines[1]), "[2001:db8::1234:5678]") && strings.TrimSpace(lines[2]) == ":40000"
-		whole := len(lines) == 2 && strings.HasSuffix(lines[1], "[2001:db8::1234:5678]:40000")
-		if width > 0 && !split || width == 0 && !whole {
-			t.Errorf("width %d:\n%s", width, out.String())
+		split := len(lines) == 3 && strings.HasSuffix(strings.TrimSpace(lines[1]), "["+host+"]") && strings.TrimSpace(lines[2]) == ":"+port
+		whole := len(lines) == 2 && strings.HasSuffix(strings.TrimSpace(lines[1]), tc.local)
+		if tc.split && !split || !tc.split && !whole {
+			t.Errorf("width %d, %s: split %t, want %t:\n%s", tc.width, tc.local, split, tc.split, out.String())
 		}
 	}
 }
