@@ -24,6 +24,7 @@ func TestSuspicious(t *testing.T) {
 		{Socket{State: "LISTEN", orphan: orphan}, orphan},
 		{Socket{State: "LISTEN", Holders: []Holder{{PID: 7, Comm: "bash"}}}, "bash (pid 7) is a shell, interpreter or relay listening"},
 		{Socket{State: "LISTEN", Holders: []Holder{{PID: 8, Comm: "python3.11"}}}, "python3.11 (pid 8) is a shell, interpreter or relay listening"},
+		{Socket{State: "LISTEN", Holders: []Holder{{PID: 8, Comm: "perl5.0.9"}}}, "perl5.0.9 (pid 8) is a shell, interpreter or relay listening"},
 		{Socket{State: "LISTEN", Holders: []Holder{{PID: 9, Comm: "sshd", Exe: "/usr/sbin/sshd", ExeDeleted: true}}}, "executable deleted: /usr/sbin/sshd (pid 9)"},
 		// A "#!/usr/bin/python3" script named sshd: comm from the script, exe the interpreter.
 		{Socket{State: "LISTEN", Holders: []Holder{{PID: 10, Comm: "sshd", Exe: "/usr/bin/python3.11"}}}, "sshd (pid 10) runs /usr/bin/python3.11, a shell, interpreter or relay, listening"},
@@ -237,6 +238,30 @@ func TestWildcardScope(t *testing.T) {
 		s := Socket{Proto: event.ProtoTCP, State: "LISTEN", Local: ap(tc.local), HasV6Only: tc.has, V6Only: tc.v6only}
 		if addr, note := LocalAddr(&s), s.scope(); addr != tc.addr || note != tc.wantNote {
 			t.Errorf("%s v6only=%t (known %t): %s %q, want %s %q", tc.local, tc.v6only, tc.has, addr, note, tc.addr, tc.wantNote)
+		}
+	}
+}
+
+// The view of a namespace: its listeners (for UDP, unconnected bound
+// sockets) by protocol and port, none on port 0, and its own addresses,
+// from its sockets and its interfaces (loopback's, with no socket on it).
+func TestNewNetView(t *testing.T) {
+	ap := netip.MustParseAddrPort
+	socks := []Socket{
+		{Proto: event.ProtoTCP, State: "LISTEN", Local: ap("0.0.0.0:25")},
+		{Proto: event.ProtoTCP, State: "LISTEN", Local: ap("[::ffff:10.0.0.7]:25")},
+		{Proto: event.ProtoTCP, State: "LISTEN", Local: ap("0.0.0.0:0")},
+		{Proto: event.ProtoUDP, State: "UNCONN", Local: ap("192.0.2.53:53")},
+		{Proto: event.ProtoTCP, State: "ESTAB", Local: ap("10.0.0.5:40000"), Remote: ap("192.0.2.1:443")},
+	}
+	v := newNetView(socks, [2]uint16{32768, 60999})
+	got := fmt.Sprint(v.listening)
+	if want := "map[{6 25}:[0.0.0.0 10.0.0.7] {17 53}:[192.0.2.53]]"; got != want {
+		t.Errorf("listening %s, want %s", got, want)
+	}
+	for a, want := range map[string]bool{"10.0.0.5": true, "10.0.0.7": true, "192.0.2.53": true, "127.0.0.1": true, "0.0.0.0": false, "192.0.2.1": false} {
+		if v.own[netip.MustParseAddr(a)] != want {
+			t.Errorf("own %s: %t, want %t", a, !want, want)
 		}
 	}
 }
