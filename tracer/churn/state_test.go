@@ -78,6 +78,7 @@ func totals(at time.Time, dests map[tracer.DestKey]tracer.ChurnCounts) *tracer.C
 			ct.Netns[k.Netns] = n
 		}
 		n.Allocs["connect tcp"] += c.Allocs
+		n.Fails["EADDRNOTAVAIL"] += c.Fails
 	}
 	return ct
 }
@@ -116,8 +117,8 @@ func TestChurnRatesPerInterval(t *testing.T) {
 	if d := destOf(t, n, a); d.AllocsPerSec != 30 || d.FailsPerSec != 3 {
 		t.Errorf("destination: %v allocations/s, %v failures/s; want 30 and 3", d.AllocsPerSec, d.FailsPerSec)
 	}
-	if n.AllocsPerSec != 30 {
-		t.Errorf("namespace: %v allocations/s, want 30", n.AllocsPerSec)
+	if n.AllocsPerSec != 30 || n.FailsPerSec != 3 {
+		t.Errorf("namespace: %v allocations/s, %v failures/s; want 30 and 3", n.AllocsPerSec, n.FailsPerSec)
 	}
 }
 

@@ -130,8 +130,8 @@ func TestETA(t *testing.T) {
 	}
 }
 
-// Growth is over the last growthWindow of samples: older ones are
-// dropped, but the newest always stays.
+// Growth is over the last growthWindow of samples (one that old is kept):
+// older ones are dropped, but the newest always stays.
 func TestGrow(t *testing.T) {
 	m := map[int][]usageSample{}
 	t0 := time.Unix(1000, 0)
@@ -143,7 +143,7 @@ func TestGrow(t *testing.T) {
 		{0, 100, 0},                 // one sample: no growth yet
 		{0, 120, 0},                 // none over no time
 		{5 * time.Second, 150, 10},  // from the first: +50 in 5s
-		{10 * time.Second, 200, 10}, // the first still in the window: +100 in 10s
+		{10 * time.Second, 250, 15}, // the first exactly a window old, still in it: +150 in 10s
 		{11 * time.Second, 210, 10}, // the two at 0s dropped: from 150 at 5s, +60 in 6s
 		{40 * time.Second, 100, 0},  // all dropped but the newest
 	} {
