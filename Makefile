@@ -30,10 +30,11 @@ FUZZTIME ?= 10s
 # (tracer/stream), churn's arithmetic: rates, headroom, time to
 # exhaustion (tracer/churn), what a socket means (tracer/ports), and the
 # shared flag checks. Their unit tests must pin exact behaviour, so a
-# changed operator or boundary fails one. MUTATE_SKIP leaves out the files
-# of those packages that drive the kernel, /proc, netlink or a server, or
-# only wire flags and loops: the kernel tests of tracer/ cover those, and
-# gremlins runs a package's own tests only.
+# changed operator or boundary fails one. gremlins runs a package's own
+# tests only, so MUTATE_SKIP leaves out the files of those packages whose
+# tests live in tracer/: those that drive the kernel, /proc, netlink or a
+# server, or only wire flags and loops (the kernel tests), and ports' and
+# churn's views (the golden files).
 MUTATE_PKGS := tracer/event tracer/textout tracer/stream tracer/churn tracer/ports tracer/internal/flagcheck
 MUTATE_SKIP := tracer/textout/stall.go \
 	tracer/stream/run.go tracer/stream/holders.go tracer/stream/none.go tracer/stream/metrics.go \
@@ -42,11 +43,13 @@ MUTATE_SKIP := tracer/textout/stall.go \
 	tracer/ports/view.go tracer/ports/columns.go tracer/ports/config.go \
 	tracer/internal/flagcheck/netns.go
 # The least test efficacy, killed / (killed + lived) mutants, in percent,
-# of each package and of all. One worker a core at most: each mutant
-# builds and runs a package's tests; the timeout is that of the coverage
-# run times the coefficient, room for a loaded machine.
+# of each package and of all. Two workers, one a core of a 2-CPU
+# machine: each mutant builds and runs a package's tests. A mutant's
+# timeout is the coverage run's time times the coefficient, room for a
+# loaded machine; only a mutant that loops for ever reaches it.
 MUTATE_THRESHOLD ?= 85
 GREMLINS_FLAGS ?= --workers 2 --timeout-coefficient 20
+
 
 .PHONY: all build release test-release image run generate test test-vm fuzz bench bench-scale bench-vm lint mutate mutate-changed help clean
 
