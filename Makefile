@@ -23,6 +23,7 @@ IMAGE ?= localhost/porttrace
 PODMAN ?= podman
 # `make fuzz` runs each fuzz target this long.
 FUZZTIME ?= 10s
+
 # `make mutate` runs gremlins over the packages whose code is pure logic,
 # the decisions every view prints: the event model, its classification
 # and reasons (tracer/event), the escaping and the JSON and table writers
