@@ -145,7 +145,7 @@ func TestGrow(t *testing.T) {
 		{5 * time.Second, 150, 10},  // from the first: +50 in 5s
 		{10 * time.Second, 250, 15}, // the first exactly a window old, still in it: +150 in 10s
 		{11 * time.Second, 210, 10}, // the two at 0s dropped: from 150 at 5s, +60 in 6s
-		{40 * time.Second, 100, 0},  // all dropped but the newest
+		{40 * time.Second, 130, 0},  // all dropped but the newest
 	} {
 		if got := grow(m, 1, t0.Add(tc.at), tc.inUse); got != tc.want {
 			t.Errorf("at %v with %d: growth %g/s, want %g", tc.at, tc.inUse, got, tc.want)
