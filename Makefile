@@ -51,7 +51,6 @@ MUTATE_SKIP := tracer/textout/stall.go \
 MUTATE_THRESHOLD ?= 85
 GREMLINS_FLAGS ?= --workers 2 --timeout-coefficient 20
 
-
 .PHONY: all build release test-release image run generate test test-vm fuzz bench bench-scale bench-vm lint mutate mutate-changed help clean
 
 all: build
