@@ -103,10 +103,10 @@ type usageSample struct {
 //
 // A namespace is reported while the kernel counts allocations in it; the
 // host's always, or with --netns each namespace it names instead (the
-// host's, outside that scope, counts nothing); and one found at risk by a look at every namespace (at
-// start, then every scanEvery), so that a namespace already exhausted,
-// whose connects all fail before they allocate or that sees none during
-// the run, is there too.
+// host's, outside that scope, counts nothing); and one found at risk by a
+// look at every namespace in scope (at start, then every scanEvery), so
+// that a namespace already exhausted, whose connects all fail before they
+// allocate or that sees none during the run, is there too.
 type State struct {
 	prev     *tracer.ChurnTotals
 	history  map[uint32][]float64

@@ -315,7 +315,7 @@ func TestProcRatesPerInterval(t *testing.T) {
 // The summary's totals are the last reading's, added over namespaces and
 // read afresh each time, not added to the last.
 func TestAddTotals(t *testing.T) {
-	s := NewState(totals(time.Unix(1000, 0), nil))
+	s := NewState(totals(time.Unix(1000, 0), nil), nil)
 	cur := &tracer.ChurnTotals{Netns: map[uint32]*tracer.NetnsChurn{
 		1: {Allocs: map[string]uint64{"connect tcp": 10, "bind udp": 5}, Fails: map[string]uint64{"EADDRNOTAVAIL": 2}},
 		2: {Allocs: map[string]uint64{"connect tcp": 1}, Fails: map[string]uint64{"EADDRNOTAVAIL": 1, "EAGAIN": 4}},
