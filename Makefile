@@ -51,7 +51,7 @@ MUTATE_SKIP := tracer/textout/stall.go \
 MUTATE_THRESHOLD ?= 85
 GREMLINS_FLAGS ?= --workers 2 --timeout-coefficient 20
 
-.PHONY: all build release test-release image run generate test test-vm fuzz bench bench-scale bench-vm lint mutate mutate-changed help clean
+.PHONY: all build release test-release image run generate test test-vm fuzz bench bench-scale bench-vm soak lint mutate mutate-changed help clean
 
 all: build
 
@@ -108,6 +108,11 @@ bench: build ## measure overhead and startup against no tracer (root)
 
 bench-scale: build ## K parallel loops, K = 1, 2, 4, ... CPUs: events offered, delivered, lost, and the cost (root)
 	go run ./bench -scale
+
+# `make soak SOAK=30m` soaks for 30 minutes (a Go duration).
+SOAK ?= 2m
+soak: build ## stream, churn and ports --watch at once under a mixed load for SOAK (default 2m): flat resources, every event accounted for (root)
+	$(AS_ROOT) $(GO) run ./soak -d $(SOAK) -bin ./porttrace
 
 bench-vm: ## per-call kernel time of the fentry and tracepoint backends, in QEMU
 	VM_BENCH='-reps+3+-tcp+300+-udp+1000+-events+0.005+-backends+fentry,tracepoint' bash vm/run.sh
