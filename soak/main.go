@@ -151,8 +151,8 @@ func soak(ctx context.Context, o options) (*result, error) {
 		consume       func(io.Reader)
 	}{
 		{"stream", streamAddr, []string{"-o", "json", "--cgroup", cg.dir, "--metrics", streamAddr}, readStream(&res.stream)},
-		{"churn", churnAddr, []string{"churn", "-o", "json", "--cgroup", cg.dir, "--metrics", churnAddr}, readLines(&res.churnLines, &res.badLines)},
-		{"ports", "", []string{"ports", "--watch", "-o", "json", "--netns", ld.ready.Netns["load"]}, readLines(&res.portsLines, &res.badLines)},
+		{"churn", churnAddr, []string{"churn", "-o", "json", "--cgroup", cg.dir, "--metrics", churnAddr}, readLines(&res.churnLines, &res.churnBad)},
+		{"ports", "", []string{"ports", "--watch", "-o", "json", "--netns", ld.ready.Netns["load"]}, readLines(&res.portsLines, &res.portsBad)},
 	} {
 		p, err := startTracer(t.name, o.bin, t.metrics, t.args, t.consume)
 		if err != nil {

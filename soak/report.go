@@ -30,7 +30,8 @@ type result struct {
 	stream     streamCount
 	churnLines uint64
 	portsLines uint64
-	badLines   []string
+	churnBad   []string // lines of churn's and of ports --watch's output that are not JSON
+	portsBad   []string
 	churnFinal []byte
 	procs      []*tracerProc
 	exitErrs   []string
@@ -121,7 +122,7 @@ func (r *result) check() []string {
 	var bad []string
 	fail := func(format string, a ...any) { bad = append(bad, fmt.Sprintf(format, a...)) }
 	bad = append(bad, r.exitErrs...)
-	for _, l := range r.badLines {
+	for _, l := range append(r.churnBad, r.portsBad...) {
 		fail("a line of output that is not JSON: %.200q", l)
 	}
 	for _, l := range r.stream.Bad {
