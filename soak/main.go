@@ -227,13 +227,23 @@ loop:
 	return res, nil
 }
 
-// lookAll samples each tracer once.
+// maxMissedRun is how many looks in a row a tracer's /metrics may miss
+// before the soak gives up on it.
+const maxMissedRun = 10
+
+// lookAll samples each tracer once. A scrape that times out skips that
+// tracer's look; maxMissedRun in a row end the soak.
 func (r *result) lookAll(at time.Duration) error {
 	for _, p := range r.procs {
 		text, err := p.scrape()
 		if err != nil {
-			return err
+			p.missed, p.missedRun, p.lastMiss = p.missed+1, p.missedRun+1, err
+			if p.missedRun >= maxMissedRun {
+				return fmt.Errorf("%s: /metrics did not answer %d times in a row: %w", p.name, maxMissedRun, err)
+			}
+			continue
 		}
+		p.missedRun = 0
 		s, err := p.look(at, text)
 		if err != nil {
 			return err

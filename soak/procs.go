@@ -27,6 +27,11 @@ type tracerProc struct {
 	mu      sync.Mutex
 	done    chan struct{} // stdout and stderr read to the end
 	samples []sample
+	// missed counts the looks skipped because /metrics did not answer in
+	// time (a machine loaded by others can stall it for seconds);
+	// missedRun those in a row until the last.
+	missed, missedRun int
+	lastMiss          error
 }
 
 // startTracer runs bin with args in a process group of its own (an

@@ -76,7 +76,7 @@ func (r *result) print(w io.Writer) {
 		fmt.Fprintf(w, "churn /metrics, netns %-8s allocations %d (load made %d), failures %d (load saw %d)\n",
 			ns, int64(a), r.gen.Allocs[ns], int64(f), r.gen.Fails[ns])
 	}
-	fmt.Fprintf(w, "%-7s %-22s %-14s %-14s %-14s %s\n", "process", "RSS MiB start/max/end", "goroutines", "fds", "threads", "BPF maps/progs/links")
+	fmt.Fprintf(w, "%-7s %-22s %-14s %-14s %-14s %-21s %s\n", "process", "RSS MiB start/max/end", "goroutines", "fds", "threads", "BPF maps/progs/links", "looks (missed)")
 	for _, p := range r.procs {
 		if len(p.samples) == 0 {
 			continue
@@ -96,10 +96,11 @@ func (r *result) print(w io.Writer) {
 			return fmt.Sprintf("%d/%d/%d", f(first), mx(f), f(last))
 		}
 		mib := func(kb int64) string { return strconv.FormatFloat(float64(kb)/1024, 'f', 1, 64) }
-		fmt.Fprintf(w, "%-7s %-22s %-14s %-14s %-14s %d/%d/%d\n", p.name,
+		fmt.Fprintf(w, "%-7s %-22s %-14s %-14s %-14s %-21s %d (%d)\n", p.name,
 			mib(first.rssKB)+"/"+mib(mx(func(s sample) int64 { return s.rssKB }))+"/"+mib(last.rssKB),
 			trio(func(s sample) int64 { return s.goroutines }), trio(func(s sample) int64 { return s.fds }),
-			trio(func(s sample) int64 { return s.threads }), last.maps, last.progs, last.links)
+			trio(func(s sample) int64 { return s.threads }), fmt.Sprintf("%d/%d/%d", last.maps, last.progs, last.links),
+			len(p.samples), p.missed)
 	}
 }
 
@@ -189,6 +190,9 @@ func (r *result) check() []string {
 	}
 	for _, p := range r.procs {
 		bad = append(bad, r.flat(p)...)
+		if looks := len(p.samples) + p.missed; p.missed*50 > looks {
+			bad = append(bad, fmt.Sprintf("%s: /metrics missed %d looks of %d, more than 2%%; the last: %v", p.name, p.missed, looks, p.lastMiss))
+		}
 	}
 	return bad
 }
