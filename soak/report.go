@@ -71,6 +71,9 @@ func (r *result) print(w io.Writer) {
 	fmt.Fprintf(w, "%-36s %12d %12d  lost %d\n", "total", sum(r.gen.Events), sum(r.stream.Events), r.stream.Lost)
 	fmt.Fprintf(w, "load: %d exhaust cycles of %d ports, %d short-lived children each in a netns of its own; churn wrote %d lines, ports --watch %d\n",
 		r.gen.Cycles, exhaustHigh-exhaustLow+1, r.gen.Children, r.churnLines, r.portsLines)
+	overflow, _ := metricSum(r.churnFinal, "porttrace_churn_map_overflow_total", nil)
+	fmt.Fprintf(w, "churn /metrics: %d namespaces exported, %d churn keys not counted because a kernel map was full\n",
+		strings.Count(string(r.churnFinal), "\nporttrace_ephemeral_range_size{"), int64(overflow))
 	for _, ns := range []string{"load", "denied", "exhaust"} {
 		a, f := r.churnCounts(ns)
 		fmt.Fprintf(w, "churn /metrics, netns %-8s allocations %d (load made %d), failures %d (load saw %d)\n",
