@@ -26,21 +26,7 @@ func TestGone(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: creating a network namespace, assigning it an nsid")
 	}
-	fdc := make(chan int, 1)
-	go func() {
-		// The thread enters the new namespace and dies with the goroutine.
-		runtime.LockOSThread()
-		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-			fdc <- -1
-			return
-		}
-		fd, _ := unix.Open(fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid()), unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		fdc <- fd
-	}()
-	fd := <-fdc
-	if fd < 0 {
-		t.Fatal("creating a network namespace")
-	}
+	fd := newNetnsFd(t)
 	held := true
 	defer func() {
 		if held {
@@ -84,6 +70,25 @@ func TestHeldOrphaned(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: creating a network namespace")
 	}
+	fd := newNetnsFd(t)
+	held, err := Hold([]string{fmt.Sprintf("/proc/self/fd/%d", fd)})
+	if err != nil || len(held) != 1 {
+		t.Fatalf("hold: %v %v", held, err)
+	}
+	defer held[0].Close()
+	if held[0].Orphaned() {
+		t.Error("orphaned while another fd holds it")
+	}
+	unix.Close(fd)
+	if !held[0].Orphaned() {
+		t.Error("not orphaned with only its own fd left")
+	}
+}
+
+// newNetnsFd makes a network namespace and returns a file descriptor that
+// alone holds it: the thread that made it dies with its goroutine.
+func newNetnsFd(t *testing.T) int {
+	t.Helper()
 	fdc := make(chan int, 1)
 	go func() {
 		runtime.LockOSThread()
@@ -98,16 +103,5 @@ func TestHeldOrphaned(t *testing.T) {
 	if fd < 0 {
 		t.Fatal("creating a network namespace")
 	}
-	held, err := Hold([]string{fmt.Sprintf("/proc/self/fd/%d", fd)})
-	if err != nil || len(held) != 1 {
-		t.Fatalf("hold: %v %v", held, err)
-	}
-	defer held[0].Close()
-	if held[0].Orphaned() {
-		t.Error("orphaned while another fd holds it")
-	}
-	unix.Close(fd)
-	if !held[0].Orphaned() {
-		t.Error("not orphaned with only its own fd left")
-	}
+	return fd
 }
