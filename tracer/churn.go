@@ -73,10 +73,14 @@ func (t *Tracer) ReadChurn() (*ChurnTotals, error) {
 		Dests: map[DestKey]ChurnCounts{},
 		Procs: map[ProcKey]ChurnCounts{},
 	}
-	for _, read := range []func(*sharedMaps, *ChurnTotals) error{readChurnNetns, readChurnDests, readChurnProcs} {
-		if err := read(m, ct); err != nil {
-			return nil, err
-		}
+	if _, err := readChurnNetns(m, ct, nil); err != nil {
+		return nil, err
+	}
+	if _, err := readChurnDests(m, ct, nil); err != nil {
+		return nil, err
+	}
+	if _, err := readChurnProcs(m, ct, nil); err != nil {
+		return nil, err
 	}
 	var over []uint64
 	if err := m.Counters.Lookup(porttraceCounterCNT_CHURN_OVERFLOW, &over); err != nil {
@@ -89,12 +93,19 @@ func (t *Tracer) ReadChurn() (*ChurnTotals, error) {
 }
 
 // readChurnNetns sums churn_ns over CPUs: allocations by call and
-// protocol, failures by errno, per namespace.
-func readChurnNetns(m *sharedMaps, ct *ChurnTotals) error {
+// protocol, failures by errno, per namespace; only those pick takes, and
+// their kernel keys, when pick is not nil.
+func readChurnNetns(m *sharedMaps, ct *ChurnTotals, pick *churnPick) (keys []porttraceChurnNsKey, err error) {
 	var nk porttraceChurnNsKey
 	var nv []uint64
 	it := m.ChurnNs.Iterate()
 	for it.Next(&nk, &nv) {
+		if pick != nil {
+			if !pick.netns[nk.Netns] {
+				continue
+			}
+			keys = append(keys, nk)
+		}
 		n := ct.Netns[nk.Netns]
 		if n == nil {
 			n = &NetnsChurn{Netns: nk.Netns, Allocs: map[string]uint64{}, Fails: map[string]uint64{}}
@@ -111,19 +122,25 @@ func readChurnNetns(m *sharedMaps, ct *ChurnTotals) error {
 		}
 	}
 	if err := it.Err(); err != nil {
-		return fmt.Errorf("reading churn_ns: %w", err)
+		return nil, fmt.Errorf("reading churn_ns: %w", err)
 	}
-	return nil
+	return keys, nil
 }
 
 // readChurnDests sums churn_dst over CPUs. An IPv4 destination reached
 // from an IPv6 socket is kept under its IPv4-mapped address: one
 // destination, two kernel keys, added up.
-func readChurnDests(m *sharedMaps, ct *ChurnTotals) error {
+func readChurnDests(m *sharedMaps, ct *ChurnTotals, pick *churnPick) (keys []porttraceChurnDstKey, err error) {
 	var dk porttraceChurnDstKey
 	var cv []porttraceChurnCounts
 	it := m.ChurnDst.Iterate()
 	for it.Next(&dk, &cv) {
+		if pick != nil {
+			if !pick.netns[dk.Netns] {
+				continue
+			}
+			keys = append(keys, dk)
+		}
 		addr := addrFrom(dk.Family, &dk.Daddr).Unmap()
 		key := DestKey{dk.Netns, Dest{dk.Proto, netip.AddrPortFrom(addr, dk.Dport)}}
 		c := ct.Dests[key]
@@ -131,26 +148,32 @@ func readChurnDests(m *sharedMaps, ct *ChurnTotals) error {
 		ct.Dests[key] = c
 	}
 	if err := it.Err(); err != nil {
-		return fmt.Errorf("reading churn_dst: %w", err)
+		return nil, fmt.Errorf("reading churn_dst: %w", err)
 	}
-	return nil
+	return keys, nil
 }
 
 // readChurnProcs sums churn_proc over CPUs.
-func readChurnProcs(m *sharedMaps, ct *ChurnTotals) error {
+func readChurnProcs(m *sharedMaps, ct *ChurnTotals, pick *churnPick) (keys []porttraceChurnProcKey, err error) {
 	var pk porttraceChurnProcKey
 	var cv []porttraceChurnCounts
 	it := m.ChurnProc.Iterate()
 	for it.Next(&pk, &cv) {
 		key := ProcKey{pk.Pid, pk.Netns, commString(&pk.Comm), pk.CgroupId}
+		if pick != nil {
+			if !pick.netns[pk.Netns] && !pick.procs[key] {
+				continue
+			}
+			keys = append(keys, pk)
+		}
 		c := ct.Procs[key]
 		c.add(sumCounts(cv))
 		ct.Procs[key] = c
 	}
 	if err := it.Err(); err != nil {
-		return fmt.Errorf("reading churn_proc: %w", err)
+		return nil, fmt.Errorf("reading churn_proc: %w", err)
 	}
-	return nil
+	return keys, nil
 }
 
 func (c *ChurnCounts) add(o ChurnCounts) {

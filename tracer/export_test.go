@@ -1,6 +1,13 @@
 package tracer
 
-import "github.com/porttrace/porttrace/tracer/event"
+import (
+	"errors"
+	"slices"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/porttrace/porttrace/tracer/event"
+)
 
 // DecodedEvents are the output tests' fixtures as decode makes them, for
 // the golden tests of the views outside this package.
@@ -27,4 +34,33 @@ func (t *Tracer) ConnectsInFlight() (int, error) {
 		n++
 	}
 	return n, it.Err()
+}
+
+// ChurnKeys counts the keys the churn maps hold now: churn_ns, churn_dst
+// and churn_proc.
+func (t *Tracer) ChurnKeys() (ns, dst, proc int, err error) {
+	m := t.l.maps
+	count := func(mp *ebpf.Map) (int, error) {
+		n := 0
+		var key any
+		next := make([]byte, mp.KeySize())
+		for {
+			err := mp.NextKey(key, &next)
+			if errors.Is(err, ebpf.ErrKeyNotExist) {
+				return n, nil
+			} else if err != nil {
+				return n, err
+			}
+			n++
+			key = slices.Clone(next)
+		}
+	}
+	if ns, err = count(m.ChurnNs); err != nil {
+		return
+	}
+	if dst, err = count(m.ChurnDst); err != nil {
+		return
+	}
+	proc, err = count(m.ChurnProc)
+	return
 }

@@ -87,6 +87,11 @@ func Run(ctx context.Context, cfg Config, stdout, stderr io.Writer) error {
 		} else if err != nil {
 			return err
 		}
+		// What is gone leaves the kernel's maps once its last counts are
+		// read, kept in the totals.
+		if err := state.Retire(t.ForgetChurn); err != nil {
+			return err
+		}
 	}
 	// The kernel's counts as they are now: the last report may be old
 	// when a stalled output held the loop up.

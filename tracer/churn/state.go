@@ -118,6 +118,14 @@ type State struct {
 	scanned  time.Time
 	Summary  Summary
 
+	// What was deleted from the kernel's maps, and what may be next.
+	retired    retired
+	retiredAt  time.Time
+	quietProcs []quietProc
+	quietNetns []uint32
+	procAlive  func(tracer.ProcKey) bool
+	unheld     func([]uint32) []uint32
+
 	// Workload names the container and pod a cgroup id is in (nil:
 	// no workload rows).
 	Workload func(cgroupID uint64) (workload.Identity, workload.Names)
@@ -160,14 +168,17 @@ func NewState(first *tracer.ChurnTotals, scope []uint32) *State {
 		}
 	}
 	return &State{
-		scope:    in,
-		prev:     first,
-		history:  map[uint32][]float64{},
-		nsGrowth: map[usageKey][]usageSample{},
-		growth:   map[tracer.DestKey][]usageSample{},
-		host:     netns.Self(),
-		atRisk:   map[uint32]bool{},
-		Summary:  Summary{Fails: map[string]uint64{}},
+		scope:     in,
+		prev:      first,
+		history:   map[uint32][]float64{},
+		nsGrowth:  map[usageKey][]usageSample{},
+		growth:    map[tracer.DestKey][]usageSample{},
+		host:      netns.Self(),
+		atRisk:    map[uint32]bool{},
+		Summary:   Summary{Fails: map[string]uint64{}},
+		retired:   retired{fails: map[string]uint64{}, workloads: map[retiredCgroup]*WorkloadReport{}},
+		procAlive: procAlive,
+		unheld:    netns.Unheld,
 		usage: func(netns uint32) (*PortUsage, error) {
 			fd, err := finder.Open(netns)
 			if err != nil {
@@ -251,6 +262,7 @@ func (s *State) Next(cur *tracer.ChurnTotals) *Report {
 		return cmp.Or(cmp.Compare(b.AllocsPerSec+b.FailsPerSec, a.AllocsPerSec+a.FailsPerSec),
 			cmp.Compare(b.InUse, a.InUse), cmp.Compare(a.Netns, b.Netns))
 	})
+	s.noteQuiet(r, cur)
 	s.prev = cur
 	return r
 }
@@ -263,8 +275,8 @@ func (s *State) netnsReport(ns uint32, cur *tracer.ChurnTotals, dt float64) Netn
 		if p := s.prev.Netns[ns]; p != nil {
 			prevAllocs, prevFails = p.TotalAllocs(), p.TotalFails()
 		}
-		nr.AllocsPerSec = float64(n.TotalAllocs()-prevAllocs) / dt
-		nr.FailsPerSec = float64(n.TotalFails()-prevFails) / dt
+		nr.AllocsPerSec = float64(delta(n.TotalAllocs(), prevAllocs)) / dt
+		nr.FailsPerSec = float64(delta(n.TotalFails(), prevFails)) / dt
 	}
 	h := append(s.history[ns], nr.AllocsPerSec)
 	if len(h) > historyLen {
@@ -282,7 +294,7 @@ func (s *State) netnsReport(ns uint32, cur *tracer.ChurnTotals, dt float64) Netn
 	}
 	nr.Dests = s.destReports(&nr, u, cur, dt)
 	nr.Procs = s.procReports(ns, cur, dt)
-	nr.Workloads = byWorkload(nr.Procs)
+	nr.Workloads = byWorkload(slices.Concat(nr.Procs, s.retiredRows(ns)))
 	nr.Pods = byPod(nr.Workloads)
 	s.Summary.PeakAllocsPerSec = math.Max(s.Summary.PeakAllocsPerSec, nr.AllocsPerSec)
 	s.Summary.PeakUsagePct = math.Max(s.Summary.PeakUsagePct, nr.UsagePct)
@@ -323,8 +335,8 @@ func (s *State) destReports(nr *NetnsReport, u *PortUsage, cur *tracer.ChurnTota
 		c, p := cur.Dests[key], s.prev.Dests[key]
 		dr := DestReport{
 			Dest:         d,
-			AllocsPerSec: float64(c.Allocs-p.Allocs) / dt,
-			FailsPerSec:  float64(c.Fails-p.Fails) / dt,
+			AllocsPerSec: float64(delta(c.Allocs, p.Allocs)) / dt,
+			FailsPerSec:  float64(delta(c.Fails, p.Fails)) / dt,
 			Allocs:       c.Allocs, Fails: c.Fails,
 			InUse:      u.ByDest[d],
 			Exhaustion: -1,
@@ -356,7 +368,7 @@ func (s *State) procReports(ns uint32, cur *tracer.ChurnTotals, dt float64) []Pr
 		p := s.prev.Procs[k]
 		r := ProcReport{
 			PID: k.PID, Comm: k.Comm, CgroupID: k.CgroupID, Allocs: c.Allocs, Fails: c.Fails,
-			AllocsPerSec: float64(c.Allocs-p.Allocs) / dt, FailsPerSec: float64(c.Fails-p.Fails) / dt,
+			AllocsPerSec: float64(delta(c.Allocs, p.Allocs)) / dt, FailsPerSec: float64(delta(c.Fails, p.Fails)) / dt,
 		}
 		if s.Workload != nil {
 			r.Workload, r.Names = s.Workload(k.CgroupID)
@@ -407,10 +419,14 @@ func eta(headroom int, rate float64) time.Duration {
 	return time.Duration(float64(headroom) / rate * float64(time.Second))
 }
 
-// AddTotals folds the final kernel totals into the summary.
+// AddTotals folds the final kernel totals into the summary, with what
+// the keys retired from the kernel's maps had counted.
 func (s *State) AddTotals(cur *tracer.ChurnTotals) {
-	s.Summary.Allocs = 0
+	s.Summary.Allocs = s.retired.allocs
 	clear(s.Summary.Fails)
+	for errno, v := range s.retired.fails {
+		s.Summary.Fails[errno] = v
+	}
 	for _, n := range cur.Netns {
 		s.Summary.Allocs += n.TotalAllocs()
 		for errno, v := range n.Fails {
