@@ -64,6 +64,9 @@ func configure(spec *ebpf.CollectionSpec, b event.Backend, o Options, listenOnSk
 			m.spec.MaxEntries = 1
 		}
 	}
+	if o.Churn && o.churnEntries != 0 {
+		specs.ChurnNs.MaxEntries, specs.ChurnDst.MaxEntries, specs.ChurnProc.MaxEntries = o.churnEntries, o.churnEntries, o.churnEntries
+	}
 	uid := uint32(0xffffffff)
 	if o.FilterUID {
 		uid = o.UID

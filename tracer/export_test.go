@@ -64,3 +64,9 @@ func (t *Tracer) ChurnKeys() (ns, dst, proc int, err error) {
 	proc, err = count(m.ChurnProc)
 	return
 }
+
+// WithChurnEntries sizes each churn map of o to n entries.
+func WithChurnEntries(o Options, n uint32) Options {
+	o.churnEntries = n
+	return o
+}

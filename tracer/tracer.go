@@ -70,6 +70,10 @@ type Options struct {
 	// ExtraFDs are file descriptors the caller will need besides the
 	// tracer's (a /metrics server): New checks that they are free too.
 	ExtraFDs int
+
+	// churnEntries, when not 0, sizes each churn map to it: tests fill a
+	// small map in a moment (export_test.go).
+	churnEntries uint32
 }
 
 // Tracer is a loaded and attached backend and the reader of its ring buffer.
