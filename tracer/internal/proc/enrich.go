@@ -145,7 +145,7 @@ func (en *Enricher) proc(ev *event.Event) *procInfo {
 // made the call is looked at after the read. If it is there, it must
 // still have the name the kernel put in the event: an exec renames it
 // after the new program. If it is gone (it ended, or an exec in another
-// thread ended it), the main thread must have that name: most threads
+// thread ended it) or has not that name, the main thread must have it: most threads
 // keep the process's name, and an exec'd program's main thread has its
 // own. Else what was read is left out. An exec into a program of the same
 // name, or a thread renamed back, is not told apart; a thread with a name
@@ -155,7 +155,9 @@ func (en *Enricher) readProc(ev *event.Event) *procInfo {
 	f := ReadFacts(en.procRoot, ev.PID, FactExe|FactCgroup)
 	dir := fmt.Sprintf("%s/%d", en.procRoot, ev.PID)
 	comm, err := os.ReadFile(fmt.Sprintf("%s/task/%d/comm", dir, ev.TID))
-	if errors.Is(err, fs.ErrNotExist) && ev.TID != ev.PID {
+	if (err != nil || strings.TrimSuffix(string(comm), "\n") != ev.Comm) && ev.TID != ev.PID {
+		// Gone, or on its way out (a thread exiting may answer ESRCH or
+		// no name): the main thread tells whether the process exec'd.
 		comm, err = os.ReadFile(dir + "/comm")
 	}
 	if err != nil || strings.TrimSuffix(string(comm), "\n") != ev.Comm {
