@@ -231,3 +231,63 @@ func TestChurnCountedAgain(t *testing.T) {
 		})
 	}
 }
+
+// Retire looks at most every scanEvery, whether processes or namespaces
+// are quiet: a look within it leaves what is gone in the maps, one at
+// scanEvery deletes it.
+func TestRetireSpacing(t *testing.T) {
+	const host, pod = 1, 2
+	dest := tracer.Dest{Proto: event.ProtoTCP, Remote: netip.MustParseAddrPort("10.0.0.1:80")}
+	job := tracer.ProcKey{PID: 10, Netns: host, Comm: "job"}
+	for _, tc := range []struct {
+		name      string
+		procs     []tracer.ProcKey // that exit, one a look
+		netns     bool             // pod's namespace goes too, at the second look
+		after     time.Duration    // from the first look to the second
+		wantProcs int              // process keys left after the second look
+	}{
+		{"within scanEvery", []tracer.ProcKey{job, {PID: 11, Netns: host, Comm: "job"}}, false, scanEvery - time.Second, 1},
+		{"at scanEvery", []tracer.ProcKey{job, {PID: 11, Netns: host, Comm: "job"}}, false, scanEvery, 0},
+		{"a process and a namespace", []tracer.ProcKey{job, {PID: 20, Netns: pod, Comm: "curl"}}, true, scanEvery, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			km := newFakeMaps()
+			t0 := time.Unix(1000, 0)
+			f := newFakeChurn(km.read(t0), host, map[uint32][]*PortUsage{host: {usageOf(1000, 1999, 0, 0, nil)}, pod: {usageOf(1000, 1999, 0, 0, nil)}})
+			dead := map[tracer.ProcKey]bool{}
+			f.procAlive = func(k tracer.ProcKey) bool { return !dead[k] }
+			f.unheld = func(inodes []uint32) (gone []uint32) {
+				for _, ns := range inodes {
+					if tc.netns && ns == pod && dead[tc.procs[1]] {
+						gone = append(gone, ns)
+						delete(f.readings, ns)
+					}
+				}
+				return gone
+			}
+			for _, p := range tc.procs {
+				km.alloc(p, dest, 1)
+			}
+			f.Next(km.read(t0.Add(time.Second)))
+			f.Next(km.read(t0.Add(2 * time.Second)))
+			dead[tc.procs[0]] = true
+			if err := f.Retire(km.forget); err != nil {
+				t.Fatal(err)
+			}
+			if _, ok := km.ct.Procs[tc.procs[0]]; ok {
+				t.Fatalf("the first look left %+v", tc.procs[0])
+			}
+			dead[tc.procs[1]] = true
+			f.Next(km.read(t0.Add(2*time.Second + tc.after)))
+			if err := f.Retire(km.forget); err != nil {
+				t.Fatal(err)
+			}
+			if len(km.ct.Procs) != tc.wantProcs {
+				t.Errorf("process keys left: %v, want %d", km.ct.Procs, tc.wantProcs)
+			}
+			if gone := km.ct.Netns[pod] == nil; tc.netns && !gone {
+				t.Errorf("the pod's namespace is still in the maps")
+			}
+		})
+	}
+}
