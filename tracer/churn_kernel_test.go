@@ -23,10 +23,17 @@ import (
 
 // startChurn attaches a churn-mode tracer for this process.
 func startChurn(t *testing.T) *tracer.Tracer {
+	return startChurnWith(t, tracer.Options{PID: uint32(os.Getpid())})
+}
+
+// startChurnWith attaches a churn-mode tracer scoped as o says, on the
+// backend under test.
+func startChurnWith(t *testing.T, o tracer.Options) *tracer.Tracer {
 	t.Helper()
 	tracer.NeedRoot(t)
 	b := tracer.Backend(t)
-	tr, err := tracer.New(tracer.Options{Backend: b, PID: uint32(os.Getpid()), Churn: true, Events: tracer.KindsOf(event.KindBind, event.KindConnect)})
+	o.Backend, o.Churn, o.Events = b, true, tracer.KindsOf(event.KindBind, event.KindConnect)
+	tr, err := tracer.New(o)
 	tracer.SkipUnsupported(t, b, err)
 	if err != nil {
 		t.Fatalf("starting tracer: %v", err)
@@ -324,13 +331,7 @@ func TestKernelChurnExhaustion(t *testing.T) {
 func TestKernelChurnByWorkload(t *testing.T) {
 	tracer.NeedRoot(t)
 	ns := tracer.NewNetns(t)
-	b := tracer.Backend(t)
-	tr, err := tracer.New(tracer.Options{Backend: b, Churn: true, Netns: []uint32{ns.Inode}, Events: tracer.KindsOf(event.KindBind, event.KindConnect)})
-	tracer.SkipUnsupported(t, b, err)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tr.Close()
+	tr := startChurnWith(t, tracer.Options{Netns: []uint32{ns.Inode}})
 	first, err := tr.ReadChurn()
 	if err != nil {
 		t.Fatal(err)

@@ -14,7 +14,6 @@ import (
 
 	"github.com/porttrace/porttrace/tracer"
 	"github.com/porttrace/porttrace/tracer/churn"
-	"github.com/porttrace/porttrace/tracer/event"
 )
 
 // bindInNewNetns binds a UDP socket to port 0 from a thread that enters a
@@ -109,14 +108,7 @@ func TestKernelChurnRetire(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			o, alloc := tc.start(t)
-			b := tracer.Backend(t)
-			o.Backend, o.Churn, o.Events = b, true, tracer.KindsOf(event.KindBind, event.KindConnect)
-			tr, err := tracer.New(tracer.WithChurnEntries(o, churnEntries))
-			tracer.SkipUnsupported(t, b, err)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer tr.Close()
+			tr := startChurnWith(t, tracer.WithChurnEntries(o, churnEntries))
 			first, err := tr.ReadChurn()
 			if err != nil {
 				t.Fatal(err)
