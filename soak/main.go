@@ -13,6 +13,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -46,6 +47,8 @@ func main() {
 		}
 	case "child":
 		err = runChild()
+	case "bystander":
+		err = runBystander()
 	default:
 		err = run()
 	}
@@ -72,6 +75,7 @@ type options struct {
 	bin              string
 	rates            rates
 	children         float64
+	bystander        int
 }
 
 func run() error {
@@ -85,6 +89,7 @@ func run() error {
 	flag.Float64Var(&o.rates.Denied, "denied", 20, "binds denied (uid 65534, below ip_unprivileged_port_start) a second")
 	flag.Float64Var(&o.rates.Exhaust, "exhaust", 2, "cycles a second that fill the exhaust namespace's ten ephemeral ports")
 	flag.Float64Var(&o.children, "children", 4, "short-lived processes a second, each in a network namespace of its own")
+	flag.IntVar(&o.bystander, "bystander", 40000, "sockets held, outside every tracer's scope, for 5 s at a time, once a minute after the warm-up (0: none)")
 	flag.Parse()
 	if flag.NArg() > 0 || o.duration <= 0 {
 		return errors.New("usage: soak [-d DURATION] [-bin PATH] [rates]")
@@ -175,6 +180,11 @@ func soak(ctx context.Context, o options) (*result, error) {
 		defer children.Done()
 		childErr = spawnChildren(childCtx, o.children, cg, childTally)
 	}()
+	var bystanderErr error
+	children.Go(func() {
+		period := min(time.Minute, (o.duration-o.warmup)/2)
+		bystanderErr = holdBystanders(childCtx, o.bystander, o.warmup, period, &res.bystanders)
+	})
 
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
@@ -198,7 +208,7 @@ loop:
 	children.Wait()
 	res.elapsed = time.Since(start)
 	if runErr == nil {
-		runErr = childErr
+		runErr = cmp.Or(childErr, bystanderErr)
 	}
 	gen, loadErr := ld.stop()
 	if runErr == nil {

@@ -33,6 +33,7 @@ type result struct {
 	churnBad   []string // lines of churn's and of ports --watch's output that are not JSON
 	portsBad   []string
 	churnFinal []byte
+	bystanders bystanderTally
 	procs      []*tracerProc
 	exitErrs   []string
 }
@@ -71,6 +72,8 @@ func (r *result) print(w io.Writer) {
 	fmt.Fprintf(w, "%-36s %12d %12d  lost %d\n", "total", sum(r.gen.Events), sum(r.stream.Events), r.stream.Lost)
 	fmt.Fprintf(w, "load: %d exhaust cycles of %d ports, %d short-lived children each in a netns of its own; churn wrote %d lines, ports --watch %d\n",
 		r.gen.Cycles, exhaustHigh-exhaustLow+1, r.gen.Children, r.churnLines, r.portsLines)
+	fmt.Fprintf(w, "bystanders: %d sockets held outside every tracer's scope by %d processes for %s, %d times\n",
+		r.opts.bystander, r.bystanders.Procs, bystanderHold, r.bystanders.Bursts)
 	overflow, _ := metricSum(r.churnFinal, "porttrace_churn_map_overflow_total", nil)
 	fmt.Fprintf(w, "churn /metrics: %d namespaces exported, %d churn keys not counted because a kernel map was full\n",
 		strings.Count(string(r.churnFinal), "\nporttrace_ephemeral_range_size{"), int64(overflow))
@@ -139,6 +142,9 @@ func (r *result) check() []string {
 		if r.gen.Events[k] == 0 {
 			fail("the load made no %s", k)
 		}
+	}
+	if r.opts.bystander > 0 && r.bystanders.Bursts == 0 {
+		fail("no burst of bystanders' sockets came after the warm-up: the run is too short for one")
 	}
 	if r.churnLines == 0 || r.portsLines == 0 {
 		fail("churn wrote %d lines and ports --watch %d: each should have written some", r.churnLines, r.portsLines)

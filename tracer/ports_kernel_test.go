@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -211,5 +212,90 @@ func TestKernelPortsWatchStopWhileOutputStalled(t *testing.T) {
 	})
 	if !strings.Contains(stderr, "porttrace ports: stopped while the output was not being read") {
 		t.Errorf("stderr does not say the output stalled:\n%s", stderr)
+	}
+}
+
+// A listing of listeners dumps only listeners and walks the fd tables for
+// their holders alone, yet says of each what a listing of every socket
+// does: in a namespace with a connection, a TIME-WAIT, a connected UDP
+// socket and a closed listener beside them, the two agree on every
+// listener and its holders.
+func TestKernelPortsListenersOnly(t *testing.T) {
+	ns := tracer.NewNetns(t)
+	var open []int
+	defer func() {
+		for _, fd := range open {
+			unix.Close(fd)
+		}
+	}()
+	keep := func(fd int) int { open = append(open, fd); return fd }
+	ns.Run(t, func() {
+		ln := keep(tracer.ListenTCP(t, netip.MustParseAddrPort("127.0.0.1:7300")))
+		v6 := keep(tracer.NewSocket(t, tracer.TCP6))
+		if err := unix.SetsockoptInt(v6, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 1); err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Bind(v6, tracer.Sockaddr(netip.MustParseAddrPort("[::]:7301"))); err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Listen(v6, 8); err != nil {
+			t.Fatal(err)
+		}
+		// An established pair, and a connection closed by its client first:
+		// TIME-WAIT on the client's side.
+		for i := range 2 {
+			c := tracer.NewSocket(t, tracer.TCP4)
+			if err := unix.Connect(c, tracer.Sockaddr(netip.MustParseAddrPort("127.0.0.1:7300"))); err != nil {
+				t.Fatal(err)
+			}
+			a, _, err := unix.Accept4(ln, unix.SOCK_CLOEXEC)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if i == 0 {
+				keep(c)
+				keep(a)
+				continue
+			}
+			unix.Close(c)
+			unix.Close(a)
+		}
+		udp := keep(tracer.NewSocket(t, tracer.UDP4))
+		if err := unix.Bind(udp, tracer.Sockaddr(netip.MustParseAddrPort("127.0.0.1:7302"))); err != nil {
+			t.Fatal(err)
+		}
+		conn := keep(tracer.NewSocket(t, tracer.UDP4))
+		if err := unix.Connect(conn, tracer.Sockaddr(netip.MustParseAddrPort("127.0.0.1:7302"))); err != nil {
+			t.Fatal(err)
+		}
+		unix.Close(tracer.ListenTCP(t, netip.MustParseAddrPort("127.0.0.1:7303")))
+	})
+	every, _, err := ports.Snapshot(ports.SnapshotOptions{All: true, Netns: []string{ns.Path()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	listeners, _, err := ports.Snapshot(ports.SnapshotOptions{Netns: []string{ns.Path()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []ports.Socket
+	states := map[string]int{}
+	for _, s := range every {
+		states[s.State]++
+		if s.Listening() {
+			want = append(want, s)
+		}
+	}
+	if states["ESTAB"] < 3 || states["TIME-WAIT"] != 1 || len(want) != 3 {
+		t.Fatalf("the namespace holds %v and %d listeners; want 3 ESTAB or more, 1 TIME-WAIT and 3 listeners", states, len(want))
+	}
+	self := uint32(os.Getpid())
+	for _, s := range listeners {
+		if len(s.Holders) != 1 || s.Holders[0].PID != self {
+			t.Errorf("%s %s: holders %+v, want this process", event.ProtoName(s.Proto), s.Local, s.Holders)
+		}
+	}
+	if !reflect.DeepEqual(listeners, want) {
+		t.Errorf("listeners alone:\n%+v\nthe listeners of every socket:\n%+v", listeners, want)
 	}
 }

@@ -23,13 +23,19 @@ type holderIndex struct {
 	pidnsChild bool // porttrace sees only the processes of its own pid namespace
 }
 
-// socketHolders reads /proc/PID/fd of every process.
-func socketHolders() (*holderIndex, error) {
-	socks, err := proc.SocketOwners(nil)
+// socketHolders reads /proc/PID/fd of every process for the holders of
+// the sockets want names, and describes those processes alone. With no
+// socket wanted it reads nothing.
+func socketHolders(want map[uint32]bool) (*holderIndex, error) {
+	hi := &holderIndex{bySocket: map[uint32][]Holder{}}
+	if len(want) == 0 {
+		return hi, nil
+	}
+	socks, err := proc.SocketOwners(nil, func(inode uint32) bool { return want[inode] })
 	if err != nil {
 		return nil, err
 	}
-	hi := &holderIndex{bySocket: map[uint32][]Holder{}, unreadable: socks.Unreadable, pidnsChild: InChildPidns()}
+	hi.unreadable, hi.pidnsChild = socks.Unreadable, InChildPidns()
 	en := proc.NewEnricher()
 	described := map[int]*Holder{}
 	for inode, fds := range socks.ByInode {

@@ -125,12 +125,12 @@ func Snapshot(o SnapshotOptions) (socks []Socket, unopened []Unopened, err error
 
 // SnapshotFiles lists the sockets of the namespaces nsFiles, each once;
 // all means the files came from --netns all and may vanish or be closed
-// to porttrace.
+// to porttrace. The namespaces are dumped first and the fd tables walked
+// after, for the sockets kept alone: what a snapshot holds in memory
+// follows the sockets it shows, not every socket some process on the
+// machine has open.
 func SnapshotFiles(nsFiles []string, all, allSockets bool) (socks []Socket, unopened []Unopened, err error) {
-	holders, err := socketHolders()
-	if err != nil {
-		return nil, nil, err
-	}
+	var dumped []nsDump
 	seen := map[uint32]bool{}
 	for _, path := range nsFiles {
 		if all {
@@ -140,24 +140,41 @@ func SnapshotFiles(nsFiles []string, all, allSockets bool) (socks []Socket, unop
 				continue
 			}
 		}
-		here, err := snapshotFile(path, seen, allSockets, holders)
+		here, err := snapshotFile(path, seen, allSockets)
 		switch {
 		case err == nil:
-			socks = append(socks, here...)
+			if here != nil {
+				dumped = append(dumped, *here)
+			}
 		case !all:
 			return nil, nil, err
 		case !netns.Vanished(err):
 			unopened = append(unopened, Unopened{path, errors.Unwrap(err)})
 		}
 	}
+	want := map[uint32]bool{}
+	for _, d := range dumped {
+		for i := range d.socks {
+			if d.socks[i].Owned() {
+				want[d.socks[i].Inode] = true
+			}
+		}
+	}
+	holders, err := socketHolders(want)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, d := range dumped {
+		socks = append(socks, d.judged(holders)...)
+	}
 	return socks, unopened, nil
 }
 
-// snapshotFile lists the sockets of the namespace file path, unless seen
-// has its inode already (and then adds it). An error wraps what went
+// snapshotFile dumps the sockets of the namespace file path, unless seen
+// has its inode already (nil, and then adds it). An error wraps what went
 // wrong once: a namespace that vanished, or one porttrace may not open,
 // is not, or may not enter.
-func snapshotFile(path string, seen map[uint32]bool, allSockets bool, holders *holderIndex) ([]Socket, error) {
+func snapshotFile(path string, seen map[uint32]bool, allSockets bool) (*nsDump, error) {
 	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("opening netns %s: %w", path, err)
@@ -175,9 +192,9 @@ func snapshotFile(path string, seen map[uint32]bool, allSockets bool, holders *h
 		return nil, nil
 	}
 	seen[inode] = true
-	var here []Socket
+	var here *nsDump
 	err = netns.Do(fd, func() (err error) {
-		here, err = snapshotHere(inode, allSockets, holders)
+		here, err = dumpHere(inode, allSockets)
 		return err
 	})
 	if err != nil {
@@ -217,8 +234,19 @@ func (n *unopenedNotice) say(w io.Writer, unopened []Unopened) {
 		n.cmd, len(fresh), textout.Plural(len(fresh), "namespace", "namespaces"), textout.Printable(list))
 }
 
-// snapshotHere lists the sockets of the calling thread's namespace.
-func snapshotHere(inode uint32, all bool, holders *holderIndex) ([]Socket, error) {
+// nsDump is one namespace's sockets as sock_diag gave them, before their
+// holders are known, and what judging them needs of the namespace.
+type nsDump struct {
+	socks  []Socket
+	view   *netView
+	unpriv uint32
+}
+
+// dumpHere dumps the sockets of the calling thread's namespace: every
+// socket for all, else only the listeners (TCP LISTEN, unconnected UDP),
+// so that a namespace's connections and TIME-WAIT sockets, which no
+// listener's judgement needs, are never read for a listing of listeners.
+func dumpHere(inode uint32, all bool) (*nsDump, error) {
 	rng, err := netns.LocalPortRange()
 	if err != nil {
 		return nil, err
@@ -227,41 +255,50 @@ func snapshotHere(inode uint32, all bool, holders *holderIndex) ([]Socket, error
 	if err != nil {
 		return nil, err
 	}
+	states := uint32(sockdiag.AllStates)
+	if !all {
+		states = sockdiag.ListenStates
+	}
 	var socks []Socket
 	for _, family := range []uint8{unix.AF_INET, unix.AF_INET6} {
 		for _, proto := range []uint16{event.ProtoTCP, event.ProtoUDP} {
-			list, err := sockdiag.Dump(family, proto, sockdiag.AllStates)
+			list, err := sockdiag.Dump(family, proto, states)
 			if err != nil {
 				return nil, err
 			}
 			for _, ds := range list {
-				socks = append(socks, socketFrom(inode, proto, ds, holders))
+				s := socketFrom(inode, proto, ds)
+				if all || s.Listening() {
+					socks = append(socks, s)
+				}
 			}
 		}
 	}
-	view := newNetView(socks, rng)
-	out := socks[:0]
-	for _, s := range socks {
-		view.judge(&s, unpriv)
-		if all || s.Listening() {
-			out = append(out, s)
+	return &nsDump{socks: socks, view: newNetView(socks, rng), unpriv: unpriv}, nil
+}
+
+// judged joins the dumped sockets to their holders and says what each
+// means, sorted by protocol, port and addresses.
+func (d *nsDump) judged(holders *holderIndex) []Socket {
+	for i := range d.socks {
+		s := &d.socks[i]
+		s.Holders = holders.bySocket[s.Inode]
+		if len(s.Holders) == 0 && s.Owned() {
+			s.orphan = holders.orphanNote()
 		}
+		d.view.judge(s, d.unpriv)
 	}
-	slices.SortFunc(out, func(a, b Socket) int {
+	slices.SortFunc(d.socks, func(a, b Socket) int {
 		return cmp.Or(cmp.Compare(a.Proto, b.Proto), cmp.Compare(a.Local.Port(), b.Local.Port()),
 			a.Local.Addr().Compare(b.Local.Addr()), a.Remote.Compare(b.Remote))
 	})
-	return out, nil
+	return d.socks
 }
 
-func socketFrom(netns uint32, proto uint16, ds sockdiag.Socket, holders *holderIndex) Socket {
+func socketFrom(netns uint32, proto uint16, ds sockdiag.Socket) Socket {
 	s := Socket{
 		Netns: netns, Proto: proto, Family: uint16(ds.Family), Inode: ds.Inode,
 		Local: ds.Local, Remote: ds.Remote, V6Only: ds.V6Only, HasV6Only: ds.HasV6Only,
-		Holders: holders.bySocket[ds.Inode],
-	}
-	if len(s.Holders) == 0 && s.Owned() {
-		s.orphan = holders.orphanNote()
 	}
 	s.State = ds.StateName(proto)
 	return s

@@ -151,13 +151,14 @@ func socketOwners(ns uint32, socks []sockdiag.Socket) (map[uint32][]proc.SocketF
 		return nil, nil
 	}
 	others := map[int]bool{}
+	wanted := func(inode uint32) bool { return want[inode] }
 	here, err := proc.SocketOwners(func(pid int) bool {
 		if inode, err := proc.NetnsOf(pid); err == nil && inode == ns {
 			return true
 		}
 		others[pid] = true
 		return false
-	})
+	}, wanted)
 	if err != nil {
 		return nil, err
 	}
@@ -171,7 +172,7 @@ func socketOwners(ns uint32, socks []sockdiag.Socket) (map[uint32][]proc.SocketF
 	if len(want) == 0 {
 		return owners, nil
 	}
-	there, err := proc.SocketOwners(func(pid int) bool { return others[pid] })
+	there, err := proc.SocketOwners(func(pid int) bool { return others[pid] }, wanted)
 	if err != nil {
 		return nil, err
 	}

@@ -28,10 +28,13 @@ type Sockets struct {
 }
 
 // SocketOwners reads /proc/PID/fd of every process keep accepts (nil:
-// every process): the one walk of the fd tables that ports (who holds
+// every process) and keeps the fds of the sockets want accepts (nil:
+// every socket): the one walk of the fd tables that ports (who holds
 // each socket) and clash (who holds a port a bind wanted) share. A
-// process that exits during the walk is simply left out.
-func SocketOwners(keep func(pid int) bool) (Sockets, error) {
+// process that exits during the walk is simply left out. Passing want
+// keeps what the walk returns to the sockets asked about, however many
+// other sockets the machine's processes hold.
+func SocketOwners(keep func(pid int) bool, want func(inode uint32) bool) (Sockets, error) {
 	procs, err := procfs.AllProcs()
 	if err != nil {
 		return Sockets{}, fmt.Errorf("listing processes: %w", err)
@@ -61,7 +64,7 @@ func SocketOwners(keep func(pid int) bool) (Sockets, error) {
 			if err != nil {
 				continue
 			}
-			if inode, ok := socketInode(target); ok {
+			if inode, ok := socketInode(target); ok && (want == nil || want(inode)) {
 				s.ByInode[inode] = append(s.ByInode[inode], SocketFD{PID: p.PID, FD: int(fd)})
 			}
 		}
