@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -13,10 +12,12 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+
+	"github.com/porttrace/porttrace/internal/bpfheld"
 )
 
 // kernelObjects are the ids of the BPF programs, maps and links one
-// process holds, from /proc/PID/fdinfo.
+// process holds.
 type kernelObjects struct {
 	progs []ebpf.ProgramID
 	maps  []ebpf.MapID
@@ -25,37 +26,19 @@ type kernelObjects struct {
 
 func heldObjects(t *testing.T, pid int) kernelObjects {
 	t.Helper()
-	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fdinfo", pid))
+	held, err := bpfheld.Of(pid)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var o kernelObjects
-	for _, fd := range fds {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/%s", pid, fd.Name()))
-		if err != nil {
-			continue
-		}
-		// A link's fdinfo names its program too: the link is what the
-		// fd is, and the program is counted from its own fd.
-		isLink := strings.Contains(string(b), "link_id:")
-		for line := range strings.Lines(string(b)) {
-			key, v, ok := strings.Cut(line, ":")
-			if !ok {
-				continue
-			}
-			id, err := strconv.ParseUint(strings.TrimSpace(v), 10, 32)
-			if err != nil {
-				continue
-			}
-			switch {
-			case key == "link_id":
-				o.links = append(o.links, link.ID(id))
-			case key == "prog_id" && !isLink:
-				o.progs = append(o.progs, ebpf.ProgramID(id))
-			case key == "map_id":
-				o.maps = append(o.maps, ebpf.MapID(id))
-			}
-		}
+	for _, id := range held.Progs {
+		o.progs = append(o.progs, ebpf.ProgramID(id))
+	}
+	for _, id := range held.Maps {
+		o.maps = append(o.maps, ebpf.MapID(id))
+	}
+	for _, id := range held.Links {
+		o.links = append(o.links, link.ID(id))
 	}
 	return o
 }

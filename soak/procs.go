@@ -14,6 +14,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/porttrace/porttrace/internal/bpfheld"
 )
 
 // tracerProc is one porttrace process the soak runs: its stderr kept, its
@@ -151,26 +153,12 @@ func (p *tracerProc) look(at time.Duration, scrape []byte) (sample, error) {
 			s.threads, _ = strconv.ParseInt(f[0], 10, 64)
 		}
 	}
-	dir := fmt.Sprintf("/proc/%d/fd", pid)
-	ents, err := os.ReadDir(dir)
+	held, err := bpfheld.Of(pid)
 	if err != nil {
 		return s, err
 	}
-	s.fds = int64(len(ents))
-	ids := map[string]map[string]bool{"map_id": {}, "prog_id": {}, "link_id": {}}
-	for _, e := range ents {
-		info, err := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/%s", pid, e.Name()))
-		if err != nil {
-			continue // closed since the listing
-		}
-		for _, line := range strings.Split(string(info), "\n") {
-			k, v, _ := strings.Cut(line, ":")
-			if set, ok := ids[k]; ok {
-				set[strings.TrimSpace(v)] = true
-			}
-		}
-	}
-	s.maps, s.progs, s.links = len(ids["map_id"]), len(ids["prog_id"]), len(ids["link_id"])
+	s.fds = int64(held.Files)
+	s.maps, s.progs, s.links = len(held.Maps), len(held.Progs), len(held.Links)
 	if scrape != nil {
 		g, ok := metricSum(scrape, "go_goroutines", nil)
 		if !ok {

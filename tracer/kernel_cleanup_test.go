@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/cilium/ebpf"
 
+	"github.com/porttrace/porttrace/internal/bpfheld"
 	"github.com/porttrace/porttrace/tracer/event"
 )
 
@@ -34,27 +34,17 @@ func holdTracer() int {
 	return 1
 }
 
-// heldPrograms are the ids of the BPF programs process pid holds open,
-// from /proc/PID/fdinfo: its own, whatever else runs on the machine.
+// heldPrograms are the ids of the BPF programs process pid holds open:
+// its own, whatever else runs on the machine.
 func heldPrograms(t *testing.T, pid int) []ebpf.ProgramID {
 	t.Helper()
-	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fdinfo", pid))
+	held, err := bpfheld.Of(pid)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var ids []ebpf.ProgramID
-	for _, fd := range fds {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/%s", pid, fd.Name()))
-		if err != nil {
-			continue
-		}
-		for line := range strings.Lines(string(b)) {
-			if v, ok := strings.CutPrefix(line, "prog_id:"); ok {
-				if id, err := strconv.ParseUint(strings.TrimSpace(v), 10, 32); err == nil {
-					ids = append(ids, ebpf.ProgramID(id))
-				}
-			}
-		}
+	for _, id := range held.Progs {
+		ids = append(ids, ebpf.ProgramID(id))
 	}
 	return ids
 }
