@@ -215,12 +215,14 @@ func TestKernelPortsWatchStopWhileOutputStalled(t *testing.T) {
 	}
 }
 
-// A listing of listeners dumps only listeners and walks the fd tables for
-// their holders alone, yet says of each what a listing of every socket
-// does: in a namespace with a connection, a TIME-WAIT, a connected UDP
-// socket and a closed listener beside them, the two agree on every
-// listener and its holders.
-func TestKernelPortsListenersOnly(t *testing.T) {
+// A listing of listeners dumps only listeners, and who's listing of one
+// port keeps the sockets on it, each walking the fd tables for the
+// holders of what it keeps alone; yet each says of a socket what a
+// listing of every socket does. In a namespace with listeners, a
+// connection, a TIME-WAIT, a connected UDP socket and a closed listener,
+// each agrees with every socket's listing on what it keeps: the sockets,
+// their holders and what each means.
+func TestKernelPortsSnapshotSubsets(t *testing.T) {
 	ns := tracer.NewNetns(t)
 	var open []int
 	defer func() {
@@ -274,28 +276,47 @@ func TestKernelPortsListenersOnly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	listeners, _, err := ports.Snapshot(ports.SnapshotOptions{Netns: []string{ns.Path()}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var want []ports.Socket
 	states := map[string]int{}
 	for _, s := range every {
 		states[s.State]++
-		if s.Listening() {
-			want = append(want, s)
-		}
 	}
-	if states["ESTAB"] < 3 || states["TIME-WAIT"] != 1 || len(want) != 3 {
-		t.Fatalf("the namespace holds %v and %d listeners; want 3 ESTAB or more, 1 TIME-WAIT and 3 listeners", states, len(want))
+	if states["ESTAB"] < 3 || states["TIME-WAIT"] != 1 || states["LISTEN"] != 2 || states["UNCONN"] != 1 {
+		t.Fatalf("the namespace holds %v; want 3 ESTAB or more, 1 TIME-WAIT, 2 LISTEN and 1 UNCONN", states)
 	}
 	self := uint32(os.Getpid())
-	for _, s := range listeners {
-		if len(s.Holders) != 1 || s.Holders[0].PID != self {
-			t.Errorf("%s %s: holders %+v, want this process", event.ProtoName(s.Proto), s.Local, s.Holders)
-		}
-	}
-	if !reflect.DeepEqual(listeners, want) {
-		t.Errorf("listeners alone:\n%+v\nthe listeners of every socket:\n%+v", listeners, want)
+	for _, tc := range []struct {
+		name  string
+		opts  ports.SnapshotOptions
+		keep  func(s *ports.Socket) bool
+		count int
+	}{
+		{"listeners", ports.SnapshotOptions{}, (*ports.Socket).Listening, 3},
+		{"port 7300", ports.SnapshotOptions{All: true, Port: 7300}, func(s *ports.Socket) bool { return s.Local.Port() == 7300 }, 2},
+		{"listeners on port 7302", ports.SnapshotOptions{Port: 7302}, func(s *ports.Socket) bool { return s.Local.Port() == 7302 && s.Listening() }, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.opts.Netns = []string{ns.Path()}
+			got, _, err := ports.Snapshot(tc.opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var want []ports.Socket
+			for _, s := range every {
+				if tc.keep(&s) {
+					want = append(want, s)
+				}
+			}
+			if len(want) != tc.count {
+				t.Fatalf("every socket's listing has %d to keep, want %d: %+v", len(want), tc.count, want)
+			}
+			for _, s := range got {
+				if len(s.Holders) != 1 || s.Holders[0].PID != self {
+					t.Errorf("%s %s: holders %+v, want this process", event.ProtoName(s.Proto), s.Local, s.Holders)
+				}
+			}
+			if !reflect.DeepEqual(got, want) {
+				t.Errorf("this listing:\n%+v\nthe same of every socket's:\n%+v", got, want)
+			}
+		})
 	}
 }

@@ -97,6 +97,7 @@ func (s *Socket) Owned() bool { return s.Inode != 0 }
 type SnapshotOptions struct {
 	All   bool     // every socket, not only listeners
 	Netns []string // namespace files (/proc/PID/ns/net, /run/netns/NAME), or "all"; none: porttrace's own
+	Port  uint16   // only the sockets on this local port (0: any): who's question
 }
 
 // Unopened is a namespace --netns all found but could not look into.
@@ -120,7 +121,7 @@ func Snapshot(o SnapshotOptions) (socks []Socket, unopened []Unopened, err error
 	if err != nil {
 		return nil, nil, err
 	}
-	return SnapshotFiles(nsFiles, len(o.Netns) == 1 && o.Netns[0] == "all", o.All)
+	return snapshotFiles(nsFiles, len(o.Netns) == 1 && o.Netns[0] == "all", o.All, o.Port)
 }
 
 // SnapshotFiles lists the sockets of the namespaces nsFiles, each once;
@@ -130,6 +131,12 @@ func Snapshot(o SnapshotOptions) (socks []Socket, unopened []Unopened, err error
 // follows the sockets it shows, not every socket some process on the
 // machine has open.
 func SnapshotFiles(nsFiles []string, all, allSockets bool) (socks []Socket, unopened []Unopened, err error) {
+	return snapshotFiles(nsFiles, all, allSockets, 0)
+}
+
+// snapshotFiles is SnapshotFiles of the sockets on local port port (0:
+// any).
+func snapshotFiles(nsFiles []string, all, allSockets bool, port uint16) (socks []Socket, unopened []Unopened, err error) {
 	var dumped []nsDump
 	seen := map[uint32]bool{}
 	for _, path := range nsFiles {
@@ -144,6 +151,7 @@ func SnapshotFiles(nsFiles []string, all, allSockets bool) (socks []Socket, unop
 		switch {
 		case err == nil:
 			if here != nil {
+				here.onPort(port)
 				dumped = append(dumped, *here)
 			}
 		case !all:
@@ -275,6 +283,14 @@ func dumpHere(inode uint32, all bool) (*nsDump, error) {
 		}
 	}
 	return &nsDump{socks: socks, view: newNetView(socks, rng), unpriv: unpriv}, nil
+}
+
+// onPort keeps the sockets on local port port (0: all). The view, made
+// of every socket dumped, still judges them.
+func (d *nsDump) onPort(port uint16) {
+	if port != 0 {
+		d.socks = slices.DeleteFunc(d.socks, func(s Socket) bool { return s.Local.Port() != port })
+	}
 }
 
 // judged joins the dumped sockets to their holders and says what each

@@ -58,7 +58,7 @@ func (c *WhoConfig) protoName() string {
 // whoNow prints the sockets on the port now, and whether a process holds
 // one of them.
 func whoNow(cfg WhoConfig, stdout, stderr io.Writer) (held bool, err error) {
-	snap, unopened, err := Snapshot(SnapshotOptions{All: true, Netns: cfg.Netns})
+	snap, unopened, err := Snapshot(SnapshotOptions{All: true, Netns: cfg.Netns, Port: cfg.Port})
 	if err != nil {
 		return false, err
 	}
