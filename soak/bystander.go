@@ -16,12 +16,13 @@ import (
 )
 
 // Bystanders are processes outside every tracer's scope (the soak's own
-// cgroup and network namespace) that hold many sockets for a while, as a
-// busy proxy or database on the same node does. Nothing they hold is
-// what the tracers were asked about, so no tracer's memory may follow
-// it: ports --watch once walked and described every socket of every
-// process at each look, and its RSS rose by 40 MiB while 90,000 sockets
-// were held elsewhere.
+// cgroup and network namespace) that hold many sockets open for a while,
+// as a busy proxy or database on the same node does. Nothing they hold
+// is what the tracers were asked about, so no tracer's memory may follow
+// it: ports --watch once described every socket of every process at each
+// look (its RSS rose by 40 MiB while 90,000 sockets were held elsewhere),
+// and churn listed every fd of the machine at once to tell whether a
+// namespace was still held.
 
 // bystanderHold is how long a burst holds its sockets: several of
 // ports --watch's one-second looks.
@@ -29,22 +30,28 @@ const bystanderHold = 5 * time.Second
 
 // bystanderTally is what the bursts held.
 type bystanderTally struct {
-	Bursts, Sockets, Procs int
+	Bursts, Files, Procs int
 }
 
-// runBystander is the bystander role: n UDP sockets, never bound (no
-// tracer sees an event of them), a line on stdout once they are open,
-// held until stdin closes.
+// runBystander is the bystander role: n open files, UDP sockets never
+// bound (no tracer sees an event of them), one in ten a socket of its own
+// and the rest duplicates, so that a burst weighs on the fd tables more
+// than on the kernel's memory; a line on stdout once they are open, held
+// until stdin closes.
 func runBystander() error {
-	n, err := strconv.Atoi(os.Getenv("PORTTRACE_SOAK_SOCKETS"))
+	n, err := strconv.Atoi(os.Getenv("PORTTRACE_SOAK_FILES"))
 	if err != nil {
 		return fmt.Errorf("bystander: %w", err)
 	}
 	fds := make([]int, 0, n)
-	for range n {
+	for len(fds) < n {
 		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		for i := 1; err == nil && i < 10 && len(fds)+i < n; i++ {
+			fds = append(fds, fd)
+			fd, err = unix.FcntlInt(uintptr(fds[len(fds)-1]), unix.F_DUPFD_CLOEXEC, 0)
+		}
 		if err != nil {
-			return fmt.Errorf("bystander: socket %d of %d: %w", len(fds)+1, n, err)
+			return fmt.Errorf("bystander: file %d of %d: %w", len(fds)+1, n, err)
 		}
 		fds = append(fds, fd)
 	}
@@ -53,7 +60,7 @@ func runBystander() error {
 	return nil
 }
 
-// perBystander is how many sockets one bystander may open: its file
+// perBystander is how many files one bystander may open: its file
 // limit (the soft one, which Go raises to the hard one at start) less a
 // margin for what else it has open.
 func perBystander() (int, error) {
@@ -67,7 +74,7 @@ func perBystander() (int, error) {
 	return 0, errors.New("the file limit leaves no room for a bystander's sockets")
 }
 
-// holdBystanders runs a burst of total sockets every period, the first
+// holdBystanders runs a burst of total files every period, the first
 // half a period after first: as many bystander processes as the file
 // limit needs, each started, held bystanderHold once all are open, then
 // ended.
@@ -89,7 +96,7 @@ func holdBystanders(ctx context.Context, total int, first, period time.Duration,
 		began := time.Now()
 		procs, err := burst(total, per)
 		t.Bursts++
-		t.Sockets += total
+		t.Files += total
 		t.Procs = max(t.Procs, procs)
 		if err != nil {
 			return err
@@ -98,7 +105,7 @@ func holdBystanders(ctx context.Context, total int, first, period time.Duration,
 	}
 }
 
-// burst holds total sockets in bystanders of at most per each for
+// burst holds total files in bystanders of at most per each for
 // bystanderHold and returns how many processes held them.
 func burst(total, per int) (int, error) {
 	var stdins []io.Closer
@@ -113,7 +120,7 @@ func burst(total, per int) (int, error) {
 	}()
 	for left := total; left > 0; left -= per {
 		cmd := exec.Command("/proc/self/exe")
-		cmd.Env = append(os.Environ(), roleEnv+"=bystander", "PORTTRACE_SOAK_SOCKETS="+strconv.Itoa(min(left, per)))
+		cmd.Env = append(os.Environ(), roleEnv+"=bystander", "PORTTRACE_SOAK_FILES="+strconv.Itoa(min(left, per)))
 		cmd.Stderr = os.Stderr
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 		in, err := cmd.StdinPipe()

@@ -89,7 +89,7 @@ func run() error {
 	flag.Float64Var(&o.rates.Denied, "denied", 20, "binds denied (uid 65534, below ip_unprivileged_port_start) a second")
 	flag.Float64Var(&o.rates.Exhaust, "exhaust", 2, "cycles a second that fill the exhaust namespace's ten ephemeral ports")
 	flag.Float64Var(&o.children, "children", 4, "short-lived processes a second, each in a network namespace of its own")
-	flag.IntVar(&o.bystander, "bystander", 40000, "sockets held, outside every tracer's scope, for 5 s at a time, once a minute after the warm-up (0: none)")
+	flag.IntVar(&o.bystander, "bystander", 200000, "files (sockets, one in ten distinct) held outside every tracer's scope for 5 s at a time, once a minute after the warm-up (0: none)")
 	flag.Parse()
 	if flag.NArg() > 0 || o.duration <= 0 {
 		return errors.New("usage: soak [-d DURATION] [-bin PATH] [rates]")

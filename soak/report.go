@@ -72,7 +72,7 @@ func (r *result) print(w io.Writer) {
 	fmt.Fprintf(w, "%-36s %12d %12d  lost %d\n", "total", sum(r.gen.Events), sum(r.stream.Events), r.stream.Lost)
 	fmt.Fprintf(w, "load: %d exhaust cycles of %d ports, %d short-lived children each in a netns of its own; churn wrote %d lines, ports --watch %d\n",
 		r.gen.Cycles, exhaustHigh-exhaustLow+1, r.gen.Children, r.churnLines, r.portsLines)
-	fmt.Fprintf(w, "bystanders: %d sockets held outside every tracer's scope by %d processes for %s, %d times\n",
+	fmt.Fprintf(w, "bystanders: %d files (sockets) held outside every tracer's scope by %d processes for %s, %d times\n",
 		r.opts.bystander, r.bystanders.Procs, bystanderHold, r.bystanders.Bursts)
 	overflow, _ := metricSum(r.churnFinal, "porttrace_churn_map_overflow_total", nil)
 	fmt.Fprintf(w, "churn /metrics: %d namespaces exported, %d churn keys not counted because a kernel map was full\n",
@@ -144,7 +144,7 @@ func (r *result) check() []string {
 		}
 	}
 	if r.opts.bystander > 0 && r.bystanders.Bursts == 0 {
-		fail("no burst of bystanders' sockets came after the warm-up: the run is too short for one")
+		fail("no burst of bystanders' files came after the warm-up: the run is too short for one")
 	}
 	if r.churnLines == 0 || r.portsLines == 0 {
 		fail("churn wrote %d lines and ports --watch %d: each should have written some", r.churnLines, r.portsLines)

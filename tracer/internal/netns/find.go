@@ -2,11 +2,12 @@ package netns
 
 import (
 	"fmt"
-	"os"
 	"path/filepath"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/porttrace/porttrace/tracer/internal/fdwalk"
 )
 
 // Finder finds a network namespace known by inode number, where the
@@ -81,16 +82,18 @@ func Search(inode uint32) (path string, fd int, ok bool) {
 		}
 	}
 	// Held open by an fd only (a namespace with no process in it yet).
-	links, _ := filepath.Glob("/proc/[0-9]*/fd/*")
 	want := fmt.Sprintf("net:[%d]", inode)
-	for _, l := range links {
-		if target, err := os.Readlink(l); err == nil && target == want {
-			if fd, ok := openIfInode(l, inode); ok {
-				return l, fd, true
+	path, fd = "", -1
+	_, _ = fdwalk.Walk(nil, func(f fdwalk.FD) bool {
+		if f.Target == want {
+			if nfd, ok := openIfInode(f.Path(), inode); ok {
+				path, fd = f.Path(), nfd
+				return false
 			}
 		}
-	}
-	return "", -1, false
+		return true
+	})
+	return path, fd, fd >= 0
 }
 
 // openIfInode opens path if it is the namespace inode; fstat after open, so

@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/porttrace/porttrace/tracer/internal/fdwalk"
 )
 
 // Held is a namespace porttrace holds open: Path reaches it through
@@ -90,12 +92,10 @@ func (h *Held) Orphaned() bool {
 			}
 		}
 	}
-	own := fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), h.fd)
-	links, _ := filepath.Glob("/proc/[0-9]*/fd/*")
-	for _, l := range links {
-		if l != own && is(l) {
-			return false
-		}
-	}
-	return true
+	held := false
+	_, _ = fdwalk.Walk(nil, func(f fdwalk.FD) bool {
+		held = f.Target == want && (f.PID != os.Getpid() || f.Num != h.fd)
+		return !held
+	})
+	return !held
 }

@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/porttrace/porttrace/tracer/internal/fdwalk"
 )
 
 // Unheld returns those of inodes that nothing keeps alive any more: no
@@ -99,16 +101,21 @@ func unescapeMount(s string) string {
 // alone (one made and kept open before any process enters it).
 func heldOpen(left map[uint32]bool) func(func(string)) {
 	return func(found func(string)) {
-		links, _ := filepath.Glob("/proc/[0-9]*/fd/*")
-		for _, l := range links {
-			target, err := os.Readlink(l)
-			if err != nil || !strings.HasPrefix(target, "net:[") {
-				continue
+		_, _ = fdwalk.Walk(nil, func(f fdwalk.FD) bool {
+			if ino, ok := netnsInode(f.Target); ok && left[ino] {
+				delete(left, ino)
 			}
-			ino, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimPrefix(target, "net:["), "]"), 10, 32)
-			if err == nil && left[uint32(ino)] {
-				delete(left, uint32(ino))
-			}
-		}
+			return len(left) > 0
+		})
 	}
+}
+
+// netnsInode reads the inode out of an fd's link, "net:[INODE]".
+func netnsInode(link string) (uint32, bool) {
+	rest, ok := strings.CutPrefix(link, "net:[")
+	if !ok {
+		return 0, false
+	}
+	ino, err := strconv.ParseUint(strings.TrimSuffix(rest, "]"), 10, 32)
+	return uint32(ino), err == nil
 }

@@ -1,14 +1,12 @@
 package proc
 
 import (
-	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"strconv"
 	"strings"
 
-	"github.com/prometheus/procfs"
+	"github.com/porttrace/porttrace/tracer/internal/fdwalk"
 )
 
 // SocketFD is one fd of a process that refers to a socket.
@@ -35,40 +33,17 @@ type Sockets struct {
 // keeps what the walk returns to the sockets asked about, however many
 // other sockets the machine's processes hold.
 func SocketOwners(keep func(pid int) bool, want func(inode uint32) bool) (Sockets, error) {
-	procs, err := procfs.AllProcs()
+	s := Sockets{ByInode: map[uint32][]SocketFD{}}
+	unreadable, err := fdwalk.Walk(keep, func(f fdwalk.FD) bool {
+		if inode, ok := socketInode(f.Target); ok && (want == nil || want(inode)) {
+			s.ByInode[inode] = append(s.ByInode[inode], SocketFD{PID: f.PID, FD: f.Num})
+		}
+		return true
+	})
 	if err != nil {
 		return Sockets{}, fmt.Errorf("listing processes: %w", err)
 	}
-	s := Sockets{ByInode: map[uint32][]SocketFD{}}
-	for _, p := range procs {
-		if keep != nil && !keep(p.PID) {
-			continue
-		}
-		fds, err := p.FileDescriptors()
-		if errors.Is(err, fs.ErrPermission) {
-			s.Unreadable++
-			continue
-		}
-		if err != nil {
-			continue // gone, or a kernel thread
-		}
-		dir := "/proc/" + strconv.Itoa(p.PID) + "/fd/"
-		for _, fd := range fds {
-			target, err := os.Readlink(dir + strconv.FormatUint(uint64(fd), 10))
-			if errors.Is(err, fs.ErrPermission) {
-				// The fd list may be readable where its links are not
-				// (a process porttrace may not ptrace).
-				s.Unreadable++
-				break
-			}
-			if err != nil {
-				continue
-			}
-			if inode, ok := socketInode(target); ok && (want == nil || want(inode)) {
-				s.ByInode[inode] = append(s.ByInode[inode], SocketFD{PID: p.PID, FD: int(fd)})
-			}
-		}
-	}
+	s.Unreadable = unreadable
 	return s, nil
 }
 
