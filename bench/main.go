@@ -42,6 +42,7 @@ func main() {
 	millions := flag.Float64("events", 1, "millions of events for the memory measurement")
 	backends := flag.String("backends", "", "measure porttrace with each of these backends (comma-separated) instead of its automatic choice")
 	scaleOnly := flag.Bool("scale", false, "only K parallel loops, K = 1, 2, 4, ... CPUs: offered, delivered, lost, wall ratio (make bench-scale)")
+	kernelOnly := flag.Bool("kernel", false, "only what each program costs a call, from the kernel's BPF statistics (with -baseline, both builds)")
 	flag.Parse()
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "bench: needs root (it runs porttrace)")
@@ -62,6 +63,16 @@ func main() {
 		return
 	}
 	cases := benchCases(*backends, *baseline)
+	if *kernelOnly {
+		fmt.Printf("porttrace bench -kernel: %s, %d CPUs, kernel %s\n", time.Now().Format(time.RFC3339), nprocs(), kernel())
+		for range *reps {
+			if err := kernelTime(*bin, cases); err != nil {
+				fmt.Fprintf(os.Stderr, "bench: kernel time: %v\n", err)
+				os.Exit(1)
+			}
+		}
+		return
+	}
 	bpftrace, _ := exec.LookPath("bpftrace")
 	if bpftrace != "" {
 		cases = append(cases, tracerCase{name: "bpftrace, same tracepoints > /dev/null", bpftrace: true})

@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"cmp"
-	"errors"
 	"fmt"
 	"io"
 	"net/netip"
@@ -17,6 +16,8 @@ import (
 
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
+
+	"github.com/porttrace/porttrace/internal/bpfheld"
 )
 
 // Timing a workload under a tracer, and the workloads themselves.
@@ -65,7 +66,8 @@ func kernelTime(bin string, cases []tracerCase) error {
 		if c.args == nil {
 			continue
 		}
-		stop, err := startCmd(exec.Command(cmp.Or(c.bin, bin), c.args...), " with the ", false)
+		cmd := exec.Command(cmp.Or(c.bin, bin), c.args...)
+		stop, err := startCmd(cmd, " with the ", false)
 		if err != nil {
 			return err
 		}
@@ -74,7 +76,7 @@ func kernelTime(bin string, cases []tracerCase) error {
 		}
 		var line []string
 		if err == nil {
-			line, err = programCosts()
+			line, err = programCosts(cmd.Process.Pid)
 		}
 		stop()
 		if err != nil {
@@ -86,20 +88,16 @@ func kernelTime(bin string, cases []tracerCase) error {
 	return nil
 }
 
-// programCosts lists the programs porttrace attached that ran, with their
-// mean run time.
-func programCosts() ([]string, error) {
+// programCosts lists the programs process pid holds that ran, with
+// their mean run time: its own, whatever other tracers run on the machine.
+func programCosts(pid int) ([]string, error) {
+	held, err := bpfheld.Of(pid)
+	if err != nil {
+		return nil, err
+	}
 	var out []string
-	for id := ebpf.ProgramID(0); ; {
-		next, err := ebpf.ProgramGetNextID(id)
-		if errors.Is(err, os.ErrNotExist) {
-			break
-		}
-		if err != nil {
-			return nil, err
-		}
-		id = next
-		prog, err := ebpf.NewProgramFromID(id)
+	for _, id := range held.Progs {
+		prog, err := ebpf.NewProgramFromID(ebpf.ProgramID(id))
 		if err != nil {
 			continue // gone meanwhile
 		}
@@ -107,10 +105,6 @@ func programCosts() ([]string, error) {
 		st, serr := prog.Stats()
 		prog.Close()
 		if ierr != nil || serr != nil || st.RunCount == 0 {
-			continue
-		}
-		if !strings.HasPrefix(info.Name, "tp_") && !strings.HasPrefix(info.Name, "fexit_") &&
-			!strings.HasPrefix(info.Name, "fentry_") && !strings.HasPrefix(info.Name, "kp_") && !strings.HasPrefix(info.Name, "krp_") {
 			continue
 		}
 		out = append(out, fmt.Sprintf("%s %d ns (%d)", info.Name, st.Runtime.Nanoseconds()/int64(st.RunCount), st.RunCount))

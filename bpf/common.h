@@ -70,6 +70,20 @@ const volatile bool have_task_btf = true;     /* bpf_get_current_task_btf, 5.11 
 const volatile bool have_task_pt_regs = true; /* bpf_task_pt_regs, 5.15 */
 /* bpf_get_current_ancestor_cgroup_id in tracing programs (not 5.10's) */
 const volatile bool have_ancestor_cgroup = true;
+/* bpf_rdonly_cast, 6.2: see core_cast */
+const volatile bool have_rdonly_cast = true;
+
+/*
+ * core_cast(ptr, type) is ptr as a typed pointer the program loads through
+ * directly: each load guarded against faults as a probe read is, without
+ * a helper call (tens of nanoseconds each, a dozen an event). The kfunc
+ * (bpf_rdonly_cast, 6.2) is inlined by the verifier into a move. Weak: on
+ * an older kernel the loader poisons the call, and have_rdonly_cast false
+ * keeps every path to it from the verifier, which then takes the CO-RE
+ * reads beside it.
+ */
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym __weak;
+#define core_cast(ptr, type) ((type *)bpf_rdonly_cast((ptr), bpf_core_type_id_kernel(type)))
 
 /*
  * Events go out through a ring buffer per CPU, or per group of
@@ -366,6 +380,20 @@ static __always_inline void local_ephemeral(struct event *e, struct sock *sk)
 {
 	if (!(e->flags & F_HAS_LOCAL))
 		return;
+	if (have_rdonly_cast) {
+		struct sock *s = core_cast(sk, struct sock);
+
+		if (e->proto == IPPROTO_MPTCP && bpf_core_field_exists(struct mptcp_sock, first) &&
+		    s->sk_protocol == IPPROTO_MPTCP) {
+			struct sock *first = core_cast(sk, struct mptcp_sock)->first;
+
+			if (first)
+				s = first;
+		}
+		if (!(BPF_CORE_READ_BITFIELD(s, sk_userlocks) & SOCK_BINDPORT_LOCK))
+			e->flags |= F_EPHEMERAL;
+		return;
+	}
 	if (e->proto == IPPROTO_MPTCP && bpf_core_field_exists(struct mptcp_sock, first) &&
 	    sk_protocol(sk) == IPPROTO_MPTCP) {
 		struct sock *first = BPF_CORE_READ((struct mptcp_sock *)sk, first);
@@ -385,9 +413,17 @@ static __always_inline void local_ephemeral(struct event *e, struct sock *sk)
  */
 static __always_inline __u32 sock_ino(struct sock *sk)
 {
-	struct socket *sock = BPF_CORE_READ(sk, sk_socket);
+	struct socket *sock;
 	struct socket_alloc *sa;
 
+	if (have_rdonly_cast) {
+		sock = core_cast(sk, struct sock)->sk_socket;
+		if (!sock)
+			return 0;
+		sa = core_cast((void *)sock - bpf_core_field_offset(struct socket_alloc, socket), struct socket_alloc);
+		return sa->vfs_inode.i_ino;
+	}
+	sock = BPF_CORE_READ(sk, sk_socket);
 	if (!sock)
 		return 0;
 	sa = (void *)sock - bpf_core_field_offset(struct socket_alloc, socket);
@@ -403,25 +439,35 @@ static __always_inline bool fill_sock_meta(struct event *e, struct sock *sk)
 	struct net *net;
 	__u16 proto;
 
-	proto = sk_protocol(sk);
-	/* An MPTCP subflow is a TCP socket underneath; name what the user opened. */
-	if (proto == IPPROTO_TCP && bpf_core_field_exists(struct tcp_sock, is_mptcp) &&
-	    BPF_CORE_READ_BITFIELD_PROBED((struct tcp_sock *)sk, is_mptcp))
-		proto = IPPROTO_MPTCP;
+	if (have_rdonly_cast) {
+		struct sock *s = core_cast(sk, struct sock);
+
+		proto = s->sk_protocol;
+		if (proto == IPPROTO_TCP && bpf_core_field_exists(struct tcp_sock, is_mptcp) &&
+		    BPF_CORE_READ_BITFIELD(core_cast(sk, struct tcp_sock), is_mptcp))
+			proto = IPPROTO_MPTCP;
+		net = s->__sk_common.skc_net.net;
+	} else {
+		proto = sk_protocol(sk);
+		/* An MPTCP subflow is a TCP socket underneath; name what the user opened. */
+		if (proto == IPPROTO_TCP && bpf_core_field_exists(struct tcp_sock, is_mptcp) &&
+		    BPF_CORE_READ_BITFIELD_PROBED((struct tcp_sock *)sk, is_mptcp))
+			proto = IPPROTO_MPTCP;
+		net = BPF_CORE_READ(sk, __sk_common.skc_net.net);
+	}
 	if (!proto_wanted(proto))
 		return false;
 	e->proto = proto;
 	e->flags |= F_HAS_PROTO;
 
-	net = BPF_CORE_READ(sk, __sk_common.skc_net.net);
 	if (!churn_mode)
 		e->sock_ino = sock_ino(sk);
 	if (net) {
-		e->netns = BPF_CORE_READ(net, ns.inum);
+		e->netns = have_rdonly_cast ? net->ns.inum : BPF_CORE_READ(net, ns.inum);
 		if (filter_netns && !bpf_map_lookup_elem(&netns_filter, &e->netns))
 			return false;
 		if (!churn_mode) {
-			e->prot_sock = BPF_CORE_READ(net, ipv4.sysctl_ip_prot_sock);
+			e->prot_sock = have_rdonly_cast ? net->ipv4.sysctl_ip_prot_sock : BPF_CORE_READ(net, ipv4.sysctl_ip_prot_sock);
 			net_port_range(net, &e->port_lo, &e->port_hi);
 		}
 		e->flags |= F_HAS_NET;
@@ -635,13 +681,23 @@ static __always_inline void read_sock_opts(struct event *e, struct sock *sk, con
 	if (BPF_CORE_READ_BITFIELD(head, skc_ipv6only))
 		o |= SO_OPT_V6ONLY;
 	if (bpf_core_field_exists(((struct inet_sock___flags *)0)->inet_flags)) {
-		unsigned long f = BPF_CORE_READ((struct inet_sock___flags *)sk, inet_flags);
+		unsigned long f = have_rdonly_cast ? core_cast(sk, struct inet_sock___flags)->inet_flags
+						   : BPF_CORE_READ((struct inet_sock___flags *)sk, inet_flags);
 
 		if (f & (1UL << 11))
 			o |= SO_OPT_FREEBIND;
 		if (f & (1UL << 15))
 			o |= SO_OPT_TRANSPARENT;
 		if (f & (1UL << 18))
+			o |= SO_OPT_BIND_NO_PORT;
+	} else if (have_rdonly_cast) {
+		struct inet_sock___bits *bits = core_cast(sk, struct inet_sock___bits);
+
+		if (BPF_CORE_READ_BITFIELD(bits, freebind))
+			o |= SO_OPT_FREEBIND;
+		if (BPF_CORE_READ_BITFIELD(bits, transparent))
+			o |= SO_OPT_TRANSPARENT;
+		if (BPF_CORE_READ_BITFIELD(bits, bind_address_no_port))
 			o |= SO_OPT_BIND_NO_PORT;
 	} else {
 		struct inet_sock___bits *bits = (void *)sk;

@@ -86,7 +86,17 @@ static __always_inline struct socket *sock_from_fd(int fd)
 {
 	struct file *f = fd_file(fd);
 
-	if (!f || (BPF_CORE_READ(f, f_inode, i_mode) & S_IFMT) != S_IFSOCK)
+	if (!f)
+		return NULL;
+	if (have_rdonly_cast) {
+		struct file *bf = core_cast(f, struct file);
+		struct inode *inode = bf->f_inode;
+
+		if (!inode || (inode->i_mode & S_IFMT) != S_IFSOCK)
+			return NULL;
+		return core_cast(bf->private_data, struct socket);
+	}
+	if ((BPF_CORE_READ(f, f_inode, i_mode) & S_IFMT) != S_IFSOCK)
 		return NULL;
 	return BPF_CORE_READ(f, private_data);
 }
@@ -95,7 +105,9 @@ static __always_inline struct sock *sk_from_fd(int fd)
 {
 	struct socket *sock = sock_from_fd(fd);
 
-	return sock ? BPF_CORE_READ(sock, sk) : NULL;
+	if (!sock)
+		return NULL;
+	return have_rdonly_cast ? sock->sk : BPF_CORE_READ(sock, sk);
 }
 
 /* stash keeps this thread's arguments of call for its exit. */

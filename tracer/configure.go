@@ -86,6 +86,7 @@ func configure(spec *ebpf.CollectionSpec, b event.Backend, o Options, listenOnSk
 		{vs.HaveTaskBtf, have.TaskBTF},
 		{vs.HaveTaskPtRegs, have.TaskPtRegs},
 		{vs.HaveAncestorCgroup, have.AncestorCgroup},
+		{vs.HaveRdonlyCast, have.RdonlyCast},
 		// The tracepoint program's accept reports preblocked threads for fexit/kretprobe.
 		{vs.AcceptBackend, uint8(b)},
 		{vs.ChurnMode, o.Churn},

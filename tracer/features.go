@@ -28,6 +28,11 @@ type helpers struct {
 	// programs (not in 5.10's), for scoping to cgroups; without it, a
 	// cgroup's ancestors are read through the task with CO-RE.
 	AncestorCgroup bool
+	// RdonlyCast: the kfunc bpf_rdonly_cast (6.2), with which the programs
+	// load through the socket, its file and its namespace directly; without
+	// it, a CO-RE read (a helper call) a field. Found in the kernel's BTF,
+	// where the loader looks for kfuncs.
+	RdonlyCast bool
 }
 
 // forceHelpers, when set, edits what probeHelpers found: the tests turn
@@ -66,6 +71,9 @@ func (h helpers) missing(tracepoint, scoped bool) []string {
 	if !h.TaskBTF {
 		notes = append(notes, "no bpf_get_current_task_btf (5.11): the task is read with CO-RE reads")
 	}
+	if !h.RdonlyCast {
+		notes = append(notes, "no bpf_rdonly_cast (6.2): sockets are read with CO-RE reads")
+	}
 	if !h.AncestorCgroup && scoped {
 		notes = append(notes, "no bpf_get_current_ancestor_cgroup_id in tracing programs: cgroups' ancestors are read with CO-RE reads")
 	}
@@ -73,6 +81,13 @@ func (h helpers) missing(tracepoint, scoped bool) []string {
 		notes = append(notes, "no bpf_task_pt_regs (5.15): each sys_exit is paired with its sys_enter by thread")
 	}
 	return notes
+}
+
+// fromKernel adds what the kernel's BTF tells: the kfuncs, which the
+// loader looks for there too.
+func (h *helpers) fromKernel(kernel *btf.Spec) {
+	var fn *btf.Func
+	h.RdonlyCast = kernel.TypeByName("bpf_rdonly_cast", &fn) == nil
 }
 
 // fexitParams is how many parameters the fentry backend's fexit programs

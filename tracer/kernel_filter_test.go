@@ -101,6 +101,7 @@ func TestKernelBackendsLoad(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	have.fromKernel(kernel)
 	backends := []event.Backend{event.BackendTracepoint, event.BackendFentry, event.BackendKprobe}
 	if b := Backend(t); b != event.BackendAuto {
 		backends = []event.Backend{b}
@@ -203,6 +204,9 @@ func TestKernelAutoBackend(t *testing.T) {
 	}
 	if forceHelpers != nil && tr.Backend() == event.BackendTracepoint && !strings.Contains(tr.Describe(true), "paired with its sys_enter") {
 		t.Errorf("without bpf_task_pt_regs, the description does not say so: %s", tr.Describe(true))
+	}
+	if forceHelpers != nil && !strings.Contains(tr.Describe(true), "no bpf_rdonly_cast") {
+		t.Errorf("without bpf_rdonly_cast, the description does not say so: %s", tr.Describe(true))
 	}
 }
 

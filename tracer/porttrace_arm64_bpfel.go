@@ -232,6 +232,7 @@ const (
 	porttraceVarFilterNetns              = "filter_netns"
 	porttraceVarFilterPorts              = "filter_ports"
 	porttraceVarHaveAncestorCgroup       = "have_ancestor_cgroup"
+	porttraceVarHaveRdonlyCast           = "have_rdonly_cast"
 	porttraceVarHaveTaskBtf              = "have_task_btf"
 	porttraceVarHaveTaskPtRegs           = "have_task_pt_regs"
 	porttraceVarJudgeUnknown             = "judge_unknown"
@@ -359,6 +360,7 @@ type porttraceVariableSpecs struct {
 	FilterNetns        *ebpf.VariableSpec `ebpf:"filter_netns"`
 	FilterPorts        *ebpf.VariableSpec `ebpf:"filter_ports"`
 	HaveAncestorCgroup *ebpf.VariableSpec `ebpf:"have_ancestor_cgroup"`
+	HaveRdonlyCast     *ebpf.VariableSpec `ebpf:"have_rdonly_cast"`
 	HaveTaskBtf        *ebpf.VariableSpec `ebpf:"have_task_btf"`
 	HaveTaskPtRegs     *ebpf.VariableSpec `ebpf:"have_task_pt_regs"`
 	JudgeUnknown       *ebpf.VariableSpec `ebpf:"judge_unknown"`
@@ -443,6 +445,7 @@ type porttraceVariables struct {
 	FilterNetns        *ebpf.Variable `ebpf:"filter_netns"`
 	FilterPorts        *ebpf.Variable `ebpf:"filter_ports"`
 	HaveAncestorCgroup *ebpf.Variable `ebpf:"have_ancestor_cgroup"`
+	HaveRdonlyCast     *ebpf.Variable `ebpf:"have_rdonly_cast"`
 	HaveTaskBtf        *ebpf.Variable `ebpf:"have_task_btf"`
 	HaveTaskPtRegs     *ebpf.Variable `ebpf:"have_task_pt_regs"`
 	JudgeUnknown       *ebpf.Variable `ebpf:"judge_unknown"`

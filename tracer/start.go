@@ -50,12 +50,12 @@ func (t *Tracer) mark(name string, since *time.Time) {
 // a load of its own would read it again.
 func prelude(fentry bool) (cache *btf.Cache, spec *ebpf.CollectionSpec, have helpers, err error) {
 	var kernelErr, specErr, haveErr error
+	var kernel *btf.Spec
 	cache = btf.NewCache()
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		// The first lookup by name indexes every type (5 ms here): done
 		// here, beside the rest, rather than in the first backend's start.
-		var kernel *btf.Spec
 		if kernel, kernelErr = cache.Kernel(); kernelErr == nil {
 			listenFunc(kernel)
 		}
@@ -72,5 +72,6 @@ func prelude(fentry bool) (cache *btf.Cache, spec *ebpf.CollectionSpec, have hel
 	case specErr != nil:
 		return nil, nil, have, fmt.Errorf("reading the embedded BPF object: %w", specErr)
 	}
+	have.fromKernel(kernel)
 	return cache, spec, have, haveErr
 }
