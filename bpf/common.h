@@ -690,16 +690,8 @@ static __always_inline void read_sock_opts(struct event *e, struct sock *sk, con
 			o |= SO_OPT_TRANSPARENT;
 		if (f & (1UL << 18))
 			o |= SO_OPT_BIND_NO_PORT;
-	} else if (have_rdonly_cast) {
-		struct inet_sock___bits *bits = core_cast(sk, struct inet_sock___bits);
-
-		if (BPF_CORE_READ_BITFIELD(bits, freebind))
-			o |= SO_OPT_FREEBIND;
-		if (BPF_CORE_READ_BITFIELD(bits, transparent))
-			o |= SO_OPT_TRANSPARENT;
-		if (BPF_CORE_READ_BITFIELD(bits, bind_address_no_port))
-			o |= SO_OPT_BIND_NO_PORT;
 	} else {
+		/* 6.2 to 6.5 have the cast too, but no kernel of the matrix does: probed reads there. */
 		struct inet_sock___bits *bits = (void *)sk;
 
 		if (BPF_CORE_READ_BITFIELD_PROBED(bits, freebind))
