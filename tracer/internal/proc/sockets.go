@@ -25,13 +25,13 @@ type Sockets struct {
 	Unreadable int
 }
 
-// SocketOwners reads /proc/PID/fd of every process keep accepts (nil:
-// every process) and keeps the fds of the sockets want accepts (nil:
-// every socket): the one walk of the fd tables that ports (who holds
-// each socket) and clash (who holds a port a bind wanted) share. A
-// process that exits during the walk is simply left out. Passing want
-// keeps what the walk returns to the sockets asked about, however many
-// other sockets the machine's processes hold.
+// SocketOwners walks the fd tables (fdwalk) of every process keep
+// accepts (nil: every process) for the fds of the sockets want accepts
+// (nil: every socket): what ports (who holds each socket) and clash (who
+// holds a port a bind wanted) ask of them. A process that exits during
+// the walk is simply left out. Passing want keeps what the walk returns
+// to the sockets asked about, however many other sockets the machine's
+// processes hold.
 func SocketOwners(keep func(pid int) bool, want func(inode uint32) bool) (Sockets, error) {
 	s := Sockets{ByInode: map[uint32][]SocketFD{}}
 	unreadable, err := fdwalk.Walk(keep, func(f fdwalk.FD) bool {
