@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"os"
 	"strconv"
+	"strings"
 )
 
 // batch is how many directory entries a walk reads at once.
@@ -26,6 +27,21 @@ type FD struct {
 // Path is the fd's link under /proc, which opens the file itself.
 func (f FD) Path() string {
 	return "/proc/" + strconv.Itoa(f.PID) + "/fd/" + strconv.Itoa(f.Num)
+}
+
+// Inode reads the inode out of a link to an inode of kind that has no
+// path (a socket, a namespace): "KIND:[INODE]", as /proc/PID/fd/N and
+// /proc/PID/ns/net give it.
+func Inode(link, kind string) (uint32, bool) {
+	rest, ok := strings.CutPrefix(link, kind+":[")
+	if !ok {
+		return 0, false
+	}
+	inode, err := strconv.ParseUint(strings.TrimSuffix(rest, "]"), 10, 32)
+	if err != nil {
+		return 0, false
+	}
+	return uint32(inode), true
 }
 
 // Walk calls fn with each fd of each process keep accepts (nil: every

@@ -79,3 +79,26 @@ func TestWalk(t *testing.T) {
 		t.Errorf("told to stop at the fifth fd, saw %d (%v)", n, err)
 	}
 }
+
+func TestInode(t *testing.T) {
+	for _, tc := range []struct {
+		link, kind string
+		inode      uint32
+		ok         bool
+	}{
+		{"socket:[12345]", "socket", 12345, true},
+		{"socket:[4294967295]", "socket", 4294967295, true},
+		{"socket:[4294967296]", "socket", 0, false},
+		{"pipe:[12345]", "socket", 0, false},
+		{"/dev/null", "socket", 0, false},
+		{"socket:[]", "socket", 0, false},
+		{"net:[4026531840]", "net", 4026531840, true},
+		{"net:[4026531840]", "socket", 0, false},
+		{"socket:[12345]", "net", 0, false},
+		{"net:[x]", "net", 0, false},
+	} {
+		if inode, ok := Inode(tc.link, tc.kind); inode != tc.inode || ok != tc.ok {
+			t.Errorf("Inode(%q, %q) = %d, %t, want %d, %t", tc.link, tc.kind, inode, ok, tc.inode, tc.ok)
+		}
+	}
+}

@@ -102,20 +102,10 @@ func unescapeMount(s string) string {
 func heldOpen(left map[uint32]bool) func(func(string)) {
 	return func(found func(string)) {
 		_, _ = fdwalk.Walk(nil, func(f fdwalk.FD) bool {
-			if ino, ok := netnsInode(f.Target); ok && left[ino] {
+			if ino, ok := fdwalk.Inode(f.Target, "net"); ok && left[ino] {
 				delete(left, ino)
 			}
 			return len(left) > 0
 		})
 	}
-}
-
-// netnsInode reads the inode out of an fd's link, "net:[INODE]".
-func netnsInode(link string) (uint32, bool) {
-	rest, ok := strings.CutPrefix(link, "net:[")
-	if !ok {
-		return 0, false
-	}
-	ino, err := strconv.ParseUint(strings.TrimSuffix(rest, "]"), 10, 32)
-	return uint32(ino), err == nil
 }

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"os"
 	"strconv"
-	"strings"
 
 	"github.com/porttrace/porttrace/tracer/internal/fdwalk"
 )
@@ -35,7 +34,7 @@ type Sockets struct {
 func SocketOwners(keep func(pid int) bool, want func(inode uint32) bool) (Sockets, error) {
 	s := Sockets{ByInode: map[uint32][]SocketFD{}}
 	unreadable, err := fdwalk.Walk(keep, func(f fdwalk.FD) bool {
-		if inode, ok := socketInode(f.Target); ok && (want == nil || want(inode)) {
+		if inode, ok := fdwalk.Inode(f.Target, "socket"); ok && (want == nil || want(inode)) {
 			s.ByInode[inode] = append(s.ByInode[inode], SocketFD{PID: f.PID, FD: f.Num})
 		}
 		return true
@@ -47,19 +46,6 @@ func SocketOwners(keep func(pid int) bool, want func(inode uint32) bool) (Socket
 	return s, nil
 }
 
-// socketInode reads the inode out of an fd's link, "socket:[INODE]".
-func socketInode(link string) (uint32, bool) {
-	rest, ok := strings.CutPrefix(link, "socket:[")
-	if !ok {
-		return 0, false
-	}
-	inode, err := strconv.ParseUint(strings.TrimSuffix(rest, "]"), 10, 32)
-	if err != nil {
-		return 0, false
-	}
-	return uint32(inode), true
-}
-
 // NetnsOf is the inode of the network namespace process pid lives in (its
 // main thread's), from one readlink of /proc/PID/ns/net: cheap enough to
 // pass over the processes of other namespaces before reading their fds.
@@ -68,13 +54,9 @@ func NetnsOf(pid int) (uint32, error) {
 	if err != nil {
 		return 0, err
 	}
-	rest, ok := strings.CutPrefix(link, "net:[")
+	inode, ok := fdwalk.Inode(link, "net")
 	if !ok {
 		return 0, fmt.Errorf("/proc/%d/ns/net links to %q", pid, link)
 	}
-	inode, err := strconv.ParseUint(strings.TrimSuffix(rest, "]"), 10, 32)
-	if err != nil {
-		return 0, fmt.Errorf("/proc/%d/ns/net links to %q: %w", pid, link, err)
-	}
-	return uint32(inode), nil
+	return inode, nil
 }

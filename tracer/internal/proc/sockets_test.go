@@ -65,25 +65,6 @@ func socketIno(t *testing.T, fd int) uint32 {
 	return uint32(st.Ino)
 }
 
-func TestSocketInode(t *testing.T) {
-	for _, tc := range []struct {
-		link  string
-		inode uint32
-		ok    bool
-	}{
-		{"socket:[12345]", 12345, true},
-		{"socket:[4294967295]", 4294967295, true},
-		{"socket:[4294967296]", 0, false},
-		{"pipe:[12345]", 0, false},
-		{"/dev/null", 0, false},
-		{"socket:[]", 0, false},
-	} {
-		if inode, ok := socketInode(tc.link); inode != tc.inode || ok != tc.ok {
-			t.Errorf("socketInode(%q) = %d, %t, want %d, %t", tc.link, inode, ok, tc.inode, tc.ok)
-		}
-	}
-}
-
 func TestNetnsOf(t *testing.T) {
 	var st unix.Stat_t
 	if err := unix.Stat("/proc/self/ns/net", &st); err != nil {
