@@ -1,8 +1,6 @@
 package tracer_test
 
 import (
-	"bufio"
-	"io"
 	"os"
 	"runtime"
 	"strings"
@@ -47,29 +45,12 @@ func bindFromProcess(t *testing.T, cg *os.File, n *tracer.NS, cloneflags uintptr
 	cmd.SysProcAttr.UseCgroupFD = true
 	cmd.SysProcAttr.CgroupFD = int(cg.Fd())
 	cmd.SysProcAttr.Cloneflags = cloneflags
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
+	h := tracer.RunHelper(t, n, cmd)
+	if _, errno := h.Bind(t); errno != "" {
+		t.Fatalf("helper's bind: %s", errno)
 	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n != nil {
-		n.Run(t, func() { err = cmd.Start() })
-	} else {
-		err = cmd.Start()
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, _ = io.WriteString(stdin, "go\n")
-	line, _ := bufio.NewReader(stdout).ReadString('\n')
-	stdin.Close()
-	_ = cmd.Wait()
-	if !strings.HasPrefix(line, "ok ") {
-		t.Fatalf("helper's bind: %q", line)
-	}
+	h.Stdin.Close()
+	_ = h.Cmd.Wait()
 }
 
 // Short-lived processes and namespaces allocate ports; once they are

@@ -192,7 +192,9 @@ func BindIn(t *testing.T, n *NS, cg *os.File, proto, addr string) uint32 {
 	return uint32(h.Cmd.Process.Pid)
 }
 
-// RunHelper starts a helper command inside n.
+// RunHelper starts a helper command inside n, or where cmd's own
+// SysProcAttr puts it when n is nil (a namespace of its own through
+// Cloneflags, or porttrace's).
 func RunHelper(t *testing.T, n *NS, cmd *exec.Cmd) *Helper {
 	t.Helper()
 	stdin, err := cmd.StdinPipe()
@@ -206,7 +208,11 @@ func RunHelper(t *testing.T, n *NS, cmd *exec.Cmd) *Helper {
 	cmd.Stderr = os.Stderr
 	// Forked from a thread inside n, the child starts inside n.
 	var startErr error
-	n.Run(t, func() { startErr = cmd.Start() })
+	if n != nil {
+		n.Run(t, func() { startErr = cmd.Start() })
+	} else {
+		startErr = cmd.Start()
+	}
 	if startErr != nil {
 		t.Fatal(startErr)
 	}
