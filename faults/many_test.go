@@ -25,7 +25,9 @@ func TestFaultManyAtOnce(t *testing.T) {
 			// Every other one stops at its -d, the rest at SIGINT.
 			const duration = 8 * time.Second
 			for i := range runs {
-				args := []string{"--backend", backend(), "-o", "json", "-p", portList(ports)}
+				// Its own binds alone: other tests' connects may have a
+				// chosen port as their remote one.
+				args := []string{"--backend", backend(), "-o", "json", "-p", portList(ports), "--pid", strconv.Itoa(os.Getpid())}
 				if i%2 == 1 {
 					args = append(args, "-d", duration.String())
 				}
