@@ -94,7 +94,8 @@ func TestKernelConnectOutcomes(t *testing.T) {
 		}
 		// Go gives up before the peer answers: it closes the socket.
 		add(outcomeCase{client: "go", cancel: 400 * time.Millisecond, wantConn: "in_progress EINPROGRESS",
-			wantDone: "failed ECANCELED", minLat: 400 * time.Millisecond, maxLat: 400*time.Millisecond + slack,
+			// minLat: from its connect to its deadline, which dial sets.
+			wantDone: "failed ECANCELED", maxLat: 400*time.Millisecond + slack,
 			clientErr: context.DeadlineExceeded}, PeerDrop, v6)
 		// A blocking connect carries its own outcome and latency.
 		add(outcomeCase{client: "block", wantConn: "ok", minLat: outcomeDelay, maxLat: outcomeDelay + slack}, PeerAccept, v6)
@@ -182,8 +183,18 @@ func (oc *outcomeCase) dial() error {
 			ctx, stop = context.WithTimeout(ctx, oc.cancel)
 			defer stop()
 		}
-		var d net.Dialer
+		// Control runs just before connect(2): a case that gives up
+		// can have waited no less than from there to its deadline,
+		// which starts earlier, while the dialer still resolves.
+		var connectAt time.Time
+		d := net.Dialer{Control: func(string, string, syscall.RawConn) error {
+			connectAt = time.Now()
+			return nil
+		}}
 		conn, err := d.DialContext(ctx, "tcp", oc.to.String())
+		if deadline, ok := ctx.Deadline(); ok && !connectAt.IsZero() {
+			oc.minLat = deadline.Sub(connectAt)
+		}
 		if err != nil {
 			return err
 		}
