@@ -86,6 +86,25 @@ extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym __weak;
 #define core_cast(ptr, type) ((type *)bpf_rdonly_cast((ptr), bpf_core_type_id_kernel(type)))
 
 /*
+ * walk_task is the current task as a pointer the program loads through
+ * directly, or NULL before 5.11, where CO-RE reads walk it. Where the
+ * kernel has both, an untrusted cast (6.2) rather than
+ * bpf_get_current_task_btf's trusted pointer (5.11): the same loads at run
+ * time, but each pointer loaded through a trusted one sends the verifier
+ * through the kernel's BTF, one type after another, for names that would
+ * let it trust the result (four searches a field, about 1 ms each on
+ * 6.18): that was most of the time the kernel took to load the programs.
+ */
+static __always_inline struct task_struct *walk_task(void)
+{
+	if (have_rdonly_cast)
+		return core_cast((void *)bpf_get_current_task(), struct task_struct);
+	if (have_task_btf)
+		return bpf_get_current_task_btf();
+	return NULL;
+}
+
+/*
  * Events go out through a ring buffer per CPU, or per group of
  * cpus_per_ring neighbouring CPUs on a machine with more CPUs than
  * MAX_RINGS: with one ring that every CPU reserves from, the CPUs of a
@@ -279,10 +298,9 @@ static __always_inline void fill_task(struct event *e, __u8 kind, __u8 backend)
 }
 
 /*
- * fill_task_rest sets the rest, only for an event that will be sent. Where
- * the kernel has bpf_get_current_task_btf (5.11+) the task is walked with
- * direct loads through BTF pointers rather than a helper call a field;
- * before, with bpf_get_current_task and CO-RE reads. A static subprogram:
+ * fill_task_rest sets the rest, only for an event that will be sent. From
+ * 5.11 the task is walked with direct loads (walk_task) rather than a
+ * helper call a field; before, with bpf_get_current_task and CO-RE reads. A static subprogram:
  * 5.10's verifier takes no pointer arguments in a global one.
  */
 static __noinline int fill_task_rest(struct event *e)
@@ -296,8 +314,8 @@ static __noinline int fill_task_rest(struct event *e)
 	e->uid = (__u32)ug;
 	e->gid = ug >> 32;
 	e->cgroup_id = bpf_get_current_cgroup_id();
-	if (have_task_btf) {
-		struct task_struct *task = bpf_get_current_task_btf();
+	if (have_rdonly_cast || have_task_btf) {
+		struct task_struct *task = walk_task();
 		struct mm_struct *mm = task->mm;
 
 		e->ppid = task->real_parent->tgid;
@@ -809,12 +827,15 @@ static __always_inline bool in_handshake(int state)
  * ECANCELED when it closed without one (closed or disconnected by its
  * owner before the handshake ended). seen says the handshake's end is the
  * transition being seen; a connect whose end was missed (it raced the
- * insert and is found only at TCP_CLOSE) has no latency.
+ * insert and is found only at TCP_CLOSE) has no latency. err is the
+ * socket's sk_err, read by the caller as soon as it knows the socket is
+ * followed: the kernel writes sk_err before the state change, and a
+ * thread of the owner woken on another CPU clears it as it reads it
+ * (SO_ERROR), so the later the read, the likelier an error is lost.
  */
-static __always_inline void outcome(struct event *e, struct sock *hs, int newstate, bool seen)
+static __always_inline void outcome(struct event *e, struct sock *hs, int newstate, bool seen, int err)
 {
 	__u64 now = bpf_ktime_get_boot_ns();
-	int err = 0;
 
 	e->kind = EV_CONNECT_DONE;
 	if (seen) {
@@ -825,11 +846,10 @@ static __always_inline void outcome(struct event *e, struct sock *hs, int newsta
 		e->flags &= ~F_HAS_LATENCY;
 	}
 	e->ts_ns = now;
-	if (newstate == TCP_CLOSE) {
-		err = BPF_CORE_READ(hs, sk_err);
-		if (!err)
-			err = ECANCELED;
-	}
+	if (newstate != TCP_CLOSE)
+		err = 0;
+	else if (!err)
+		err = ECANCELED;
 	e->err = -err;
 	e->syn_retrans = BPF_CORE_READ((struct tcp_sock *)hs, total_retrans);
 	e->flags |= F_HAS_RETRANS;
@@ -859,7 +879,7 @@ static __always_inline void follow_connect(struct event *e, struct sock *sk, __u
 		if (in_handshake(state) || bpf_map_delete_elem(&connecting, &key))
 			return; /* the state change sends it */
 	}
-	outcome(e, hs, state, true);
+	outcome(e, hs, state, true, state == TCP_CLOSE ? BPF_CORE_READ(hs, sk_err) : 0);
 	send(e);
 }
 
@@ -937,12 +957,15 @@ int BPF_PROG(connect_state, struct sock *sk, int oldstate, int newstate)
 	__u64 key = (__u64)sk;
 	void *ring;
 	__u32 idx;
+	int err = 0;
 
 	if (newstate != TCP_CLOSE && !(seen && newstate == TCP_ESTABLISHED))
 		return 0;
 	kept = bpf_map_lookup_elem(&connecting, &key);
 	if (!kept)
 		return 0;
+	if (newstate == TCP_CLOSE)
+		err = BPF_CORE_READ(sk, sk_err);
 	ring = this_ring(&idx);
 	e = ring ? bpf_ringbuf_reserve(ring, sizeof(*e), 0) : NULL;
 	if (!e) {
@@ -956,7 +979,7 @@ int BPF_PROG(connect_state, struct sock *sk, int oldstate, int newstate)
 		return 0;
 	}
 	/* Found late, after ESTABLISHED: the handshake worked. */
-	outcome(e, sk, seen || oldstate == TCP_CLOSE ? newstate : TCP_ESTABLISHED, seen);
+	outcome(e, sk, seen || oldstate == TCP_CLOSE ? newstate : TCP_ESTABLISHED, seen, err);
 	bpf_ringbuf_submit(e, wakeup_flags(ring, idx));
 	return 0;
 }

@@ -42,9 +42,9 @@ struct {
 
 /*
  * fd_file returns the file at fd in the current task's table, or NULL.
- * With bpf_get_current_task_btf the task and its fd table are walked with
- * direct loads through BTF pointers, and only the fd slot needs a helper
- * read; without it, every step is a CO-RE read.
+ * From 5.11 the task and its fd table are walked with direct loads
+ * (walk_task), and only the fd slot needs a helper read; before, every
+ * step is a CO-RE read.
  */
 static __always_inline struct file *fd_file(int fd)
 {
@@ -54,8 +54,8 @@ static __always_inline struct file *fd_file(int fd)
 
 	if (fd < 0)
 		return NULL;
-	if (have_task_btf) {
-		struct files_struct *files = bpf_get_current_task_btf()->files;
+	if (have_rdonly_cast || have_task_btf) {
+		struct files_struct *files = walk_task()->files;
 		struct fdtable *fdt;
 
 		if (!files)
