@@ -10,8 +10,8 @@ import (
 	"sync"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/btf"
-	"github.com/cilium/ebpf/features"
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
@@ -334,17 +334,44 @@ func listenFunc(kernel *btf.Spec) (fn string, onSock bool) {
 // programs at all, with a two-instruction probe: a kernel that refuses them
 // (EPERM under lockdown or by policy, or no BPF trampoline) is found out
 // before porttrace's maps are created and its programs verified for nothing.
-func fentryAvailable() error { return fentryProbe() }
+// Asked once a process (an EPERM is not kept by cilium/ebpf). The probe
+// finds its attach target in cache, the kernel's BTF that every load
+// shares: cilium/ebpf's own probe (features.HaveProgramType) decodes all
+// of it again, 13 ms of CPU here beside the prelude's own decode.
+func fentryAvailable(cache *btf.Cache) error {
+	fentryOnce.Do(func() { fentryErr = probeFentry(cache) })
+	return fentryErr
+}
 
-// fentryProbe is fentryAvailable's answer, asked once a process: an EPERM
-// is not kept by cilium/ebpf, and asking costs about 15 ms.
-var fentryProbe = sync.OnceValue(func() error {
-	err := features.HaveProgramType(ebpf.Tracing)
-	if errors.Is(err, unix.EPERM) && os.Geteuid() == 0 {
+var (
+	fentryOnce sync.Once
+	fentryErr  error
+)
+
+func probeFentry(cache *btf.Cache) error {
+	spec := &ebpf.CollectionSpec{Programs: map[string]*ebpf.ProgramSpec{"probe": {
+		Type:         ebpf.Tracing,
+		AttachType:   ebpf.AttachTraceFEntry,
+		AttachTo:     "inet_bind",
+		License:      "Dual BSD/GPL",
+		Instructions: asm.Instructions{asm.LoadImm(asm.R0, 0, asm.DWord), asm.Return()},
+	}}}
+	var objs struct {
+		Probe *ebpf.Program `ebpf:"probe"`
+	}
+	err := spec.LoadAndAssign(&objs, &ebpf.CollectionOptions{Programs: ebpf.ProgramOptions{LogDisabled: true}, Cache: cache})
+	switch {
+	case err == nil:
+		return objs.Probe.Close()
+	case errors.Is(err, unix.EPERM) && os.Geteuid() == 0:
 		return errRefused
+	case errors.Is(err, unix.EINVAL), errors.Is(err, unix.E2BIG):
+		// An unknown program type, or attributes past what the kernel
+		// knows: before 5.5.
+		return fmt.Errorf("tracing programs (5.5): %w", ebpf.ErrNotSupported)
 	}
 	return err
-})
+}
 
 // kprobesAvailable tells why kprobes cannot attach, before anything is loaded.
 func kprobesAvailable() error {

@@ -68,7 +68,7 @@ func loadObjects(spec *ebpf.CollectionSpec, to any, opts *ebpf.CollectionOptions
 	for i, name := range progs {
 		wg.Go(func() {
 			var p map[string]*ebpf.Program
-			p, errs[i] = loadNamed[*ebpf.Program](spec.Copy(), []string{name}, &withMaps)
+			p, errs[i] = loadNamed[*ebpf.Program](programSpec(spec, name, made), []string{name}, &withMaps)
 			loaded[i] = p[name]
 		})
 	}
@@ -94,6 +94,23 @@ func loadObjects(spec *ebpf.CollectionSpec, to any, opts *ebpf.CollectionOptions
 		}
 	}
 	return nil
+}
+
+// programSpec is the part of spec that one program is loaded from, beside
+// the others: a copy of the program, which loading rewrites, and the specs
+// of the maps made already that stand in for spec's. A copy of all of spec
+// (every backend's programs and the object's types, 1 to 3 ms each here)
+// for each program cost more than some of the programs take to verify.
+func programSpec(spec *ebpf.CollectionSpec, prog string, made map[string]*ebpf.Map) *ebpf.CollectionSpec {
+	sub := &ebpf.CollectionSpec{
+		Maps:      make(map[string]*ebpf.MapSpec, len(made)),
+		Programs:  map[string]*ebpf.ProgramSpec{prog: spec.Programs[prog].Copy()},
+		ByteOrder: spec.ByteOrder,
+	}
+	for name := range made {
+		sub.Maps[name] = spec.Maps[name]
+	}
+	return sub
 }
 
 // loadNamed loads the objects of spec called names, all of type T (maps

@@ -52,34 +52,97 @@ func DefaultRingBufferSize(ncpu int) uint32 {
 // 2 GiB less a page, and porttrace keeps it sane for a machine it watches.
 const MaxRingBufferSize = 1 << 30
 
-// openRings makes n rings after spec (the inner map of rings), puts them
-// in the array the programs look them up in, and opens a reader on each.
-func openRings(outer *ebpf.Map, spec *ebpf.MapSpec, n int) ([]*ringbuf.Reader, error) {
-	var rds []*ringbuf.Reader
-	fail := func(err error) ([]*ringbuf.Reader, error) {
-		for _, rd := range rds {
-			rd.Close()
-		}
-		return nil, err
+// ringSet is the rings of a tracer being started, made before its
+// programs are loaded and put in their array while the programs load.
+type ringSet struct {
+	outer  *ebpf.Map   // the array the programs look the rings up in
+	rings  []*ebpf.Map // closed once the array and the readers hold them
+	filled chan error  // fillArray's answer, once
+	err    error
+}
+
+// makeRings makes the array spec describes (bpf/common.h: rings, sized by
+// configure) and its rings, and starts putting them in place.
+func makeRings(spec *ebpf.MapSpec) (*ringSet, error) {
+	outer, err := ebpf.NewMap(spec)
+	if err != nil {
+		return nil, fmt.Errorf("making the array of ring buffers: %w", err)
 	}
-	for i := range n {
-		m, err := ebpf.NewMap(spec)
+	rs := &ringSet{outer: outer}
+	for i := range int(spec.MaxEntries) {
+		m, err := ebpf.NewMap(spec.InnerMap)
 		if err != nil {
-			return fail(fmt.Errorf("making ring buffer %d: %w", i, err))
+			rs.close()
+			return nil, fmt.Errorf("making ring buffer %d: %w", i, err)
 		}
-		err = outer.Put(uint32(i), m)
-		var rd *ringbuf.Reader
-		if err == nil {
-			rd, err = ringbuf.NewReader(m)
-		}
-		// The array and the reader hold the ring.
-		m.Close()
+		rs.rings = append(rs.rings, m)
+	}
+	rs.filled = make(chan error, 1)
+	go func() { rs.filled <- fillArray(outer, rs.rings) }()
+	return rs, nil
+}
+
+// wait is fillArray's answer, once it has one.
+func (rs *ringSet) wait() error {
+	if rs.filled != nil {
+		rs.err = <-rs.filled
+		rs.filled = nil
+	}
+	return rs.err
+}
+
+// open waits for the rings to be in place and opens a reader on each.
+func (rs *ringSet) open() ([]*ringbuf.Reader, error) {
+	if err := rs.wait(); err != nil {
+		return nil, fmt.Errorf("putting the ring buffers in place: %w", err)
+	}
+	rds := make([]*ringbuf.Reader, 0, len(rs.rings))
+	for i, m := range rs.rings {
+		rd, err := ringbuf.NewReader(m)
 		if err != nil {
-			return fail(fmt.Errorf("opening ring buffer %d: %w", i, err))
+			for _, rd := range rds {
+				rd.Close()
+			}
+			return nil, fmt.Errorf("opening ring buffer %d: %w", i, err)
 		}
 		rds = append(rds, rd)
 	}
 	return rds, nil
+}
+
+// close lets go of the maps: the programs hold the array, and the array and
+// the readers the rings, for as long as they need them.
+func (rs *ringSet) close() {
+	_ = rs.wait()
+	for _, m := range rs.rings {
+		m.Close()
+	}
+	rs.outer.Close()
+}
+
+// fillArray puts inner[i] at i in outer, an array of maps. Each update of
+// a map of maps waits for an RCU grace period (programs still running
+// with the old slot: 10 to 25 ms here), so one update a ring made startup
+// grow with the CPUs (64 rings, over half a second); one batch (5.6)
+// waits once. Where the kernel takes no batch for this map type, the
+// updates are made at once, and their waits overlap.
+func fillArray(outer *ebpf.Map, inner []*ebpf.Map) error {
+	keys := make([]uint32, len(inner))
+	fds := make([]uint32, len(inner))
+	for i, m := range inner {
+		keys[i], fds[i] = uint32(i), uint32(m.FD())
+	}
+	_, err := outer.BatchUpdate(keys, fds, nil)
+	if !errors.Is(err, ebpf.ErrNotSupported) {
+		return err
+	}
+	errs := make([]error, len(inner))
+	var wg sync.WaitGroup
+	for i, m := range inner {
+		wg.Go(func() { errs[i] = outer.Put(uint32(i), m) })
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // readers is the reading side: the rings, their readers' goroutines, the merge.

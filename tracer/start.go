@@ -63,7 +63,7 @@ func prelude(fentry bool) (cache *btf.Cache, spec *ebpf.CollectionSpec, have hel
 	wg.Go(func() { spec, specErr = loadPorttrace() })
 	wg.Go(func() { have, haveErr = probeHelpers() })
 	if fentry {
-		wg.Go(func() { _ = fentryAvailable() })
+		wg.Go(func() { _ = fentryAvailable(cache) })
 	}
 	wg.Wait()
 	switch {

@@ -125,7 +125,7 @@ func New(o Options) (*Tracer, error) {
 	t.bootOffset = time.Duration(now.UnixNano() - boot)
 	var errs []error
 	for _, b := range order {
-		err := t.start(b, o, spec.Copy(), cache, have, &since)
+		err := t.start(b, o, spec, cache, have, &since)
 		if err == nil {
 			t.backend = b
 			t.without = have.missing(b == event.BackendTracepoint, o.Cgroups != nil)
@@ -172,18 +172,29 @@ func (t *Tracer) start(b event.Backend, o Options, spec *ebpf.CollectionSpec, ca
 		}
 		removeStaleKprobes()
 	case event.BackendFentry:
-		if err := fentryAvailable(); err != nil {
+		if err := fentryAvailable(cache); err != nil {
 			return err
 		}
 		if err := checkFexitParams(kernel, listenFn); err != nil {
 			return err
 		}
 	}
+	// configure writes to the spec: each backend tried has its own.
+	spec = spec.Copy()
 	if err := configure(spec, b, o, onSock, have, anyContextAlloc(kernel)); err != nil {
 		return err
 	}
 	t.mark(b.String()+" checks", since)
-	opts := &ebpf.CollectionOptions{Programs: ebpf.ProgramOptions{KernelTypes: kernel}, Cache: cache}
+	// The rings go into their array while the programs load: each
+	// waits for the other's slowest step, an RCU grace period and the
+	// verifier.
+	rings, err := makeRings(spec.Maps["rings"])
+	if err != nil {
+		return err
+	}
+	defer rings.close()
+	opts := &ebpf.CollectionOptions{Programs: ebpf.ProgramOptions{KernelTypes: kernel}, Cache: cache,
+		MapReplacements: map[string]*ebpf.Map{"rings": rings.outer}}
 	l, err := loadBackend(b, spec, opts, listenFn, have, o.Events, o.Churn)
 	t.mark(b.String()+" load", since)
 	if errors.Is(err, unix.EPERM) && os.Geteuid() == 0 {
@@ -214,8 +225,7 @@ func (t *Tracer) start(b event.Backend, o Options, spec *ebpf.CollectionSpec, ca
 		}
 	}
 	// The rings are in place before the first event.
-	rs := spec.Maps["rings"]
-	rds, err := openRings(l.maps.Rings, rs.InnerMap, int(rs.MaxEntries))
+	rds, err := rings.open()
 	if err != nil {
 		return err
 	}
