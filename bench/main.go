@@ -43,6 +43,7 @@ func main() {
 	backends := flag.String("backends", "", "measure porttrace with each of these backends (comma-separated) instead of its automatic choice")
 	scaleOnly := flag.Bool("scale", false, "only K parallel loops, K = 1, 2, 4, ... CPUs: offered, delivered, lost, wall ratio (make bench-scale)")
 	kernelOnly := flag.Bool("kernel", false, "only what each program costs a call, from the kernel's BPF statistics (with -baseline, both builds)")
+	startupOnly := flag.Bool("startup", false, "only the startups, launch to first captured event (with -baseline, both builds; bpftrace if installed)")
 	flag.Parse()
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "bench: needs root (it runs porttrace)")
@@ -74,13 +75,18 @@ func main() {
 		return
 	}
 	bpftrace, _ := exec.LookPath("bpftrace")
+	if *startupOnly {
+		fmt.Printf("porttrace bench -startup: %s, %d CPUs, kernel %s\n", time.Now().Format(time.RFC3339), nprocs(), kernel())
+		startups(*bin, *baseline, *reps, bpftrace != "")
+		return
+	}
 	if bpftrace != "" {
 		cases = append(cases, tracerCase{name: "bpftrace, same tracepoints > /dev/null", bpftrace: true})
 	}
 	fmt.Printf("porttrace bench: %s, %d CPUs, kernel %s\n", time.Now().Format(time.RFC3339), nprocs(), kernel())
 	fmt.Printf("interleaved, %d repetitions a case: median time; the median (range) of each repetition's ratio\nto the no-tracer run beside it; the ratio of the best runs, the least disturbed by the machine\n\n", *reps)
 	workloads(*bin, cases, *reps, *tcpN, *udpN)
-	startups(*bin, *reps, bpftrace != "")
+	startups(*bin, *baseline, *reps, bpftrace != "")
 	for _, step := range []struct {
 		name string
 		run  func() error
@@ -168,38 +174,43 @@ func workloads(bin string, cases []tracerCase, reps, tcpN, udpN int) {
 	}
 }
 
-// startups times porttrace (and bpftrace, if there) from launch to the
-// first event it captures.
-func startups(bin string, reps int, bpftrace bool) {
-	startupCases := []struct {
-		name string
-		cmd  func() *exec.Cmd
-	}{
-		{"porttrace", func() *exec.Cmd {
+// startups times porttrace (the baseline build too, if given, and
+// bpftrace, if there) from launch to the first event it captures, the
+// cases taking turns so that each sees the same machine.
+func startups(bin, baseline string, reps int, bpftrace bool) {
+	porttrace := func(bin string) func() *exec.Cmd {
+		return func() *exec.Cmd {
 			return exec.Command(bin, "-o", "json", "-n", "1", "-e", "bind", "--pid", fmt.Sprint(os.Getpid()))
-		}},
+		}
+	}
+	type startupCase struct {
+		name   string
+		cmd    func() *exec.Cmd
+		starts []time.Duration
+	}
+	cases := []*startupCase{{name: "porttrace", cmd: porttrace(bin)}}
+	if baseline != "" {
+		cases = append(cases, &startupCase{name: "porttrace (baseline)", cmd: porttrace(baseline)})
 	}
 	if bpftrace {
-		startupCases = append(startupCases, struct {
-			name string
-			cmd  func() *exec.Cmd
-		}{"bpftrace", func() *exec.Cmd {
+		cases = append(cases, &startupCase{name: "bpftrace", cmd: func() *exec.Cmd {
 			return exec.Command("bpftrace", "-e", fmt.Sprintf(`tracepoint:syscalls:sys_exit_bind /pid == %d/ { printf("bind %%d\n", pid); exit(); }`, os.Getpid()))
 		}})
 	} else {
 		fmt.Println("(bpftrace not installed: its cases are skipped; apt-get install bpftrace to compare)")
 	}
-	for _, sc := range startupCases {
-		var starts []time.Duration
-		for r := 0; r < reps; r++ {
+	for range reps {
+		for _, sc := range cases {
 			d, err := startup(sc.cmd())
 			if err != nil {
 				fmt.Fprintf(os.Stderr, "bench: startup of %s: %v\n", sc.name, err)
 				os.Exit(1)
 			}
-			starts = append(starts, d)
+			sc.starts = append(sc.starts, d)
 		}
-		fmt.Printf("startup of %s, launch to first captured event: median %s (of %d: %v)\n", sc.name, median(starts).Round(time.Millisecond), len(starts), roundAll(starts))
+	}
+	for _, sc := range cases {
+		fmt.Printf("startup of %s, launch to first captured event: median %s (of %d: %v)\n", sc.name, median(sc.starts).Round(time.Millisecond), len(sc.starts), roundAll(sc.starts))
 	}
 	fmt.Println()
 }
