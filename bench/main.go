@@ -212,5 +212,17 @@ func startups(bin, baseline string, reps int, bpftrace bool) {
 	for _, sc := range cases {
 		fmt.Printf("startup of %s, launch to first captured event: median %s (of %d: %v)\n", sc.name, median(sc.starts).Round(time.Millisecond), len(sc.starts), roundAll(sc.starts))
 	}
+	builds := []string{bin}
+	if baseline != "" {
+		builds = append(builds, baseline)
+	}
+	for _, b := range builds {
+		d, err := idleCPU(b, 5*time.Second)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "bench: idle %s: %v\n", b, err)
+			os.Exit(1)
+		}
+		fmt.Printf("idle, nothing to report (--pid 1): %s took %s of CPU in 5s\n", b, d.Round(time.Millisecond))
+	}
 	fmt.Println()
 }

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
@@ -309,4 +310,47 @@ func kernel() string {
 		return "?"
 	}
 	return unix.ByteSliceToString(u.Release[:])
+}
+
+// idleCPU is the CPU time a porttrace that has nothing to report (--pid
+// 1: init binds nothing) takes over span, from the kernel's run time of
+// each of its threads (/proc/PID/task/*/schedstat, in nanoseconds).
+func idleCPU(bin string, span time.Duration) (time.Duration, error) {
+	cmd := exec.Command(bin, "-o", "json", "--pid", "1")
+	if err := cmd.Start(); err != nil {
+		return 0, err
+	}
+	defer func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		_ = cmd.Wait()
+	}()
+	time.Sleep(time.Second) // started, and past its first reads
+	before, err := runTime(cmd.Process.Pid)
+	if err != nil {
+		return 0, err
+	}
+	time.Sleep(span)
+	after, err := runTime(cmd.Process.Pid)
+	return after - before, err
+}
+
+// runTime sums the run time of a process's threads.
+func runTime(pid int) (time.Duration, error) {
+	stats, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", pid))
+	if err != nil || len(stats) == 0 {
+		return 0, fmt.Errorf("no threads of %d: %v", pid, err)
+	}
+	var sum time.Duration
+	for _, f := range stats {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue // a thread that ended
+		}
+		var ns int64
+		if _, err := fmt.Sscan(string(b), &ns); err != nil {
+			return 0, fmt.Errorf("%s: %v", f, err)
+		}
+		sum += time.Duration(ns)
+	}
+	return sum, nil
 }

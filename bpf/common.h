@@ -556,12 +556,14 @@ static __always_inline void sockaddr_as_family(__u8 addr[16], __u16 sa_family, _
  * reader that drains the ring as events arrive fights the writers for its
  * cache lines. Wake it once wakeup_bytes have gathered (1,024 events, less
  * for a small ring: the loader sets it to at most a quarter of the ring),
- * or when it has not been woken for WAKEUP_NS, so a lone event is
- * delivered at once and a storm in batches; userspace also reads on a
- * short timer for what is left.
+ * or when it has not been woken for wakeup_ns, so a lone event is
+ * delivered at once and a storm in batches. An event that finds the ring
+ * woken less than wakeup_ns ago wakes nobody: userspace reads again
+ * wakeup_ns after it last found the ring busy (rings.go), and an idle
+ * reader sleeps until woken. Set by the loader (tracer.WakeupAfter).
  */
 const volatile __u64 wakeup_bytes = 1024 * sizeof(struct event);
-#define WAKEUP_NS (5 * 1000 * 1000)
+const volatile __u64 wakeup_ns = 5 * 1000 * 1000;
 
 /* Per ring; a race between the CPUs of a group costs one wakeup. */
 __u64 last_wakeup[MAX_RINGS] = {};
@@ -581,7 +583,7 @@ static __always_inline __u64 wakeup_flags(void *ring, __u32 idx)
 	__u64 now = bpf_ktime_get_ns();
 	__u64 *last = &last_wakeup[idx & (MAX_RINGS - 1)];
 
-	if (bpf_ringbuf_query(ring, BPF_RB_AVAIL_DATA) >= wakeup_bytes || now - *last > WAKEUP_NS) {
+	if (bpf_ringbuf_query(ring, BPF_RB_AVAIL_DATA) >= wakeup_bytes || now - *last > wakeup_ns) {
 		*last = now;
 		return BPF_RB_FORCE_WAKEUP;
 	}

@@ -94,6 +94,7 @@ func configure(spec *ebpf.CollectionSpec, b event.Backend, o Options, listenOnSk
 		{vs.CpusPerRing, uint32(perRing)},
 		// Wake the reader per batch of 1,024 events, or per quarter of a small ring.
 		{vs.WakeupBytes, min(uint64(1024*unsafe.Sizeof(porttraceEvent{})), uint64(size/4))},
+		{vs.WakeupNs, uint64(WakeupAfter)},
 	} {
 		if err := k.v.Set(k.val); err != nil {
 			return fmt.Errorf("setting %s: %w", k.v.Name, err)

@@ -5,6 +5,7 @@ import (
 	"os"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
@@ -76,4 +77,54 @@ func TestKernelRingsMergeInTimeOrder(t *testing.T) {
 	if n := c.tr.Reordered(); n != 0 {
 		t.Errorf("%d events out of order", n)
 	}
+}
+
+// An event that finds its ring woken less than WakeupAfter ago wakes
+// nobody (bpf/common.h: wakeup_flags); the reader, which sleeps for good
+// once its ring has been quiet that long, looks again WakeupAfter after it
+// last found the ring busy. Two binds on one CPU, the second right after
+// the first, and then quiet: both come out while the tracer runs, not
+// only once Stop drains the rings.
+func TestKernelEventAfterWakeupRead(t *testing.T) {
+	ns := NewNetns(t)
+	c := startTracer(t, Options{PID: uint32(os.Getpid()), Events: KindsOf(event.KindBind)})
+	var ports [2]uint16
+	for round := range 3 {
+		ns.Run(t, func() {
+			var one unix.CPUSet
+			one.Set(0)
+			if err := unix.SchedSetaffinity(0, &one); err != nil {
+				t.Error(err)
+				return
+			}
+			for i := range ports {
+				fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				defer unix.Close(fd)
+				if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+					t.Error(err)
+					return
+				}
+				sa, err := unix.Getsockname(fd)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				ports[i] = uint16(sa.(*unix.SockaddrInet4).Port)
+			}
+		})
+		for _, port := range ports {
+			ev := c.waitFor(t, func(ev *event.Event) bool {
+				return ev.Netns == ns.Inode && ev.Kind == event.KindBind && ev.Local.Port() == port
+			})
+			if !ev.Local.Addr().Is4() || ev.Local.Addr() != netip.MustParseAddr("127.0.0.1") {
+				t.Errorf("round %d: %s", round, Brief(&ev))
+			}
+		}
+		time.Sleep(2 * WakeupAfter) // the reader goes back to sleep for good
+	}
+	c.stop(t, ns)
 }

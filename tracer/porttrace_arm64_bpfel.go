@@ -249,6 +249,7 @@ const (
 	porttraceVarUnusedPortBitmap         = "unused_port_bitmap"
 	porttraceVarUnusedSockOpt            = "unused_sock_opt"
 	porttraceVarWakeupBytes              = "wakeup_bytes"
+	porttraceVarWakeupNs                 = "wakeup_ns"
 )
 
 // loadPorttrace returns the embedded CollectionSpec for porttrace.
@@ -377,6 +378,7 @@ type porttraceVariableSpecs struct {
 	UnusedPortBitmap   *ebpf.VariableSpec `ebpf:"unused_port_bitmap"`
 	UnusedSockOpt      *ebpf.VariableSpec `ebpf:"unused_sock_opt"`
 	WakeupBytes        *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
+	WakeupNs           *ebpf.VariableSpec `ebpf:"wakeup_ns"`
 }
 
 // porttraceObjects contains all objects after they have been loaded into the kernel.
@@ -462,6 +464,7 @@ type porttraceVariables struct {
 	UnusedPortBitmap   *ebpf.Variable `ebpf:"unused_port_bitmap"`
 	UnusedSockOpt      *ebpf.Variable `ebpf:"unused_sock_opt"`
 	WakeupBytes        *ebpf.Variable `ebpf:"wakeup_bytes"`
+	WakeupNs           *ebpf.Variable `ebpf:"wakeup_ns"`
 }
 
 // porttracePrograms contains all programs after they have been loaded into the kernel.

@@ -5,10 +5,13 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/ringbuf"
+	"golang.org/x/sys/unix"
 
 	"github.com/porttrace/porttrace/tracer/event"
 )
@@ -92,22 +95,93 @@ func (rs *ringSet) wait() error {
 }
 
 // open waits for the rings to be in place and opens a reader on each.
-func (rs *ringSet) open() ([]*ringbuf.Reader, error) {
+func (rs *ringSet) open() ([]*ring, error) {
 	if err := rs.wait(); err != nil {
 		return nil, fmt.Errorf("putting the ring buffers in place: %w", err)
 	}
-	rds := make([]*ringbuf.Reader, 0, len(rs.rings))
+	out := make([]*ring, 0, len(rs.rings))
 	for i, m := range rs.rings {
-		rd, err := ringbuf.NewReader(m)
+		rg, err := openRing(m)
 		if err != nil {
-			for _, rd := range rds {
-				rd.Close()
+			for _, rg := range out {
+				rg.close()
 			}
 			return nil, fmt.Errorf("opening ring buffer %d: %w", i, err)
 		}
-		rds = append(rds, rd)
+		out = append(out, rg)
 	}
-	return rds, nil
+	return out, nil
+}
+
+// ring is one ring buffer's reading end. Its reader waits for the kernel
+// in Go's netpoller, on a non-blocking copy of the map's fd (a ring buffer
+// polls readable while it holds data, 5.8), and reads what is there
+// through a ringbuf.Reader that never blocks. ringbuf.Reader's own wait is
+// epoll_wait, a system call, and a goroutine in a system call keeps its P
+// (one of GOMAXPROCS, one a CPU) until sysmon takes it back, after up to
+// 10 ms on a quiet process: with every P held by a waiting reader, the
+// merge that a reader had just handed a batch waited that long for one.
+type ring struct {
+	rd    *ringbuf.Reader
+	f     *os.File        // the non-blocking copy, in the netpoller
+	rc    syscall.RawConn // waits on f
+	asked atomic.Bool     // the merge (or Stop) wants the reader to look
+}
+
+func openRing(m *ebpf.Map) (*ring, error) {
+	rd, err := ringbuf.NewReader(m)
+	if err != nil {
+		return nil, err
+	}
+	rd.SetDeadline(time.Unix(1, 0)) // ReadInto never waits
+	fd, err := unix.FcntlInt(uintptr(m.FD()), unix.F_DUPFD_CLOEXEC, 0)
+	if err == nil {
+		if err = unix.SetNonblock(fd, true); err != nil {
+			unix.Close(fd)
+		}
+	}
+	if err != nil {
+		rd.Close()
+		return nil, err
+	}
+	rg := &ring{rd: rd, f: os.NewFile(uintptr(fd), "ring buffer")}
+	if rg.rc, err = rg.f.SyscallConn(); err == nil {
+		// Fails if the fd is not in the netpoller.
+		err = rg.f.SetReadDeadline(time.Time{})
+	}
+	if err != nil {
+		rg.close()
+		return nil, err
+	}
+	return rg, nil
+}
+
+// wait returns once the ring holds data, deadline (zero: none) has passed
+// or ask was called: woken says it was one of the last two.
+func (rg *ring) wait(deadline time.Time) (woken bool, err error) {
+	// The deadline first, then the question: an ask that comes between
+	// them is seen here, one that comes after ends the wait.
+	if err := rg.f.SetReadDeadline(deadline); err != nil {
+		return false, err
+	}
+	if rg.asked.Swap(false) {
+		return true, nil
+	}
+	err = rg.rc.Read(func(uintptr) bool { return rg.rd.AvailableBytes() > 0 })
+	if rg.asked.Swap(false) || errors.Is(err, os.ErrDeadlineExceeded) {
+		return true, nil
+	}
+	return false, err
+}
+
+// ask ends the reader's wait, or its next one.
+func (rg *ring) ask() {
+	rg.asked.Store(true)
+	_ = rg.f.SetReadDeadline(time.Unix(1, 0))
+}
+
+func (rg *ring) close() error {
+	return JoinErrors(rg.f.Close(), rg.rd.Close())
 }
 
 // close lets go of the maps: the programs hold the array, and the array and
@@ -147,32 +221,34 @@ func fillArray(outer *ebpf.Map, inner []*ebpf.Map) error {
 
 // readers is the reading side: the rings, their readers' goroutines, the merge.
 type readers struct {
-	rds      []*ringbuf.Reader
+	rings    []*ring
 	m        *merger
 	quit     chan struct{}
 	stopping chan struct{}
 	wg       sync.WaitGroup
 }
 
-func (t *Tracer) startReaders(rds []*ringbuf.Reader) {
-	r := &readers{rds: rds, quit: make(chan struct{}), stopping: make(chan struct{})}
-	r.m = newMerger(len(rds), func(i int) { _ = rds[i].Flush() }, monotonicBoot)
-	for i, rd := range rds {
-		r.wg.Go(func() { r.read(i, rd, t.bootOffset) })
+func (t *Tracer) startReaders(rings []*ring) {
+	r := &readers{rings: rings, quit: make(chan struct{}), stopping: make(chan struct{})}
+	r.m = newMerger(len(rings), func(i int) { rings[i].ask() }, monotonicBoot)
+	for i, rg := range rings {
+		r.wg.Go(func() { r.read(i, rg, t.bootOffset) })
 	}
 	t.r = r
 }
 
 // read reads ring i until it is stopped or closed: batches of events in
 // the ring's order, each with the time the ring was found empty after it
-// (its mark), if it was. Idle, it sends a fresh mark every ReadEvery, or at
-// once when the merge asks (Flush).
-func (r *readers) read(i int, rd *ringbuf.Reader, bootOffset time.Duration) {
+// (its mark), if it was. Idle, it sends a fresh mark when the merge asks,
+// and looks again WakeupAfter after it last found the ring busy: an event
+// written in between may have woken nobody (bpf/common.h: wakeup_flags).
+// Past that it sleeps until an event wakes it, so that an idle tracer
+// costs nothing (it used to look every 25 ms a ring).
+func (r *readers) read(i int, rg *ring, bootOffset time.Duration) {
 	var rec ringbuf.Record
 	comms := newInterner()
-	// Set again at each look that finds the ring empty; until then, a
-	// ring holding only discarded records does not block for ever.
-	rd.SetDeadline(time.Now().Add(ReadEvery))
+	var busy time.Time // when the ring was last found empty after a read
+	read := false      // since busy
 	for {
 		if r.closing() {
 			return
@@ -184,20 +260,41 @@ func (r *readers) read(i int, rd *ringbuf.Reader, bootOffset time.Duration) {
 			return
 		}
 		b.reset()
-		woken := false // by the deadline or the merge's Flush, with nothing read
+		woken := false // by the deadline or the merge, with nothing read
 		for len(b.evs) < batchSize {
-			// The clock and the deadline only when the ring looks empty:
-			// not once a record in a storm. A mark is taken before the look
-			// that finds the ring empty.
-			if rd.AvailableBytes() == 0 {
+			// The clock only when the ring looks empty: not once a record
+			// in a storm. A mark is taken before the look that finds the
+			// ring empty.
+			if rg.rd.AvailableBytes() == 0 {
 				mark := monotonicBoot()
-				if rd.AvailableBytes() == 0 && (len(b.evs) > 0 || woken) {
-					b.mark = mark
+				if rg.rd.AvailableBytes() == 0 {
+					// Stopped: the hooks are gone, so an empty ring stays empty.
+					if r.stopped() || r.closing() {
+						b.last = true
+						break
+					}
+					if len(b.evs) > 0 || woken {
+						b.mark = mark
+						break
+					}
+				}
+				now := time.Now()
+				if read {
+					busy, read = now, false
+				}
+				deadline := time.Time{}
+				if now.Sub(busy) < WakeupAfter {
+					deadline = busy.Add(WakeupAfter)
+				}
+				w, err := rg.wait(deadline)
+				if err != nil && !r.closing() {
+					b.err, b.last = fmt.Errorf("waiting on ring buffer %d: %w", i, err), true
 					break
 				}
-				rd.SetDeadline(time.Now().Add(ReadEvery))
+				woken = woken || w
+				continue
 			}
-			err := rd.ReadInto(&rec)
+			err := rg.rd.ReadInto(&rec)
 			if err == nil {
 				b.evs = b.evs[:len(b.evs)+1]
 				ts, err := decodeRecord(rec.RawSample, bootOffset, &b.evs[len(b.evs)-1], comms)
@@ -207,27 +304,18 @@ func (r *readers) read(i int, rd *ringbuf.Reader, bootOffset time.Duration) {
 					break
 				}
 				b.ts = append(b.ts, int64(ts))
+				read = true
 				continue
 			}
 			if errors.Is(err, os.ErrClosed) || r.closing() {
 				b.last = true
 				break
 			}
-			// Stopped: the hooks are gone, so an empty ring stays empty.
-			if errors.Is(err, ringbuf.ErrFlushed) && r.stopped() {
-				if rd.AvailableBytes() == 0 {
-					b.last = true
-					break
-				}
-				continue
-			}
-			if !errors.Is(err, ringbuf.ErrFlushed) && !errors.Is(err, os.ErrDeadlineExceeded) {
+			// Only discarded records: the next look finds the ring empty.
+			if !errors.Is(err, os.ErrDeadlineExceeded) {
 				b.err, b.last = fmt.Errorf("reading ring buffer %d: %w", i, err), true
 				break
 			}
-			// Idle, or asked: the next look answers with a mark if the
-			// ring is still empty.
-			woken = true
 		}
 		b.sort()
 		r.m.send(b)
@@ -269,7 +357,7 @@ func (t *Tracer) Reordered() uint64 { return t.r.m.reorders }
 func (t *Tracer) Waited() time.Duration { return t.r.m.waited }
 
 // Rings is how many ring buffers the events come through.
-func (t *Tracer) Rings() int { return len(t.r.rds) }
+func (t *Tracer) Rings() int { return len(t.r.rings) }
 
 // Pending reports whether more events are waiting, in the rings or read
 // and not yet taken, so a writer knows when to flush.
@@ -277,8 +365,8 @@ func (t *Tracer) Pending() bool {
 	if t.r.m.pending() {
 		return true
 	}
-	for _, rd := range t.r.rds {
-		if rd.AvailableBytes() > 0 {
+	for _, rg := range t.r.rings {
+		if rg.rd.AvailableBytes() > 0 {
 			return true
 		}
 	}
@@ -292,8 +380,8 @@ func (t *Tracer) Stop() {
 	t.stopOnce.Do(func() {
 		t.detach()
 		close(t.r.stopping)
-		for _, rd := range t.r.rds {
-			_ = rd.Flush()
+		for _, rg := range t.r.rings {
+			rg.ask()
 		}
 	})
 }
@@ -302,13 +390,13 @@ func (t *Tracer) Stop() {
 // then closes the rings.
 func (r *readers) close() error {
 	close(r.quit)
-	for _, rd := range r.rds {
-		_ = rd.Flush()
+	for _, rg := range r.rings {
+		rg.ask()
 	}
 	r.wg.Wait()
 	var errs []error
-	for _, rd := range r.rds {
-		errs = append(errs, rd.Close())
+	for _, rg := range r.rings {
+		errs = append(errs, rg.close())
 	}
 	return JoinErrors(errs...)
 }

@@ -23,9 +23,16 @@ import (
 // already in the ring buffer has been read.
 var ErrStopped = errors.New("tracer stopped")
 
-// ReadEvery bounds how long an event can wait in the ring buffer when too
-// few have gathered to wake the reader.
+// ReadEvery is how often the stream writes out what it holds while events
+// keep coming.
 const ReadEvery = 25 * time.Millisecond
+
+// WakeupAfter bounds how long an event waits in its ring: a program wakes
+// the reader for an event unless it did less than WakeupAfter ago (or
+// enough have gathered to wake it), and the reader looks again WakeupAfter
+// after it last found the ring busy. A ring idle longer sleeps until its
+// next event wakes it, so an idle porttrace makes no wakeups of its own.
+const WakeupAfter = 5 * time.Millisecond
 
 // Options select what the kernel side reports. Filters here run in the
 // kernel, before an event costs ring-buffer space.
@@ -225,19 +232,19 @@ func (t *Tracer) start(b event.Backend, o Options, spec *ebpf.CollectionSpec, ca
 		}
 	}
 	// The rings are in place before the first event.
-	rds, err := rings.open()
+	rgs, err := rings.open()
 	if err != nil {
 		return err
 	}
 	if err := t.attach(l, o.Events, o.Churn); err != nil {
-		for _, rd := range rds {
-			rd.Close()
+		for _, rg := range rgs {
+			rg.close()
 		}
 		return err
 	}
 	t.mark(b.String()+" attach", since)
 	t.l = l
-	t.startReaders(rds)
+	t.startReaders(rgs)
 	return nil
 }
 

@@ -18,11 +18,16 @@ var version = "dev"
 // other network namespaces on threads it locks and lets die (netns.Do);
 // Go cannot end the main thread, and would keep one that entered a
 // namespace for good, and /proc/self/ns/net, which porttrace reads as its
-// own namespace, is the main thread's.
+// own namespace, is the main thread's. The main goroutine only waits:
+// the work runs on another, as a goroutine locked to a thread wakes only
+// by a hand-off from the thread that readies it (two context switches),
+// each time the stream's loop waits for events.
 func init() { runtime.LockOSThread() }
 
 func main() {
-	os.Exit(run(os.Args[1:]))
+	code := make(chan int)
+	go func() { code <- run(os.Args[1:]) }()
+	os.Exit(<-code)
 }
 
 func run(args []string) int { return cli.Run(args, version, os.Stdout, os.Stderr) }
