@@ -2,7 +2,6 @@ package tracer
 
 import (
 	"fmt"
-	"runtime"
 	"unsafe"
 
 	"github.com/cilium/ebpf"
@@ -21,17 +20,7 @@ func configure(spec *ebpf.CollectionSpec, b event.Backend, o Options, listenOnSk
 	if err := spec.Assign(&specs); err != nil {
 		return fmt.Errorf("reading the object's specs: %w", err)
 	}
-	ncpu, err := ebpf.PossibleCPU()
-	if err != nil {
-		ncpu = runtime.NumCPU()
-	}
-	size := DefaultRingBufferSize(ncpu)
-	if o.RingBufferSize != 0 {
-		size = o.RingBufferSize
-	}
-	rings, perRing := ringLayout(ncpu)
-	specs.Rings.MaxEntries = uint32(rings)
-	specs.Rings.InnerMap.MaxEntries = size
+	size, perRing := sizeRings(specs.Rings, o.RingBufferSize)
 	specs.Connecting.MaxEntries = DefaultMaxConnecting
 	if !anyContext {
 		// Allocating a map element in a kprobe, tracepoint or raw

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -51,6 +52,22 @@ func DefaultRingBufferSize(ncpu int) uint32 {
 	return size
 }
 
+// sizeRings sizes spec (bpf/common.h: rings) for this machine: a ring a
+// CPU or group of CPUs, each of size bytes (0: DefaultRingBufferSize).
+func sizeRings(spec *ebpf.MapSpec, size uint32) (ringSize uint32, cpusPerRing int) {
+	ncpu, err := ebpf.PossibleCPU()
+	if err != nil {
+		ncpu = runtime.NumCPU()
+	}
+	if size == 0 {
+		size = DefaultRingBufferSize(ncpu)
+	}
+	rings, perRing := ringLayout(ncpu)
+	spec.MaxEntries = uint32(rings)
+	spec.InnerMap.MaxEntries = size
+	return size, perRing
+}
+
 // MaxRingBufferSize bounds --buffer, a ring's size: the kernel takes up to
 // 2 GiB less a page, and porttrace keeps it sane for a machine it watches.
 const MaxRingBufferSize = 1 << 30
@@ -64,9 +81,12 @@ type ringSet struct {
 	err    error
 }
 
-// makeRings makes the array spec describes (bpf/common.h: rings, sized by
-// configure) and its rings, and starts putting them in place.
-func makeRings(spec *ebpf.MapSpec) (*ringSet, error) {
+// makeRings makes the array spec describes (bpf/common.h: rings), sized
+// by sizeRings as configure sizes it for each backend, and its rings, and
+// starts putting them in place. One set serves every backend New tries.
+func makeRings(spec *ebpf.MapSpec, size uint32) (*ringSet, error) {
+	spec = spec.Copy()
+	sizeRings(spec, size)
 	outer, err := ebpf.NewMap(spec)
 	if err != nil {
 		return nil, fmt.Errorf("making the array of ring buffers: %w", err)

@@ -47,9 +47,11 @@ func (t *Tracer) mark(name string, since *time.Time) {
 // loads tracing programs at all (cilium/ebpf keeps the answer, so start
 // asks again for free). The kernel's BTF is read into a cache that every
 // load shares: CO-RE and fexit's attach targets alike find it there, where
-// a load of its own would read it again.
-func prelude(fentry bool) (cache *btf.Cache, spec *ebpf.CollectionSpec, have helpers, err error) {
-	var kernelErr, specErr, haveErr error
+// a load of its own would read it again. The rings are made as soon as the
+// object is read: putting them in place waits for an RCU grace period
+// (fillArray), which passes beside the rest.
+func prelude(fentry bool, ringSize uint32) (cache *btf.Cache, spec *ebpf.CollectionSpec, rings *ringSet, have helpers, err error) {
+	var kernelErr, specErr, ringsErr, haveErr error
 	var kernel *btf.Spec
 	cache = btf.NewCache()
 	var wg sync.WaitGroup
@@ -60,7 +62,11 @@ func prelude(fentry bool) (cache *btf.Cache, spec *ebpf.CollectionSpec, have hel
 			listenFunc(kernel)
 		}
 	})
-	wg.Go(func() { spec, specErr = loadPorttrace() })
+	wg.Go(func() {
+		if spec, specErr = loadPorttrace(); specErr == nil {
+			rings, ringsErr = makeRings(spec.Maps["rings"], ringSize)
+		}
+	})
 	wg.Go(func() { have, haveErr = probeHelpers() })
 	if fentry {
 		wg.Go(func() { _ = fentryAvailable(cache) })
@@ -68,10 +74,20 @@ func prelude(fentry bool) (cache *btf.Cache, spec *ebpf.CollectionSpec, have hel
 	wg.Wait()
 	switch {
 	case kernelErr != nil:
-		return nil, nil, have, fmt.Errorf("reading kernel BTF (/sys/kernel/btf/vmlinux, CONFIG_DEBUG_INFO_BTF): %w", kernelErr)
+		err = fmt.Errorf("reading kernel BTF (/sys/kernel/btf/vmlinux, CONFIG_DEBUG_INFO_BTF): %w", kernelErr)
 	case specErr != nil:
-		return nil, nil, have, fmt.Errorf("reading the embedded BPF object: %w", specErr)
+		err = fmt.Errorf("reading the embedded BPF object: %w", specErr)
+	case ringsErr != nil:
+		err = ringsErr
+	case haveErr != nil:
+		err = haveErr
+	}
+	if err != nil {
+		if rings != nil {
+			rings.close()
+		}
+		return nil, nil, nil, have, err
 	}
 	have.fromKernel(kernel)
-	return cache, spec, have, haveErr
+	return cache, spec, rings, have, nil
 }

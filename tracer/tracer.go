@@ -116,14 +116,20 @@ func New(o Options) (*Tracer, error) {
 		return nil, fmt.Errorf("raising RLIMIT_MEMLOCK, which this kernel (before 5.11) charges BPF memory to: %w: raise it (ulimit -l unlimited, LimitMEMLOCK=infinity) or give porttrace CAP_SYS_RESOURCE", err)
 	}
 	t.mark("checks", &since)
+	// No collection while starting: the kernel's BTF and the object,
+	// decoded at once on two goroutines, would set off several (5 ms of
+	// a start here), each finding most of what it marks still in use.
+	// The collection after the start (below) frees them.
+	defer debug.SetGCPercent(debug.SetGCPercent(-1))
 	order := []event.Backend{event.BackendFentry, event.BackendKprobe, event.BackendTracepoint}
 	if o.Backend != event.BackendAuto {
 		order = []event.Backend{o.Backend}
 	}
-	cache, spec, have, err := prelude(slices.Contains(order, event.BackendFentry))
+	cache, spec, rings, have, err := prelude(slices.Contains(order, event.BackendFentry), o.RingBufferSize)
 	if err != nil {
 		return nil, err
 	}
+	defer rings.close()
 	t.mark("kernel BTF, object, probes", &since)
 	if forceHelpers != nil {
 		forceHelpers(&have)
@@ -132,7 +138,7 @@ func New(o Options) (*Tracer, error) {
 	t.bootOffset = time.Duration(now.UnixNano() - boot)
 	var errs []error
 	for _, b := range order {
-		err := t.start(b, o, spec, cache, have, &since)
+		err := t.start(b, o, spec, rings, cache, have, &since)
 		if err == nil {
 			t.backend = b
 			t.without = have.missing(b == event.BackendTracepoint, o.Cgroups != nil)
@@ -159,7 +165,7 @@ func New(o Options) (*Tracer, error) {
 	return t, nil
 }
 
-func (t *Tracer) start(b event.Backend, o Options, spec *ebpf.CollectionSpec, cache *btf.Cache, have helpers, since *time.Time) (err error) {
+func (t *Tracer) start(b event.Backend, o Options, spec *ebpf.CollectionSpec, rings *ringSet, cache *btf.Cache, have helpers, since *time.Time) (err error) {
 	kernel, err := cache.Kernel()
 	if err != nil {
 		return err
@@ -192,14 +198,6 @@ func (t *Tracer) start(b event.Backend, o Options, spec *ebpf.CollectionSpec, ca
 		return err
 	}
 	t.mark(b.String()+" checks", since)
-	// The rings go into their array while the programs load: each
-	// waits for the other's slowest step, an RCU grace period and the
-	// verifier.
-	rings, err := makeRings(spec.Maps["rings"])
-	if err != nil {
-		return err
-	}
-	defer rings.close()
 	opts := &ebpf.CollectionOptions{Programs: ebpf.ProgramOptions{KernelTypes: kernel}, Cache: cache,
 		MapReplacements: map[string]*ebpf.Map{"rings": rings.outer}}
 	l, err := loadBackend(b, spec, opts, listenFn, have, o.Events, o.Churn)
