@@ -72,8 +72,9 @@ func sizeRings(spec *ebpf.MapSpec, size uint32) (ringSize uint32, cpusPerRing in
 // 2 GiB less a page, and porttrace keeps it sane for a machine it watches.
 const MaxRingBufferSize = 1 << 30
 
-// ringSet is the rings of a tracer being started, made before its
-// programs are loaded and put in their array while the programs load.
+// ringSet is the rings of a tracer being started, made as soon as
+// porttrace's object is read (prelude) and put in their array while the
+// rest of the start goes on.
 type ringSet struct {
 	outer  *ebpf.Map   // the array the programs look the rings up in
 	rings  []*ebpf.Map // closed once the array and the readers hold them
