@@ -237,7 +237,7 @@ func fillArray(outer *ebpf.Map, inner []*ebpf.Map) error {
 		wg.Go(func() { errs[i] = outer.Put(uint32(i), m) })
 	}
 	wg.Wait()
-	return errors.Join(errs...)
+	return JoinErrors(errs...)
 }
 
 // readers is the reading side: the rings, their readers' goroutines, the merge.

@@ -44,7 +44,7 @@ func (t *Tracer) mark(name string, since *time.Time) {
 // prelude reads what every backend needs, at once rather than one after
 // another (about 10 ms each here): the kernel's BTF, porttrace's object, the
 // helpers the kernel has, and, when fentry may be tried, whether the kernel
-// loads tracing programs at all (cilium/ebpf keeps the answer, so start
+// loads tracing programs at all (fentryAvailable keeps the answer, so start
 // asks again for free). The kernel's BTF is read into a cache that every
 // load shares: CO-RE and fexit's attach targets alike find it there, where
 // a load of its own would read it again. The rings are made as soon as the
