@@ -106,7 +106,6 @@ type merger struct {
 	queued   int
 	last     int64
 	reorders uint64
-	waited   time.Duration
 }
 
 func newMerger(rings int, wake func(int), now func() int64) *merger {
@@ -181,8 +180,6 @@ func (m *merger) pick() (ring int, head int64) {
 // with nothing queued whose frontier holds it back are asked for a fresh
 // mark once it is mergeSlack old.
 func (m *merger) await(r int, head int64) {
-	start := time.Now()
-	defer func() { m.waited += time.Since(start) }()
 	if r < 0 {
 		m.add(<-m.in)
 		return

@@ -373,10 +373,6 @@ func (t *Tracer) Read(ev *event.Event) error { return t.r.m.next(ev) }
 // longer than mergeSlack from its timestamp to its ring.
 func (t *Tracer) Reordered() uint64 { return t.r.m.reorders }
 
-// Waited is how long Read has waited, all told, for events to come: the
-// time the reader was not the bottleneck.
-func (t *Tracer) Waited() time.Duration { return t.r.m.waited }
-
 // Rings is how many ring buffers the events come through.
 func (t *Tracer) Rings() int { return len(t.r.rings) }
 

@@ -144,7 +144,8 @@ func TestKernelSchemaStream(t *testing.T) {
 
 // The line that tells of events lost follows lost.schema.json, and the
 // events around it theirs: the output is held while the binds overflow a
-// small ring buffer, as in TestKernelRunLost.
+// small ring buffer, as in TestKernelRunLost: more than the merge and the
+// stream's pipeline hold besides (a few thousand events).
 func TestKernelSchemaStreamLost(t *testing.T) {
 	ns := tracer.NewNetns(t)
 	cfg := stream.DefaultConfig()
@@ -159,7 +160,7 @@ func TestKernelSchemaStreamLost(t *testing.T) {
 	go func() { done <- stream.Run(ctx, cfg, out, &strings.Builder{}) }()
 	bind := func(port int) { bindUDP(t, ns, netip.AddrPortFrom(loopback, uint16(port))) }
 	bindUntilFirst(t, bind, out.first, done, cfg.Backend)
-	for i := range 500 {
+	for i := range 5000 {
 		bind(21000 + i)
 	}
 	close(out.release)

@@ -28,9 +28,10 @@ import (
 // A loss is reported where the user looks: a {"event":"lost"} line in the
 // JSON stream, a line on stderr and the count in the summary; and what was
 // delivered and what was lost add up. The output is held up while the
-// binds are made, so the small ring buffer overflows.
+// binds are made, more than the merge and the stream's pipeline hold, so
+// the small ring buffer overflows.
 func TestKernelRunLost(t *testing.T) {
-	const n = 500
+	const n = 5000
 	ns := tracer.NewNetns(t)
 	cfg := stream.DefaultConfig()
 	cfg.Output = "json"

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -20,7 +21,10 @@ import (
 // event, before it is written. A crash-looping service fails the same bind
 // again and again, so an answer is reused for a second, and the lookups
 // cost one sock_diag dump and a read of /proc a second at most per port.
+// Safe for concurrent use: one lookup at a time, the rest wait for it (and
+// most then find its answer).
 type holderLookup struct {
+	mu     sync.Mutex
 	cache  map[holderKey]holderAnswer
 	stderr io.Writer
 	warned bool
@@ -57,6 +61,8 @@ func (h *holderLookup) fill(ev *event.Event) {
 		proto = event.ProtoTCP // an MPTCP socket binds through a TCP subflow
 	}
 	key := holderKey{ev.Netns, proto, ev.Local, ev.HasSockOpts && ev.SockOpts&event.OptV6Only != 0}
+	h.mu.Lock()
+	defer h.mu.Unlock()
 	if a, ok := h.cache[key]; ok && time.Since(a.at) < holderCacheFor {
 		ev.HasHolders, ev.Holders = true, a.holders
 		return

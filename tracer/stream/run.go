@@ -23,6 +23,7 @@ import (
 // Told to stop while its output is not being read, it stops all the same
 // (see stopWriter) and says so.
 func Run(ctx context.Context, cfg Config, stdout io.Writer, stderr io.Writer) error {
+	stderr = &lockedWriter{w: stderr}
 	nsScope, err := netns.Inodes(cfg.Netns)
 	if err != nil {
 		return err
@@ -69,11 +70,11 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer, stderr io.Writer) er
 	}
 	en := proc.NewEnricher()
 	en.NameContainers(names)
-	l := &streamLoop{cfg: cfg, t: t, metrics: metrics, w: w, out: out, sw: sw, s: newSummary(), en: en, names: names, ifnames: netns.NewIfNames(), holders: newHolderLookup(stderr), scope: scope, ctx: ctx, stderr: stderr,
+	l := &streamLoop{cfg: cfg, metrics: metrics, w: w, out: out, sw: sw, s: newSummary(), en: en, names: names, ifnames: netns.NewIfNames(), holders: newHolderLookup(stderr), scope: scope, ctx: ctx, stderr: stderr,
 		lost: &lostReport{counter: t, maxConnecting: t.MaxConnecting(), out: w, stderr: stderr, metrics: metrics,
-			pace: pace{busy: &tw.busy, waited: t.Waited, since: time.Now()}}}
+			pace: pace{busy: &tw.busy, since: time.Now()}}}
 	l.lost.pace.written = &l.s.total
-	if err := l.run(); err != nil {
+	if err := l.run(t, pipelineWorkers()); err != nil {
 		return err
 	}
 	t.Stop()
@@ -105,10 +106,10 @@ func sampledNote(t interface{ SampledOut() (uint64, error) }, sample uint32) str
 }
 
 // streamLoop reads events until the tracer stops or --count is reached,
-// and writes those the filters want.
+// and writes those the filters want: its run is the pipeline's write stage
+// (pipeline.go), and its prepare what the workers do to each event.
 type streamLoop struct {
 	cfg       Config
-	t         *tracer.Tracer
 	metrics   *Metrics
 	w         writer
 	out       *bufio.Writer
@@ -128,49 +129,94 @@ type streamLoop struct {
 	lastFlush time.Time
 }
 
-func (l *streamLoop) run() error {
-	var ev event.Event
+// run writes what src gives, through workers that prepare it, until src
+// stops or --count events are written.
+func (l *streamLoop) run(src source, workers int) error {
+	_, isJSON := l.w.(*jsonWriter)
+	p := startPipeline(src, workers, l.prepare, isJSON)
+	defer p.stop()
+	l.lost.pace.waited = func() time.Duration { return p.waited }
 	l.lastLost, l.lastFlush = time.Now(), time.Now()
-	for l.cfg.Count == 0 || l.s.total < l.cfg.Count {
-		err := l.t.Read(&ev)
-		if errors.Is(err, tracer.ErrStopped) {
+	for {
+		b := p.next()
+		if b == nil {
 			return nil
 		}
-		if err != nil {
-			return err
+		start := 0 // of the next line in b.lines
+		for i := range b.evs {
+			if !b.keep[i] {
+				continue
+			}
+			var line []byte
+			if isJSON {
+				line, start = b.lines[start:b.ends[0]], b.ends[0]
+				b.ends = b.ends[1:]
+			}
+			if err := l.write(&b.evs[i], line); err != nil {
+				return err
+			}
+			if l.cfg.Count != 0 && l.s.total == l.cfg.Count {
+				return l.flush()
+			}
 		}
-		if !l.cfg.Wants(&ev, l.en) || (l.metrics != nil && l.metrics.ownAccept(&ev)) {
-			continue
+		if time.Since(l.lastLost) > time.Second {
+			l.lastLost = time.Now()
+			l.lost.check()
 		}
-		l.en.Enrich(&ev)
-		if ev.BoundIf != 0 && ev.HasNet {
-			ev.BoundIfName = l.ifnames.Name(ev.Netns, ev.BoundIf)
+		// Flush when nothing more is on its way, or at least every
+		// readEvery under a steady stream.
+		if b.idle && !p.more() || time.Since(l.lastFlush) > tracer.ReadEvery {
+			if err := l.flush(); err != nil {
+				return err
+			}
 		}
-		// The kernel sends the calls of a cgroup it has no verdict on yet
-		// (a workload that started since the last scan): judged here, once.
-		if l.scope != nil && !l.scope.Judge(l.ctx, ev.CgroupID, ev.Cgroup) {
-			continue
-		}
-		if ev.Workload.ContainerID != "" {
-			l.names.Announce(l.stderr, "porttrace", true)
-		}
-		l.holders.fill(&ev)
-		if err := l.write(&ev); err != nil {
+		err := b.err
+		p.release(b)
+		if errors.Is(err, tracer.ErrStopped) {
+			return nil
+		} else if err != nil {
 			return err
 		}
 	}
-	return nil
 }
 
-// write writes one event and, now and then, the losses and a flush. Once
-// the output has stalled (porttrace is stopping), what the ring still
-// holds is counted, not written.
-func (l *streamLoop) write(ev *event.Event) error {
+// prepare is the workers' part: whether ev passes the filters userspace
+// applies, and what /proc and the runtimes say of it.
+func (l *streamLoop) prepare(ev *event.Event) bool {
+	if !l.cfg.Wants(ev, l.en) || (l.metrics != nil && l.metrics.ownAccept(ev)) {
+		return false
+	}
+	l.en.Enrich(ev)
+	if ev.BoundIf != 0 && ev.HasNet {
+		ev.BoundIfName = l.ifnames.Name(ev.Netns, ev.BoundIf)
+	}
+	// The kernel sends the calls of a cgroup it has no verdict on yet
+	// (a workload that started since the last scan): judged here, once.
+	if l.scope != nil && !l.scope.Judge(l.ctx, ev.CgroupID, ev.Cgroup) {
+		return false
+	}
+	if ev.Workload.ContainerID != "" {
+		l.names.Announce(l.stderr, "porttrace", true)
+	}
+	l.holders.fill(ev)
+	return true
+}
+
+// write writes one event: line, its JSON a worker encoded, or through the
+// table. Once the output has stalled (porttrace is stopping), what is
+// left is counted, not written.
+func (l *streamLoop) write(ev *event.Event, line []byte) error {
 	if l.sw.Stalled() {
 		l.unwritten++
 		return nil
 	}
-	if err := l.w.Write(ev); errors.Is(err, textout.ErrStalled) {
+	var err error
+	if line != nil {
+		_, err = l.out.Write(line)
+	} else {
+		err = l.w.Write(ev)
+	}
+	if errors.Is(err, textout.ErrStalled) {
 		l.unwritten += l.buffered + 1
 		l.buffered = 0
 		return nil
@@ -182,15 +228,10 @@ func (l *streamLoop) write(ev *event.Event) error {
 	if l.metrics != nil {
 		l.metrics.Event(ev)
 	}
-	if time.Since(l.lastLost) > time.Second {
-		l.lastLost = time.Now()
-		l.lost.check()
-	}
-	// Flush when the buffer is drained, or at least every readEvery
-	// under a steady stream, and before stopping on --count.
-	if l.t.Pending() && time.Since(l.lastFlush) <= tracer.ReadEvery && l.s.total != l.cfg.Count {
-		return nil
-	}
+	return nil
+}
+
+func (l *streamLoop) flush() error {
 	l.lastFlush = time.Now()
 	if err := l.out.Flush(); errors.Is(err, textout.ErrStalled) {
 		l.unwritten += l.buffered

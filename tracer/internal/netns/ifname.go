@@ -2,14 +2,17 @@ package netns
 
 import (
 	"net"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
 
 // IfNames names network interfaces by index within a namespace known by
 // inode (a bind's SO_BINDTODEVICE), each looked up once: the index is the
-// namespace's own, so it is asked inside it.
+// namespace's own, so it is asked inside it. Safe for concurrent use; a
+// lookup holds the others up, which only binds to a device ask for.
 type IfNames struct {
+	mu     sync.Mutex
 	finder *Finder
 	names  map[ifKey]string // "" for one not found
 }
@@ -28,6 +31,8 @@ func NewIfNames() *IfNames { return &IfNames{finder: NewFinder(), names: map[ifK
 // could not be found (gone, or a namespace porttrace cannot enter).
 func (n *IfNames) Name(netns uint32, ifindex int32) string {
 	k := ifKey{netns, ifindex}
+	n.mu.Lock()
+	defer n.mu.Unlock()
 	if name, ok := n.names[k]; ok {
 		return name
 	}

@@ -9,17 +9,26 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/cpu"
 	"golang.org/x/sys/unix"
 
 	"github.com/porttrace/porttrace/tracer/event"
 	"github.com/porttrace/porttrace/tracer/internal/workload"
 )
 
-// maxCached bounds the per-process cache; past it, the cache starts over.
+// maxCached bounds each cache; past it, the cache (or a shard of the
+// process cache) starts over.
 const maxCached = 8192
+
+// procShards is how many parts the process cache is split into, by pid, so
+// that the stream's workers, each enriching a batch of its own, seldom
+// take the same lock.
+const procShards = 64
 
 // procTTL is how long what /proc said about a process is trusted: long
 // enough that a busy process costs one read a while, short enough that an
@@ -32,19 +41,33 @@ const procTTL = 2 * time.Second
 // name of any other thread says nothing, since threads name themselves.
 // A process that has already exited, or exec'd another program since the
 // call, keeps its kernel fields and simply lacks these (readProc).
+//
+// It is safe for concurrent use: the stream enriches on several workers at
+// once. The process cache is sharded by pid, each shard under its own lock
+// and on its own cache line, and /proc is read outside any lock; the
+// users, cgroups and workloads, few and read far more than written, are
+// read without a lock.
 type Enricher struct {
 	procRoot string
-	procs    map[uint32]*procInfo
-	users    map[uint32]string
+	procs    [procShards]procShard
+	users    sync.Map // uid → name
+	userMu   sync.Mutex
 	cgroups  cgroupIndex
 	// workloads caches what each cgroup path says of its workload.
-	workloads map[string]workload.Identity
+	workloads     sync.Map // path → workload.Identity
+	workloadCount atomic.Int64
 	// names, when set, names containers from their runtime's API.
 	names *workload.Resolver
 
 	// lookupUser is user.LookupId; tests replace it.
 	lookupUser func(uid string) (*user.User, error)
-	userRetry  map[uint32]time.Time // when a uid whose lookup failed may be tried again
+	userRetry  map[uint32]time.Time // when a uid whose lookup failed may be tried again (under userMu)
+}
+
+type procShard struct {
+	mu sync.Mutex
+	m  map[uint32]procInfo
+	_  cpu.CacheLinePad
 }
 
 type procInfo struct {
@@ -62,9 +85,12 @@ func NewEnricherAt(procRoot string, cgroup2Roots ...string) *Enricher {
 	if len(cgroup2Roots) == 0 {
 		cgroup2Roots = defaultCgroup2Roots
 	}
-	return &Enricher{procRoot: procRoot, procs: map[uint32]*procInfo{}, users: map[uint32]string{},
-		cgroups: cgroupIndex{roots: cgroup2Roots}, workloads: map[string]workload.Identity{},
+	en := &Enricher{procRoot: procRoot, cgroups: cgroupIndex{roots: cgroup2Roots},
 		lookupUser: user.LookupId, userRetry: map[uint32]time.Time{}}
+	for i := range en.procs {
+		en.procs[i].m = map[uint32]procInfo{}
+	}
+	return en
 }
 
 func (en *Enricher) Enrich(ev *event.Event) {
@@ -91,6 +117,7 @@ func (en *Enricher) CgroupWorkload(id uint64, now time.Time) (workload.Identity,
 }
 
 // NameContainers has Enrich name containers through r (nil: ids only).
+// Call it before enriching.
 func (en *Enricher) NameContainers(r *workload.Resolver) { en.names = r }
 
 // Workload is what cgroup path p says of the workload in it.
@@ -98,14 +125,15 @@ func (en *Enricher) Workload(p string) workload.Identity {
 	if p == "" {
 		return workload.Identity{}
 	}
-	w, ok := en.workloads[p]
-	if !ok {
-		if len(en.workloads) >= maxCached {
-			clear(en.workloads)
-		}
-		w = workload.FromCgroup(p)
-		en.workloads[p] = w
+	if w, ok := en.workloads.Load(p); ok {
+		return w.(workload.Identity)
 	}
+	if en.workloadCount.Add(1) > maxCached {
+		en.workloads.Clear()
+		en.workloadCount.Store(1)
+	}
+	w := workload.FromCgroup(p)
+	en.workloads.Store(p, w)
 	return w
 }
 
@@ -114,27 +142,42 @@ func (en *Enricher) Workload(p string) workload.Identity {
 // no event of the main thread has named it, not for every process.
 func (en *Enricher) MainComm(ev *event.Event) string {
 	p := en.proc(ev)
-	if p.comm == "" {
-		p.comm = ReadFacts(en.procRoot, ev.PID, FactComm).Comm
+	if p.comm != "" {
+		return p.comm
 	}
-	return p.comm
+	comm := ReadFacts(en.procRoot, ev.PID, FactComm).Comm
+	s := &en.procs[ev.PID%procShards]
+	s.mu.Lock()
+	if q, ok := s.m[ev.PID]; ok && q.read.Equal(p.read) && q.comm == "" {
+		q.comm = comm
+		s.m[ev.PID] = q
+	}
+	s.mu.Unlock()
+	return comm
 }
 
-// proc is what /proc says of ev's process, read again when stale.
-func (en *Enricher) proc(ev *event.Event) *procInfo {
-	p := en.procs[ev.PID]
-	stale := p == nil || ev.Time.Sub(p.read) > procTTL || (ev.TID == ev.PID && p.comm != ev.Comm)
-	if stale {
-		if len(en.procs) >= maxCached {
-			clear(en.procs)
-		}
-		p = en.readProc(ev)
-		p.read = ev.Time
-		if ev.TID == ev.PID {
-			p.comm = ev.Comm
-		}
-		en.procs[ev.PID] = p
+// proc is what /proc says of ev's process, read again when stale. Two
+// workers that find the same process stale at once both read it: the
+// reads agree, and neither waits for the other's.
+func (en *Enricher) proc(ev *event.Event) procInfo {
+	s := &en.procs[ev.PID%procShards]
+	s.mu.Lock()
+	p, ok := s.m[ev.PID]
+	s.mu.Unlock()
+	if ok && ev.Time.Sub(p.read) <= procTTL && (ev.TID != ev.PID || p.comm == ev.Comm) {
+		return p
 	}
+	p = en.readProc(ev)
+	p.read = ev.Time
+	if ev.TID == ev.PID {
+		p.comm = ev.Comm
+	}
+	s.mu.Lock()
+	if len(s.m) >= maxCached/procShards {
+		clear(s.m)
+	}
+	s.m[ev.PID] = p
+	s.mu.Unlock()
 	return p
 }
 
@@ -151,7 +194,7 @@ func (en *Enricher) proc(ev *event.Event) *procInfo {
 // name, or a thread renamed back, is not told apart; a thread with a name
 // of its own that ended before the read loses its exe: missing rather
 // than another program's.
-func (en *Enricher) readProc(ev *event.Event) *procInfo {
+func (en *Enricher) readProc(ev *event.Event) procInfo {
 	f := ReadFacts(en.procRoot, ev.PID, FactExe|FactCgroup)
 	dir := fmt.Sprintf("%s/%d", en.procRoot, ev.PID)
 	comm, err := os.ReadFile(fmt.Sprintf("%s/task/%d/comm", dir, ev.TID))
@@ -161,9 +204,9 @@ func (en *Enricher) readProc(ev *event.Event) *procInfo {
 		comm, err = os.ReadFile(dir + "/comm")
 	}
 	if err != nil || strings.TrimSuffix(string(comm), "\n") != ev.Comm {
-		return &procInfo{}
+		return procInfo{}
 	}
-	return &procInfo{exe: f.Exe, cgroup: f.Cgroup}
+	return procInfo{exe: f.Exe, cgroup: f.Cgroup}
 }
 
 // User names uid. A lookup that failed for want of a file descriptor or a
@@ -172,8 +215,13 @@ func (en *Enricher) readProc(ev *event.Event) *procInfo {
 // on every event of a storm. "No such User" is an answer: the number is
 // cached.
 func (en *Enricher) User(uid uint32) string {
-	if name, ok := en.users[uid]; ok {
-		return name
+	if name, ok := en.users.Load(uid); ok {
+		return name.(string)
+	}
+	en.userMu.Lock()
+	defer en.userMu.Unlock()
+	if name, ok := en.users.Load(uid); ok { // looked up while this waited
+		return name.(string)
 	}
 	id := strconv.FormatUint(uint64(uid), 10)
 	now := time.Now()
@@ -192,7 +240,7 @@ func (en *Enricher) User(uid uint32) string {
 		return id
 	}
 	delete(en.userRetry, uid)
-	en.users[uid] = name
+	en.users.Store(uid, name)
 	return name
 }
 
@@ -208,25 +256,38 @@ var defaultCgroup2Roots = []string{"/sys/fs/cgroup", "/sys/fs/cgroup/unified"}
 // A cgroup created since the last scan is found by scanning again, at
 // most once a second; one already removed is not found, and the /proc
 // path (or none) stands.
+//
+// Lookups take no lock: a scan makes a new index and swaps it in whole.
 type cgroupIndex struct {
 	roots   []string
-	paths   map[uint64]string
-	scanned time.Time
+	mu      sync.Mutex // one scan at a time
+	paths   atomic.Pointer[map[uint64]string]
+	scanned atomic.Int64 // the event time of the last scan, in ns
 }
 
 func (c *cgroupIndex) path(id uint64, now time.Time) (string, bool) {
 	if id == 0 || len(c.roots) == 0 {
 		return "", false
 	}
-	if p, ok := c.paths[id]; ok {
-		return p, true
+	paths := c.paths.Load()
+	if paths != nil {
+		if p, ok := (*paths)[id]; ok {
+			return p, true
+		}
+		if now.UnixNano()-c.scanned.Load() < int64(time.Second) {
+			return "", false
+		}
 	}
-	if c.paths != nil && now.Sub(c.scanned) < time.Second {
-		return "", false
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if cur := c.paths.Load(); cur != paths { // another worker scanned while this waited
+		p, ok := (*cur)[id]
+		return p, ok
 	}
-	c.scan()
-	c.scanned = now
-	p, ok := c.paths[id]
+	fresh := c.scan()
+	c.paths.Store(&fresh)
+	c.scanned.Store(now.UnixNano())
+	p, ok := fresh[id]
 	return p, ok
 }
 
@@ -247,8 +308,8 @@ func Cgroup2Root(roots ...string) (string, bool) {
 }
 
 // scan indexes every directory of the cgroup v2 mount.
-func (c *cgroupIndex) scan() {
-	c.paths = map[uint64]string{}
+func (c *cgroupIndex) scan() map[uint64]string {
+	paths := map[uint64]string{}
 	if root, ok := Cgroup2Root(c.roots...); ok {
 		_ = filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
 			if err != nil || !d.IsDir() {
@@ -263,11 +324,12 @@ func (c *cgroupIndex) scan() {
 				if rel == "" {
 					rel = "/"
 				}
-				c.paths[st.Ino] = rel
+				paths[st.Ino] = rel
 			}
 			return nil
 		})
 	}
+	return paths
 }
 
 // CgroupByPath finds the cgroup v2 directory p names, as events print it

@@ -1,6 +1,7 @@
 package proc
 
 import (
+	"fmt"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -204,5 +205,55 @@ func TestEnricherUser(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// The stream's workers enrich at once (run with -race, as make test does):
+// each event gets its own process's facts and user, whichever worker read
+// them into whichever shard, and each process is cached once.
+func TestEnricherConcurrent(t *testing.T) {
+	root := t.TempDir()
+	const procs, workers, rounds = 200, 8, 50
+	for pid := 1000; pid < 1000+procs; pid++ {
+		dir := filepath.Join(root, strconv.Itoa(pid))
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(fmt.Sprintf("/usr/bin/server-%d", pid), filepath.Join(dir, "exe")); err != nil {
+			t.Fatal(err)
+		}
+		setThread(t, dir, pid, "server")
+	}
+	en := NewEnricherAt(root, t.TempDir())
+	en.lookupUser = func(uid string) (*user.User, error) { return &user.User{Username: "u" + uid}, nil }
+	t0 := time.Unix(1000, 0)
+	errs := make(chan error, workers)
+	for w := range workers {
+		go func() {
+			for r := range rounds {
+				for i := range procs {
+					pid := uint32(1000 + (i+w*31)%procs)
+					ev := event.Event{PID: pid, TID: pid, UID: pid % 3, Comm: "server", Time: t0.Add(time.Duration(r) * time.Millisecond)}
+					en.Enrich(&ev)
+					if want := fmt.Sprintf("/usr/bin/server-%d", pid); ev.Exe != want || ev.User != fmt.Sprintf("u%d", pid%3) {
+						errs <- fmt.Errorf("pid %d: exe %q user %q, want %q and u%d", pid, ev.Exe, ev.User, want, pid%3)
+						return
+					}
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range workers {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	cached := 0
+	for i := range en.procs {
+		cached += len(en.procs[i].m)
+	}
+	if cached != procs {
+		t.Errorf("%d processes cached, want %d", cached, procs)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -74,7 +75,7 @@ type Resolver struct {
 
 	apis []endpoint // in the order of the sockets
 
-	told bool // Announce has spoken
+	told atomic.Bool // Announce has spoken
 
 	mu      sync.Mutex
 	names   map[string]Names
@@ -133,10 +134,9 @@ func dial(socket string) (runtimeAPI, error) {
 // does: at once when one does; else when the first container is seen
 // (sawContainer), since a host without containers needs no names.
 func (r *Resolver) Announce(w io.Writer, cmd string, sawContainer bool) {
-	if r == nil || r.told || (!r.Active() && !sawContainer) {
+	if r == nil || r.told.Load() || (!r.Active() && !sawContainer) || r.told.Swap(true) {
 		return
 	}
-	r.told = true
 	fmt.Fprintf(w, "%s: %s\n", cmd, r.Source)
 }
 
