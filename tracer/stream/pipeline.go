@@ -23,11 +23,18 @@ import (
 //
 // The output keeps the merge's time order because batches are written in
 // sequence whatever worker ends first. What the pipeline holds is bounded:
-// inFlight batches of batchEvents events and their lines. A batch is cut
-// as soon as nothing more is pending, so a lone event waits for no other.
+// inFlight batches of batchEvents events and their lines, about 2 MB. A
+// batch is cut as soon as nothing more is pending, so a lone event waits
+// for no other. With one CPU there are no workers: the write stage reads
+// and prepares each batch itself, which one CPU does a little faster than
+// through hand-offs (BenchmarkStreamPipeline).
 const (
 	batchEvents = 256
 	maxWorkers  = 4
+	// inFlight is enough batches that the read seldom waits for one to
+	// come back from the write: on two CPUs, 8 against 4 took the
+	// pipeline from 0.9 to 1.2 million events a second.
+	inFlight = 8
 )
 
 // source is where the events come from: the tracer (Read, Pending, Stop),
@@ -59,23 +66,36 @@ type pipeline struct {
 	quit    chan struct{}
 	wg      sync.WaitGroup
 	waited  time.Duration // the writer's wait for batches, all told
+	inline  *workBatch    // with no workers: the one batch, read and prepared by next
 }
 
 // pipelineWorkers is how many workers a stream runs: one a CPU Go may
-// use, up to maxWorkers, four times what the write stage alone needs at
-// the two million events a second a node can offer.
-func pipelineWorkers() int { return min(runtime.GOMAXPROCS(0), maxWorkers) }
+// use, up to maxWorkers, and none with one CPU. An event takes a worker
+// about half a microsecond: four are twice what two million events a
+// second need.
+func pipelineWorkers() int {
+	if n := runtime.GOMAXPROCS(0); n > 1 {
+		return min(n, maxWorkers)
+	}
+	return 0
+}
 
 // startPipeline starts reading src on its goroutines. encode has the
 // workers write each kept event's JSON line.
 func startPipeline(src source, workers int, prepare func(*event.Event) bool, encode bool) *pipeline {
-	inFlight := 2 * workers
 	p := &pipeline{src: src, prepare: prepare, encode: encode,
 		free: make(chan *workBatch, inFlight), work: make(chan *workBatch, inFlight),
 		order: make(chan *workBatch, inFlight), quit: make(chan struct{})}
-	for range inFlight {
-		p.free <- &workBatch{evs: make([]event.Event, 0, batchEvents), keep: make([]bool, batchEvents),
+	newBatch := func() *workBatch {
+		return &workBatch{evs: make([]event.Event, 0, batchEvents), keep: make([]bool, batchEvents),
 			ready: make(chan struct{}, 1)}
+	}
+	if workers == 0 {
+		p.inline = newBatch()
+		return p
+	}
+	for range inFlight {
+		p.free <- newBatch()
 	}
 	p.wg.Add(1 + workers)
 	go p.read()
@@ -98,18 +118,7 @@ func (p *pipeline) read() {
 		case <-p.quit:
 			return
 		}
-		b.evs, b.lines, b.ends, b.idle, b.err = b.evs[:0], b.lines[:0], b.ends[:0], false, nil
-		for len(b.evs) < cap(b.evs) {
-			if len(b.evs) > 0 && !p.src.Pending() {
-				b.idle = true
-				break
-			}
-			b.evs = b.evs[:len(b.evs)+1]
-			if err := p.src.Read(&b.evs[len(b.evs)-1]); err != nil {
-				b.evs, b.err = b.evs[:len(b.evs)-1], err
-				break
-			}
-		}
+		p.fill(b)
 		// To the write stage first: it then waits for the batch's worker,
 		// never for a batch that has not yet reached it.
 		select {
@@ -124,24 +133,58 @@ func (p *pipeline) read() {
 	}
 }
 
+// fill reads into b until it is full, nothing more is pending, or the
+// source ends.
+func (p *pipeline) fill(b *workBatch) {
+	b.evs, b.lines, b.ends, b.idle, b.err = b.evs[:0], b.lines[:0], b.ends[:0], false, nil
+	for len(b.evs) < cap(b.evs) {
+		if len(b.evs) > 0 && !p.src.Pending() {
+			b.idle = true
+			return
+		}
+		b.evs = b.evs[:len(b.evs)+1]
+		if err := p.src.Read(&b.evs[len(b.evs)-1]); err != nil {
+			b.evs, b.err = b.evs[:len(b.evs)-1], err
+			return
+		}
+	}
+}
+
 func (p *pipeline) worker() {
 	defer p.wg.Done()
 	for b := range p.work {
-		for i := range b.evs {
-			ev := &b.evs[i]
-			b.keep[i] = p.prepare(ev)
-			if b.keep[i] && p.encode {
-				b.lines = event.AppendJSON(b.lines, ev)
-				b.ends = append(b.ends, len(b.lines))
-			}
-		}
+		p.prepareBatch(b)
 		b.ready <- struct{}{}
 	}
 }
 
+// prepareBatch decides which of b's events to keep, enriches them and,
+// for -o json, writes their lines.
+func (p *pipeline) prepareBatch(b *workBatch) {
+	for i := range b.evs {
+		ev := &b.evs[i]
+		b.keep[i] = p.prepare(ev)
+		if b.keep[i] && p.encode {
+			b.lines = event.AppendJSON(b.lines, ev)
+			b.ends = append(b.ends, len(b.lines))
+		}
+	}
+}
+
 // next is the next batch in the order read, prepared; nil once reading
-// has ended. Only the write stage calls it.
+// has ended. Only the write stage calls it. With no workers, it reads and
+// prepares the batch itself.
 func (p *pipeline) next() *workBatch {
+	if p.inline != nil {
+		if p.inline.err != nil {
+			return nil
+		}
+		start := time.Now() // mostly waiting for the first event: taking the rest is a copy each
+		p.fill(p.inline)
+		p.waited += time.Since(start)
+		p.prepareBatch(p.inline)
+		return p.inline
+	}
 	start := time.Now()
 	defer func() { p.waited += time.Since(start) }()
 	b, ok := <-p.order
@@ -157,7 +200,11 @@ func (p *pipeline) next() *workBatch {
 func (p *pipeline) more() bool { return len(p.order) > 0 }
 
 // release gives a written batch back to be read into.
-func (p *pipeline) release(b *workBatch) { p.free <- b }
+func (p *pipeline) release(b *workBatch) {
+	if b != p.inline {
+		p.free <- b
+	}
+}
 
 // stop ends the pipeline: the source is stopped, so that a read waiting
 // for events returns, and every goroutine has ended when it returns.

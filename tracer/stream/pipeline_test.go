@@ -82,9 +82,10 @@ func testLoop(t testing.TB, cfg Config, out io.Writer) (*streamLoop, *bufio.Writ
 }
 
 // The pipeline gives back every batch in the order read, whatever order
-// its workers end in, each with what its worker decided.
+// its workers end in, each with what its worker decided; with none, the
+// write stage reads and prepares each batch itself.
 func TestPipelineKeepsOrder(t *testing.T) {
-	for _, workers := range []int{1, 2, 4} {
+	for _, workers := range []int{0, 1, 2, 4} {
 		t.Run(fmt.Sprint(workers, " workers"), func(t *testing.T) {
 			const n = 20_000
 			src := &synthSource{n: n, procs: 50, base: time.Unix(1000, 0)}
@@ -143,10 +144,12 @@ func TestStreamLoopWritesInOrder(t *testing.T) {
 		workers int
 		want    int
 	}{
+		{"every event, no worker: read and prepared by the write stage", 10_000, 0, 0, 8_000},
 		{"every event, one worker", 10_000, 0, 1, 8_000},
 		{"every event, four workers", 10_000, 0, 4, 8_000},
 		{"--count mid-batch", 0, 1_000, 4, 1_000},
 		{"--count of one", 0, 1, 2, 1},
+		{"--count, no worker", 0, 700, 0, 700},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var out bytes.Buffer
@@ -190,21 +193,25 @@ func TestStreamLoopWritesInOrder(t *testing.T) {
 
 // BenchmarkStreamPipeline is the stream after the merge at full speed:
 // synthetic events, already decoded, filtered, enriched from the process
-// cache, encoded as JSON by the workers and written in order to a
-// discarding writer. Run with -cpu 1,2,... to see how it scales with the
-// cores Go may use (the workers are one a CPU, up to maxWorkers).
+// cache, encoded as JSON and written in order to a discarding writer; by
+// the write stage alone (workers=0) or by workers. Run with -cpu 1,2,...
+// to see how it scales with the cores Go may use.
 func BenchmarkStreamPipeline(b *testing.B) {
-	cfg := Config{Output: "json", Events: bindsOnly(b)}
-	l, _ := testLoop(b, cfg, io.Discard)
-	src := &synthSource{n: b.N, procs: 500, base: time.Now()}
-	b.ReportAllocs()
-	b.ResetTimer()
-	if err := l.run(src, pipelineWorkers()); err != nil {
-		b.Fatal(err)
-	}
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
-	if l.s.total != uint64(b.N) {
-		b.Fatalf("%d written of %d", l.s.total, b.N)
+	for _, workers := range []int{0, 1, 2, 4} {
+		b.Run(fmt.Sprintf("workers=%d", workers), func(b *testing.B) {
+			cfg := Config{Output: "json", Events: bindsOnly(b)}
+			l, _ := testLoop(b, cfg, io.Discard)
+			src := &synthSource{n: b.N, procs: 500, base: time.Now()}
+			b.ReportAllocs()
+			b.ResetTimer()
+			if err := l.run(src, workers); err != nil {
+				b.Fatal(err)
+			}
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+			if l.s.total != uint64(b.N) {
+				b.Fatalf("%d written of %d", l.s.total, b.N)
+			}
+		})
 	}
 }
 
