@@ -142,15 +142,15 @@ func (l *streamLoop) run(src source, workers int) error {
 		if b == nil {
 			return nil
 		}
-		start := 0 // of the next line in b.lines
+		lines, start := 0, 0 // the lines of b written, and where the next starts
 		for i := range b.evs {
 			if !b.keep[i] {
 				continue
 			}
 			var line []byte
 			if isJSON {
-				line, start = b.lines[start:b.ends[0]], b.ends[0]
-				b.ends = b.ends[1:]
+				line, start = b.lines[start:b.ends[lines]], b.ends[lines]
+				lines++
 			}
 			if err := l.write(&b.evs[i], line); err != nil {
 				return err
