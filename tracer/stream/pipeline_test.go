@@ -9,7 +9,9 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/netip"
+	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -24,9 +26,11 @@ import (
 // synthSource gives events already decoded, as the tracer's merge does:
 // n of them (0: until stopped), then tracer.ErrStopped. Event i is a bind
 // of process 1000+i%procs to port i%65536, at base plus i µs; every
-// listenEvery-th is a listen instead (0: none).
+// listenEvery-th is a listen instead (0: none). After every cutEvery
+// events (0: never) it says that nothing more is pending.
 type synthSource struct {
 	n, procs, listenEvery int
+	cutEvery              int
 	base                  time.Time
 	i                     int
 	stopped               atomic.Bool
@@ -46,7 +50,12 @@ func (s *synthSource) Read(ev *event.Event) error {
 	return nil
 }
 
-func (s *synthSource) Pending() bool { return s.n == 0 || s.i < s.n }
+func (s *synthSource) Pending() bool {
+	if s.cutEvery > 0 && s.i%s.cutEvery == 0 {
+		return false
+	}
+	return s.n == 0 || s.i < s.n
+}
 
 func (s *synthSource) Stop() { s.stopped.Store(true) }
 
@@ -83,12 +92,14 @@ func testLoop(t testing.TB, cfg Config, out io.Writer) (*streamLoop, *bufio.Writ
 
 // The pipeline gives back every batch in the order read, whatever order
 // its workers end in, each with what its worker decided; with none, the
-// write stage reads and prepares each batch itself.
+// write stage reads and prepares each batch itself. A batch ends where
+// the source has nothing more pending, and says so.
 func TestPipelineKeepsOrder(t *testing.T) {
 	for _, workers := range []int{0, 1, 2, 4} {
 		t.Run(fmt.Sprint(workers, " workers"), func(t *testing.T) {
 			const n = 20_000
-			src := &synthSource{n: n, procs: 50, base: time.Unix(1000, 0)}
+			const cut = 100 // less than a batch
+			src := &synthSource{n: n, procs: 50, cutEvery: cut, base: time.Unix(1000, 0)}
 			prepare := func(ev *event.Event) bool {
 				if rand.IntN(64) == 0 {
 					time.Sleep(time.Duration(rand.IntN(200)) * time.Microsecond) // a worker held up
@@ -99,6 +110,9 @@ func TestPipelineKeepsOrder(t *testing.T) {
 			defer p.stop()
 			seen, kept := 0, 0
 			for b := p.next(); b != nil; b = p.next() {
+				if b.err == nil && (len(b.evs) != cut || !b.idle) {
+					t.Fatalf("a batch of %d events from %d, idle %v: want %d, idle", len(b.evs), seen, b.idle, cut)
+				}
 				lines := bytes.SplitAfter(b.lines, []byte("\n"))
 				line := 0
 				for i := range b.evs {
@@ -190,6 +204,70 @@ func TestStreamLoopWritesInOrder(t *testing.T) {
 		})
 	}
 }
+
+// A stream with workers on a machine of more than one CPU, as many as Go
+// may use up to four; none on one.
+func TestPipelineWorkers(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
+	for _, tc := range []struct{ procs, want int }{{1, 0}, {2, 2}, {3, 3}, {4, 4}, {16, 4}} {
+		runtime.GOMAXPROCS(tc.procs)
+		if got := pipelineWorkers(); got != tc.want {
+			t.Errorf("%d CPUs: %d workers, want %d", tc.procs, got, tc.want)
+		}
+	}
+}
+
+// An event that comes alone reaches the output while the stream waits
+// for the next: the write stage flushes once nothing more is on its way.
+func TestStreamLoopFlushesALoneEvent(t *testing.T) {
+	for _, workers := range []int{0, 2} {
+		t.Run(fmt.Sprint(workers, " workers"), func(t *testing.T) {
+			out := make(chan string, 16)
+			cfg := Config{Output: "json", Events: bindsOnly(t)}
+			l, _ := testLoop(t, cfg, writerFunc(func(p []byte) (int, error) { out <- string(p); return len(p), nil }))
+			src := &loneSource{ev: synthEvent(7, 1, 0, time.Unix(1000, 0)), stop: make(chan struct{})}
+			done := make(chan error, 1)
+			go func() { done <- l.run(src, workers) }()
+			select {
+			case line := <-out:
+				if !strings.Contains(line, `"local_port":7,`) {
+					t.Errorf("wrote %q", line)
+				}
+			case <-time.After(5 * time.Second):
+				t.Error("the lone event was not written while the stream waited for more")
+			}
+			src.Stop()
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// loneSource gives one event, then nothing until stopped.
+type loneSource struct {
+	ev   event.Event
+	sent bool
+	stop chan struct{}
+	once sync.Once
+}
+
+func (s *loneSource) Read(ev *event.Event) error {
+	if !s.sent {
+		s.sent, *ev = true, s.ev
+		return nil
+	}
+	<-s.stop
+	return tracer.ErrStopped
+}
+
+func (s *loneSource) Pending() bool { return !s.sent }
+
+func (s *loneSource) Stop() { s.once.Do(func() { close(s.stop) }) }
 
 // BenchmarkStreamPipeline is the stream after the merge at full speed:
 // synthetic events, already decoded, filtered, enriched from the process
