@@ -70,7 +70,7 @@ func TestNoOutput(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := w.Write(&event.Event{Kind: event.KindBind}); err != nil {
+	if err := w.write(&event.Event{Kind: event.KindBind}, nil); err != nil {
 		t.Fatal(err)
 	}
 	w.Lost(3, "")

@@ -13,7 +13,7 @@ import (
 // a node where nobody reads the events spends nothing writing them.
 type noOutput struct{}
 
-func (noOutput) Write(*event.Event) error { return nil }
+func (noOutput) write(*event.Event, []byte) error { return nil }
 
 func (noOutput) Lost(uint64, string) {}
 

@@ -202,20 +202,15 @@ func (l *streamLoop) prepare(ev *event.Event) bool {
 	return true
 }
 
-// write writes one event: line, its JSON a worker encoded, or through the
-// table. Once the output has stalled (porttrace is stopping), what is
-// left is counted, not written.
+// write writes one event, with line, its JSON a worker encoded, where the
+// output is JSON. Once the output has stalled (porttrace is stopping),
+// what is left is counted, not written.
 func (l *streamLoop) write(ev *event.Event, line []byte) error {
 	if l.sw.Stalled() {
 		l.unwritten++
 		return nil
 	}
-	var err error
-	if line != nil {
-		_, err = l.out.Write(line)
-	} else {
-		err = l.w.Write(ev)
-	}
+	err := l.w.write(ev, line)
 	if errors.Is(err, textout.ErrStalled) {
 		l.unwritten += l.buffered + 1
 		l.buffered = 0
@@ -244,7 +239,9 @@ func (l *streamLoop) flush() error {
 
 // writer is the output format.
 type writer interface {
-	Write(*event.Event) error
+	// write writes ev; line is its JSON line where the pipeline's
+	// workers encoded it (-o json), else nil.
+	write(ev *event.Event, line []byte) error
 	Lost(n uint64, kind string)
 	Close() error
 }
@@ -299,9 +296,10 @@ type jsonWriter struct {
 	buf []byte
 }
 
-func (j *jsonWriter) Write(ev *event.Event) error {
-	j.buf = event.AppendJSON(j.buf[:0], ev)
-	_, err := j.out.Write(j.buf)
+// write writes the line a worker encoded: the JSON is made there, off
+// the write stage.
+func (j *jsonWriter) write(_ *event.Event, line []byte) error {
+	_, err := j.out.Write(line)
 	return err
 }
 
@@ -344,6 +342,8 @@ func (t *Table) Write(ev *event.Event) error {
 }
 
 const ReasonIndent = "         \u2514 "
+
+func (t *Table) write(ev *event.Event, _ []byte) error { return t.Write(ev) }
 
 func (t *Table) Lost(n uint64, kind string) {}
 
