@@ -40,6 +40,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv("PORTTRACE_WITHOUT_HELPERS") == "1" {
 		forceHelpers = func(h *helpers) { *h = helpers{} }
 	}
+	// The first tracer reads the kernel's BTF and the object; the rest
+	// start from what it read (see kept): porttrace itself starts one.
+	kept.keep = true
 	textout.DisplayZone = time.UTC // golden files hold UTC clock times
 	code := m.Run()
 	if helperPath != "" {

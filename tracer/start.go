@@ -53,7 +53,10 @@ func (t *Tracer) mark(name string, since *time.Time) {
 func prelude(fentry bool, ringSize uint32) (cache *btf.Cache, spec *ebpf.CollectionSpec, rings *ringSet, have helpers, err error) {
 	var kernelErr, specErr, ringsErr, haveErr error
 	var kernel *btf.Spec
-	cache = btf.NewCache()
+	cache, spec = kept.get()
+	if cache == nil {
+		cache = btf.NewCache()
+	}
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		// The first lookup by name indexes every type (5 ms here): done
@@ -63,7 +66,10 @@ func prelude(fentry bool, ringSize uint32) (cache *btf.Cache, spec *ebpf.Collect
 		}
 	})
 	wg.Go(func() {
-		if spec, specErr = loadPorttrace(); specErr == nil {
+		if spec == nil {
+			spec, specErr = loadPorttrace()
+		}
+		if specErr == nil {
 			rings, ringsErr = makeRings(spec.Maps["rings"], ringSize)
 		}
 	})
@@ -89,5 +95,36 @@ func prelude(fentry bool, ringSize uint32) (cache *btf.Cache, spec *ebpf.Collect
 		return nil, nil, nil, have, err
 	}
 	have.fromKernel(kernel)
+	kept.put(cache, spec)
 	return cache, spec, rings, have, nil
+}
+
+// kept, once its keep is set (the tests do), holds what prelude read for
+// every later New in the process: the kernel's BTF, decoded and indexed,
+// and the parsed object, which start copies before it writes to it. A
+// process that starts one tracer, as porttrace does, keeps neither: it
+// would hold some 10 MB for nothing. The kernel tests start over a hundred
+// tracers a backend, and in the kernel matrix's emulated guests reading
+// both again is about a second of each start.
+var kept startCache
+
+type startCache struct {
+	sync.Mutex
+	keep  bool
+	cache *btf.Cache
+	spec  *ebpf.CollectionSpec
+}
+
+func (k *startCache) get() (*btf.Cache, *ebpf.CollectionSpec) {
+	k.Lock()
+	defer k.Unlock()
+	return k.cache, k.spec
+}
+
+func (k *startCache) put(cache *btf.Cache, spec *ebpf.CollectionSpec) {
+	k.Lock()
+	defer k.Unlock()
+	if k.keep {
+		k.cache, k.spec = cache, spec
+	}
 }
