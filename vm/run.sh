@@ -29,12 +29,13 @@ cd "$(dirname "$0")/.."
 cache=${VM_CACHE:-.cache/vm}
 backends=${VM_BACKENDS:-fentry,kprobe,tracepoint}
 run=${VM_RUN:-^TestKernel}
-# A guest runs the tests once per backend on one emulated CPU: 5 to 8
-# minutes (5.10 to 6.12 arm64) when nothing fails on a 2-core host running
-# two guests at once. By its limit a test that hangs has been named (the
-# guest is told the limit); the four guests of vm/kernels, two at a time,
-# take 14 minutes on a 2-core host, and at most twice the limit.
-timeout_s=${VM_TIMEOUT:-720}
+# A guest runs the tests once per backend on one emulated CPU, two guests
+# at once on a 2-core host: 9 to 10 minutes each on one such host, and
+# three times as long on another whose cores are that much slower. The
+# limit leaves room for the slower one. By it a test that hangs has been
+# named (the guest is told the limit); the four guests of vm/kernels, two
+# at a time, take at most twice the limit.
+timeout_s=${VM_TIMEOUT:-1200}
 jobs=${VM_JOBS:-$(nproc)}
 prefix=porttrace-matrix:
 mkdir -p "$cache"
