@@ -12,9 +12,6 @@ import (
 func TestKernelStartKeepsWhatItRead(t *testing.T) {
 	NeedRoot(t)
 	o := Options{Backend: Backend(t), Events: KindsOf(event.KindBind)}
-	if o.Backend == event.BackendAuto {
-		o.Backend = event.BackendTracepoint
-	}
 	newTracer(t, o).Close()
 	cache, spec := kept.get()
 	if cache == nil || spec == nil {
