@@ -31,11 +31,10 @@ backends=${VM_BACKENDS:-fentry,kprobe,tracepoint}
 run=${VM_RUN:-^TestKernel}
 # A guest runs the tests once per backend on one emulated CPU, two guests
 # at once on a 2-core host: 12 to 17 minutes each on a host whose cores
-# run porttrace's Go benchmarks three times slower than those of another,
-# where a guest took 9 to 10 minutes with tests that then took twice as
-# long. The limit leaves half as much again as the slowest guest took. By it a test that hangs
-# has been named (the guest is told the limit); the four guests of
-# vm/kernels, two at a time, take at most twice the limit.
+# run porttrace's Go benchmarks three times slower than another's. The
+# limit leaves half as much again as the slowest guest took. By it a test
+# that hangs has been named (the guest is told the limit); the four
+# guests of vm/kernels, two at a time, take at most twice the limit.
 timeout_s=${VM_TIMEOUT:-1500}
 jobs=${VM_JOBS:-$(nproc)}
 prefix=porttrace-matrix:
