@@ -1,7 +1,6 @@
 package tracer
 
 import (
-	"sync/atomic"
 	"time"
 
 	"github.com/porttrace/porttrace/tracer/event"
@@ -89,17 +88,14 @@ const maxTs = int64(^uint64(0) >> 1)
 // merger is the k-way merge of the rings' batches. Only Read's goroutine
 // uses it.
 type merger struct {
-	in chan *batch // from the readers, by send; room for all their batches, so a send never blocks
-	// inflight counts the events in batches sent and not yet added: the
-	// readers' idle marks, batches of none, are no sign of events to come.
-	inflight atomic.Int64
-	free     []chan *batch // per ring, the batches its reader may fill
-	rings    []ringState
-	live     int            // rings not done
-	wake     func(ring int) // asks an idle ring's reader for a fresh mark
-	now      func() int64   // boot time
-	timer    *time.Timer    // until the head is mergeSlack old
-	err      error          // the first reader's error
+	in    chan *batch   // from the readers, by send; room for all their batches, so a send never blocks
+	free  []chan *batch // per ring, the batches its reader may fill
+	rings []ringState
+	live  int            // rings not done
+	wake  func(ring int) // asks an idle ring's reader for a fresh mark
+	now   func() int64   // boot time
+	timer *time.Timer    // until the head is mergeSlack old
+	err   error          // the first reader's error
 
 	run      int   // the ring events go out from, while its head is <= bound
 	bound    int64 // no other ring can hand over anything earlier
@@ -209,13 +205,9 @@ func (m *merger) await(r int, head int64) {
 }
 
 // send hands b to the merge (the readers' side).
-func (m *merger) send(b *batch) {
-	m.inflight.Add(int64(len(b.evs)))
-	m.in <- b
-}
+func (m *merger) send(b *batch) { m.in <- b }
 
 func (m *merger) add(b *batch) {
-	m.inflight.Add(-int64(len(b.evs)))
 	s := &m.rings[b.ring]
 	s.wakeup = false
 	if b.err != nil && m.err == nil {
@@ -253,5 +245,36 @@ func (m *merger) pop(ring int, ev *event.Event) {
 	m.last = max(m.last, ts)
 }
 
-// pending says whether events are queued or on their way.
-func (m *merger) pending() bool { return m.queued > 0 || m.inflight.Load() > 0 }
+// ready says whether next would return at once: with the batches the
+// readers have sent taken in, an event no ring can precede any more, or
+// an error, or the end. An event queued behind one that another ring
+// still holds back is not ready: next would wait for that ring (up to
+// mergeSlack and a wake-up), and a stream that kept reading would hold
+// back the events it has read already.
+func (m *merger) ready() bool {
+	for {
+		select {
+		case b := <-m.in:
+			m.add(b)
+			continue
+		default:
+		}
+		break
+	}
+	if m.err != nil {
+		return true
+	}
+	// As next's loop does, so that next goes on from here.
+	if m.run >= 0 {
+		if ts, ok := m.rings[m.run].head(); ok && ts <= m.bound {
+			return true
+		}
+		m.run = -1
+	}
+	r, h := m.pick()
+	if r >= 0 && h <= m.bound {
+		m.run = r
+		return true
+	}
+	return r < 0 && m.live == 0
+}

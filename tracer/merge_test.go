@@ -45,8 +45,7 @@ func feed(t *testing.T, m *merger, b sent) {
 func drain(m *merger) []int64 {
 	var got []int64
 	for {
-		m.run = -1
-		if r, h := m.pick(); r < 0 || h > m.bound {
+		if !m.ready() || m.run < 0 {
 			return got
 		}
 		var ev event.Event
@@ -199,27 +198,67 @@ func TestMergeCountsReorders(t *testing.T) {
 	}
 }
 
-// Pending tells the stream when to flush: a reader's idle mark, a batch
-// of no events, is no event to wait for; a batch of events is, until the
-// last of them has gone out.
-func TestMergePending(t *testing.T) {
+// ready tells the stream whether Read would return at once, so that it
+// writes what it has rather than wait: a reader's idle mark is no event;
+// an event another ring still holds back is not ready, nor are those
+// queued behind it; one no ring can precede is, sent and not yet taken in;
+// and so are an error and the end.
+func TestMergeReady(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		rings int
+		in    []sent
+		took  int // events taken with next before asking
+		want  bool
+	}{
+		{"nothing sent", 2, nil, 0, false},
+		{"only an idle mark", 2, []sent{{1, nil, 5, false}}, 0, false},
+		{"an event the other ring holds back", 2, []sent{{0, []int64{1, 2}, 0, false}}, 0, false},
+		{"an event the other ring's mark lets out", 2, []sent{{0, []int64{1, 2}, 0, false}, {1, nil, 5, false}}, 0, true},
+		{"the rest held back once the first went out", 2, []sent{{0, []int64{1, 2, 9}, 0, false}, {1, nil, 5, false}}, 2, false},
+		{"the other ring's later event lets it out", 2, []sent{{0, []int64{1}, 0, false}, {1, []int64{3}, 0, false}}, 0, true},
+		{"one ring, its own events", 1, []sent{{0, []int64{1, 2}, 0, false}}, 1, true},
+		{"every event taken", 2, []sent{{0, []int64{1}, 0, true}, {1, nil, 0, true}}, 1, true},
+		{"stopped with events left", 2, []sent{{0, []int64{1, 2}, 0, true}, {1, nil, 0, true}}, 1, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := newMerger(tc.rings, func(int) {}, func() int64 { return 0 })
+			for _, b := range tc.in {
+				feed(t, m, b)
+			}
+			var ev event.Event
+			for range tc.took {
+				if err := m.next(&ev); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if got := m.ready(); got != tc.want {
+				t.Fatalf("ready %v, want %v", got, tc.want)
+			}
+			if !tc.want {
+				return
+			}
+			// Ready: next returns at once, with an event or the end.
+			done := make(chan error, 1)
+			go func() { done <- m.next(&ev) }()
+			select {
+			case err := <-done:
+				if err != nil && !errors.Is(err, ErrStopped) {
+					t.Errorf("next after ready: %v", err)
+				}
+			case <-time.After(time.Second):
+				t.Fatal("next waited after ready said it would not")
+			}
+		})
+	}
+
 	m := newMerger(2, func(int) {}, func() int64 { return 0 })
-	feed(t, m, sent{ring: 1, mark: 5})
-	if m.pending() {
-		t.Error("pending with only an idle mark sent")
-	}
-	feed(t, m, sent{ring: 0, ts: []int64{1, 2}, last: true})
-	if !m.pending() {
-		t.Error("not pending with a batch of events sent")
-	}
-	feed(t, m, sent{ring: 1, last: true})
-	var ev event.Event
-	for range 2 {
-		if err := m.next(&ev); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if m.pending() {
-		t.Error("pending once every event has gone out")
+	b := <-m.free[1]
+	b.reset()
+	b.err, b.last = errors.New("reading ring buffer 1: bad"), true
+	m.send(b)
+	feed(t, m, sent{ring: 0, ts: []int64{1}})
+	if !m.ready() {
+		t.Error("not ready with a reader's error sent")
 	}
 }

@@ -376,19 +376,12 @@ func (t *Tracer) Reordered() uint64 { return t.r.m.reorders }
 // Rings is how many ring buffers the events come through.
 func (t *Tracer) Rings() int { return len(t.r.rings) }
 
-// Pending reports whether more events are waiting, in the rings or read
-// and not yet taken, so a writer knows when to flush.
-func (t *Tracer) Pending() bool {
-	if t.r.m.pending() {
-		return true
-	}
-	for _, rg := range t.r.rings {
-		if rg.rd.AvailableBytes() > 0 {
-			return true
-		}
-	}
-	return false
-}
+// Pending reports whether Read would return at once: an event no ring can
+// precede any more is waiting, or the tracer is stopped or failed. An event
+// read from a ring but held back by another ring is not pending: a writer
+// that waited for it would hold back what it has, so it writes (and
+// flushes) first.
+func (t *Tracer) Pending() bool { return t.r.m.ready() }
 
 // Stop detaches every hook, so no new event is produced, and makes Read
 // return the events still buffered, then ErrStopped. Safe to call from

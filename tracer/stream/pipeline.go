@@ -24,8 +24,9 @@ import (
 // The output keeps the merge's time order because batches are written in
 // sequence whatever worker ends first. What the pipeline holds is bounded:
 // inFlight batches of batchEvents events and their lines, about 2 MB. A
-// batch is cut as soon as nothing more is pending, so a lone event waits
-// for no other. With one CPU there are no workers: the write stage reads
+// batch is cut as soon as the next event is not there to take (Pending),
+// so an event waits for no later one: not a lone event, nor one the merge
+// could give out before the rings let it give the next. With one CPU there are no workers: the write stage reads
 // and prepares each batch itself, which one CPU does a little faster than
 // through hand-offs (BenchmarkStreamPipeline).
 const (
