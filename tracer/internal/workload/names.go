@@ -77,9 +77,15 @@ type Resolver struct {
 
 	told atomic.Bool // Announce has spoken
 
+	// names and unknown are read on every event of a container, by the
+	// stream's workers at once, without the lock; they are written, and
+	// counted, under it.
+	names    sync.Map // container id → Names
+	unknown  sync.Map // ids no runtime asked knows → true
+	nNames   int
+	nUnknown int
+
 	mu      sync.Mutex
-	names   map[string]Names
-	unknown map[string]bool          // ids no runtime asked knows
 	asked   map[string]chan struct{} // closed when the answer is in names
 	stopped bool
 	wg      sync.WaitGroup
@@ -92,7 +98,7 @@ func NewResolver(sockets ...string) *Resolver {
 	if len(sockets) == 0 {
 		sockets = DefaultSockets
 	}
-	r := &Resolver{names: map[string]Names{}, unknown: map[string]bool{}, asked: map[string]chan struct{}{}}
+	r := &Resolver{asked: map[string]chan struct{}{}}
 	var why, using []string
 	for _, s := range sockets {
 		if _, err := os.Stat(s); err != nil {
@@ -150,10 +156,16 @@ func (r *Resolver) NamesOf(w Identity) (Names, bool) {
 	if !r.Active() || w.ContainerID == "" {
 		return Names{}, false
 	}
+	if n, ok := r.names.Load(w.ContainerID); ok {
+		return n.(Names), true
+	}
+	if _, ok := r.unknown.Load(w.ContainerID); ok {
+		return Names{}, false
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if n, ok := r.names[w.ContainerID]; ok {
-		return n, true
+	if n, ok := r.names.Load(w.ContainerID); ok { // answered since
+		return n.(Names), true
 	}
 	r.ask(w)
 	return Names{}, false
@@ -167,9 +179,9 @@ func (r *Resolver) WaitOf(ctx context.Context, w Identity) (Names, bool) {
 		return Names{}, false
 	}
 	r.mu.Lock()
-	if n, ok := r.names[w.ContainerID]; ok {
+	if n, ok := r.names.Load(w.ContainerID); ok {
 		r.mu.Unlock()
-		return n, true
+		return n.(Names), true
 	}
 	done := r.ask(w)
 	r.mu.Unlock()
@@ -178,10 +190,10 @@ func (r *Resolver) WaitOf(ctx context.Context, w Identity) (Names, bool) {
 	case <-ctx.Done():
 		return Names{}, false
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	n, ok := r.names[w.ContainerID]
-	return n, ok
+	if n, ok := r.names.Load(w.ContainerID); ok {
+		return n.(Names), true
+	}
+	return Names{}, false
 }
 
 // ask starts one question about container w, unless one is under way;
@@ -205,19 +217,25 @@ func (r *Resolver) ask(w Identity) chan struct{} {
 		r.mu.Lock()
 		defer r.mu.Unlock()
 		if err == nil {
-			if len(r.names) >= maxNames {
-				clear(r.names)
+			if r.nNames >= maxNames {
+				r.names.Clear()
+				r.nNames = 0
 			}
-			r.names[id] = n
+			if _, had := r.names.Swap(id, n); !had {
+				r.nNames++
+			}
 		}
 		// A container no runtime asked knows (another runtime's, or
 		// gone) is not asked about again until the cache starts over.
 		switch {
 		case errors.Is(err, errNoSuchContainer):
-			if len(r.unknown) >= maxNames {
-				clear(r.unknown)
+			if r.nUnknown >= maxNames {
+				r.unknown.Clear()
+				r.nUnknown = 0
 			}
-			r.unknown[id] = true
+			if _, had := r.unknown.Swap(id, true); !had {
+				r.nUnknown++
+			}
 		case err != nil:
 			delete(r.asked, id)
 		}
@@ -273,9 +291,8 @@ func (r *Resolver) Unknown(id string) bool {
 	if !r.Active() {
 		return false
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.unknown[id]
+	_, ok := r.unknown.Load(id)
+	return ok
 }
 
 // Close waits for the questions under way and lets the APIs go.

@@ -3,6 +3,7 @@ package workload
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -141,4 +142,38 @@ func TestResolverAnnounce(t *testing.T) {
 	if !strings.Contains(b.String(), "container names from the Docker Engine API at ") {
 		t.Errorf("said %q", b.String())
 	}
+}
+
+// namedAPI names every container after its id.
+type namedAPI struct{}
+
+func (namedAPI) inspect(_ context.Context, id string) (Names, error) {
+	return Names{Container: "c-" + id[:4]}, nil
+}
+func (namedAPI) kind() string    { return "a test API" }
+func (namedAPI) runtime() string { return Docker }
+func (namedAPI) close()          {}
+
+// BenchmarkResolverNamesOf is what the stream's workers ask for each event
+// of a container, all at once, once its names are in: run with -cpu 1,2,4
+// to see whether they wait for each other.
+func BenchmarkResolverNamesOf(b *testing.B) {
+	r := &Resolver{apis: []endpoint{{"test.sock", namedAPI{}}}, asked: map[string]chan struct{}{}}
+	defer r.Close()
+	ids := make([]Identity, 64)
+	for i := range ids {
+		ids[i] = Identity{Runtime: Docker, ContainerID: fmt.Sprintf("%064x", i)}
+		if _, ok := r.WaitOf(context.Background(), ids[i]); !ok {
+			b.Fatalf("no names for %s", ids[i].ContainerID)
+		}
+	}
+	b.RunParallel(func(pb *testing.PB) {
+		i := 0
+		for pb.Next() {
+			if _, ok := r.NamesOf(ids[i%len(ids)]); !ok {
+				b.Fatal("names lost")
+			}
+			i++
+		}
+	})
 }
