@@ -305,14 +305,11 @@ static __always_inline void fill_task(struct event *e, __u8 kind, __u8 backend)
  */
 static __noinline int fill_task_rest(struct event *e)
 {
-	__u64 ug = bpf_get_current_uid_gid();
 	const struct cred *cred;
 	struct file *exe;
 	__u32 nlink;
 
 	e->ts_ns = bpf_ktime_get_boot_ns();
-	e->uid = (__u32)ug;
-	e->gid = ug >> 32;
 	e->cgroup_id = bpf_get_current_cgroup_id();
 	if (have_rdonly_cast || have_task_btf) {
 		struct task_struct *task = walk_task();
@@ -322,9 +319,16 @@ static __noinline int fill_task_rest(struct event *e)
 		exe = mm ? mm->exe_file : NULL;
 		nlink = exe ? exe->f_path.dentry->d_inode->i_nlink : 1;
 		cred = task->cred;
+		/* What bpf_get_current_uid_gid gives, without the call: the
+		 * ids as the initial user namespace sees them, which a kuid is. */
+		e->uid = cred->uid.val;
+		e->gid = cred->gid.val;
 	} else {
 		struct task_struct *task = (void *)bpf_get_current_task();
+		__u64 ug = bpf_get_current_uid_gid();
 
+		e->uid = (__u32)ug;
+		e->gid = ug >> 32;
 		e->ppid = BPF_CORE_READ(task, real_parent, tgid);
 		exe = BPF_CORE_READ(task, mm, exe_file);
 		nlink = exe ? BPF_CORE_READ(exe, f_path.dentry, d_inode, i_nlink) : 1;
@@ -486,7 +490,7 @@ static __always_inline bool fill_sock_meta(struct event *e, struct sock *sk)
 			return false;
 		if (!churn_mode) {
 			e->prot_sock = have_rdonly_cast ? net->ipv4.sysctl_ip_prot_sock : BPF_CORE_READ(net, ipv4.sysctl_ip_prot_sock);
-			net_port_range(net, &e->port_lo, &e->port_hi);
+			net_port_range(net, have_rdonly_cast, &e->port_lo, &e->port_hi);
 		}
 		e->flags |= F_HAS_NET;
 	} else if (filter_netns) {
@@ -561,6 +565,8 @@ static __always_inline void sockaddr_as_family(__u8 addr[16], __u16 sa_family, _
  * woken less than wakeup_ns ago wakes nobody: userspace reads again
  * wakeup_ns after it last found the ring busy (rings.go), and an idle
  * reader sleeps until woken. Set by the loader (tracer.WakeupAfter).
+ * wakeup_flags takes the event's own timestamp as now (boot time, as
+ * every caller's event has it): no clock is read twice for one event.
  */
 const volatile __u64 wakeup_bytes = 1024 * sizeof(struct event);
 const volatile __u64 wakeup_ns = 5 * 1000 * 1000;
@@ -578,9 +584,8 @@ static __always_inline void *this_ring(__u32 *idx)
 	return bpf_map_lookup_elem(&rings, idx);
 }
 
-static __always_inline __u64 wakeup_flags(void *ring, __u32 idx)
+static __always_inline __u64 wakeup_flags(void *ring, __u32 idx, __u64 now)
 {
-	__u64 now = bpf_ktime_get_ns();
 	__u64 *last = &last_wakeup[idx & (MAX_RINGS - 1)];
 
 	if (bpf_ringbuf_query(ring, BPF_RB_AVAIL_DATA) >= wakeup_bytes || now - *last > wakeup_ns) {
@@ -596,7 +601,7 @@ static __always_inline void send(struct event *e)
 	__u32 idx;
 	void *ring = this_ring(&idx);
 
-	if (!ring || bpf_ringbuf_output(ring, e, sizeof(*e), wakeup_flags(ring, idx)))
+	if (!ring || bpf_ringbuf_output(ring, e, sizeof(*e), wakeup_flags(ring, idx, e->ts_ns)))
 		count(CNT_LOST);
 }
 
@@ -982,7 +987,7 @@ int BPF_PROG(connect_state, struct sock *sk, int oldstate, int newstate)
 	}
 	/* Found late, after ESTABLISHED: the handshake worked. */
 	outcome(e, sk, seen || oldstate == TCP_CLOSE ? newstate : TCP_ESTABLISHED, seen, err);
-	bpf_ringbuf_submit(e, wakeup_flags(ring, idx));
+	bpf_ringbuf_submit(e, wakeup_flags(ring, idx, e->ts_ns));
 	return 0;
 }
 

@@ -31,12 +31,13 @@ struct local_ports___new {
 	u32 range;
 } __attribute__((preserve_access_index));
 
-static __always_inline void net_port_range(struct net *net, __u16 *lo, __u16 *hi)
+/* direct: net is a pointer the program may load through (core_cast). */
+static __always_inline void net_port_range(struct net *net, bool direct, __u16 *lo, __u16 *hi)
 {
 	struct net___old *old = (void *)net;
 
 	if (bpf_core_field_exists(((struct local_ports___new *)0)->range)) {
-		__u32 r = BPF_CORE_READ(net, ipv4.ip_local_ports.range);
+		__u32 r = direct ? net->ipv4.ip_local_ports.range : BPF_CORE_READ(net, ipv4.ip_local_ports.range);
 
 		*lo = r & 0xffff;
 		*hi = r >> 16;

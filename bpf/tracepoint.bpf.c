@@ -146,9 +146,10 @@ static __always_inline bool take(enum syscall_id call, struct args *out)
 /*
  * call_args gives the exit of call its first two arguments: from the
  * registers the task entered the kernel with, which still hold them at
- * syscall exit (read through PT_REGS_PARM*_CORE_SYSCALL: di and si on
- * x86-64; orig_x0 and x1 on arm64, whose x0 holds the return value by
- * then), or, without bpf_task_pt_regs, from what its entry stashed.
+ * syscall exit (di and si on x86-64; orig_x0 and x1 on arm64, whose x0
+ * holds the return value by then), or, without bpf_task_pt_regs, from what
+ * its entry stashed. bpf_task_pt_regs gives a typed pointer: the registers
+ * are loaded directly (CO-RE-relocated), not with a helper call each.
  */
 static __always_inline bool call_args(enum syscall_id call, int *fd, __u64 *arg2)
 {
@@ -157,8 +158,15 @@ static __always_inline bool call_args(enum syscall_id call, int *fd, __u64 *arg2
 	if (have_task_pt_regs) {
 		struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
 
-		*fd = PT_REGS_PARM1_CORE_SYSCALL(regs);
-		*arg2 = PT_REGS_PARM2_CORE_SYSCALL(regs);
+#if defined(__TARGET_ARCH_x86)
+		*fd = regs->di;
+		*arg2 = regs->si;
+#elif defined(__TARGET_ARCH_arm64)
+		*fd = regs->orig_x0;
+		*arg2 = regs->regs[1];
+#else
+#error "call_args: no syscall registers for this architecture"
+#endif
 		return true;
 	}
 	if (!take(call, &a))

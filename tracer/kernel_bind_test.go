@@ -102,7 +102,9 @@ func TestKernelBindDenied(t *testing.T) {
 			if tc.unprivStart != "" {
 				ns.Sysctl(t, "net.ipv4.ip_unprivileged_port_start", tc.unprivStart)
 			}
-			h := StartHelper(t, ns, HelperExe(t), 65534, "tcp", tc.addr)
+			cmd := HelperCmd(HelperExe(t), 65534, "tcp", tc.addr)
+			cmd.SysProcAttr.Credential.Gid = 65533 // apart from the uid: neither stands in for the other
+			h := RunHelper(t, ns, cmd)
 			c := startTracer(t, Options{PID: uint32(h.Cmd.Process.Pid)})
 			port, errno := h.Bind(t)
 			if errno != tc.errno {
@@ -128,8 +130,8 @@ func TestKernelBindDenied(t *testing.T) {
 			if got := Brief(ev); got != want {
 				t.Errorf("got  %s\nwant %s", got, want)
 			}
-			if ev.UID != 65534 || ev.PID != uint32(h.Cmd.Process.Pid) || ev.CapBind {
-				t.Errorf("uid %d pid %d cap %t, want 65534 %d false", ev.UID, ev.PID, ev.CapBind, h.Cmd.Process.Pid)
+			if ev.UID != 65534 || ev.GID != 65533 || ev.PID != uint32(h.Cmd.Process.Pid) || ev.CapBind {
+				t.Errorf("uid %d gid %d pid %d cap %t, want 65534 65533 %d false", ev.UID, ev.GID, ev.PID, ev.CapBind, h.Cmd.Process.Pid)
 			}
 			if tc.errno != "" && !strings.Contains(ev.Reason, "ip_unprivileged_port_start") {
 				t.Errorf("reason %q does not explain the denial", ev.Reason)
