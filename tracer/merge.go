@@ -252,14 +252,13 @@ func (m *merger) pop(ring int, ev *event.Event) {
 // mergeSlack and a wake-up), and a stream that kept reading would hold
 // back the events it has read already.
 func (m *merger) ready() bool {
-	for {
+	for drained := false; !drained; {
 		select {
 		case b := <-m.in:
 			m.add(b)
-			continue
 		default:
+			drained = true
 		}
-		break
 	}
 	if m.err != nil {
 		return true
