@@ -131,23 +131,34 @@ func (m *merger) next(ev *event.Event) error {
 		if m.err != nil {
 			return m.err
 		}
-		if m.run >= 0 {
-			if ts, ok := m.rings[m.run].head(); ok && ts <= m.bound {
-				m.pop(m.run, ev)
-				return nil
-			}
-			m.run = -1
-		}
-		r, h := m.pick()
-		if r >= 0 && h <= m.bound {
-			m.run = r
-			continue
+		r, h, ok := m.runnable()
+		if ok {
+			m.pop(r, ev)
+			return nil
 		}
 		if r < 0 && m.live == 0 {
 			return ErrStopped
 		}
 		m.await(r, h)
 	}
+}
+
+// runnable finds the ring whose head may go out now (ok), and keeps it in
+// run while its head stays under bound; else the ring with the earliest
+// head (-1: none queued) and that head, which the others hold back.
+func (m *merger) runnable() (ring int, head int64, ok bool) {
+	if m.run >= 0 {
+		if ts, ok := m.rings[m.run].head(); ok && ts <= m.bound {
+			return m.run, ts, true
+		}
+		m.run = -1
+	}
+	ring, head = m.pick()
+	if ring >= 0 && head <= m.bound {
+		m.run = ring
+		return ring, head, true
+	}
+	return ring, head, false
 }
 
 // pick finds the ring with the earliest head, and sets bound to what the
@@ -263,17 +274,6 @@ func (m *merger) ready() bool {
 	if m.err != nil {
 		return true
 	}
-	// As next's loop does, so that next goes on from here.
-	if m.run >= 0 {
-		if ts, ok := m.rings[m.run].head(); ok && ts <= m.bound {
-			return true
-		}
-		m.run = -1
-	}
-	r, h := m.pick()
-	if r >= 0 && h <= m.bound {
-		m.run = r
-		return true
-	}
-	return r < 0 && m.live == 0
+	r, _, ok := m.runnable()
+	return ok || r < 0 && m.live == 0
 }

@@ -26,9 +26,10 @@ import (
 // inFlight batches of batchEvents events and their lines, about 2 MB. A
 // batch is cut as soon as the next event is not there to take (Pending),
 // so an event waits for no later one: not a lone event, nor one the merge
-// could give out before the rings let it give the next. With one CPU there are no workers: the write stage reads
-// and prepares each batch itself, which one CPU does a little faster than
-// through hand-offs (BenchmarkStreamPipeline).
+// could give out before the rings let it give the next. With one CPU there
+// are no workers: the write stage reads and prepares each batch itself,
+// which one CPU does a little faster than through hand-offs
+// (BenchmarkStreamPipeline).
 const (
 	batchEvents = 256
 	maxWorkers  = 4
