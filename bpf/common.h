@@ -927,6 +927,10 @@ static __always_inline void emit_connect(struct sock *sk, const void *sa, bool u
 	if (port_before == 0)
 		e.flags |= F_AUTOBIND;
 	if (churn_mode) {
+		/* In progress (non-blocking, or a signal mid-handshake), the
+		 * connect holds the port it was given: an allocation. */
+		if (in_progress(ret))
+			e.err = 0;
 		submit(&e);
 		return;
 	}
