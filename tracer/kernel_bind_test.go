@@ -84,6 +84,8 @@ func TestKernelBind(t *testing.T) {
 
 // A non-root process asking for a privileged port is denied, and the event
 // carries the port it asked for; the threshold is the netns's own sysctl.
+// One that holds CAP_NET_BIND_SERVICE is let through, and its event says
+// it holds it.
 func TestKernelBindDenied(t *testing.T) {
 	for _, tc := range []struct {
 		name        string
@@ -91,11 +93,13 @@ func TestKernelBindDenied(t *testing.T) {
 		addr        string
 		errno       string
 		priv        bool
+		capBind     bool // the helper holds CAP_NET_BIND_SERVICE (ambient)
 	}{
-		{"port 80 default threshold", "", "0.0.0.0:80", "EACCES", true},
-		{"port 1500 under raised threshold", "2000", "127.0.0.1:1500", "EACCES", true},
-		{"port 80 under lowered threshold", "80", "0.0.0.0:80", "", false},
-		{"ipv6 port 443", "", "[::]:443", "EACCES", true},
+		{"port 80 default threshold", "", "0.0.0.0:80", "EACCES", true, false},
+		{"port 1500 under raised threshold", "2000", "127.0.0.1:1500", "EACCES", true, false},
+		{"port 80 under lowered threshold", "80", "0.0.0.0:80", "", false, false},
+		{"ipv6 port 443", "", "[::]:443", "EACCES", true, false},
+		{"port 80 with cap_net_bind_service", "", "0.0.0.0:80", "", true, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ns := NewNetns(t)
@@ -104,6 +108,9 @@ func TestKernelBindDenied(t *testing.T) {
 			}
 			cmd := HelperCmd(HelperExe(t), 65534, "tcp", tc.addr)
 			cmd.SysProcAttr.Credential.Gid = 65533 // apart from the uid: neither stands in for the other
+			if tc.capBind {
+				cmd.SysProcAttr.AmbientCaps = []uintptr{unix.CAP_NET_BIND_SERVICE}
+			}
 			h := RunHelper(t, ns, cmd)
 			c := startTracer(t, Options{PID: uint32(h.Cmd.Process.Pid)})
 			port, errno := h.Bind(t)
@@ -130,8 +137,8 @@ func TestKernelBindDenied(t *testing.T) {
 			if got := Brief(ev); got != want {
 				t.Errorf("got  %s\nwant %s", got, want)
 			}
-			if ev.UID != 65534 || ev.GID != 65533 || ev.PID != uint32(h.Cmd.Process.Pid) || ev.CapBind {
-				t.Errorf("uid %d gid %d pid %d cap %t, want 65534 65533 %d false", ev.UID, ev.GID, ev.PID, ev.CapBind, h.Cmd.Process.Pid)
+			if ev.UID != 65534 || ev.GID != 65533 || ev.PID != uint32(h.Cmd.Process.Pid) || ev.CapBind != tc.capBind {
+				t.Errorf("uid %d gid %d pid %d cap %t, want 65534 65533 %d %t", ev.UID, ev.GID, ev.PID, ev.CapBind, h.Cmd.Process.Pid, tc.capBind)
 			}
 			if tc.errno != "" && !strings.Contains(ev.Reason, "ip_unprivileged_port_start") {
 				t.Errorf("reason %q does not explain the denial", ev.Reason)

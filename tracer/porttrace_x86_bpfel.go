@@ -248,6 +248,7 @@ const (
 	porttraceVarUnusedEventKind          = "unused_event_kind"
 	porttraceVarUnusedPortBitmap         = "unused_port_bitmap"
 	porttraceVarUnusedSockOpt            = "unused_sock_opt"
+	porttraceVarUnwokenBytes             = "unwoken_bytes"
 	porttraceVarWakeupBytes              = "wakeup_bytes"
 	porttraceVarWakeupNs                 = "wakeup_ns"
 )
@@ -377,6 +378,7 @@ type porttraceVariableSpecs struct {
 	UnusedEventKind    *ebpf.VariableSpec `ebpf:"unused_event_kind"`
 	UnusedPortBitmap   *ebpf.VariableSpec `ebpf:"unused_port_bitmap"`
 	UnusedSockOpt      *ebpf.VariableSpec `ebpf:"unused_sock_opt"`
+	UnwokenBytes       *ebpf.VariableSpec `ebpf:"unwoken_bytes"`
 	WakeupBytes        *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 	WakeupNs           *ebpf.VariableSpec `ebpf:"wakeup_ns"`
 }
@@ -463,6 +465,7 @@ type porttraceVariables struct {
 	UnusedEventKind    *ebpf.Variable `ebpf:"unused_event_kind"`
 	UnusedPortBitmap   *ebpf.Variable `ebpf:"unused_port_bitmap"`
 	UnusedSockOpt      *ebpf.Variable `ebpf:"unused_sock_opt"`
+	UnwokenBytes       *ebpf.Variable `ebpf:"unwoken_bytes"`
 	WakeupBytes        *ebpf.Variable `ebpf:"wakeup_bytes"`
 	WakeupNs           *ebpf.Variable `ebpf:"wakeup_ns"`
 }
