@@ -699,13 +699,18 @@ static __always_inline bool in_progress(long ret)
 }
 
 /*
- * bind_request reads the address a bind asked for into e and says whether
- * the bind is worth the socket lookup: churn counts only binds to port 0,
- * and a named port that the port filter drops is dropped before any socket
- * is read (it is also the port the socket ends up with, if the bind works).
+ * bind_request reads the address a failed bind asked for into e and says
+ * whether the bind is worth the socket lookup: churn counts only binds to
+ * port 0, and a named port that the port filter drops is dropped before
+ * any socket is read. A bind that worked is not read (a copy from the
+ * caller's memory, the dearest read of the event): the socket holds the
+ * address it asked for, and its port lock says whether it named the port
+ * (emit_bind).
  */
-static __always_inline bool bind_request(struct event *e, const void *sa, bool user)
+static __always_inline bool bind_request(struct event *e, const void *sa, bool user, long ret)
 {
+	if (ret == 0)
+		return true;
 	/* e->family holds the sockaddr's until emit_bind reads the socket's. */
 	e->family = read_sockaddr(sa, user, e->laddr, &e->lport);
 	if (!e->family)
@@ -784,7 +789,7 @@ static __always_inline void read_sock_opts(struct event *e, struct sock *sk, con
  */
 static __always_inline void emit_bind(struct event *e, struct sock *sk, long ret, __u8 backend)
 {
-	/* A named port passed the filter in bind_request, and the socket keeps it. */
+	/* A failed bind's named port passed the filter in bind_request. */
 	bool filtered = (e->flags & F_HAS_LOCAL) && !(e->flags & F_AUTOBIND);
 	__u16 sa_family = e->family;
 	struct sk_head h;
@@ -797,13 +802,19 @@ static __always_inline void emit_bind(struct event *e, struct sock *sk, long ret
 		sockaddr_as_family(e->laddr, sa_family, e->family);
 	if ((!filtered && !ports_wanted(e)) || !fill_sock_meta(e, sk))
 		return;
+	if (ret == 0) {
+		/* Unlocked: the call asked for port 0 (bind_request did not
+		 * read it). After fill_sock_meta: MPTCP's lock is its subflow's. */
+		local_ephemeral(e, sk);
+		if (e->flags & F_EPHEMERAL)
+			e->flags |= F_AUTOBIND;
+		else if (churn_mode)
+			return; /* a named port: nothing allocated */
+	}
 	fill_task(e, EV_BIND, backend);
 	e->err = ret;
-	if (!churn_mode) {
+	if (!churn_mode)
 		read_sock_opts(e, sk, &h);
-		if (ret == 0)
-			local_ephemeral(e, sk);
-	}
 	submit(e);
 }
 
@@ -939,7 +950,8 @@ static __always_inline void follow_connect(struct event *e, struct sock *sk, __u
 
 /*
  * emit_connect reports an outbound connect. The peer comes from the
- * caller's sockaddr; the local port is the one the kernel now holds, absent
+ * socket once connected or connecting, else from the caller's sockaddr;
+ * the local port is the one the kernel now holds, absent
  * when a failure released it. port_before is the socket's local port when
  * the call began: 0 means this connect asked the kernel for one. start_ns
  * is when the call began (bpf_ktime_get_boot_ns): a TCP connect's latency
@@ -957,13 +969,23 @@ static __always_inline void emit_connect(struct sock *sk, const void *sa, bool u
 
 	if (churn_mode && port_before != 0)
 		return; /* churn counts only the connects that allocate a port */
-	sa_family = read_sockaddr(sa, user, e.raddr, &e.rport);
-	if (!sa_family)
-		return; /* AF_UNSPEC: a disconnect, not a connect */
-	e.flags |= F_HAS_REMOTE;
 	if (!read_head(&e, sk, &h))
 		return;
-	sockaddr_as_family(e.raddr, sa_family, e.family);
+	if ((ret == 0 || in_progress(ret)) && HEAD(&h, __u16, skc_dport) != 0) {
+		/* Connected or connecting, the socket holds its peer: read
+		 * there, not copied from the caller's memory (the dearest read
+		 * of the event), and as the kernel connects it, after any
+		 * cgroup program rewrote the address (a service's, to one of
+		 * its backends). */
+		head_remote(&e, sk, &h);
+	} else {
+		/* Failed, the socket may hold no peer: the one asked for. */
+		sa_family = read_sockaddr(sa, user, e.raddr, &e.rport);
+		if (!sa_family)
+			return; /* AF_UNSPEC: a disconnect, not a connect */
+		e.flags |= F_HAS_REMOTE;
+		sockaddr_as_family(e.raddr, sa_family, e.family);
+	}
 	e.err = ret;
 	head_local(&e, sk, &h);
 	if (e.lport == 0)

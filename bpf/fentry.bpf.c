@@ -32,7 +32,7 @@ int BPF_PROG(fexit_inet_bind, struct sock *sk, struct sockaddr *uaddr, int addr_
 {
 	struct event e = {};
 
-	if (task_wanted() && bind_request(&e, uaddr, false))
+	if (task_wanted() && bind_request(&e, uaddr, false, ret))
 		emit_bind(&e, sk, ret, BACKEND_FENTRY);
 	return 0;
 }
@@ -42,7 +42,7 @@ int BPF_PROG(fexit_inet6_bind, struct sock *sk, struct sockaddr *uaddr, int addr
 {
 	struct event e = {};
 
-	if (task_wanted() && bind_request(&e, uaddr, false))
+	if (task_wanted() && bind_request(&e, uaddr, false, ret))
 		emit_bind(&e, sk, ret, BACKEND_FENTRY);
 	return 0;
 }

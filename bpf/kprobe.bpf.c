@@ -74,7 +74,7 @@ int BPF_KRETPROBE(krp_inet_bind, int ret)
 
 	struct event e = {};
 
-	if (ktake(P_BIND4, &a) && bind_request(&e, (void *)a.sa, false))
+	if (ktake(P_BIND4, &a) && bind_request(&e, (void *)a.sa, false, ret))
 		emit_bind(&e, (void *)a.obj, ret, BACKEND_KPROBE);
 	return 0;
 }
@@ -92,7 +92,7 @@ int BPF_KRETPROBE(krp_inet6_bind, int ret)
 
 	struct event e = {};
 
-	if (ktake(P_BIND6, &a) && bind_request(&e, (void *)a.sa, false))
+	if (ktake(P_BIND6, &a) && bind_request(&e, (void *)a.sa, false, ret))
 		emit_bind(&e, (void *)a.obj, ret, BACKEND_KPROBE);
 	return 0;
 }

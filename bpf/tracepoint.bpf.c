@@ -218,7 +218,7 @@ int tp_exit_bind(struct trace_event_raw_sys_exit *ctx)
 
 	if (!task_wanted() || !call_args(SYS_BIND, &fd, &sa))
 		return 0;
-	if (!bind_request(&e, (void *)sa, true))
+	if (!bind_request(&e, (void *)sa, true, ctx->ret))
 		return 0;
 	sk = sk_from_fd(fd);
 	if (sk)
@@ -259,12 +259,22 @@ int tp_enter_connect(struct trace_event_raw_sys_enter *ctx)
 	sock = sock_from_fd(ctx->args[0]);
 	if (!sock)
 		return 0;
-	if (BPF_CORE_READ(sock, state) != SS_UNCONNECTED)
-		return 0;
-	sk = BPF_CORE_READ(sock, sk);
-	if (!sk)
-		return 0;
-	a.port_before = BPF_CORE_READ(sk, __sk_common.skc_num);
+	if (have_rdonly_cast) {
+		/* sock_from_fd gave a cast pointer: direct loads. */
+		if (sock->state != SS_UNCONNECTED)
+			return 0;
+		sk = sock->sk;
+		if (!sk)
+			return 0;
+		a.port_before = core_cast(sk, struct sock)->__sk_common.skc_num;
+	} else {
+		if (BPF_CORE_READ(sock, state) != SS_UNCONNECTED)
+			return 0;
+		sk = BPF_CORE_READ(sock, sk);
+		if (!sk)
+			return 0;
+		a.port_before = BPF_CORE_READ(sk, __sk_common.skc_num);
+	}
 	if (churn_mode && a.port_before != 0)
 		return 0;
 	a.sa = ctx->args[1];

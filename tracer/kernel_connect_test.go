@@ -7,6 +7,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -77,7 +78,8 @@ func TestKernelConnectAccept(t *testing.T) {
 	}
 }
 
-// UDP connect allocates an ephemeral port too.
+// UDP connect allocates an ephemeral port too. A disconnect (connect to
+// AF_UNSPEC) that follows is no connect, and is not reported.
 func TestKernelConnectUDP(t *testing.T) {
 	for _, sock := range []SockSpec{UDP4, UDP6} {
 		t.Run(sock.Fam(), func(t *testing.T) {
@@ -99,6 +101,10 @@ func TestKernelConnectUDP(t *testing.T) {
 					t.Fatal(err)
 				}
 				port = LocalPort(t, fd)
+				unspec := unix.RawSockaddr{Family: unix.AF_UNSPEC}
+				if _, _, errno := unix.Syscall(unix.SYS_CONNECT, uintptr(fd), uintptr(unsafe.Pointer(&unspec)), unsafe.Sizeof(unspec)); errno != 0 {
+					t.Fatalf("disconnect: %v", errno)
+				}
 			})
 			evs := c.stop(t, ns)
 			if len(evs) != 1 {
