@@ -1,6 +1,7 @@
 package tracer
 
 import (
+	"encoding/binary"
 	"fmt"
 	"net"
 	"net/netip"
@@ -9,6 +10,9 @@ import (
 	"testing"
 	"unsafe"
 
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
 	"github.com/porttrace/porttrace/tracer/event"
@@ -328,4 +332,61 @@ func unmapped(ap netip.AddrPort) netip.AddrPort {
 		return ap
 	}
 	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}
+
+// A cgroup program that rewrites a connect's destination (a service
+// address to one of its backends, as a socket load balancer does) sends
+// the connect elsewhere: the event says where the kernel connected it, as
+// ss(8) would, on every backend, not the address the caller gave.
+func TestKernelConnectRewrittenByCgroup(t *testing.T) {
+	ns := NewNetns(t)
+	backend := netip.MustParseAddrPort("127.0.0.1:9000")
+	var lfd int
+	ns.Run(t, func() { lfd = ListenTCP(t, backend) })
+	defer unix.Close(lfd)
+	cg := newCgroup(t)
+	ip := backend.Addr().As4()
+	// bpf_sock_addr: user_ip4 at 4, user_port at 24, both in network order.
+	rewrite, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Type:       ebpf.CGroupSockAddr,
+		AttachType: ebpf.AttachCGroupInet4Connect,
+		Instructions: asm.Instructions{
+			asm.Mov.Imm(asm.R2, int32(binary.LittleEndian.Uint32(ip[:]))),
+			asm.StoreMem(asm.R1, 4, asm.R2, asm.Word),
+			asm.Mov.Imm(asm.R2, int32(backend.Port()>>8|backend.Port()<<8&0xff00)),
+			asm.StoreMem(asm.R1, 24, asm.R2, asm.Word),
+			asm.Mov.Imm(asm.R0, 1),
+			asm.Return(),
+		},
+		License: "GPL",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rewrite.Close()
+	l, err := link.AttachCgroup(link.CgroupOptions{Path: cg.Name(), Attach: ebpf.AttachCGroupInet4Connect, Program: rewrite})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	service := "10.96.0.10:80" // never reached: rewritten before any packet
+	cmd := HelperCmd(HelperExe(t), 0, "tcp", "127.0.0.1:0", "PT_CONNECT="+service)
+	cmd.SysProcAttr.UseCgroupFD = true
+	cmd.SysProcAttr.CgroupFD = int(cg.Fd())
+	h := RunHelper(t, ns, cmd)
+	c := startTracer(t, Options{PID: uint32(h.Cmd.Process.Pid)})
+	port, errno := h.Bind(t)
+	if errno != "" {
+		t.Fatalf("helper connect to %s: %s", service, errno)
+	}
+	var got []string
+	for _, ev := range c.stop(t, ns) {
+		if ev.Kind == event.KindConnect {
+			got = append(got, Brief(&ev))
+		}
+	}
+	want := fmt.Sprintf("connect ok tcp ipv4 local=127.0.0.1:%d remote=%s eph=true class=registered priv=false dir=outbound", port, backend)
+	if strings.Join(got, "\n") != want {
+		t.Errorf("got  %q\nwant %q", got, want)
+	}
 }
