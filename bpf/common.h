@@ -357,7 +357,7 @@ static __noinline int fill_task_rest(struct event *e)
 /*
  * The first bytes of struct sock_common: both IPv4 addresses, both ports,
  * the family and the state, fetched at once instead of a helper call each
- * (every helper call costs tens of nanoseconds on the hot path): with six
+ * (every helper call costs tens of nanoseconds on the hot path): with
  * direct loads through an untrusted cast from 6.2, else one helper call.
  * Each field is taken at its CO-RE-relocated offset; a kernel that moved
  * one past the copy would fail verification, not read the wrong bytes.
@@ -602,13 +602,13 @@ static __always_inline void sockaddr_as_family(__u8 addr[16], __u16 sa_family, _
  * last woken (1,024 events, less for a small ring: the loader sets it to
  * at most a quarter of the ring; counted here, which is cheaper than
  * asking the ring what it holds), or when it has not been woken for
- * wakeup_ns, so a lone event is
- * delivered at once and a storm in batches. An event that finds the ring
- * woken less than wakeup_ns ago wakes nobody: userspace reads again
- * wakeup_ns after it last found the ring busy (rings.go), and an idle
- * reader sleeps until woken. Set by the loader (tracer.WakeupAfter).
- * wakeup_flags takes the event's own timestamp as now (boot time, as
- * every caller's event has it): no clock is read twice for one event.
+ * wakeup_ns, so a lone event is delivered at once and a storm in batches.
+ * An event that finds the ring woken less than wakeup_ns ago wakes nobody:
+ * userspace reads again wakeup_ns after it last found the ring busy
+ * (rings.go), and an idle reader sleeps until woken. Set by the loader
+ * (tracer.WakeupAfter). wakeup_flags takes the event's own timestamp as
+ * now (boot time, as every caller's event has it): no clock is read twice
+ * for one event.
  */
 const volatile __u64 wakeup_bytes = 1024 * sizeof(struct event);
 const volatile __u64 wakeup_ns = 5 * 1000 * 1000;

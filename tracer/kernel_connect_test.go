@@ -12,7 +12,6 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
-	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
 	"github.com/porttrace/porttrace/tracer/event"
@@ -347,33 +346,16 @@ func TestKernelConnectRewrittenByCgroup(t *testing.T) {
 	cg := newCgroup(t)
 	ip := backend.Addr().As4()
 	// bpf_sock_addr: user_ip4 at 4, user_port at 24, both in network order.
-	rewrite, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-		Type:       ebpf.CGroupSockAddr,
-		AttachType: ebpf.AttachCGroupInet4Connect,
-		Instructions: asm.Instructions{
-			asm.Mov.Imm(asm.R2, int32(binary.LittleEndian.Uint32(ip[:]))),
-			asm.StoreMem(asm.R1, 4, asm.R2, asm.Word),
-			asm.Mov.Imm(asm.R2, int32(backend.Port()>>8|backend.Port()<<8&0xff00)),
-			asm.StoreMem(asm.R1, 24, asm.R2, asm.Word),
-			asm.Mov.Imm(asm.R0, 1),
-			asm.Return(),
-		},
-		License: "GPL",
+	attachSockAddr(t, cg, ebpf.AttachCGroupInet4Connect, asm.Instructions{
+		asm.Mov.Imm(asm.R2, int32(binary.LittleEndian.Uint32(ip[:]))),
+		asm.StoreMem(asm.R1, 4, asm.R2, asm.Word),
+		asm.Mov.Imm(asm.R2, int32(backend.Port()>>8|backend.Port()<<8&0xff00)),
+		asm.StoreMem(asm.R1, 24, asm.R2, asm.Word),
+		asm.Mov.Imm(asm.R0, 1),
+		asm.Return(),
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rewrite.Close()
-	l, err := link.AttachCgroup(link.CgroupOptions{Path: cg.Name(), Attach: ebpf.AttachCGroupInet4Connect, Program: rewrite})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
 	service := "10.96.0.10:80" // never reached: rewritten before any packet
-	cmd := HelperCmd(HelperExe(t), 0, "tcp", "127.0.0.1:0", "PT_CONNECT="+service)
-	cmd.SysProcAttr.UseCgroupFD = true
-	cmd.SysProcAttr.CgroupFD = int(cg.Fd())
-	h := RunHelper(t, ns, cmd)
+	h := StartHelperIn(t, ns, cg, "tcp", "127.0.0.1:0", "PT_CONNECT="+service)
 	c := startTracer(t, Options{PID: uint32(h.Cmd.Process.Pid)})
 	port, errno := h.Bind(t)
 	if errno != "" {

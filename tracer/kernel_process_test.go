@@ -140,25 +140,8 @@ func TestKernelFailuresBeforeProtocol(t *testing.T) {
 		}},
 		{"cgroup-bpf-deny", "bind denied EPERM", func(t *testing.T, ns *NS) (int, error) {
 			cg := newCgroup(t)
-			deny, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-				Type:         ebpf.CGroupSockAddr,
-				AttachType:   ebpf.AttachCGroupInet4Bind,
-				Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
-				License:      "GPL",
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer deny.Close()
-			l, err := link.AttachCgroup(link.CgroupOptions{Path: cg.Name(), Attach: ebpf.AttachCGroupInet4Bind, Program: deny})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer l.Close()
-			cmd := HelperCmd(HelperExe(t), 0, "tcp", "127.0.0.1:9303")
-			cmd.SysProcAttr.UseCgroupFD = true
-			cmd.SysProcAttr.CgroupFD = int(cg.Fd())
-			h := RunHelper(t, ns, cmd)
+			attachSockAddr(t, cg, ebpf.AttachCGroupInet4Bind, asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()})
+			h := StartHelperIn(t, ns, cg, "tcp", "127.0.0.1:9303")
 			if _, errno := h.Bind(t); errno != "EPERM" {
 				return h.Cmd.Process.Pid, fmt.Errorf("bind in the cgroup: %q", errno)
 			}
@@ -228,6 +211,22 @@ func MakeCgroup(t *testing.T, rel string) (*os.File, string) {
 }
 
 // newCgroup makes a cgroup v2 child for one test, removed at its end.
+// attachSockAddr loads insns as a cgroup sock_addr program for at and
+// attaches it to cg until the test ends.
+func attachSockAddr(t *testing.T, cg *os.File, at ebpf.AttachType, insns asm.Instructions) {
+	t.Helper()
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.CGroupSockAddr, AttachType: at, Instructions: insns, License: "GPL"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { prog.Close() })
+	l, err := link.AttachCgroup(link.CgroupOptions{Path: cg.Name(), Attach: at, Program: prog})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+}
+
 func newCgroup(t *testing.T) *os.File {
 	t.Helper()
 	dir := filepath.Join(cgroup2Mount(t), fmt.Sprintf("porttrace-test-%d-%d", os.Getpid(), time.Now().UnixNano()))
