@@ -78,12 +78,9 @@ type Resolver struct {
 	told atomic.Bool // Announce has spoken
 
 	// names and unknown are read on every event of a container, by the
-	// stream's workers at once, without the lock; they are written, and
-	// counted, under it.
-	names    sync.Map // container id → Names
-	unknown  sync.Map // ids no runtime asked knows → true
-	nNames   int
-	nUnknown int
+	// stream's workers at once, without the lock; they are written under it.
+	names   idCache // container id → Names
+	unknown idCache // ids no runtime asked knows → true
 
 	mu      sync.Mutex
 	asked   map[string]chan struct{} // closed when the answer is in names
@@ -156,15 +153,15 @@ func (r *Resolver) NamesOf(w Identity) (Names, bool) {
 	if !r.Active() || w.ContainerID == "" {
 		return Names{}, false
 	}
-	if n, ok := r.names.Load(w.ContainerID); ok {
+	if n, ok := r.names.load(w.ContainerID); ok {
 		return n.(Names), true
 	}
-	if _, ok := r.unknown.Load(w.ContainerID); ok {
+	if _, ok := r.unknown.load(w.ContainerID); ok {
 		return Names{}, false
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if n, ok := r.names.Load(w.ContainerID); ok { // answered since
+	if n, ok := r.names.load(w.ContainerID); ok { // answered since
 		return n.(Names), true
 	}
 	r.ask(w)
@@ -179,7 +176,7 @@ func (r *Resolver) WaitOf(ctx context.Context, w Identity) (Names, bool) {
 		return Names{}, false
 	}
 	r.mu.Lock()
-	if n, ok := r.names.Load(w.ContainerID); ok {
+	if n, ok := r.names.load(w.ContainerID); ok {
 		r.mu.Unlock()
 		return n.(Names), true
 	}
@@ -190,10 +187,30 @@ func (r *Resolver) WaitOf(ctx context.Context, w Identity) (Names, bool) {
 	case <-ctx.Done():
 		return Names{}, false
 	}
-	if n, ok := r.names.Load(w.ContainerID); ok {
+	if n, ok := r.names.load(w.ContainerID); ok {
 		return n.(Names), true
 	}
 	return Names{}, false
+}
+
+// idCache is a map of container ids read without a lock and written under
+// the resolver's, which starts over once it holds maxNames ids.
+type idCache struct {
+	m sync.Map
+	n int // ids held, counted under the lock
+}
+
+func (c *idCache) load(id string) (any, bool) { return c.m.Load(id) }
+
+// store sets id to v, starting over first when full; r.mu is held.
+func (c *idCache) store(id string, v any) {
+	if c.n >= maxNames {
+		c.m.Clear()
+		c.n = 0
+	}
+	if _, had := c.m.Swap(id, v); !had {
+		c.n++
+	}
 }
 
 // ask starts one question about container w, unless one is under way;
@@ -217,25 +234,13 @@ func (r *Resolver) ask(w Identity) chan struct{} {
 		r.mu.Lock()
 		defer r.mu.Unlock()
 		if err == nil {
-			if r.nNames >= maxNames {
-				r.names.Clear()
-				r.nNames = 0
-			}
-			if _, had := r.names.Swap(id, n); !had {
-				r.nNames++
-			}
+			r.names.store(id, n)
 		}
 		// A container no runtime asked knows (another runtime's, or
 		// gone) is not asked about again until the cache starts over.
 		switch {
 		case errors.Is(err, errNoSuchContainer):
-			if r.nUnknown >= maxNames {
-				r.unknown.Clear()
-				r.nUnknown = 0
-			}
-			if _, had := r.unknown.Swap(id, true); !had {
-				r.nUnknown++
-			}
+			r.unknown.store(id, true)
 		case err != nil:
 			delete(r.asked, id)
 		}
@@ -291,7 +296,7 @@ func (r *Resolver) Unknown(id string) bool {
 	if !r.Active() {
 		return false
 	}
-	_, ok := r.unknown.Load(id)
+	_, ok := r.unknown.load(id)
 	return ok
 }
 
