@@ -72,6 +72,8 @@ const volatile bool have_task_pt_regs = true; /* bpf_task_pt_regs, 5.15 */
 const volatile bool have_ancestor_cgroup = true;
 /* bpf_rdonly_cast, 6.2: see core_cast */
 const volatile bool have_rdonly_cast = true;
+/* bpf_task_storage_get in tracepoint programs (5.12), with have_task_btf */
+const volatile bool have_task_storage = true;
 
 /*
  * core_cast(ptr, type) is ptr as a typed pointer the program loads through

@@ -13,6 +13,7 @@
  */
 #include "common.h"
 
+/* 0 is no call: an emptied slot of inflight_task. */
 enum syscall_id { SYS_BIND = 1, SYS_LISTEN, SYS_CONNECT, SYS_ACCEPT };
 
 /*
@@ -32,7 +33,25 @@ struct args {
 	__u8 pad;
 };
 
-/* Calls in flight by thread id; LRU so a thread killed mid-call cannot fill it. */
+/*
+ * Calls in flight, in the thread's own task storage: found from the task
+ * in a few loads, written in place, and freed with the thread. With
+ * have_task_storage false (5.10, 5.11) the loader makes this a one-element
+ * hash that nothing reaches, and the calls go in inflight instead. The
+ * task storage took about 400 ns off connect's entry and 300 off its exit
+ * here (6.18): most of what an LRU hash update and delete cost.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct args);
+} inflight_task SEC(".maps");
+
+/*
+ * Calls in flight by thread id, without task storage; LRU so a thread
+ * killed mid-call cannot fill it. One element where inflight_task is used.
+ */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
@@ -110,12 +129,30 @@ static __always_inline struct sock *sk_from_fd(int fd)
 	return have_rdonly_cast ? sock->sk : BPF_CORE_READ(sock, sk);
 }
 
+/*
+ * task_args is this thread's slot in inflight_task, made if create and
+ * missing; NULL when it cannot be made (no memory, or the storage busy on
+ * this CPU), and the call then goes unpaired.
+ */
+static __always_inline struct args *task_args(bool create)
+{
+	return bpf_task_storage_get(&inflight_task, bpf_get_current_task_btf(), 0,
+				    create ? BPF_LOCAL_STORAGE_GET_F_CREATE : 0);
+}
+
 /* stash keeps this thread's arguments of call for its exit. */
 static __always_inline void stash(struct args *a, enum syscall_id call)
 {
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 
 	a->call = call;
+	if (have_task_storage) {
+		struct args *slot = task_args(true);
+
+		if (slot)
+			*slot = *a;
+		return;
+	}
 	bpf_map_update_elem(&inflight, &tid, a, BPF_ANY);
 }
 
@@ -124,18 +161,35 @@ static __always_inline void drop_args(void)
 {
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 
+	if (have_task_storage) {
+		struct args *slot = task_args(false);
+
+		if (slot)
+			slot->call = 0;
+		return;
+	}
 	bpf_map_delete_elem(&inflight, &tid);
 }
 
 /*
  * take pops this thread's stashed arguments of call. An entry of another
- * call (its exit was missed) is dropped, never used.
+ * call (its exit was missed) is dropped, never used. A task storage slot
+ * stays with the thread, emptied (call 0), for its next call.
  */
 static __always_inline bool take(enum syscall_id call, struct args *out)
 {
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	struct args *a = bpf_map_lookup_elem(&inflight, &tid);
+	struct args *a;
 
+	if (have_task_storage) {
+		a = task_args(false);
+		if (!a || !a->call)
+			return false;
+		*out = *a;
+		a->call = 0;
+		return out->call == call;
+	}
+	a = bpf_map_lookup_elem(&inflight, &tid);
 	if (!a)
 		return false;
 	*out = *a;

@@ -53,6 +53,16 @@ func configure(spec *ebpf.CollectionSpec, b event.Backend, o Options, listenOnSk
 			m.spec.MaxEntries = 1
 		}
 	}
+	// A call's entry waits for its exit in the thread's task storage, or,
+	// on a kernel without it for tracepoint programs, in the inflight
+	// hash. The one not used gets one element; task storage is a map type
+	// 5.10 cannot make, so there it stands in as a hash the programs
+	// never reach.
+	if have.taskStorage() {
+		specs.Inflight.MaxEntries = 1
+	} else {
+		specs.InflightTask.Type, specs.InflightTask.Flags, specs.InflightTask.MaxEntries = ebpf.Hash, 0, 1
+	}
 	if o.Churn && o.churnEntries != 0 {
 		specs.ChurnNs.MaxEntries, specs.ChurnDst.MaxEntries, specs.ChurnProc.MaxEntries = o.churnEntries, o.churnEntries, o.churnEntries
 	}
@@ -76,6 +86,7 @@ func configure(spec *ebpf.CollectionSpec, b event.Backend, o Options, listenOnSk
 		{vs.HaveTaskPtRegs, have.TaskPtRegs},
 		{vs.HaveAncestorCgroup, have.AncestorCgroup},
 		{vs.HaveRdonlyCast, have.RdonlyCast},
+		{vs.HaveTaskStorage, have.taskStorage()},
 		// The tracepoint program's accept reports preblocked threads for fexit/kretprobe.
 		{vs.AcceptBackend, uint8(b)},
 		{vs.ChurnMode, o.Churn},

@@ -33,7 +33,16 @@ type helpers struct {
 	// it, a CO-RE read (a helper call) a field. Found in the kernel's BTF,
 	// where the loader looks for kfuncs.
 	RdonlyCast bool
+	// TaskStorage: bpf_task_storage_get in tracepoint programs (5.12),
+	// where the tracepoint backend keeps a call's entry for its exit
+	// (with TaskBTF, for the task it names); without it, an LRU hash by
+	// thread id.
+	TaskStorage bool
 }
+
+// taskStorage tells whether the tracepoint backend keeps calls in flight
+// in task storage (bpf/tracepoint.bpf.c: inflight_task).
+func (h helpers) taskStorage() bool { return h.TaskStorage && h.TaskBTF }
 
 // forceHelpers, when set, edits what probeHelpers found: the tests turn
 // helpers off to run the older kernels' paths on a newer kernel too.
@@ -50,6 +59,7 @@ func probeHelpers() (helpers, error) {
 		{asm.FnGetCurrentTaskBtf, "bpf_get_current_task_btf", &h.TaskBTF},
 		{asm.FnTaskPtRegs, "bpf_task_pt_regs", &h.TaskPtRegs},
 		{asm.FnGetCurrentAncestorCgroupId, "bpf_get_current_ancestor_cgroup_id", &h.AncestorCgroup},
+		{asm.FnTaskStorageGet, "bpf_task_storage_get", &h.TaskStorage},
 	} {
 		switch err := features.HaveProgramHelper(ebpf.TracePoint, p.fn); {
 		case err == nil:
@@ -79,6 +89,9 @@ func (h helpers) missing(tracepoint, scoped bool) []string {
 	}
 	if !h.TaskPtRegs && tracepoint {
 		notes = append(notes, "no bpf_task_pt_regs (5.15): each sys_exit is paired with its sys_enter by thread")
+	}
+	if !h.taskStorage() && tracepoint {
+		notes = append(notes, "no bpf_task_storage_get in tracepoint programs (5.12): a call's entry is kept for its exit in a hash by thread id")
 	}
 	return notes
 }

@@ -184,6 +184,7 @@ const (
 	porttraceMapConnecting               = "connecting"
 	porttraceMapCounters                 = "counters"
 	porttraceMapInflight                 = "inflight"
+	porttraceMapInflightTask             = "inflight_task"
 	porttraceMapKaccept                  = "kaccept"
 	porttraceMapKinflight                = "kinflight"
 	porttraceMapNetnsFilter              = "netns_filter"
@@ -235,6 +236,7 @@ const (
 	porttraceVarHaveRdonlyCast           = "have_rdonly_cast"
 	porttraceVarHaveTaskBtf              = "have_task_btf"
 	porttraceVarHaveTaskPtRegs           = "have_task_pt_regs"
+	porttraceVarHaveTaskStorage          = "have_task_storage"
 	porttraceVarJudgeUnknown             = "judge_unknown"
 	porttraceVarLastWakeup               = "last_wakeup"
 	porttraceVarListenOnSk               = "listen_on_sk"
@@ -342,6 +344,7 @@ type porttraceMapSpecs struct {
 	Connecting   *ebpf.MapSpec `ebpf:"connecting"`
 	Counters     *ebpf.MapSpec `ebpf:"counters"`
 	Inflight     *ebpf.MapSpec `ebpf:"inflight"`
+	InflightTask *ebpf.MapSpec `ebpf:"inflight_task"`
 	Kaccept      *ebpf.MapSpec `ebpf:"kaccept"`
 	Kinflight    *ebpf.MapSpec `ebpf:"kinflight"`
 	NetnsFilter  *ebpf.MapSpec `ebpf:"netns_filter"`
@@ -365,6 +368,7 @@ type porttraceVariableSpecs struct {
 	HaveRdonlyCast     *ebpf.VariableSpec `ebpf:"have_rdonly_cast"`
 	HaveTaskBtf        *ebpf.VariableSpec `ebpf:"have_task_btf"`
 	HaveTaskPtRegs     *ebpf.VariableSpec `ebpf:"have_task_pt_regs"`
+	HaveTaskStorage    *ebpf.VariableSpec `ebpf:"have_task_storage"`
 	JudgeUnknown       *ebpf.VariableSpec `ebpf:"judge_unknown"`
 	LastWakeup         *ebpf.VariableSpec `ebpf:"last_wakeup"`
 	ListenOnSk         *ebpf.VariableSpec `ebpf:"listen_on_sk"`
@@ -410,6 +414,7 @@ type porttraceMaps struct {
 	Connecting   *ebpf.Map `ebpf:"connecting"`
 	Counters     *ebpf.Map `ebpf:"counters"`
 	Inflight     *ebpf.Map `ebpf:"inflight"`
+	InflightTask *ebpf.Map `ebpf:"inflight_task"`
 	Kaccept      *ebpf.Map `ebpf:"kaccept"`
 	Kinflight    *ebpf.Map `ebpf:"kinflight"`
 	NetnsFilter  *ebpf.Map `ebpf:"netns_filter"`
@@ -428,6 +433,7 @@ func (m *porttraceMaps) Close() error {
 		m.Connecting,
 		m.Counters,
 		m.Inflight,
+		m.InflightTask,
 		m.Kaccept,
 		m.Kinflight,
 		m.NetnsFilter,
@@ -452,6 +458,7 @@ type porttraceVariables struct {
 	HaveRdonlyCast     *ebpf.Variable `ebpf:"have_rdonly_cast"`
 	HaveTaskBtf        *ebpf.Variable `ebpf:"have_task_btf"`
 	HaveTaskPtRegs     *ebpf.Variable `ebpf:"have_task_pt_regs"`
+	HaveTaskStorage    *ebpf.Variable `ebpf:"have_task_storage"`
 	JudgeUnknown       *ebpf.Variable `ebpf:"judge_unknown"`
 	LastWakeup         *ebpf.Variable `ebpf:"last_wakeup"`
 	ListenOnSk         *ebpf.Variable `ebpf:"listen_on_sk"`
