@@ -22,9 +22,6 @@ import (
 // the entry.
 func TestKernelCallsPairedAcrossEntryAndExit(t *testing.T) {
 	NeedRoot(t)
-	if b := Backend(t); b != event.BackendAuto && b != event.BackendTracepoint {
-		t.Skipf("tracepoint backend only (PORTTRACE_BACKEND=%s)", b)
-	}
 	found, err := probeHelpers()
 	if err != nil {
 		t.Fatal(err)
