@@ -47,7 +47,11 @@ func loadObjects(spec *ebpf.CollectionSpec, to any, opts *ebpf.CollectionOptions
 	}
 	slices.Sort(progs)
 
-	made, err := loadNamed[*ebpf.Map](spec, slices.Sorted(maps.Keys(mapNames)), opts)
+	// The maps from a spec without the programs, which the loader would
+	// scan for kernel symbols, all three backends' (1 ms here).
+	mapsOnly := *spec
+	mapsOnly.Programs = nil
+	made, err := loadNamed[*ebpf.Map](&mapsOnly, slices.Sorted(maps.Keys(mapNames)), opts)
 	if err != nil {
 		return err
 	}
