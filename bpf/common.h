@@ -72,7 +72,10 @@ const volatile bool have_task_pt_regs = true; /* bpf_task_pt_regs, 5.15 */
 const volatile bool have_ancestor_cgroup = true;
 /* bpf_rdonly_cast, 6.2: see core_cast */
 const volatile bool have_rdonly_cast = true;
-/* bpf_task_storage_get in tracepoint programs (5.12), with have_task_btf */
+/*
+ * bpf_task_storage_get in tracepoint and kprobe programs (5.12; fentry's
+ * had it in 5.11), with have_task_btf: see task_slot.
+ */
 const volatile bool have_task_storage = true;
 
 /*
@@ -105,6 +108,18 @@ static __always_inline struct task_struct *walk_task(void)
 		return bpf_get_current_task_btf();
 	return NULL;
 }
+
+/*
+ * task_slot is the current thread's value in map, a task storage map, made
+ * if create and missing; NULL when it cannot be made (no memory, or the
+ * storage busy on this CPU). Each backend keeps there what a hook's entry
+ * saw for its exit, where a hash by thread id would cost an update, a
+ * lookup and a delete (about 700 ns a connect more, BENCHMARKS.md); with
+ * have_task_storage false (5.10, 5.11) the loader makes the map a hash the
+ * programs never reach, and they keep it in their hash instead.
+ */
+#define task_slot(map, create) \
+	bpf_task_storage_get(map, bpf_get_current_task_btf(), 0, (create) ? BPF_LOCAL_STORAGE_GET_F_CREATE : 0)
 
 /*
  * Events go out through a ring buffer per CPU, or per group of

@@ -50,7 +50,7 @@ int BPF_PROG(fexit_inet6_bind, struct sock *sk, struct sockaddr *uaddr, int addr
 /*
  * A connect's start, by thread and hook: when it began, and the socket's
  * local port then (0 means the connect itself asks the kernel for a port,
- * which churn counts).
+ * which churn counts). A start_ns of 0 is an empty slot.
  */
 struct connect_start {
 	__u64 start_ns;
@@ -58,6 +58,21 @@ struct connect_start {
 	__u16 pad[3];
 };
 
+enum { H_STREAM = 1, H_FASTOPEN, H_DGRAM };
+
+/* The thread's starts, one a hook: TCP Fast Open's runs inside a stream connect's. */
+struct connect_starts {
+	struct connect_start hook[H_DGRAM + 1];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct connect_starts);
+} task_port_before SEC(".maps");
+
+/* Without task storage: by thread and hook. One element where task_port_before is used. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
@@ -65,28 +80,48 @@ struct {
 	__type(value, struct connect_start);
 } port_before SEC(".maps");
 
-enum { H_STREAM = 1, H_FASTOPEN, H_DGRAM };
-
 static __always_inline int remember_port(struct sock *sk, __u64 hook)
 {
 	__u64 key = bpf_get_current_pid_tgid() << 8 | hook;
-	struct connect_start st = {.start_ns = bpf_ktime_get_boot_ns(), .port = BPF_CORE_READ(sk, __sk_common.skc_num)};
+	struct connect_starts *starts;
+	struct connect_start st = {};
 
-	if (task_wanted())
-		bpf_map_update_elem(&port_before, &key, &st, BPF_ANY);
+	if (!task_wanted())
+		return 0;
+	st.start_ns = bpf_ktime_get_boot_ns();
+	st.port = BPF_CORE_READ(sk, __sk_common.skc_num);
+	if (have_task_storage) {
+		starts = task_slot(&task_port_before, true);
+		if (starts && hook <= H_DGRAM)
+			starts->hook[hook] = st;
+		return 0;
+	}
+	bpf_map_update_elem(&port_before, &key, &st, BPF_ANY);
 	return 0;
 }
 
 static __always_inline void connect_done(struct sock *sk, struct sockaddr *uaddr, int ret, __u64 hook)
 {
 	__u64 key = bpf_get_current_pid_tgid() << 8 | hook;
-	struct connect_start *before = bpf_map_lookup_elem(&port_before, &key);
+	struct connect_start *before;
+	struct connect_starts *starts;
 	struct connect_start st;
 
-	if (!before)
+	if (have_task_storage) {
+		starts = task_slot(&task_port_before, false);
+		if (!starts || hook > H_DGRAM)
+			return;
+		before = &starts->hook[hook];
+	} else {
+		before = bpf_map_lookup_elem(&port_before, &key);
+	}
+	if (!before || !before->start_ns)
 		return; /* began before porttrace attached, a retry, or filtered out */
 	st = *before;
-	bpf_map_delete_elem(&port_before, &key);
+	if (have_task_storage)
+		before->start_ns = 0;
+	else
+		bpf_map_delete_elem(&port_before, &key);
 	emit_connect(sk, uaddr, false, ret, BACKEND_FENTRY, st.port, st.start_ns);
 }
 

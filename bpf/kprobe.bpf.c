@@ -25,13 +25,35 @@ struct kargs {
 	__u16 pad[3];
 };
 
-/* Keyed by thread and probe. */
+/* Without task storage: keyed by thread and probe. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
 	__type(key, __u64);
 	__type(value, struct kargs);
 } kinflight SEC(".maps");
+
+struct accept_args {
+	__u64 sk;
+	__u64 arg1;
+	__u64 arg2;
+};
+
+/*
+ * The thread's calls in flight, one a probe (Fast Open's runs inside a
+ * stream connect's), and its accept: an obj or sk of 0 is an empty slot.
+ */
+struct kslots {
+	struct kargs probe[P_LISTEN + 1];
+	struct accept_args accept;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct kslots);
+} task_kinflight SEC(".maps");
 
 static __always_inline __u64 kkey(enum kprobe_id p)
 {
@@ -41,19 +63,37 @@ static __always_inline __u64 kkey(enum kprobe_id p)
 static __always_inline int kstash(enum kprobe_id p, void *obj, void *sa, __u16 port_before)
 {
 	__u64 key = kkey(p);
-	struct kargs a = {.obj = (__u64)obj, .sa = (__u64)sa, .port_before = port_before,
-			  .start_ns = bpf_ktime_get_boot_ns()};
+	struct kargs a = {.obj = (__u64)obj, .sa = (__u64)sa, .port_before = port_before};
+	struct kslots *slots;
 
-	if (task_wanted())
-		bpf_map_update_elem(&kinflight, &key, &a, BPF_ANY);
+	if (!task_wanted())
+		return 0;
+	a.start_ns = bpf_ktime_get_boot_ns();
+	if (have_task_storage) {
+		slots = task_slot(&task_kinflight, true);
+		if (slots && p <= P_LISTEN)
+			slots->probe[p] = a;
+		return 0;
+	}
+	bpf_map_update_elem(&kinflight, &key, &a, BPF_ANY);
 	return 0;
 }
 
 static __always_inline bool ktake(enum kprobe_id p, struct kargs *out)
 {
 	__u64 key = kkey(p);
-	struct kargs *a = bpf_map_lookup_elem(&kinflight, &key);
+	struct kslots *slots;
+	struct kargs *a;
 
+	if (have_task_storage) {
+		slots = task_slot(&task_kinflight, false);
+		if (!slots || p > P_LISTEN || !slots->probe[p].obj)
+			return false;
+		*out = slots->probe[p];
+		slots->probe[p].obj = 0;
+		return true;
+	}
+	a = bpf_map_lookup_elem(&kinflight, &key);
 	if (!a)
 		return false;
 	*out = *a;
@@ -168,13 +208,7 @@ int BPF_KRETPROBE(krp_inet_dgram_connect, int ret)
 	return 0;
 }
 
-struct accept_args {
-	__u64 sk;
-	__u64 arg1;
-	__u64 arg2;
-};
-
-/* The listener and where the error will be, for a failed accept. */
+/* The listener and where the error will be, for a failed accept, without task storage. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
@@ -187,9 +221,17 @@ int BPF_KPROBE(kp_inet_csk_accept, struct sock *sk, void *arg1, void *arg2)
 {
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	struct accept_args a = {.sk = (__u64)sk, .arg1 = (__u64)arg1, .arg2 = (__u64)arg2};
+	struct kslots *slots;
 
-	if (task_wanted())
-		bpf_map_update_elem(&kaccept, &tid, &a, BPF_ANY);
+	if (!task_wanted())
+		return 0;
+	if (have_task_storage) {
+		slots = task_slot(&task_kinflight, true);
+		if (slots)
+			slots->accept = a;
+		return 0;
+	}
+	bpf_map_update_elem(&kaccept, &tid, &a, BPF_ANY);
 	return 0;
 }
 
@@ -198,10 +240,16 @@ int BPF_KRETPROBE(krp_inet_csk_accept, struct sock *newsk)
 {
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	struct accept_args *a;
+	struct kslots *slots;
 	long err;
 
 	forget_preblocked();
-	a = bpf_map_lookup_elem(&kaccept, &tid);
+	if (have_task_storage) {
+		slots = task_slot(&task_kinflight, false);
+		a = slots && slots->accept.sk ? &slots->accept : NULL;
+	} else {
+		a = bpf_map_lookup_elem(&kaccept, &tid);
+	}
 	if (newsk) {
 		if (task_wanted())
 			emit_accept(newsk, BACKEND_KPROBE);
@@ -210,7 +258,11 @@ int BPF_KRETPROBE(krp_inet_csk_accept, struct sock *newsk)
 		if (accept_failure(err))
 			emit_accept_failed((void *)a->sk, err, BACKEND_KPROBE);
 	}
-	if (a)
+	if (!a)
+		return 0;
+	if (have_task_storage)
+		a->sk = 0;
+	else
 		bpf_map_delete_elem(&kaccept, &tid);
 	return 0;
 }

@@ -53,15 +53,26 @@ func configure(spec *ebpf.CollectionSpec, b event.Backend, o Options, listenOnSk
 			m.spec.MaxEntries = 1
 		}
 	}
-	// A call's entry waits for its exit in the thread's task storage, or,
-	// on a kernel without it for tracepoint programs, in the inflight
-	// hash. The one not used gets one element; task storage is a map type
-	// 5.10 cannot make, so there it stands in as a hash the programs
-	// never reach.
-	if have.taskStorage() {
-		specs.Inflight.MaxEntries = 1
-	} else {
-		specs.InflightTask.Type, specs.InflightTask.Flags, specs.InflightTask.MaxEntries = ebpf.Hash, 0, 1
+	// What a hook's entry saw waits for its exit in the thread's task
+	// storage, or, on a kernel without it for these programs, in the
+	// backend's hashes by thread. What is not used gets one element; task
+	// storage is a map type 5.10 cannot make, so there it stands in as a
+	// hash the programs never reach.
+	for _, m := range []struct {
+		task   *ebpf.MapSpec
+		hashes []*ebpf.MapSpec
+	}{
+		{specs.InflightTask, []*ebpf.MapSpec{specs.Inflight}},
+		{specs.TaskPortBefore, []*ebpf.MapSpec{specs.PortBefore}},
+		{specs.TaskKinflight, []*ebpf.MapSpec{specs.Kinflight, specs.Kaccept}},
+	} {
+		if !have.taskStorage() {
+			m.task.Type, m.task.Flags, m.task.MaxEntries = ebpf.Hash, 0, 1
+			continue
+		}
+		for _, h := range m.hashes {
+			h.MaxEntries = 1
+		}
 	}
 	if o.Churn && o.churnEntries != 0 {
 		specs.ChurnNs.MaxEntries, specs.ChurnDst.MaxEntries, specs.ChurnProc.MaxEntries = o.churnEntries, o.churnEntries, o.churnEntries

@@ -33,15 +33,15 @@ type helpers struct {
 	// it, a CO-RE read (a helper call) a field. Found in the kernel's BTF,
 	// where the loader looks for kfuncs.
 	RdonlyCast bool
-	// TaskStorage: bpf_task_storage_get in tracepoint programs (5.12),
-	// where the tracepoint backend keeps a call's entry for its exit
-	// (with TaskBTF, for the task it names); without it, an LRU hash by
-	// thread id.
+	// TaskStorage: bpf_task_storage_get in tracepoint programs (5.12;
+	// kprobe programs have it with them, fentry's from 5.11), where every
+	// backend keeps what a hook's entry saw for its exit (with TaskBTF,
+	// for the task it names); without it, LRU hashes by thread id.
 	TaskStorage bool
 }
 
-// taskStorage tells whether the tracepoint backend keeps calls in flight
-// in task storage (bpf/tracepoint.bpf.c: inflight_task).
+// taskStorage tells whether the backends keep calls in flight in task
+// storage (bpf/common.h: task_slot).
 func (h helpers) taskStorage() bool { return h.TaskStorage && h.TaskBTF }
 
 // forceHelpers, when set, edits what probeHelpers found: the tests turn
@@ -90,8 +90,8 @@ func (h helpers) missing(tracepoint, scoped bool) []string {
 	if !h.TaskPtRegs && tracepoint {
 		notes = append(notes, "no bpf_task_pt_regs (5.15): each sys_exit is paired with its sys_enter by thread")
 	}
-	if !h.taskStorage() && tracepoint {
-		notes = append(notes, "no bpf_task_storage_get in tracepoint programs (5.12): a call's entry is kept for its exit in a hash by thread id")
+	if !h.taskStorage() {
+		notes = append(notes, "no bpf_task_storage_get in tracepoint programs (5.12): what a hook's entry saw is kept for its exit in a hash by thread id")
 	}
 	return notes
 }

@@ -79,6 +79,11 @@ type porttraceConnectStart struct {
 	Pad     [3]uint16
 }
 
+type porttraceConnectStarts struct {
+	_    structs.HostLayout
+	Hook [4]porttraceConnectStart
+}
+
 type porttraceCounter uint32
 
 const (
@@ -157,6 +162,12 @@ type porttraceKargs struct {
 	Pad        [3]uint16
 }
 
+type porttraceKslots struct {
+	_      structs.HostLayout
+	Probe  [7]porttraceKargs
+	Accept porttraceAcceptArgs
+}
+
 type porttracePortBitmap struct {
 	_    structs.HostLayout
 	Bits [1024]uint64
@@ -192,6 +203,8 @@ const (
 	porttraceMapPortFilter               = "port_filter"
 	porttraceMapPreblocked               = "preblocked"
 	porttraceMapRings                    = "rings"
+	porttraceMapTaskKinflight            = "task_kinflight"
+	porttraceMapTaskPortBefore           = "task_port_before"
 	porttraceProgConnectState            = "connect_state"
 	porttraceProgFentryFastopenConnect   = "fentry_fastopen_connect"
 	porttraceProgFentryInetDgramConnect  = "fentry_inet_dgram_connect"
@@ -337,21 +350,23 @@ type porttraceProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type porttraceMapSpecs struct {
-	CgroupFilter *ebpf.MapSpec `ebpf:"cgroup_filter"`
-	ChurnDst     *ebpf.MapSpec `ebpf:"churn_dst"`
-	ChurnNs      *ebpf.MapSpec `ebpf:"churn_ns"`
-	ChurnProc    *ebpf.MapSpec `ebpf:"churn_proc"`
-	Connecting   *ebpf.MapSpec `ebpf:"connecting"`
-	Counters     *ebpf.MapSpec `ebpf:"counters"`
-	Inflight     *ebpf.MapSpec `ebpf:"inflight"`
-	InflightTask *ebpf.MapSpec `ebpf:"inflight_task"`
-	Kaccept      *ebpf.MapSpec `ebpf:"kaccept"`
-	Kinflight    *ebpf.MapSpec `ebpf:"kinflight"`
-	NetnsFilter  *ebpf.MapSpec `ebpf:"netns_filter"`
-	PortBefore   *ebpf.MapSpec `ebpf:"port_before"`
-	PortFilter   *ebpf.MapSpec `ebpf:"port_filter"`
-	Preblocked   *ebpf.MapSpec `ebpf:"preblocked"`
-	Rings        *ebpf.MapSpec `ebpf:"rings"`
+	CgroupFilter   *ebpf.MapSpec `ebpf:"cgroup_filter"`
+	ChurnDst       *ebpf.MapSpec `ebpf:"churn_dst"`
+	ChurnNs        *ebpf.MapSpec `ebpf:"churn_ns"`
+	ChurnProc      *ebpf.MapSpec `ebpf:"churn_proc"`
+	Connecting     *ebpf.MapSpec `ebpf:"connecting"`
+	Counters       *ebpf.MapSpec `ebpf:"counters"`
+	Inflight       *ebpf.MapSpec `ebpf:"inflight"`
+	InflightTask   *ebpf.MapSpec `ebpf:"inflight_task"`
+	Kaccept        *ebpf.MapSpec `ebpf:"kaccept"`
+	Kinflight      *ebpf.MapSpec `ebpf:"kinflight"`
+	NetnsFilter    *ebpf.MapSpec `ebpf:"netns_filter"`
+	PortBefore     *ebpf.MapSpec `ebpf:"port_before"`
+	PortFilter     *ebpf.MapSpec `ebpf:"port_filter"`
+	Preblocked     *ebpf.MapSpec `ebpf:"preblocked"`
+	Rings          *ebpf.MapSpec `ebpf:"rings"`
+	TaskKinflight  *ebpf.MapSpec `ebpf:"task_kinflight"`
+	TaskPortBefore *ebpf.MapSpec `ebpf:"task_port_before"`
 }
 
 // porttraceVariableSpecs contains global variables before they are loaded into the kernel.
@@ -407,21 +422,23 @@ func (o *porttraceObjects) Close() error {
 //
 // It can be passed to loadPorttraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type porttraceMaps struct {
-	CgroupFilter *ebpf.Map `ebpf:"cgroup_filter"`
-	ChurnDst     *ebpf.Map `ebpf:"churn_dst"`
-	ChurnNs      *ebpf.Map `ebpf:"churn_ns"`
-	ChurnProc    *ebpf.Map `ebpf:"churn_proc"`
-	Connecting   *ebpf.Map `ebpf:"connecting"`
-	Counters     *ebpf.Map `ebpf:"counters"`
-	Inflight     *ebpf.Map `ebpf:"inflight"`
-	InflightTask *ebpf.Map `ebpf:"inflight_task"`
-	Kaccept      *ebpf.Map `ebpf:"kaccept"`
-	Kinflight    *ebpf.Map `ebpf:"kinflight"`
-	NetnsFilter  *ebpf.Map `ebpf:"netns_filter"`
-	PortBefore   *ebpf.Map `ebpf:"port_before"`
-	PortFilter   *ebpf.Map `ebpf:"port_filter"`
-	Preblocked   *ebpf.Map `ebpf:"preblocked"`
-	Rings        *ebpf.Map `ebpf:"rings"`
+	CgroupFilter   *ebpf.Map `ebpf:"cgroup_filter"`
+	ChurnDst       *ebpf.Map `ebpf:"churn_dst"`
+	ChurnNs        *ebpf.Map `ebpf:"churn_ns"`
+	ChurnProc      *ebpf.Map `ebpf:"churn_proc"`
+	Connecting     *ebpf.Map `ebpf:"connecting"`
+	Counters       *ebpf.Map `ebpf:"counters"`
+	Inflight       *ebpf.Map `ebpf:"inflight"`
+	InflightTask   *ebpf.Map `ebpf:"inflight_task"`
+	Kaccept        *ebpf.Map `ebpf:"kaccept"`
+	Kinflight      *ebpf.Map `ebpf:"kinflight"`
+	NetnsFilter    *ebpf.Map `ebpf:"netns_filter"`
+	PortBefore     *ebpf.Map `ebpf:"port_before"`
+	PortFilter     *ebpf.Map `ebpf:"port_filter"`
+	Preblocked     *ebpf.Map `ebpf:"preblocked"`
+	Rings          *ebpf.Map `ebpf:"rings"`
+	TaskKinflight  *ebpf.Map `ebpf:"task_kinflight"`
+	TaskPortBefore *ebpf.Map `ebpf:"task_port_before"`
 }
 
 func (m *porttraceMaps) Close() error {
@@ -441,6 +458,8 @@ func (m *porttraceMaps) Close() error {
 		m.PortFilter,
 		m.Preblocked,
 		m.Rings,
+		m.TaskKinflight,
+		m.TaskPortBefore,
 	)
 }
 

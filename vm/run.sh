@@ -22,7 +22,9 @@
 # once, VM_TIMEOUT (seconds) the time each may take. VM_BENCH=ARGS runs the
 # benchmark instead, on the last amd64 kernel of vm/kernels, with ARGS
 # (bench flags separated by "+", e.g. -reps+5+-backends+fentry,tracepoint)
-# and prints its output.
+# and prints its output; VM_BASELINE (a static porttrace built elsewhere)
+# goes in the guest as /baseline, for -baseline+/baseline, so that two
+# builds are measured side by side on a backend this host cannot load.
 set -euo pipefail
 shopt -s inherit_errexit # set -e inside $(...) too: a failed download stops the run
 cd "$(dirname "$0")/.."
@@ -255,6 +257,7 @@ build() {
 	if [ -n "${VM_BENCH:-}" ] && [ "$arch" = amd64 ]; then
 		"${go[@]}" build -o "$root/porttrace" ./cmd/porttrace
 		"${go[@]}" build -o "$root/bench" ./bench
+		[ -z "${VM_BASELINE:-}" ] || cp "$VM_BASELINE" "$root/baseline"
 	fi
 	# ss(8) and its libraries.
 	if [ "$arch" = "$harch" ]; then
