@@ -363,7 +363,8 @@ if [ -n "${VM_BENCH:-}" ]; then
 	echo "test-vm: benchmarking on $name (one emulated CPU)"
 	boot "${boot_args[@]}"
 	log=$cache/$name.log
-	sed -n '/porttrace bench:/,$p' "$log" | grep -av "$prefix done" | tr -d '\r'
+	# From the first line of any mode's output (bench:, bench -kernel:, ...).
+	sed -n '/porttrace bench/,$p' "$log" | { grep -av "$prefix done" || true; } | tr -d '\r'
 	grep -aq "$prefix done" "$log" && ! grep -aq 'bench-error' "$log" || die "the benchmark failed, see $log"
 	exit 0
 fi
