@@ -82,9 +82,9 @@ struct {
 
 static __always_inline int remember_port(struct sock *sk, __u64 hook)
 {
-	__u64 key = bpf_get_current_pid_tgid() << 8 | hook;
 	struct connect_starts *starts;
 	struct connect_start st = {};
+	__u64 key;
 
 	if (!task_wanted())
 		return 0;
@@ -96,13 +96,14 @@ static __always_inline int remember_port(struct sock *sk, __u64 hook)
 			starts->hook[hook] = st;
 		return 0;
 	}
+	key = bpf_get_current_pid_tgid() << 8 | hook;
 	bpf_map_update_elem(&port_before, &key, &st, BPF_ANY);
 	return 0;
 }
 
 static __always_inline void connect_done(struct sock *sk, struct sockaddr *uaddr, int ret, __u64 hook)
 {
-	__u64 key = bpf_get_current_pid_tgid() << 8 | hook;
+	__u64 key = 0;
 	struct connect_start *before;
 	struct connect_starts *starts;
 	struct connect_start st;
@@ -113,6 +114,7 @@ static __always_inline void connect_done(struct sock *sk, struct sockaddr *uaddr
 			return;
 		before = &starts->hook[hook];
 	} else {
+		key = bpf_get_current_pid_tgid() << 8 | hook;
 		before = bpf_map_lookup_elem(&port_before, &key);
 	}
 	if (!before || !before->start_ns)

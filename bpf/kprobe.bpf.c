@@ -62,7 +62,7 @@ static __always_inline __u64 kkey(enum kprobe_id p)
 
 static __always_inline int kstash(enum kprobe_id p, void *obj, void *sa, __u16 port_before)
 {
-	__u64 key = kkey(p);
+	__u64 key;
 	struct kargs a = {.obj = (__u64)obj, .sa = (__u64)sa, .port_before = port_before};
 	struct kslots *slots;
 
@@ -75,13 +75,14 @@ static __always_inline int kstash(enum kprobe_id p, void *obj, void *sa, __u16 p
 			slots->probe[p] = a;
 		return 0;
 	}
+	key = kkey(p);
 	bpf_map_update_elem(&kinflight, &key, &a, BPF_ANY);
 	return 0;
 }
 
 static __always_inline bool ktake(enum kprobe_id p, struct kargs *out)
 {
-	__u64 key = kkey(p);
+	__u64 key;
 	struct kslots *slots;
 	struct kargs *a;
 
@@ -93,6 +94,7 @@ static __always_inline bool ktake(enum kprobe_id p, struct kargs *out)
 		slots->probe[p].obj = 0;
 		return true;
 	}
+	key = kkey(p);
 	a = bpf_map_lookup_elem(&kinflight, &key);
 	if (!a)
 		return false;
@@ -219,7 +221,7 @@ struct {
 SEC("kprobe/inet_csk_accept")
 int BPF_KPROBE(kp_inet_csk_accept, struct sock *sk, void *arg1, void *arg2)
 {
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	__u32 tid;
 	struct accept_args a = {.sk = (__u64)sk, .arg1 = (__u64)arg1, .arg2 = (__u64)arg2};
 	struct kslots *slots;
 
@@ -231,6 +233,7 @@ int BPF_KPROBE(kp_inet_csk_accept, struct sock *sk, void *arg1, void *arg2)
 			slots->accept = a;
 		return 0;
 	}
+	tid = (__u32)bpf_get_current_pid_tgid();
 	bpf_map_update_elem(&kaccept, &tid, &a, BPF_ANY);
 	return 0;
 }
@@ -238,7 +241,7 @@ int BPF_KPROBE(kp_inet_csk_accept, struct sock *sk, void *arg1, void *arg2)
 SEC("kretprobe/inet_csk_accept")
 int BPF_KRETPROBE(krp_inet_csk_accept, struct sock *newsk)
 {
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	__u32 tid = 0;
 	struct accept_args *a;
 	struct kslots *slots;
 	long err;
@@ -248,6 +251,7 @@ int BPF_KRETPROBE(krp_inet_csk_accept, struct sock *newsk)
 		slots = task_slot(&task_kinflight, false);
 		a = slots && slots->accept.sk ? &slots->accept : NULL;
 	} else {
+		tid = (__u32)bpf_get_current_pid_tgid();
 		a = bpf_map_lookup_elem(&kaccept, &tid);
 	}
 	if (newsk) {

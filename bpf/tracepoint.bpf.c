@@ -130,7 +130,7 @@ static __always_inline struct sock *sk_from_fd(int fd)
 /* stash keeps this thread's arguments of call for its exit. */
 static __always_inline void stash(struct args *a, enum syscall_id call)
 {
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	__u32 tid;
 
 	a->call = call;
 	if (have_task_storage) {
@@ -140,13 +140,14 @@ static __always_inline void stash(struct args *a, enum syscall_id call)
 			*slot = *a;
 		return;
 	}
+	tid = (__u32)bpf_get_current_pid_tgid();
 	bpf_map_update_elem(&inflight, &tid, a, BPF_ANY);
 }
 
 /* drop_args forgets this thread's stashed arguments. */
 static __always_inline void drop_args(void)
 {
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	__u32 tid;
 
 	if (have_task_storage) {
 		struct args *slot = task_slot(&inflight_task, false);
@@ -155,6 +156,7 @@ static __always_inline void drop_args(void)
 			slot->call = 0;
 		return;
 	}
+	tid = (__u32)bpf_get_current_pid_tgid();
 	bpf_map_delete_elem(&inflight, &tid);
 }
 
@@ -165,8 +167,8 @@ static __always_inline void drop_args(void)
  */
 static __always_inline bool take(enum syscall_id call, struct args *out)
 {
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	struct args *a;
+	__u32 tid;
 
 	if (have_task_storage) {
 		a = task_slot(&inflight_task, false);
@@ -176,6 +178,7 @@ static __always_inline bool take(enum syscall_id call, struct args *out)
 		a->call = 0;
 		return out->call == call;
 	}
+	tid = (__u32)bpf_get_current_pid_tgid();
 	a = bpf_map_lookup_elem(&inflight, &tid);
 	if (!a)
 		return false;
