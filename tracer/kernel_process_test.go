@@ -210,7 +210,6 @@ func MakeCgroup(t *testing.T, rel string) (*os.File, string) {
 	return f, root
 }
 
-// newCgroup makes a cgroup v2 child for one test, removed at its end.
 // attachSockAddr loads insns as a cgroup sock_addr program for at and
 // attaches it to cg until the test ends.
 func attachSockAddr(t *testing.T, cg *os.File, at ebpf.AttachType, insns asm.Instructions) {
@@ -227,6 +226,7 @@ func attachSockAddr(t *testing.T, cg *os.File, at ebpf.AttachType, insns asm.Ins
 	t.Cleanup(func() { l.Close() })
 }
 
+// newCgroup makes a cgroup v2 child for one test, removed at its end.
 func newCgroup(t *testing.T) *os.File {
 	t.Helper()
 	dir := filepath.Join(cgroup2Mount(t), fmt.Sprintf("porttrace-test-%d-%d", os.Getpid(), time.Now().UnixNano()))
