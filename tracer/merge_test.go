@@ -58,36 +58,54 @@ func drain(m *merger) []int64 {
 
 func TestMergeOrder(t *testing.T) {
 	for _, tc := range []struct {
-		name  string
-		rings int
-		in    []sent
-		want  []int64
+		name   string
+		rings  int
+		shared bool // several CPUs a ring
+		in     []sent
+		want   []int64
 	}{
-		{"one ring goes out as it comes", 1,
+		{"one ring goes out as it comes", 1, false,
 			[]sent{{0, []int64{1, 2, 3}, 0, false}},
 			[]int64{1, 2, 3}},
-		{"a batch is sorted", 1,
+		{"a batch is sorted", 1, false,
 			[]sent{{0, []int64{2, 1, 3}, 0, false}},
 			[]int64{1, 2, 3}},
-		{"two rings interleave", 2,
+		{"two rings interleave", 2, false,
 			[]sent{{0, []int64{1, 4, 6}, 10, false}, {1, []int64{2, 3, 5}, 10, false}},
 			[]int64{1, 2, 3, 4, 5, 6}},
-		{"an empty ring's mark lets the other's earlier events out", 2,
+		{"an empty ring's mark lets the other's earlier events out", 2, false,
 			[]sent{{0, []int64{1, 2, 8}, 0, false}, {1, nil, 5, false}},
 			// 8 waits: ring 1 was empty at 5, so it may still send 4 on.
 			[]int64{1, 2}},
-		{"a ring's own latest event bounds what it can still send", 2,
+		{"a ring's own latest event bounds what it can still send", 2, false,
 			[]sent{{0, []int64{1, 2, 9}, 0, false}, {1, []int64{3}, 0, false}},
 			[]int64{1, 2, 3}},
-		{"a stopped ring holds nothing back", 2,
+		{"a stopped ring holds nothing back", 2, false,
 			[]sent{{0, []int64{1, 7}, 0, false}, {1, []int64{3}, 0, true}},
 			[]int64{1, 3, 7}},
-		{"three rings", 3,
+		{"three rings", 3, false,
 			[]sent{{0, []int64{5, 9}, 20, true}, {1, []int64{1, 6}, 20, true}, {2, []int64{2, 3, 4, 10}, 20, true}},
 			[]int64{1, 2, 3, 4, 5, 6, 9, 10}},
+		{"a shared ring's batches are put in order with each other", 1, true,
+			[]sent{{0, []int64{1, 5}, 0, false}, {0, []int64{3, 6}, 20, false}},
+			[]int64{1, 3, 5, 6}},
+		{"a shared ring's own latest events wait mergeSlack", 1, true,
+			[]sent{{0, []int64{1, 2, 3}, 0, false}},
+			// 3 waits: the ring may still send 2.5, committed after 3.
+			[]int64{1, 2}},
+		{"a shared ring whose batches are all queued holds nothing back", 1, true,
+			[]sent{{0, []int64{1}, 0, false}, {0, []int64{2}, 0, false}, {0, []int64{2}, 0, false}, {0, []int64{3}, 0, false}},
+			[]int64{1, 2, 2, 3}},
+		{"two shared rings", 2, true,
+			[]sent{{0, []int64{1, 4}, 10, false}, {1, []int64{2, 3}, 10, false}},
+			[]int64{1, 2, 3, 4}},
+		{"a shared ring's later event bounds the other's less", 2, true,
+			[]sent{{0, []int64{1, 2, 9}, 0, false}, {1, []int64{3}, 0, false}},
+			// Ring 1 may still send 2.5; ring 0 holds back its own 9.
+			[]int64{1, 2}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			m := newMerger(tc.rings, func(int) {}, func() int64 { return 0 })
+			m := newMerger(tc.rings, tc.shared, func(int) {}, func() int64 { return 0 })
 			for _, b := range tc.in {
 				feed(t, m, b)
 			}
@@ -110,7 +128,7 @@ func TestMergeAsksIdleRings(t *testing.T) {
 	now.Store(10 * ms)
 	var asked []int
 	var m *merger
-	m = newMerger(3, func(i int) {
+	m = newMerger(3, false, func(i int) {
 		asked = append(asked, i)
 		b := <-m.free[i] // the reader of an idle ring has its batches
 		b.reset()
@@ -140,8 +158,44 @@ func TestMergeAsksIdleRings(t *testing.T) {
 	}
 }
 
+// A shared ring's last event waits for the ring itself: once it is
+// mergeSlack old, the merge asks that ring's reader, which has events
+// queued, for a fresh mark, and the event goes out on its answer.
+func TestMergeAsksSharedRing(t *testing.T) {
+	var now atomic.Int64
+	now.Store(10 * ms)
+	var m *merger
+	asked := make(chan int, 8)
+	m = newMerger(1, true, func(i int) {
+		asked <- i
+		b := <-m.free[i]
+		b.reset()
+		b.mark = now.Load()
+		m.send(b)
+	}, now.Load)
+	feed(t, m, sent{ring: 0, ts: []int64{9, 10}})
+	var ev event.Event
+	if err := m.next(&ev); err != nil || ev.PID != 9 {
+		t.Fatalf("got %d, %v; want the event at 9 ms, which 10 lets out", ev.PID, err)
+	}
+	now.Store(12 * ms)
+	done := make(chan error)
+	go func() { done <- m.next(&ev) }()
+	select {
+	case err := <-done:
+		if err != nil || ev.PID != 10 {
+			t.Fatalf("got %d, %v; want the event at 10 ms", ev.PID, err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the last event of a shared ring waited for good: the ring was not asked")
+	}
+	if i := <-asked; i != 0 {
+		t.Errorf("asked ring %d, want 0", i)
+	}
+}
+
 func TestMergeStopsAndErrs(t *testing.T) {
-	m := newMerger(2, func(int) {}, func() int64 { return 0 })
+	m := newMerger(2, false, func(int) {}, func() int64 { return 0 })
 	feed(t, m, sent{ring: 0, ts: []int64{1, 2}, last: true})
 	feed(t, m, sent{ring: 1, ts: []int64{3}, last: true})
 	var ev event.Event
@@ -165,7 +219,7 @@ func TestMergeStopsAndErrs(t *testing.T) {
 		}
 	}
 
-	m = newMerger(2, func(int) {}, func() int64 { return 0 })
+	m = newMerger(2, false, func(int) {}, func() int64 { return 0 })
 	b := <-m.free[1]
 	b.reset()
 	b.err, b.last = errors.New("reading ring buffer 1: bad"), true
@@ -179,7 +233,7 @@ func TestMergeStopsAndErrs(t *testing.T) {
 // A ring that sends an event earlier than it had let the merge assume
 // (one that took longer than mergeSlack to commit) is counted.
 func TestMergeCountsReorders(t *testing.T) {
-	m := newMerger(2, func(int) {}, func() int64 { return 0 })
+	m := newMerger(2, false, func(int) {}, func() int64 { return 0 })
 	feed(t, m, sent{ring: 0, ts: []int64{5}})
 	feed(t, m, sent{ring: 1, ts: []int64{6}})
 	for len(m.in) > 0 {
@@ -222,7 +276,7 @@ func TestMergeReady(t *testing.T) {
 		{"stopped with events left", 2, []sent{{0, []int64{1, 2}, 0, true}, {1, nil, 0, true}}, 1, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			m := newMerger(tc.rings, func(int) {}, func() int64 { return 0 })
+			m := newMerger(tc.rings, false, func(int) {}, func() int64 { return 0 })
 			for _, b := range tc.in {
 				feed(t, m, b)
 			}
@@ -252,7 +306,7 @@ func TestMergeReady(t *testing.T) {
 		})
 	}
 
-	m := newMerger(2, func(int) {}, func() int64 { return 0 })
+	m := newMerger(2, false, func(int) {}, func() int64 { return 0 })
 	b := <-m.free[1]
 	b.reset()
 	b.err, b.last = errors.New("reading ring buffer 1: bad"), true
@@ -260,5 +314,44 @@ func TestMergeReady(t *testing.T) {
 	feed(t, m, sent{ring: 0, ts: []int64{1}})
 	if !m.ready() {
 		t.Error("not ready with a reader's error sent")
+	}
+}
+
+// BenchmarkMerge is the merge's cost an event: 16 rings, each sending
+// batches in turn, their events interleaved in time as a storm on 16 CPUs
+// writes them; shared: the same with rings written by several CPUs.
+func BenchmarkMerge(b *testing.B) {
+	for _, shared := range []bool{false, true} {
+		name := "unshared"
+		if shared {
+			name = "shared"
+		}
+		b.Run(name, func(b *testing.B) {
+			const rings = 16
+			m := newMerger(rings, shared, func(int) {}, func() int64 { return 0 })
+			var ev event.Event
+			var ts int64
+			b.ResetTimer()
+			for n := 0; n < b.N; {
+				for r := range rings {
+					fb := <-m.free[r]
+					fb.reset()
+					for k := range batchSize {
+						fb.evs = append(fb.evs, event.Event{})
+						fb.ts = append(fb.ts, ts+int64(k*rings+r)*1000)
+					}
+					m.send(fb)
+				}
+				ts += batchSize * rings * 1000
+				// What no ring holds back any more: a shared ring holds
+				// its last mergeSlack, here this round's last half.
+				for m.ready() {
+					if err := m.next(&ev); err != nil {
+						b.Fatal(err)
+					}
+					n++
+				}
+			}
+		})
 	}
 }

@@ -52,10 +52,15 @@ func DefaultRingBufferSize(ncpu int) uint32 {
 	return size
 }
 
+// possibleCPUs is the number of CPUs the rings are laid out for: the
+// kernel's possible CPUs. The tests raise it past MaxRings, so that the
+// CPUs of a small machine share a ring as a large one's do.
+var possibleCPUs = ebpf.PossibleCPU
+
 // sizeRings sizes spec (bpf/common.h: rings) for this machine: a ring a
 // CPU or group of CPUs, each of size bytes (0: DefaultRingBufferSize).
 func sizeRings(spec *ebpf.MapSpec, size uint32) (ringSize uint32, cpusPerRing int) {
-	ncpu, err := ebpf.PossibleCPU()
+	ncpu, err := possibleCPUs()
 	if err != nil {
 		ncpu = runtime.NumCPU()
 	}
@@ -78,6 +83,7 @@ const MaxRingBufferSize = 1 << 30
 type ringSet struct {
 	outer  *ebpf.Map   // the array the programs look the rings up in
 	rings  []*ebpf.Map // closed once the array and the readers hold them
+	shared bool        // several CPUs write into each ring
 	filled chan error  // fillArray's answer, once
 	err    error
 }
@@ -87,12 +93,12 @@ type ringSet struct {
 // starts putting them in place. One set serves every backend New tries.
 func makeRings(spec *ebpf.MapSpec, size uint32) (*ringSet, error) {
 	spec = spec.Copy()
-	sizeRings(spec, size)
+	_, perRing := sizeRings(spec, size)
 	outer, err := ebpf.NewMap(spec)
 	if err != nil {
 		return nil, fmt.Errorf("making the array of ring buffers: %w", err)
 	}
-	rs := &ringSet{outer: outer}
+	rs := &ringSet{outer: outer, shared: perRing > 1}
 	for i := range int(spec.MaxEntries) {
 		m, err := ebpf.NewMap(spec.InnerMap)
 		if err != nil {
@@ -249,9 +255,9 @@ type readers struct {
 	wg       sync.WaitGroup
 }
 
-func (t *Tracer) startReaders(rings []*ring) {
+func (t *Tracer) startReaders(rings []*ring, shared bool) {
 	r := &readers{rings: rings, quit: make(chan struct{}), stopping: make(chan struct{})}
-	r.m = newMerger(len(rings), func(i int) { rings[i].ask() }, monotonicBoot)
+	r.m = newMerger(len(rings), shared, func(i int) { rings[i].ask() }, monotonicBoot)
 	for i, rg := range rings {
 		r.wg.Go(func() { r.read(i, rg, t.bootOffset) })
 	}

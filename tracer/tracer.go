@@ -241,7 +241,7 @@ func (t *Tracer) start(b event.Backend, o Options, spec *ebpf.CollectionSpec, ri
 	}
 	t.mark(b.String()+" attach", since)
 	t.l = l
-	t.startReaders(rgs)
+	t.startReaders(rgs, rings.shared)
 	return nil
 }
 
