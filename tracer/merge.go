@@ -114,6 +114,7 @@ type merger struct {
 	timer *time.Timer    // until the head is mergeSlack old
 	err   error          // the first reader's error
 
+	shared   bool  // several CPUs write into each ring
 	run      int   // the ring events go out from, while its head is <= bound
 	bound    int64 // no other ring can hand over anything earlier
 	queued   int
@@ -123,13 +124,14 @@ type merger struct {
 
 func newMerger(rings int, shared bool, wake func(int), now func() int64) *merger {
 	m := &merger{
-		in:    make(chan *batch, rings*batchesPerRing),
-		free:  make([]chan *batch, rings),
-		rings: make([]ringState, rings),
-		live:  rings,
-		wake:  wake,
-		now:   now,
-		run:   -1,
+		in:     make(chan *batch, rings*batchesPerRing),
+		free:   make([]chan *batch, rings),
+		rings:  make([]ringState, rings),
+		live:   rings,
+		wake:   wake,
+		now:    now,
+		run:    -1,
+		shared: shared,
 	}
 	for i := range m.free {
 		m.rings[i].shared = shared
@@ -180,33 +182,30 @@ func (m *merger) runnable() (ring int, head int64, ok bool) {
 }
 
 // pick finds the ring with the earliest head, and sets bound to what the
-// rings allow: the others' heads and frontiers, and the ring's own
-// frontier (which holds back only a shared ring's head).
+// others allow: their heads, or for those with nothing queued, their
+// frontier; where rings are shared, every ring's frontier too, the picked
+// one's included.
 func (m *merger) pick() (ring int, head int64) {
 	ring, head, m.bound = -1, maxTs, maxTs
-	own := maxTs // what holds back the head of the ring picked so far
 	for i := range m.rings {
-		s := &m.rings[i]
-		ts, ok := s.head()
+		ts, ok := m.rings[i].head()
 		if ok && ts < head {
 			if ring >= 0 {
-				m.bound = min(m.bound, head, own)
+				m.bound = min(m.bound, head)
 			}
-			ring, head, own = i, ts, maxTs
-			if s.shared {
-				own = s.frontier()
-			}
+			ring, head = i, ts
 			continue
 		}
-		switch {
-		case !ok:
-			ts = s.frontier()
-		case s.shared:
-			ts = min(ts, s.frontier())
+		if !ok {
+			ts = m.rings[i].frontier()
 		}
 		m.bound = min(m.bound, ts)
 	}
-	m.bound = min(m.bound, own)
+	if m.shared {
+		for i := range m.rings {
+			m.bound = min(m.bound, m.rings[i].frontier())
+		}
+	}
 	return ring, head
 }
 
