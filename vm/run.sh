@@ -73,9 +73,10 @@ done
 command -v ss >/dev/null || die "ss not found (apt-get install iproute2)"
 harch=$(dpkg --print-architecture)
 
-# vm/kernels: "PACKAGE AUTO [RUN]" lines, and "skip PACKAGE BACKEND TEST
-# REASON". The architecture is the package name's last word (-amd64, -arm64).
-patterns=() autos=() runs=() arches=() skips=()
+# vm/kernels: "PACKAGE AUTO [RUN] [cpus=N]" lines, and "skip PACKAGE
+# BACKEND TEST REASON". The architecture is the package name's last word
+# (-amd64, -arm64).
+patterns=() autos=() runs=() cpus=() arches=() skips=()
 n=0
 while IFS= read -r line; do
 	n=$((n + 1))
@@ -88,14 +89,20 @@ while IFS= read -r line; do
 		skips+=("${f[*]:1}")
 		;;
 	*)
-		[ ${#f[@]} = 2 ] || [ ${#f[@]} = 3 ] || die "vm/kernels:$n: want PACKAGE AUTO [RUN] (the backend auto picks on that kernel, the tests it runs)"
+		c=1
+		if [ ${#f[@]} -ge 3 ] && [[ ${f[-1]} == cpus=* ]]; then
+			c=${f[-1]#cpus=}
+			[[ $c =~ ^[1-9][0-9]*$ ]] || die "vm/kernels:$n: ${f[-1]}: want cpus=N, N 1 or more"
+			unset 'f[-1]'
+		fi
+		[ ${#f[@]} = 2 ] || [ ${#f[@]} = 3 ] || die "vm/kernels:$n: want PACKAGE AUTO [RUN] [cpus=N] (the backend auto picks on that kernel, the tests it runs, its CPUs)"
 		case ${f[1]} in fentry | kprobe | tracepoint) ;; *) die "vm/kernels:$n: unknown backend ${f[1]}" ;; esac
 		case ${f[0]} in
 		*-amd64) arches+=(amd64) ;;
 		*-arm64) arches+=(arm64) ;;
 		*) die "vm/kernels:$n: ${f[0]}: the name must end in -amd64 or -arm64 (its architecture)" ;;
 		esac
-		patterns+=("${f[0]}") autos+=("${f[1]}") runs+=("${VM_RUN:-${f[2]:-$run}}")
+		patterns+=("${f[0]}") autos+=("${f[1]}") runs+=("${VM_RUN:-${f[2]:-$run}}") cpus+=("$c")
 		;;
 	esac
 done <vm/kernels
@@ -306,11 +313,13 @@ initrd() {
 	(cd "$stage" && find modules skips | cpio -o -H newc --quiet) >>"$cache/initrd-$name.cpio"
 }
 
-# One vCPU a guest, at most one guest per host core: with two vCPUs under
-# TCG, 6.1 was seen spinning in syscall_trace_enter while syscall
-# tracepoints were attached and detached (code patching across emulated
-# CPUs), and one vCPU is also faster on a 2-core host. The guest is told its
-# time limit so that a test that hangs is named before the guest is killed.
+# One vCPU a guest, at most one guest per host core: one vCPU is faster on
+# a 2-core host. A line with cpus=N gets N vCPUs, all run in turn by one
+# host thread (thread=single): with a thread a vCPU, the kernel's code
+# patching across CPUs is not seen coherently by the others, and attaching
+# syscall tracepoints crashed 6.12 at a stale int3 (16 vCPUs) and left 6.1
+# spinning in syscall_trace_enter (2 vCPUs). The guest is told its time
+# limit so that a test that hangs is named before the guest is killed.
 # arm64 guests are QEMU's "virt" machine, booted straight into the kernel
 # (no firmware), with the PL011 serial console. Debian's arm64 kernel signs
 # return addresses (pointer authentication) in every function; TCG computes
@@ -318,12 +327,13 @@ initrd() {
 # implementation-defined one pauth-impdef selects, which the kernel runs on
 # just as well.
 boot() {
-	local name=$1 arch=$2 vmlinuz=$3 auto=$4 pattern=$5 log=$cache/$1.log start=$SECONDS rc=0 machine console
+	local name=$1 arch=$2 vmlinuz=$3 auto=$4 pattern=$5 ncpu=$6 log=$cache/$1.log start=$SECONDS rc=0 machine console tcg=tcg
+	[ "$ncpu" = 1 ] || tcg=tcg,thread=single
 	case $arch in
-	amd64) machine=(qemu-system-x86_64 -M q35 -accel tcg -cpu max) console=ttyS0 ;;
-	arm64) machine=(qemu-system-aarch64 -M virt -accel tcg -cpu "max,pauth-impdef=on") console=ttyAMA0 ;;
+	amd64) machine=(qemu-system-x86_64 -M q35 -accel "$tcg" -cpu max) console=ttyS0 ;;
+	arm64) machine=(qemu-system-aarch64 -M virt -accel "$tcg" -cpu "max,pauth-impdef=on") console=ttyAMA0 ;;
 	esac
-	timeout "$timeout_s" "${machine[@]}" -smp 1 -m 1G \
+	timeout "$timeout_s" "${machine[@]}" -smp "$ncpu" -m 1G \
 		-nographic -no-reboot -nic none \
 		-kernel "$vmlinuz" -initrd "$cache/initrd-$name.cpio" \
 		-append "console=$console panic=-1 quiet porttrace.backends=$backends porttrace.auto=$auto porttrace.run=$pattern porttrace.timeout=$timeout_s${VM_BENCH:+ porttrace.bench=$VM_BENCH}" \
@@ -332,31 +342,40 @@ boot() {
 	echo "test-vm: $name took $((SECONDS - start))s, log in $log"
 }
 
+# guest I: the name of the guest of line I of vm/kernels: its kernel's,
+# and its CPUs where it has more than one.
+guest() {
+	local n=${pkgs[$1]#linux-image-}
+	[ "${cpus[$1]}" = 1 ] || n+=-${cpus[$1]}cpus
+	echo "$n"
+}
+
 # prepare I: fetches and packs kernel I of vm/kernels (resolved in pkgs);
 # sets name.
 prepare() {
 	local pkg=${pkgs[$1]} arch=${arches[$1]} vmlinuz
 	vmlinuz=$(kernel "$pkg" "$arch")
-	name=${pkg#linux-image-}
+	name=$(guest "$1")
 	initrd "$name" "$arch" "$cache/kernels/$pkg" "${patterns[$1]}"
 	rm -f "$cache/$name.log" "$cache/$name.rc"
-	boot_args=("$name" "$arch" "$vmlinuz" "${autos[$1]}" "${runs[$1]}")
+	boot_args=("$name" "$arch" "$vmlinuz" "${autos[$1]}" "${runs[$1]}" "${cpus[$1]}")
 }
 
 # Every line resolved before any guest boots: a line that matches nothing,
-# or the same package as another, stops the run before it starts.
+# or the same package with as many CPUs as another, stops the run before
+# it starts.
 pkgs=()
 for i in "${!patterns[@]}"; do
 	pkgs+=("$(resolve "${patterns[$i]}")") || die "vm/kernels: ${patterns[$i]} matches no package"
 done
-dups=$(printf '%s\n' "${pkgs[@]}" | sort | uniq -d)
+dups=$(for i in "${!pkgs[@]}"; do guest "$i"; done | sort | uniq -d)
 [ -z "$dups" ] || die "vm/kernels: two lines pick $dups"
 
-# The benchmark runs on the last amd64 kernel only: under emulation its
-# numbers compare backends on one kernel, and one is enough.
+# The benchmark runs on the last amd64 kernel of one CPU only: under
+# emulation its numbers compare backends on one kernel, and one is enough.
 if [ -n "${VM_BENCH:-}" ]; then
 	last=
-	for i in "${!patterns[@]}"; do [ "${arches[$i]}" != amd64 ] || last=$i; done
+	for i in "${!patterns[@]}"; do [ "${arches[$i]}" != amd64 ] || [ "${cpus[$i]}" != 1 ] || last=$i; done
 	[ -n "$last" ] || die "VM_BENCH: vm/kernels names no amd64 kernel"
 	prepare "$last"
 	timeout_s=${VM_TIMEOUT:-1800}
@@ -379,11 +398,15 @@ for i in "${!patterns[@]}"; do
 done
 wait
 
-# Kernels that no line of vm/kernels picks any more.
+# Kernels that no line of vm/kernels picks any more, and guests none boots.
 for d in "$cache"/kernels/linux-image-*; do
 	[ -d "$d" ] || continue
-	k=${d##*/linux-image-}
-	printf '%s\n' "${kernels[@]}" | grep -qxF -- "$k" || rm -rf "$d" "$cache/initrd-$k.cpio" "$cache/modules/$k" "$cache/$k.log" "$cache/$k.rc"
+	printf '%s\n' "${pkgs[@]}" | grep -qxF -- "${d##*/}" || rm -rf "$d"
+done
+for f in "$cache"/*.rc; do
+	[ -e "$f" ] || continue
+	k=$(basename "$f" .rc)
+	[ "$k" = host ] || printf '%s\n' "${kernels[@]}" | grep -qxF -- "$k" || rm -rf "$cache/initrd-$k.cpio" "$cache/modules/$k" "$cache/$k.log" "$cache/$k.rc"
 done
 
 # The host kernel: judged as a guest is, except that it may refuse a
