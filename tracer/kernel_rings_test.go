@@ -43,7 +43,6 @@ func TestKernelRingsMergeInTimeOrder(t *testing.T) {
 // ring holds every bind (4 MiB): this test is of the order, not of readers
 // kept off every CPU by the binds.
 func TestKernelRingSharedByCPUs(t *testing.T) {
-	const binds = 10000
 	defer func(f func() (int, error)) { possibleCPUs = f }(possibleCPUs)
 	possibleCPUs = func() (int, error) { return MaxRings + 1, nil }
 	ns := NewNetns(t)
@@ -52,6 +51,10 @@ func TestKernelRingSharedByCPUs(t *testing.T) {
 		t.Fatalf("%d rings, want %d of %d CPUs each", c.tr.Rings(), rings, perRing)
 	}
 	cpus := allowedCPUs(t, 16)
+	binds := 10000
+	if len(cpus) == 1 {
+		binds = 1000 // one writer (a one-CPU guest): the layout, not the order of two
+	}
 	bindOnCPUs(t, ns, cpus, binds)
 	checkBindsInOrder(t, c, c.stop(t, ns), len(cpus), binds)
 }
