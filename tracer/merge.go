@@ -76,7 +76,6 @@ type ringState struct {
 	pos    int
 	seen   int64 // the latest timestamp received from it
 	mark   int64 // when its reader last found it empty
-	shared bool  // written by several CPUs: not in time order across batches
 	done   bool
 	wakeup bool // asked for a fresh mark, not yet answered
 }
@@ -89,12 +88,14 @@ func (r *ringState) head() (int64, bool) {
 }
 
 // frontier is how early an event this ring has not handed over yet can
-// be. An unshared ring's is never before what it has queued.
-func (r *ringState) frontier() int64 {
+// be. An unshared ring's is never before what it has queued; a shared
+// one's (written by several CPUs, so not in time order across batches)
+// can be.
+func (r *ringState) frontier(shared bool) int64 {
 	if r.done {
 		return maxTs
 	}
-	if r.shared && len(r.q) < batchesPerRing {
+	if shared && len(r.q) < batchesPerRing {
 		return max(r.mark, r.seen) - mergeSlack
 	}
 	return max(r.mark-mergeSlack, r.seen)
@@ -134,7 +135,6 @@ func newMerger(rings int, shared bool, wake func(int), now func() int64) *merger
 		shared: shared,
 	}
 	for i := range m.free {
-		m.rings[i].shared = shared
 		m.free[i] = make(chan *batch, batchesPerRing)
 		for range batchesPerRing {
 			m.free[i] <- &batch{ring: i, evs: make([]event.Event, 0, batchSize), ts: make([]int64, 0, batchSize)}
@@ -197,13 +197,13 @@ func (m *merger) pick() (ring int, head int64) {
 			continue
 		}
 		if !ok {
-			ts = m.rings[i].frontier()
+			ts = m.rings[i].frontier(m.shared)
 		}
 		m.bound = min(m.bound, ts)
 	}
 	if m.shared {
 		for i := range m.rings {
-			m.bound = min(m.bound, m.rings[i].frontier())
+			m.bound = min(m.bound, m.rings[i].frontier(true))
 		}
 	}
 	return ring, head
@@ -233,7 +233,7 @@ func (m *merger) await(r int, head int64) {
 	}
 	for i := range m.rings {
 		s := &m.rings[i]
-		if !s.done && !s.wakeup && s.frontier() < head {
+		if !s.done && !s.wakeup && s.frontier(m.shared) < head {
 			s.wakeup = true
 			m.wake(i)
 		}
@@ -259,7 +259,7 @@ func (m *merger) add(b *batch) {
 		m.free[b.ring] <- b
 		return
 	}
-	if s.shared {
+	if m.shared {
 		s.settle(b)
 	}
 	s.seen = max(s.seen, b.ts[len(b.ts)-1])

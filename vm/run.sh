@@ -377,7 +377,7 @@ dups=$(for i in "${!pkgs[@]}"; do guest "$i"; done | sort | uniq -d)
 if [ -n "${VM_BENCH:-}" ]; then
 	last=
 	for i in "${!patterns[@]}"; do [ "${arches[$i]}" != amd64 ] || [ "${cpus[$i]}" != 1 ] || last=$i; done
-	[ -n "$last" ] || die "VM_BENCH: vm/kernels names no amd64 kernel"
+	[ -n "$last" ] || die "VM_BENCH: vm/kernels names no amd64 kernel of one CPU"
 	prepare "$last"
 	timeout_s=${VM_TIMEOUT:-1800}
 	echo "test-vm: benchmarking on $name (one emulated CPU)"
